@@ -1,0 +1,64 @@
+# snakepit — build, test and demo entry points.
+#   make test   installs what the tests need (idempotent) and runs every suite
+#   make demo   installs what the demo needs and runs `snakepit demo`
+#   make proto  regenerates the committed Go and Python protocol code
+
+GO            ?= go
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+STATICCHECK_VERSION        := v0.8.2
+TOOLS_BIN     := $(CURDIR)/.snakepit/bin
+PY_ENV_FILE   := $(CURDIR)/.snakepit/python
+PROTO_SRC     := proto/snakepit/v1/snakepit.proto
+PY_PB_DIR     := python/snakepit_bridge/pb
+
+.PHONY: all build test test-go test-python test-lifecycle demo proto deps-python lint bench clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+## deps-python: make a Python with grpcio + protobuf + pytest available (see scripts/install-python-deps.sh)
+deps-python:
+	@scripts/install-python-deps.sh
+
+test: deps-python
+	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go
+
+test-go:
+	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=1 -timeout 15m ./...
+
+test-lifecycle:
+	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=5 -timeout 15m ./test/lifecycle/...
+
+test-python:
+	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests
+
+lint:
+	$(GO) vet ./...
+	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(TOOLS_BIN)/staticcheck ./...
+
+demo: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit demo
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./pool/...
+
+## proto: needs protoc (Debian: protobuf-compiler) and grpc_python_plugin (Debian: protobuf-compiler-grpc)
+proto:
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS_BIN):$$PATH protoc -I proto \
+	  --go_out=bridge/pb --go_opt=paths=source_relative,Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb \
+	  --go-grpc_out=bridge/pb --go-grpc_opt=paths=source_relative,Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb \
+	  $(PROTO_SRC)
+	mv bridge/pb/snakepit/v1/*.go bridge/pb/ && rm -rf bridge/pb/snakepit
+	protoc -I proto/snakepit/v1 --python_out=$(PY_PB_DIR) \
+	  --grpc_out=$(PY_PB_DIR) --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) \
+	  proto/snakepit/v1/snakepit.proto
+	sed -i 's/^import snakepit_pb2 as/from . import snakepit_pb2 as/' $(PY_PB_DIR)/snakepit_pb2_grpc.py
+
+clean:
+	rm -rf .snakepit/bin

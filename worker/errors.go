@@ -1,0 +1,142 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Concrete error types below match them with errors.Is.
+var (
+	// ErrWorkerCrashed: the worker's process ended while a call was running.
+	ErrWorkerCrashed = errors.New("snakepit: worker crashed")
+	// ErrWorkerUnavailable: the worker is not between Ready and Exited.
+	ErrWorkerUnavailable = errors.New("snakepit: worker not available")
+	// ErrWorkerTimeout: the worker did not answer within the deadline plus grace and was restarted.
+	ErrWorkerTimeout = errors.New("snakepit: worker timed out")
+	// ErrStartup: a worker lifetime failed before it became ready.
+	ErrStartup = errors.New("snakepit: worker failed to start")
+	// ErrToolFailed: the tool itself raised (see *ToolError).
+	ErrToolFailed = errors.New("snakepit: tool failed")
+	// ErrUnknownTool: no worker offers the tool (see *UnknownToolError).
+	ErrUnknownTool = errors.New("snakepit: unknown tool")
+	// ErrInvalidArgs: the arguments could not be encoded; nothing was sent.
+	ErrInvalidArgs = errors.New("snakepit: invalid arguments")
+	// ErrDecode: a result could not be decoded into the requested value.
+	ErrDecode = errors.New("snakepit: cannot decode result")
+)
+
+// CrashError reports a worker lifetime that ended unexpectedly.
+type CrashError struct {
+	WorkerID string
+	PID      int
+	// ExitCode is the exit status, or -1 when the process was killed by a signal.
+	ExitCode int
+	// Signal names the signal that killed the process ("" if it exited).
+	Signal string
+	// Reason says why the host ended the process, when it did (e.g. "health check failed").
+	Reason string
+}
+
+func (e *CrashError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "snakepit: worker %s (pid %d) ", e.WorkerID, e.PID)
+	switch {
+	case e.Signal != "":
+		fmt.Fprintf(&b, "was killed by %s", e.Signal)
+	default:
+		fmt.Fprintf(&b, "exited with status %d", e.ExitCode)
+	}
+	if e.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", e.Reason)
+	}
+	b.WriteString("; it is being restarted — retry the call, or mark it idempotent to retry automatically")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrWorkerCrashed) true.
+func (e *CrashError) Is(target error) bool { return target == ErrWorkerCrashed }
+
+// StartupError reports a lifetime that ended before it became ready.
+type StartupError struct {
+	WorkerID string
+	PID      int
+	Cause    error    // what went wrong (process exited, handshake timeout, ...)
+	Stderr   []string // the process's last stderr lines, oldest first
+	Hint     string   // what to do next
+}
+
+func (e *StartupError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "snakepit: worker %s failed to start", e.WorkerID)
+	if e.PID > 0 {
+		fmt.Fprintf(&b, " (pid %d)", e.PID)
+	}
+	if e.Cause != nil {
+		fmt.Fprintf(&b, ": %v", e.Cause)
+	}
+	if len(e.Stderr) > 0 {
+		b.WriteString("\n  last stderr lines:\n    ")
+		b.WriteString(strings.Join(e.Stderr, "\n    "))
+	}
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "\n  hint: %s", e.Hint)
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrStartup) true.
+func (e *StartupError) Is(target error) bool { return target == ErrStartup }
+
+// Unwrap returns the cause.
+func (e *StartupError) Unwrap() error { return e.Cause }
+
+// ToolError is an exception raised by a tool, carried across the wire.
+type ToolError struct {
+	Tool      string
+	WorkerID  string
+	Type      string // Python exception type, e.g. "ValueError"
+	Message   string
+	Traceback string
+}
+
+func (e *ToolError) Error() string {
+	return fmt.Sprintf("snakepit: tool %q raised %s: %s", e.Tool, e.Type, e.Message)
+}
+
+// Is makes errors.Is(err, ErrToolFailed) true.
+func (e *ToolError) Is(target error) bool { return target == ErrToolFailed }
+
+// UnknownToolError names a tool nobody offers and lists the ones that exist.
+type UnknownToolError struct {
+	Tool      string
+	Available []string
+}
+
+func (e *UnknownToolError) Error() string {
+	return fmt.Sprintf("snakepit: unknown tool %q; available tools: %s", e.Tool, strings.Join(e.Available, ", "))
+}
+
+// Is makes errors.Is(err, ErrUnknownTool) true.
+func (e *UnknownToolError) Is(target error) bool { return target == ErrUnknownTool }
+
+// ArgsError reports arguments that cannot be encoded as a JSON object.
+type ArgsError struct {
+	Tool   string
+	Reason string
+}
+
+func (e *ArgsError) Error() string {
+	return fmt.Sprintf("snakepit: arguments for tool %q cannot be sent: %s (pass a map or struct that encodes to a JSON object)", e.Tool, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidArgs) true.
+func (e *ArgsError) Is(target error) bool { return target == ErrInvalidArgs }
+
+// DecodeError reports a result that could not be decoded.
+type DecodeError struct{ Reason string }
+
+func (e *DecodeError) Error() string { return "snakepit: cannot decode result: " + e.Reason }
+
+// Is makes errors.Is(err, ErrDecode) true.
+func (e *DecodeError) Is(target error) bool { return target == ErrDecode }

@@ -1,0 +1,135 @@
+// Package worker is the contract between the pool and a worker
+// implementation. The pool depends only on what is declared here, so a user
+// can plug in a worker type of their own (another interpreter, a remote
+// endpoint, an in-process fake) through the same interface the Python gRPC
+// worker implements.
+//
+// Contract, in short:
+//   - A Worker is a suture.Service. One call of Serve is one lifetime of the
+//     underlying process (or connection). Serve returns only after everything
+//     it started is gone (for a process: reaped). Its Starter calls Serve
+//     again to restart it.
+//   - During Serve the worker reports its lifecycle to the Events it was
+//     built with: Starting, then Ready once it can take calls, then Exited
+//     exactly once when the lifetime ends (before Serve returns).
+//   - Execute and ExecuteStream may be called only between Ready and Exited;
+//     outside that window they return ErrWorkerUnavailable. They must be safe
+//     for concurrent use up to the worker's capacity.
+//   - A call that fails because the lifetime ended under it returns an error
+//     matching ErrWorkerCrashed (usually a *CrashError).
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+
+	"github.com/thejerf/suture/v4"
+)
+
+// Worker is one supervised execution endpoint.
+type Worker interface {
+	suture.Service
+	// ID is the stable worker id; it survives restarts.
+	ID() string
+	// Execute runs one unary tool call.
+	Execute(ctx context.Context, call *Call) (*Result, error)
+	// ExecuteStream runs a streaming tool call, handing each chunk to yield in
+	// order. yield returning a non-nil error (or ctx ending) cancels the
+	// stream on the worker side; that error is returned.
+	ExecuteStream(ctx context.Context, call *Call, yield func(Chunk) error) error
+	// Kill ends the current lifetime at once (used when the pool judges the
+	// worker hung). reason is logged and recorded. Serve still returns only
+	// after the process is reaped; the Starter then restarts it.
+	Kill(reason string)
+}
+
+// Spec is what the pool hands a Factory to build one worker.
+type Spec struct {
+	ID       string // stable id, e.g. "w3"
+	Index    int    // 0-based position in the pool
+	RunID    string // the run id of the App
+	Capacity int    // concurrent calls the pool will send to this worker
+	Events   Events // the worker reports its lifecycle here; never nil
+	Logger   *slog.Logger
+}
+
+// Factory builds workers. It is called once per worker id, not per restart.
+type Factory interface {
+	NewWorker(spec Spec) (Worker, error)
+}
+
+// FactoryFunc adapts a function to Factory.
+type FactoryFunc func(spec Spec) (Worker, error)
+
+// NewWorker calls f.
+func (f FactoryFunc) NewWorker(spec Spec) (Worker, error) { return f(spec) }
+
+// Info describes a worker lifetime that has become ready.
+type Info struct {
+	PID   int        // OS process id, 0 if there is none
+	Tools []ToolSpec // tools the worker offers
+}
+
+// Events receives lifecycle reports from a worker. Implementations must be
+// cheap and must not call back into the worker.
+type Events interface {
+	// Starting: a new lifetime begins (process being spawned).
+	Starting(id string)
+	// Ready: the lifetime can take calls.
+	Ready(id string, info Info)
+	// Exited: the lifetime ended; err is nil for a requested stop, otherwise
+	// the reason (a *CrashError, a *StartupError, ...).
+	Exited(id string, err error)
+}
+
+// Call is one tool invocation.
+type Call struct {
+	Tool      string
+	Args      json.RawMessage   // a JSON object; nil means {}
+	Binary    map[string][]byte // extra keyword arguments sent as raw bytes
+	SessionID string
+	RequestID string
+}
+
+// Result is what a unary tool returned: a JSON value, or raw bytes when the
+// tool returned bytes (then Binary is non-nil and JSON is nil).
+type Result struct {
+	JSON   json.RawMessage
+	Binary []byte
+}
+
+// Decode unmarshals a JSON result into v.
+func (r *Result) Decode(v any) error {
+	if r == nil || r.JSON == nil {
+		return &DecodeError{Reason: "result carries no JSON value (binary or empty)"}
+	}
+	if err := json.Unmarshal(r.JSON, v); err != nil {
+		return &DecodeError{Reason: err.Error()}
+	}
+	return nil
+}
+
+// Chunk is one element of a streaming result.
+type Chunk struct {
+	Seq    uint64
+	JSON   json.RawMessage
+	Binary []byte
+}
+
+// ParamSpec describes one tool parameter.
+type ParamSpec struct {
+	Name        string          `json:"name"`
+	Type        string          `json:"type"`
+	Required    bool            `json:"required"`
+	Default     json.RawMessage `json:"default,omitempty"`
+	Description string          `json:"description,omitempty"`
+}
+
+// ToolSpec describes one tool.
+type ToolSpec struct {
+	Name              string      `json:"name"`
+	Description       string      `json:"description,omitempty"`
+	Parameters        []ParamSpec `json:"parameters,omitempty"`
+	SupportsStreaming bool        `json:"supports_streaming"`
+}
