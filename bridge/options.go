@@ -1,0 +1,91 @@
+package bridge
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults applied by New to zero-valued Options fields.
+const (
+	DefaultSessionTTL      = time.Hour
+	DefaultSweepInterval   = 60 * time.Second
+	DefaultMaxSessions     = 10_000
+	DefaultMaxMessageBytes = 16 << 20
+)
+
+// Options configures a Server. Only Token is required.
+type Options struct {
+	// Token is the run's shared secret; every call must carry it. The App
+	// generates one per run and hands it to workers through their environment.
+	Token string
+	// Network is "tcp" (the default; 127.0.0.1 with a kernel-chosen port) or
+	// "unix" (a socket file inside SocketDir).
+	Network string
+	// SocketDir, for Network "unix", is the directory that holds the socket.
+	// It is created with mode 0700 if missing and must not be accessible to
+	// other users if it exists (the socket would be reachable by them). Empty:
+	// a fresh private directory under os.TempDir(), removed when Serve returns.
+	SocketDir string
+	// SessionTTL is how long a session may go unused before it expires, when
+	// its creator does not choose. Default 1h.
+	SessionTTL time.Duration
+	// SweepInterval is how often expired sessions are removed. Default 60s.
+	// Expired sessions are refused on access even before they are swept.
+	SweepInterval time.Duration
+	// MaxSessions bounds the number of live sessions. Default 10,000.
+	MaxSessions int
+	// MaxMessageBytes bounds each request and response. Default 16 MiB.
+	MaxMessageBytes int
+	// Now is the clock for session times; tests inject a fake one. Default time.Now.
+	Now func() time.Time
+	// Logger receives the bridge's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Token == "" {
+		return o, &OptionsError{Field: "Token", Reason: "is empty; every worker call must carry the run's token — generate one (the App does) and give the same value to the workers"}
+	}
+	switch o.Network {
+	case "":
+		o.Network = "tcp"
+	case "tcp", "unix":
+	default:
+		return o, &OptionsError{Field: "Network", Reason: `is "` + o.Network + `"; use "tcp" (loopback) or "unix"`}
+	}
+	if o.SocketDir != "" && o.Network != "unix" {
+		return o, &OptionsError{Field: "SocketDir", Reason: `is set but Network is not "unix"; set Network to "unix" or clear SocketDir`}
+	}
+	for _, f := range []struct {
+		name     string
+		negative bool
+	}{
+		{"SessionTTL", o.SessionTTL < 0},
+		{"SweepInterval", o.SweepInterval < 0},
+		{"MaxSessions", o.MaxSessions < 0},
+		{"MaxMessageBytes", o.MaxMessageBytes < 0},
+	} {
+		if f.negative {
+			return o, &OptionsError{Field: f.name, Reason: "is negative; use 0 for the default or a positive value"}
+		}
+	}
+	if o.SessionTTL == 0 {
+		o.SessionTTL = DefaultSessionTTL
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = DefaultSweepInterval
+	}
+	if o.MaxSessions == 0 {
+		o.MaxSessions = DefaultMaxSessions
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}

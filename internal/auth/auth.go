@@ -1,0 +1,127 @@
+// Package auth carries the run's shared secret on every gRPC call between the
+// Go host and its Python workers, in both directions.
+//
+// Both servers bind loopback (or a private unix socket) only, but loopback is
+// shared by every local user and process, so the token is what proves a
+// caller belongs to this run. It travels in the MetadataKey metadata entry and
+// reaches a worker only through its environment (EnvToken), never argv, which
+// any local user can read from /proc.
+//
+// The token is a bearer secret over plaintext loopback: it stops other local
+// users, not someone who can already read this process's memory or environ.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	// MetadataKey is the gRPC metadata entry that carries the token. It is
+	// lower case because HTTP/2 header names must be.
+	MetadataKey = "x-snakepit-token"
+	// EnvToken is the environment variable a worker reads its token from.
+	EnvToken = "SNAKEPIT_TOKEN"
+)
+
+// rejectMessage deliberately names neither the expected nor the received
+// token, so a rejection can be logged anywhere without leaking the secret.
+const rejectMessage = "missing or wrong snakepit token"
+
+// NewToken returns 32 bytes from crypto/rand, base64url-encoded without
+// padding (43 characters), safe to put in metadata and environment variables.
+func NewToken() string {
+	var b [32]byte
+	// crypto/rand.Read never fails on supported platforms (Go ≥ 1.24 aborts
+	// the program instead), so there is no error worth returning.
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Check reports whether ctx carries token in its incoming metadata. It returns
+// nil or a codes.Unauthenticated status error.
+//
+// An empty expected token rejects every call: an unconfigured server must fail
+// closed rather than accept callers that also forgot to send a token.
+func Check(ctx context.Context, token string) error {
+	if token == "" {
+		return status.Error(codes.Unauthenticated, rejectMessage)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	want := sha256.Sum256([]byte(token))
+	ok := 0
+	for _, got := range md.Get(MetadataKey) {
+		// Comparing digests keeps the comparison constant-time even when the
+		// lengths differ (ConstantTimeCompare returns early on a length
+		// mismatch, which would leak the token's length).
+		h := sha256.Sum256([]byte(got))
+		ok |= subtle.ConstantTimeCompare(h[:], want[:])
+	}
+	if ok != 1 {
+		return status.Error(codes.Unauthenticated, rejectMessage)
+	}
+	return nil
+}
+
+// UnaryServerInterceptor rejects unary calls that lack token with
+// codes.Unauthenticated before the handler runs.
+func UnaryServerInterceptor(token string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := Check(ctx, token); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor rejects streaming calls that lack token with
+// codes.Unauthenticated before the handler runs.
+func StreamServerInterceptor(token string) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := Check(ss.Context(), token); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// ServerOptions installs both interceptors; use it so that a service added
+// later with streaming methods cannot be left unprotected by accident.
+func ServerOptions(token string) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(UnaryServerInterceptor(token)),
+		grpc.ChainStreamInterceptor(StreamServerInterceptor(token)),
+	}
+}
+
+// PerRPCCredentials attaches token to every call, unary and streaming.
+func PerRPCCredentials(token string) credentials.PerRPCCredentials {
+	return tokenCreds(token)
+}
+
+type tokenCreds string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{MetadataKey: string(t)}, nil
+}
+
+// RequireTransportSecurity is false because the transport is loopback or a
+// private unix socket with no TLS; requiring it would make grpc refuse to send
+// the token at all.
+func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// ClientOptions returns the dial options that attach token to every call. It
+// does not choose transport credentials; loopback callers usually add
+// grpc.WithTransportCredentials(insecure.NewCredentials()).
+func ClientOptions(token string) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithPerRPCCredentials(PerRPCCredentials(token))}
+}

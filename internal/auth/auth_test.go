@@ -1,0 +1,163 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestNewToken(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		tok := NewToken()
+		raw, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			t.Fatalf("token %q is not base64url: %v", tok, err)
+		}
+		if len(raw) != 32 {
+			t.Fatalf("token carries %d bytes, want 32", len(raw))
+		}
+		if seen[tok] {
+			t.Fatalf("duplicate token %q", tok)
+		}
+		seen[tok] = true
+	}
+}
+
+func TestCheck(t *testing.T) {
+	const tok = "secret-token"
+	in := func(vals ...string) context.Context {
+		md := metadata.MD{}
+		for _, v := range vals {
+			md.Append(MetadataKey, v)
+		}
+		return metadata.NewIncomingContext(context.Background(), md)
+	}
+	tests := []struct {
+		name   string
+		ctx    context.Context
+		expect string
+		ok     bool
+	}{
+		{"right", in(tok), tok, true},
+		{"no metadata", context.Background(), tok, false},
+		{"no entry", in(), tok, false},
+		{"wrong", in("nope"), tok, false},
+		{"prefix", in(tok[:5]), tok, false},
+		{"longer", in(tok + "x"), tok, false},
+		{"empty sent", in(""), tok, false},
+		{"duplicate entries, one right", in("nope", tok), tok, true},
+		// An unconfigured server must not accept a client that also sends nothing.
+		{"empty expected, empty sent", in(""), "", false},
+		{"empty expected, none sent", context.Background(), "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(tc.ctx, tc.expect)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Check: %v, want nil", err)
+				}
+				return
+			}
+			if status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("Check: %v, want Unauthenticated", err)
+			}
+			if tc.expect != "" && strings.Contains(err.Error(), tc.expect) {
+				t.Fatalf("error %q echoes the token", err)
+			}
+		})
+	}
+}
+
+// TestOverGRPC runs the interceptors and the client credentials over a real
+// loopback connection, unary (Check) and streaming (Watch).
+func TestOverGRPC(t *testing.T) {
+	token := NewToken()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(ServerOptions(token)...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		hs.Shutdown()
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+
+	dial := func(t *testing.T, extra ...grpc.DialOption) healthpb.HealthClient {
+		t.Helper()
+		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, extra...)
+		cc, err := grpc.NewClient(lis.Addr().String(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return healthpb.NewHealthClient(cc)
+	}
+	clients := map[string]struct {
+		client healthpb.HealthClient
+		want   codes.Code
+	}{
+		"with token":  {dial(t, ClientOptions(token)...), codes.OK},
+		"no token":    {dial(t), codes.Unauthenticated},
+		"wrong token": {dial(t, ClientOptions(NewToken())...), codes.Unauthenticated},
+	}
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+
+			_, err := c.client.Check(ctx, &healthpb.HealthCheckRequest{})
+			if got := status.Code(err); got != c.want {
+				t.Fatalf("unary Check: code %v (%v), want %v", got, err, c.want)
+			}
+			if err != nil && strings.Contains(err.Error(), token) {
+				t.Fatalf("rejection echoes the token: %v", err)
+			}
+
+			stream, err := c.client.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatalf("Watch: %v", err)
+			}
+			resp, err := stream.Recv()
+			if got := status.Code(err); got != c.want {
+				t.Fatalf("stream Recv: code %v (%v), want %v", got, err, c.want)
+			}
+			if c.want == codes.OK && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("stream status %v, want SERVING", resp.GetStatus())
+			}
+		})
+	}
+}
+
+func TestCredentialsAllowInsecureTransport(t *testing.T) {
+	c := PerRPCCredentials("x")
+	if c.RequireTransportSecurity() {
+		t.Fatal("RequireTransportSecurity is true; grpc would refuse to send the token over loopback without TLS")
+	}
+	md, err := c.GetRequestMetadata(context.Background())
+	if err != nil || md[MetadataKey] != "x" {
+		t.Fatalf("GetRequestMetadata = %v, %v", md, err)
+	}
+}

@@ -1,0 +1,478 @@
+"""The adapter API: the ``@tool`` decorator, ``BaseAdapter`` and tool specs.
+
+Contract:
+
+* An adapter is a class whose tool methods carry ``@tool``. The worker
+  creates exactly ONE instance per process, calls ``setup()`` once before it
+  reports ready and ``teardown()`` once on a graceful stop. State kept on
+  ``self`` therefore lives as long as the worker process and is shared by
+  every call (and by concurrent calls: guard it with a lock when tools run
+  in the thread pool).
+* A tool may be a plain function, a coroutine function, a generator or an
+  async generator. Generators are streaming tools; everything else is unary.
+* A tool receives its arguments as keyword arguments decoded from JSON (plus
+  raw ``bytes`` arguments). A parameter annotated ``SessionContext`` (or an
+  unannotated parameter named ``ctx``/``context``) receives the per-call
+  context instead and is not part of the tool's public parameters.
+* The spec a host sees (name, description, parameters with type, required
+  flag and JSON default) is derived from the signature once, at class
+  inspection time, by :func:`derive_spec`.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import json
+import re
+import sys
+import typing
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
+
+from .context import SessionContext
+
+__all__ = [
+    "tool",
+    "BaseAdapter",
+    "ToolParam",
+    "ToolSpec",
+    "ToolInfo",
+    "derive_spec",
+    "collect_tools",
+    "TOOL_ATTR",
+]
+
+#: Attribute set on a function by ``@tool``; its value is a ``_ToolOptions``.
+TOOL_ATTR = "__snakepit_tool__"
+
+#: Parameter names that receive the per-call SessionContext when unannotated.
+CONTEXT_PARAM_NAMES = ("ctx", "context")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True)
+class _ToolOptions:
+    name: Optional[str]
+    description: str
+    supports_streaming: bool
+
+
+@overload
+def tool(func: F) -> F: ...
+
+
+@overload
+def tool(
+    func: None = None,
+    *,
+    description: str = "",
+    supports_streaming: bool = False,
+    name: Optional[str] = None,
+) -> Callable[[F], F]: ...
+
+
+def tool(
+    func: Optional[F] = None,
+    *,
+    description: str = "",
+    supports_streaming: bool = False,
+    name: Optional[str] = None,
+) -> Any:
+    """Mark an adapter method as a tool.
+
+    Usable bare (``@tool``) or with options (``@tool(description=...)``).
+
+    Args:
+        description: shown to the host; defaults to the docstring's first line.
+        supports_streaming: force streaming for a function that returns an
+            iterable without being a generator itself. Generator and async
+            generator functions are streaming automatically.
+        name: the tool's public name; defaults to the method name.
+
+    The function is returned unchanged apart from the marker attribute, so it
+    stays directly callable in unit tests.
+    """
+
+    def mark(f: F) -> F:
+        if not callable(f):
+            raise TypeError(f"@tool must decorate a function, got {type(f).__name__}")
+        setattr(f, TOOL_ATTR, _ToolOptions(name, description, supports_streaming))
+        return f
+
+    if func is not None:
+        return mark(func)
+    return mark
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolParam:
+    """One public parameter of a tool."""
+
+    name: str
+    type: str  # "int", "float", "str", "bool", "list", "dict", "bytes", "any"
+    required: bool
+    default_json: bytes = b""  # JSON of the default; empty when required or not JSON-encodable
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """What the host is told about a tool."""
+
+    name: str
+    description: str
+    parameters: Tuple[ToolParam, ...]
+    supports_streaming: bool
+    accepts_any_kwargs: bool = False  # has **kwargs: unknown keyword arguments are allowed
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-friendly view (defaults decoded), for logs and tests."""
+        params = []
+        for p in self.parameters:
+            d: Dict[str, Any] = {"name": p.name, "type": p.type, "required": p.required}
+            if p.default_json:
+                d["default"] = json.loads(p.default_json)
+            if p.description:
+                d["description"] = p.description
+            params.append(d)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": params,
+            "supports_streaming": self.supports_streaming,
+        }
+
+
+class ToolKind:
+    """How a tool is run; decided once from the function object."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    SYNC_GEN = "sync_gen"
+    ASYNC_GEN = "async_gen"
+    SYNC_ITER = "sync_iter"  # plain function flagged supports_streaming: returns an iterable
+    ASYNC_ITER = "async_iter"  # coroutine function flagged supports_streaming
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolInfo:
+    """A tool bound to one adapter instance, ready to be invoked."""
+
+    spec: ToolSpec
+    func: Callable[..., Any]  # the bound method
+    kind: str
+    context_param: Optional[str]  # name of the parameter that receives the SessionContext
+    signature: inspect.Signature  # of the bound method, context parameter included
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def streaming(self) -> bool:
+        return self.spec.supports_streaming
+
+
+class BaseAdapter:
+    """Base class for adapters. Subclass it and decorate methods with ``@tool``.
+
+    Hooks (both optional, both synchronous):
+
+    * ``setup(self)``: called once in the worker process after the instance
+      is created and before the worker reports ready. Load models, open
+      connections here; an exception aborts the worker start (exit code 3).
+    * ``teardown(self)``: called once on a graceful stop (SIGTERM/SIGINT),
+      after in-flight calls have finished or been cancelled. Not called when
+      the worker exits because its host died: then speed matters more.
+
+    The worker also sets ``self.worker_id`` and ``self.run_id`` before
+    ``setup()`` runs (empty strings when the adapter is used outside a
+    worker).
+    """
+
+    worker_id: str = ""
+    run_id: str = ""
+
+    def setup(self) -> None:
+        """Prepare per-process resources. Called once, before ready."""
+
+    def teardown(self) -> None:
+        """Release per-process resources. Called once, on graceful stop."""
+
+    def snakepit_tools(self) -> Dict[str, ToolInfo]:
+        """The tools of this instance, keyed by public name."""
+        return collect_tools(self)
+
+
+def collect_tools(adapter: object) -> Dict[str, ToolInfo]:
+    """Find every ``@tool`` method on ``adapter`` (including inherited ones).
+
+    Works for any object, not only ``BaseAdapter`` subclasses, so a plain class
+    with decorated methods is a valid adapter too. Subclass overrides win
+    because attribute lookup on the instance follows the MRO.
+    """
+    tools: Dict[str, ToolInfo] = {}
+    seen: set = set()
+    for klass in type(adapter).__mro__:
+        for attr_name, raw in vars(klass).items():
+            if attr_name in seen:
+                continue
+            seen.add(attr_name)
+            target = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+            if getattr(target, TOOL_ATTR, None) is None:
+                continue
+            bound = getattr(adapter, attr_name)
+            info = _make_info(bound, target)
+            if info.name in tools:
+                raise ValueError(
+                    f"adapter {type(adapter).__name__} defines two tools named {info.name!r}"
+                )
+            tools[info.name] = info
+    return tools
+
+
+def _make_info(bound: Callable[..., Any], raw: Callable[..., Any]) -> ToolInfo:
+    opts: _ToolOptions = getattr(raw, TOOL_ATTR)
+    spec, context_param = derive_spec(raw, bound=bound)
+    kind = _kind_of(raw, opts.supports_streaming)
+    return ToolInfo(
+        spec=spec,
+        func=bound,
+        kind=kind,
+        context_param=context_param,
+        signature=inspect.signature(bound),
+    )
+
+
+def _kind_of(func: Callable[..., Any], flagged_streaming: bool) -> str:
+    if inspect.isasyncgenfunction(func):
+        return ToolKind.ASYNC_GEN
+    if inspect.isgeneratorfunction(func):
+        return ToolKind.SYNC_GEN
+    if inspect.iscoroutinefunction(func):
+        return ToolKind.ASYNC_ITER if flagged_streaming else ToolKind.ASYNC
+    return ToolKind.SYNC_ITER if flagged_streaming else ToolKind.SYNC
+
+
+def derive_spec(
+    func: Callable[..., Any], *, bound: Optional[Callable[..., Any]] = None
+) -> Tuple[ToolSpec, Optional[str]]:
+    """Build the ToolSpec of ``func`` from its signature and docstring.
+
+    Returns the spec and the name of the parameter that receives the
+    SessionContext (None when the tool takes none). ``bound`` is the bound
+    method, whose signature already lacks ``self``; without it a leading
+    parameter named ``self``/``cls`` is skipped.
+    """
+    opts: Optional[_ToolOptions] = getattr(func, TOOL_ATTR, None)
+    name = (opts.name if opts and opts.name else None) or func.__name__
+    doc = inspect.getdoc(func) or ""
+    description = (opts.description if opts else "") or _first_line(doc)
+    param_docs = _param_docs(doc)
+    hints = _type_hints(func)
+
+    sig = inspect.signature(bound if bound is not None else func)
+    params: List[ToolParam] = []
+    context_param: Optional[str] = None
+    accepts_any = False
+    for i, p in enumerate(sig.parameters.values()):
+        if bound is None and i == 0 and p.name in ("self", "cls"):
+            continue
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            accepts_any = True
+            continue
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            # Arguments arrive as a JSON object of keywords; *args can never be filled.
+            continue
+        ann = hints.get(p.name, p.annotation)
+        if _is_context_annotation(ann) or (
+            p.name in CONTEXT_PARAM_NAMES and ann is inspect.Parameter.empty
+        ):
+            context_param = p.name
+            continue
+        required = p.default is inspect.Parameter.empty
+        params.append(
+            ToolParam(
+                name=p.name,
+                type=type_name(ann),
+                required=required,
+                default_json=b"" if required else _default_json(p.default),
+                description=param_docs.get(p.name, ""),
+            )
+        )
+
+    streaming = bool(opts and opts.supports_streaming) or inspect.isgeneratorfunction(
+        func
+    ) or inspect.isasyncgenfunction(func)
+    spec = ToolSpec(
+        name=name,
+        description=description,
+        parameters=tuple(params),
+        supports_streaming=streaming,
+        accepts_any_kwargs=accepts_any,
+    )
+    return spec, context_param
+
+
+def _first_line(doc: str) -> str:
+    for line in doc.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _param_docs(doc: str) -> Dict[str, str]:
+    """Parameter descriptions from a Google-style ``Args:`` section."""
+    out: Dict[str, str] = {}
+    in_args = False
+    indent: Optional[int] = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:", "Params:"):
+            in_args, indent = True, None
+            continue
+        if not in_args:
+            continue
+        if not stripped:
+            continue
+        cur = len(line) - len(line.lstrip())
+        if cur == 0:  # a new section started
+            in_args = False
+            continue
+        if indent is None:
+            indent = cur
+        if cur == indent and ":" in stripped:
+            head, _, rest = stripped.partition(":")
+            pname = head.split("(")[0].strip().lstrip("*")
+            if pname.isidentifier():
+                out[pname] = rest.strip()
+    return out
+
+
+def _type_hints(func: Callable[..., Any]) -> Dict[str, Any]:
+    # Resolves string annotations (``from __future__ import annotations``).
+    # It fails for forward references it cannot see, or for ``X | None`` on
+    # Python < 3.10; then the raw annotations are used and mapped by name.
+    try:
+        return typing.get_type_hints(func)
+    except Exception:
+        return dict(getattr(func, "__annotations__", {}) or {})
+
+
+_CONTEXT_ANN_RE = re.compile(
+    r"(?:(?:typing\.)?Optional\[\s*)?(?:[\w.]+\.)?SessionContext\s*\]?(?:\s*\|\s*None)?"
+)
+
+
+def _is_context_annotation(ann: Any) -> bool:
+    if ann is SessionContext:
+        return True
+    if isinstance(ann, type):
+        try:
+            return issubclass(ann, SessionContext)
+        except TypeError:
+            return False
+    if isinstance(ann, str):
+        return _CONTEXT_ANN_RE.fullmatch(ann.strip()) is not None
+    # Optional[SessionContext]
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return len(args) == 1 and _is_context_annotation(args[0])
+
+
+_SIMPLE_TYPES: Dict[Any, str] = {
+    int: "int",
+    float: "float",
+    str: "str",
+    bool: "bool",
+    list: "list",
+    tuple: "list",
+    set: "list",
+    frozenset: "list",
+    dict: "dict",
+    bytes: "bytes",
+    bytearray: "bytes",
+    memoryview: "bytes",
+}
+
+_STRING_TYPES = {
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "list": "list",
+    "tuple": "list",
+    "dict": "dict",
+    "bytes": "bytes",
+    "bytearray": "bytes",
+    "List": "list",
+    "Tuple": "list",
+    "Sequence": "list",
+    "Dict": "dict",
+    "Mapping": "dict",
+}
+
+_UNION_TYPES: Tuple[Any, ...] = (Union,)
+if sys.version_info >= (3, 10):
+    import types as _types
+
+    _UNION_TYPES = (Union, _types.UnionType)
+
+
+def type_name(ann: Any) -> str:
+    """Map a Python annotation to one of the protocol's type names.
+
+    Unknown or ambiguous annotations (unions of different types, Any, custom
+    classes) map to "any": the spec must never promise a type the tool does
+    not guarantee.
+    """
+    if ann is inspect.Parameter.empty or ann is Any or ann is None:
+        return "any"
+    if isinstance(ann, str):
+        s = ann.strip()
+        parts = [x.strip() for x in s.split("|")]
+        parts = [x for x in parts if x != "None"]
+        if len(parts) == 1:
+            s = parts[0]
+            if s.startswith("Optional[") and s.endswith("]"):
+                s = s[len("Optional[") : -1]
+            base = s.split("[")[0].split(".")[-1]
+            return _STRING_TYPES.get(base, "any")
+        return "any"
+    if ann in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[ann]
+    origin = typing.get_origin(ann)
+    if origin in _UNION_TYPES:
+        members = [a for a in typing.get_args(ann) if a is not type(None)]
+        names = {type_name(a) for a in members}
+        return names.pop() if len(names) == 1 else "any"
+    if origin is not None:
+        if origin in _SIMPLE_TYPES:
+            return _SIMPLE_TYPES[origin]
+        if isinstance(origin, type):
+            if issubclass(origin, collections.abc.Mapping):
+                return "dict"
+            if issubclass(origin, (collections.abc.Sequence, collections.abc.Set)) and not issubclass(
+                origin, (str, bytes)
+            ):
+                return "list"
+        return "any"
+    if isinstance(ann, type):
+        # Subclasses (IntEnum, a str subclass, OrderedDict) travel as their
+        # base. bool is checked first because it is a subclass of int.
+        for base in (bool, int, float, str, bytes, bytearray, dict, list, tuple, set, frozenset):
+            if issubclass(ann, base):
+                return _SIMPLE_TYPES[base]
+        if issubclass(ann, collections.abc.Mapping):
+            return "dict"
+    return "any"
+
+
+def _default_json(value: Any) -> bytes:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        # Defaults like b"" or a sentinel object have no JSON form; the host
+        # just sees "optional" without a value.
+        return b""

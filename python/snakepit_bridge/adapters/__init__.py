@@ -1,0 +1,13 @@
+"""Example adapters shipped with snakepit_bridge.
+
+* :class:`snakepit_bridge.adapters.showcase.ShowcaseAdapter`: one tool per
+  behaviour the host must handle (results of every kind, errors, crashes,
+  hangs, cancellation, streaming, sessions, host callbacks, grandchildren).
+  The Go test suites run against it.
+* :class:`snakepit_bridge.adapters.textstats.TextStatsAdapter`: the pattern
+  for real adapters: an expensive resource loaded once per worker in
+  ``setup()`` and reused by every call.
+
+Submodules are not imported here, so naming one adapter on the command line
+loads only that one.
+"""

@@ -1,0 +1,339 @@
+"""WorkerService behaviour over a real gRPC connection to an in-process server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import grpc
+import pytest
+
+from conftest import wait_for
+from sample_adapter import SampleAdapter
+from snakepit_bridge.context import TOKEN_METADATA_KEY, HostClient
+from snakepit_bridge.pb import snakepit_pb2 as pb
+from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def adapter():
+    return SampleAdapter()
+
+
+@pytest.fixture
+def srv(make_server, adapter):
+    return make_server(adapter, token="secret-token")
+
+
+def result(resp):
+    assert not resp.HasField("error"), resp.error
+    which = resp.result.WhichOneof("value")
+    return json.loads(resp.result.json) if which == "json" else bytes(resp.result.binary)
+
+
+def test_ping_and_describe(srv):
+    r = srv.stub.Ping(pb.PingRequest(message="hello"), metadata=srv.md, timeout=5)
+    assert r.message == "hello" and r.worker_id == "w-test" and r.pid > 0 and r.uptime_seconds >= 0
+    d = srv.stub.DescribeTools(pb.DescribeToolsRequest(), metadata=srv.md, timeout=5)
+    names = [t.name for t in d.tools]
+    assert names == sorted(names) and "add" in names and "gen" in names
+    add = next(t for t in d.tools if t.name == "add")
+    assert add.description == "Add two ints."
+    assert [(p.name, p.type, p.required, p.default_json) for p in add.parameters] == [
+        ("a", "int", True, b""),
+        ("b", "int", False, b"2"),
+    ]
+    assert next(t for t in d.tools if t.name == "gen").supports_streaming
+    assert d.adapter == "tests.Sample" and d.python_version and d.pid == r.pid
+
+
+def test_sync_async_and_kwargs_tools(srv):
+    assert result(srv.execute("add", b'{"a": 40}')) == 42
+    assert result(srv.execute("async_add", b'{"a": 1.5, "b": 2}')) == 3.5
+    assert result(srv.execute("anything", b'{"z": 1, "y": [2]}')) == {"got": ["y", "z"]}
+    resp = srv.execute("add", b'{"a": 1, "b": 1}')
+    assert resp.duration_ms > 0
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("dict", {"a": 1, "b": [1, 2, {"c": None}]}),
+        ("list", [1, "two", 3.5, True, None]),
+        ("none", None),
+        ("str", "héllo ✓"),
+        ("tuple", [1, 2]),
+        ("bytes", b"\x00\x01\xff"),
+        ("bytearray", b"ab"),
+        ("memoryview", b"mv"),
+    ],
+)
+def test_result_kinds(srv, kind, expected):
+    assert result(srv.execute("data", json.dumps({"kind": kind}).encode())) == expected
+
+
+def test_none_travels_as_json_null(srv):
+    resp = srv.execute("data", b'{"kind": "none"}')
+    assert resp.result.WhichOneof("value") == "json" and resp.result.json == b"null"
+
+
+@pytest.mark.parametrize("kind,type_name", [("set", "set"), ("nested_set", "dict"), ("object", "object")])
+def test_serialisation_error(srv, kind, type_name):
+    resp = srv.execute("data", json.dumps({"kind": kind}).encode())
+    assert resp.error.type == "SerializationError"
+    assert f"tool 'data' returned a value of type '{type_name}'" in resp.error.message
+
+
+def test_binary_args(srv):
+    req = dict(binary_args={"blob": b"\x00" * 1000})
+    assert result(srv.execute("blob_len", b'{"extra": 1}', **req)) == 1001
+
+
+def test_unknown_tool_lists_available_tools(srv):
+    resp = srv.execute("no_such_tool")
+    assert resp.error.type == "UnknownTool"
+    listed = resp.error.message.split(", ")
+    assert listed == sorted(srv.servicer.tools) and "add" in listed and "gen" in listed
+
+
+def test_exception_becomes_tool_error(srv):
+    resp = srv.execute("fail", b'{"message": "kaputt"}')
+    assert resp.error.type == "ValueError"
+    assert resp.error.message == "kaputt"
+    tb = resp.error.traceback
+    assert tb.startswith("Traceback (most recent call last):")
+    assert "in fail" in tb and "raise ValueError(message)" in tb
+    assert tb.rstrip().endswith("ValueError: kaputt")
+    # The worker's own frames are trimmed: the tool's frame comes first.
+    assert "server.py" not in tb and "concurrent/futures" not in tb
+
+
+def test_bad_signature_is_type_error(srv):
+    missing = srv.execute("add", b"{}")
+    assert missing.error.type == "TypeError" and "missing a required argument: 'a'" in missing.error.message
+    extra = srv.execute("add", b'{"a": 1, "c": 3}')
+    assert extra.error.type == "TypeError" and "'c'" in extra.error.message
+    # A TypeError raised inside the tool keeps its traceback.
+    inner = srv.execute("inner_type_error")
+    assert inner.error.type == "TypeError" and "len(5)" in inner.error.traceback
+
+
+def test_invalid_arguments(srv):
+    assert srv.execute("add", b"[1]").error.type == "InvalidArguments"
+    assert srv.execute("add", b"{bad").error.type == "InvalidArguments"
+    reserved = srv.execute("whoami", b'{"ctx": 1}')
+    assert reserved.error.type == "InvalidArguments" and "reserved" in reserved.error.message
+
+
+def test_system_exit_is_a_tool_error(srv):
+    resp = srv.execute("sys_exit")
+    assert resp.error.type == "SystemExit" and resp.error.message == "7"
+    assert result(srv.execute("add", b'{"a": 1}')) == 3  # the worker is still serving
+
+
+def test_session_context(srv):
+    got = result(
+        srv.execute("whoami", session_id="s-1", request_id="r-9", metadata={"k": "v"})
+    )
+    assert got == {
+        "session_id": "s-1",
+        "request_id": "r-9",
+        "worker_id": "w-test",
+        "run_id": "run-test",
+        "metadata": {"k": "v"},
+        "tool": "whoami",
+        "current_is_ctx": True,
+    }
+    assert result(srv.execute("async_whoami")) == {"session_id": "", "current_is_ctx": True}
+
+
+def test_streaming_tool_called_unary(srv):
+    resp = srv.execute("gen", b'{"n": 1}')
+    assert resp.error.type == "StreamingToolCalledUnary" and "ExecuteStream" in resp.error.message
+
+
+def test_unary_tool_called_streaming(srv):
+    chunks = srv.stream("add", b'{"a": 1}')
+    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].error.type == "NotStreaming"
+
+
+def test_unknown_tool_streaming(srv):
+    chunks = srv.stream("nope")
+    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].error.type == "UnknownTool"
+
+
+@pytest.mark.parametrize("tool", ["gen", "agen"])
+def test_stream_order_and_final_marker(srv, tool):
+    chunks = srv.stream(tool, b'{"n": 5}')
+    data, final = chunks[:-1], chunks[-1]
+    assert [c.seq for c in data] == [1, 2, 3, 4, 5]
+    assert [json.loads(c.data.json) for c in data] == [{"i": i} for i in range(1, 6)]
+    assert all(not c.is_final for c in data)
+    assert final.is_final and not final.HasField("data") and not final.HasField("error")
+    assert final.seq == 6
+
+
+def test_empty_stream(srv):
+    chunks = srv.stream("gen", b'{"n": 0}')
+    assert len(chunks) == 1 and chunks[0].is_final and not chunks[0].HasField("error")
+
+
+@pytest.mark.parametrize("tool,etype,emsg", [("gen_fail", "RuntimeError", "failed after 3"), ("agen_fail", "KeyError", "'missing'")])
+def test_stream_exception_in_generator(srv, tool, etype, emsg):
+    chunks = srv.stream(tool, b'{"n": 3}')
+    assert [json.loads(c.data.json) for c in chunks[:-1]] == [1, 2, 3]
+    final = chunks[-1]
+    assert final.is_final and final.error.type == etype and final.error.message == emsg
+    assert f"in {tool}" in final.error.traceback
+
+
+def test_stream_bad_item(srv):
+    chunks = srv.stream("gen_bad_item")
+    assert [json.loads(c.data.json) for c in chunks[:-1]] == [1]
+    assert chunks[-1].error.type == "SerializationError"
+    assert "yielded a value of type 'set'" in chunks[-1].error.message
+
+
+def test_stream_binary_and_flagged_iterable(srv):
+    chunks = srv.stream("gen_bytes")
+    assert chunks[0].data.binary == b"ab" and json.loads(chunks[1].data.json) == {"j": 1}
+    chunks = srv.stream("flagged", b'{"n": 3}')
+    assert [json.loads(c.data.json) for c in chunks[:-1]] == [0, 1, 2] and chunks[-1].is_final
+
+
+# -- cancellation ----------------------------------------------------------------
+
+
+def test_cancel_sync_tool_sets_context_cancelled(srv, adapter):
+    fut = srv.stub.ExecuteTool.future(pb.ExecuteToolRequest(tool_name="wait_for_cancel"), metadata=srv.md)
+    wait_for(adapter.sync_started.is_set, what="tool started")
+    fut.cancel()
+    wait_for(adapter.sync_saw_cancel.is_set, what="ctx.cancelled seen by the sync tool")
+
+
+def test_deadline_cancels_async_tool(srv, adapter):
+    with pytest.raises(grpc.RpcError) as ei:
+        srv.stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="async_wait"), metadata=srv.md, timeout=0.3)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(adapter.async_cancelled.is_set, what="CancelledError inside the async tool")
+
+
+@pytest.mark.parametrize("tool,closed", [("gen_endless", "gen_closed"), ("agen_endless", "agen_closed")])
+def test_cancel_stream_closes_generator(srv, adapter, tool, closed):
+    it = srv.stub.ExecuteStreamingTool(pb.ExecuteToolRequest(tool_name=tool), metadata=srv.md)
+    assert next(it).seq == 1 and next(it).seq == 2
+    assert not getattr(adapter, closed).is_set()
+    it.cancel()
+    wait_for(getattr(adapter, closed).is_set, what=f"{tool} closed")
+    # The worker keeps serving after the cancelled stream.
+    assert result(srv.execute("add", b'{"a": 1}')) == 3
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("md", [(), ((TOKEN_METADATA_KEY, "wrong"),), (("other", "secret-token"),)])
+def test_auth_rejects_missing_or_wrong_token(srv, md):
+    with pytest.raises(grpc.RpcError) as ei:
+        srv.stub.Ping(pb.PingRequest(), metadata=md, timeout=5)
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as ei:
+        srv.stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="add", args_json=b'{"a":1}'), metadata=md, timeout=5)
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as ei:
+        list(srv.stub.ExecuteStreamingTool(pb.ExecuteToolRequest(tool_name="gen"), metadata=md, timeout=5))
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "secret-token" not in (ei.value.details() or "")
+
+
+def test_no_token_configured_accepts_calls(make_server):
+    s = make_server(SampleAdapter())
+    assert s.stub.Ping(pb.PingRequest(message="x"), timeout=5).message == "x"
+
+
+# -- calls back to the host ----------------------------------------------------------------
+
+
+class FakeHost(pb_grpc.HostServiceServicer):
+    def __init__(self, token):
+        self.token = token
+        self.requests = []
+
+    def _check(self, context):
+        if dict(context.invocation_metadata()).get(TOKEN_METADATA_KEY) != self.token:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad token")
+
+    def ExecuteHostTool(self, request, context):
+        self._check(context)
+        self.requests.append(request)
+        args = json.loads(request.args_json or b"{}")
+        if request.tool_name == "double":
+            return pb.ExecuteHostToolResponse(result=pb.Payload(json=json.dumps(args["x"] * 2).encode()))
+        if request.tool_name == "blob":
+            return pb.ExecuteHostToolResponse(result=pb.Payload(binary=b"\x01\x02"))
+        return pb.ExecuteHostToolResponse(error=pb.ToolError(type="UnknownTool", message="double, blob"))
+
+    def Heartbeat(self, request, context):
+        self._check(context)
+        return pb.HeartbeatResponse(session_valid=request.session_id == "live", server_time_unix_ms=1)
+
+    def ListHostTools(self, request, context):
+        self._check(context)
+        return pb.ListHostToolsResponse(tools=[pb.ToolSpec(name="double"), pb.ToolSpec(name="blob")])
+
+
+@pytest.fixture
+def fake_host():
+    host = FakeHost("host-token")
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_HostServiceServicer_to_server(host, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield host, f"127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait(5)
+
+
+def test_call_host_tool(make_server, fake_host):
+    host, addr = fake_host
+    client = HostClient(addr, "host-token", "w-test")
+    try:
+        srv = make_server(SampleAdapter(), host=client)
+        got = srv.execute("call_host", json.dumps({"name": "double", "args": {"x": 21}}).encode(), session_id="live")
+        assert result(got) == 42
+        req = host.requests[-1]
+        assert (req.tool_name, req.session_id, req.worker_id) == ("double", "live", "w-test")
+        assert result(srv.execute("call_host", b'{"name": "blob"}')) == b"\x01\x02"
+        err = srv.execute("call_host", b'{"name": "missing"}')
+        assert err.error.type == "HostToolError" and "UnknownTool" in err.error.message
+        assert result(srv.execute("host_facts", session_id="live")) == {"valid": True, "tools": ["double", "blob"]}
+        assert result(srv.execute("host_facts", session_id="gone"))["valid"] is False
+    finally:
+        client.close()
+
+
+def test_call_host_with_wrong_token_is_bridge_error(make_server, fake_host):
+    _, addr = fake_host
+    client = HostClient(addr, "wrong", "w-test")
+    try:
+        srv = make_server(SampleAdapter(), host=client)
+        err = srv.execute("call_host", b'{"name": "double", "args": {"x": 1}}')
+        assert err.error.type == "BridgeError" and "UNAUTHENTICATED" in err.error.message
+    finally:
+        client.close()
+
+
+def test_host_tool_error_attributes(fake_host):
+    from snakepit_bridge import HostToolError, SessionContext
+
+    _, addr = fake_host
+    client = HostClient(addr, "host-token", "w1")
+    try:
+        ctx = SessionContext(session_id="live", worker_id="w1", host=client)
+        with pytest.raises(HostToolError) as ei:
+            ctx.call_host_tool("missing", name="shadowed-kwarg-is-fine")
+        assert ei.value.type == "UnknownTool" and ei.value.message == "double, blob" and ei.value.tool == "missing"
+        assert ctx.session_valid() is True
+    finally:
+        client.close()

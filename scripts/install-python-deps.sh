@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Finds (or makes) a Python that can `import grpc, google.protobuf, pytest`
+# and records its absolute path in .snakepit/python for the Makefile and the
+# Go tests. Idempotent; when a suitable interpreter exists it only probes
+# (well under a second) and changes nothing else.
+#
+# Order, first match wins:
+#   1. $SNAKEPIT_PYTHON, if it already works (never modified);
+#   2. an active virtualenv ($VIRTUAL_ENV/bin/python): pip-installs what is missing;
+#   3. the project's .venv/bin/python: likewise;
+#   4. /usr/bin/python3, then python3 on PATH, if they already work;
+#   5. as root with apt-get: the Debian packages python3-grpcio python3-protobuf
+#      python3-pytest (apt-get update only if the install fails without it);
+#   6. a new .venv (python3 -m venv) with pip-installed grpcio protobuf pytest.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out_file="$root/.snakepit/python"
+log_file="$root/.snakepit/install-python-deps.log"
+pkgs=(grpcio protobuf pytest)
+deb_pkgs=(python3-grpcio python3-protobuf python3-pytest)
+tried=()
+
+mkdir -p "$root/.snakepit"
+
+# works PY: PY runs, is >= 3.9 and imports everything the suites need.
+works() {
+  "$1" -c 'import sys; assert sys.version_info >= (3, 9); import grpc, google.protobuf, pytest' >/dev/null 2>&1
+}
+
+choose() { # choose PY WHY
+  local abs
+  # sys.executable resolves shims (pyenv) and relative paths to the real interpreter.
+  abs="$("$1" -c 'import sys; print(sys.executable)')"
+  printf '%s\n' "$abs" >"$out_file.tmp"
+  mv "$out_file.tmp" "$out_file"
+  echo "install-python-deps: using $abs ($2)"
+  exit 0
+}
+
+pip_into() { # pip_into PY: install the packages into that environment
+  "$1" -m pip --version >/dev/null 2>&1 || "$1" -m ensurepip --upgrade >>"$log_file" 2>&1 || return 1
+  "$1" -m pip install --quiet --disable-pip-version-check "${pkgs[@]}" >>"$log_file" 2>&1
+}
+
+# 1. explicit choice
+if [[ -n "${SNAKEPIT_PYTHON:-}" ]]; then
+  if works "$SNAKEPIT_PYTHON"; then
+    choose "$SNAKEPIT_PYTHON" "from \$SNAKEPIT_PYTHON"
+  fi
+  tried+=("\$SNAKEPIT_PYTHON=$SNAKEPIT_PYTHON: cannot import grpc, google.protobuf and pytest (or is older than 3.9); left unchanged")
+fi
+
+# 2./3. virtual environments: ours to install into
+venv_candidates=()
+[[ -n "${VIRTUAL_ENV:-}" ]] && venv_candidates+=("$VIRTUAL_ENV/bin/python|active virtualenv \$VIRTUAL_ENV")
+venv_candidates+=("$root/.venv/bin/python|project .venv")
+for entry in "${venv_candidates[@]}"; do
+  py="${entry%%|*}" why="${entry#*|}"
+  [[ -x "$py" ]] || continue
+  if works "$py"; then
+    choose "$py" "$why"
+  fi
+  if pip_into "$py" && works "$py"; then
+    choose "$py" "$why; installed ${pkgs[*]} with pip"
+  fi
+  tried+=("$py ($why): pip install ${pkgs[*]} failed (see $log_file)")
+done
+
+# 4. interpreters that already have everything
+for py in /usr/bin/python3 "$(command -v python3 || true)"; do
+  [[ -n "$py" && -x "$py" ]] || continue
+  if works "$py"; then
+    choose "$py" "already has ${pkgs[*]}"
+  fi
+  tried+=("$py: lacks some of grpcio, protobuf, pytest")
+done
+
+# 5. Debian packages
+if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "install-python-deps: installing ${deb_pkgs[*]} with apt-get (log: $log_file)"
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get install -y -q "${deb_pkgs[@]}" >>"$log_file" 2>&1 ||
+    { apt-get update -q >>"$log_file" 2>&1 && apt-get install -y -q "${deb_pkgs[@]}" >>"$log_file" 2>&1; }; then
+    if [[ -x /usr/bin/python3 ]] && works /usr/bin/python3; then
+      choose /usr/bin/python3 "installed ${deb_pkgs[*]} with apt-get"
+    fi
+    tried+=("apt-get install ${deb_pkgs[*]}: installed, but /usr/bin/python3 still cannot import them")
+  else
+    tried+=("apt-get install ${deb_pkgs[*]}: failed (see $log_file)")
+  fi
+fi
+
+# 6. a fresh project venv
+base=""
+for py in /usr/bin/python3 "$(command -v python3 || true)"; do
+  if [[ -n "$py" && -x "$py" ]]; then base="$py"; break; fi
+done
+if [[ -n "$base" && ! -x "$root/.venv/bin/python" ]]; then
+  echo "install-python-deps: creating $root/.venv with $base (log: $log_file)"
+  if "$base" -m venv "$root/.venv" >>"$log_file" 2>&1 && pip_into "$root/.venv/bin/python" && works "$root/.venv/bin/python"; then
+    choose "$root/.venv/bin/python" "new project .venv; installed ${pkgs[*]} with pip"
+  fi
+  tried+=("$base -m venv .venv + pip install ${pkgs[*]}: failed (see $log_file)")
+elif [[ -z "$base" ]]; then
+  tried+=("no python3 found to create a .venv with")
+fi
+
+{
+  echo "install-python-deps: no Python that can import grpc, google.protobuf and pytest."
+  echo "Tried:"
+  for t in "${tried[@]}"; do echo "  - $t"; done
+  echo "Fix one of these ways, then re-run scripts/install-python-deps.sh:"
+  echo "  apt-get install -y ${deb_pkgs[*]}        # Debian/Ubuntu, as root"
+  echo "  python3 -m venv .venv && .venv/bin/pip install ${pkgs[*]}"
+  echo "  export SNAKEPIT_PYTHON=/path/to/a/python/that/has/them"
+} >&2
+exit 1
