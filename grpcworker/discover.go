@@ -1,0 +1,157 @@
+package grpcworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrPythonNotFound: no interpreter that can import grpc and protobuf was found.
+var ErrPythonNotFound = errors.New("snakepit: no usable Python interpreter")
+
+// Candidate is one interpreter the discovery looked at.
+type Candidate struct {
+	Path    string // as given or resolved
+	Source  string // where it came from: "Config.Python", "SNAKEPIT_PYTHON", "VIRTUAL_ENV", ".venv", "PATH", "system"
+	Problem string // why it was rejected; empty for the chosen one
+}
+
+// DiscoveryError lists every interpreter tried and says how to fix it.
+type DiscoveryError struct {
+	Tried []Candidate
+}
+
+func (e *DiscoveryError) Error() string {
+	var b strings.Builder
+	b.WriteString("snakepit: no Python interpreter that can import grpc and google.protobuf was found; tried:\n")
+	for _, c := range e.Tried {
+		fmt.Fprintf(&b, "  - %s (%s): %s\n", c.Path, c.Source, c.Problem)
+	}
+	b.WriteString("fix: install the packages for one interpreter and point snakepit at it, e.g.\n" +
+		"  apt-get install -y python3-grpcio python3-protobuf   # Debian/Ubuntu, then SNAKEPIT_PYTHON=/usr/bin/python3\n" +
+		"  python3 -m venv .venv && .venv/bin/pip install grpcio protobuf   # any OS; .venv is found automatically\n" +
+		"or run scripts/install-python-deps.sh from the snakepit repository")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrPythonNotFound) true.
+func (e *DiscoveryError) Is(target error) bool { return target == ErrPythonNotFound }
+
+// probe results are cached per path: checking costs a Python start (~70 ms),
+// and every App in a process would otherwise repeat it.
+var probeCache sync.Map // path -> string (problem, "" when usable)
+
+// probeTimeout bounds one interpreter check; a wedged interpreter must not
+// hang Start.
+const probeTimeout = 15 * time.Second
+
+func probe(path string) string {
+	if v, ok := probeCache.Load(path); ok {
+		return v.(string)
+	}
+	problem := probeUncached(path)
+	probeCache.Store(path, problem)
+	return problem
+}
+
+func probeUncached(path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "-c", "import grpc, google.protobuf")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return ""
+	}
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return "cannot run it: " + ee.Err.Error()
+	}
+	msg := strings.TrimSpace(string(out))
+	if i := strings.LastIndex(msg, "\n"); i >= 0 {
+		msg = msg[i+1:]
+	}
+	if msg == "" {
+		msg = err.Error()
+	}
+	return msg
+}
+
+// FindPython returns the interpreter to run workers with. An explicit choice
+// (Config.Python, then SNAKEPIT_PYTHON) is used or rejected, never silently
+// replaced; otherwise an active or project virtualenv, then the usual
+// system candidates, the first that can import grpc.
+func FindPython(explicit string) (string, error) {
+	var tried []Candidate
+	check := func(path, source string) (string, bool) {
+		resolved := path
+		if !strings.ContainsRune(path, os.PathSeparator) {
+			lp, err := exec.LookPath(path)
+			if err != nil {
+				tried = append(tried, Candidate{Path: path, Source: source, Problem: "not found on PATH"})
+				return "", false
+			}
+			resolved = lp
+		}
+		if p := probe(resolved); p != "" {
+			tried = append(tried, Candidate{Path: resolved, Source: source, Problem: p})
+			return "", false
+		}
+		return resolved, true
+	}
+	if explicit != "" {
+		if p, ok := check(explicit, "Config.Python"); ok {
+			return p, nil
+		}
+		return "", &DiscoveryError{Tried: tried}
+	}
+	if env := os.Getenv("SNAKEPIT_PYTHON"); env != "" {
+		if p, ok := check(env, "SNAKEPIT_PYTHON"); ok {
+			return p, nil
+		}
+		return "", &DiscoveryError{Tried: tried}
+	}
+	type cand struct{ path, source string }
+	var cands []cand
+	if venv := os.Getenv("VIRTUAL_ENV"); venv != "" {
+		cands = append(cands, cand{filepath.Join(venv, "bin", "python"), "VIRTUAL_ENV"})
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			p := filepath.Join(dir, ".venv", "bin", "python")
+			if _, err := os.Stat(p); err == nil {
+				cands = append(cands, cand{p, ".venv"})
+				break
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	cands = append(cands,
+		cand{"python3", "PATH"},
+		cand{"/usr/bin/python3", "system"},
+		cand{"/usr/local/bin/python3", "system"},
+		cand{"python", "PATH"},
+	)
+	seen := map[string]bool{}
+	for _, c := range cands {
+		if seen[c.path] {
+			continue
+		}
+		seen[c.path] = true
+		if _, err := os.Stat(c.path); err != nil && strings.ContainsRune(c.path, os.PathSeparator) {
+			tried = append(tried, Candidate{Path: c.path, Source: c.source, Problem: "does not exist"})
+			continue
+		}
+		if p, ok := check(c.path, c.source); ok {
+			return p, nil
+		}
+	}
+	return "", &DiscoveryError{Tried: tried}
+}

@@ -1,0 +1,161 @@
+package grpcworker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/snakepit-go/snakepit/python"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Recorder is the part of the process registry a worker writes to: a record
+// is reserved before the fork (so a crash between fork and write cannot lose
+// a child), activated with the pid right after it, and removed after reap.
+type Recorder interface {
+	Reserve(workerID string) error
+	Activate(workerID string, pid int) error
+	Unregister(workerID string) error
+}
+
+// Options configure every worker a Factory builds.
+type Options struct {
+	// Python is the interpreter; empty means FindPython("").
+	Python string
+	// Adapter is the Python adapter class, "package.module.Class".
+	Adapter string
+	// PythonPath entries are put on PYTHONPATH after snakepit's own package
+	// (so user adapters in their own directories can be imported).
+	PythonPath []string
+	// Env is added to the worker's environment and wins over the defaults
+	// (thread limits) and the host's environment.
+	Env map[string]string
+	// ExtraArgs are appended to the worker's argv.
+	ExtraArgs []string
+	// BridgeAddress is where the worker calls back into the host.
+	BridgeAddress string
+	// Token authenticates both directions; it travels in the environment only.
+	Token string
+	// Recorder, when set, receives reserve/activate/unregister for each process.
+	Recorder Recorder
+	// PackageDir is where the embedded snakepit_bridge package is unpacked;
+	// empty means the user cache directory.
+	PackageDir string
+
+	StartupTimeout  time.Duration // handshake + first RPCs; default 30 s
+	StopGrace       time.Duration // SIGTERM → SIGKILL; default 2 s
+	HealthInterval  time.Duration // ping period; default 5 s; negative disables
+	HealthTimeout   time.Duration // one ping's deadline; default 2 s
+	HealthMisses    int           // consecutive failed pings before a restart; default 3
+	MaxMessageBytes int           // gRPC message limit both ways; default 16 MiB
+	Logger          *slog.Logger
+}
+
+// ErrBadOptions: the worker options are unusable.
+var ErrBadOptions = errors.New("snakepit: invalid worker options")
+
+var adapterRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+
+func (o *Options) setDefaults() error {
+	if o.Adapter == "" {
+		return fmt.Errorf("%w: Adapter is empty; name a Python class as \"package.module.Class\" (e.g. snakepit_bridge.adapters.showcase.ShowcaseAdapter)", ErrBadOptions)
+	}
+	if !adapterRE.MatchString(o.Adapter) {
+		return fmt.Errorf("%w: Adapter %q is not a dotted \"package.module.Class\" path", ErrBadOptions, o.Adapter)
+	}
+	if o.StartupTimeout == 0 {
+		o.StartupTimeout = 30 * time.Second
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = 2 * time.Second
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = 5 * time.Second
+	}
+	if o.HealthTimeout == 0 {
+		o.HealthTimeout = 2 * time.Second
+	}
+	if o.HealthMisses == 0 {
+		o.HealthMisses = 3
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 16 << 20
+	}
+	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
+		return fmt.Errorf("%w: timeouts, HealthMisses and MaxMessageBytes must not be negative", ErrBadOptions)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Factory builds Python gRPC workers; it implements worker.Factory.
+type Factory struct {
+	opts   Options
+	pkgDir string
+}
+
+// NewFactory validates opts, finds the interpreter and unpacks the embedded
+// Python package once, so that per-worker starts do none of that work.
+func NewFactory(opts Options) (*Factory, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	py, err := FindPython(opts.Python)
+	if err != nil {
+		return nil, err
+	}
+	opts.Python = py
+	base := opts.PackageDir
+	if base == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		base = filepath.Join(cache, "snakepit", "python")
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return nil, fmt.Errorf("snakepit: cannot create the Python package directory %s: %w (set PackageDir to a writable directory)", base, err)
+	}
+	dir, err := python.Extract(base)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: cannot unpack the snakepit_bridge package into %s: %w", base, err)
+	}
+	return &Factory{opts: opts, pkgDir: dir}, nil
+}
+
+// Python is the interpreter the factory's workers run.
+func (f *Factory) Python() string { return f.opts.Python }
+
+// PackageDir is the directory holding the unpacked snakepit_bridge package.
+func (f *Factory) PackageDir() string { return f.pkgDir }
+
+// NewWorker implements worker.Factory.
+func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
+	if spec.ID == "" || spec.Events == nil {
+		return nil, fmt.Errorf("%w: worker spec needs an ID and Events", ErrBadOptions)
+	}
+	log := spec.Logger
+	if log == nil {
+		log = f.opts.Logger
+	}
+	return &Worker{
+		spec: spec,
+		f:    f,
+		log:  log.With("worker_id", spec.ID, "run_id", spec.RunID),
+	}, nil
+}
+
+// With returns a copy of the factory bound to a bridge address and a
+// process recorder; both exist only once the App's tree is running.
+func (f *Factory) With(bridgeAddress string, rec Recorder) *Factory {
+	c := *f
+	c.opts.BridgeAddress = bridgeAddress
+	c.opts.Recorder = rec
+	return &c
+}

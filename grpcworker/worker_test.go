@@ -1,0 +1,263 @@
+package grpcworker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+// recorder collects lifecycle events in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	info   worker.Info
+	exits  []error
+}
+
+func (r *recorder) Starting(id string) { r.add("starting") }
+func (r *recorder) Ready(id string, info worker.Info) {
+	r.mu.Lock()
+	r.info = info
+	r.mu.Unlock()
+	r.add("ready")
+}
+func (r *recorder) Exited(id string, err error) {
+	r.mu.Lock()
+	r.exits = append(r.exits, err)
+	r.mu.Unlock()
+	r.add("exited")
+}
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.events = append(r.events, s)
+	r.mu.Unlock()
+}
+func (r *recorder) has(s string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.events {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+type memRecorder struct {
+	mu    sync.Mutex
+	state map[string]string
+	pid   map[string]int
+}
+
+func (m *memRecorder) Reserve(id string) error { m.set(id, "reserved", 0); return nil }
+func (m *memRecorder) Activate(id string, pid int) error {
+	m.set(id, "active", pid)
+	return nil
+}
+func (m *memRecorder) Unregister(id string) error { m.set(id, "", 0); return nil }
+func (m *memRecorder) set(id, s string, pid int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == nil {
+		m.state, m.pid = map[string]string{}, map[string]int{}
+	}
+	m.state[id], m.pid[id] = s, pid
+}
+func (m *memRecorder) get(id string) (string, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state[id], m.pid[id]
+}
+
+type fixture struct {
+	w      *Worker
+	ev     *recorder
+	rec    *memRecorder
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startWorker(t *testing.T, mutate func(*Options)) *fixture {
+	t.Helper()
+	opts := Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(),
+		PackageDir: t.TempDir(), StopGrace: 2 * time.Second}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	rec := &memRecorder{}
+	opts.Recorder = rec
+	f, err := NewFactory(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &recorder{}
+	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: "test-" + strings.ToLower(auth.NewToken()[:8]), Events: ev, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fx := &fixture{w: w.(*Worker), ev: ev, rec: rec, cancel: cancel, done: make(chan error, 1)}
+	go func() { fx.done <- w.Serve(ctx) }()
+	t.Cleanup(func() { fx.stop(t) })
+	return fx
+}
+
+func (fx *fixture) stop(t *testing.T) error {
+	fx.cancel()
+	select {
+	case err := <-fx.done:
+		fx.done <- err // keep it for a second stop
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return within 30 s of cancellation")
+		return nil
+	}
+}
+
+func (fx *fixture) waitReady(t *testing.T) {
+	testutil.Eventually(t, 30*time.Second, "worker ready", func() bool { return fx.ev.has("ready") })
+}
+
+func TestServeSpawnsCallsAndReapsOnStop(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	pid := fx.w.PID()
+	if st, rpid := fx.rec.get("w0"); st != "active" || rpid != pid {
+		t.Fatalf("registry record = %s/%d, want active/%d", st, rpid, pid)
+	}
+	if !proc.CarriesRunID(pid, fx.w.spec.RunID) {
+		t.Fatalf("worker %d does not carry its run id in argv/environ", pid)
+	}
+	env, _ := proc.Environ(pid)
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "OMP_NUM_THREADS=") && kv != "OMP_NUM_THREADS=1" {
+			t.Errorf("thread limit not applied: %s", kv)
+		}
+	}
+	cmdline, _ := proc.Cmdline(pid)
+	if strings.Contains(strings.Join(cmdline, " "), fx.w.f.opts.Token) {
+		t.Fatal("the auth token appears in argv")
+	}
+	res, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "add", Args: []byte(`{"a":1,"b":2}`)})
+	if err != nil || string(res.JSON) != "3" {
+		t.Fatalf("add = %v, %v", res, err)
+	}
+	st, _ := proc.ReadStat(pid)
+	if st.PGID != pid {
+		t.Fatalf("worker pgid %d, want its own group %d", st.PGID, pid)
+	}
+	if err := fx.stop(t); err != nil {
+		t.Fatalf("Serve returned %v on a requested stop", err)
+	}
+	if proc.Alive(pid) {
+		t.Fatalf("pid %d alive after Serve returned", pid)
+	}
+	if st, _ := fx.rec.get("w0"); st != "" {
+		t.Fatalf("registry record still %q after reap", st)
+	}
+	if _, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "ping"}); !errors.Is(err, worker.ErrWorkerUnavailable) {
+		t.Fatalf("Execute after stop: %v", err)
+	}
+}
+
+func TestKillRecordsReasonInCrashError(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	fx.w.Kill("test says so")
+	select {
+	case err := <-fx.done:
+		var ce *worker.CrashError
+		if !errors.As(err, &ce) || ce.Reason != "test says so" || ce.Signal != "killed" {
+			t.Fatalf("Serve returned %v, want a CrashError with the reason and SIGKILL", err)
+		}
+		fx.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Kill did not end the lifetime")
+	}
+}
+
+func TestStoppedWorkerIsRestartedAfterMissedHealthChecks(t *testing.T) {
+	fx := startWorker(t, func(o *Options) {
+		o.HealthInterval = 100 * time.Millisecond
+		o.HealthTimeout = 100 * time.Millisecond
+		o.HealthMisses = 3
+	})
+	fx.waitReady(t)
+	pid := fx.w.PID()
+	// A stopped process answers nothing: exactly a hung worker.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fx.done:
+		var ce *worker.CrashError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Reason, "health check failed 3 times") {
+			t.Fatalf("Serve returned %v, want a health-check CrashError", err)
+		}
+		fx.done <- err
+	case <-time.After(15 * time.Second):
+		t.Fatal("hung worker was not killed")
+	}
+	if proc.Alive(pid) {
+		t.Fatal("hung worker still alive")
+	}
+}
+
+func TestStartupFailureQuotesStderr(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.Adapter = "nowhere_to_be_found.Adapter" })
+	select {
+	case err := <-fx.done:
+		var se *worker.StartupError
+		if !errors.As(err, &se) {
+			t.Fatalf("want StartupError, got %v", err)
+		}
+		if !strings.Contains(err.Error(), "nowhere_to_be_found") || !strings.Contains(err.Error(), "ModuleNotFoundError") {
+			t.Fatalf("error does not quote Python's ImportError:\n%v", err)
+		}
+		fx.done <- err
+	case <-time.After(20 * time.Second):
+		t.Fatal("startup failure not reported")
+	}
+	if st, _ := fx.rec.get("w0"); st != "" {
+		t.Fatalf("record %q left after a failed start", st)
+	}
+}
+
+func TestCrashMidCallReturnsCrashErrorWithExitStatus(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	_, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "crash", Args: []byte(`{"code":9}`)})
+	var ce *worker.CrashError
+	if !errors.As(err, &ce) || ce.ExitCode != 9 {
+		t.Fatalf("want CrashError exit 9, got %v", err)
+	}
+}
+
+func TestDeadlineCancelsPythonTool(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := fx.w.Execute(ctx, &worker.Call{Tool: "hang"})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want DeadlineExceeded, got %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "Python observed the cancellation", func() bool {
+		res, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "counters"})
+		var c struct {
+			CancelledHangs int `json:"cancelled_hangs"`
+		}
+		return err == nil && res.Decode(&c) == nil && c.CancelledHangs == 1
+	})
+}

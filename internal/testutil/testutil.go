@@ -1,0 +1,128 @@
+// Package testutil holds what snakepit's suites share: a TestMain that fails
+// the suite if any process it started is still alive at its end, polling
+// with deadlines, and App construction with isolated registries.
+//
+// Every process a suite starts inherits SNAKEPIT_TEST_SUITE=<suite id> from
+// the test binary's environment, so the end-of-suite check can find
+// survivors (and only ours) by reading /proc/PID/environ.
+package testutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/internal/proc"
+)
+
+// SuiteEnv is the variable that marks every process of a test suite.
+const SuiteEnv = "SNAKEPIT_TEST_SUITE"
+
+// Main runs the suite with a fresh suite id and state directory, then fails
+// it if any process carrying the suite id survived.
+func Main(m *testing.M) {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	suite := "suite-" + hex.EncodeToString(b)
+	_ = os.Setenv(SuiteEnv, suite)
+	dir, err := os.MkdirTemp("", "snakepit-test-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	_ = os.Setenv("SNAKEPIT_STATE_DIR", dir)
+	code := m.Run()
+	// Processes stop asynchronously after their group is signalled; give
+	// them a bounded moment before calling them survivors.
+	var left []int
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		left = SuiteProcesses(suite)
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d processes of test suite %s are still alive after the suite:\n", len(left), suite)
+		for _, pid := range left {
+			cmd, _ := proc.Cmdline(pid)
+			fmt.Fprintf(os.Stderr, "  pid %d: %s\n", pid, strings.Join(cmd, " "))
+			// They carry our suite id, so they are provably ours.
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		code = 1
+	}
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// SuiteProcesses lists live processes carrying the suite id in their
+// environment (the test binary itself excluded).
+func SuiteProcesses(suite string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	want := SuiteEnv + "=" + suite
+	self := os.Getpid()
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self || !proc.Alive(pid) {
+			continue
+		}
+		env, err := proc.Environ(pid)
+		if err != nil {
+			continue
+		}
+		for _, kv := range env {
+			if kv == want {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes, then
+// fails the test with msg.
+func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %s", timeout, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Logger returns a logger for tests: errors only unless SNAKEPIT_TEST_LOG
+// names a level (debug, info, warn). It writes to stderr rather than t.Log
+// because worker output may arrive after a test has finished.
+func Logger() *slog.Logger {
+	lvl := slog.LevelError
+	if v := os.Getenv("SNAKEPIT_TEST_LOG"); v != "" {
+		_ = lvl.UnmarshalText([]byte(v))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// RunIDProcesses lists live processes carrying runID (argv or environ).
+func RunIDProcesses(t testing.TB, runID string) []proc.Process {
+	t.Helper()
+	ps, err := proc.FindByRunID(runID)
+	if err != nil {
+		t.Fatalf("scan /proc: %v", err)
+	}
+	return ps
+}

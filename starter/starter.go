@@ -1,0 +1,242 @@
+// Package starter owns exactly one worker: a suture supervisor per worker
+// that restarts it with exponential backoff and jitter, keeps its failure
+// budget apart from its siblings', and gives up on a worker that cannot even
+// start.
+//
+// Contract:
+//   - The Starter builds its worker (so it can see the worker's lifecycle
+//     events) and forwards every event to the Events the caller gave it.
+//   - After a lifetime fails, the next start waits InitialBackoff, doubling
+//     per consecutive failure up to MaxBackoff, each with ±20% jitter; a
+//     lifetime that became ready resets the doubling.
+//   - StartupFailures consecutive failures before ready (a missing module, a
+//     bad adapter) end the worker: OnGiveUp is called once and it is not
+//     restarted again, so a broken configuration cannot cause a restart storm.
+//   - An optional start gate bounds how many workers are between spawn and
+//     ready at once across the pool.
+package starter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Options tune one Starter.
+type Options struct {
+	InitialBackoff  time.Duration // default 100 ms
+	MaxBackoff      time.Duration // default 10 s
+	StartupFailures int           // consecutive failed starts before giving up; default 3
+	// StopTimeout is how long the Starter waits for its worker to stop; it
+	// must exceed the worker's own grace period. Default 5 s.
+	StopTimeout time.Duration
+	// Gate, when non-nil, is a counting semaphore (its capacity is the
+	// bound) held from spawn until the worker is ready or has exited.
+	Gate chan struct{}
+	// OnGiveUp is called once when the worker will not be restarted again.
+	OnGiveUp  func(id string, err error)
+	EventHook suture.EventHook
+	Logger    *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.InitialBackoff <= 0 {
+		o.InitialBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 10 * time.Second
+	}
+	if o.StartupFailures <= 0 {
+		o.StartupFailures = 3
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Starter is the per-worker supervisor. It is a suture.Service.
+type Starter struct {
+	*suture.Supervisor
+	w      worker.Worker
+	events worker.Events
+	opts   Options
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	holding  bool // this starter holds a slot of the start gate
+	ready    bool // the current lifetime reached Ready
+	restarts int
+}
+
+// New builds the worker through f and wraps it. spec.Events receives the
+// worker's events (forwarded by the Starter).
+func New(f worker.Factory, spec worker.Spec, opts Options) (*Starter, error) {
+	opts.setDefaults()
+	s := &Starter{events: spec.Events, opts: opts, log: opts.Logger.With("worker_id", spec.ID)}
+	inner := spec
+	inner.Events = s
+	w, err := f.NewWorker(inner)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: cannot build worker %s: %w", spec.ID, err)
+	}
+	s.w = w
+	hook := opts.EventHook
+	if hook == nil {
+		hook = func(suture.Event) {}
+	}
+	s.Supervisor = suture.New("starter-"+spec.ID, suture.Spec{
+		EventHook: hook,
+		// Backoff is ours (exponential, per worker); suture's own threshold
+		// would pause all restarts of this supervisor with a fixed delay.
+		FailureThreshold: 1e9,
+		FailureDecay:     1,
+		Timeout:          opts.StopTimeout,
+	})
+	s.Add(&attempts{s: s})
+	return s, nil
+}
+
+// Worker returns the supervised worker.
+func (s *Starter) Worker() worker.Worker { return s.w }
+
+// Restarts counts lifetimes started after the first.
+func (s *Starter) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
+}
+
+func (s *Starter) String() string { return "starter-" + s.w.ID() }
+
+// Starting implements worker.Events.
+func (s *Starter) Starting(id string) {
+	s.mu.Lock()
+	s.ready = false
+	s.mu.Unlock()
+	s.events.Starting(id)
+}
+
+// Ready implements worker.Events.
+func (s *Starter) Ready(id string, info worker.Info) {
+	s.mu.Lock()
+	s.ready = true
+	s.mu.Unlock()
+	s.releaseGate()
+	s.events.Ready(id, info)
+}
+
+// Exited implements worker.Events.
+func (s *Starter) Exited(id string, err error) {
+	s.releaseGate()
+	s.events.Exited(id, err)
+}
+
+func (s *Starter) acquireGate(ctx context.Context) bool {
+	if s.opts.Gate == nil {
+		return true
+	}
+	select {
+	case s.opts.Gate <- struct{}{}:
+		s.mu.Lock()
+		s.holding = true
+		s.mu.Unlock()
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Starter) releaseGate() {
+	s.mu.Lock()
+	held := s.holding
+	s.holding = false
+	s.mu.Unlock()
+	if held {
+		<-s.opts.Gate
+	}
+}
+
+// attempts is the Starter's only child: one Serve is one worker lifetime,
+// preceded by the backoff the previous failures earned.
+type attempts struct {
+	s          *Starter
+	delay      time.Duration
+	startFails int
+	started    bool
+}
+
+func (a *attempts) String() string { return "worker-" + a.s.w.ID() }
+
+func (a *attempts) Serve(ctx context.Context) error {
+	s := a.s
+	if a.delay > 0 && !sleep(ctx, jitter(a.delay)) {
+		return nil
+	}
+	if !s.acquireGate(ctx) {
+		return nil
+	}
+	if a.started {
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+	}
+	a.started = true
+	err := s.w.Serve(ctx)
+	s.releaseGate() // a worker that returned without reporting must not keep the slot
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("worker returned without being asked to stop")
+	}
+	s.mu.Lock()
+	wasReady := s.ready
+	s.mu.Unlock()
+	if wasReady {
+		a.startFails = 0
+		a.delay = s.opts.InitialBackoff
+	} else {
+		a.startFails++
+		if a.startFails >= s.opts.StartupFailures {
+			s.log.Error("worker failed to start too many times in a row; not restarting it",
+				"failures", a.startFails, "err", err)
+			if s.opts.OnGiveUp != nil {
+				s.opts.OnGiveUp(s.w.ID(), err)
+			}
+			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+		}
+		a.delay = min(max(a.delay*2, s.opts.InitialBackoff), s.opts.MaxBackoff)
+	}
+	s.log.Warn("worker lifetime ended; restarting", "after", a.delay, "err", err)
+	return err
+}
+
+// jitter spreads restarts by ±20% so workers that died together do not
+// come back in lockstep.
+func jitter(d time.Duration) time.Duration {
+	f := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * f)
+}
+
+// sleep waits d or until ctx ends; false means ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
