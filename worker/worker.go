@@ -17,6 +17,10 @@
 //     for concurrent use up to the worker's capacity.
 //   - A call that fails because the lifetime ended under it returns an error
 //     matching ErrWorkerCrashed (usually a *CrashError).
+//   - ErrWorkerUnavailable means nothing was sent: the pool retries such a
+//     call on another worker even when it is not idempotent.
+//   - After Kill, pending Execute/ExecuteStream calls must return promptly;
+//     the pool's hung-call watchdog relies on it.
 package worker
 
 import (

@@ -1,0 +1,77 @@
+// Package pool dispatches tool calls to a set of workers. It knows nothing
+// about processes or supervisors: the supervisor Adds workers built with
+// Spec.Events set to the Pool, runs them, and the Pool follows each worker's
+// lifecycle through the worker.Events it implements (Starting, Ready,
+// Exited) plus WorkerFailed when the supervisor gives up on one. Add a worker
+// before running it; events that arrive for an id not yet added are kept and
+// applied by Add.
+//
+// # Slots and the queue
+//
+// A worker in state Ready has Capacity slots (in-flight calls). A call takes
+// a free slot, round-robin across workers, or waits in one FIFO queue. When a
+// slot frees, it is handed directly to the oldest waiter that can use it
+// (strict-affinity waiters can use only their session's worker); no other
+// waiter wakes. The queue holds at most MaxQueue waiters; a call beyond that
+// fails at once with ErrPoolSaturated. Waiting ends in exactly one of three
+// ways, decided under the pool's lock so there is a single winner:
+//   - a slot was handed over: the call runs (if the caller's context ended at
+//     the same moment, the slot is passed on and the context's error returned);
+//   - the caller's context ended: its error is returned, the waiter is gone;
+//   - the queue timeout expired first: ErrQueueTimeout. A call that was
+//     handed a slot is never answered with ErrQueueTimeout.
+//
+// Calls made while no worker is ready (the pool is starting, or every worker
+// is restarting) wait in the same queue for up to ReadyTimeout and fail with
+// ErrNotReady, or at once with ErrNotReady wrapping the workers' startup
+// errors when every worker has failed for good. Once a ready worker has
+// reported its tools, a call for a tool no ready worker offers fails with
+// *worker.UnknownToolError without reaching a worker. The pool assumes the
+// workers run the same adapter: it routes by capacity, not by tool.
+//
+// # Deadlines and hung workers
+//
+// The call's context goes to the worker unchanged, so its deadline becomes
+// the worker's deadline. If a worker has not returned HungGrace after that
+// context ended, the pool kills it (Worker.Kill) and the call fails with a
+// *WorkerTimeoutError (errors.Is worker.ErrWorkerTimeout).
+//
+// # Crashes and retries
+//
+// A worker that dies under a call fails that call with its error (errors.Is
+// worker.ErrWorkerCrashed). With CallOptions.Idempotent the call runs again on
+// another worker, at most RetryAttempts more times with doubling RetryBackoff.
+// A worker found gone before the call started (worker.ErrWorkerUnavailable)
+// is retried the same way for any call, since nothing ran.
+//
+// # Session affinity
+//
+// A call with a SessionID records the worker that took it, for AffinityTTL.
+// The next call of that session, by CallOptions.Affinity:
+//   - AffinityHint (default): uses that worker if it has a free slot,
+//     otherwise any worker;
+//   - AffinityStrictQueue: waits for a slot on that worker only;
+//   - AffinityStrictFailFast: uses that worker or fails with ErrSessionWorkerBusy.
+//
+// If that worker has exited, failed or left since, hint falls back to any
+// worker and the strict modes fail with ErrSessionWorkerUnavailable (also
+// strict waiters already queued for it). A session without a live record
+// behaves as hint.
+//
+// # Errors
+//
+// Rejected before any worker is touched: *InvalidCallError (ErrInvalidCall:
+// nil call, empty tool, non-object args, context already done, negative
+// queue timeout, unknown affinity), *worker.UnknownToolError, ErrPoolStopping,
+// ErrPoolSaturated, ErrQueueTimeout, *NotReadyError (ErrNotReady),
+// ErrSessionWorkerBusy, ErrSessionWorkerUnavailable, or the context's error.
+// From the worker: *worker.ToolError, worker.ErrWorkerCrashed,
+// *WorkerTimeoutError, or the context's error.
+//
+// # Stopping
+//
+// Stop (or Drain) fails new calls and queued waiters with ErrPoolStopping,
+// lets in-flight calls finish until its context ends, then cancels theirs,
+// and returns once none is in flight (bounded: hung workers are killed after
+// HungGrace, and Stop gives up with a *StopError shortly after that).
+package pool

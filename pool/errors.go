@@ -1,0 +1,132 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Sentinel errors; the typed errors below match them with errors.Is.
+var (
+	// ErrPoolSaturated: the wait queue is full; the call was not queued.
+	ErrPoolSaturated = errors.New("snakepit: pool saturated: the wait queue is full; raise MaxQueue, add workers or capacity, or retry later")
+	// ErrQueueTimeout: no slot became free within the queue timeout; the call never reached a worker.
+	ErrQueueTimeout = errors.New("snakepit: timed out waiting for a free worker; raise QueueTimeout, add workers or capacity, or shed load")
+	// ErrPoolStopping: the pool is stopping and takes no new calls.
+	ErrPoolStopping = errors.New("snakepit: pool is stopping; no new calls are accepted")
+	// ErrSessionWorkerUnavailable: a strict-affinity call's session worker has exited or left since it served the session.
+	ErrSessionWorkerUnavailable = errors.New("snakepit: the worker that served this session has exited or left the pool; its session state is gone — start the session again or use affinity \"hint\"")
+	// ErrSessionWorkerBusy: a strict-fail-fast call's session worker has no free slot.
+	ErrSessionWorkerBusy = errors.New("snakepit: the worker that served this session is busy; retry later, or use affinity \"strict-queue\" to wait for it")
+	// ErrNotReady: no worker became ready in time (or none can: see the wrapped startup errors).
+	ErrNotReady = errors.New("snakepit: no worker is ready; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start")
+	// ErrInvalidCall: the call was rejected before reaching a worker (see *InvalidCallError).
+	ErrInvalidCall = errors.New("snakepit: invalid call")
+	// ErrInvalidOptions: Options holds an invalid value (see *OptionsError).
+	ErrInvalidOptions = errors.New("snakepit: invalid pool options")
+)
+
+// InvalidCallError says why a call was rejected before reaching a worker.
+type InvalidCallError struct {
+	Tool   string
+	Reason string
+	Err    error // underlying cause, e.g. the context's error
+}
+
+func (e *InvalidCallError) Error() string {
+	if e.Tool != "" {
+		return fmt.Sprintf("snakepit: invalid call of tool %q: %s", e.Tool, e.Reason)
+	}
+	return "snakepit: invalid call: " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidCall) true.
+func (e *InvalidCallError) Is(target error) bool { return target == ErrInvalidCall }
+
+// Unwrap returns the underlying cause, if any.
+func (e *InvalidCallError) Unwrap() error { return e.Err }
+
+// OptionsError names an invalid Options field.
+type OptionsError struct {
+	Field  string
+	Reason string
+}
+
+func (e *OptionsError) Error() string {
+	return "snakepit: invalid pool option " + e.Field + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidOptions) true.
+func (e *OptionsError) Is(target error) bool { return target == ErrInvalidOptions }
+
+// NotReadyError reports that not enough workers are (or can become) ready.
+type NotReadyError struct {
+	Wanted int // workers waited for
+	Ready  int // workers ready when the wait ended
+	Failed int // workers the supervisor gave up on
+	// Cause is why: the context's error, or the startup errors of the
+	// failed workers joined (errors.As finds each *worker.StartupError).
+	Cause error
+}
+
+func (e *NotReadyError) Error() string {
+	msg := fmt.Sprintf("snakepit: %d of %d wanted workers ready", e.Ready, e.Wanted)
+	if e.Failed > 0 {
+		msg += fmt.Sprintf(", %d failed to start", e.Failed)
+	}
+	if e.Cause != nil {
+		msg += ": " + e.Cause.Error()
+	}
+	if e.Failed > 0 {
+		return msg + "\n  hint: fix the startup error above (missing module, bad adapter, Python path)"
+	}
+	return msg + "; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start"
+}
+
+// Is makes errors.Is(err, ErrNotReady) true.
+func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
+
+// Unwrap returns the cause.
+func (e *NotReadyError) Unwrap() error { return e.Cause }
+
+// WorkerTimeoutError reports a call that stayed inside a worker longer than
+// HungGrace after its context ended; the worker was killed.
+type WorkerTimeoutError struct {
+	WorkerID string
+	Tool     string
+	Grace    time.Duration
+	// Err is the call's context error (context.DeadlineExceeded, or
+	// context.Canceled when the caller or a pool stop cancelled it).
+	Err error
+	// WorkerErr is what the killed worker's Execute finally returned.
+	WorkerErr error
+}
+
+func (e *WorkerTimeoutError) Error() string {
+	return fmt.Sprintf("snakepit: worker %s did not return from tool %q within %s after the call's context ended (%v); it was killed as hung and is being restarted — raise the call's deadline if the tool is just slow",
+		e.WorkerID, e.Tool, e.Grace, e.Err)
+}
+
+// Is makes errors.Is(err, worker.ErrWorkerTimeout) true.
+func (e *WorkerTimeoutError) Is(target error) bool { return target == worker.ErrWorkerTimeout }
+
+// Unwrap returns the context error.
+func (e *WorkerTimeoutError) Unwrap() error { return e.Err }
+
+// StopError reports calls that were still running when Stop gave up waiting.
+type StopError struct {
+	InFlight int
+	Err      error
+}
+
+func (e *StopError) Error() string {
+	return "snakepit: pool stopped with " + strconv.Itoa(e.InFlight) + " call(s) still inside workers that ignored cancellation and Kill: " + e.Err.Error()
+}
+
+func (e *StopError) Unwrap() error { return e.Err }
+
+func itoa(n int) string     { return strconv.Itoa(n) }
+func quote(s string) string { return strconv.Quote(s) }

@@ -1,0 +1,194 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"iter"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// validate rejects what can never succeed, before any queue or worker.
+func validate(ctx context.Context, call *worker.Call, opts CallOptions) error {
+	switch {
+	case call == nil:
+		return &InvalidCallError{Reason: "call is nil"}
+	case call.Tool == "":
+		return &InvalidCallError{Reason: "tool name is empty"}
+	case opts.QueueTimeout < 0:
+		return &InvalidCallError{Tool: call.Tool, Reason: "negative QueueTimeout (use 0 for the pool default)"}
+	case opts.Affinity > AffinityStrictFailFast:
+		return &InvalidCallError{Tool: call.Tool, Reason: "unknown affinity mode " + opts.Affinity.String() + "; use AffinityHint, AffinityStrictQueue or AffinityStrictFailFast"}
+	}
+	if err := ctx.Err(); err != nil {
+		return &InvalidCallError{Tool: call.Tool, Reason: "context already done before the call: " + err.Error(), Err: err}
+	}
+	if len(call.Args) > 0 {
+		i := 0
+		for i < len(call.Args) && isSpace(call.Args[i]) {
+			i++
+		}
+		if i == len(call.Args) || call.Args[i] != '{' || !json.Valid(call.Args) {
+			return &InvalidCallError{Tool: call.Tool, Reason: "Args must be a JSON object (encode them with worker.EncodeArgs)", Err: worker.ErrInvalidArgs}
+		}
+	}
+	return nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// retryable: the worker vanished before running the call (always safe), or
+// died under an idempotent one.
+func (p *Pool) retryable(ctx context.Context, err error, opts CallOptions, attempt int) bool {
+	if err == nil || attempt >= p.opts.RetryAttempts || ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, worker.ErrWorkerUnavailable) {
+		return true
+	}
+	return opts.Idempotent && errors.Is(err, worker.ErrWorkerCrashed)
+}
+
+// backoff sleeps before retry number attempt+1, doubling each time.
+func (p *Pool) backoff(ctx context.Context, attempt int) error {
+	d := p.opts.RetryBackoff << min(attempt, maxRetryBackoffScaling)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Pool) rejectInvalid(err error) error {
+	p.mu.Lock()
+	p.st.requests++
+	p.st.record(err)
+	p.mu.Unlock()
+	return err
+}
+
+// recordAbandoned records a call that ends between attempts (its backoff
+// was cut short by its context).
+func (p *Pool) recordAbandoned(err error) {
+	p.mu.Lock()
+	p.st.record(err)
+	p.mu.Unlock()
+}
+
+// watch starts following the caller's context for the hung-worker watchdog.
+// A context that can never end needs no watching: only Stop can cancel the
+// call then, and Stop arms the watchdog itself.
+func (r *callRec) watch(ctx context.Context) {
+	if ctx.Done() != nil {
+		r.stopWatch = context.AfterFunc(ctx, r.armFn)
+	}
+}
+
+// Execute runs one unary call on a worker; see the package documentation
+// for queueing, affinity, deadlines, retries and the errors returned.
+func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions) (*worker.Result, error) {
+	if err := validate(ctx, call, opts); err != nil {
+		return nil, p.rejectInvalid(err)
+	}
+	start := p.now()
+	var avoid *workerState
+	for attempt := 0; ; attempt++ {
+		r := p.begin(ctx, call.Tool)
+		ws, err := p.acquire(ctx, call, opts, r, avoid, attempt == 0)
+		if err != nil {
+			return nil, err
+		}
+		r.watch(ctx)
+		res, werr := ws.w.Execute(r.ctx, call)
+		retry, err := p.finish(r, werr, p.retryable(ctx, werr, opts, attempt), start)
+		if !retry {
+			if err != nil {
+				return nil, err
+			}
+			return res, nil
+		}
+		if berr := p.backoff(ctx, attempt); berr != nil {
+			p.recordAbandoned(werr)
+			return nil, werr
+		}
+		avoid = ws
+	}
+}
+
+var errConsumerStopped = errors.New("snakepit: stream consumer stopped reading")
+
+// ExecuteStream runs one streaming call. Chunks arrive in order, one at a
+// time: the worker is held until the loop body has taken each one. The slot
+// is held until the stream ends. Breaking out of the loop, or ctx ending,
+// cancels the stream on the worker. A failure is yielded last as
+// (worker.Chunk{}, err). An idempotent call is retried after a crash only if
+// no chunk had been delivered.
+func (p *Pool) ExecuteStream(ctx context.Context, call *worker.Call, opts CallOptions) iter.Seq2[worker.Chunk, error] {
+	return func(yield func(worker.Chunk, error) bool) {
+		if err := validate(ctx, call, opts); err != nil {
+			yield(worker.Chunk{}, p.rejectInvalid(err))
+			return
+		}
+		start := p.now()
+		var avoid *workerState
+		for attempt := 0; ; attempt++ {
+			r := p.begin(ctx, call.Tool)
+			ws, err := p.acquire(ctx, call, opts, r, avoid, attempt == 0)
+			if err != nil {
+				yield(worker.Chunk{}, err)
+				return
+			}
+			retry, stopped, err, werr := p.streamAttempt(ctx, r, ws, call, opts, attempt, start, yield)
+			if stopped {
+				return
+			}
+			if !retry {
+				if err != nil {
+					yield(worker.Chunk{}, err)
+				}
+				return
+			}
+			if berr := p.backoff(ctx, attempt); berr != nil {
+				p.recordAbandoned(werr)
+				yield(worker.Chunk{}, werr)
+				return
+			}
+			avoid = ws
+		}
+	}
+}
+
+// streamAttempt runs one attempt. The slot is released by a deferred call
+// so that a panic in the consumer's loop body cannot leak it.
+func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, call *worker.Call, opts CallOptions, attempt int, start time.Time,
+	yield func(worker.Chunk, error) bool) (retry, stopped bool, err, werr error) {
+	delivered := false
+	finished := false
+	defer func() {
+		if !finished { // panicking out of the consumer
+			p.finish(r, errConsumerStopped, false, start)
+		}
+	}()
+	r.watch(ctx)
+	werr = ws.w.ExecuteStream(r.ctx, call, func(c worker.Chunk) error {
+		delivered = true
+		if !yield(c, nil) {
+			stopped = true
+			return errConsumerStopped
+		}
+		return nil
+	})
+	if stopped {
+		// The consumer ended the stream on purpose: that is a success.
+		werr = nil
+	}
+	retry = !delivered && p.retryable(ctx, werr, opts, attempt)
+	finished = true
+	retry, err = p.finish(r, werr, retry, start)
+	return retry, stopped, err, werr
+}

@@ -1,0 +1,523 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+type wstate uint8
+
+const (
+	stStarting wstate = iota // added, or a lifetime is starting
+	stReady
+	stExited // between lifetimes: its restarter decides what next
+	stFailed // the supervisor gave up on it
+)
+
+// workerState is the pool's view of one worker. All fields are guarded by
+// Pool.mu.
+type workerState struct {
+	id       string
+	w        worker.Worker
+	capacity int
+	inflight int
+	state    wstate
+	removed  bool
+	// gen counts ended lifetimes; a session pinned under an older gen lost
+	// its worker-side state.
+	gen          uint64
+	tools        []worker.ToolSpec
+	toolsCounted bool
+	lastErr      error // last Exited error, or the WorkerFailed error
+
+	// Intrusive free-list links: O(1) pick/return keeps the lock short.
+	fprev, fnext *workerState
+	inFree       bool
+
+	strict waitQueue // strict-affinity waiters for this worker only
+}
+
+func (ws *workerState) usable() bool { return ws.state == stReady && !ws.removed }
+
+type freeList struct{ head, tail *workerState }
+
+func (l *freeList) pushBack(ws *workerState) {
+	ws.fprev, ws.fnext = l.tail, nil
+	if l.tail != nil {
+		l.tail.fnext = ws
+	} else {
+		l.head = ws
+	}
+	l.tail = ws
+	ws.inFree = true
+}
+
+func (l *freeList) remove(ws *workerState) {
+	if !ws.inFree {
+		return
+	}
+	if ws.fprev != nil {
+		ws.fprev.fnext = ws.fnext
+	} else {
+		l.head = ws.fnext
+	}
+	if ws.fnext != nil {
+		ws.fnext.fprev = ws.fprev
+	} else {
+		l.tail = ws.fprev
+	}
+	ws.fprev, ws.fnext, ws.inFree = nil, nil, false
+}
+
+type sessionEntry struct {
+	ws      *workerState
+	gen     uint64
+	expires time.Time
+}
+
+type earlyEvent struct {
+	ready bool
+	info  worker.Info
+}
+
+// Pool dispatches calls to workers. Create it with New; it is safe for
+// concurrent use and implements worker.Events.
+type Pool struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	// mu guards everything below. It is held for O(1) bookkeeping only (and
+	// O(workers) in Stats/Tools/lifecycle events), never across a worker call.
+	mu            sync.Mutex
+	workers       map[string]*workerState
+	early         map[string]earlyEvent
+	free          freeList
+	general       waitQueue
+	queued        int
+	seq           uint64
+	ready         int
+	failed        int
+	toolCount     map[string]int
+	toolsReported int
+	sessions      map[string]sessionEntry
+	sweepAt       int
+	stopping      bool
+	idle          chan struct{} // made by Stop, closed when nothing is in flight
+	idleClosed    bool
+	changed       chan struct{} // closed and replaced when readiness changes
+	calls         callList
+	inflight      int
+	st            counters
+	lat           [latencyWindow]time.Duration
+	latN          uint64
+	latMax        time.Duration
+
+	recs    sync.Pool // *callRec
+	waiters sync.Pool // *waiter
+}
+
+var _ worker.Events = (*Pool)(nil)
+
+// New builds an empty pool.
+func New(opts Options) (*Pool, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		opts:      o,
+		log:       o.Logger,
+		now:       o.Now,
+		workers:   map[string]*workerState{},
+		early:     map[string]earlyEvent{},
+		toolCount: map[string]int{},
+		sessions:  map[string]sessionEntry{},
+		sweepAt:   sessionSweepMin,
+		changed:   make(chan struct{}),
+		st:        counters{restartReasons: map[string]int{}},
+	}
+	p.recs.New = func() any { return newCallRec(p) }
+	p.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1)} }
+	return p, nil
+}
+
+// Add makes w part of the pool with room for capacity concurrent calls
+// (<= 0: Options.DefaultCapacity). It takes calls once it reports Ready.
+// Adding an id that is already present replaces that worker.
+func (p *Pool) Add(w worker.Worker, capacity int) {
+	if capacity <= 0 {
+		capacity = p.opts.DefaultCapacity
+	}
+	id := w.ID()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, dup := p.workers[id]; dup {
+		p.log.Warn("snakepit: worker added twice; replacing the earlier one", "worker_id", id)
+		p.removeLocked(id)
+	}
+	ws := &workerState{id: id, w: w, capacity: capacity, state: stStarting}
+	p.workers[id] = ws
+	if e, ok := p.early[id]; ok {
+		delete(p.early, id)
+		if e.ready {
+			p.becomeReadyLocked(ws, e.info)
+		}
+	}
+	p.notifyLocked()
+}
+
+// Remove takes the worker out of the pool. Its in-flight calls finish or fail
+// on their own; strict waiters for it fail with ErrSessionWorkerUnavailable.
+func (p *Pool) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.removeLocked(id)
+	delete(p.early, id)
+	p.notifyLocked()
+}
+
+func (p *Pool) removeLocked(id string) {
+	ws := p.workers[id]
+	if ws == nil {
+		return
+	}
+	p.leaveReadyLocked(ws)
+	if ws.state == stFailed {
+		p.failed--
+	}
+	ws.removed = true
+	delete(p.workers, id)
+	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+	p.failIfHopelessLocked()
+}
+
+// Starting implements worker.Events.
+func (p *Pool) Starting(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ws := p.workers[id]
+	if ws == nil {
+		p.early[id] = earlyEvent{}
+		return
+	}
+	p.leaveReadyLocked(ws)
+	if ws.state == stFailed {
+		// The supervisor tries again after giving up; let it.
+		p.failed--
+	}
+	ws.state = stStarting
+	p.notifyLocked()
+}
+
+// Ready implements worker.Events.
+func (p *Pool) Ready(id string, info worker.Info) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ws := p.workers[id]
+	if ws == nil {
+		p.early[id] = earlyEvent{ready: true, info: info}
+		return
+	}
+	p.becomeReadyLocked(ws, info)
+	p.notifyLocked()
+}
+
+// Exited implements worker.Events. A non-nil err counts as a restart.
+func (p *Pool) Exited(id string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.st.restarts++
+		p.st.restartReasons[restartReason(err)]++
+	}
+	ws := p.workers[id]
+	if ws == nil {
+		delete(p.early, id)
+		return
+	}
+	if err != nil {
+		ws.lastErr = err
+	}
+	p.lifetimeEndedLocked(ws)
+}
+
+// lifetimeEndedLocked takes ws out of rotation until its next Ready and
+// invalidates the sessions it served.
+func (p *Pool) lifetimeEndedLocked(ws *workerState) {
+	p.leaveReadyLocked(ws)
+	ws.gen++
+	if ws.state != stFailed {
+		ws.state = stExited
+	}
+	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+	p.notifyLocked()
+}
+
+// WorkerFailed records that the supervisor stopped restarting worker id
+// (e.g. it failed to start too often); err is kept for WaitReady and
+// ErrNotReady. The worker is out of rotation until it reports Starting again.
+func (p *Pool) WorkerFailed(id string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ws := p.workers[id]
+	if ws == nil {
+		return
+	}
+	p.leaveReadyLocked(ws)
+	if ws.state != stFailed {
+		p.failed++
+	}
+	ws.state = stFailed
+	if err != nil {
+		ws.lastErr = err
+	}
+	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+	p.failIfHopelessLocked()
+	p.notifyLocked()
+}
+
+func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
+	if ws.state == stReady {
+		p.leaveReadyLocked(ws)
+	}
+	if ws.state == stFailed {
+		p.failed--
+	}
+	ws.state = stReady
+	ws.tools = slices.Clone(info.Tools)
+	p.ready++
+	if len(ws.tools) > 0 {
+		p.toolsReported++
+		for _, t := range ws.tools {
+			p.toolCount[t.Name]++
+		}
+		ws.toolsCounted = true
+	}
+	p.offerLocked(ws)
+}
+
+// leaveReadyLocked takes a ready worker out of rotation.
+func (p *Pool) leaveReadyLocked(ws *workerState) {
+	if ws.state != stReady {
+		return
+	}
+	ws.state = stExited
+	p.ready--
+	p.free.remove(ws)
+	if ws.toolsCounted {
+		p.toolsReported--
+		for _, t := range ws.tools {
+			if p.toolCount[t.Name]--; p.toolCount[t.Name] <= 0 {
+				delete(p.toolCount, t.Name)
+			}
+		}
+		ws.toolsCounted = false
+	}
+}
+
+func (p *Pool) failStrictLocked(ws *workerState, err error) {
+	for w := ws.strict.head; w != nil; w = ws.strict.head {
+		p.failWaiterLocked(w, err)
+	}
+}
+
+// hopelessLocked: workers exist and the supervisor gave up on every one, so
+// waiting for readiness cannot succeed.
+func (p *Pool) hopelessLocked() bool {
+	return p.ready == 0 && len(p.workers) > 0 && p.failed == len(p.workers)
+}
+
+func (p *Pool) failIfHopelessLocked() {
+	if !p.hopelessLocked() {
+		return
+	}
+	err := p.notReadyLocked(1, nil)
+	for w := p.general.head; w != nil; w = p.general.head {
+		p.failWaiterLocked(w, err)
+	}
+}
+
+// notReadyLocked builds the error for "fewer than wanted workers ready",
+// carrying the startup errors a user needs to fix the cause.
+func (p *Pool) notReadyLocked(wanted int, cause error) *NotReadyError {
+	var errs []error
+	if cause != nil {
+		errs = append(errs, cause)
+	}
+	ids := make([]string, 0, len(p.workers))
+	for id := range p.workers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		ws := p.workers[id]
+		if ws.lastErr != nil && (ws.state == stFailed || (cause != nil && ws.state != stReady)) {
+			errs = append(errs, ws.lastErr)
+		}
+	}
+	return &NotReadyError{Wanted: wanted, Ready: p.ready, Failed: p.failed, Cause: errors.Join(errs...)}
+}
+
+func (p *Pool) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// WaitReady waits until at least n workers are ready (n <= 0: every added
+// worker). It fails early, with a *NotReadyError wrapping their startup
+// errors, once so many workers have failed for good that n is out of reach;
+// when ctx ends first, the *NotReadyError wraps ctx's error and the last
+// startup errors of the workers still trying. Add the workers before calling.
+func (p *Pool) WaitReady(ctx context.Context, n int) error {
+	for {
+		p.mu.Lock()
+		want := n
+		if want <= 0 {
+			want = max(len(p.workers), 1)
+		}
+		switch {
+		case p.stopping:
+			p.mu.Unlock()
+			return ErrPoolStopping
+		case p.ready >= want:
+			p.mu.Unlock()
+			return nil
+		case p.failed > 0 && len(p.workers)-p.failed < want:
+			err := p.notReadyLocked(want, nil)
+			p.mu.Unlock()
+			return err
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.mu.Lock()
+			err := p.notReadyLocked(want, ctx.Err())
+			p.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// Tools returns the union, by name, of the tools ready workers reported,
+// sorted by name.
+func (p *Pool) Tools() []worker.ToolSpec {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[string]bool{}
+	var out []worker.ToolSpec
+	for _, ws := range p.workers {
+		if ws.state != stReady {
+			continue
+		}
+		for _, t := range ws.tools {
+			if !seen[t.Name] {
+				seen[t.Name] = true
+				out = append(out, t)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b worker.ToolSpec) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (p *Pool) availableToolsLocked() []string {
+	names := make([]string, 0, len(p.toolCount))
+	for n := range p.toolCount {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Drain is Stop.
+func (p *Pool) Drain(ctx context.Context) error { return p.Stop(ctx) }
+
+// Stop stops the pool for good: new calls and queued waiters get
+// ErrPoolStopping at once; in-flight calls may finish until ctx ends (pass a
+// deadline: the grace period), then their contexts are cancelled. It returns
+// when no call is in flight: nil if they all finished within the grace,
+// otherwise an error saying how many were cancelled. Workers that ignore the
+// cancellation are killed after HungGrace; if even that does not free them,
+// Stop returns a *StopError rather than wait forever. Safe to call again.
+func (p *Pool) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.stopping {
+		p.stopping = true
+		p.failWaitersLocked(&p.general, ErrPoolStopping)
+		for _, ws := range p.workers {
+			p.failStrictLocked(ws, ErrPoolStopping)
+		}
+		p.idle = make(chan struct{})
+		p.checkIdleLocked()
+		p.notifyLocked()
+	}
+	idle := p.idle
+	p.mu.Unlock()
+
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+	}
+
+	p.mu.Lock()
+	n := 0
+	for rec := p.calls.head; rec != nil; rec = rec.next {
+		rec.cancel(ErrPoolStopping)
+		p.armLocked(rec)
+		n++
+	}
+	p.mu.Unlock()
+
+	bound := time.NewTimer(2*p.opts.HungGrace + time.Second)
+	defer bound.Stop()
+	select {
+	case <-idle:
+		if n == 0 {
+			return nil
+		}
+		return errors.Join(errors.New("snakepit: the stop grace period ended with "+itoa(n)+" call(s) in flight; they were cancelled"), ctx.Err())
+	case <-bound.C:
+		p.mu.Lock()
+		left := p.inflight
+		p.mu.Unlock()
+		return &StopError{InFlight: left, Err: ctx.Err()}
+	}
+}
+
+func (p *Pool) checkIdleLocked() {
+	if p.stopping && p.inflight == 0 && !p.idleClosed {
+		p.idleClosed = true
+		close(p.idle)
+	}
+}
+
+// restartReason names why a lifetime ended, for Stats.RestartReasons.
+func restartReason(err error) string {
+	var ce *worker.CrashError
+	if errors.As(err, &ce) {
+		switch {
+		case ce.Reason != "":
+			return ce.Reason
+		case ce.Signal != "":
+			return "signal " + ce.Signal
+		default:
+			return "exit status " + itoa(ce.ExitCode)
+		}
+	}
+	var se *worker.StartupError
+	if errors.As(err, &se) {
+		return "startup failed"
+	}
+	return typeName(err)
+}

@@ -1,0 +1,158 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Stats is a snapshot of the pool. Counters are cumulative since New. Once
+// no call is running, Requests == Succeeded + Failed.Total().
+type Stats struct {
+	Workers  WorkerCounts
+	Queued   int // calls waiting for a slot
+	InFlight int // slots taken
+
+	Requests  uint64 // calls made (retries not counted again)
+	Succeeded uint64
+	Failed    FailureCounts
+	Retries   uint64 // extra attempts made after a crash or a vanished worker
+
+	// Restarts counts worker lifetimes that ended with an error (crash,
+	// kill, failed startup); RestartReasons splits them by reason.
+	Restarts       uint64
+	RestartReasons map[string]int
+
+	Latency LatencyStats
+}
+
+// WorkerCounts splits the workers by state.
+type WorkerCounts struct {
+	Total    int
+	Starting int // added or starting a lifetime, not ready yet
+	Idle     int // ready, no call in flight
+	Busy     int // ready, at least one call in flight
+	Exited   int // between lifetimes (its restarter decides what next)
+	Failed   int // the supervisor gave up on it
+}
+
+// FailureCounts splits failed calls by kind.
+type FailureCounts struct {
+	ToolErrors     uint64 // the tool raised (worker.ErrToolFailed)
+	Crashed        uint64 // the worker died under the call (worker.ErrWorkerCrashed)
+	WorkerTimeouts uint64 // the worker hung past HungGrace and was killed
+	QueueTimeouts  uint64 // ErrQueueTimeout
+	Saturated      uint64 // ErrPoolSaturated
+	Cancelled      uint64 // the caller's context ended (cancel or deadline)
+	NotReady       uint64 // ErrNotReady
+	Stopping       uint64 // ErrPoolStopping
+	Affinity       uint64 // ErrSessionWorkerBusy, ErrSessionWorkerUnavailable
+	Invalid        uint64 // ErrInvalidCall, unknown tool, invalid arguments
+	Other          uint64
+}
+
+// Total is the number of failed calls.
+func (f FailureCounts) Total() uint64 {
+	return f.ToolErrors + f.Crashed + f.WorkerTimeouts + f.QueueTimeouts + f.Saturated +
+		f.Cancelled + f.NotReady + f.Stopping + f.Affinity + f.Invalid + f.Other
+}
+
+// LatencyStats covers the calls that reached a worker, from the call to its
+// return (queueing included). Percentiles are over the most recent
+// latencyWindow (4096) calls; Max is over all calls.
+type LatencyStats struct {
+	Samples       int
+	P50, P90, P99 time.Duration
+	Max           time.Duration
+}
+
+type counters struct {
+	requests, succeeded, retries, restarts uint64
+	failed                                 FailureCounts
+	restartReasons                         map[string]int
+}
+
+func (c *counters) record(err error) {
+	if err == nil {
+		c.succeeded++
+		return
+	}
+	f := &c.failed
+	// Order matters: several of these wrap a context error.
+	switch {
+	case errors.Is(err, ErrInvalidCall), errors.Is(err, worker.ErrUnknownTool), errors.Is(err, worker.ErrInvalidArgs):
+		f.Invalid++
+	case errors.Is(err, ErrPoolSaturated):
+		f.Saturated++
+	case errors.Is(err, ErrQueueTimeout):
+		f.QueueTimeouts++
+	case errors.Is(err, ErrPoolStopping):
+		f.Stopping++
+	case errors.Is(err, ErrSessionWorkerBusy), errors.Is(err, ErrSessionWorkerUnavailable):
+		f.Affinity++
+	case errors.Is(err, ErrNotReady):
+		f.NotReady++
+	case errors.Is(err, worker.ErrWorkerTimeout):
+		f.WorkerTimeouts++
+	case errors.Is(err, worker.ErrToolFailed):
+		f.ToolErrors++
+	case errors.Is(err, worker.ErrWorkerCrashed):
+		f.Crashed++
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		f.Cancelled++
+	default:
+		f.Other++
+	}
+}
+
+// Stats returns a snapshot.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{
+		Queued:         p.queued,
+		InFlight:       p.inflight,
+		Requests:       p.st.requests,
+		Succeeded:      p.st.succeeded,
+		Failed:         p.st.failed,
+		Retries:        p.st.retries,
+		Restarts:       p.st.restarts,
+		RestartReasons: maps.Clone(p.st.restartReasons),
+	}
+	for _, ws := range p.workers {
+		s.Workers.Total++
+		switch ws.state {
+		case stStarting:
+			s.Workers.Starting++
+		case stReady:
+			if ws.inflight > 0 {
+				s.Workers.Busy++
+			} else {
+				s.Workers.Idle++
+			}
+		case stExited:
+			s.Workers.Exited++
+		case stFailed:
+			s.Workers.Failed++
+		}
+	}
+	n := int(min(p.latN, latencyWindow))
+	window := make([]time.Duration, n)
+	copy(window, p.lat[:n])
+	s.Latency.Max = p.latMax
+	p.mu.Unlock()
+
+	s.Latency.Samples = n
+	if n > 0 {
+		slices.Sort(window)
+		pct := func(q int) time.Duration { return window[(n*q+99)/100-1] }
+		s.Latency.P50, s.Latency.P90, s.Latency.P99 = pct(50), pct(90), pct(99)
+	}
+	return s
+}
+
+func typeName(err error) string { return fmt.Sprintf("%T", err) }
