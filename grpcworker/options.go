@@ -49,7 +49,7 @@ type Options struct {
 	StartupTimeout  time.Duration // handshake + first RPCs; default 30 s
 	StopGrace       time.Duration // SIGTERM → SIGKILL; default 2 s
 	HealthInterval  time.Duration // ping period; default 5 s; negative disables
-	HealthTimeout   time.Duration // one ping's deadline; default 2 s
+	HealthTimeout   time.Duration // one ping's deadline; default min(2 s, HealthInterval)
 	HealthMisses    int           // consecutive failed pings before a restart; default 3
 	MaxMessageBytes int           // gRPC message limit both ways; default 16 MiB
 	Logger          *slog.Logger
@@ -77,7 +77,12 @@ func (o *Options) setDefaults() error {
 		o.HealthInterval = 5 * time.Second
 	}
 	if o.HealthTimeout == 0 {
+		// A ping may take as long as its period, capped: a slow machine
+		// must not make a healthy worker look hung.
 		o.HealthTimeout = 2 * time.Second
+		if o.HealthInterval > 0 && o.HealthInterval < o.HealthTimeout {
+			o.HealthTimeout = o.HealthInterval
+		}
 	}
 	if o.HealthMisses == 0 {
 		o.HealthMisses = 3

@@ -213,4 +213,3 @@ func (p *process) exitDescription() (int, string) {
 	}
 	return st.ExitCode(), ""
 }
-

@@ -45,6 +45,7 @@ type Worker struct {
 // lifetime is one process incarnation after its handshake.
 type lifetime struct {
 	p      *process
+	target string // the worker's gRPC address
 	conn   *grpc.ClientConn
 	client pb.WorkerServiceClient
 	tools  []worker.ToolSpec
@@ -67,6 +68,15 @@ func (w *Worker) PID() int {
 		return lt.p.pid
 	}
 	return 0
+}
+
+// Target is the current process's gRPC address ("" when none is ready);
+// for diagnostics and tests, calls need the run's token.
+func (w *Worker) Target() string {
+	if lt := w.current(); lt != nil {
+		return lt.target
+	}
+	return ""
 }
 
 func (w *Worker) current() *lifetime {
@@ -285,7 +295,7 @@ func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
 	}
-	return &lifetime{p: p, conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()), kill: make(chan string, 1)}, nil
+	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()), kill: make(chan string, 1)}, nil
 }
 
 // startupHint turns the usual failures into the next thing to do.

@@ -9,6 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -260,4 +266,24 @@ func TestDeadlineCancelsPythonTool(t *testing.T) {
 		}
 		return err == nil && res.Decode(&c) == nil && c.CancelledHangs == 1
 	})
+}
+
+func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	for name, opts := range map[string][]grpc.DialOption{
+		"no token":    nil,
+		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials("not-the-token"))},
+	} {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(fx.w.Target(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pb.NewWorkerServiceClient(conn).ExecuteTool(context.Background(), &pb.ExecuteToolRequest{ToolName: "ping"})
+		_ = conn.Close()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("%s: want Unauthenticated, got %v", name, err)
+		}
+	}
 }

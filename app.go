@@ -1,0 +1,308 @@
+// Package snakepit runs a supervised pool of Python worker processes and
+// lets Go code call Python "tools" on them over gRPC.
+//
+// An App is a suture tree (see package supervisor): the process registry,
+// the last-resort cleanup, the bridge that Python calls back into, and the
+// pool with one supervised Starter per worker. Start it with Start/Stop, or
+// add it to your own suture supervisor (App is a suture.Service): cancelling
+// its context performs the same ordered stop.
+//
+// The invariant it keeps: no Python process it started, nor anything that
+// process spawned, outlives it; and it never signals a process it cannot
+// prove is its own. See docs/GUARANTEES.md.
+package snakepit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/snakepit-go/snakepit/bridge"
+	"github.com/snakepit-go/snakepit/cleanup"
+	"github.com/snakepit-go/snakepit/grpcworker"
+	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/starter"
+	"github.com/snakepit-go/snakepit/supervisor"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// App is one snakepit instance.
+type App struct {
+	cfg    Config
+	runID  string
+	log    *slog.Logger
+	reg    *registry.Service
+	clean  *cleanup.Service
+	bridge *bridge.Server
+	pool   *pool.Pool
+	work   *supervisor.Workers
+	tree   *supervisor.Application
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	done    chan struct{}
+	serveEr error
+}
+
+// New validates cfg and builds the tree; nothing runs until Start or Serve.
+// A missing Python interpreter is reported here.
+func New(cfg Config) (*App, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, runID: registry.NewRunID()}
+	a.log = cfg.Logger.With("run_id", a.runID)
+	token := auth.NewToken()
+
+	path := cfg.RegistryPath
+	if path == "" {
+		path = registry.DefaultPath(cfg.Instance)
+	}
+	a.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
+	var err error
+	a.bridge, err = bridge.New(bridge.Options{Token: token, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	factory := cfg.WorkerFactory
+	if factory == nil {
+		base, err := grpcworker.NewFactory(grpcworker.Options{
+			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
+			StartupTimeout: cfg.StartupTimeout, StopGrace: cfg.StopGrace, HealthInterval: cfg.HealthInterval,
+			HealthMisses: cfg.HealthMisses, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		factory = &lateFactory{app: a, base: base}
+	}
+	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
+		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
+		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
+		Observer: bridgeObserver{a.bridge},
+		Starter:  starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: cfg.StopGrace})
+	// Start order registry → cleanup → bridge → workers; the Application
+	// stops them in reverse, so cleanup sweeps after every worker is reaped
+	// and the bridge is gone, while the registry it reads is still open.
+	workerStop := cfg.StopGrace + 5*time.Second
+	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
+		{Name: "registry", Service: a.reg, StopTimeout: 5 * time.Second},
+		{Name: "cleanup", Service: a.clean, StopTimeout: cfg.StopGrace + 5*time.Second},
+		{Name: "bridge", Service: a.bridge, StopTimeout: 5 * time.Second},
+		{Name: "workers", Service: a.work, StopTimeout: workerStop + cfg.StopGrace},
+	}, a.log)
+	return a, nil
+}
+
+// bridgeObserver drops what a worker registered with the bridge when its
+// process ends: the next lifetime registers afresh.
+type bridgeObserver struct{ b *bridge.Server }
+
+func (bridgeObserver) Starting(string)             {}
+func (bridgeObserver) Ready(string, worker.Info)   {}
+func (o bridgeObserver) Exited(id string, _ error) { o.b.ForgetWorker(id) }
+
+// lateFactory binds what exists only once the tree runs (the bridge's
+// address, the open registry) to the Python worker factory.
+type lateFactory struct {
+	app  *App
+	base *grpcworker.Factory
+}
+
+func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
+	var rec grpcworker.Recorder
+	if r := f.app.reg.Registry(); r != nil {
+		rec = r
+	}
+	return f.base.With(f.app.bridge.Addr(), rec).NewWorker(spec)
+}
+
+// RunID is this instance's unique run id; every worker carries it in argv
+// and environment.
+func (a *App) RunID() string { return a.runID }
+
+// Serve implements suture.Service: it runs the tree until ctx ends, then
+// stops it in order. It returns a start error, or after the stop, the
+// cleanup's error if anything survived the ordered stop.
+func (a *App) Serve(ctx context.Context) error {
+	if err := a.tree.Serve(ctx); err != nil {
+		return err
+	}
+	if rep, ok := a.clean.Report(); ok {
+		return rep.Err()
+	}
+	return nil
+}
+
+// Start runs the App in the background and returns once it is ready (or
+// has failed to start, or ctx ended).
+func (a *App) Start(ctx context.Context) error {
+	a.mu.Lock()
+	if a.done != nil {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: Start called twice", ErrInvalidConfig)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.done = make(chan struct{})
+	a.mu.Unlock()
+	go func() {
+		err := a.Serve(runCtx)
+		a.mu.Lock()
+		a.serveEr = err
+		a.mu.Unlock()
+		close(a.done)
+	}()
+	select {
+	case <-a.tree.Ready():
+		return nil
+	case <-a.done:
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.serveEr == nil {
+			return errors.New("snakepit: stopped before it became ready")
+		}
+		return a.serveEr
+	case <-ctx.Done():
+		cancel()
+		<-a.done
+		return ctx.Err()
+	}
+}
+
+// StopReport says what the stop did, in order.
+type StopReport struct {
+	// Children lists each child's stop, in the order they stopped.
+	Children []supervisor.StopRecord
+	// WorkersStoppedAt is when the last worker was reaped.
+	WorkersStoppedAt time.Time
+	// Cleanup is the last-resort sweep's report; on a correct stop it found nothing.
+	Cleanup cleanup.Report
+}
+
+// Stop performs the ordered stop and waits for it (or ctx). The error is
+// non-nil when the cleanup had to kill survivors (errors.Is ErrSurvivors).
+func (a *App) Stop(ctx context.Context) (StopReport, error) {
+	a.mu.Lock()
+	cancel, done := a.cancel, a.done
+	a.mu.Unlock()
+	if done == nil {
+		return StopReport{}, errors.New("snakepit: Stop called before Start")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return StopReport{}, fmt.Errorf("snakepit: stop did not finish: %w", ctx.Err())
+	}
+	rep := StopReport{Children: a.tree.StopRecords(), WorkersStoppedAt: a.work.StoppedAt()}
+	rep.Cleanup, _ = a.clean.Report()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return rep, a.serveEr
+}
+
+// WaitReady blocks until the App is ready or ctx ends.
+func (a *App) WaitReady(ctx context.Context) error {
+	select {
+	case <-a.tree.Ready():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Execute calls tool with args (a map, a struct, json.RawMessage or nil) on
+// a free worker. See the CallOptions for sessions, affinity and retries.
+func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
+	call, co, err := a.prepare(tool, args, opts)
+	if err != nil {
+		return nil, err
+	}
+	return a.pool.Execute(ctx, call, co)
+}
+
+// ExecuteStream calls a streaming tool; range over the result to receive its
+// chunks in order. Breaking out of the loop cancels the stream in Python.
+func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...CallOption) iter.Seq2[Chunk, error] {
+	call, co, err := a.prepare(tool, args, opts)
+	if err != nil {
+		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
+	}
+	return a.pool.ExecuteStream(ctx, call, co)
+}
+
+func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+	var o callOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, pool.CallOptions{}, o.err
+	}
+	raw, err := worker.EncodeArgs(tool, args)
+	if err != nil {
+		return nil, pool.CallOptions{}, err
+	}
+	call := &worker.Call{Tool: tool, Args: raw, Binary: o.binary, SessionID: o.session}
+	return call, o.pool, nil
+}
+
+// Tools lists the tools the ready workers offer.
+func (a *App) Tools() []ToolSpec { return a.pool.Tools() }
+
+// Stats is a snapshot of the App.
+type Stats struct {
+	RunID string
+	Pool  pool.Stats
+	// Reap is what the startup reaper did about earlier runs.
+	Reap registry.ReapReport
+}
+
+// Stats returns a snapshot.
+func (a *App) Stats() Stats {
+	return Stats{RunID: a.runID, Pool: a.pool.Stats(), Reap: a.reg.LastReap()}
+}
+
+// RegisterHostTool makes a Go function callable from Python tools as
+// context.call_host_tool(name, **kwargs).
+func (a *App) RegisterHostTool(name string, fn bridge.HostToolFunc, spec ToolSpec) error {
+	return a.bridge.RegisterHostTool(name, fn, spec)
+}
+
+// Sessions is the session store shared with Python workers.
+func (a *App) Sessions() *bridge.Sessions { return a.bridge.Sessions() }
+
+// Bridge exposes the host-side server (address, registered Python tools).
+func (a *App) Bridge() *bridge.Server { return a.bridge }
+
+// Decode is a convenience: unmarshal a JSON result into T.
+func Decode[T any](r *Result, err error) (T, error) {
+	var v T
+	if err != nil {
+		return v, err
+	}
+	if r.JSON == nil {
+		return v, &worker.DecodeError{Reason: "the tool returned bytes, not JSON; use Result.Binary"}
+	}
+	if uerr := json.Unmarshal(r.JSON, &v); uerr != nil {
+		return v, &worker.DecodeError{Reason: uerr.Error()}
+	}
+	return v, nil
+}

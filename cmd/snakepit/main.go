@@ -1,0 +1,51 @@
+// Command snakepit runs a supervised pool of Python workers.
+//
+//	snakepit demo  [--workers N]                     a guided tour: start, call, stream, fail, stop, verify
+//	snakepit run   [--workers N] [--adapter X] ...   serve until SIGINT/SIGTERM
+//	snakepit exec  [--adapter X] TOOL '<json>'       one call, result JSON on stdout
+//	snakepit reap  [--registry PATH]                 reap the leftovers of dead runs
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: snakepit <command> [flags]
+
+commands:
+  demo   start the showcase adapter, run each kind of call, stop, verify nothing is left
+  run    start the pool and serve until SIGINT/SIGTERM (prints "ready run_id=<id> workers=<n>")
+  exec   run one tool call: snakepit exec [flags] TOOL '<json args>'
+  reap   reap processes left by dead runs of a registry: snakepit reap [--registry PATH]
+
+Run "snakepit <command> -h" for the flags of a command.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "exec":
+		return cmdExec(args[1:], stdout, stderr)
+	case "reap":
+		return cmdReap(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "snakepit: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

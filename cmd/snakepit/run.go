@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/registry"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pf poolFlags
+	pf.register(fs, 4)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	app, err := snakepit.New(pf.config(stderr))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	startCtx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-startCtx.Done():
+		}
+	}()
+	err = app.Start(startCtx)
+	if err != nil {
+		cancel()
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), pf.workers)
+	<-sigs
+	cancel()
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
+	defer stopCancel()
+	if _, err := app.Stop(stopCtx); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func cmdExec(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pf poolFlags
+	pf.register(fs, 1)
+	timeout := fs.Duration("timeout", 60*time.Second, "deadline for the call")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		fmt.Fprintln(stderr, "usage: snakepit exec [flags] TOOL '<json args>'")
+		return 2
+	}
+	tool := fs.Arg(0)
+	var callArgs json.RawMessage
+	if fs.NArg() == 2 {
+		callArgs = json.RawMessage(fs.Arg(1))
+	}
+	app, err := snakepit.New(pf.config(stderr))
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	code := 0
+	res, err := app.Execute(ctx, tool, callArgs)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		var te *snakepit.ToolError
+		if errors.As(err, &te) && te.Traceback != "" {
+			fmt.Fprintln(stderr, te.Traceback)
+		}
+		code = 1
+	} else if res.Binary != nil {
+		_, _ = stdout.Write(res.Binary)
+	} else {
+		fmt.Fprintln(stdout, string(res.JSON))
+	}
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
+	defer stopCancel()
+	if _, err := app.Stop(stopCtx); err != nil {
+		fmt.Fprintln(stderr, err)
+		code = 1
+	}
+	return code
+}
+
+func cmdReap(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("reap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("registry", "", "registry file (default: the instance's file)")
+	instance := fs.String("instance", "", "instance name")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p := *path
+	if p == "" {
+		p = registry.DefaultPath(*instance)
+	}
+	reg, err := registry.Open(registry.Options{Path: p, Instance: *instance, RunID: registry.NewRunID()})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	rep, err := reg.ReapOrphans(context.Background())
+	_ = reg.Close()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "registry %s: runs=%d reaped=%d descendants=%d skipped_reused_pid=%d already_gone=%d\n",
+		p, rep.Runs, rep.Reaped, rep.Descendants, rep.SkippedReused, rep.AlreadyGone)
+	for _, d := range rep.Details {
+		fmt.Fprintln(stdout, "  "+d)
+	}
+	return 0
+}

@@ -1,0 +1,92 @@
+package snakepit
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// DefaultAdapter is the showcase adapter shipped with snakepit_bridge.
+const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+
+// Config configures an App. The zero value of every field means its default.
+type Config struct {
+	// Workers is the number of worker processes (default 4).
+	Workers int
+	// MinReady workers make the App ready; the rest keep starting (default: all).
+	MinReady int
+	// Capacity is the number of concurrent calls per worker (default 1).
+	Capacity int
+
+	// Adapter is the Python adapter class, "package.module.Class".
+	Adapter string
+	// Python is the interpreter. Empty: SNAKEPIT_PYTHON, a virtualenv, then
+	// candidates that can import grpc (see grpcworker.FindPython).
+	Python string
+	// PythonPath is prepended (after snakepit_bridge) to the workers' PYTHONPATH.
+	PythonPath []string
+	// Env is added to every worker's environment (wins over defaults such
+	// as OMP_NUM_THREADS=1).
+	Env map[string]string
+
+	// Instance names the registry file so several apps on one machine never
+	// share one (default "default"). RegistryPath overrides the file path.
+	Instance     string
+	RegistryPath string
+
+	StartupTimeout  time.Duration // per worker handshake (default 30 s)
+	StopGrace       time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
+	HealthInterval  time.Duration // worker ping period (default 5 s; negative disables)
+	HealthMisses    int           // failed pings before a restart (default 3)
+	StartupFailures int           // consecutive failed starts before a worker is given up (default 3)
+
+	MaxQueue     int           // waiting calls beyond which ErrPoolSaturated (default 1000)
+	QueueTimeout time.Duration // how long a call may wait for a worker (default 5 s)
+
+	SessionTTL      time.Duration // default 1 h
+	MaxSessions     int           // default 10,000
+	MaxMessageBytes int           // gRPC message limit (default 16 MiB)
+
+	// WorkerFactory replaces the Python gRPC worker with another worker type.
+	WorkerFactory worker.Factory
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("%w: Workers is %d; use at least 1", ErrInvalidConfig, c.Workers)
+	}
+	if c.MinReady < 0 || c.MinReady > c.Workers {
+		return fmt.Errorf("%w: MinReady %d must be between 0 and Workers (%d)", ErrInvalidConfig, c.MinReady, c.Workers)
+	}
+	if c.Capacity < 0 {
+		return fmt.Errorf("%w: Capacity is %d; use at least 1", ErrInvalidConfig, c.Capacity)
+	}
+	if c.Capacity == 0 {
+		c.Capacity = 1
+	}
+	if c.Adapter == "" {
+		c.Adapter = DefaultAdapter
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = 2 * time.Second
+	}
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL} {
+		if d < 0 {
+			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
+		}
+	}
+	if c.MaxQueue < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 {
+		return fmt.Errorf("%w: MaxQueue, MaxSessions, MaxMessageBytes, HealthMisses and StartupFailures must not be negative", ErrInvalidConfig)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

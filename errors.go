@@ -1,0 +1,42 @@
+package snakepit
+
+import (
+	"errors"
+
+	"github.com/snakepit-go/snakepit/cleanup"
+	"github.com/snakepit-go/snakepit/grpcworker"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Result, Chunk and ToolSpec are the worker contract's types.
+type (
+	Result   = worker.Result
+	Chunk    = worker.Chunk
+	ToolSpec = worker.ToolSpec
+	// ToolError is a Python exception: type, message and traceback.
+	ToolError = worker.ToolError
+	// CrashError describes a worker that died under a call.
+	CrashError = worker.CrashError
+)
+
+// ErrInvalidConfig: a Config field or call option is out of range.
+var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
+
+// Errors callers test with errors.Is; the concrete types carry the detail.
+var (
+	ErrWorkerCrashed            = worker.ErrWorkerCrashed
+	ErrWorkerTimeout            = worker.ErrWorkerTimeout
+	ErrStartup                  = worker.ErrStartup
+	ErrToolFailed               = worker.ErrToolFailed
+	ErrUnknownTool              = worker.ErrUnknownTool
+	ErrInvalidArgs              = worker.ErrInvalidArgs
+	ErrPoolSaturated            = pool.ErrPoolSaturated
+	ErrQueueTimeout             = pool.ErrQueueTimeout
+	ErrPoolStopping             = pool.ErrPoolStopping
+	ErrSessionWorkerUnavailable = pool.ErrSessionWorkerUnavailable
+	ErrPythonNotFound           = grpcworker.ErrPythonNotFound
+	ErrRegistryLocked           = registry.ErrLocked
+	ErrSurvivors                = cleanup.ErrSurvivors
+)

@@ -1,0 +1,201 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/starter"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// WorkersOptions configure the pool's worker supervisor.
+type WorkersOptions struct {
+	Count    int // workers to run
+	MinReady int // workers that must be ready before Ready closes; default Count
+	Capacity int // concurrent calls per worker; default 1
+	RunID    string
+	Factory  worker.Factory
+	Pool     *pool.Pool
+	Starter  starter.Options
+	// StartConcurrency bounds workers between spawn and ready at once;
+	// default 2×CPUs (Python start is CPU-bound).
+	StartConcurrency int
+	// DrainGrace is how long in-flight calls may finish at stop before they
+	// are cancelled; default 2 s.
+	DrainGrace time.Duration
+	// Observer, when set, also receives every worker's lifecycle events
+	// (after the pool).
+	Observer worker.Events
+	Logger   *slog.Logger
+}
+
+// fanout delivers lifecycle events to the pool, then to the observer.
+type fanout struct{ a, b worker.Events }
+
+func (f fanout) Starting(id string) { f.a.Starting(id); f.b.Starting(id) }
+func (f fanout) Ready(id string, info worker.Info) {
+	f.a.Ready(id, info)
+	f.b.Ready(id, info)
+}
+func (f fanout) Exited(id string, err error) { f.a.Exited(id, err); f.b.Exited(id, err) }
+
+// Workers is the pool's subtree: the dispatcher plus a suture supervisor
+// holding one Starter per worker. It is a suture.Service and a Readier.
+type Workers struct {
+	opts  WorkersOptions
+	sup   *suture.Supervisor
+	ready chan struct{}
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	starters []*starter.Starter
+	tokens   []suture.ServiceToken
+	stopped  time.Time
+}
+
+// NewWorkers builds the subtree; nothing runs until Serve.
+func NewWorkers(opts WorkersOptions) (*Workers, error) {
+	if opts.Count <= 0 {
+		return nil, fmt.Errorf("snakepit: worker count must be at least 1, got %d", opts.Count)
+	}
+	if opts.Factory == nil || opts.Pool == nil {
+		return nil, fmt.Errorf("snakepit: workers need a Factory and a Pool")
+	}
+	if opts.MinReady <= 0 || opts.MinReady > opts.Count {
+		opts.MinReady = opts.Count
+	}
+	if opts.Capacity <= 0 {
+		opts.Capacity = 1
+	}
+	if opts.StartConcurrency <= 0 {
+		opts.StartConcurrency = 2 * runtime.NumCPU()
+	}
+	if opts.Starter.StopTimeout <= 0 {
+		opts.Starter.StopTimeout = 5 * time.Second
+	}
+	if opts.DrainGrace <= 0 {
+		opts.DrainGrace = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	w := &Workers{opts: opts, ready: make(chan struct{}), log: opts.Logger}
+	w.sup = suture.New("workers", suture.Spec{
+		EventHook: EventHook(opts.Logger),
+		// Starters keep their own budgets; this level must never pause them all.
+		FailureThreshold: 1e9,
+		FailureDecay:     1,
+		Timeout:          opts.Starter.StopTimeout + time.Second,
+	})
+	return w, nil
+}
+
+func (w *Workers) String() string { return "workers" }
+
+// Ready implements Readier.
+func (w *Workers) Ready() <-chan struct{} { return w.ready }
+
+// Starters returns the per-worker Starters in worker order.
+func (w *Workers) Starters() []*starter.Starter {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]*starter.Starter(nil), w.starters...)
+}
+
+// StoppedAt is when the last worker was reaped at stop (zero before).
+func (w *Workers) StoppedAt() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopped
+}
+
+// Serve implements suture.Service.
+func (w *Workers) Serve(ctx context.Context) error {
+	o := w.opts
+	inner, cancelInner := context.WithCancel(context.Background())
+	supDone := w.sup.ServeBackground(inner)
+	defer func() {
+		cancelInner()
+		<-supDone
+	}()
+	gate := make(chan struct{}, o.StartConcurrency)
+	sopts := o.Starter
+	sopts.Gate = gate
+	sopts.Logger = o.Logger
+	sopts.EventHook = EventHook(o.Logger)
+	sopts.OnGiveUp = func(id string, err error) {
+		o.Pool.WorkerFailed(id, err)
+	}
+	var events worker.Events = o.Pool
+	if o.Observer != nil {
+		events = fanout{o.Pool, o.Observer}
+	}
+	for i := 0; i < o.Count; i++ {
+		spec := worker.Spec{
+			ID: fmt.Sprintf("w%d", i), Index: i, RunID: o.RunID, Capacity: o.Capacity,
+			Events: events, Logger: o.Logger,
+		}
+		s, err := starter.New(o.Factory, spec, sopts)
+		if err != nil {
+			w.stopAll()
+			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+		}
+		o.Pool.Add(s.Worker(), o.Capacity)
+		w.mu.Lock()
+		w.starters = append(w.starters, s)
+		w.tokens = append(w.tokens, w.sup.Add(s))
+		w.mu.Unlock()
+	}
+	readyErr := make(chan error, 1)
+	go func() { readyErr <- o.Pool.WaitReady(ctx, o.MinReady) }()
+	select {
+	case err := <-readyErr:
+		if err != nil && ctx.Err() == nil {
+			w.log.Error("the pool cannot become ready", "err", err)
+			w.stopAll()
+			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+		}
+		if err == nil {
+			close(w.ready)
+		}
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	dctx, cancel := context.WithTimeout(context.Background(), o.DrainGrace)
+	o.Pool.Drain(dctx)
+	cancel()
+	w.stopAll()
+	return nil
+}
+
+// stopAll removes every Starter. Workers are peers, so they stop
+// concurrently; each RemoveAndWait returns only after its process is reaped.
+func (w *Workers) stopAll() {
+	w.mu.Lock()
+	tokens := append([]suture.ServiceToken(nil), w.tokens...)
+	starters := append([]*starter.Starter(nil), w.starters...)
+	w.tokens = nil
+	w.mu.Unlock()
+	var wg sync.WaitGroup
+	for i := len(tokens) - 1; i >= 0; i-- {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := w.sup.RemoveAndWait(tokens[i], w.opts.Starter.StopTimeout+time.Second); err != nil {
+				w.log.Error("worker did not stop in time", "worker_id", starters[i].Worker().ID(), "err", err)
+			}
+			w.opts.Pool.Remove(starters[i].Worker().ID())
+		}(i)
+	}
+	wg.Wait()
+	w.mu.Lock()
+	w.stopped = time.Now()
+	w.mu.Unlock()
+}
