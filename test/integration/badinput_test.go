@@ -1,0 +1,73 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+)
+
+func TestUnknownAdapterFailsStartQuicklyQuotingImportError(t *testing.T) {
+	app := buildApp(t, snakepit.Config{Workers: 2, Adapter: "no_such_module.Adapter"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	err := app.Start(ctx)
+	took := time.Since(t0)
+	if err == nil {
+		stopApp(t, app)
+		t.Fatal("Start succeeded with an unknown adapter module")
+	}
+	if !errors.Is(err, snakepit.ErrStartup) {
+		t.Errorf("want ErrStartup, got %v", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "no_such_module") || !strings.Contains(msg, "ModuleNotFoundError") {
+		t.Errorf("error does not name the module and quote the ImportError:\n%s", msg)
+	}
+	if took > 20*time.Second {
+		t.Errorf("Start took %s to fail", took)
+	}
+	// Start failed, so the App stopped itself; nothing may be left.
+	if _, err := app.Stop(ctx); err != nil && !errors.Is(err, snakepit.ErrStartup) {
+		t.Logf("Stop after failed start: %v", err)
+	}
+}
+
+func TestPythonNotFoundNamesWhatWasTried(t *testing.T) {
+	_, err := snakepit.New(snakepit.Config{Python: "/nonexistent/python3"})
+	if !errors.Is(err, snakepit.ErrPythonNotFound) {
+		t.Fatalf("want ErrPythonNotFound, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "/nonexistent/python3") || !strings.Contains(err.Error(), "SNAKEPIT_PYTHON") {
+		t.Fatalf("error should list what was tried and how to fix it:\n%v", err)
+	}
+}
+
+func TestUnknownToolListsAvailableTools(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	_, err := app.Execute(ctxT(t), "no_such_tool", nil)
+	if !errors.Is(err, snakepit.ErrUnknownTool) {
+		t.Fatalf("want ErrUnknownTool, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "ping") || !strings.Contains(err.Error(), "stream_count") {
+		t.Fatalf("error should list the available tools: %v", err)
+	}
+}
+
+func TestArgumentsThatCannotBeEncodedFailBeforeSending(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	before := app.Stats().Pool.Requests
+	for _, args := range []any{make(chan int), []int{1, 2}, "just a string", map[string]any{"f": func() {}}} {
+		_, err := app.Execute(ctxT(t), "echo", args)
+		if !errors.Is(err, snakepit.ErrInvalidArgs) {
+			t.Errorf("args %T: want ErrInvalidArgs, got %v", args, err)
+		}
+	}
+	if after := app.Stats().Pool.Requests; after != before {
+		t.Fatalf("invalid calls reached the pool: requests %d → %d", before, after)
+	}
+}
