@@ -102,7 +102,6 @@ type tracked struct {
 	Child
 	failed chan error // buffered 1
 	ready  chan struct{}
-	isUp   bool
 }
 
 func (t *tracked) String() string { return t.Name }

@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+)
+
+type counters struct {
+	CancelledStreams int `json:"cancelled_streams"`
+	CancelledHangs   int `json:"cancelled_hangs"`
+}
+
+func readCounters(t *testing.T, app *snakepit.App) counters {
+	t.Helper()
+	c, err := snakepit.Decode[counters](app.Execute(ctxT(t), "counters", nil))
+	if err != nil {
+		t.Fatalf("counters: %v", err)
+	}
+	return c
+}
+
+func TestCallerDeadlineCancelsThePythonTool(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := app.Execute(ctx, "hang", nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the caller's DeadlineExceeded, got %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "hang observed its cancellation in Python", func() bool {
+		return readCounters(t, app).CancelledHangs == 1
+	})
+	if s := app.Stats().Pool; s.Failed.Cancelled != 1 {
+		t.Fatalf("stats do not count the cancelled call: %+v", s.Failed)
+	}
+}
+
+func TestCrashMidCallFailsOnlyThatCall(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 2})
+	ctx := ctxT(t)
+	other := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(ctx, "sleep", map[string]any{"ms": 400})
+		other <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "first call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	_, err := app.Execute(ctx, "crash", map[string]any{"code": 3})
+	var ce *snakepit.CrashError
+	if !errors.As(err, &ce) || ce.ExitCode != 3 {
+		t.Fatalf("crash: want CrashError with exit status 3, got %v", err)
+	}
+	if err := <-other; err != nil {
+		t.Fatalf("the call on the other worker failed too: %v", err)
+	}
+}
+
+func TestIdempotentCallIsRetriedAfterItsWorkerIsKilled(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	pid := workerPID(t, app)
+	res := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(ctxT(t), "sleep", map[string]any{"ms": 1500}, snakepit.Idempotent())
+		res <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	if !proc.CarriesRunID(pid, app.RunID()) {
+		t.Fatalf("pid %d is not ours", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatalf("idempotent call was not retried to success: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("idempotent call never returned")
+	}
+	if app.Stats().Pool.Retries < 1 {
+		t.Fatalf("no retry counted: %+v", app.Stats().Pool)
+	}
+}
+
+func TestBreakingOutOfAStreamCancelsThePythonGenerator(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	n := 0
+	for _, err := range app.ExecuteStream(ctxT(t), "stream_count", map[string]any{"n": 10000, "delay_ms": 5}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 3 {
+			break
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "generator saw the break", func() bool { return readCounters(t, app).CancelledStreams == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var last error
+	n = 0
+	for _, err := range app.ExecuteStream(ctx, "stream_count", map[string]any{"n": 10000, "delay_ms": 5}) {
+		if err != nil {
+			last = err
+			break
+		}
+		if n++; n == 2 {
+			cancel()
+		}
+	}
+	if !errors.Is(last, context.Canceled) {
+		t.Fatalf("cancelling ctx mid-stream: want context.Canceled as the iterator's error, got %v", last)
+	}
+	testutil.Eventually(t, 5*time.Second, "generator saw the cancellation", func() bool { return readCounters(t, app).CancelledStreams == 2 })
+}
+
+func TestSessionAffinityAfterTheSessionsWorkerRestarts(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 2})
+	ctx := ctxT(t)
+	first, err := snakepit.Decode[map[string]any](app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crash lands on the session's worker because the affinity is strict.
+	if _, err := app.Execute(ctx, "crash", map[string]any{"code": 1}, snakepit.WithSession("s"), snakepit.WithAffinity("strict-queue")); !errors.Is(err, snakepit.ErrWorkerCrashed) {
+		t.Fatalf("crash: %v", err)
+	}
+	if _, err := app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s"), snakepit.WithAffinity("strict-fail-fast")); !errors.Is(err, snakepit.ErrSessionWorkerUnavailable) {
+		t.Fatalf("strict-fail-fast after the session's worker restarted: want ErrSessionWorkerUnavailable, got %v", err)
+	}
+	again, err := snakepit.Decode[map[string]any](app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s")))
+	if err != nil {
+		t.Fatalf("hint affinity should fall back to any worker: %v", err)
+	}
+	if again["pid"] == first["pid"] && again["count"].(float64) != 1 {
+		t.Fatalf("unexpected session state after restart: first %v, again %v", first, again)
+	}
+	if _, err := app.Execute(ctx, "ping", nil, snakepit.WithAffinity("sticky")); err == nil {
+		t.Fatal("unknown affinity mode accepted")
+	}
+}
+
+func TestCallsMadeBeforeReadyWait(t *testing.T) {
+	app := buildApp(t, snakepit.Config{Workers: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if left := testutil.RunIDProcesses(t, app.RunID()); len(left) > 0 {
+			t.Errorf("%d processes left", len(left))
+		}
+	}()
+	// No WaitReady: the call itself waits for a worker.
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatalf("call before ready: %v", err)
+	}
+}
+
+func TestStopDrainsInFlightCallsAndRefusesNewOnes(t *testing.T) {
+	app := buildApp(t, snakepit.Config{Workers: 1})
+	if err := app.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(context.Background(), "sleep", map[string]any{"ms": 500})
+		inflight <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	stopped := make(chan struct{})
+	go func() { stopApp(t, app); close(stopped) }()
+	testutil.Eventually(t, 5*time.Second, "new calls refused", func() bool {
+		_, err := app.Execute(ctxT(t), "ping", nil)
+		return errors.Is(err, snakepit.ErrPoolStopping)
+	})
+	if err := <-inflight; err != nil {
+		t.Fatalf("in-flight call was not allowed to finish: %v", err)
+	}
+	<-stopped
+}
