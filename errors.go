@@ -32,6 +32,7 @@ var (
 	ErrToolFailed               = worker.ErrToolFailed
 	ErrUnknownTool              = worker.ErrUnknownTool
 	ErrInvalidArgs              = worker.ErrInvalidArgs
+	ErrMessageTooLarge          = worker.ErrMessageTooLarge
 	ErrPoolSaturated            = pool.ErrPoolSaturated
 	ErrQueueTimeout             = pool.ErrQueueTimeout
 	ErrPoolStopping             = pool.ErrPoolStopping

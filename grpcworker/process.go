@@ -209,6 +209,9 @@ func (p *process) exitDescription() (int, string) {
 		return -1, ""
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if name := unix.SignalName(ws.Signal()); name != "" {
+			return -1, name
+		}
 		return -1, ws.Signal().String()
 	}
 	return st.ExitCode(), ""

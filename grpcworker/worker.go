@@ -401,6 +401,9 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 		}
 	case codes.DeadlineExceeded:
 		return context.DeadlineExceeded
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%w: call to %q on worker %s: %s; raise Config.MaxMessageBytes (now %d bytes) or pass large values in smaller pieces",
+			worker.ErrMessageTooLarge, tool, w.spec.ID, status.Convert(err).Message(), w.f.opts.MaxMessageBytes)
 	}
 	return fmt.Errorf("snakepit: worker %s: call to %q failed: %w", w.spec.ID, tool, err)
 }

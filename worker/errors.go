@@ -24,6 +24,8 @@ var (
 	ErrInvalidArgs = errors.New("snakepit: invalid arguments")
 	// ErrDecode: a result could not be decoded into the requested value.
 	ErrDecode = errors.New("snakepit: cannot decode result")
+	// ErrMessageTooLarge: a request or result exceeded the configured gRPC message limit.
+	ErrMessageTooLarge = errors.New("snakepit: message too large")
 )
 
 // CrashError reports a worker lifetime that ended unexpectedly.
@@ -32,7 +34,7 @@ type CrashError struct {
 	PID      int
 	// ExitCode is the exit status, or -1 when the process was killed by a signal.
 	ExitCode int
-	// Signal names the signal that killed the process ("" if it exited).
+	// Signal names the signal that killed the process, e.g. "SIGKILL" ("" if it exited).
 	Signal string
 	// Reason says why the host ended the process, when it did (e.g. "health check failed").
 	Reason string

@@ -32,23 +32,22 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// One goroutine owns the signals: the first one cancels a start in
+	// progress or, once running, starts the ordered stop.
 	startCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopping := make(chan struct{})
 	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-startCtx.Done():
-		}
-	}()
-	err = app.Start(startCtx)
-	if err != nil {
+		<-sigs
+		close(stopping)
 		cancel()
+	}()
+	if err := app.Start(startCtx); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), pf.workers)
-	<-sigs
-	cancel()
+	<-stopping
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
 	defer stopCancel()
 	if _, err := app.Stop(stopCtx); err != nil {

@@ -71,3 +71,15 @@ func TestArgumentsThatCannotBeEncodedFailBeforeSending(t *testing.T) {
 		t.Fatalf("invalid calls reached the pool: requests %d → %d", before, after)
 	}
 }
+
+func TestOversizedMessageIsAClearError(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, MaxMessageBytes: 64 << 10})
+	big := strings.Repeat("x", 128<<10)
+	_, err := app.Execute(ctxT(t), "echo", map[string]any{"s": big})
+	if !errors.Is(err, snakepit.ErrMessageTooLarge) || !strings.Contains(err.Error(), "MaxMessageBytes") {
+		t.Fatalf("want ErrMessageTooLarge naming MaxMessageBytes, got %v", err)
+	}
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatalf("worker unusable after an oversized message: %v", err)
+	}
+}

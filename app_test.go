@@ -1,0 +1,140 @@
+package snakepit_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker/fake"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+func fakeConfig(t *testing.T, f *fake.Factory, workers int) snakepit.Config {
+	return snakepit.Config{
+		Workers:       workers,
+		WorkerFactory: f,
+		RegistryPath:  filepath.Join(t.TempDir(), "r.db"),
+		Logger:        testutil.Logger(),
+	}
+}
+
+func TestConfigRejectsBadValues(t *testing.T) {
+	for name, cfg := range map[string]snakepit.Config{
+		"negative workers":  {Workers: -1},
+		"min ready > count": {Workers: 2, MinReady: 3},
+		"negative capacity": {Capacity: -2},
+		"negative grace":    {StopGrace: -time.Second},
+		"negative queue":    {MaxQueue: -1},
+		"bad adapter":       {Adapter: "not a class path"},
+	} {
+		if name != "bad adapter" {
+			cfg.WorkerFactory = &fake.Factory{}
+		}
+		if _, err := snakepit.New(cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
+}
+
+func TestCustomWorkerTypeThroughConfig(t *testing.T) {
+	f := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}
+	app, err := snakepit.New(fakeConfig(t, f, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := app.Execute(ctx, "echo", map[string]any{"x": 1})
+	if err != nil || string(res.JSON) != `{"x":1}` {
+		t.Fatalf("echo = %v, %v", res, err)
+	}
+	if _, err := app.Execute(ctx, "nope", nil); !errors.Is(err, snakepit.ErrUnknownTool) {
+		t.Fatalf("unknown tool: %v", err)
+	}
+	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithAffinity("sideways")); err == nil {
+		t.Fatal("bad affinity mode accepted")
+	}
+	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithQueueTimeout(-time.Second)); !errors.Is(err, snakepit.ErrInvalidConfig) {
+		t.Fatalf("negative queue timeout: %v", err)
+	}
+	if n := len(f.Workers()); n != 3 {
+		t.Fatalf("factory built %d workers, want 3", n)
+	}
+	rep, err := app.Stop(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := []string{}
+	for _, c := range rep.Children {
+		order = append(order, c.Child)
+	}
+	want := []string{"workers", "bridge", "cleanup", "registry"}
+	if len(order) != len(want) {
+		t.Fatalf("stop order %v, want %v", order, want)
+	}
+	for i := range want {
+		if order[i] != want[i] {
+			t.Fatalf("stop order %v, want %v", order, want)
+		}
+	}
+	for _, w := range f.Workers() {
+		if w.IsReady() {
+			t.Fatalf("worker %s still ready after Stop", w.ID())
+		}
+	}
+}
+
+func TestAppEmbedsInAUsersSupervisionTree(t *testing.T) {
+	f := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}
+	app, err := snakepit.New(fakeConfig(t, f, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := suture.NewSimple("users-service")
+	parent.Add(app)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := parent.ServeBackground(ctx)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := app.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Execute(wctx, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("parent supervisor did not stop")
+	}
+	for _, w := range f.Workers() {
+		if w.IsReady() {
+			t.Fatalf("worker %s still ready after the parent stopped", w.ID())
+		}
+	}
+}
+
+func TestStartFailsWhenNoWorkerCanStart(t *testing.T) {
+	f := &fake.Factory{Options: []fake.Option{fake.WithFailStart(errors.New("ImportError: nope"), 0)}}
+	app, err := snakepit.New(fakeConfig(t, f, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = app.Start(ctx)
+	if err == nil || !errors.Is(err, snakepit.ErrStartup) {
+		t.Fatalf("want a startup error, got %v", err)
+	}
+}
