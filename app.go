@@ -71,7 +71,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, Logger: a.log})
+	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func New(cfg Config) (*App, error) {
 		base, err := grpcworker.NewFactory(grpcworker.Options{
 			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
 			StartupTimeout: cfg.StartupTimeout, StopGrace: cfg.StopGrace, HealthInterval: cfg.HealthInterval,
-			HealthMisses: cfg.HealthMisses, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
+			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 		})
 		if err != nil {
 			return nil, err

@@ -36,11 +36,14 @@ type Config struct {
 	Instance     string
 	RegistryPath string
 
-	StartupTimeout  time.Duration // per worker handshake (default 30 s)
-	StopGrace       time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
-	HealthInterval  time.Duration // worker ping period (default 5 s; negative disables)
-	HealthMisses    int           // failed pings before a restart (default 3)
-	StartupFailures int           // consecutive failed starts before a worker is given up (default 3)
+	StartupTimeout time.Duration // per worker handshake (default 30 s)
+	StopGrace      time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
+	HealthInterval time.Duration // worker ping period (default 5 s; negative disables)
+	HealthMisses   int           // failed pings before a restart (default 3)
+	// HungGrace: a call past its deadline whose worker does not answer
+	// within this long gets ErrWorkerTimeout and the worker is restarted (default 2 s).
+	HungGrace       time.Duration
+	StartupFailures int // consecutive failed starts before a worker is given up (default 3)
 
 	MaxQueue     int           // waiting calls beyond which ErrPoolSaturated (default 1000)
 	QueueTimeout time.Duration // how long a call may wait for a worker (default 5 s)
@@ -77,7 +80,7 @@ func (c *Config) setDefaults() error {
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}

@@ -51,6 +51,9 @@ type Options struct {
 	HealthInterval  time.Duration // ping period; default 5 s; negative disables
 	HealthTimeout   time.Duration // one ping's deadline; default min(2 s, HealthInterval)
 	HealthMisses    int           // consecutive failed pings before a restart; default 3
+	// HungGrace: after a call's deadline or cancellation, the worker must
+	// answer a ping within this long or it is killed as hung; default 2 s.
+	HungGrace time.Duration
 	MaxMessageBytes int           // gRPC message limit both ways; default 16 MiB
 	Logger          *slog.Logger
 }
@@ -84,13 +87,16 @@ func (o *Options) setDefaults() error {
 			o.HealthTimeout = o.HealthInterval
 		}
 	}
+	if o.HungGrace == 0 {
+		o.HungGrace = 2 * time.Second
+	}
 	if o.HealthMisses == 0 {
 		o.HealthMisses = 3
 	}
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 16 << 20
 	}
-	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
+	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HungGrace < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
 		return fmt.Errorf("%w: timeouts, HealthMisses and MaxMessageBytes must not be negative", ErrBadOptions)
 	}
 	if o.Logger == nil {

@@ -386,7 +386,7 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 	default:
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return w.afterDeadline(ctx.Err(), lt, tool)
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown:
@@ -400,12 +400,36 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 			return ctx.Err()
 		}
 	case codes.DeadlineExceeded:
-		return context.DeadlineExceeded
+		return w.afterDeadline(context.DeadlineExceeded, lt, tool)
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: call to %q on worker %s: %s; raise Config.MaxMessageBytes (now %d bytes) or pass large values in smaller pieces",
 			worker.ErrMessageTooLarge, tool, w.spec.ID, status.Convert(err).Message(), w.f.opts.MaxMessageBytes)
 	}
 	return fmt.Errorf("snakepit: worker %s: call to %q failed: %w", w.spec.ID, tool, err)
+}
+
+// afterDeadline decides what a call that ran out of time means. gRPC gives
+// up on the client side at the deadline whatever Python is doing, so the
+// worker must prove it is still responsive: a worker that cannot answer a
+// ping within HungGrace is hung (a wedged interpreter, a stopped process)
+// and is killed, so its Starter restarts it; the caller gets
+// ErrWorkerTimeout instead of its own ctx error.
+func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
+	grace := w.f.opts.HungGrace
+	pctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	_, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "after-deadline"})
+	if err == nil {
+		return ctxErr
+	}
+	select {
+	case <-lt.p.exited:
+		return lt.crashError(w.spec.ID)
+	default:
+	}
+	reason := fmt.Sprintf("call %q ran out of time and the worker did not answer a ping within %s; considered hung", tool, grace)
+	w.Kill(reason)
+	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
 
 func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {

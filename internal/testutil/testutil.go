@@ -19,14 +19,17 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/spawn"
 )
 
 // SuiteEnv is the variable that marks every process of a test suite.
 const SuiteEnv = "SNAKEPIT_TEST_SUITE"
 
 // Main runs the suite with a fresh suite id and state directory, then fails
-// it if any process carrying the suite id survived.
+// it if any process carrying the suite id survived or goroutines leaked.
 func Main(m *testing.M) {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -59,6 +62,13 @@ func Main(m *testing.M) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		code = 1
+	}
+	if code == 0 {
+		// The spawner goroutine lives as long as the program by design.
+		if err := goleak.Find(goleak.IgnoreTopFunction(spawn.LoopFunction)); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: goroutines leaked by the suite: %v\n", err)
+			code = 1
+		}
 	}
 	_ = os.RemoveAll(dir)
 	os.Exit(code)

@@ -189,3 +189,38 @@ func TestStopDrainsInFlightCallsAndRefusesNewOnes(t *testing.T) {
 	}
 	<-stopped
 }
+
+func TestCallOnAHungWorkerReturnsWorkerTimeoutAndTheWorkerIsRestarted(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, HungGrace: 300 * time.Millisecond, HealthInterval: -1})
+	pid := workerPID(t, app)
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(ctx, "sleep", map[string]any{"ms": 5000})
+		res <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	if !proc.CarriesRunID(pid, app.RunID()) {
+		t.Fatalf("pid %d is not ours", pid)
+	}
+	// Stopped: alive but answering nothing — the interpreter is wedged.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if !errors.Is(err, snakepit.ErrWorkerTimeout) {
+			t.Fatalf("want ErrWorkerTimeout, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("call on a hung worker never returned")
+	}
+	testutil.Eventually(t, 20*time.Second, "worker replaced", func() bool {
+		out, err := snakepit.Decode[map[string]any](app.Execute(ctxT(t), "worker_info", nil))
+		return err == nil && int(out["pid"].(float64)) != pid
+	})
+	if proc.Alive(pid) {
+		t.Fatalf("hung worker %d still alive", pid)
+	}
+}
