@@ -12,7 +12,7 @@ PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
 
-.PHONY: all build test test-go test-python test-lifecycle demo proto deps-python lint bench clean
+.PHONY: all build test test-go test-python test-lifecycle demo proto deps-python lint bench bench-python clean
 
 all: build
 
