@@ -224,3 +224,23 @@ func TestCallOnAHungWorkerReturnsWorkerTimeoutAndTheWorkerIsRestarted(t *testing
 		t.Fatalf("hung worker %d still alive", pid)
 	}
 }
+
+func TestErrorMidStreamIsTheIteratorsError(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	var got int
+	var last error
+	for _, err := range app.ExecuteStream(ctxT(t), "stream_fail", map[string]any{"after": 3}) {
+		if err != nil {
+			last = err
+			break
+		}
+		got++
+	}
+	var te *snakepit.ToolError
+	if got != 3 || !errors.As(last, &te) || te.Type != "RuntimeError" {
+		t.Fatalf("got %d chunks then %v; want 3 chunks then a RuntimeError ToolError", got, last)
+	}
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatalf("worker unusable after a failed stream: %v", err)
+	}
+}

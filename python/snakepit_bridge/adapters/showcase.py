@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import threading
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Dict, Iterator, Optional
 
 from snakepit_bridge import BaseAdapter, SessionContext, tool
 
@@ -119,6 +119,13 @@ class ShowcaseAdapter(BaseAdapter):
             if not completed:
                 with self._lock:
                     self.cancelled_streams += 1
+
+    @tool(description="Stream {'i': i} for i in 1..after, then raise RuntimeError")
+    def stream_fail(self, after: int = 2) -> Iterator[Dict[str, int]]:
+        self._tick()
+        for i in range(1, after + 1):
+            yield {"i": i}
+        raise RuntimeError(f"stream failed after {after} items")
 
     @tool(description="Counters of this adapter instance")
     def counters(self) -> Dict[str, int]:
