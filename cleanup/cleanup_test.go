@@ -1,13 +1,10 @@
 package cleanup_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,27 +16,9 @@ import (
 
 func TestMain(m *testing.M) { proctest.Main(m) }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func testLogger(t testing.TB) (*slog.Logger, *logBuf) {
-	buf := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", buf)
-		}
-	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
-
 func openRegistry(t *testing.T, runID string) *registry.Registry {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	r, err := registry.Open(registry.Options{Path: filepath.Join(t.TempDir(), "r.db"), RunID: runID, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +49,7 @@ func TestCorrectRunFindsNothing(t *testing.T) {
 	w.WaitAllGone(5 * time.Second)
 	must(t, reg.Unregister("w1"))
 
-	log, buf := testLogger(t)
+	log, buf := proctest.Logger(t)
 	s := cleanup.New(cleanup.Options{RunID: runID, Registry: fixed(reg), Logger: log})
 	rep := serveAndStop(t, s)
 	if len(rep.Found) != 0 || rep.Killed != 0 || len(rep.Errors) != 0 || rep.Err() != nil || rep.RanAt.IsZero() {
@@ -118,7 +97,7 @@ func serveAndStop(t *testing.T, s *cleanup.Service) cleanup.Report {
 func TestSurvivorIsFoundAndKilled(t *testing.T) {
 	runID := registry.NewRunID()
 	left := proctest.Start(t, proctest.Spec{EnvRunID: runID, GroupMates: 1})
-	log, buf := testLogger(t)
+	log, buf := proctest.Logger(t)
 	s := cleanup.New(cleanup.Options{RunID: runID, Logger: log, KillGrace: time.Second})
 	rep := serveAndStop(t, s)
 
@@ -147,7 +126,7 @@ func TestRecordedSurvivorIsKilledAndUnregistered(t *testing.T) {
 	must(t, reg.Activate("w1", w.PID))
 	must(t, reg.Reserve("never-spawned"))
 
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	rep := cleanup.New(cleanup.Options{RunID: runID, Registry: fixed(reg), Logger: log, KillGrace: 200 * time.Millisecond}).Sweep()
 	if len(rep.Found) != 1 || rep.Found[0].PID != w.PID || rep.Killed != 1 || !errors.Is(rep.Err(), cleanup.ErrSurvivors) {
 		t.Fatalf("report %+v", rep)
@@ -171,7 +150,7 @@ func TestOtherRunsAreNeverTouched(t *testing.T) {
 	must(t, reg.Reserve("bogus"))
 	must(t, reg.Activate("bogus", plain.PID))
 
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	rep := cleanup.New(cleanup.Options{RunID: runID, Registry: fixed(reg), Logger: log}).Sweep()
 	if len(rep.Found) != 0 || rep.Killed != 0 || rep.Err() != nil {
 		t.Fatalf("report %+v", rep)
@@ -189,7 +168,7 @@ func TestClosedRegistryStillSweepsProc(t *testing.T) {
 	reg := openRegistry(t, runID)
 	must(t, reg.Close())
 	left := proctest.Start(t, proctest.Spec{EnvRunID: runID})
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	rep := cleanup.New(cleanup.Options{RunID: runID, Registry: fixed(reg), Logger: log, KillGrace: time.Second}).Sweep()
 	if !hasPID(rep.Found, left.PID) || len(rep.Errors) == 0 || !strings.Contains(rep.Errors[0], "closed") {
 		t.Fatalf("report %+v", rep)
@@ -199,7 +178,7 @@ func TestClosedRegistryStillSweepsProc(t *testing.T) {
 
 func TestNoRunIDSweepsNothing(t *testing.T) {
 	plain := proctest.Start(t, proctest.Spec{})
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	rep := cleanup.New(cleanup.Options{Logger: log}).Sweep()
 	if len(rep.Found) != 0 || len(rep.Errors) != 1 {
 		t.Fatalf("report %+v", rep)

@@ -19,7 +19,7 @@ import (
 // are left.
 func deadRunWith(t *testing.T, path, runID string, fill func(r *Registry)) {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	r, err := Open(Options{Path: path, RunID: runID, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestServiceLifecycle(t *testing.T) {
 		must(t, r.Activate("w", c.PID))
 	})
 
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	s := NewService(Options{Path: path, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -20,28 +20,9 @@ import (
 
 func TestMain(m *testing.M) { proctest.Main(m) }
 
-// logBuf collects log output for assertions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func testLogger(t testing.TB) (*slog.Logger, *logBuf) {
-	buf := &logBuf{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", buf)
-		}
-	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
-
 func open(t testing.TB, path, runID string) *Registry {
 	t.Helper()
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	r, err := Open(Options{Path: path, RunID: runID, Logger: log, KillGrace: 2 * time.Second})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -252,7 +233,7 @@ func TestCorruptFileIsMovedAside(t *testing.T) {
 			if err := os.WriteFile(path, content, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			log, buf := testLogger(t)
+			log, buf := proctest.Logger(t)
 			r, err := Open(Options{Path: path, Logger: log})
 			if err != nil {
 				t.Fatalf("Open of a corrupt file = %v", err)
@@ -296,7 +277,7 @@ func TestDamagedPagesAreMovedAside(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log, _ := testLogger(t)
+	log, _ := proctest.Logger(t)
 	r2, err := Open(Options{Path: path, Logger: log})
 	if err != nil {
 		t.Fatalf("Open = %v", err)
@@ -337,7 +318,7 @@ func TestMalformedRecordsAreSkipped(t *testing.T) {
 	put(t, r, bucketWorkers, old+"/wrong", `{"run_id":"x","worker_id":"y","state":"active","pid":1}`)
 	put(t, r, bucketWorkers, "nokey", `{}`)
 	put(t, r, bucketRuns, "zz", `not json`)
-	log, buf := testLogger(t)
+	log, buf := proctest.Logger(t)
 	r.log = log
 	recs, err := r.Records()
 	if err != nil || len(recs) != 1 || recs[0].WorkerID != "good" {

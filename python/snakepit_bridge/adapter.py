@@ -30,7 +30,7 @@ import sys
 import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
-from .context import SessionContext
+from .context import SessionContext, spec_to_dict
 
 __all__ = [
     "tool",
@@ -129,20 +129,7 @@ class ToolSpec:
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly view (defaults decoded), for logs and tests."""
-        params = []
-        for p in self.parameters:
-            d: Dict[str, Any] = {"name": p.name, "type": p.type, "required": p.required}
-            if p.default_json:
-                d["default"] = json.loads(p.default_json)
-            if p.description:
-                d["description"] = p.description
-            params.append(d)
-        return {
-            "name": self.name,
-            "description": self.description,
-            "parameters": params,
-            "supports_streaming": self.supports_streaming,
-        }
+        return spec_to_dict(self)
 
 
 class ToolKind:

@@ -337,7 +337,9 @@ def decode_payload(payload: "pb.Payload") -> Any:
     return None
 
 
-def spec_to_dict(spec: "pb.ToolSpec") -> Dict[str, Any]:
+def spec_to_dict(spec: Any) -> Dict[str, Any]:
+    """A JSON-friendly view of a tool spec: a pb.ToolSpec or an adapter ToolSpec
+    (both have the same field names), defaults decoded."""
     params = []
     for p in spec.parameters:
         d: Dict[str, Any] = {"name": p.name, "type": p.type, "required": p.required}
