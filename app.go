@@ -107,6 +107,11 @@ func New(cfg Config) (*App, error) {
 		{Name: "bridge", Service: a.bridge, StopTimeout: 5 * time.Second},
 		{Name: "workers", Service: a.work, StopTimeout: workerStop + cfg.StopGrace},
 	}, a.log)
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
+			return nil, fmt.Errorf("snakepit: registering the metrics collector: %w", err)
+		}
+	}
 	return a, nil
 }
 
@@ -217,6 +222,10 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	defer a.mu.Unlock()
 	return rep, a.serveEr
 }
+
+// Ready is closed once every child of the tree is ready (and stays closed,
+// also after Stop).
+func (a *App) Ready() <-chan struct{} { return a.tree.Ready() }
 
 // WaitReady blocks until the App is ready or ctx ends.
 func (a *App) WaitReady(ctx context.Context) error {

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -54,6 +56,12 @@ type Config struct {
 
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
+
+	// Metrics, when set, gets the App's Prometheus collector (see
+	// NewCollector) registered by New; a registration error, such as a
+	// second App with the same Instance on one Registerer, fails New.
+	// Nil (the default) exports nothing.
+	Metrics prometheus.Registerer
 
 	Logger *slog.Logger
 }

@@ -21,10 +21,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 4)
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	app, err := snakepit.New(pf.config(stderr))
+	if *adminAddr != "" {
+		if err := checkAdminAddr(*adminAddr); err != nil {
+			fmt.Fprintln(stderr, "snakepit run:", err)
+			return 2
+		}
+	}
+	cfg := pf.config(stderr)
+	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -46,10 +54,30 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// The admin listener starts once the App is ready, before the ready
+	// line, and stops before the App does.
+	var admin *adminServer
+	if *adminAddr != "" {
+		if admin, err = startAdmin(app, *adminAddr, cfg.Logger); err != nil {
+			fmt.Fprintln(stderr, "snakepit run:", err)
+			stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
+			defer stopCancel()
+			if _, err := app.Stop(stopCtx); err != nil {
+				fmt.Fprintln(stderr, err)
+			}
+			return 1
+		}
+		fmt.Fprintf(stderr, "admin listening on http://%s\n", admin.Addr())
+	}
 	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), pf.workers)
 	<-stopping
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
 	defer stopCancel()
+	if admin != nil {
+		if err := admin.Shutdown(stopCtx); err != nil {
+			fmt.Fprintln(stderr, "snakepit run: admin listener:", err)
+		}
+	}
 	if _, err := app.Stop(stopCtx); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

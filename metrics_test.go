@@ -1,0 +1,338 @@
+package snakepit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/worker"
+	"github.com/snakepit-go/snakepit/worker/fake"
+)
+
+// startMetricsApp starts an App of fake workers whose collector is
+// registered with a fresh registry.
+func startMetricsApp(t *testing.T, workers int, instance string) (*App, *fake.Factory, *prometheus.Registry) {
+	t.Helper()
+	f := &fake.Factory{Options: []fake.Option{
+		fake.WithTool("echo", fake.Echo),
+		fake.WithTool("boom", func(context.Context, *worker.Call) (*worker.Result, error) {
+			return nil, &worker.ToolError{Tool: "boom", Type: "ValueError", Message: "boom"}
+		}),
+		fake.WithTool("wait", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}),
+	}}
+	reg := prometheus.NewRegistry()
+	app, err := New(Config{
+		Workers:       workers,
+		WorkerFactory: f,
+		RegistryPath:  filepath.Join(t.TempDir(), "r.db"),
+		Instance:      instance,
+		Metrics:       reg,
+		Logger:        testutil.Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := app.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return app, f, reg
+}
+
+func TestMetricsReflectCalls(t *testing.T) {
+	app, _, reg := startMetricsApp(t, 2, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if _, err := app.Execute(ctx, "echo", map[string]any{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := app.Execute(ctx, "nope", nil); !errors.Is(err, ErrUnknownTool) {
+		t.Fatalf("unknown tool: %v", err)
+	}
+	if _, err := app.Execute(ctx, "boom", nil); !errors.Is(err, ErrToolFailed) {
+		t.Fatalf("boom: %v", err)
+	}
+	// A context already done is rejected as an invalid call ...
+	done, cancelDone := context.WithCancel(ctx)
+	cancelDone()
+	if _, err := app.Execute(done, "echo", nil); !errors.Is(err, pool.ErrInvalidCall) {
+		t.Fatalf("call with a done context: %v", err)
+	}
+	// ... one cancelled while it runs counts as cancelled.
+	running, cancelRunning := context.WithCancel(ctx)
+	stop := time.AfterFunc(20*time.Millisecond, cancelRunning)
+	defer stop.Stop()
+	if _, err := app.Execute(running, "wait", nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("call cancelled while running: %v", err)
+	}
+
+	// Wait for the pool to settle (the last call's slot is released).
+	testutil.Eventually(t, 5*time.Second, "both workers idle", func() bool {
+		return app.Stats().Pool.Workers.Idle == 2
+	})
+
+	const want = `
+# HELP snakepit_requests_total Calls made (retries are not counted again).
+# TYPE snakepit_requests_total counter
+snakepit_requests_total 7
+# HELP snakepit_requests_succeeded_total Calls that returned a result.
+# TYPE snakepit_requests_succeeded_total counter
+snakepit_requests_succeeded_total 3
+# HELP snakepit_requests_failed_total Calls that failed, by kind of failure.
+# TYPE snakepit_requests_failed_total counter
+snakepit_requests_failed_total{kind="affinity"} 0
+snakepit_requests_failed_total{kind="cancelled"} 1
+snakepit_requests_failed_total{kind="crashed"} 0
+snakepit_requests_failed_total{kind="invalid"} 2
+snakepit_requests_failed_total{kind="not_ready"} 0
+snakepit_requests_failed_total{kind="other"} 0
+snakepit_requests_failed_total{kind="queue_timeout"} 0
+snakepit_requests_failed_total{kind="saturated"} 0
+snakepit_requests_failed_total{kind="stopping"} 0
+snakepit_requests_failed_total{kind="tool_error"} 1
+snakepit_requests_failed_total{kind="worker_timeout"} 0
+# HELP snakepit_workers Workers by state.
+# TYPE snakepit_workers gauge
+snakepit_workers{state="busy"} 0
+snakepit_workers{state="exited"} 0
+snakepit_workers{state="failed"} 0
+snakepit_workers{state="idle"} 2
+snakepit_workers{state="starting"} 0
+# HELP snakepit_queue_depth Calls waiting for a worker.
+# TYPE snakepit_queue_depth gauge
+snakepit_queue_depth 0
+# HELP snakepit_in_flight Calls running on a worker.
+# TYPE snakepit_in_flight gauge
+snakepit_in_flight 0
+# HELP snakepit_orphans_reaped_total Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants).
+# TYPE snakepit_orphans_reaped_total counter
+snakepit_orphans_reaped_total 0
+`
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want),
+		"snakepit_requests_total", "snakepit_requests_succeeded_total", "snakepit_requests_failed_total",
+		"snakepit_workers", "snakepit_queue_depth", "snakepit_in_flight", "snakepit_orphans_reaped_total",
+	); err != nil {
+		t.Fatal(err)
+	}
+
+	// Latency: three quantiles and a max, no run id anywhere, no instance
+	// label when Config.Instance is empty.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "instance" || lp.GetName() == "run_id" || strings.Contains(lp.GetValue(), app.RunID()) {
+					t.Errorf("%s carries label %s=%q", mf.GetName(), lp.GetName(), lp.GetValue())
+				}
+			}
+			if mf.GetName() == "snakepit_call_latency_seconds" {
+				if v := m.GetGauge().GetValue(); math.IsNaN(v) || v < 0 {
+					t.Errorf("latency %v = %v after calls", m.GetLabel(), v)
+				}
+			}
+		}
+	}
+	for _, n := range []string{
+		"snakepit_retries_total", "snakepit_worker_restarts_total", "snakepit_call_latency_seconds", "snakepit_call_latency_max_seconds",
+	} {
+		if !names[n] {
+			t.Errorf("metric %s missing", n)
+		}
+	}
+	if n := promtest.CollectAndCount(NewCollector(app), "snakepit_call_latency_seconds"); n != 3 {
+		t.Errorf("%d latency quantiles, want 3", n)
+	}
+	// The latency quantiles are deliberately gauges with a quantile label
+	// (see NewCollector); promlint reserves that label for summaries.
+	problems, err := promtest.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if p.Metric == "snakepit_call_latency_seconds" && strings.Contains(p.Text, `"quantile" label`) {
+			continue
+		}
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestMetricsRestartsAndInstanceLabel(t *testing.T) {
+	app, f, reg := startMetricsApp(t, 1, "metrics-test")
+	f.Workers()[0].Crash()
+	testutil.Eventually(t, 10*time.Second, "the crashed worker restarted", func() bool {
+		s := app.Stats().Pool
+		return s.Restarts == 1 && s.Workers.Idle == 1
+	})
+	const want = `
+# HELP snakepit_worker_restarts_total Worker lifetimes that ended with an error (crash, kill, failed start).
+# TYPE snakepit_worker_restarts_total counter
+snakepit_worker_restarts_total{instance="metrics-test"} 1
+# HELP snakepit_worker_restarts_by_reason_total Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under "other").
+# TYPE snakepit_worker_restarts_by_reason_total counter
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="exit status 1"} 1
+# HELP snakepit_workers Workers by state.
+# TYPE snakepit_workers gauge
+snakepit_workers{instance="metrics-test",state="busy"} 0
+snakepit_workers{instance="metrics-test",state="exited"} 0
+snakepit_workers{instance="metrics-test",state="failed"} 0
+snakepit_workers{instance="metrics-test",state="idle"} 1
+snakepit_workers{instance="metrics-test",state="starting"} 0
+`
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want),
+		"snakepit_worker_restarts_total", "snakepit_worker_restarts_by_reason_total", "snakepit_workers"); err != nil {
+		t.Fatal(err)
+	}
+	// Before any call the quantiles are NaN, not a misleading 0.
+	for _, q := range []string{"0.5", "0.9", "0.99"} {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "snakepit_call_latency_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == "quantile" && lp.GetValue() == q && !math.IsNaN(m.GetGauge().GetValue()) {
+						t.Errorf("quantile %s = %v before any call, want NaN", q, m.GetGauge().GetValue())
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestMetricsRegistrationErrorFailsNew(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := func() Config {
+		return Config{
+			Workers:       1,
+			WorkerFactory: &fake.Factory{},
+			RegistryPath:  filepath.Join(t.TempDir(), "r.db"),
+			Metrics:       reg,
+			Logger:        testutil.Logger(),
+		}
+	}
+	first := cfg()
+	first.Instance = "first"
+	if _, err := New(first); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(first)
+	var are prometheus.AlreadyRegisteredError
+	if !errors.As(err, &are) {
+		t.Fatalf("second App with the same Instance on one Registerer: New returned %v, want an AlreadyRegisteredError", err)
+	}
+	// Label names must agree across a Registerer: no Instance next to one.
+	if _, err := New(cfg()); err == nil {
+		t.Fatal("an App without Instance registered next to one with an Instance")
+	}
+	second := cfg()
+	second.Instance = "second"
+	if _, err := New(second); err != nil {
+		t.Fatalf("a distinct Instance should register: %v", err)
+	}
+}
+
+func TestRestartReasonCardinalityIsCapped(t *testing.T) {
+	c := &collector{admitted: map[string]bool{}}
+	// check scrapes raw and checks what holds for every scrape.
+	check := func(raw map[string]int) map[string]int {
+		t.Helper()
+		got := map[string]int{}
+		total := 0
+		for _, r := range c.reasons(raw) {
+			if _, dup := got[r.reason]; dup {
+				t.Errorf("reason %q emitted twice", r.reason)
+			}
+			got[r.reason] = r.n
+			total += r.n
+			if !utf8.ValidString(r.reason) || utf8.RuneCountInString(r.reason) > maxReasonLen {
+				t.Errorf("bad label value %q", r.reason)
+			}
+		}
+		want := 0
+		for _, n := range raw {
+			want += n
+		}
+		if total != want {
+			t.Errorf("reason counts sum to %d, want %d", total, want)
+		}
+		if len(got) > maxReasons+1 {
+			t.Errorf("%d reason values, want at most %d plus other", len(got), maxReasons)
+		}
+		return got
+	}
+
+	raw := map[string]int{
+		"other":                  2, // a literal "other" joins the overflow bucket
+		strings.Repeat("é", 100): 1, // truncated by characters, not bytes ...
+		strings.Repeat("é", 90):  1, // ... to the same value as the line above
+		"bad utf-8 \xff":         1,
+		"":                       1,
+		"signal SIGKILL":         3,
+	}
+	first := check(raw)
+	want := map[string]int{strings.Repeat("é", 80): 2, "bad utf-8 \uFFFD": 1, "unknown": 1, "signal SIGKILL": 3, "other": 2}
+	if fmt.Sprint(first) != fmt.Sprint(want) {
+		t.Fatalf("reasons = %v, want %v", first, want)
+	}
+
+	// Past the cap: the most frequent new values are admitted first, the
+	// rest go to other.
+	for i := range 40 {
+		raw[fmt.Sprintf("crash in tool t%02d", i)] = 1
+	}
+	raw["zz frequent"] = 7
+	second := check(raw)
+	if second["zz frequent"] != 7 {
+		t.Errorf("a frequent reason lost its series: %v", second)
+	}
+	if len(second) != maxReasons+1 || second["other"] <= 2 {
+		t.Errorf("%d values, other = %d: %v", len(second), second["other"], second)
+	}
+
+	// Later scrapes: admitted values stay, new ones go to other even when
+	// frequent, and no series ever decreases.
+	raw["a brand new reason"] = 50
+	raw["signal SIGKILL"]++
+	third := check(raw)
+	if _, ok := third["a brand new reason"]; ok {
+		t.Error("a reason seen after the cap was reached got its own series")
+	}
+	for r, n := range second {
+		if third[r] < n {
+			t.Errorf("reason %q went from %d to %d", r, n, third[r])
+		}
+	}
+	if third["other"] != second["other"]+50 || third["signal SIGKILL"] != 4 {
+		t.Errorf("third scrape: %v", third)
+	}
+}
