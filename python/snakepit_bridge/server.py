@@ -834,8 +834,30 @@ async def _serve(
     )
 
     await stop.wait()
+    _ignore_further_stop_signals(loop)
     log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
     await server.stop(grace)
+
+
+def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Make later SIGTERM/SIGINT harmless once a stop is under way.
+
+    A killed host delivers its parent-death SIGTERM once per exiting thread,
+    so several arrive within milliseconds. asyncio restores the default
+    action (terminate) when its loop closes; a second SIGTERM after that
+    would kill the worker before it has killed its descendants. The host's
+    SIGKILL after its grace period remains the backstop.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+        # Drop asyncio's record without calling remove_signal_handler, which
+        # would first put the default action back (a window for the kill).
+        handlers = getattr(loop, "_signal_handlers", None)
+        if isinstance(handlers, dict):
+            handlers.pop(sig, None)
+        else:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

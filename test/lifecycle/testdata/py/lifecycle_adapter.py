@@ -1,0 +1,42 @@
+"""Adapter of the Go lifecycle suite (test/lifecycle): the showcase tools
+plus a grandchild that leaves the worker's process group, so the suite can
+prove who stops such a process (the worker's own descendant kill, the host's
+cleanup sweep) — the group kill cannot reach it.
+
+Environment (set by the tests through Config.Env):
+  LIFECYCLE_TEARDOWN_MARKER_DIR  teardown() first creates <dir>/<pid> there
+  LIFECYCLE_TEARDOWN_SLEEP_S     then sleeps that long (a slow teardown)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Dict
+
+from snakepit_bridge import tool
+from snakepit_bridge.adapters.showcase import ShowcaseAdapter
+
+
+class LifecycleAdapter(ShowcaseAdapter):
+    @tool(description="Start a grandchild in a new session and process group that sleeps `seconds`; returns its pid")
+    def spawn_session_child(self, seconds: float = 60) -> Dict[str, int]:
+        self._tick()
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({float(seconds)!r})"],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._children.append(child)
+        return {"pid": child.pid}
+
+    def teardown(self) -> None:
+        super().teardown()
+        marker_dir = os.environ.get("LIFECYCLE_TEARDOWN_MARKER_DIR", "")
+        if marker_dir:
+            with open(os.path.join(marker_dir, str(os.getpid())), "w") as f:
+                f.write("teardown\n")
+        time.sleep(float(os.environ.get("LIFECYCLE_TEARDOWN_SLEEP_S", "0") or 0))
