@@ -556,6 +556,14 @@ class _Process:
             n = os.write(fd, line)
             line = line[n:]
 
+    def claim_exit(self) -> None:
+        """Become the one exit path, or wait for the other one to end the
+        process. die_now (a watcher thread) and the main thread's orderly
+        exit must never overlap: the main thread returning would end the
+        process while die_now is between its SIGSTOP and SIGKILL rounds,
+        leaving descendants stopped forever."""
+        self._exiting.acquire()
+
     def die_now(self, reason: str, code: int = EXIT_OK) -> None:
         """Exit immediately from any thread, killing descendants first."""
         if not self._exiting.acquire(blocking=False):
@@ -723,6 +731,13 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
+    # When the host dies, this worker's process group becomes orphaned; if
+    # kill_descendants() has frozen a group member (SIGSTOP) and another
+    # member exits, the kernel sends SIGHUP + SIGCONT to the whole group —
+    # this worker included — which would end it between its freeze and kill
+    # rounds and leave the rest stopped forever. A Python-level handler (not
+    # SIG_IGN, which children would inherit across exec) keeps it alive.
+    signal.signal(signal.SIGHUP, _on_sighup)
 
     if os.environ.get("SNAKEPIT_TEST_IGNORE_HOST_DEATH") == "1":
         log.warning("SNAKEPIT_TEST_IGNORE_HOST_DEATH=1: host-death detection is OFF (test-only setting)")
@@ -791,11 +806,16 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     # would hold its pool thread forever.
     executor.shutdown(wait=False, cancel_futures=True)
     host_client.close()
+    proc.claim_exit()
     killed = _procs.kill_descendants()
     if killed:
         log.info("killed %d leftover descendant(s): %s", len(killed), killed)
     log.info("worker stopped (exit %d)", code)
     return code
+
+
+def _on_sighup(signum: int, frame: Any) -> None:
+    log.debug("ignoring SIGHUP (orphaned process group)")
 
 
 class _StartupFailed(Exception):
