@@ -189,3 +189,20 @@ func TestStopLeavesNoProcessIncludingGrandchildren(t *testing.T) {
 		t.Fatalf("grandchild %d survived Stop", cpid)
 	}
 }
+
+func TestTextStatsAdapterLoadsItsModelOncePerWorker(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Adapter: "snakepit_bridge.adapters.textstats.TextStatsAdapter"})
+	ctx := ctxT(t)
+	for i := 0; i < 3; i++ {
+		if _, err := app.Execute(ctx, "analyze", map[string]any{"text": "the quick brown fox is happy and great"}); err != nil {
+			t.Fatalf("analyze: %v", err)
+		}
+	}
+	info, err := snakepit.Decode[map[string]any](app.Execute(ctx, "model_info", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info["load_count"] != 1.0 {
+		t.Fatalf("model loaded %v times, want once per worker: %v", info["load_count"], info)
+	}
+}
