@@ -46,15 +46,15 @@ type Options struct {
 	// empty means the user cache directory.
 	PackageDir string
 
-	StartupTimeout  time.Duration // handshake + first RPCs; default 30 s
-	StopGrace       time.Duration // SIGTERM → SIGKILL; default 2 s
-	HealthInterval  time.Duration // ping period; default 5 s; negative disables
-	HealthTimeout   time.Duration // one ping's deadline; default min(2 s, HealthInterval)
-	HealthMisses    int           // consecutive failed pings before a restart; default 3
+	StartupTimeout time.Duration // handshake + first RPCs; default 30 s
+	StopGrace      time.Duration // SIGTERM → SIGKILL; default 2 s
+	HealthInterval time.Duration // ping period; default 5 s; negative disables
+	HealthTimeout  time.Duration // one ping's deadline; default min(2 s, HealthInterval)
+	HealthMisses   int           // consecutive failed pings before a restart; default 3
 	// HungGrace: after a call's deadline or cancellation, the worker must
 	// answer a ping within this long or it is killed as hung; default 2 s.
-	HungGrace time.Duration
-	MaxMessageBytes int           // gRPC message limit both ways; default 16 MiB
+	HungGrace       time.Duration
+	MaxMessageBytes int // gRPC message limit both ways; default 16 MiB
 	Logger          *slog.Logger
 }
 

@@ -196,15 +196,7 @@ func TestRunServesAdminUntilSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	startKilledAtCleanup(t, cmd)
 	addrRe := regexp.MustCompile(`^admin listening on (http://127\.0\.0\.1:\d+)$`)
 	found := make(chan string, 1)
 	var stderr bytes.Buffer

@@ -42,15 +42,7 @@ func TestRunPrintsReadyAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	startKilledAtCleanup(t, cmd)
 	lines := make(chan string, 4)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -85,6 +77,21 @@ func TestRunPrintsReadyAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	for l := range lines {
 		t.Errorf("unexpected extra stdout line %q", l)
 	}
+}
+
+// startKilledAtCleanup starts cmd; if the test ends with it still running
+// (a failure path), it is killed and reaped so no host outlives the test.
+func startKilledAtCleanup(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
 }
 
 func runCmd(t *testing.T, args ...string) (string, string, int) {
