@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/snakepit-go/snakepit"
@@ -46,7 +49,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	d := &demo{out: stdout, app: app}
 	fmt.Fprintf(stdout, "snakepit demo: run id %s, %d workers, adapter %s\n", app.RunID(), pf.workers, pf.adapter)
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Ctrl-C ends the calls early but still runs the ordered stop below.
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(sigCtx, 2*time.Minute)
 	defer cancel()
 	if err := app.Start(ctx); err != nil {
 		fmt.Fprintf(stderr, "start failed: %v\n", err)

@@ -108,7 +108,10 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	// Ctrl-C cancels the call but still runs the ordered stop below.
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(sigCtx, *timeout)
 	defer cancel()
 	if err := app.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, err)
