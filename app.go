@@ -100,12 +100,12 @@ func New(cfg Config) (*App, error) {
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
 	// and the bridge is gone, while the registry it reads is still open.
-	workerStop := cfg.StopGrace + 5*time.Second
+	workerStop := workersStopBound(cfg)
 	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
 		{Name: "registry", Service: a.reg, StopTimeout: 5 * time.Second},
 		{Name: "cleanup", Service: a.clean, StopTimeout: cfg.StopGrace + 5*time.Second},
 		{Name: "bridge", Service: a.bridge, StopTimeout: 5 * time.Second},
-		{Name: "workers", Service: a.work, StopTimeout: workerStop + cfg.StopGrace},
+		{Name: "workers", Service: a.work, StopTimeout: workerStop},
 	}, a.log)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
@@ -113,6 +113,20 @@ func New(cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// workersStopBound is the root's timeout for stopping the workers subtree.
+// Timeouts nest (DESIGN §3): worker grace < starter timeout < this, so the
+// root never gives up on the workers — and lets the cleanup sweep run —
+// while an inner stop is still legitimately under way. It covers the drain
+// (StopGrace), the pool cancelling what is left (2×HungGrace + 1 s), and the
+// starters (StopGrace + 3 s each, concurrent) plus a margin.
+func workersStopBound(cfg Config) time.Duration {
+	hung := cfg.HungGrace
+	if hung == 0 {
+		hung = pool.DefaultHungGrace
+	}
+	return cfg.StopGrace + 2*hung + time.Second + cfg.StopGrace + 3*time.Second + 3*time.Second
 }
 
 // bridgeObserver drops what a worker registered with the bridge when its
