@@ -177,6 +177,12 @@ func TestStopLeavesNoProcessIncludingGrandchildren(t *testing.T) {
 		t.Fatalf("spawn_child: %v", err)
 	}
 	cpid := int(child["pid"].(float64))
+	// The kernel publishes a new program's environ a moment after the
+	// parent's Popen returns: poll rather than sample once.
+	deadline := time.Now().Add(2 * time.Second)
+	for !proc.CarriesRunID(cpid, app.RunID()) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if !proc.CarriesRunID(cpid, app.RunID()) {
 		stopApp(t, app)
 		t.Fatalf("grandchild %d does not carry the run id", cpid)

@@ -399,9 +399,12 @@ func spawnGrandchildren(t testing.TB, in *instance, n int, tool string) []grandc
 		t.FailNow()
 	}
 	for _, g := range out {
-		if !proc.CarriesRunID(g.PID, in.RunID()) {
-			t.Fatalf("grandchild %d does not carry run id %s", g.PID, in.RunID())
-		}
+		// Popen returns once exec has begun (its close-on-exec pipe closed),
+		// but the kernel publishes the new argv/environ a moment later; until
+		// then /proc/PID/environ reads empty. Poll, don't sample once.
+		waitFor(t, 2*time.Second, fmt.Sprintf("grandchild %d to carry run id %s", g.PID, in.RunID()), func() bool {
+			return proc.CarriesRunID(g.PID, in.RunID())
+		})
 		if left := g.PGID != g.Parent; left != (tool == ownGroup) {
 			t.Fatalf("%s: grandchild %d has pgid %d, its worker %d", tool, g.PID, g.PGID, g.Parent)
 		}

@@ -148,9 +148,10 @@ func startHost(t *testing.T, path string, workers, inGroupKids, ownGroupKids int
 			k := identify(t, pid)
 			h.kids = append(h.kids, k)
 			h.kind[k] = key
-			if !proc.CarriesRunID(pid, h.runID) {
-				t.Fatalf("grandchild %d does not carry run id %s", pid, h.runID)
-			}
+			// A just-exec'd process shows its environ a moment late: poll.
+			waitFor(t, 2*time.Second, fmt.Sprintf("grandchild %d to carry run id %s", pid, h.runID), func() bool {
+				return proc.CarriesRunID(pid, h.runID)
+			})
 		}
 	}
 	return h
