@@ -486,7 +486,7 @@ func (r *Registry) Activate(workerID string, pid int) error {
 	if err != nil {
 		return err
 	}
-	if !st.Zombie() && !proc.CarriesRunID(pid, r.runID) {
+	if !st.Zombie() && !carriesRunIDSoon(pid, r.runID) {
 		r.log.Warn("activated process does not carry the run id in argv or environ; orphan reaping will refuse to signal it",
 			"worker_id", workerID, "pid", pid, "run_id", r.runID)
 	}
@@ -613,4 +613,20 @@ func (r *Registry) Close() error {
 		return fmt.Errorf("registry %s: close: %w", r.path, err)
 	}
 	return nil
+}
+
+// carriesRunIDSoon allows for the moment after exec during which the kernel
+// has not yet published the new program's argv/environ (/proc reads them
+// empty): exec.Cmd.Start returns as soon as exec has begun.
+func carriesRunIDSoon(pid int, runID string) bool {
+	deadline := time.Now().Add(100 * time.Millisecond)
+	for {
+		if proc.CarriesRunID(pid, runID) {
+			return true
+		}
+		if time.Now().After(deadline) || !proc.Alive(pid) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
