@@ -81,6 +81,7 @@ func New(cfg Config) (*App, error) {
 			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
 			StartupTimeout: cfg.StartupTimeout, StopGrace: cfg.StopGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
+			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
 		})
 		if err != nil {
 			return nil, err

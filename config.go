@@ -44,8 +44,13 @@ type Config struct {
 	HealthMisses   int           // failed pings before a restart (default 3)
 	// HungGrace: a call past its deadline whose worker does not answer
 	// within this long gets ErrWorkerTimeout and the worker is restarted (default 2 s).
-	HungGrace       time.Duration
-	StartupFailures int // consecutive failed starts before a worker is given up (default 3)
+	HungGrace time.Duration
+	// RecycleAfterRequests / RecycleAfter restart a worker process after it
+	// served that many calls / reached that age (0: never), letting its
+	// in-flight calls finish first: a bound on slow leaks in Python code.
+	RecycleAfterRequests int
+	RecycleAfter         time.Duration
+	StartupFailures      int // consecutive failed starts before a worker is given up (default 3)
 
 	MaxQueue     int           // waiting calls beyond which ErrPoolSaturated (default 1000)
 	QueueTimeout time.Duration // how long a call may wait for a worker (default 5 s)
@@ -88,13 +93,13 @@ func (c *Config) setDefaults() error {
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
-	if c.MaxQueue < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 {
-		return fmt.Errorf("%w: MaxQueue, MaxSessions, MaxMessageBytes, HealthMisses and StartupFailures must not be negative", ErrInvalidConfig)
+	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 {
+		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses and StartupFailures must not be negative", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

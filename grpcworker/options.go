@@ -53,9 +53,16 @@ type Options struct {
 	HealthMisses   int           // consecutive failed pings before a restart; default 3
 	// HungGrace: after a call's deadline or cancellation, the worker must
 	// answer a ping within this long or it is killed as hung; default 2 s.
-	HungGrace       time.Duration
-	MaxMessageBytes int // gRPC message limit both ways; default 16 MiB
-	Logger          *slog.Logger
+	HungGrace time.Duration
+	// RecycleAfterRequests ends a lifetime after it has served this many
+	// calls (0: never); RecycleAfter ends it at this age (0: never). A
+	// recycling worker takes no new calls, lets its in-flight calls finish,
+	// then stops gracefully and is started afresh — a bound on slow leaks
+	// in long-running Python code.
+	RecycleAfterRequests int
+	RecycleAfter         time.Duration
+	MaxMessageBytes      int // gRPC message limit both ways; default 16 MiB
+	Logger               *slog.Logger
 }
 
 // ErrBadOptions: the worker options are unusable.
@@ -96,8 +103,8 @@ func (o *Options) setDefaults() error {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 16 << 20
 	}
-	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HungGrace < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
-		return fmt.Errorf("%w: timeouts, HealthMisses and MaxMessageBytes must not be negative", ErrBadOptions)
+	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HungGrace < 0 || o.RecycleAfterRequests < 0 || o.RecycleAfter < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
+		return fmt.Errorf("%w: timeouts, HealthMisses, MaxMessageBytes and the recycle limits must not be negative", ErrBadOptions)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -51,8 +51,59 @@ type lifetime struct {
 	tools  []worker.ToolSpec
 	kill   chan string // Kill requests; buffered 1
 
-	mu     sync.Mutex
-	reason string // why the host ended it, if it did
+	recycle chan string // planned end requested (quota reached); buffered 1
+
+	mu       sync.Mutex
+	reason   string // why the host ended it, if it did
+	inflight int
+	served   int
+	draining bool
+	drained  chan struct{} // closed once draining with no call in flight
+}
+
+// begin admits a call to this lifetime; false once it is draining for a
+// recycle (the caller answers ErrWorkerUnavailable: nothing was sent).
+func (lt *lifetime) begin() bool {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	if lt.draining {
+		return false
+	}
+	lt.inflight++
+	return true
+}
+
+// end finishes an admitted call; quota > 0 requests a recycle once reached.
+func (lt *lifetime) end(quota int) {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	lt.inflight--
+	lt.served++
+	if quota > 0 && lt.served == quota {
+		// Stop admitting now, not when supervise gets to it: a call admitted
+		// in between would overrun the quota.
+		lt.draining = true
+		select {
+		case lt.recycle <- fmt.Sprintf("served %d requests", quota):
+		default:
+		}
+	}
+	if lt.draining && lt.inflight == 0 {
+		close(lt.drained)
+	}
+}
+
+// drain stops admitting calls; the channel closes when none is in flight.
+func (lt *lifetime) drain() <-chan struct{} {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	if !lt.draining {
+		lt.draining = true
+		if lt.inflight == 0 {
+			close(lt.drained)
+		}
+	}
+	return lt.drained
 }
 
 var _ worker.Worker = (*Worker)(nil)
@@ -295,7 +346,8 @@ func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
 	}
-	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()), kill: make(chan string, 1)}, nil
+	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()),
+		kill: make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}, nil
 }
 
 // startupHint turns the usual failures into the next thing to do.
@@ -321,6 +373,12 @@ func (w *Worker) supervise(ctx context.Context, lt *lifetime) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var aged <-chan time.Time
+	if o.RecycleAfter > 0 {
+		t := time.NewTimer(o.RecycleAfter)
+		defer t.Stop()
+		aged = t.C
+	}
 	misses := 0
 	for {
 		select {
@@ -328,6 +386,10 @@ func (w *Worker) supervise(ctx context.Context, lt *lifetime) error {
 			w.setCurrent(nil)
 			lt.p.terminate(o.StopGrace)
 			return nil
+		case why := <-lt.recycle:
+			return w.recycle(ctx, lt, why)
+		case <-aged:
+			return w.recycle(ctx, lt, fmt.Sprintf("reached its maximum age of %s", o.RecycleAfter))
 		case <-lt.p.exited:
 			w.setCurrent(nil)
 			return lt.crashError(w.spec.ID)
@@ -355,6 +417,25 @@ func (w *Worker) supervise(ctx context.Context, lt *lifetime) error {
 			}
 		}
 	}
+}
+
+// recycle ends a lifetime by plan: no new calls, in-flight calls finish
+// (they have their own deadlines), then the graceful stop. A stop of the
+// App during the wait just stops it.
+func (w *Worker) recycle(ctx context.Context, lt *lifetime, why string) error {
+	w.setCurrent(nil)
+	w.log.Info("recycling worker", "pid", lt.p.pid, "reason", why)
+	select {
+	case <-lt.drain():
+	case <-ctx.Done():
+	case <-lt.p.exited:
+		return lt.crashError(w.spec.ID)
+	}
+	lt.p.terminate(w.f.opts.StopGrace)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return &worker.RecycledError{WorkerID: w.spec.ID, PID: lt.p.pid, Reason: why}
 }
 
 func (lt *lifetime) setReason(r string) {
@@ -432,9 +513,11 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
 
+// lifetimeFor admits a call to the current lifetime; the caller must call
+// lt.end when the call is over.
 func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	lt := w.current()
-	if lt == nil {
+	if lt == nil || !lt.begin() {
 		return nil, fmt.Errorf("%w: worker %s is not ready (starting, restarting or stopped); tool %q", worker.ErrWorkerUnavailable, w.spec.ID, tool)
 	}
 	return lt, nil
@@ -460,6 +543,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if err != nil {
 		return nil, err
 	}
+	defer lt.end(w.f.opts.RecycleAfterRequests)
 	resp, err := lt.client.ExecuteTool(ctx, request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
@@ -488,6 +572,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	if err != nil {
 		return err
 	}
+	defer lt.end(w.f.opts.RecycleAfterRequests)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := lt.client.ExecuteStreamingTool(sctx, request(call))

@@ -519,5 +519,8 @@ func restartReason(err error) string {
 	if errors.As(err, &se) {
 		return "startup failed"
 	}
+	if errors.Is(err, worker.ErrRecycled) {
+		return "recycled"
+	}
 	return typeName(err)
 }

@@ -24,6 +24,8 @@ var (
 	ErrInvalidArgs = errors.New("snakepit: invalid arguments")
 	// ErrDecode: a result could not be decoded into the requested value.
 	ErrDecode = errors.New("snakepit: cannot decode result")
+	// ErrRecycled: a worker lifetime ended by plan (request count or age), not by failure.
+	ErrRecycled = errors.New("snakepit: worker recycled")
 	// ErrMessageTooLarge: a request or result exceeded the configured gRPC message limit.
 	ErrMessageTooLarge = errors.New("snakepit: message too large")
 )
@@ -142,3 +144,19 @@ func (e *DecodeError) Error() string { return "snakepit: cannot decode result: "
 
 // Is makes errors.Is(err, ErrDecode) true.
 func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
+
+// RecycledError ends a lifetime that served its quota of requests or reached
+// its maximum age. Its in-flight calls were allowed to finish first; the
+// Starter starts a fresh process.
+type RecycledError struct {
+	WorkerID string
+	PID      int
+	Reason   string // e.g. "served 1000 requests"
+}
+
+func (e *RecycledError) Error() string {
+	return fmt.Sprintf("snakepit: worker %s (pid %d) recycled: %s", e.WorkerID, e.PID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrRecycled) true.
+func (e *RecycledError) Is(target error) bool { return target == ErrRecycled }

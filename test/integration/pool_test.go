@@ -244,3 +244,44 @@ func TestErrorMidStreamIsTheIteratorsError(t *testing.T) {
 		t.Fatalf("worker unusable after a failed stream: %v", err)
 	}
 }
+
+func TestWorkerIsRecycledAfterItsRequestQuotaWithoutFailingACall(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, RecycleAfterRequests: 5})
+	pids := map[int]bool{}
+	for i := 0; i < 12; i++ {
+		pids[workerPID(t, app)] = true // fails the test if any call fails
+	}
+	if len(pids) < 3 {
+		t.Fatalf("12 calls with a quota of 5 ran on %d processes, want 3", len(pids))
+	}
+	testutil.Eventually(t, 10*time.Second, "at most one of the processes alive (the current one)", func() bool {
+		alive := 0
+		for pid := range pids {
+			if proc.Alive(pid) {
+				alive++
+			}
+		}
+		return alive <= 1
+	})
+	if n := app.Stats().Pool.RestartReasons["recycled"]; n < 2 {
+		t.Fatalf("RestartReasons[recycled] = %d, want >= 2: %+v", n, app.Stats().Pool.RestartReasons)
+	}
+}
+
+func TestRecyclingWaitsForInFlightCalls(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: 2, RecycleAfterRequests: 1})
+	ctx := ctxT(t)
+	slow := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(ctx, "sleep", map[string]any{"ms": 600})
+		slow <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "slow call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	// This call completes first and reaches the quota; the slow one must still succeed.
+	if _, err := app.Execute(ctx, "ping", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("in-flight call failed during a recycle: %v", err)
+	}
+}
