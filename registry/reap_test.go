@@ -122,9 +122,10 @@ func TestReapNeverSignalsUnverifiedRecords(t *testing.T) {
 	otherRun.AssertNotSignalled()
 }
 
-// (c) of the guard: the process carries the dead run id, but the record's
-// start time is wrong. The record step must refuse it.
-func TestRecordWithWrongStartTimeIsNotSignalled(t *testing.T) {
+// deadRunWithWrongStartTime records, for a dead run, a live process that
+// carries that run's id under a record whose start time is off by one.
+func deadRunWithWrongStartTime(t *testing.T) (string, *proctest.Child) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "r.db")
 	old := NewRunID()
 	c := proctest.Start(t, proctest.Spec{Args: proctest.RunIDArgs(old), EnvRunID: old})
@@ -136,7 +137,13 @@ func TestRecordWithWrongStartTimeIsNotSignalled(t *testing.T) {
 		rec.StartTime--
 		put(t, r, bucketWorkers, old+"/c", string(encode(rec)))
 	})
+	return path, c
+}
 
+// (c) of the guard: the process carries the dead run id, but the record's
+// start time is wrong. The record step must refuse it.
+func TestRecordWithWrongStartTimeIsNotSignalled(t *testing.T) {
+	path, c := deadRunWithWrongStartTime(t)
 	r := open(t, path, NewRunID())
 	rp, err := r.newReaper()
 	must(t, err)
@@ -152,16 +159,7 @@ func TestRecordWithWrongStartTimeIsNotSignalled(t *testing.T) {
 // are never reused), so the /proc sweep stops it — as it must, or a worker
 // whose record was damaged would survive forever.
 func TestSweepStopsRunIDCarrierDespiteBadRecord(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "r.db")
-	old := NewRunID()
-	c := proctest.Start(t, proctest.Spec{Args: proctest.RunIDArgs(old), EnvRunID: old})
-	deadRunWith(t, path, old, func(r *Registry) {
-		must(t, r.Reserve("c"))
-		must(t, r.Activate("c", c.PID))
-		rec, _, _ := r.Lookup("c")
-		rec.StartTime--
-		put(t, r, bucketWorkers, old+"/c", string(encode(rec)))
-	})
+	path, c := deadRunWithWrongStartTime(t)
 	r := open(t, path, NewRunID())
 	rep, err := r.ReapOrphans(context.Background())
 	if err != nil {
