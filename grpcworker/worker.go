@@ -7,7 +7,9 @@
 // its own process group and gets SIGTERM when the host dies (forked from a
 // thread that never exits, see internal/spawn); stop is SIGTERM to the group,
 // a grace period, SIGKILL to the group; Serve returns only after the process
-// is reaped and any group member it left behind is killed.
+// is reaped and any group member it left behind is killed. A lifetime also
+// ends when its health pings fail, when it cannot answer after a call's
+// deadline (hung), or by plan when its recycle quota or age is reached.
 package grpcworker
 
 import (

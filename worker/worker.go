@@ -83,7 +83,8 @@ type Events interface {
 	// Ready: the lifetime can take calls.
 	Ready(id string, info Info)
 	// Exited: the lifetime ended; err is nil for a requested stop, otherwise
-	// the reason (a *CrashError, a *StartupError, ...).
+	// the reason (a *CrashError, a *StartupError, a *RecycledError for a
+	// planned replacement, ...).
 	Exited(id string, err error)
 }
 
