@@ -91,8 +91,9 @@ func New(cfg Config) (*App, error) {
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
 		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
-		Observer: bridgeObserver{a.bridge},
-		Starter:  starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second},
+		Observer:           bridgeObserver{a.bridge},
+		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
+		ReplaceConcurrency: cfg.ReplaceConcurrency,
 	})
 	if err != nil {
 		return nil, err
@@ -137,6 +138,10 @@ type bridgeObserver struct{ b *bridge.Server }
 func (bridgeObserver) Starting(string)             {}
 func (bridgeObserver) Ready(string, worker.Info)   {}
 func (o bridgeObserver) Exited(id string, _ error) { o.b.ForgetWorker(id) }
+
+// Replaced keeps the registrations: the new process made its own before it
+// took over, under the same worker id.
+func (bridgeObserver) Replaced(string, worker.Info, string) {}
 
 // lateFactory binds what exists only once the tree runs (the bridge's
 // address, the open registry) to the Python worker factory.

@@ -48,9 +48,22 @@ type Config struct {
 	// RecycleAfterRequests / RecycleAfter restart a worker process after it
 	// served that many calls / reached that age (0: never), letting its
 	// in-flight calls finish first: a bound on slow leaks in Python code.
+	//
+	// Recycling is make-before-break: the new process starts while the old
+	// one serves, takes over once ready, and the old one drains. Recycle
+	// points are spread over [N, 1.2·N] per process so that workers do not
+	// recycle together.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
-	StartupFailures      int // consecutive failed starts before a worker is given up (default 3)
+	// ReplaceConcurrency bounds how many workers replace their process at
+	// once (default 1).
+	ReplaceConcurrency int
+	StartupFailures    int // consecutive failed starts before a worker is given up (default 3)
+	// RetryGivenUpAfter is how long a given-up worker rests before it is
+	// tried again (default 30 s), so a fixed environment heals the pool
+	// without a restart. Starts killed by a signal from outside (SIGKILL,
+	// SIGTERM, …) do not count as failed starts.
+	RetryGivenUpAfter time.Duration
 
 	MaxQueue     int           // waiting calls beyond which ErrPoolSaturated (default 1000)
 	QueueTimeout time.Duration // how long a call may wait for a worker (default 5 s)
@@ -93,13 +106,13 @@ func (c *Config) setDefaults() error {
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
-	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 {
-		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses and StartupFailures must not be negative", ErrInvalidConfig)
+	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.ReplaceConcurrency < 0 {
+		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and ReplaceConcurrency must not be negative", ErrInvalidConfig)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

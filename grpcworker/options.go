@@ -162,9 +162,14 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	if log == nil {
 		log = f.opts.Logger
 	}
+	gate := spec.ReplaceGate
+	if gate == nil {
+		gate = make(chan struct{}, 1)
+	}
 	return &Worker{
 		spec: spec,
 		f:    f,
+		gate: gate,
 		log:  log.With("worker_id", spec.ID, "run_id", spec.RunID),
 	}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -39,21 +40,35 @@ type Worker struct {
 	spec worker.Spec
 	f    *Factory
 	log  *slog.Logger
+	gate chan struct{} // spec.ReplaceGate, or a private one
 
 	mu  sync.Mutex
-	cur *lifetime // set between Ready and the start of the stop
+	cur *lifetime // the lifetime new calls go to; nil when none is ready
+	seq int       // lifetimes started, for registry keys of successors
+
+	retiring sync.WaitGroup // replaced lifetimes still draining
 }
+
+// Why a lifetime is replaced by plan; these are the keys of
+// Stats.RecycleReasons, so they stay few and fixed.
+const (
+	reasonRequests = "request quota"
+	reasonAge      = "maximum age"
+	reasonIgnored  = "tool ignored cancellation"
+)
 
 // lifetime is one process incarnation after its handshake.
 type lifetime struct {
 	p      *process
+	key    string // its registry record
 	target string // the worker's gRPC address
 	conn   *grpc.ClientConn
 	client pb.WorkerServiceClient
 	tools  []worker.ToolSpec
+	quota  int         // calls after which a replacement is asked for; 0: never
 	kill   chan string // Kill requests; buffered 1
 
-	recycle chan string // planned end requested (quota reached); buffered 1
+	replace chan string // planned replacement requested; buffered 1
 
 	mu       sync.Mutex
 	reason   string // why the host ended it, if it did
@@ -61,10 +76,11 @@ type lifetime struct {
 	served   int
 	draining bool
 	drained  chan struct{} // closed once draining with no call in flight
+	over     bool          // finished: conn closed, record removed
 }
 
-// begin admits a call to this lifetime; false once it is draining for a
-// recycle (the caller answers ErrWorkerUnavailable: nothing was sent).
+// begin admits a call to this lifetime; false once it is draining (the
+// caller answers ErrWorkerUnavailable: nothing was sent).
 func (lt *lifetime) begin() bool {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
@@ -75,23 +91,33 @@ func (lt *lifetime) begin() bool {
 	return true
 }
 
-// end finishes an admitted call; quota > 0 requests a recycle once reached.
-func (lt *lifetime) end(quota int) {
+// end finishes an admitted call. Reaching the quota asks for a replacement;
+// the lifetime keeps serving until its successor is ready, so the quota is
+// a point at which replacing starts, not a hard cap.
+func (lt *lifetime) end() {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	lt.inflight--
 	lt.served++
-	if quota > 0 && lt.served == quota {
-		// Stop admitting now, not when supervise gets to it: a call admitted
-		// in between would overrun the quota.
-		lt.draining = true
-		select {
-		case lt.recycle <- fmt.Sprintf("served %d requests", quota):
-		default:
-		}
+	if lt.quota > 0 && lt.served == lt.quota {
+		lt.requestReplace(reasonRequests)
 	}
 	if lt.draining && lt.inflight == 0 {
 		close(lt.drained)
+	}
+}
+
+func (lt *lifetime) requestReplace(reason string) {
+	select {
+	case lt.replace <- reason:
+	default:
+	}
+}
+
+func (lt *lifetime) requestKill(reason string) {
+	select {
+	case lt.kill <- reason:
+	default:
 	}
 }
 
@@ -106,6 +132,15 @@ func (lt *lifetime) drain() <-chan struct{} {
 		}
 	}
 	return lt.drained
+}
+
+// jittered spreads a recycle point over [n, 1.2n], so that workers started
+// together (or fed round-robin) do not all reach it at the same moment.
+func jittered[T int | time.Duration](n T) T {
+	if n <= 0 {
+		return n
+	}
+	return n + T(rand.Int64N(int64(n)/5+1))
 }
 
 var _ worker.Worker = (*Worker)(nil)
@@ -144,21 +179,31 @@ func (w *Worker) setCurrent(lt *lifetime) {
 	w.mu.Unlock()
 }
 
+// clearCurrent takes lt out of rotation if it still is the current one.
+func (w *Worker) clearCurrent(lt *lifetime) {
+	w.mu.Lock()
+	if w.cur == lt {
+		w.cur = nil
+	}
+	w.mu.Unlock()
+}
+
 // Kill implements worker.Worker: the current process group is killed at once
-// and the reason is recorded in the lifetime's CrashError.
+// and the reason is recorded in the lifetime's CrashError. A replaced
+// process still draining is watched by its own health checks.
 func (w *Worker) Kill(reason string) {
 	if lt := w.current(); lt != nil {
-		select {
-		case lt.kill <- reason:
-		default:
-		}
+		lt.requestKill(reason)
 	}
 }
 
-// Serve implements suture.Service: one call is one process lifetime.
+// Serve implements suture.Service: one call is one worker lifetime, which
+// may span several processes when they are replaced by plan. It returns
+// after every process it started is reaped.
 func (w *Worker) Serve(ctx context.Context) error {
+	defer w.retiring.Wait()
 	w.spec.Events.Starting(w.spec.ID)
-	lt, err := w.start(ctx)
+	lt, err := w.start(ctx, w.spec.ID)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Stopped while starting: a requested stop, not a failure.
@@ -172,25 +217,31 @@ func (w *Worker) Serve(ctx context.Context) error {
 	w.setCurrent(lt)
 	w.log.Info("worker ready", "pid", lt.p.pid, "tools", len(lt.tools))
 	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.pid, Tools: lt.tools})
-	err = w.supervise(ctx, lt)
-	w.finish(lt)
+	err = w.run(ctx, lt)
 	w.spec.Events.Exited(w.spec.ID, err)
 	if err != nil {
-		w.log.Warn("worker exited", "pid", lt.p.pid, "err", err)
+		w.log.Warn("worker exited", "err", err)
 	}
 	return err
 }
 
 // finish releases what a lifetime holds once its process is reaped.
 func (w *Worker) finish(lt *lifetime) {
-	w.setCurrent(nil)
+	w.clearCurrent(lt)
+	lt.mu.Lock()
+	over := lt.over
+	lt.over = true
+	lt.mu.Unlock()
+	if over {
+		return
+	}
 	_ = lt.conn.Close()
-	w.unregister()
+	w.unregister(lt.key)
 }
 
-func (w *Worker) unregister() {
+func (w *Worker) unregister(key string) {
 	if r := w.f.opts.Recorder; r != nil {
-		if err := r.Unregister(w.spec.ID); err != nil {
+		if err := r.Unregister(key); err != nil {
 			w.log.Warn("cannot remove the worker's registry record", "err", err)
 		}
 	}
@@ -255,24 +306,25 @@ func (w *Worker) environ() []string {
 	return out
 }
 
-// start spawns the process, waits for its handshake and connects. On any
-// failure the process is already reaped and its record removed.
-func (w *Worker) start(ctx context.Context) (*lifetime, error) {
+// start spawns a process recorded under key, waits for its handshake and
+// connects. On any failure the process is already reaped and its record
+// removed.
+func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 	o := &w.f.opts
 	if r := o.Recorder; r != nil {
-		if err := r.Reserve(w.spec.ID); err != nil {
+		if err := r.Reserve(key); err != nil {
 			return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("cannot reserve a registry record: %w", err),
 				Hint: "the process registry is unavailable; no process was started"}
 		}
 	}
 	p, err := startProcess(w.command(), w.log)
 	if err != nil {
-		w.unregister()
+		w.unregister(key)
 		return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("cannot start %s: %w", o.Python, err),
 			Hint: "check Config.Python / SNAKEPIT_PYTHON"}
 	}
 	if r := o.Recorder; r != nil {
-		if err := r.Activate(w.spec.ID, p.pid); err != nil {
+		if err := r.Activate(key, p.pid); err != nil {
 			// The reserved record and the run id in argv still let the
 			// reaper and the cleanup find this process.
 			w.log.Warn("cannot record the worker's pid", "pid", p.pid, "err", err)
@@ -285,14 +337,23 @@ func (w *Worker) start(ctx context.Context) (*lifetime, error) {
 		} else {
 			p.kill()
 		}
-		w.unregister()
+		w.unregister(key)
 		return nil, err
 	}
+	lt.key = key
 	return lt, nil
 }
 
+// startupError describes a failed start; a process that has already died
+// names the signal that ended it, so an outside kill is told from a bug.
 func (w *Worker) startupError(p *process, cause error, hint string) error {
-	return &worker.StartupError{WorkerID: w.spec.ID, PID: p.pid, Cause: cause, Stderr: p.stderrTail(500 * time.Millisecond), Hint: hint}
+	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.pid, Cause: cause, Stderr: p.stderrTail(500 * time.Millisecond), Hint: hint}
+	select {
+	case <-p.exited:
+		_, se.Signal = p.exitDescription()
+	default:
+	}
+	return se
 }
 
 func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
@@ -349,7 +410,8 @@ func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
 	}
 	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()),
-		kill: make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}, nil
+		quota: jittered(o.RecycleAfterRequests),
+		kill:  make(chan string, 1), replace: make(chan string, 1), drained: make(chan struct{})}, nil
 }
 
 // startupHint turns the usual failures into the next thing to do.
@@ -366,78 +428,261 @@ func startupHint(stderr []string) string {
 	return "see the worker's stderr above"
 }
 
-// supervise runs until the lifetime ends; nil means a requested stop.
-func (w *Worker) supervise(ctx context.Context, lt *lifetime) error {
+// run serves lifetime lt and its planned successors until the App stops
+// (nil) or the current process dies or is killed (its *worker.CrashError).
+//
+// A planned replacement is make-before-break: the successor process starts
+// while lt keeps serving, and only once it is ready does it take new calls;
+// lt then drains on its own (see retire). At most ReplaceGate's capacity of
+// workers in the pool are starting a successor at once.
+func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 	o := &w.f.opts
-	var tick <-chan time.Time
-	if o.HealthInterval > 0 {
-		t := time.NewTicker(o.HealthInterval)
-		defer t.Stop()
-		tick = t.C
+	tick := w.healthTicker()
+	if tick != nil {
+		defer tick.Stop()
 	}
-	var aged <-chan time.Time
-	if o.RecycleAfter > 0 {
-		t := time.NewTimer(o.RecycleAfter)
-		defer t.Stop()
-		aged = t.C
+	aged := newAgeTimer(o.RecycleAfter)
+	defer aged.stop()
+	var (
+		succ    *successor
+		pending string // why a replacement is wanted; "" when none is
+		held    bool   // we hold a slot of the replace gate
+		retry   *time.Timer
+		backoff = replaceRetryMin
+		misses  int
+	)
+	release := func() {
+		if held {
+			<-w.gate
+			held = false
+		}
 	}
-	misses := 0
+	defer func() {
+		if succ != nil {
+			succ.abort(w)
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		release()
+	}()
 	for {
+		var acquire chan<- struct{}
+		if pending != "" && succ == nil && retry == nil && !held {
+			acquire = w.gate
+		}
+		var succDone <-chan struct{}
+		if succ != nil {
+			succDone = succ.done
+		}
+		var retryC <-chan time.Time
+		if retry != nil {
+			retryC = retry.C
+		}
 		select {
 		case <-ctx.Done():
-			w.setCurrent(nil)
+			w.clearCurrent(lt)
 			lt.p.terminate(o.StopGrace)
+			w.finish(lt)
 			return nil
-		case why := <-lt.recycle:
-			return w.recycle(ctx, lt, why)
-		case <-aged:
-			return w.recycle(ctx, lt, fmt.Sprintf("reached its maximum age of %s", o.RecycleAfter))
+		case why := <-lt.replace:
+			if pending == "" {
+				pending = why
+				w.log.Info("replacing the worker process (the current one keeps serving until its successor is ready)", "pid", lt.p.pid, "reason", why)
+			}
+		case <-aged.c():
+			lt.requestReplace(reasonAge)
+		case acquire <- struct{}{}:
+			held = true
+			succ = w.startSuccessor(ctx)
+		case <-succDone:
+			next, err := succ.lt, succ.err
+			succ = nil
+			release()
+			if err != nil {
+				w.log.Warn("the replacement process failed to start; the current one keeps serving", "retry_after", backoff, "err", err)
+				retry = time.NewTimer(backoff)
+				backoff = min(2*backoff, replaceRetryMax)
+				continue
+			}
+			backoff = replaceRetryMin
+			old := lt
+			lt = next
+			w.setCurrent(lt)
+			misses = 0
+			aged.reset(o.RecycleAfter)
+			w.log.Info("worker process replaced", "old_pid", old.p.pid, "pid", lt.p.pid, "reason", pending)
+			w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: lt.p.pid, Tools: lt.tools}, pending)
+			pending = ""
+			w.retiring.Add(1)
+			go func() {
+				defer w.retiring.Done()
+				w.retire(ctx, old)
+			}()
+		case <-retryC:
+			retry = nil
 		case <-lt.p.exited:
-			w.setCurrent(nil)
+			w.finish(lt)
 			return lt.crashError(w.spec.ID)
 		case reason := <-lt.kill:
-			w.setCurrent(nil)
+			w.clearCurrent(lt)
 			lt.setReason(reason)
 			w.log.Warn("killing worker", "pid", lt.p.pid, "reason", reason)
 			lt.p.kill()
+			w.finish(lt)
 			return lt.crashError(w.spec.ID)
-		case <-tick:
-			pctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
-			_, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "health"})
-			cancel()
-			if err == nil || ctx.Err() != nil {
-				misses = 0
+		case <-tickC(tick):
+			if w.healthCheck(ctx, lt, &misses) {
 				continue
 			}
-			misses++
-			w.log.Warn("worker health check failed", "pid", lt.p.pid, "misses", misses, "of", o.HealthMisses, "err", err)
-			if misses >= o.HealthMisses {
-				w.setCurrent(nil)
-				lt.setReason(fmt.Sprintf("health check failed %d times in a row", misses))
+			w.clearCurrent(lt)
+			lt.setReason(fmt.Sprintf("health check failed %d times in a row", misses))
+			lt.p.kill()
+			w.finish(lt)
+			return lt.crashError(w.spec.ID)
+		}
+	}
+}
+
+// Bounds of the pause before a failed replacement is tried again.
+const (
+	replaceRetryMin = time.Second
+	replaceRetryMax = 30 * time.Second
+)
+
+// retire drains a replaced lifetime: it takes no new calls, its in-flight
+// calls finish (they have their own deadlines), then it stops gracefully.
+// Health checks and Kill keep working meanwhile, so a process that wedges
+// while draining (SIGSTOP, a deadlock) fails its calls instead of holding
+// them until the App stops.
+func (w *Worker) retire(ctx context.Context, lt *lifetime) {
+	o := &w.f.opts
+	defer w.finish(lt)
+	tick := w.healthTicker()
+	if tick != nil {
+		defer tick.Stop()
+	}
+	drained := lt.drain()
+	misses := 0
+	for {
+		select {
+		case <-drained:
+			lt.p.terminate(o.StopGrace)
+			return
+		case <-ctx.Done():
+			lt.p.terminate(o.StopGrace)
+			return
+		case <-lt.p.exited:
+			return
+		case reason := <-lt.kill:
+			lt.setReason(reason)
+			w.log.Warn("killing replaced worker process", "pid", lt.p.pid, "reason", reason)
+			lt.p.kill()
+			return
+		case <-tickC(tick):
+			if !w.healthCheck(ctx, lt, &misses) {
+				lt.setReason(fmt.Sprintf("health check failed %d times in a row while draining", misses))
+				w.log.Warn("killing replaced worker process", "pid", lt.p.pid, "reason", "health check failed while draining")
 				lt.p.kill()
-				return lt.crashError(w.spec.ID)
+				return
 			}
 		}
 	}
 }
 
-// recycle ends a lifetime by plan: no new calls, in-flight calls finish
-// (they have their own deadlines), then the graceful stop. A stop of the
-// App during the wait just stops it.
-func (w *Worker) recycle(ctx context.Context, lt *lifetime, why string) error {
-	w.setCurrent(nil)
-	w.log.Info("recycling worker", "pid", lt.p.pid, "reason", why)
-	select {
-	case <-lt.drain():
-	case <-ctx.Done():
-	case <-lt.p.exited:
-		return lt.crashError(w.spec.ID)
+// successor is a replacement process being started in the background.
+type successor struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	lt     *lifetime
+	err    error
+}
+
+func (w *Worker) startSuccessor(ctx context.Context) *successor {
+	w.mu.Lock()
+	w.seq++
+	key := fmt.Sprintf("%s.%d", w.spec.ID, w.seq)
+	w.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	s := &successor{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.lt, s.err = w.start(sctx, key)
+	}()
+	return s
+}
+
+// abort stops a successor that has not taken over; one that became ready
+// meanwhile is stopped like any other process.
+func (s *successor) abort(w *Worker) {
+	s.cancel()
+	<-s.done
+	if s.lt != nil {
+		s.lt.p.terminate(w.f.opts.StopGrace)
+		w.finish(s.lt)
 	}
-	lt.p.terminate(w.f.opts.StopGrace)
-	if ctx.Err() != nil {
+}
+
+func (w *Worker) healthTicker() *time.Ticker {
+	if w.f.opts.HealthInterval <= 0 {
 		return nil
 	}
-	return &worker.RecycledError{WorkerID: w.spec.ID, PID: lt.p.pid, Reason: why}
+	return time.NewTicker(w.f.opts.HealthInterval)
+}
+
+func tickC(t *time.Ticker) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// healthCheck pings lt; false once HealthMisses pings in a row have failed.
+// A lifetime whose cancelled calls keep running past HungGrace is asked to
+// be replaced.
+func (w *Worker) healthCheck(ctx context.Context, lt *lifetime, misses *int) bool {
+	o := &w.f.opts
+	pctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
+	resp, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "health"})
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		*misses = 0
+		w.checkAbandoned(lt, resp)
+		return true
+	}
+	*misses++
+	w.log.Warn("worker health check failed", "pid", lt.p.pid, "misses", *misses, "of", o.HealthMisses, "err", err)
+	return *misses < o.HealthMisses
+}
+
+// ageTimer is RecycleAfter, jittered anew for each process.
+type ageTimer struct{ t *time.Timer }
+
+func newAgeTimer(d time.Duration) *ageTimer {
+	a := &ageTimer{}
+	a.reset(d)
+	return a
+}
+
+func (a *ageTimer) reset(d time.Duration) {
+	a.stop()
+	if d > 0 {
+		a.t = time.NewTimer(jittered(d))
+	}
+}
+
+func (a *ageTimer) stop() {
+	if a.t != nil {
+		a.t.Stop()
+		a.t = nil
+	}
+}
+
+func (a *ageTimer) c() <-chan time.Time {
+	if a.t == nil {
+		return nil
+	}
+	return a.t.C
 }
 
 func (lt *lifetime) setReason(r string) {
@@ -503,6 +748,7 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 	defer cancel()
 	_, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "after-deadline"})
 	if err == nil {
+		w.checkAbandonedLater(lt)
 		return ctxErr
 	}
 	select {
@@ -511,9 +757,57 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 	default:
 	}
 	reason := fmt.Sprintf("call %q ran out of time and the worker did not answer a ping within %s; considered hung", tool, grace)
-	w.Kill(reason)
+	lt.requestKill(reason)
 	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
+
+// abandonReport is what a worker's Ping says about calls whose caller gave
+// up while their sync tool kept running in a thread.
+type abandonReport interface {
+	GetAbandonedCalls() uint32
+	GetOldestAbandonedSeconds() float64
+}
+
+// checkAbandoned asks for a replacement of lt when a cancelled call has kept
+// running for HungGrace: Python cannot stop a thread, so only a new process
+// gets rid of it. The worker keeps its capacity meanwhile (abandoned calls
+// do not count against its thread pool), so there is no hurry beyond that.
+func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
+	r, ok := any(resp).(abandonReport)
+	if !ok || resp == nil || r.GetAbandonedCalls() == 0 {
+		return
+	}
+	age := time.Duration(r.GetOldestAbandonedSeconds() * float64(time.Second))
+	if age < w.f.opts.HungGrace {
+		return
+	}
+	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); replacing the process",
+		"pid", lt.p.pid, "abandoned_calls", r.GetAbandonedCalls(), "oldest", age.Round(time.Millisecond))
+	lt.requestReplace(reasonIgnored)
+}
+
+// checkAbandonedLater looks again once a cancelled call has had HungGrace
+// to finish, without holding up the caller, whose call is already over.
+func (w *Worker) checkAbandonedLater(lt *lifetime) {
+	o := &w.f.opts
+	time.AfterFunc(o.HungGrace+abandonSlack, func() {
+		lt.mu.Lock()
+		over := lt.over
+		lt.mu.Unlock()
+		if over {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), o.HealthTimeout)
+		defer cancel()
+		if resp, err := lt.client.Ping(ctx, &pb.PingRequest{Message: "abandoned?"}); err == nil {
+			w.checkAbandoned(lt, resp)
+		}
+	})
+}
+
+// abandonSlack covers the delay between the host's deadline and Python
+// noticing the cancellation, from which Python counts the call's age.
+const abandonSlack = 200 * time.Millisecond
 
 // lifetimeFor admits a call to the current lifetime; the caller must call
 // lt.end when the call is over.
@@ -545,7 +839,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if err != nil {
 		return nil, err
 	}
-	defer lt.end(w.f.opts.RecycleAfterRequests)
+	defer lt.end()
 	resp, err := lt.client.ExecuteTool(ctx, request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
@@ -574,7 +868,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	if err != nil {
 		return err
 	}
-	defer lt.end(w.f.opts.RecycleAfterRequests)
+	defer lt.end()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := lt.client.ExecuteStreamingTool(sctx, request(call))

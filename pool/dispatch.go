@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -65,9 +66,15 @@ type callRec struct {
 
 	stopWatch func() bool // from context.AfterFunc on the caller's ctx
 	timer     *time.Timer // the hung-worker timer, once armed
-	armed     bool        // guarded by Pool.mu, as are done and hung
-	done      bool
-	hung      bool
+	// Streams only: the consumer's loop body is not worker time. inYield is
+	// set while a chunk is with the consumer, yieldEnd (unix ns) when it
+	// was last given back; the watchdog counts from the later of the
+	// deadline and yieldEnd.
+	inYield  atomic.Bool
+	yieldEnd atomic.Int64
+	armed    bool // guarded by Pool.mu, as are done and hung
+	done     bool
+	hung     bool
 
 	prev, next *callRec
 
@@ -122,16 +129,42 @@ func (p *Pool) armLocked(r *callRec) {
 // *WorkerTimeoutError).
 func (r *callRec) fire() {
 	p := r.p
+	grace := p.opts.HungGrace
+	if r.inYield.Load() {
+		// The consumer holds the chunk: the worker is waiting on us.
+		p.mu.Lock()
+		if !r.done {
+			r.timer.Reset(grace)
+		}
+		p.mu.Unlock()
+		return
+	}
+	if since := time.Since(time.Unix(0, r.yieldEnd.Load())); since < grace {
+		p.mu.Lock()
+		if !r.done {
+			r.timer.Reset(grace - since)
+		}
+		p.mu.Unlock()
+		return
+	}
 	p.mu.Lock()
 	if r.done {
 		p.mu.Unlock()
 		return
 	}
-	r.hung = true
 	ws, tool := r.ws, r.tool
+	if ws.gen != r.gen {
+		// The lifetime this call ran on has already ended or been replaced:
+		// killing now would hit a new, healthy process. The old one's end
+		// fails the call on its own.
+		p.mu.Unlock()
+		p.log.Warn("snakepit: a call outlived its worker's lifetime; not killing the new one", "worker_id", ws.id, "tool", tool)
+		return
+	}
+	r.hung = true
 	p.mu.Unlock()
-	reason := fmt.Sprintf("call %s exceeded its deadline by %s; worker considered hung", tool, p.opts.HungGrace)
-	p.log.Warn("snakepit: killing hung worker", "worker_id", ws.id, "tool", tool, "grace", p.opts.HungGrace)
+	reason := fmt.Sprintf("call %s exceeded its deadline by %s; worker considered hung", tool, grace)
+	p.log.Warn("snakepit: killing hung worker", "worker_id", ws.id, "tool", tool, "grace", grace)
 	ws.w.Kill(reason)
 }
 
@@ -448,8 +481,11 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 }
 
 func (p *Pool) recycle(r *callRec) {
-	armFn, fireFn := r.armFn, r.fireFn
-	*r = callRec{p: p, armFn: armFn, fireFn: fireFn}
+	r.inYield.Store(false)
+	r.yieldEnd.Store(0)
+	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel = p, nil, 0, "", nil, nil
+	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
+	r.prev, r.next = nil, nil
 	p.recs.Put(r)
 }
 

@@ -177,7 +177,11 @@ func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, c
 	r.watch(ctx)
 	werr = ws.w.ExecuteStream(r.ctx, call, func(c worker.Chunk) error {
 		delivered = true
-		if !yield(c, nil) {
+		r.inYield.Store(true)
+		more := yield(c, nil)
+		r.yieldEnd.Store(time.Now().UnixNano())
+		r.inYield.Store(false)
+		if !more {
 			stopped = true
 			return errConsumerStopped
 		}

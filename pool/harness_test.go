@@ -74,7 +74,7 @@ func (h *harness) addWith(id string, o workerOpt) *fake.Worker {
 			if errors.Is(err, worker.ErrStartup) {
 				fails++
 				if o.giveUpAfter > 0 && fails >= o.giveUpAfter {
-					h.p.WorkerFailed(w.ID(), err)
+					h.p.WorkerFailed(w.ID(), err, time.Time{})
 					return
 				}
 				continue

@@ -35,7 +35,8 @@ type workerState struct {
 	gen          uint64
 	tools        []worker.ToolSpec
 	toolsCounted bool
-	lastErr      error // last Exited error, or the WorkerFailed error
+	lastErr      error     // last Exited error, or the WorkerFailed error
+	retryAt      time.Time // when a failed worker is tried again
 
 	// Intrusive free-list links: O(1) pick/return keeps the lock short.
 	fprev, fnext *workerState
@@ -142,7 +143,7 @@ func New(opts Options) (*Pool, error) {
 		sessions:  map[string]sessionEntry{},
 		sweepAt:   sessionSweepMin,
 		changed:   make(chan struct{}),
-		st:        counters{restartReasons: map[string]int{}},
+		st:        counters{restartReasons: map[string]int{}, recycleReasons: map[string]int{}},
 	}
 	p.recs.New = func() any { return newCallRec(p) }
 	p.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1)} }
@@ -230,11 +231,17 @@ func (p *Pool) Ready(id string, info worker.Info) {
 	p.notifyLocked()
 }
 
-// Exited implements worker.Events. A non-nil err counts as a restart.
+// Exited implements worker.Events. A non-nil err counts as a restart,
+// except a planned recycle (worker.ErrRecycled), which counts as a recycle.
 func (p *Pool) Exited(id string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil {
+	var re *worker.RecycledError
+	switch {
+	case errors.As(err, &re):
+		p.st.recycles++
+		p.st.recycleReasons[re.Reason]++
+	case err != nil:
 		p.st.restarts++
 		p.st.restartReasons[restartReason(err)]++
 	}
@@ -249,6 +256,25 @@ func (p *Pool) Exited(id string, err error) {
 	p.lifetimeEndedLocked(ws)
 }
 
+// Replaced implements worker.Events: a new process took over without a gap.
+// The worker stays in rotation; its sessions lost their state, exactly as
+// after a restart, and calls still running on the old process finish there.
+func (p *Pool) Replaced(id string, info worker.Info, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.st.recycles++
+	p.st.recycleReasons[limitReason(reason)]++
+	ws := p.workers[id]
+	if ws == nil {
+		p.early[id] = earlyEvent{ready: true, info: info}
+		return
+	}
+	ws.gen++
+	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+	p.becomeReadyLocked(ws, info)
+	p.notifyLocked()
+}
+
 // lifetimeEndedLocked takes ws out of rotation until its next Ready and
 // invalidates the sessions it served.
 func (p *Pool) lifetimeEndedLocked(ws *workerState) {
@@ -261,10 +287,11 @@ func (p *Pool) lifetimeEndedLocked(ws *workerState) {
 	p.notifyLocked()
 }
 
-// WorkerFailed records that the supervisor stopped restarting worker id
-// (e.g. it failed to start too often); err is kept for WaitReady and
-// ErrNotReady. The worker is out of rotation until it reports Starting again.
-func (p *Pool) WorkerFailed(id string, err error) {
+// WorkerFailed records that the supervisor gave worker id up (it failed to
+// start too often) until retryAt (zero: for good); err is kept for
+// WaitReady, ErrNotReady and Stats. The worker is out of rotation until it
+// reports Starting again.
+func (p *Pool) WorkerFailed(id string, err error, retryAt time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ws := p.workers[id]
@@ -276,6 +303,7 @@ func (p *Pool) WorkerFailed(id string, err error) {
 		p.failed++
 	}
 	ws.state = stFailed
+	ws.retryAt = retryAt
 	if err != nil {
 		ws.lastErr = err
 	}

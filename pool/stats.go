@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -24,9 +25,17 @@ type Stats struct {
 	Retries   uint64 // extra attempts made after a crash or a vanished worker
 
 	// Restarts counts worker lifetimes that ended with an error (crash,
-	// kill, failed startup); RestartReasons splits them by reason.
+	// kill, failed startup); RestartReasons splits them by reason. Planned
+	// replacements are not restarts: see Recycles.
 	Restarts       uint64
 	RestartReasons map[string]int
+	// Recycles counts planned process replacements (request quota, age,
+	// memory, a tool that ignored cancellation); RecycleReasons splits them.
+	Recycles       uint64
+	RecycleReasons map[string]int
+	// GivenUp lists the workers that failed to start too often, with their
+	// last error and when they are tried again; sorted by worker id.
+	GivenUp []GivenUpWorker
 
 	Latency LatencyStats
 }
@@ -39,6 +48,13 @@ type WorkerCounts struct {
 	Busy     int // ready, at least one call in flight
 	Exited   int // between lifetimes (its restarter decides what next)
 	Failed   int // the supervisor gave up on it
+}
+
+// GivenUpWorker is a worker resting after too many failed starts.
+type GivenUpWorker struct {
+	ID      string
+	Err     error
+	RetryAt time.Time // zero: not retried
 }
 
 // FailureCounts splits failed calls by kind.
@@ -72,9 +88,9 @@ type LatencyStats struct {
 }
 
 type counters struct {
-	requests, succeeded, retries, restarts uint64
-	failed                                 FailureCounts
-	restartReasons                         map[string]int
+	requests, succeeded, retries, restarts, recycles uint64
+	failed                                           FailureCounts
+	restartReasons, recycleReasons                   map[string]int
 }
 
 func (c *counters) record(err error) {
@@ -122,6 +138,8 @@ func (p *Pool) Stats() Stats {
 		Retries:        p.st.retries,
 		Restarts:       p.st.restarts,
 		RestartReasons: maps.Clone(p.st.restartReasons),
+		Recycles:       p.st.recycles,
+		RecycleReasons: maps.Clone(p.st.recycleReasons),
 	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
@@ -138,6 +156,7 @@ func (p *Pool) Stats() Stats {
 			s.Workers.Exited++
 		case stFailed:
 			s.Workers.Failed++
+			s.GivenUp = append(s.GivenUp, GivenUpWorker{ID: ws.id, Err: ws.lastErr, RetryAt: ws.retryAt})
 		}
 	}
 	n := int(min(p.latN, latencyWindow))
@@ -146,6 +165,7 @@ func (p *Pool) Stats() Stats {
 	s.Latency.Max = p.latMax
 	p.mu.Unlock()
 
+	slices.SortFunc(s.GivenUp, func(a, b GivenUpWorker) int { return strings.Compare(a.ID, b.ID) })
 	s.Latency.Samples = n
 	if n > 0 {
 		slices.Sort(window)
@@ -156,3 +176,13 @@ func (p *Pool) Stats() Stats {
 }
 
 func typeName(err error) string { return fmt.Sprintf("%T", err) }
+
+// limitReason keeps a reason usable as a map key and a metric label value:
+// a reason built from a long message must not grow the map without bound.
+func limitReason(r string) string {
+	const maxLen = 80
+	if len(r) > maxLen {
+		return r[:maxLen]
+	}
+	return r
+}

@@ -10,8 +10,15 @@
 //     per consecutive failure up to MaxBackoff, each with ±20% jitter; a
 //     lifetime that became ready resets the doubling.
 //   - StartupFailures consecutive failures before ready (a missing module, a
-//     bad adapter) end the worker: OnGiveUp is called once and it is not
-//     restarted again, so a broken configuration cannot cause a restart storm.
+//     bad adapter, a handshake timeout) give the worker up: OnGiveUp is
+//     called and the next start waits RetryGivenUpAfter (default 30 s), so a
+//     broken configuration cannot cause a restart storm while a fixed
+//     environment heals without a restart of the App.
+//   - Only failures the worker itself causes count toward that budget. A
+//     start ended by a signal from outside (a *worker.StartupError whose
+//     Signal is SIGKILL — the OOM killer, an operator —, SIGTERM, SIGINT,
+//     SIGHUP, SIGQUIT) neither counts nor doubles the backoff; a crash
+//     signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
 //   - An optional start gate bounds how many workers are between spawn and
 //     ready at once across the pool.
 package starter
@@ -35,14 +42,18 @@ type Options struct {
 	InitialBackoff  time.Duration // default 100 ms
 	MaxBackoff      time.Duration // default 10 s
 	StartupFailures int           // consecutive failed starts before giving up; default 3
+	// RetryGivenUpAfter is the pause before a given-up worker is tried
+	// again; default 30 s.
+	RetryGivenUpAfter time.Duration
 	// StopTimeout is how long the Starter waits for its worker to stop; it
 	// must exceed the worker's own grace period. Default 5 s.
 	StopTimeout time.Duration
 	// Gate, when non-nil, is a counting semaphore (its capacity is the
 	// bound) held from spawn until the worker is ready or has exited.
 	Gate chan struct{}
-	// OnGiveUp is called once when the worker will not be restarted again.
-	OnGiveUp  func(id string, err error)
+	// OnGiveUp is called each time the worker is given up; retryAt is when
+	// it will be tried again.
+	OnGiveUp  func(id string, err error, retryAt time.Time)
 	EventHook suture.EventHook
 	Logger    *slog.Logger
 }
@@ -60,10 +71,18 @@ func (o *Options) setDefaults() {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 5 * time.Second
 	}
+	if o.RetryGivenUpAfter <= 0 {
+		o.RetryGivenUpAfter = DefaultRetryGivenUpAfter
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 }
+
+// DefaultRetryGivenUpAfter is how long a given-up worker rests before its
+// next try: long enough not to burn CPU on a broken adapter, short enough
+// that a fixed environment heals the pool within a minute.
+const DefaultRetryGivenUpAfter = 30 * time.Second
 
 // Starter is the per-worker supervisor. It is a suture.Service.
 type Starter struct {
@@ -142,6 +161,11 @@ func (s *Starter) Exited(id string, err error) {
 	s.events.Exited(id, err)
 }
 
+// Replaced implements worker.Events.
+func (s *Starter) Replaced(id string, info worker.Info, reason string) {
+	s.events.Replaced(id, info, reason)
+}
+
 func (s *Starter) acquireGate(ctx context.Context) bool {
 	if s.opts.Gate == nil {
 		return true
@@ -172,6 +196,7 @@ func (s *Starter) releaseGate() {
 type attempts struct {
 	s          *Starter
 	delay      time.Duration
+	noJitter   bool // the next delay is the given-up pause, announced exactly
 	startFails int
 	started    bool
 }
@@ -180,7 +205,12 @@ func (a *attempts) String() string { return "worker-" + a.s.w.ID() }
 
 func (a *attempts) Serve(ctx context.Context) error {
 	s := a.s
-	if a.delay > 0 && !sleep(ctx, jitter(a.delay)) {
+	d := a.delay
+	if !a.noJitter {
+		d = jitter(d)
+	}
+	a.noJitter = false
+	if d > 0 && !sleep(ctx, d) {
 		return nil
 	}
 	if !s.acquireGate(ctx) {
@@ -192,6 +222,11 @@ func (a *attempts) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	a.started = true
+	// A worker may fail before it reports Starting; the previous lifetime's
+	// readiness must not make that failure look like a crash after ready.
+	s.mu.Lock()
+	s.ready = false
+	s.mu.Unlock()
 	err := s.w.Serve(ctx)
 	s.releaseGate() // a worker that returned without reporting must not keep the slot
 	if ctx.Err() != nil {
@@ -203,23 +238,47 @@ func (a *attempts) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	wasReady := s.ready
 	s.mu.Unlock()
-	if wasReady {
+	switch {
+	case wasReady:
 		a.startFails = 0
 		a.delay = s.opts.InitialBackoff
-	} else {
+	case killedFromOutside(err):
+		// Not the adapter's fault: no budget spent, no growing backoff.
+		a.delay = s.opts.InitialBackoff
+		s.log.Warn("worker was killed from outside while starting; restarting it", "after", a.delay, "err", err)
+		return err
+	default:
 		a.startFails++
 		if a.startFails >= s.opts.StartupFailures {
-			s.log.Error("worker failed to start too many times in a row; not restarting it",
-				"failures", a.startFails, "err", err)
+			retry := s.opts.RetryGivenUpAfter
+			s.log.Error("worker failed to start too many times in a row; giving it up for now",
+				"failures", a.startFails, "retry_after", retry, "err", err)
 			if s.opts.OnGiveUp != nil {
-				s.opts.OnGiveUp(s.w.ID(), err)
+				s.opts.OnGiveUp(s.w.ID(), err, time.Now().Add(retry))
 			}
-			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+			a.startFails = 0
+			a.delay = retry
+			a.noJitter = true
+			return err
 		}
 		a.delay = min(max(a.delay*2, s.opts.InitialBackoff), s.opts.MaxBackoff)
 	}
 	s.log.Warn("worker lifetime ended; restarting", "after", a.delay, "err", err)
 	return err
+}
+
+// killedFromOutside: the start was ended by a signal the process did not
+// raise itself.
+func killedFromOutside(err error) bool {
+	var se *worker.StartupError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Signal {
+	case "SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT":
+		return true
+	}
+	return false
 }
 
 // jitter spreads restarts by ±20% so workers that died together do not

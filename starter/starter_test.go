@@ -34,6 +34,7 @@ func (e *events) Exited(_ string, err error) {
 	e.exits = append(e.exits, err)
 	e.mu.Unlock()
 }
+func (e *events) Replaced(string, worker.Info, string) {}
 func (e *events) counts() (int, int, int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -77,7 +78,7 @@ func TestGivesUpAfterConsecutiveStartupFailures(t *testing.T) {
 	gaveUp := make(chan error, 1)
 	s, err := New(f, worker.Spec{ID: "w0", Events: ev}, Options{
 		InitialBackoff: 5 * time.Millisecond, StartupFailures: 3, Logger: testutil.Logger(),
-		OnGiveUp: func(id string, err error) { gaveUp <- err },
+		OnGiveUp: func(id string, err error, _ time.Time) { gaveUp <- err },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,5 +148,168 @@ func TestGateBoundsConcurrentStarts(t *testing.T) {
 	})
 	if maxStarting > 1 {
 		t.Fatalf("%d workers were starting at once through a gate of 1", maxStarting)
+	}
+}
+
+// scripted is a worker type whose lifetimes follow a script: each entry is
+// what one Serve does. It talks to the Starter only through the public
+// contract, like a user's worker type.
+type scripted struct {
+	spec   worker.Spec
+	mu     sync.Mutex
+	script []func(ctx context.Context, spec worker.Spec) error
+	n      int
+}
+
+func (w *scripted) ID() string { return w.spec.ID }
+func (w *scripted) Serve(ctx context.Context) error {
+	w.mu.Lock()
+	step := w.script[min(w.n, len(w.script)-1)]
+	w.n++
+	w.mu.Unlock()
+	return step(ctx, w.spec)
+}
+func (w *scripted) lifetimes() int { w.mu.Lock(); defer w.mu.Unlock(); return w.n }
+func (w *scripted) Execute(context.Context, *worker.Call) (*worker.Result, error) {
+	return nil, worker.ErrWorkerUnavailable
+}
+func (w *scripted) ExecuteStream(context.Context, *worker.Call, func(worker.Chunk) error) error {
+	return worker.ErrWorkerUnavailable
+}
+func (w *scripted) Kill(string) {}
+
+func newScripted(t *testing.T, ev worker.Events, opts Options, script ...func(context.Context, worker.Spec) error) (*Starter, *scripted) {
+	t.Helper()
+	var w *scripted
+	f := worker.FactoryFunc(func(spec worker.Spec) (worker.Worker, error) {
+		w = &scripted{spec: spec, script: script}
+		return w, nil
+	})
+	opts.Logger = testutil.Logger()
+	s, err := New(f, worker.Spec{ID: "w0", Events: ev}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, w
+}
+
+// killedBeforeHandshake is a start ended by SIGKILL from outside (the OOM
+// killer, an operator, a chaos test).
+func killedBeforeHandshake(_ context.Context, spec worker.Spec) error {
+	spec.Events.Starting(spec.ID)
+	err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("the process was killed by SIGKILL before its handshake"), Signal: "SIGKILL"}
+	spec.Events.Exited(spec.ID, err)
+	return err
+}
+
+func readyUntilStopped(ctx context.Context, spec worker.Spec) error {
+	spec.Events.Starting(spec.ID)
+	spec.Events.Ready(spec.ID, worker.Info{})
+	<-ctx.Done()
+	spec.Events.Exited(spec.ID, nil)
+	return nil
+}
+
+func TestOutsideKillsDuringStartupAreNotBrokenStarts(t *testing.T) {
+	ev := &events{}
+	var gaveUp sync.Mutex
+	gave := 0
+	script := []func(context.Context, worker.Spec) error{}
+	for range 6 { // twice the give-up budget
+		script = append(script, killedBeforeHandshake)
+	}
+	script = append(script, readyUntilStopped)
+	s, w := newScripted(t, ev, Options{InitialBackoff: 5 * time.Millisecond, StartupFailures: 3,
+		OnGiveUp: func(string, error, time.Time) { gaveUp.Lock(); gave++; gaveUp.Unlock() }}, script...)
+	stop := run(t, s)
+	defer stop()
+	testutil.Eventually(t, 5*time.Second, "ready after six outside kills", func() bool { _, r, _ := ev.counts(); return r == 1 })
+	gaveUp.Lock()
+	defer gaveUp.Unlock()
+	if gave != 0 || w.lifetimes() != 7 {
+		t.Fatalf("gave up %d times after %d lifetimes; outside kills must not spend the start budget", gave, w.lifetimes())
+	}
+}
+
+func TestCrashSignalDuringStartupCountsAsBrokenStart(t *testing.T) {
+	segv := func(_ context.Context, spec worker.Spec) error {
+		spec.Events.Starting(spec.ID)
+		err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("segfault while importing"), Signal: "SIGSEGV"}
+		spec.Events.Exited(spec.ID, err)
+		return err
+	}
+	gaveUp := make(chan struct{}, 1)
+	s, w := newScripted(t, &events{}, Options{InitialBackoff: 5 * time.Millisecond, StartupFailures: 3, RetryGivenUpAfter: time.Hour,
+		OnGiveUp: func(string, error, time.Time) { gaveUp <- struct{}{} }}, segv)
+	stop := run(t, s)
+	defer stop()
+	select {
+	case <-gaveUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a worker whose start segfaults was never given up")
+	}
+	if n := w.lifetimes(); n != 3 {
+		t.Fatalf("%d starts before giving up, want 3", n)
+	}
+}
+
+func TestGivenUpWorkerIsRetriedAfterTheLongBackoff(t *testing.T) {
+	broken := func(_ context.Context, spec worker.Spec) error {
+		spec.Events.Starting(spec.ID)
+		err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("No module named 'x'")}
+		spec.Events.Exited(spec.ID, err)
+		return err
+	}
+	ev := &events{}
+	type giveUp struct {
+		at, retryAt time.Time
+	}
+	gaveUp := make(chan giveUp, 4)
+	const pause = 300 * time.Millisecond
+	s, _ := newScripted(t, ev, Options{InitialBackoff: 5 * time.Millisecond, StartupFailures: 3, RetryGivenUpAfter: pause,
+		OnGiveUp: func(_ string, _ error, retryAt time.Time) { gaveUp <- giveUp{time.Now(), retryAt} }},
+		broken, broken, broken, readyUntilStopped) // the environment is fixed after the give-up
+	stop := run(t, s)
+	defer stop()
+	var g giveUp
+	select {
+	case g = <-gaveUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("never gave up")
+	}
+	if d := g.retryAt.Sub(g.at); d < pause-10*time.Millisecond || d > pause+50*time.Millisecond {
+		t.Fatalf("OnGiveUp announced a retry in %s, want %s", d, pause)
+	}
+	testutil.Eventually(t, 5*time.Second, "the given-up worker heals once its environment is fixed", func() bool {
+		_, r, _ := ev.counts()
+		return r == 1
+	})
+	if !time.Now().After(g.retryAt) {
+		t.Fatal("retried before the announced time")
+	}
+}
+
+func TestFailureBeforeStartingAfterAReadyLifetimeCountsAsBrokenStart(t *testing.T) {
+	crashAfterReady := func(_ context.Context, spec worker.Spec) error {
+		spec.Events.Starting(spec.ID)
+		spec.Events.Ready(spec.ID, worker.Info{})
+		err := &worker.CrashError{WorkerID: spec.ID, ExitCode: 1}
+		spec.Events.Exited(spec.ID, err)
+		return err
+	}
+	// A custom worker type that fails before it even reports Starting.
+	noStart := func(context.Context, worker.Spec) error { return errors.New("cannot dial") }
+	gaveUp := make(chan struct{}, 1)
+	s, w := newScripted(t, &events{}, Options{InitialBackoff: 5 * time.Millisecond, StartupFailures: 3, RetryGivenUpAfter: time.Hour,
+		OnGiveUp: func(string, error, time.Time) { gaveUp <- struct{}{} }}, crashAfterReady, noStart)
+	stop := run(t, s)
+	defer stop()
+	select {
+	case <-gaveUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("failures before Starting were taken for crashes of a ready worker; never gave up")
+	}
+	if n := w.lifetimes(); n != 4 {
+		t.Fatalf("%d lifetimes before giving up, want 1 ready + 3 failed", n)
 	}
 }

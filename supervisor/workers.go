@@ -27,6 +27,9 @@ type WorkersOptions struct {
 	// StartConcurrency bounds workers between spawn and ready at once;
 	// default 2×CPUs (Python start is CPU-bound).
 	StartConcurrency int
+	// ReplaceConcurrency bounds how many workers replace their process
+	// (make-before-break recycling) at once; default 1.
+	ReplaceConcurrency int
 	// DrainGrace is how long in-flight calls may finish at stop before they
 	// are cancelled; default 2 s.
 	DrainGrace time.Duration
@@ -45,6 +48,10 @@ func (f fanout) Ready(id string, info worker.Info) {
 	f.b.Ready(id, info)
 }
 func (f fanout) Exited(id string, err error) { f.a.Exited(id, err); f.b.Exited(id, err) }
+func (f fanout) Replaced(id string, info worker.Info, reason string) {
+	f.a.Replaced(id, info, reason)
+	f.b.Replaced(id, info, reason)
+}
 
 // Workers is the pool's subtree: the dispatcher plus a suture supervisor
 // holding one Starter per worker. It is a suture.Service and a Readier.
@@ -79,6 +86,9 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	}
 	if opts.Starter.StopTimeout <= 0 {
 		opts.Starter.StopTimeout = 5 * time.Second
+	}
+	if opts.ReplaceConcurrency <= 0 {
+		opts.ReplaceConcurrency = 1
 	}
 	if opts.DrainGrace <= 0 {
 		opts.DrainGrace = 2 * time.Second
@@ -130,9 +140,10 @@ func (w *Workers) Serve(ctx context.Context) error {
 	sopts.Gate = gate
 	sopts.Logger = o.Logger
 	sopts.EventHook = EventHook(o.Logger)
-	sopts.OnGiveUp = func(id string, err error) {
-		o.Pool.WorkerFailed(id, err)
+	sopts.OnGiveUp = func(id string, err error, retryAt time.Time) {
+		o.Pool.WorkerFailed(id, err, retryAt)
 	}
+	replaceGate := make(chan struct{}, o.ReplaceConcurrency)
 	var events worker.Events = o.Pool
 	if o.Observer != nil {
 		events = fanout{o.Pool, o.Observer}
@@ -140,7 +151,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 	for i := 0; i < o.Count; i++ {
 		spec := worker.Spec{
 			ID: fmt.Sprintf("w%d", i), Index: i, RunID: o.RunID, Capacity: o.Capacity,
-			Events: events, Logger: o.Logger,
+			Events: events, Logger: o.Logger, ReplaceGate: replaceGate,
 		}
 		s, err := starter.New(o.Factory, spec, sopts)
 		if err != nil {

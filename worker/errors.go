@@ -68,6 +68,11 @@ type StartupError struct {
 	Cause    error    // what went wrong (process exited, handshake timeout, ...)
 	Stderr   []string // the process's last stderr lines, oldest first
 	Hint     string   // what to do next
+	// Signal names the signal that ended the process before it became
+	// ready ("" if it exited or is still running). A start ended by a signal
+	// from outside (SIGKILL from the OOM killer or an operator, SIGTERM, …)
+	// is not the adapter's fault; see Starter's give-up rule.
+	Signal string
 }
 
 func (e *StartupError) Error() string {

@@ -11,7 +11,12 @@
 //     again to restart it.
 //   - During Serve the worker reports its lifecycle to the Events it was
 //     built with: Starting, then Ready once it can take calls, then Exited
-//     exactly once when the lifetime ends (before Serve returns).
+//     exactly once when the lifetime ends (before Serve returns). A worker
+//     that replaces its process without a gap (make-before-break: the new
+//     process is ready before the old one stops taking calls) reports
+//     Replaced instead of Exited+Starting+Ready, and stays in the same Serve.
+//   - Planned replacements are bounded pool-wide by Spec.ReplaceGate: hold a
+//     slot of it from the start of the new process until it took over.
 //   - Execute and ExecuteStream may be called only between Ready and Exited;
 //     outside that window they return ErrWorkerUnavailable. They must be safe
 //     for concurrent use up to the worker's capacity.
@@ -56,6 +61,10 @@ type Spec struct {
 	Capacity int    // concurrent calls the pool will send to this worker
 	Events   Events // the worker reports its lifecycle here; never nil
 	Logger   *slog.Logger
+	// ReplaceGate bounds how many workers of the pool replace their process
+	// at once (a counting semaphore: send to take a slot, receive to give it
+	// back). nil means no bound.
+	ReplaceGate chan struct{}
 }
 
 // Factory builds workers. It is called once per worker id, not per restart.
@@ -84,8 +93,13 @@ type Events interface {
 	Ready(id string, info Info)
 	// Exited: the lifetime ended; err is nil for a requested stop, otherwise
 	// the reason (a *CrashError, a *StartupError, a *RecycledError for a
-	// planned replacement, ...).
+	// planned break-before-make replacement, ...).
 	Exited(id string, err error)
+	// Replaced: a new process took over from the previous one without a gap
+	// (the old one takes no new calls and drains on its own). Sessions served
+	// by the old process lost their worker-side state. reason says why (e.g.
+	// "served 1000 requests").
+	Replaced(id string, info Info, reason string)
 }
 
 // Call is one tool invocation.

@@ -588,6 +588,7 @@ func (f *Factory) Workers() []*Worker {
 
 type nopEvents struct{}
 
-func (nopEvents) Starting(string)           {}
-func (nopEvents) Ready(string, worker.Info) {}
-func (nopEvents) Exited(id string, _ error) {}
+func (nopEvents) Starting(string)                      {}
+func (nopEvents) Ready(string, worker.Info)            {}
+func (nopEvents) Exited(id string, _ error)            {}
+func (nopEvents) Replaced(string, worker.Info, string) {}

@@ -49,6 +49,10 @@ func (r *recorder) Exited(id string, err error) {
 	r.log("exited " + id)
 }
 
+func (r *recorder) Replaced(id string, _ worker.Info, reason string) {
+	r.log("replaced " + id)
+}
+
 func (r *recorder) expect(t *testing.T, want string) {
 	t.Helper()
 	select {
@@ -356,6 +360,7 @@ type countingEvents struct {
 	starting, ready, exited int
 }
 
-func (c *countingEvents) Starting(string)           { c.mu.Lock(); c.starting++; c.mu.Unlock() }
-func (c *countingEvents) Ready(string, worker.Info) { c.mu.Lock(); c.ready++; c.mu.Unlock() }
-func (c *countingEvents) Exited(string, error)      { c.mu.Lock(); c.exited++; c.mu.Unlock() }
+func (c *countingEvents) Starting(string)                      { c.mu.Lock(); c.starting++; c.mu.Unlock() }
+func (c *countingEvents) Ready(string, worker.Info)            { c.mu.Lock(); c.ready++; c.mu.Unlock() }
+func (c *countingEvents) Exited(string, error)                 { c.mu.Lock(); c.exited++; c.mu.Unlock() }
+func (c *countingEvents) Replaced(string, worker.Info, string) {}

@@ -1,0 +1,255 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+)
+
+const healingAdapter = "healing_adapter.HealingAdapter"
+
+func healingPath(t *testing.T) []string {
+	_, file, _, _ := runtime.Caller(0)
+	return []string{filepath.Join(filepath.Dir(file), "testdata", "py")}
+}
+
+// workerProcs lists the processes of the run whose argv names worker id.
+func workerProcs(t *testing.T, app *snakepit.App, id string) []proc.Process {
+	t.Helper()
+	var out []proc.Process
+	for _, p := range testutil.RunIDProcesses(t, app.RunID()) {
+		if strings.Contains(p.Cmdline, "snakepit_bridge.server") && strings.Contains(p.Cmdline, "--worker-id "+id+" ") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// killOurs SIGKILLs pid after proving it is a process of this run started
+// when we saw it (run id + start time).
+func killOurs(t *testing.T, app *snakepit.App, p proc.Process, sig syscall.Signal) {
+	t.Helper()
+	st, err := proc.ReadStat(p.PID)
+	if err != nil || st.StartTime != p.StartTime || !proc.CarriesRunID(p.PID, app.RunID()) {
+		t.Fatalf("pid %d is no longer the process of run %s we saw; not signalling it", p.PID, app.RunID())
+	}
+	if err := syscall.Kill(p.PID, sig); err != nil {
+		t.Fatalf("kill %d: %v", p.PID, err)
+	}
+}
+
+func TestOutsideKillsDuringStartupDoNotGiveTheWorkerUp(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Adapter: healingAdapter, PythonPath: healingPath(t),
+		Env: map[string]string{"HEALING_SETUP_S": "1"}, StartupFailures: 2, StartupTimeout: 20 * time.Second})
+	first := workerProcs(t, app, "w0")
+	if len(first) != 1 {
+		t.Fatalf("want one worker process, got %+v", first)
+	}
+	killOurs(t, app, first[0], syscall.SIGKILL)
+	seen := map[int]bool{first[0].PID: true}
+	// Kill every new process before its handshake, twice the give-up budget.
+	for i := 0; i < 4; i++ {
+		var p proc.Process
+		testutil.Eventually(t, 10*time.Second, "a new worker process starting", func() bool {
+			for _, c := range workerProcs(t, app, "w0") {
+				if !seen[c.PID] {
+					p = c
+					return true
+				}
+			}
+			return false
+		})
+		seen[p.PID] = true
+		if s := app.Stats().Pool.Workers; s.Starting != 1 {
+			t.Fatalf("the new process is not in its start-up (workers %+v); the test must kill before the handshake", s)
+		}
+		killOurs(t, app, p, syscall.SIGKILL)
+	}
+	testutil.Eventually(t, 20*time.Second, "the worker ready again after the outside kills", func() bool {
+		w := app.Stats().Pool.Workers
+		return w.Idle == 1
+	})
+	s := app.Stats().Pool
+	if s.Workers.Failed != 0 || len(s.GivenUp) != 0 {
+		t.Fatalf("outside kills during start-up gave the worker up: %+v", s.GivenUp)
+	}
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGivenUpWorkerIsRetriedAndVisibleInStats(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "fixed")
+	const rest = 1500 * time.Millisecond
+	app := newApp(t, snakepit.Config{Workers: 2, MinReady: 1, Adapter: healingAdapter, PythonPath: healingPath(t),
+		Env:             map[string]string{"HEALING_BROKEN_WORKER": "w1", "HEALING_FIXED_MARKER": marker},
+		StartupFailures: 2, RetryGivenUpAfter: rest})
+	var given snakepit.Stats
+	testutil.Eventually(t, 10*time.Second, "w1 given up, visibly", func() bool {
+		given = app.Stats()
+		return len(given.Pool.GivenUp) == 1
+	})
+	g := given.Pool.GivenUp[0]
+	if g.ID != "w1" || !errors.Is(g.Err, snakepit.ErrStartup) || !strings.Contains(g.Err.Error(), "environment not fixed yet") {
+		t.Fatalf("GivenUp = %+v, want w1 with its setup() error", g)
+	}
+	if until := time.Until(g.RetryAt); until <= 0 || until > rest {
+		t.Fatalf("RetryAt is %s away, want within the %s rest", until, rest)
+	}
+	if given.Pool.Workers.Failed != 1 {
+		t.Fatalf("Workers = %+v, want one failed", given.Pool.Workers)
+	}
+	// The pool keeps serving on the other worker meanwhile.
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "the given-up worker healed once its environment was fixed", func() bool {
+		s := app.Stats().Pool
+		return s.Workers.Idle+s.Workers.Busy == 2 && len(s.GivenUp) == 0
+	})
+}
+
+// minReadySampler records the fewest ready workers seen while it runs.
+type minReadySampler struct {
+	stop chan struct{}
+	done chan struct{}
+	min  atomic.Int64
+	n    atomic.Int64
+}
+
+func sampleReady(app *snakepit.App) *minReadySampler {
+	s := &minReadySampler{stop: make(chan struct{}), done: make(chan struct{})}
+	s.min.Store(1 << 30)
+	go func() {
+		defer close(s.done)
+		for {
+			w := app.Stats().Pool.Workers
+			r := int64(w.Idle + w.Busy)
+			if r < s.min.Load() {
+				s.min.Store(r)
+			}
+			s.n.Add(1)
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *minReadySampler) finish() (minReady, samples int64) {
+	close(s.stop)
+	<-s.done
+	return s.min.Load(), s.n.Load()
+}
+
+func TestRecyclingUnderLoadKeepsThePoolServing(t *testing.T) {
+	const workers, quota = 3, 50
+	app := newApp(t, snakepit.Config{Workers: workers, RecycleAfterRequests: quota})
+	sampler := sampleReady(app)
+	ctx := ctxT(t)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for c := 0; c < 2*workers; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := app.Execute(ctx, "add", map[string]any{"a": 1, "b": 2}); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	testutil.Eventually(t, 60*time.Second, "every worker recycled twice", func() bool {
+		return app.Stats().Pool.Recycles >= 2*workers
+	})
+	close(stop)
+	wg.Wait()
+	minReady, samples := sampler.finish()
+	s := app.Stats().Pool
+	t.Logf("%d calls, %d recycles, fewest ready workers %d in %d samples", s.Requests, s.Recycles, minReady, samples)
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d calls failed during recycling; first: %v", n, firstErr.Load())
+	}
+	if minReady < workers-1 {
+		t.Fatalf("ready workers dropped to %d of %d while recycling", minReady, workers)
+	}
+	if s.Restarts != 0 || s.RecycleReasons["request quota"] != int(s.Recycles) {
+		t.Fatalf("planned recycles must not count as restarts: restarts %d %v, recycles %d %v", s.Restarts, s.RestartReasons, s.Recycles, s.RecycleReasons)
+	}
+}
+
+func TestWorkerWedgedWhileDrainingIsKilledAndItsCallFails(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: 2, RecycleAfterRequests: 2,
+		HealthInterval: 150 * time.Millisecond, HealthMisses: 3})
+	old := workerPID(t, app) // call 1 of the quota
+	long := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(context.Background(), "sleep", map[string]any{"ms": 60000}) // no deadline
+		long <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "the long call in flight", func() bool { return app.Stats().Pool.InFlight == 1 })
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil { // call 2: the quota is reached
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the successor took over", func() bool { return app.Stats().Pool.Recycles == 1 })
+	if pid := workerPID(t, app); pid == old {
+		t.Fatalf("new calls still go to the draining process %d", pid)
+	}
+	var p proc.Process
+	for _, c := range workerProcs(t, app, "w0") {
+		if c.PID == old {
+			p = c
+		}
+	}
+	if p.PID == 0 {
+		t.Fatalf("the draining process %d is gone before the test could wedge it", old)
+	}
+	killOurs(t, app, p, syscall.SIGSTOP)
+	select {
+	case err := <-long:
+		if !errors.Is(err, snakepit.ErrWorkerCrashed) {
+			t.Fatalf("the call on the wedged draining process: want ErrWorkerCrashed, got %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(old, syscall.SIGCONT)
+		t.Fatal("a call on a process that wedged while draining hung (health checks stopped during the drain)")
+	}
+	testutil.Eventually(t, 5*time.Second, "the wedged process reaped", func() bool {
+		for _, c := range workerProcs(t, app, "w0") {
+			if c.PID == old {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+		t.Fatalf("the new process does not serve: %v", err)
+	}
+}
