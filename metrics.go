@@ -39,6 +39,8 @@ const (
 //	snakepit_worker_restarts_total                   worker lifetimes that ended with an error
 //	snakepit_worker_restarts_by_reason_total{reason} the same split by reason: at most 32 values
 //	                                                 of at most 80 characters, the rest under "other"
+//	snakepit_worker_recycles_total{reason}           planned process replacements (request quota, maximum
+//	                                                 age, tool ignored cancellation), not restarts
 //	snakepit_orphans_reaped_total                    processes of earlier runs the startup reaper stopped
 //
 // Gauges:
@@ -78,7 +80,8 @@ func NewCollector(app *App) prometheus.Collector {
 		succeeded:      d("snakepit_requests_succeeded_total", "Calls that returned a result."),
 		failed:         d("snakepit_requests_failed_total", "Calls that failed, by kind of failure.", "kind"),
 		retries:        d("snakepit_retries_total", "Extra attempts made after a worker crashed or vanished under a call."),
-		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start)."),
+		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here."),
+		recycles:       d("snakepit_worker_recycles_total", "Planned worker process replacements, by reason (request quota, maximum age, tool ignored cancellation, ...).", "reason"),
 		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under \"other\").", "reason"),
 		reaped:         d("snakepit_orphans_reaped_total", "Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants)."),
 
@@ -95,8 +98,8 @@ func NewCollector(app *App) prometheus.Collector {
 type collector struct {
 	app *App
 
-	requests, succeeded, failed, retries, restarts, restartReasons, reaped *prometheus.Desc
-	workers, queue, inFlight, latency, latencyMax                          *prometheus.Desc
+	requests, succeeded, failed, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
+	workers, queue, inFlight, latency, latencyMax                                    *prometheus.Desc
 
 	mu sync.Mutex
 	// admitted holds the reason values exported under their own name. A
@@ -108,7 +111,7 @@ type collector struct {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.requests, c.succeeded, c.failed, c.retries, c.restarts, c.restartReasons, c.reaped,
+		c.requests, c.succeeded, c.failed, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
 		c.workers, c.queue, c.inFlight, c.latency, c.latencyMax,
 	} {
 		ch <- d
@@ -158,6 +161,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.restarts, float64(p.Restarts))
 	for _, r := range c.reasons(p.RestartReasons) {
 		counter(c.restartReasons, float64(r.n), r.reason)
+	}
+	for _, r := range c.reasons(p.RecycleReasons) {
+		counter(c.recycles, float64(r.n), r.reason)
 	}
 	counter(c.reaped, float64(s.Reap.Reaped+s.Reap.Descendants))
 

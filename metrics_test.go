@@ -193,7 +193,7 @@ func TestMetricsRestartsAndInstanceLabel(t *testing.T) {
 		return s.Restarts == 1 && s.Workers.Idle == 1
 	})
 	const want = `
-# HELP snakepit_worker_restarts_total Worker lifetimes that ended with an error (crash, kill, failed start).
+# HELP snakepit_worker_restarts_total Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here.
 # TYPE snakepit_worker_restarts_total counter
 snakepit_worker_restarts_total{instance="metrics-test"} 1
 # HELP snakepit_worker_restarts_by_reason_total Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under "other").
