@@ -12,7 +12,7 @@ PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
 
-.PHONY: all build test test-go test-python test-lifecycle demo proto deps-python lint bench bench-python clean
+.PHONY: all build test test-go test-python test-lifecycle chaos demo proto deps-python lint bench bench-python clean
 
 all: build
 
@@ -31,6 +31,11 @@ test-go:
 
 test-lifecycle:
 	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=5 -timeout 15m ./test/lifecycle/...
+
+## chaos: the 30 s chaos run (32 callers, a random worker SIGKILLed every 250 ms); make test runs a 6 s one
+chaos: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_CHAOS_SECONDS=$${SNAKEPIT_CHAOS_SECONDS:-30} \
+	  $(GO) test -race -count=1 -timeout 10m -run 'TestChaos' -v ./test/integration/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

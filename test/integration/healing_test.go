@@ -25,12 +25,12 @@ func healingPath(t *testing.T) []string {
 	return []string{filepath.Join(filepath.Dir(file), "testdata", "py")}
 }
 
-// workerProcs lists the processes of the run whose argv names worker id.
+// workerProcs lists the worker processes of the run ("" for any worker id).
 func workerProcs(t *testing.T, app *snakepit.App, id string) []proc.Process {
 	t.Helper()
 	var out []proc.Process
 	for _, p := range testutil.RunIDProcesses(t, app.RunID()) {
-		if strings.Contains(p.Cmdline, "snakepit_bridge.server") && strings.Contains(p.Cmdline, "--worker-id "+id+" ") {
+		if strings.Contains(p.Cmdline, "snakepit_bridge.server") && (id == "" || strings.Contains(p.Cmdline, "--worker-id "+id+" ")) {
 			out = append(out, p)
 		}
 	}
@@ -41,12 +41,8 @@ func workerProcs(t *testing.T, app *snakepit.App, id string) []proc.Process {
 // when we saw it (run id + start time).
 func killOurs(t *testing.T, app *snakepit.App, p proc.Process, sig syscall.Signal) {
 	t.Helper()
-	st, err := proc.ReadStat(p.PID)
-	if err != nil || st.StartTime != p.StartTime || !proc.CarriesRunID(p.PID, app.RunID()) {
-		t.Fatalf("pid %d is no longer the process of run %s we saw; not signalling it", p.PID, app.RunID())
-	}
-	if err := syscall.Kill(p.PID, sig); err != nil {
-		t.Fatalf("kill %d: %v", p.PID, err)
+	if !signalIfOurs(app, p, sig) {
+		t.Fatalf("pid %d is no longer the process of run %s we saw; not signalled", p.PID, app.RunID())
 	}
 }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 
+from snakepit_bridge import tool
 from snakepit_bridge.adapters.showcase import ShowcaseAdapter
 
 
@@ -24,3 +25,12 @@ class HealingAdapter(ShowcaseAdapter):
         marker = os.environ.get("HEALING_FIXED_MARKER", "")
         if broken and getattr(self, "worker_id", "") == broken and not os.path.exists(marker):
             raise RuntimeError(f"environment not fixed yet: {marker} is missing")
+
+    @tool(description="Append id to the file at path (one write, O_APPEND) and return id: proof that a call that succeeded really ran")
+    def record(self, id: str, path: str) -> str:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (id + "\n").encode())
+        finally:
+            os.close(fd)
+        return id
