@@ -249,3 +249,86 @@ func TestWorkerWedgedWhileDrainingIsKilledAndItsCallFails(t *testing.T) {
 		t.Fatalf("the new process does not serve: %v", err)
 	}
 }
+
+func TestSlowStreamConsumerDoesNotGetAHealthyWorkerKilled(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: 2, HungGrace: 300 * time.Millisecond})
+	pid := workerPID(t, app)
+	// An unrelated call on the same worker, which must not be failed.
+	other := make(chan error, 1)
+	go func() {
+		_, err := app.Execute(context.Background(), "sleep", map[string]any{"ms": 2500})
+		other <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var last error
+	for _, err := range app.ExecuteStream(ctx, "stream_count", map[string]any{"n": 5}) {
+		if err != nil {
+			last = err
+			break
+		}
+		time.Sleep(700 * time.Millisecond) // the scenario: a slow loop body, past deadline + HungGrace
+	}
+	if errors.Is(last, snakepit.ErrWorkerTimeout) || errors.Is(last, snakepit.ErrWorkerCrashed) {
+		t.Fatalf("the consumer's own slowness was blamed on the worker: %v", last)
+	}
+	if err := <-other; err != nil {
+		t.Fatalf("an unrelated call on the worker failed: %v", err)
+	}
+	if got := workerPID(t, app); got != pid {
+		t.Fatalf("the worker was replaced (pid %d → %d)", pid, got)
+	}
+	if s := app.Stats().Pool; s.Restarts != 0 {
+		t.Fatalf("restarts %d: %v", s.Restarts, s.RestartReasons)
+	}
+}
+
+func TestReplacementThatFailsToStartLeavesTheOldProcessServing(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "fixed")
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := newApp(t, snakepit.Config{Workers: 1, RecycleAfterRequests: 2, Adapter: healingAdapter, PythonPath: healingPath(t),
+		Env: map[string]string{"HEALING_BROKEN_WORKER": "w0", "HEALING_FIXED_MARKER": marker}})
+	old := workerPID(t, app)
+	if err := os.Remove(marker); err != nil { // new code is broken from here on
+		t.Fatal(err)
+	}
+	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil { // the quota is reached
+		t.Fatal(err)
+	}
+	// The successor fails its setup(); the old process keeps serving.
+	var succ int
+	testutil.Eventually(t, 10*time.Second, "a successor process starting", func() bool {
+		for _, p := range workerProcs(t, app, "w0") {
+			if p.PID != old {
+				succ = p.PID
+				return true
+			}
+		}
+		return false
+	})
+	testutil.Eventually(t, 10*time.Second, "the broken successor gone", func() bool {
+		for _, p := range workerProcs(t, app, "w0") {
+			if p.PID == succ {
+				return false
+			}
+		}
+		return true
+	})
+	for i := 0; i < 20; i++ {
+		if pid := workerPID(t, app); pid != old {
+			t.Fatalf("call %d went to pid %d, not the old process %d", i, pid, old)
+		}
+	}
+	if s := app.Stats().Pool; s.Recycles != 0 || s.Restarts != 0 || s.Workers.Idle != 1 {
+		t.Fatalf("a failed replacement must leave the worker as it was: %+v", s)
+	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil { // fixed again
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the replacement retried and done", func() bool { return app.Stats().Pool.Recycles == 1 })
+	if pid := workerPID(t, app); pid == old {
+		t.Fatal("still on the old process after the replacement")
+	}
+}
