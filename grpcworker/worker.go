@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,8 +44,9 @@ type Worker struct {
 	gate chan struct{} // spec.ReplaceGate, or a private one
 
 	mu  sync.Mutex
-	cur *lifetime // the lifetime new calls go to; nil when none is ready
-	seq int       // lifetimes started, for registry keys of successors
+	cur      *lifetime // the lifetime new calls go to; nil when none is ready
+	spawning *process  // the process starting while there is no current one
+	seq      int       // lifetimes started, for registry keys of successors
 
 	retiring sync.WaitGroup // replaced lifetimes still draining
 }
@@ -189,11 +191,19 @@ func (w *Worker) clearCurrent(lt *lifetime) {
 }
 
 // Kill implements worker.Worker: the current process group is killed at once
-// and the reason is recorded in the lifetime's CrashError. A replaced
-// process still draining is watched by its own health checks.
+// and the reason is recorded in the lifetime's CrashError; with no current
+// process, the one starting is killed. A replaced process still draining is
+// watched by its own health checks.
 func (w *Worker) Kill(reason string) {
-	if lt := w.current(); lt != nil {
+	w.mu.Lock()
+	lt, p := w.cur, w.spawning
+	w.mu.Unlock()
+	switch {
+	case lt != nil:
 		lt.requestKill(reason)
+	case p != nil:
+		w.log.Warn("killing the starting worker process", "pid", p.pid, "reason", reason)
+		p.signalGroup(syscall.SIGKILL)
 	}
 }
 
@@ -323,6 +333,18 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("cannot start %s: %w", o.Python, err),
 			Hint: "check Config.Python / SNAKEPIT_PYTHON"}
 	}
+	w.mu.Lock()
+	if w.cur == nil {
+		w.spawning = p
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		if w.spawning == p {
+			w.spawning = nil
+		}
+		w.mu.Unlock()
+	}()
 	if r := o.Recorder; r != nil {
 		if err := r.Activate(key, p.pid); err != nil {
 			// The reserved record and the run id in argv still let the

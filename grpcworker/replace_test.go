@@ -1,0 +1,68 @@
+package grpcworker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// A planned replacement records the successor before it spawns, keeps the
+// old process serving until the successor is ready, and removes the old
+// record only after the old process is reaped.
+func TestReplacementRecordsEveryProcessAndReapsTheOldOne(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.RecycleAfterRequests = 1 })
+	fx.waitReady(t)
+	old := fx.w.PID()
+	if _, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the successor took over", func() bool { return fx.ev.has("replaced") })
+	next := fx.w.PID()
+	if next == old || next == 0 {
+		t.Fatalf("after Replaced the worker's pid is %d (old %d)", next, old)
+	}
+	if st, pid := fx.rec.get("w0.1"); st != "active" || pid != next {
+		t.Fatalf("the successor's record is %s/%d, want active/%d", st, pid, next)
+	}
+	testutil.Eventually(t, 10*time.Second, "the old process reaped and its record removed", func() bool {
+		st, _ := fx.rec.get("w0")
+		return !proc.Alive(old) && st == ""
+	})
+	if fx.ev.has("exited") {
+		t.Fatal("a planned replacement reported Exited: the pool would take the worker out of rotation")
+	}
+	if err := fx.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := fx.rec.get("w0.1"); st != "" || proc.Alive(next) {
+		t.Fatalf("after stop: record %q, successor alive %v", st, proc.Alive(next))
+	}
+}
+
+// Kill reaches a process that has not finished starting yet.
+func TestKillDuringStartupKillsTheStartingProcess(t *testing.T) {
+	fx := startWorker(t, nil)
+	var pid int
+	testutil.Eventually(t, 10*time.Second, "a process spawned", func() bool {
+		_, pid = fx.rec.get("w0")
+		return pid != 0
+	})
+	if fx.w.PID() != 0 {
+		t.Skip("the worker became ready before the test could kill its start-up")
+	}
+	fx.w.Kill("test says so")
+	select {
+	case err := <-fx.done:
+		se, ok := err.(*worker.StartupError)
+		if !ok || se.Signal != "SIGKILL" {
+			t.Fatalf("Serve returned %v, want a StartupError naming SIGKILL", err)
+		}
+		fx.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Kill during start-up did nothing")
+	}
+}
