@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit/bridge"
+	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
@@ -91,7 +92,13 @@ func New(cfg Config) (*App, error) {
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
 		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
-		Observer:           bridgeObserver{a.bridge},
+		Observer: bridgeObserver{a.bridge},
+		Recorder: func() childproc.Recorder {
+			if r := a.reg.Registry(); r != nil {
+				return r
+			}
+			return nil
+		},
 		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
 		ReplaceConcurrency: cfg.ReplaceConcurrency,
 	})
@@ -144,18 +151,14 @@ func (o bridgeObserver) Exited(id string, _ error) { o.b.ForgetWorker(id) }
 func (bridgeObserver) Replaced(string, worker.Info, string) {}
 
 // lateFactory binds what exists only once the tree runs (the bridge's
-// address, the open registry) to the Python worker factory.
+// address) to the Python worker factory.
 type lateFactory struct {
 	app  *App
 	base *grpcworker.Factory
 }
 
 func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
-	var rec grpcworker.Recorder
-	if r := f.app.reg.Registry(); r != nil {
-		rec = r
-	}
-	return f.base.With(f.app.bridge.Addr(), rec).NewWorker(spec)
+	return f.base.With(f.app.bridge.Addr()).NewWorker(spec)
 }
 
 // RunID is this instance's unique run id; every worker carries it in argv

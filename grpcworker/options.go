@@ -13,15 +13,6 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
-// Recorder is the part of the process registry a worker writes to: a record
-// is reserved before the fork (so a crash between fork and write cannot lose
-// a child), activated with the pid right after it, and removed after reap.
-type Recorder interface {
-	Reserve(workerID string) error
-	Activate(workerID string, pid int) error
-	Unregister(workerID string) error
-}
-
 // Options configure every worker a Factory builds.
 type Options struct {
 	// Python is the interpreter; empty means FindPython("").
@@ -40,8 +31,6 @@ type Options struct {
 	BridgeAddress string
 	// Token authenticates both directions; it travels in the environment only.
 	Token string
-	// Recorder, when set, receives reserve/activate/unregister for each process.
-	Recorder Recorder
 	// PackageDir is where the embedded snakepit_bridge package is unpacked;
 	// empty means the user cache directory.
 	PackageDir string
@@ -174,11 +163,10 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	}, nil
 }
 
-// With returns a copy of the factory bound to a bridge address and a
-// process recorder; both exist only once the App's tree is running.
-func (f *Factory) With(bridgeAddress string, rec Recorder) *Factory {
+// With returns a copy of the factory bound to a bridge address, which
+// exists only once the App's tree is running.
+func (f *Factory) With(bridgeAddress string) *Factory {
 	c := *f
 	c.opts.BridgeAddress = bridgeAddress
-	c.opts.Recorder = rec
 	return &c
 }

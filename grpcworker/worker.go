@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -43,10 +44,10 @@ type Worker struct {
 	log  *slog.Logger
 	gate chan struct{} // spec.ReplaceGate, or a private one
 
-	mu  sync.Mutex
-	cur      *lifetime // the lifetime new calls go to; nil when none is ready
-	spawning *process  // the process starting while there is no current one
-	seq      int       // lifetimes started, for registry keys of successors
+	mu       sync.Mutex
+	cur      *lifetime          // the lifetime new calls go to; nil when none is ready
+	spawning *childproc.Process // the process starting while there is no current one
+	seq      int                // lifetimes started, for registry keys of successors
 
 	retiring sync.WaitGroup // replaced lifetimes still draining
 }
@@ -61,8 +62,7 @@ const (
 
 // lifetime is one process incarnation after its handshake.
 type lifetime struct {
-	p      *process
-	key    string // its registry record
+	p      *childproc.Process
 	target string // the worker's gRPC address
 	conn   *grpc.ClientConn
 	client pb.WorkerServiceClient
@@ -155,7 +155,7 @@ func (w *Worker) String() string { return "grpcworker " + w.spec.ID }
 // PID is the current process id, 0 when none is ready.
 func (w *Worker) PID() int {
 	if lt := w.current(); lt != nil {
-		return lt.p.pid
+		return lt.p.PID()
 	}
 	return 0
 }
@@ -202,8 +202,8 @@ func (w *Worker) Kill(reason string) {
 	case lt != nil:
 		lt.requestKill(reason)
 	case p != nil:
-		w.log.Warn("killing the starting worker process", "pid", p.pid, "reason", reason)
-		p.signalGroup(syscall.SIGKILL)
+		w.log.Warn("killing the starting worker process", "pid", p.PID(), "reason", reason)
+		p.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -225,8 +225,8 @@ func (w *Worker) Serve(ctx context.Context) error {
 		return err
 	}
 	w.setCurrent(lt)
-	w.log.Info("worker ready", "pid", lt.p.pid, "tools", len(lt.tools))
-	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.pid, Tools: lt.tools})
+	w.log.Info("worker ready", "pid", lt.p.PID(), "tools", len(lt.tools))
+	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools})
 	err = w.run(ctx, lt)
 	w.spec.Events.Exited(w.spec.ID, err)
 	if err != nil {
@@ -242,18 +242,8 @@ func (w *Worker) finish(lt *lifetime) {
 	over := lt.over
 	lt.over = true
 	lt.mu.Unlock()
-	if over {
-		return
-	}
-	_ = lt.conn.Close()
-	w.unregister(lt.key)
-}
-
-func (w *Worker) unregister(key string) {
-	if r := w.f.opts.Recorder; r != nil {
-		if err := r.Unregister(key); err != nil {
-			w.log.Warn("cannot remove the worker's registry record", "err", err)
-		}
+	if !over {
+		_ = lt.conn.Close()
 	}
 }
 
@@ -321,17 +311,24 @@ func (w *Worker) environ() []string {
 // removed.
 func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 	o := &w.f.opts
-	if r := o.Recorder; r != nil {
-		if err := r.Reserve(key); err != nil {
-			return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("cannot reserve a registry record: %w", err),
-				Hint: "the process registry is unavailable; no process was started"}
+	handshake := make(chan string, 1)
+	first := true
+	p, err := w.launcher().Start(w.command(), childproc.Options{Key: key, Stdout: func(line string) {
+		if first {
+			first = false
+			handshake <- line
+			return
 		}
-	}
-	p, err := startProcess(w.command(), w.log)
+		// The contract keeps stdout for the handshake; anything else is an
+		// adapter printing where it should not.
+		w.log.Warn("worker wrote to stdout after the handshake", "line", line)
+	}})
 	if err != nil {
-		w.unregister(key)
-		return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("cannot start %s: %w", o.Python, err),
-			Hint: "check Config.Python / SNAKEPIT_PYTHON"}
+		hint := "check Config.Python / SNAKEPIT_PYTHON"
+		if errors.Is(err, childproc.ErrRecord) {
+			hint = "the process registry is unavailable; no process was started"
+		}
+		return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: err, Hint: hint}
 	}
 	w.mu.Lock()
 	if w.cur == nil {
@@ -345,54 +342,54 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		}
 		w.mu.Unlock()
 	}()
-	if r := o.Recorder; r != nil {
-		if err := r.Activate(key, p.pid); err != nil {
-			// The reserved record and the run id in argv still let the
-			// reaper and the cleanup find this process.
-			w.log.Warn("cannot record the worker's pid", "pid", p.pid, "err", err)
-		}
-	}
-	lt, err := w.handshake(ctx, p)
+	lt, err := w.handshake(ctx, p, handshake)
 	if err != nil {
 		if ctx.Err() != nil {
-			p.terminate(o.StopGrace)
+			p.Stop(o.StopGrace)
 		} else {
-			p.kill()
+			p.Kill()
 		}
-		w.unregister(key)
 		return nil, err
 	}
-	lt.key = key
 	return lt, nil
+}
+
+// launcher is the spec's, or one without a registry for a worker built
+// outside an App (tests).
+func (w *Worker) launcher() *childproc.Launcher {
+	if w.spec.Launcher != nil {
+		return w.spec.Launcher
+	}
+	return &childproc.Launcher{RunID: w.spec.RunID, WorkerID: w.spec.ID, Logger: w.log}
 }
 
 // startupError describes a failed start; a process that has already died
 // names the signal that ended it, so an outside kill is told from a bug.
-func (w *Worker) startupError(p *process, cause error, hint string) error {
-	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.pid, Cause: cause, Stderr: p.stderrTail(500 * time.Millisecond), Hint: hint}
+func (w *Worker) startupError(p *childproc.Process, cause error, hint string) error {
+	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.PID(), Cause: cause, Stderr: p.StderrTail(500 * time.Millisecond), Hint: hint}
 	select {
-	case <-p.exited:
-		_, se.Signal = p.exitDescription()
+	case <-p.Exited():
+		_, se.Signal = p.ExitStatus()
 	default:
 	}
 	return se
 }
 
-func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
+func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-chan string) (*lifetime, error) {
 	o := &w.f.opts
 	deadline := time.Now().Add(o.StartupTimeout)
 	timer := time.NewTimer(o.StartupTimeout)
 	defer timer.Stop()
 	var line string
 	select {
-	case line = <-p.handshake:
-	case <-p.exited:
-		code, sig := p.exitDescription()
+	case line = <-lines:
+	case <-p.Exited():
+		code, sig := p.ExitStatus()
 		cause := fmt.Errorf("the process exited with status %d before its handshake", code)
 		if sig != "" {
 			cause = fmt.Errorf("the process was killed by %s before its handshake", sig)
 		}
-		return nil, w.startupError(p, cause, startupHint(p.stderrTail(0)))
+		return nil, w.startupError(p, cause, startupHint(p.StderrTail(0)))
 	case <-timer.C:
 		return nil, w.startupError(p, fmt.Errorf("no handshake line on stdout within %s", o.StartupTimeout),
 			"the adapter's setup may be slow (raise StartupTimeout) or the process is stuck; see its stderr above")
@@ -417,7 +414,7 @@ func (w *Worker) handshake(ctx context.Context, p *process) (*lifetime, error) {
 	// A process dying while we wait on RPCs must end the wait at once.
 	go func() {
 		select {
-		case <-p.exited:
+		case <-p.Exited():
 			cancel()
 		case <-rctx.Done():
 		}
@@ -504,13 +501,13 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 		select {
 		case <-ctx.Done():
 			w.clearCurrent(lt)
-			lt.p.terminate(o.StopGrace)
+			lt.p.Stop(o.StopGrace)
 			w.finish(lt)
 			return nil
 		case why := <-lt.replace:
 			if pending == "" {
 				pending = why
-				w.log.Info("replacing the worker process (the current one keeps serving until its successor is ready)", "pid", lt.p.pid, "reason", why)
+				w.log.Info("replacing the worker process (the current one keeps serving until its successor is ready)", "pid", lt.p.PID(), "reason", why)
 			}
 		case <-aged.c():
 			lt.requestReplace(reasonAge)
@@ -533,8 +530,8 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			w.setCurrent(lt)
 			misses = 0
 			aged.reset(o.RecycleAfter)
-			w.log.Info("worker process replaced", "old_pid", old.p.pid, "pid", lt.p.pid, "reason", pending)
-			w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: lt.p.pid, Tools: lt.tools}, pending)
+			w.log.Info("worker process replaced", "old_pid", old.p.PID(), "pid", lt.p.PID(), "reason", pending)
+			w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools}, pending)
 			pending = ""
 			w.retiring.Add(1)
 			go func() {
@@ -543,14 +540,14 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			}()
 		case <-retryC:
 			retry = nil
-		case <-lt.p.exited:
+		case <-lt.p.Exited():
 			w.finish(lt)
 			return lt.crashError(w.spec.ID)
 		case reason := <-lt.kill:
 			w.clearCurrent(lt)
 			lt.setReason(reason)
-			w.log.Warn("killing worker", "pid", lt.p.pid, "reason", reason)
-			lt.p.kill()
+			w.log.Warn("killing worker", "pid", lt.p.PID(), "reason", reason)
+			lt.p.Kill()
 			w.finish(lt)
 			return lt.crashError(w.spec.ID)
 		case <-tickC(tick):
@@ -559,7 +556,7 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			}
 			w.clearCurrent(lt)
 			lt.setReason(fmt.Sprintf("health check failed %d times in a row", misses))
-			lt.p.kill()
+			lt.p.Kill()
 			w.finish(lt)
 			return lt.crashError(w.spec.ID)
 		}
@@ -589,23 +586,23 @@ func (w *Worker) retire(ctx context.Context, lt *lifetime) {
 	for {
 		select {
 		case <-drained:
-			lt.p.terminate(o.StopGrace)
+			lt.p.Stop(o.StopGrace)
 			return
 		case <-ctx.Done():
-			lt.p.terminate(o.StopGrace)
+			lt.p.Stop(o.StopGrace)
 			return
-		case <-lt.p.exited:
+		case <-lt.p.Exited():
 			return
 		case reason := <-lt.kill:
 			lt.setReason(reason)
-			w.log.Warn("killing replaced worker process", "pid", lt.p.pid, "reason", reason)
-			lt.p.kill()
+			w.log.Warn("killing replaced worker process", "pid", lt.p.PID(), "reason", reason)
+			lt.p.Kill()
 			return
 		case <-tickC(tick):
 			if !w.healthCheck(ctx, lt, &misses) {
 				lt.setReason(fmt.Sprintf("health check failed %d times in a row while draining", misses))
-				w.log.Warn("killing replaced worker process", "pid", lt.p.pid, "reason", "health check failed while draining")
-				lt.p.kill()
+				w.log.Warn("killing replaced worker process", "pid", lt.p.PID(), "reason", "health check failed while draining")
+				lt.p.Kill()
 				return
 			}
 		}
@@ -640,7 +637,7 @@ func (s *successor) abort(w *Worker) {
 	s.cancel()
 	<-s.done
 	if s.lt != nil {
-		s.lt.p.terminate(w.f.opts.StopGrace)
+		s.lt.p.Stop(w.f.opts.StopGrace)
 		w.finish(s.lt)
 	}
 }
@@ -673,7 +670,7 @@ func (w *Worker) healthCheck(ctx context.Context, lt *lifetime, misses *int) boo
 		return true
 	}
 	*misses++
-	w.log.Warn("worker health check failed", "pid", lt.p.pid, "misses", *misses, "of", o.HealthMisses, "err", err)
+	w.log.Warn("worker health check failed", "pid", lt.p.PID(), "misses", *misses, "of", o.HealthMisses, "err", err)
 	return *misses < o.HealthMisses
 }
 
@@ -718,8 +715,8 @@ func (lt *lifetime) crashError(id string) *worker.CrashError {
 	lt.mu.Lock()
 	reason := lt.reason
 	lt.mu.Unlock()
-	code, sig := lt.p.exitDescription()
-	return &worker.CrashError{WorkerID: id, PID: lt.p.pid, ExitCode: code, Signal: sig, Reason: reason}
+	code, sig := lt.p.ExitStatus()
+	return &worker.CrashError{WorkerID: id, PID: lt.p.PID(), ExitCode: code, Signal: sig, Reason: reason}
 }
 
 // crashWait is how long a failed RPC waits for the reaper to confirm that
@@ -731,7 +728,7 @@ const crashWait = 2 * time.Second
 // CrashError when the process died under the call, or a wrapped status.
 func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err error) error {
 	select {
-	case <-lt.p.exited:
+	case <-lt.p.Exited():
 		return lt.crashError(w.spec.ID)
 	default:
 	}
@@ -743,7 +740,7 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 		t := time.NewTimer(crashWait)
 		defer t.Stop()
 		select {
-		case <-lt.p.exited:
+		case <-lt.p.Exited():
 			return lt.crashError(w.spec.ID)
 		case <-t.C:
 		case <-ctx.Done():
@@ -774,7 +771,7 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 		return ctxErr
 	}
 	select {
-	case <-lt.p.exited:
+	case <-lt.p.Exited():
 		return lt.crashError(w.spec.ID)
 	default:
 	}
@@ -804,7 +801,7 @@ func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
 		return
 	}
 	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); replacing the process",
-		"pid", lt.p.pid, "abandoned_calls", r.GetAbandonedCalls(), "oldest", age.Round(time.Millisecond))
+		"pid", lt.p.PID(), "abandoned_calls", r.GetAbandonedCalls(), "oldest", age.Round(time.Millisecond))
 	lt.requestReplace(reasonIgnored)
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -103,13 +104,14 @@ func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 		mutate(&opts)
 	}
 	rec := &memRecorder{}
-	opts.Recorder = rec
 	f, err := NewFactory(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ev := &recorder{}
-	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: "test-" + strings.ToLower(auth.NewToken()[:8]), Events: ev, Logger: testutil.Logger()})
+	runID := "test-" + strings.ToLower(auth.NewToken()[:8])
+	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Events: ev, Logger: testutil.Logger(),
+		Launcher: &childproc.Launcher{RunID: runID, WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}})
 	if err != nil {
 		t.Fatal(err)
 	}

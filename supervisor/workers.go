@@ -10,6 +10,7 @@ import (
 
 	"github.com/thejerf/suture/v4"
 
+	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/starter"
 	"github.com/snakepit-go/snakepit/worker"
@@ -36,6 +37,9 @@ type WorkersOptions struct {
 	// Observer, when set, also receives every worker's lifecycle events
 	// (after the pool).
 	Observer worker.Events
+	// Recorder returns the open process registry when the workers start
+	// (nil: processes are not recorded, for tests).
+	Recorder func() childproc.Recorder
 	Logger   *slog.Logger
 }
 
@@ -148,10 +152,17 @@ func (w *Workers) Serve(ctx context.Context) error {
 	if o.Observer != nil {
 		events = fanout{o.Pool, o.Observer}
 	}
+	var rec childproc.Recorder
+	if o.Recorder != nil {
+		rec = o.Recorder()
+	}
 	for i := 0; i < o.Count; i++ {
+		id := fmt.Sprintf("w%d", i)
 		spec := worker.Spec{
-			ID: fmt.Sprintf("w%d", i), Index: i, RunID: o.RunID, Capacity: o.Capacity,
+			ID: id, Index: i, RunID: o.RunID, Capacity: o.Capacity,
 			Events: events, Logger: o.Logger, ReplaceGate: replaceGate,
+			Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: rec,
+				Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
 		}
 		s, err := starter.New(o.Factory, spec, sopts)
 		if err != nil {

@@ -34,6 +34,8 @@ import (
 	"log/slog"
 
 	"github.com/thejerf/suture/v4"
+
+	"github.com/snakepit-go/snakepit/childproc"
 )
 
 // Worker is one supervised execution endpoint.
@@ -61,6 +63,11 @@ type Spec struct {
 	Capacity int    // concurrent calls the pool will send to this worker
 	Events   Events // the worker reports its lifecycle here; never nil
 	Logger   *slog.Logger
+	// Launcher starts the worker's processes under the no-survivor
+	// guarantees (registry record, process group, parent-death signal, run
+	// id, reaping); a worker type that spawns processes must use it. See
+	// package childproc.
+	Launcher *childproc.Launcher
 	// ReplaceGate bounds how many workers of the pool replace their process
 	// at once (a counting semaphore: send to take a slot, receive to give it
 	// back). nil means no bound.

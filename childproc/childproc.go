@@ -1,0 +1,357 @@
+// Package childproc starts and stops the processes of a worker type under
+// snakepit's no-survivor guarantees. The Python gRPC worker is built on it,
+// and so can a worker type of your own (see examples/linesworker):
+//
+//	p, err := spec.Launcher.Start(exec.Command("my-tool", "--serve"), childproc.Options{
+//		Stdout: func(line string) { replies <- line },
+//	})
+//	...
+//	p.Stop(2 * time.Second) // SIGTERM to the group, grace, SIGKILL, reap
+//
+// What Start does for you, in order:
+//   - reserves the process's registry record before the fork, so a crash of
+//     the host between fork and record cannot lose the child;
+//   - puts SNAKEPIT_RUN_ID in the child's environment (inherited by all it
+//     spawns), which is how the cleanup sweep and the next start's reaper
+//     find it and its descendants;
+//   - forks without a shell from one OS thread that never exits, with the
+//     child leading its own process group and SIGTERM as its parent-death
+//     signal (Linux sends it when the forking thread dies: see
+//     internal/spawn);
+//   - activates the record with pid, process group and start time;
+//   - drains stdout and stderr line by line, always (lines over MaxLine are
+//     cut with a marker): stderr goes to the Logger with the pid, stdout to
+//     Options.Stdout;
+//   - holds the write end of the child's stdin: it reaches EOF when the host
+//     dies, a second host-death signal the child can watch;
+//   - reaps it: waits for the exit without reaping (waitid WNOWAIT), kills
+//     what is left of its process group while the zombie leader still pins
+//     the group id (so the signal cannot reach a stranger), reaps, and
+//     removes the record.
+//
+// What your worker type must still do:
+//   - call Stop (or Kill) when its lifetime ends, and return from Serve only
+//     after Exited is closed;
+//   - make its command exit on SIGTERM (after cleaning up what it started)
+//     and preferably when stdin reaches EOF;
+//   - not setsid/daemonise: a descendant that leaves the process group is
+//     found only through SNAKEPIT_RUN_ID, by the cleanup at stop and by the
+//     next start.
+//
+// Leak checkers: the spawner goroutine lives as long as the program; ignore
+// it with goleak.IgnoreTopFunction(childproc.SpawnerFunction).
+package childproc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit-go/snakepit/internal/spawn"
+)
+
+// SpawnerFunction is the goroutine that owns the forking thread.
+const SpawnerFunction = spawn.LoopFunction
+
+// RunIDEnv carries the run id into a child's environment.
+const RunIDEnv = "SNAKEPIT_RUN_ID"
+
+// stderrKeep is how many trailing stderr lines a process keeps for a
+// start-failure message.
+const stderrKeep = 20
+
+// Recorder is the part of the process registry a launcher writes to.
+type Recorder interface {
+	Reserve(key string) error
+	Activate(key string, pid int) error
+	Unregister(key string) error
+}
+
+// ErrRecord: the registry could not record the process, so it was not
+// started (an unrecorded child could outlive a crash of the host).
+var ErrRecord = errors.New("snakepit: cannot record the process in the registry")
+
+// Launcher starts the processes of one worker of one run. The App gives
+// every worker one in worker.Spec.
+type Launcher struct {
+	// RunID is the App's run id; every process gets it in its environment.
+	RunID string
+	// WorkerID names the worker; it is the default registry key.
+	WorkerID string
+	// Recorder is the registry; nil records nothing (tests only).
+	Recorder Recorder
+	// Logger receives stderr lines and process events.
+	Logger *slog.Logger
+}
+
+// Options tune one process.
+type Options struct {
+	// Key is its registry record; default the launcher's WorkerID. Two live
+	// processes of one worker need distinct keys.
+	Key string
+	// Stdout receives each stdout line (called from one goroutine, in
+	// order). Nil logs stdout lines as warnings.
+	Stdout func(line string)
+}
+
+// Process is one started child.
+type Process struct {
+	cmd    *exec.Cmd
+	pid    int
+	key    string
+	rec    Recorder
+	log    *slog.Logger
+	stdin  *os.File
+	stdout *os.File
+	stderr *os.File
+
+	exited  chan struct{}
+	state   *os.ProcessState
+	readers sync.WaitGroup
+
+	mu      sync.Mutex
+	lastErr []string
+}
+
+// Start starts cmd as described in the package doc. cmd must not have been
+// started; its Stdin, Stdout, Stderr and SysProcAttr are set by Start (use
+// Process.Stdin and Options.Stdout instead). cmd.Env nil means the host's
+// environment.
+func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
+	if cmd == nil || cmd.Path == "" {
+		return nil, errors.New("snakepit: childproc.Start needs a command (exec.Command(name, args...))")
+	}
+	if l.RunID == "" {
+		return nil, errors.New("snakepit: childproc.Launcher has no RunID; use the Launcher from worker.Spec")
+	}
+	key := opts.Key
+	if key == "" {
+		key = l.WorkerID
+	}
+	log := l.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if l.Recorder != nil {
+		if err := l.Recorder.Reserve(key); err != nil {
+			return nil, fmt.Errorf("%w (record %q): %w; no process was started", ErrRecord, key, err)
+		}
+	}
+	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID), log)
+	if err != nil {
+		if l.Recorder != nil {
+			_ = l.Recorder.Unregister(key)
+		}
+		return nil, fmt.Errorf("snakepit: cannot start %s: %w", cmd.Path, err)
+	}
+	p.key, p.rec = key, l.Recorder
+	if l.Recorder != nil {
+		if err := l.Recorder.Activate(key, p.pid); err != nil {
+			// The reserved record and the run id in its environment still
+			// let the reaper and the cleanup find this process.
+			p.log.Warn("cannot record the process's pid", "err", err)
+		}
+	}
+	p.readers.Add(2)
+	go p.read(p.stdout, opts.Stdout)
+	go p.read(p.stderr, p.stderrLine)
+	go p.reap()
+	return p, nil
+}
+
+// withRunID returns env (nil: the host's) with RunIDEnv set to runID.
+func withRunID(env []string, runID string) []string {
+	if env == nil {
+		env = os.Environ()
+	}
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, RunIDEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, RunIDEnv+"="+runID)
+}
+
+// startProcess forks cmd from the locked spawner thread with its own process
+// group and SIGTERM as its parent-death signal, wiring pipes we own. The
+// pipes are plain *os.File so exec starts no copying goroutines and Wait
+// never blocks on a grandchild that inherited them.
+func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger) (*Process, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW)
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW, outR, outW)
+		return nil, err
+	}
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	err = spawn.Start(cmd)
+	// The child has its copies; ours of the child's ends must go, or EOF
+	// would never reach either side.
+	closeAll(inR, outW, errW)
+	if err != nil {
+		closeAll(inW, outR, errR)
+		return nil, err
+	}
+	p := &Process{cmd: cmd, pid: cmd.Process.Pid, stdin: inW, stdout: outR, stderr: errR, exited: make(chan struct{})}
+	p.log = log.With("pid", p.pid)
+	return p, nil
+}
+
+func closeAll(fs ...*os.File) {
+	for _, f := range fs {
+		_ = f.Close()
+	}
+}
+
+func (p *Process) read(f *os.File, fn func(string)) {
+	defer p.readers.Done()
+	if fn == nil {
+		fn = func(line string) { p.log.Warn("process wrote to stdout", "line", line) }
+	}
+	readLines(f, fn)
+}
+
+func (p *Process) stderrLine(line string) {
+	p.mu.Lock()
+	p.lastErr = append(p.lastErr, line)
+	if len(p.lastErr) > stderrKeep {
+		p.lastErr = p.lastErr[len(p.lastErr)-stderrKeep:]
+	}
+	p.mu.Unlock()
+	p.log.Info(line, "stream", "stderr")
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.pid }
+
+// Stdin is the write end of the child's stdin. Closing it sends EOF; it is
+// closed when the process is reaped.
+func (p *Process) Stdin() io.Writer { return p.stdin }
+
+// Exited is closed once the process is reaped and its record removed.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// StderrTail returns the last stderr lines, first giving the readers up to
+// wait to drain what the process wrote before exiting (bounded: a
+// descendant may hold the pipe open forever).
+func (p *Process) StderrTail(wait time.Duration) []string {
+	done := make(chan struct{})
+	go func() { p.readers.Wait(); close(done) }()
+	t := time.NewTimer(wait)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lastErr...)
+}
+
+// reap waits for the process to exit without reaping it, kills whatever is
+// left in its process group while the zombie leader still pins the group id
+// (so the id cannot have been reused by a stranger), then reaps it and
+// removes its record.
+func (p *Process) reap() {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p.state = p.cmd.ProcessState
+	_ = p.stdin.Close()
+	if p.rec != nil {
+		if err := p.rec.Unregister(p.key); err != nil {
+			p.log.Warn("cannot remove the process's registry record", "err", err)
+		}
+	}
+	close(p.exited)
+	// Readers end at EOF once every holder of the pipes is gone; a
+	// descendant that left the group may still hold them, so stop waiting
+	// after a moment and close our ends.
+	done := make(chan struct{})
+	go func() { p.readers.Wait(); close(done) }()
+	t := time.NewTimer(time.Second)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	closeAll(p.stdout, p.stderr)
+	<-done
+}
+
+// Signal sends sig to the process group. It is a no-op once the process is
+// reaped: until then a live or zombie leader pins the group id, so the
+// signal cannot reach a stranger.
+func (p *Process) Signal(sig syscall.Signal) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.log.Warn("cannot signal the process group", "signal", sig.String(), "err", err)
+	}
+}
+
+// Stop is the graceful stop: SIGTERM to the group, grace, SIGKILL to the
+// group, then the reap.
+func (p *Process) Stop(grace time.Duration) {
+	p.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+		return
+	case <-t.C:
+		p.log.Warn("process did not exit within the grace period; killing its process group", "grace", grace)
+	}
+	p.Kill()
+}
+
+// Kill ends the process group at once and waits for the reap.
+func (p *Process) Kill() {
+	p.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// ExitStatus is the exit code (-1 if killed by a signal) and the signal's
+// name ("" if it exited); valid once Exited is closed.
+func (p *Process) ExitStatus() (code int, signal string) {
+	st := p.state
+	if st == nil {
+		return -1, ""
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if name := unix.SignalName(ws.Signal()); name != "" {
+			return -1, name
+		}
+		return -1, ws.Signal().String()
+	}
+	return st.ExitCode(), ""
+}

@@ -1,0 +1,114 @@
+package childproc_test
+
+import (
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/snakepit-go/snakepit/childproc"
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(childproc.SpawnerFunction))
+}
+
+type memRecorder struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (m *memRecorder) add(s string) { m.mu.Lock(); m.log = append(m.log, s); m.mu.Unlock() }
+func (m *memRecorder) Reserve(k string) error {
+	m.add("reserve " + k)
+	return nil
+}
+func (m *memRecorder) Activate(k string, pid int) error { m.add("activate " + k); return nil }
+func (m *memRecorder) Unregister(k string) error        { m.add("unregister " + k); return nil }
+func (m *memRecorder) String() string                   { m.mu.Lock(); defer m.mu.Unlock(); return strings.Join(m.log, ", ") }
+
+func TestProcessIsRecordedGroupedCarriesTheRunIDAndIsReaped(t *testing.T) {
+	rec := &memRecorder{}
+	l := &childproc.Launcher{RunID: "run-kit-1", WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}
+	var lines []string
+	var mu sync.Mutex
+	p, err := l.Start(exec.Command("/bin/sh", "-c", `echo hello; sleep 60 & wait`), childproc.Options{Stdout: func(s string) {
+		mu.Lock()
+		lines = append(lines, s)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "stdout line delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(lines) == 1 })
+	if !proc.CarriesRunID(p.PID(), "run-kit-1") {
+		t.Fatal("the child does not carry the run id")
+	}
+	if st, _ := proc.ReadStat(p.PID()); st.PGID != p.PID() {
+		t.Fatalf("pgid %d, want its own group", st.PGID)
+	}
+	p.Stop(time.Second)
+	if code, sig := p.ExitStatus(); sig != "SIGTERM" && code != 0 {
+		t.Fatalf("exit %d %s", code, sig)
+	}
+	if got := rec.String(); got != "reserve w0, activate w0, unregister w0" {
+		t.Fatalf("registry calls %q", got)
+	}
+	if proc.Alive(p.PID()) {
+		t.Fatal("alive after Stop")
+	}
+}
+
+// A child printing one 2 MiB line to stderr must not block on a full pipe:
+// it goes on, and stops gracefully on SIGTERM.
+func TestLongStderrLineNeverBlocksTheChild(t *testing.T) {
+	l := &childproc.Launcher{RunID: "run-kit-2", WorkerID: "w0", Logger: testutil.Logger()}
+	done := make(chan string, 1)
+	p, err := l.Start(exec.Command("/usr/bin/python3", "-c",
+		`import sys,signal,time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+sys.stderr.write("x"*(2<<20)+"\n"); sys.stderr.flush()
+print("done", flush=True)
+time.sleep(60)`), childproc.Options{Stdout: func(s string) { done <- s }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Kill()
+		t.Fatal("the child blocked writing its long stderr line")
+	}
+	p.Stop(5 * time.Second)
+	if code, sig := p.ExitStatus(); code != 0 || sig != "" {
+		t.Fatalf("exit %d %s, want a graceful exit 0", code, sig)
+	}
+	if tail := p.StderrTail(0); len(tail) == 0 || !strings.Contains(tail[len(tail)-1], "more bytes dropped") {
+		t.Fatalf("stderr tail %d lines, want the cut line", len(tail))
+	}
+}
+
+func TestKillReachesTheWholeGroup(t *testing.T) {
+	l := &childproc.Launcher{RunID: "run-kit-3", WorkerID: "w0", Logger: testutil.Logger()}
+	p, err := l.Start(exec.Command("/bin/sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait`), childproc.Options{Stdout: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the group mate", func() bool {
+		ps, _ := proc.FindByRunID("run-kit-3")
+		return len(ps) == 2
+	})
+	p.Stop(200 * time.Millisecond) // ignores SIGTERM: SIGKILL after the grace
+	if _, sig := p.ExitStatus(); sig != "SIGKILL" {
+		t.Fatalf("signal %q, want SIGKILL", sig)
+	}
+	testutil.Eventually(t, 2*time.Second, "the group mate gone", func() bool {
+		ps, _ := proc.FindByRunID("run-kit-3")
+		return len(ps) == 0
+	})
+}
