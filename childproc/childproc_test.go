@@ -30,7 +30,11 @@ func (m *memRecorder) Reserve(k string) error {
 }
 func (m *memRecorder) Activate(k string, pid int) error { m.add("activate " + k); return nil }
 func (m *memRecorder) Unregister(k string) error        { m.add("unregister " + k); return nil }
-func (m *memRecorder) String() string                   { m.mu.Lock(); defer m.mu.Unlock(); return strings.Join(m.log, ", ") }
+func (m *memRecorder) String() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.log, ", ")
+}
 
 func TestProcessIsRecordedGroupedCarriesTheRunIDAndIsReaped(t *testing.T) {
 	rec := &memRecorder{}
