@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/examples/linesworker/lines"
 	"github.com/snakepit-go/snakepit/snakepittest"
 )
 
@@ -12,4 +13,12 @@ import (
 // process group).
 func TestConformancePythonWorker(t *testing.T) {
 	snakepittest.Run(t, snakepit.Config{Workers: 2}, snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}))
+}
+
+// The same kit against the example custom worker type: a non-Python
+// executable speaking JSON lines, built on package childproc.
+func TestConformanceCustomLinesWorker(t *testing.T) {
+	bin := buildBinary(t, "linesworker", "github.com/snakepit-go/snakepit/examples/linesworker")
+	snakepittest.Run(t, snakepit.Config{Workers: 2, WorkerFactory: &lines.Factory{Command: []string{bin, "serve"}}},
+		snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}))
 }
