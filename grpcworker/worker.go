@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,6 +258,10 @@ func (w *Worker) command() *exec.Cmd {
 	}
 	if o.BridgeAddress != "" {
 		args = append(args, "--bridge-address", o.BridgeAddress)
+	}
+	if w.spec.Capacity > 0 {
+		// Python runs that many sync calls at once: the pool never sends more.
+		args = append(args, "--max-workers", strconv.Itoa(w.spec.Capacity))
 	}
 	args = append(args, o.ExtraArgs...)
 	cmd := exec.Command(o.Python, args...)
@@ -780,28 +785,20 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
 
-// abandonReport is what a worker's Ping says about calls whose caller gave
-// up while their sync tool kept running in a thread.
-type abandonReport interface {
-	GetAbandonedCalls() uint32
-	GetOldestAbandonedSeconds() float64
-}
-
 // checkAbandoned asks for a replacement of lt when a cancelled call has kept
 // running for HungGrace: Python cannot stop a thread, so only a new process
 // gets rid of it. The worker keeps its capacity meanwhile (abandoned calls
 // do not count against its thread pool), so there is no hurry beyond that.
 func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
-	r, ok := any(resp).(abandonReport)
-	if !ok || resp == nil || r.GetAbandonedCalls() == 0 {
+	if resp.GetAbandonedCalls() == 0 {
 		return
 	}
-	age := time.Duration(r.GetOldestAbandonedSeconds() * float64(time.Second))
+	age := time.Duration(resp.GetOldestAbandonedSeconds() * float64(time.Second))
 	if age < w.f.opts.HungGrace {
 		return
 	}
 	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); replacing the process",
-		"pid", lt.p.PID(), "abandoned_calls", r.GetAbandonedCalls(), "oldest", age.Round(time.Millisecond))
+		"pid", lt.p.PID(), "abandoned_calls", resp.GetAbandonedCalls(), "request_ids", resp.GetAbandonedRequestIds(), "oldest", age.Round(time.Millisecond))
 	lt.requestReplace(reasonIgnored)
 }
 

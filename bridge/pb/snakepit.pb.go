@@ -370,8 +370,16 @@ type PingResponse struct {
 	Pid           int64                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
 	WorkerId      string                 `protobuf:"bytes,3,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	UptimeSeconds float64                `protobuf:"fixed64,4,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Calls whose caller gave up (deadline, cancellation) while their sync
+	// tool kept running in a thread Python cannot stop. The host replaces a
+	// process that carries one for longer than its HungGrace.
+	AbandonedCalls uint32 `protobuf:"varint,5,opt,name=abandoned_calls,json=abandonedCalls,proto3" json:"abandoned_calls,omitempty"`
+	// Seconds since the oldest of them was abandoned; 0 when there is none.
+	OldestAbandonedSeconds float64 `protobuf:"fixed64,6,opt,name=oldest_abandoned_seconds,json=oldestAbandonedSeconds,proto3" json:"oldest_abandoned_seconds,omitempty"`
+	// Their request ids ("" for calls sent without one).
+	AbandonedRequestIds []string `protobuf:"bytes,7,rep,name=abandoned_request_ids,json=abandonedRequestIds,proto3" json:"abandoned_request_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *PingResponse) Reset() {
@@ -430,6 +438,27 @@ func (x *PingResponse) GetUptimeSeconds() float64 {
 		return x.UptimeSeconds
 	}
 	return 0
+}
+
+func (x *PingResponse) GetAbandonedCalls() uint32 {
+	if x != nil {
+		return x.AbandonedCalls
+	}
+	return 0
+}
+
+func (x *PingResponse) GetOldestAbandonedSeconds() float64 {
+	if x != nil {
+		return x.OldestAbandonedSeconds
+	}
+	return 0
+}
+
+func (x *PingResponse) GetAbandonedRequestIds() []string {
+	if x != nil {
+		return x.AbandonedRequestIds
+	}
+	return nil
 }
 
 type DescribeToolsRequest struct {
@@ -1451,12 +1480,15 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"parameters\x12-\n" +
 	"\x12supports_streaming\x18\x04 \x01(\bR\x11supportsStreaming\"'\n" +
 	"\vPingRequest\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage\"~\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"\x95\x02\n" +
 	"\fPingResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x1b\n" +
 	"\tworker_id\x18\x03 \x01(\tR\bworkerId\x12%\n" +
-	"\x0euptime_seconds\x18\x04 \x01(\x01R\ruptimeSeconds\"\x16\n" +
+	"\x0euptime_seconds\x18\x04 \x01(\x01R\ruptimeSeconds\x12'\n" +
+	"\x0fabandoned_calls\x18\x05 \x01(\rR\x0eabandonedCalls\x128\n" +
+	"\x18oldest_abandoned_seconds\x18\x06 \x01(\x01R\x16oldestAbandonedSeconds\x122\n" +
+	"\x15abandoned_request_ids\x18\a \x03(\tR\x13abandonedRequestIds\"\x16\n" +
 	"\x14DescribeToolsRequest\"\x97\x01\n" +
 	"\x15DescribeToolsResponse\x12+\n" +
 	"\x05tools\x18\x01 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\x12\x18\n" +

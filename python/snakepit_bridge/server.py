@@ -36,7 +36,10 @@ Environment read:
   SNAKEPIT_RUN_ID           fallback for --snakepit-run-id; set from the flag
                             when missing, so every descendant carries it
   SNAKEPIT_WORKER_ID        fallback for --worker-id
-  SNAKEPIT_WORKER_THREADS   threads for sync tools (default 8; --max-workers wins)
+  SNAKEPIT_WORKER_THREADS   sync tool calls run at once (default 8; --max-workers,
+                            which the host sets to the worker's capacity, wins);
+                            a call whose caller gave up no longer counts (see
+                            _threads.py) and is reported in Ping
   SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
@@ -72,6 +75,7 @@ from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
 import grpc
 
 from . import _procs
+from ._threads import ToolThreads
 from .adapter import ToolInfo, ToolKind, collect_tools
 from .codec import (
     ArgumentsError,
@@ -142,17 +146,20 @@ class _SyncStream:
     raises ``ValueError: generator already executing``.
     """
 
-    def __init__(self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context) -> None:
+    def __init__(
+        self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context, request_id: str = ""
+    ) -> None:
         self._it = it
         self._executor = executor
         self._ctx = ctx
+        self._request_id = request_id
         self._pending: Optional[concurrent.futures.Future] = None
         self._closed = False
 
     async def next(self) -> Any:
         cf = self._executor.submit(self._ctx.run, _next_or_end, self._it)
         self._pending = cf
-        item = await asyncio.wrap_future(cf)
+        item = await _await_thread(self._executor, cf, self._request_id)
         if item is _END:
             self._closed = True
             raise StopAsyncIteration
@@ -185,6 +192,18 @@ class _SyncStream:
             submit()
 
 
+async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id: str) -> Any:
+    """Await a call running in the tool pool; if our caller gives up while
+    the thread still runs, tell the pool the call is abandoned."""
+    try:
+        return await asyncio.wrap_future(cf)
+    except asyncio.CancelledError:
+        abandon = getattr(executor, "abandon", None)
+        if abandon is not None:
+            abandon(cf, request_id)
+        raise
+
+
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """WorkerService over one adapter instance."""
 
@@ -196,7 +215,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         worker_id: str = "",
         run_id: str = "",
         host: Optional[HostClient] = None,
-        executor: Optional[concurrent.futures.ThreadPoolExecutor] = None,
+        executor: Optional[Any] = None,
         tools: Optional[Dict[str, ToolInfo]] = None,
     ) -> None:
         self.adapter = adapter
@@ -204,20 +223,25 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.worker_id = worker_id
         self.run_id = run_id
         self.host = host
-        self.executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=DEFAULT_THREADS, thread_name_prefix="snakepit-tool"
-        )
+        self.executor = executor or ToolThreads(DEFAULT_THREADS)
         self.tools = tools if tools is not None else collect_tools(adapter)
         self.started = time.monotonic()
 
     # -- simple RPCs --------------------------------------------------------
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.PingResponse:
+        count, oldest, ids = 0, 0.0, []
+        report = getattr(self.executor, "abandoned", None)
+        if report is not None:
+            count, oldest, ids = report()
         return pb.PingResponse(
             message=request.message,
             pid=os.getpid(),
             worker_id=self.worker_id,
             uptime_seconds=time.monotonic() - self.started,
+            abandoned_calls=count,
+            oldest_abandoned_seconds=oldest,
+            abandoned_request_ids=ids,
         )
 
     async def DescribeTools(
@@ -287,10 +311,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
         return kwargs
 
-    async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any]) -> Any:
+    async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()
         cf = self.executor.submit(ctx.run, functools.partial(fn, **kwargs))
-        return await asyncio.wrap_future(cf)
+        return await _await_thread(self.executor, cf, request_id)
 
     # -- ExecuteTool -------------------------------------------------------------
 
@@ -328,7 +352,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             if info.kind == ToolKind.ASYNC:
                 value = await info.func(**kwargs)
             else:
-                value = await self._in_thread(info.func, kwargs)
+                value = await self._in_thread(info.func, kwargs, request.request_id)
                 if inspect.isawaitable(value):
                     value = await value
         except asyncio.CancelledError:
@@ -345,22 +369,22 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     # -- ExecuteStreamingTool ----------------------------------------------------
 
-    async def _open_stream(self, info: ToolInfo, kwargs: Dict[str, Any]) -> Any:
+    async def _open_stream(self, info: ToolInfo, kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()
         if info.kind == ToolKind.ASYNC_GEN:
             return _AsyncStream(info.func(**kwargs))
         if info.kind == ToolKind.SYNC_GEN:
             # Calling a generator function runs none of its body: safe on the loop.
-            return _SyncStream(ctx.run(functools.partial(info.func, **kwargs)), self.executor, ctx)
+            return _SyncStream(ctx.run(functools.partial(info.func, **kwargs)), self.executor, ctx, request_id)
         if info.kind == ToolKind.ASYNC_ITER:
             it = await info.func(**kwargs)
         else:
-            it = await self._in_thread(info.func, kwargs)
+            it = await self._in_thread(info.func, kwargs, request_id)
         if hasattr(it, "__anext__"):
             return _AsyncStream(it)
         if hasattr(it, "__aiter__"):
             return _AsyncStream(it.__aiter__())
-        return _SyncStream(iter(it), self.executor, ctx)
+        return _SyncStream(iter(it), self.executor, ctx, request_id)
 
     async def ExecuteStreamingTool(
         self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
@@ -403,7 +427,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             error: Optional[pb.ToolError] = None
             try:
-                stream = await self._open_stream(info, kwargs)
+                stream = await self._open_stream(info, kwargs, request.request_id)
             except asyncio.CancelledError:
                 raise
             except BaseException as e:
@@ -774,7 +798,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         log.warning("adapter %s defines no @tool methods", args.adapter)
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="snakepit-tool")
+    executor = ToolThreads(threads)
     host_client = HostClient(args.bridge_address, token, worker_id)
     servicer = WorkerServicer(
         adapter,

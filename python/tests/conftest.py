@@ -7,7 +7,6 @@ polling observable state against a deadline, never by fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import select
 import signal
@@ -27,6 +26,7 @@ if PYTHON_DIR not in sys.path:
 from snakepit_bridge.context import TOKEN_METADATA_KEY, HostClient  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2 as pb  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc  # noqa: E402
+from snakepit_bridge._threads import ToolThreads  # noqa: E402
 from snakepit_bridge.server import WorkerServicer, create_server  # noqa: E402
 
 
@@ -83,8 +83,8 @@ def read_line(fd: int, timeout: float, buf: Optional[bytearray] = None) -> bytes
 class InProcServer:
     """A WorkerServicer on a grpc.aio server running in a background loop thread."""
 
-    def __init__(self, adapter: object, token: str = "", host: Optional[HostClient] = None) -> None:
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-tool")
+    def __init__(self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4) -> None:
+        self.executor = ToolThreads(threads, name="test-tool")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-aio", daemon=True)
         self.thread.start()

@@ -332,3 +332,84 @@ func TestReplacementThatFailsToStartLeavesTheOldProcessServing(t *testing.T) {
 		t.Fatal("still on the old process after the replacement")
 	}
 }
+
+func TestSyncToolIgnoringCancellationGetsItsWorkerReplaced(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: 2, HungGrace: 300 * time.Millisecond})
+	old := workerPID(t, app)
+	for i := 0; i < 8; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := app.Execute(ctx, "stubborn_sleep", map[string]any{"ms": 20000})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("cancelled call %d: want the caller's DeadlineExceeded, got %v", i, err)
+		}
+	}
+	// The worker's capacity is intact meanwhile: a sync call runs at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := app.Execute(ctx, "add", map[string]any{"a": 1, "b": 2}); err != nil {
+		t.Fatalf("a normal call after 8 abandoned ones: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the process carrying the abandoned threads replaced", func() bool {
+		return app.Stats().Pool.RecycleReasons["tool ignored cancellation"] >= 1
+	})
+	if pid := workerPID(t, app); pid == old {
+		t.Fatal("calls still go to the process with the stuck threads")
+	}
+	testutil.Eventually(t, 10*time.Second, "the old process (and its stuck threads) gone", func() bool {
+		for _, p := range workerProcs(t, app, "w0") {
+			if p.PID == old {
+				return false
+			}
+		}
+		return true
+	})
+	if s := app.Stats().Pool; s.Restarts != 0 {
+		t.Fatalf("a planned replacement counted as restart: %v", s.RestartReasons)
+	}
+}
+
+func TestCapacitySizesThePythonThreadPool(t *testing.T) {
+	const capacity = 12
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: capacity})
+	var wg sync.WaitGroup
+	seen := make(chan int, capacity)
+	for i := 0; i < capacity; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := snakepit.Decode[int](app.Execute(ctxT(t), "rendezvous", map[string]any{"n": capacity, "timeout_ms": 10000}))
+			if err != nil {
+				t.Error(err)
+			}
+			seen <- n
+		}()
+	}
+	wg.Wait()
+	close(seen)
+	for n := range seen {
+		if n != capacity {
+			t.Fatalf("at most %d of %d concurrent sync calls ran at once with Capacity %d", n, capacity, capacity)
+		}
+	}
+}
+
+func TestLongStderrLineDoesNotWedgeTheWorker(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1, StopGrace: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ { // every later stderr write must go through too
+		if _, err := app.Execute(ctx, "print_big", map[string]any{"nbytes": 2 << 20}); err != nil {
+			t.Fatalf("print_big %d: %v", i, err)
+		}
+	}
+	pid := workerPID(t, app)
+	rep, err := app.Stop(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rep
+	if proc.Alive(pid) {
+		t.Fatal("worker alive after Stop")
+	}
+}

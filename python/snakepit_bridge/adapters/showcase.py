@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, AsyncIterator, Dict, Iterator, Optional
 
 from snakepit_bridge import BaseAdapter, SessionContext, tool
@@ -31,6 +32,10 @@ class ShowcaseAdapter(BaseAdapter):
         self.cancelled_hangs = 0
         self._sessions: Dict[str, int] = {}
         self._children: list = []
+        self._rv = threading.Condition()
+        self._rv_inside = 0
+        self._rv_max = 0
+        self._rv_open = False
 
     def _tick(self) -> None:
         with self._lock:
@@ -92,6 +97,36 @@ class ShowcaseAdapter(BaseAdapter):
         self._tick()
         ctx.wait_cancelled(max(ms, 0) / 1000.0)
         return ms
+
+    @tool(description="Sleep ms milliseconds in a thread, ignoring cancellation (like a blocking C call)")
+    def stubborn_sleep(self, ms: int) -> int:
+        self._tick()
+        time.sleep(max(ms, 0) / 1000.0)
+        return ms
+
+    @tool(description="Wait until n calls are inside at once (or timeout_ms); return the most seen together")
+    def rendezvous(self, n: int, timeout_ms: int = 5000) -> int:
+        self._tick()
+        with self._rv:
+            self._rv_inside += 1
+            self._rv_max = max(self._rv_max, self._rv_inside)
+            if self._rv_inside >= n:
+                # Released for good: the first to leave must not hold back
+                # the others, who re-check after waking.
+                self._rv_open = True
+                self._rv.notify_all()
+            self._rv.wait_for(lambda: self._rv_open, timeout=max(timeout_ms, 0) / 1000.0)
+            seen = self._rv_max
+            self._rv_inside -= 1
+            if self._rv_inside == 0:
+                self._rv_max, self._rv_open = 0, False
+        return seen
+
+    @tool(description="Print one line of nbytes characters (to stderr, where stdout goes) and return nbytes")
+    def print_big(self, nbytes: int) -> int:
+        self._tick()
+        print("x" * max(nbytes, 0), flush=True)
+        return nbytes
 
     @tool(description="Wait forever (async) until cancelled")
     async def hang(self) -> None:
