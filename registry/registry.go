@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -206,10 +208,20 @@ type corruptError struct{ cause error }
 func (e *corruptError) Error() string { return "registry file is corrupt: " + e.cause.Error() }
 func (e *corruptError) Unwrap() error { return e.cause }
 
-// openDB opens the bbolt file, turning the ways bbolt reports a damaged file
-// (including panics while loading it) into *corruptError.
+// openDB opens the bbolt file. Every failure is *corruptError — the file's
+// content is not a usable database, so it may be moved aside — except the
+// flock timeout (another instance holds it) and errors from the operating
+// system about the path itself (permissions, I/O, no space): moving the file
+// would not cure those, and a readable registry must never be discarded for
+// them. bbolt reports damage in many shapes (ErrInvalid, checksum, "file
+// size too small", bad mappings, panics, faults on pages past the end of a
+// truncated file), so the rule is this exclusion, not a list of them.
 func openDB(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	var file *os.File
+	var openErr error
+	// A truncated file whose meta pages point past its end makes bbolt read
+	// unmapped memory; turn that fault into a panic recovered below.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			if file != nil {
@@ -227,15 +239,22 @@ func openDB(path string, timeout time.Duration) (db *bolt.DB, err error) {
 		Timeout: timeout,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
-			file = f
+			file, openErr = f, err
 			return f, err
 		},
 	})
-	if err != nil && (errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) ||
-		errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrInvalidMapping)) {
-		return nil, &corruptError{err}
+	if err == nil || openErr != nil || errors.Is(err, berrors.ErrTimeout) || isOSError(err) {
+		return db, err
 	}
-	return db, err
+	return nil, &corruptError{err}
+}
+
+// isOSError reports an error the operating system raised (EACCES, EIO,
+// ENOSPC, …), as opposed to bbolt judging the content.
+func isOSError(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno)
 }
 
 // prepare checks that db is a registry whose structure can be read end to
