@@ -20,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snakepit-go/snakepit/bridge"
@@ -44,6 +45,10 @@ type App struct {
 	pool   *pool.Pool
 	work   *supervisor.Workers
 	tree   *supervisor.Application
+
+	// running is set once Start or Serve began: calls made before fail
+	// fast with ErrNotStarted instead of waiting out their deadline.
+	running atomic.Bool
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -161,6 +166,7 @@ func (a *App) RunID() string { return a.runID }
 // stops it in order. It returns a start error, or after the stop, the
 // cleanup's error if anything survived the ordered stop.
 func (a *App) Serve(ctx context.Context) error {
+	a.running.Store(true)
 	if err := a.tree.Serve(ctx); err != nil {
 		return err
 	}
@@ -180,6 +186,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	a.running.Store(true)
 	a.done = make(chan struct{})
 	a.mu.Unlock()
 	go func() {
@@ -254,6 +261,10 @@ func (a *App) WaitReady(ctx context.Context) error {
 
 // Execute calls tool with args (a map, a struct, json.RawMessage or nil) on
 // a free worker. See the CallOptions for sessions, affinity and retries.
+// Before Start or Serve it fails at once with ErrNotStarted; once started it
+// waits for a ready worker (an embedder that adds the App to its own
+// supervisor should WaitReady first: until the supervisor calls Serve, the
+// App is not started).
 func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
 	call, co, err := a.prepare(tool, args, opts)
 	if err != nil {
@@ -273,6 +284,9 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 }
 
 func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+	if !a.running.Load() {
+		return nil, pool.CallOptions{}, ErrNotStarted
+	}
 	var o callOptions
 	for _, opt := range opts {
 		opt(&o)

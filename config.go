@@ -7,11 +7,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
 // DefaultAdapter is the showcase adapter shipped with snakepit_bridge.
 const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+
+// MinMessageBytes is the smallest usable Config.MaxMessageBytes: below it a
+// worker's tool descriptions (sent in one message at every start) and
+// ordinary arguments and results no longer fit, so every start would fail.
+const MinMessageBytes = 64 << 10
 
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
@@ -34,7 +40,8 @@ type Config struct {
 	Env map[string]string
 
 	// Instance names the registry file so several apps on one machine never
-	// share one (default "default"). RegistryPath overrides the file path.
+	// share one (default "default"): 1–64 letters, digits, '_', '.', '-',
+	// not starting with '-' or '.'. RegistryPath overrides the file path.
 	Instance     string
 	RegistryPath string
 
@@ -57,7 +64,7 @@ type Config struct {
 
 	SessionTTL      time.Duration // default 1 h
 	MaxSessions     int           // default 10,000
-	MaxMessageBytes int           // gRPC message limit (default 16 MiB)
+	MaxMessageBytes int           // gRPC message limit (default 16 MiB, at least MinMessageBytes)
 
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
@@ -100,6 +107,14 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 {
 		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses and StartupFailures must not be negative", ErrInvalidConfig)
+	}
+	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < MinMessageBytes {
+		return fmt.Errorf("%w: MaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, c.MaxMessageBytes, MinMessageBytes)
+	}
+	if c.Instance != "" {
+		if err := registry.ValidInstance(c.Instance); err != nil {
+			return fmt.Errorf("%w: Instance: %w", ErrInvalidConfig, err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

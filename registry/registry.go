@@ -75,11 +75,17 @@ var (
 	// ErrLocked: another live process holds the registry file. See
 	// *LockedError.
 	ErrLocked = errors.New("registry is locked by another instance")
+	// ErrUnavailable is matched (errors.Is) by every failure to open or use
+	// the registry other than ErrLocked and an invalid name: a directory or
+	// file that cannot be created or read, a foreign bbolt file
+	// (ErrNotRegistry), a corrupt file that cannot be moved aside, a closed
+	// registry. Workers cannot be recorded, so none is started.
+	ErrUnavailable = errors.New("registry unavailable")
 	// ErrClosed: the Registry was closed.
-	ErrClosed = errors.New("registry is closed")
+	ErrClosed = fmt.Errorf("%w: it is closed", ErrUnavailable)
 	// ErrNotRegistry: the file is a valid bbolt database but not a snakepit
 	// registry (or one of a newer, unknown schema). It is left untouched.
-	ErrNotRegistry = errors.New("file is not a snakepit registry")
+	ErrNotRegistry = fmt.Errorf("%w: the file is not a snakepit registry", ErrUnavailable)
 	// ErrNotReserved: Activate was called for a worker without a reserved
 	// record.
 	ErrNotReserved = errors.New("worker has no reserved record")
@@ -128,8 +134,17 @@ type Registry struct {
 }
 
 // Open opens (creating if needed) the registry file and records this run.
-// It does not reap; call ReapOrphans before spawning workers.
+// It does not reap; call ReapOrphans before spawning workers. Its errors
+// match ErrLocked, ErrInvalidName or ErrUnavailable.
 func Open(opts Options) (*Registry, error) {
+	r, err := openRegistry(opts)
+	if err != nil && !errors.Is(err, ErrLocked) && !errors.Is(err, ErrInvalidName) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return r, err
+}
+
+func openRegistry(opts Options) (*Registry, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
