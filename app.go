@@ -155,7 +155,9 @@ func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	if r := f.app.reg.Registry(); r != nil {
 		rec = r
 	}
-	return f.base.With(f.app.bridge.Addr(), rec).NewWorker(spec)
+	// The address is read at each process start, not now: a bridge that
+	// restarted listens elsewhere, and restarted workers must follow it.
+	return f.base.With(f.app.bridge.Addr, rec).NewWorker(spec)
 }
 
 // RunID is this instance's unique run id; every worker carries it in argv

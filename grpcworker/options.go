@@ -36,8 +36,10 @@ type Options struct {
 	Env map[string]string
 	// ExtraArgs are appended to the worker's argv.
 	ExtraArgs []string
-	// BridgeAddress is where the worker calls back into the host.
+	// BridgeAddress is where the worker calls back into the host; Factory.With
+	// replaces it with a source read at every process start.
 	BridgeAddress string
+	bridgeSource  func() string
 	// Token authenticates both directions; it travels in the environment only.
 	Token string
 	// Recorder, when set, receives reserve/activate/unregister for each process.
@@ -169,11 +171,21 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	}, nil
 }
 
-// With returns a copy of the factory bound to a bridge address and a
-// process recorder; both exist only once the App's tree is running.
-func (f *Factory) With(bridgeAddress string, rec Recorder) *Factory {
+// With returns a copy of the factory bound to a bridge address source and a
+// process recorder; both exist only once the App's tree is running. The
+// source is read at every process start, so a worker restarted after the
+// bridge moved connects to where it listens now.
+func (f *Factory) With(bridgeAddress func() string, rec Recorder) *Factory {
 	c := *f
-	c.opts.BridgeAddress = bridgeAddress
+	c.opts.bridgeSource = bridgeAddress
 	c.opts.Recorder = rec
 	return &c
+}
+
+// bridgeAddress is where this process start should call back into the host.
+func (o *Options) bridgeAddress() string {
+	if o.bridgeSource != nil {
+		return o.bridgeSource()
+	}
+	return o.BridgeAddress
 }

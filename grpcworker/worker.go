@@ -204,8 +204,8 @@ func (w *Worker) command() *exec.Cmd {
 		"--worker-id", w.spec.ID,
 		"--snakepit-run-id", w.spec.RunID,
 	}
-	if o.BridgeAddress != "" {
-		args = append(args, "--bridge-address", o.BridgeAddress)
+	if addr := o.bridgeAddress(); addr != "" {
+		args = append(args, "--bridge-address", addr)
 	}
 	args = append(args, o.ExtraArgs...)
 	cmd := exec.Command(o.Python, args...)
