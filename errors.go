@@ -45,6 +45,6 @@ var (
 	ErrRegistryLocked           = registry.ErrLocked
 	// ErrRegistry: the process registry cannot be opened or used for any
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
-	ErrRegistry = registry.ErrUnavailable
-	ErrSurvivors                = cleanup.ErrSurvivors
+	ErrRegistry  = registry.ErrUnavailable
+	ErrSurvivors = cleanup.ErrSurvivors
 )
