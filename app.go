@@ -38,13 +38,17 @@ import (
 type App struct {
 	cfg    Config
 	runID  string
+	token  auth.Token
 	log    *slog.Logger
 	reg    *registry.Service
 	clean  *cleanup.Service
 	bridge *bridge.Server
 	pool   *pool.Pool
-	work   *supervisor.Workers
-	tree   *supervisor.Application
+	// factory is the worker factory in use (Config.WorkerFactory or the
+	// Python one bound to the bridge), kept for diagnostics.
+	factory worker.Factory
+	work    *supervisor.Workers
+	tree    *supervisor.Application
 
 	// running is set once Start or Serve began: calls made before fail
 	// fast with ErrNotStarted instead of waiting out their deadline.
@@ -64,7 +68,8 @@ func New(cfg Config) (*App, error) {
 	}
 	a := &App{cfg: cfg, runID: registry.NewRunID()}
 	a.log = cfg.Logger.With("run_id", a.runID)
-	token := auth.NewToken()
+	a.token = auth.NewToken()
+	token := a.token
 
 	path := cfg.RegistryPath
 	if path == "" {
@@ -93,6 +98,7 @@ func New(cfg Config) (*App, error) {
 		}
 		factory = &lateFactory{app: a, base: base}
 	}
+	a.factory = factory
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
 		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
@@ -159,6 +165,10 @@ func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	// restarted listens elsewhere, and restarted workers must follow it.
 	return f.base.With(f.app.bridge.Addr, rec).NewWorker(spec)
 }
+
+// String names the App in a parent supervisor's events and logs; without it
+// suture would dump the whole value with %#v.
+func (a *App) String() string { return "snakepit(" + a.runID + ")" }
 
 // RunID is this instance's unique run id; every worker carries it in argv
 // and environment.

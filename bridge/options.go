@@ -3,6 +3,8 @@ package bridge
 import (
 	"log/slog"
 	"time"
+
+	"github.com/snakepit-go/snakepit/internal/auth"
 )
 
 // Defaults applied by New to zero-valued Options fields.
@@ -16,8 +18,9 @@ const (
 // Options configures a Server. Only Token is required.
 type Options struct {
 	// Token is the run's shared secret; every call must carry it. The App
-	// generates one per run and hands it to workers through their environment.
-	Token string
+	// generates one per run and hands it to workers through their
+	// environment. Its type keeps it out of every log and formatted value.
+	Token auth.Token
 	// Network is "tcp" (the default; 127.0.0.1 with a kernel-chosen port) or
 	// "unix" (a socket file inside SocketDir).
 	Network string
@@ -43,7 +46,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Token == "" {
+	if o.Token.IsZero() {
 		return o, &OptionsError{Field: "Token", Reason: "is empty; every worker call must carry the run's token — generate one (the App does) and give the same value to the workers"}
 	}
 	switch o.Network {

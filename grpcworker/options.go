@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/python"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -40,8 +41,9 @@ type Options struct {
 	// replaces it with a source read at every process start.
 	BridgeAddress string
 	bridgeSource  func() string
-	// Token authenticates both directions; it travels in the environment only.
-	Token string
+	// Token authenticates both directions; it travels in the environment
+	// only, and its type keeps it out of logs and formatted values.
+	Token auth.Token
 	// Recorder, when set, receives reserve/activate/unregister for each process.
 	Recorder Recorder
 	// PackageDir is where the embedded snakepit_bridge package is unpacked;

@@ -247,7 +247,7 @@ func (w *Worker) environ() []string {
 	set("PYTHONPATH", strings.Join(path, string(os.PathListSeparator)))
 	set("SNAKEPIT_RUN_ID", w.spec.RunID)
 	set("SNAKEPIT_WORKER_ID", w.spec.ID)
-	set(auth.EnvToken, o.Token)
+	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {
 		out = append(out, k+"="+env[k])
