@@ -66,6 +66,10 @@ func New(cfg Config) (*App, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	stop, err := newStopBudget(cfg)
+	if err != nil {
+		return nil, err
+	}
 	a := &App{cfg: cfg, runID: registry.NewRunID()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
@@ -76,12 +80,11 @@ func New(cfg Config) (*App, error) {
 		path = registry.DefaultPath(cfg.Instance)
 	}
 	a.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
-	var err error
-	a.bridge, err = bridge.New(bridge.Options{Token: token, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
+	a.bridge, err = bridge.New(bridge.Options{Token: token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
-	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, Logger: a.log})
+	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +92,7 @@ func New(cfg Config) (*App, error) {
 	if factory == nil {
 		base, err := grpcworker.NewFactory(grpcworker.Options{
 			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
-			StartupTimeout: cfg.StartupTimeout, StopGrace: cfg.StopGrace, HealthInterval: cfg.HealthInterval,
+			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
 		})
@@ -101,23 +104,22 @@ func New(cfg Config) (*App, error) {
 	a.factory = factory
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
-		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
+		Factory: factory, Pool: a.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
 		Observer: bridgeObserver{a.bridge},
-		Starter:  starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second},
+		Starter:  starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter},
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: cfg.StopGrace})
+	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
 	// and the bridge is gone, while the registry it reads is still open.
-	workerStop := workersStopBound(cfg)
 	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
-		{Name: "registry", Service: a.reg, StopTimeout: 5 * time.Second},
-		{Name: "cleanup", Service: a.clean, StopTimeout: cfg.StopGrace + 5*time.Second},
-		{Name: "bridge", Service: a.bridge, StopTimeout: 5 * time.Second},
-		{Name: "workers", Service: a.work, StopTimeout: workerStop},
+		{Name: "registry", Service: a.reg, StopTimeout: stop.registry},
+		{Name: "cleanup", Service: a.clean, StopTimeout: stop.cleanup},
+		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
+		{Name: "workers", Service: a.work, StopTimeout: stop.workers},
 	}, a.log)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
@@ -125,20 +127,6 @@ func New(cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
-}
-
-// workersStopBound is the root's timeout for stopping the workers subtree.
-// Timeouts nest (DESIGN §3): worker grace < starter timeout < this, so the
-// root never gives up on the workers — and lets the cleanup sweep run —
-// while an inner stop is still legitimately under way. It covers the drain
-// (StopGrace), the pool cancelling what is left (2×HungGrace + 1 s), and the
-// starters (StopGrace + 3 s each, concurrent) plus a margin.
-func workersStopBound(cfg Config) time.Duration {
-	hung := cfg.HungGrace
-	if hung == 0 {
-		hung = pool.DefaultHungGrace
-	}
-	return cfg.StopGrace + 2*hung + time.Second + cfg.StopGrace + 3*time.Second + 3*time.Second
 }
 
 // bridgeObserver drops what a worker registered with the bridge when its

@@ -47,6 +47,15 @@ type Config struct {
 
 	StartupTimeout time.Duration // per worker handshake (default 30 s)
 	StopGrace      time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
+	// StopTimeout is the App's whole stop budget, worst case included
+	// (calls that ignore cancellation, workers that ignore SIGTERM): every
+	// inner stop timeout is derived from it, and the drain of in-flight
+	// calls gets what the rest leaves. Default DefaultStopTimeout (8 s).
+	// Embedded in a suture supervisor, that supervisor's Timeout must
+	// exceed it with margin (suture's default 10 s does), or the parent
+	// returns while the App is still stopping its processes. A StopGrace
+	// that leaves no room for the rest is ErrInvalidConfig.
+	StopTimeout    time.Duration
 	HealthInterval time.Duration // worker ping period (default 5 s; negative disables)
 	HealthMisses   int           // failed pings before a restart (default 3)
 	// HungGrace: a call past its deadline whose worker does not answer
@@ -100,7 +109,10 @@ func (c *Config) setDefaults() error {
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter} {
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}

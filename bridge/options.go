@@ -13,6 +13,7 @@ const (
 	DefaultSweepInterval   = 60 * time.Second
 	DefaultMaxSessions     = 10_000
 	DefaultMaxMessageBytes = 16 << 20
+	DefaultStopGrace       = time.Second
 )
 
 // Options configures a Server. Only Token is required.
@@ -39,6 +40,11 @@ type Options struct {
 	MaxSessions int
 	// MaxMessageBytes bounds each request and response. Default 16 MiB.
 	MaxMessageBytes int
+	// StopGrace is how long the stop waits for in-flight host calls before
+	// cancelling them, and again for the cancelled calls to return (so the
+	// stop takes at most twice this). Default 1 s: the bridge stops after
+	// the workers, so any call still running comes from a worker already gone.
+	StopGrace time.Duration
 	// Now is the clock for session times; tests inject a fake one. Default time.Now.
 	Now func() time.Time
 	// Logger receives the bridge's logs. Default slog.Default().
@@ -67,6 +73,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"SweepInterval", o.SweepInterval < 0},
 		{"MaxSessions", o.MaxSessions < 0},
 		{"MaxMessageBytes", o.MaxMessageBytes < 0},
+		{"StopGrace", o.StopGrace < 0},
 	} {
 		if f.negative {
 			return o, &OptionsError{Field: f.name, Reason: "is negative; use 0 for the default or a positive value"}
@@ -83,6 +90,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = DefaultStopGrace
 	}
 	if o.Now == nil {
 		o.Now = time.Now
