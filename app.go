@@ -20,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snakepit-go/snakepit/bridge"
@@ -38,13 +39,21 @@ import (
 type App struct {
 	cfg    Config
 	runID  string
+	token  auth.Token
 	log    *slog.Logger
 	reg    *registry.Service
 	clean  *cleanup.Service
 	bridge *bridge.Server
 	pool   *pool.Pool
-	work   *supervisor.Workers
-	tree   *supervisor.Application
+	// factory is the worker factory in use (Config.WorkerFactory or the
+	// Python one bound to the bridge), kept for diagnostics.
+	factory worker.Factory
+	work    *supervisor.Workers
+	tree    *supervisor.Application
+
+	// running is set once Start or Serve began: calls made before fail
+	// fast with ErrNotStarted instead of waiting out their deadline.
+	running atomic.Bool
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -58,21 +67,25 @@ func New(cfg Config) (*App, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	stop, err := newStopBudget(cfg)
+	if err != nil {
+		return nil, err
+	}
 	a := &App{cfg: cfg, runID: registry.NewRunID()}
 	a.log = cfg.Logger.With("run_id", a.runID)
-	token := auth.NewToken()
+	a.token = auth.NewToken()
+	token := a.token
 
 	path := cfg.RegistryPath
 	if path == "" {
 		path = registry.DefaultPath(cfg.Instance)
 	}
 	a.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
-	var err error
-	a.bridge, err = bridge.New(bridge.Options{Token: token, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
+	a.bridge, err = bridge.New(bridge.Options{Token: token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
-	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, Logger: a.log})
+	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +93,7 @@ func New(cfg Config) (*App, error) {
 	if factory == nil {
 		base, err := grpcworker.NewFactory(grpcworker.Options{
 			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
-			StartupTimeout: cfg.StartupTimeout, StopGrace: cfg.StopGrace, HealthInterval: cfg.HealthInterval,
+			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
 		})
@@ -89,9 +102,10 @@ func New(cfg Config) (*App, error) {
 		}
 		factory = &lateFactory{app: a, base: base}
 	}
+	a.factory = factory
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
-		Factory: factory, Pool: a.pool, DrainGrace: cfg.StopGrace, Logger: a.log,
+		Factory: factory, Pool: a.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
 		Observer: bridgeObserver{a.bridge},
 		Recorder: func() childproc.Recorder {
 			if r := a.reg.Registry(); r != nil {
@@ -99,22 +113,21 @@ func New(cfg Config) (*App, error) {
 			}
 			return nil
 		},
-		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: cfg.StopGrace + 3*time.Second, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
+		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
 		ReplaceConcurrency: cfg.ReplaceConcurrency,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: cfg.StopGrace})
+	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
 	// and the bridge is gone, while the registry it reads is still open.
-	workerStop := workersStopBound(cfg)
 	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
-		{Name: "registry", Service: a.reg, StopTimeout: 5 * time.Second},
-		{Name: "cleanup", Service: a.clean, StopTimeout: cfg.StopGrace + 5*time.Second},
-		{Name: "bridge", Service: a.bridge, StopTimeout: 5 * time.Second},
-		{Name: "workers", Service: a.work, StopTimeout: workerStop},
+		{Name: "registry", Service: a.reg, StopTimeout: stop.registry},
+		{Name: "cleanup", Service: a.clean, StopTimeout: stop.cleanup},
+		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
+		{Name: "workers", Service: a.work, StopTimeout: stop.workers},
 	}, a.log)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
@@ -122,20 +135,6 @@ func New(cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
-}
-
-// workersStopBound is the root's timeout for stopping the workers subtree.
-// Timeouts nest (DESIGN §3): worker grace < starter timeout < this, so the
-// root never gives up on the workers — and lets the cleanup sweep run —
-// while an inner stop is still legitimately under way. It covers the drain
-// (StopGrace), the pool cancelling what is left (2×HungGrace + 1 s), and the
-// starters (StopGrace + 3 s each, concurrent) plus a margin.
-func workersStopBound(cfg Config) time.Duration {
-	hung := cfg.HungGrace
-	if hung == 0 {
-		hung = pool.DefaultHungGrace
-	}
-	return cfg.StopGrace + 2*hung + time.Second + cfg.StopGrace + 3*time.Second + 3*time.Second
 }
 
 // bridgeObserver drops what a worker registered with the bridge when its
@@ -158,8 +157,14 @@ type lateFactory struct {
 }
 
 func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
-	return f.base.With(f.app.bridge.Addr()).NewWorker(spec)
+	// The address is read at each process start, not now: a bridge that
+	// restarted listens elsewhere, and restarted workers must follow it.
+	return f.base.With(f.app.bridge.Addr).NewWorker(spec)
 }
+
+// String names the App in a parent supervisor's events and logs; without it
+// suture would dump the whole value with %#v.
+func (a *App) String() string { return "snakepit(" + a.runID + ")" }
 
 // RunID is this instance's unique run id; every worker carries it in argv
 // and environment.
@@ -169,6 +174,7 @@ func (a *App) RunID() string { return a.runID }
 // stops it in order. It returns a start error, or after the stop, the
 // cleanup's error if anything survived the ordered stop.
 func (a *App) Serve(ctx context.Context) error {
+	a.running.Store(true)
 	if err := a.tree.Serve(ctx); err != nil {
 		return err
 	}
@@ -188,6 +194,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	a.running.Store(true)
 	a.done = make(chan struct{})
 	a.mu.Unlock()
 	go func() {
@@ -262,6 +269,10 @@ func (a *App) WaitReady(ctx context.Context) error {
 
 // Execute calls tool with args (a map, a struct, json.RawMessage or nil) on
 // a free worker. See the CallOptions for sessions, affinity and retries.
+// Before Start or Serve it fails at once with ErrNotStarted; once started it
+// waits for a ready worker (an embedder that adds the App to its own
+// supervisor should WaitReady first: until the supervisor calls Serve, the
+// App is not started).
 func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
 	call, co, err := a.prepare(tool, args, opts)
 	if err != nil {
@@ -281,6 +292,9 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 }
 
 func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+	if !a.running.Load() {
+		return nil, pool.CallOptions{}, ErrNotStarted
+	}
 	var o callOptions
 	for _, opt := range opts {
 		opt(&o)

@@ -7,11 +7,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
 // DefaultAdapter is the showcase adapter shipped with snakepit_bridge.
 const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+
+// MinMessageBytes is the smallest usable Config.MaxMessageBytes: below it a
+// worker's tool descriptions (sent in one message at every start) and
+// ordinary arguments and results no longer fit, so every start would fail.
+const MinMessageBytes = 64 << 10
 
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
@@ -34,12 +40,22 @@ type Config struct {
 	Env map[string]string
 
 	// Instance names the registry file so several apps on one machine never
-	// share one (default "default"). RegistryPath overrides the file path.
+	// share one (default "default"): 1–64 letters, digits, '_', '.', '-',
+	// not starting with '-' or '.'. RegistryPath overrides the file path.
 	Instance     string
 	RegistryPath string
 
 	StartupTimeout time.Duration // per worker handshake (default 30 s)
 	StopGrace      time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
+	// StopTimeout is the App's whole stop budget, worst case included
+	// (calls that ignore cancellation, workers that ignore SIGTERM): every
+	// inner stop timeout is derived from it, and the drain of in-flight
+	// calls gets what the rest leaves. Default DefaultStopTimeout (8 s).
+	// Embedded in a suture supervisor, that supervisor's Timeout must
+	// exceed it with margin (suture's default 10 s does), or the parent
+	// returns while the App is still stopping its processes. A StopGrace
+	// that leaves no room for the rest is ErrInvalidConfig.
+	StopTimeout    time.Duration
 	HealthInterval time.Duration // worker ping period (default 5 s; negative disables)
 	HealthMisses   int           // failed pings before a restart (default 3)
 	// HungGrace: a call past its deadline whose worker does not answer
@@ -70,7 +86,7 @@ type Config struct {
 
 	SessionTTL      time.Duration // default 1 h
 	MaxSessions     int           // default 10,000
-	MaxMessageBytes int           // gRPC message limit (default 16 MiB)
+	MaxMessageBytes int           // gRPC message limit (default 16 MiB, at least MinMessageBytes)
 
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
@@ -106,13 +122,24 @@ func (c *Config) setDefaults() error {
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter} {
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
 	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.ReplaceConcurrency < 0 {
 		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and ReplaceConcurrency must not be negative", ErrInvalidConfig)
+	}
+	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < MinMessageBytes {
+		return fmt.Errorf("%w: MaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, c.MaxMessageBytes, MinMessageBytes)
+	}
+	if c.Instance != "" {
+		if err := registry.ValidInstance(c.Instance); err != nil {
+			return fmt.Errorf("%w: Instance: %w", ErrInvalidConfig, err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -24,6 +24,10 @@ type (
 // ErrInvalidConfig: a Config field or call option is out of range.
 var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
 
+// ErrNotStarted: a call was made before Start, or before the App was added
+// to a running supervisor. Calls made after that wait for readiness.
+var ErrNotStarted = errors.New("snakepit: the App is not running; call Start, or add the App to a running suture supervisor, before Execute")
+
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (
 	ErrWorkerCrashed            = worker.ErrWorkerCrashed
@@ -39,5 +43,8 @@ var (
 	ErrSessionWorkerUnavailable = pool.ErrSessionWorkerUnavailable
 	ErrPythonNotFound           = grpcworker.ErrPythonNotFound
 	ErrRegistryLocked           = registry.ErrLocked
-	ErrSurvivors                = cleanup.ErrSurvivors
+	// ErrRegistry: the process registry cannot be opened or used for any
+	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
+	ErrRegistry  = registry.ErrUnavailable
+	ErrSurvivors = cleanup.ErrSurvivors
 )

@@ -66,7 +66,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newServer(t *testing.T, opts Options) *Server {
 	t.Helper()
-	if opts.Token == "" {
+	if opts.Token.IsZero() {
 		opts.Token = testToken
 	}
 	if opts.Logger == nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -66,7 +67,7 @@ func TestPythonClientInterop(t *testing.T) {
 			run(t, s)
 
 			cmd := exec.CommandContext(testCtx(t), py, "-c", pyClient, s.Addr())
-			cmd.Env = append(os.Environ(), "PYTHONPATH="+pyPath, "SNAKEPIT_TOKEN="+testToken)
+			cmd.Env = append(os.Environ(), "PYTHONPATH="+pyPath, "SNAKEPIT_TOKEN="+auth.Reveal(testToken))
 			out, err := cmd.Output()
 			if err != nil {
 				var stderr string

@@ -3,6 +3,8 @@ package bridge
 import (
 	"log/slog"
 	"time"
+
+	"github.com/snakepit-go/snakepit/internal/auth"
 )
 
 // Defaults applied by New to zero-valued Options fields.
@@ -11,13 +13,15 @@ const (
 	DefaultSweepInterval   = 60 * time.Second
 	DefaultMaxSessions     = 10_000
 	DefaultMaxMessageBytes = 16 << 20
+	DefaultStopGrace       = time.Second
 )
 
 // Options configures a Server. Only Token is required.
 type Options struct {
 	// Token is the run's shared secret; every call must carry it. The App
-	// generates one per run and hands it to workers through their environment.
-	Token string
+	// generates one per run and hands it to workers through their
+	// environment. Its type keeps it out of every log and formatted value.
+	Token auth.Token
 	// Network is "tcp" (the default; 127.0.0.1 with a kernel-chosen port) or
 	// "unix" (a socket file inside SocketDir).
 	Network string
@@ -36,6 +40,11 @@ type Options struct {
 	MaxSessions int
 	// MaxMessageBytes bounds each request and response. Default 16 MiB.
 	MaxMessageBytes int
+	// StopGrace is how long the stop waits for in-flight host calls before
+	// cancelling them, and again for the cancelled calls to return (so the
+	// stop takes at most twice this). Default 1 s: the bridge stops after
+	// the workers, so any call still running comes from a worker already gone.
+	StopGrace time.Duration
 	// Now is the clock for session times; tests inject a fake one. Default time.Now.
 	Now func() time.Time
 	// Logger receives the bridge's logs. Default slog.Default().
@@ -43,7 +52,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Token == "" {
+	if o.Token.IsZero() {
 		return o, &OptionsError{Field: "Token", Reason: "is empty; every worker call must carry the run's token — generate one (the App does) and give the same value to the workers"}
 	}
 	switch o.Network {
@@ -64,6 +73,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"SweepInterval", o.SweepInterval < 0},
 		{"MaxSessions", o.MaxSessions < 0},
 		{"MaxMessageBytes", o.MaxMessageBytes < 0},
+		{"StopGrace", o.StopGrace < 0},
 	} {
 		if f.negative {
 			return o, &OptionsError{Field: f.name, Reason: "is negative; use 0 for the default or a positive value"}
@@ -80,6 +90,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = DefaultStopGrace
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -22,12 +22,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// defaultStopGrace bounds how long shutdown waits for in-flight calls before
-// cancelling them, and again for cancelled calls to return. It is short
-// because the bridge stops after the workers (reverse start order), so any
-// call still running comes from a worker that is already gone.
-const defaultStopGrace = time.Second
-
 // maxUnixPath is sun_path's capacity on Linux minus its NUL terminator; past it
 // bind fails with a bare EINVAL, so it is checked up front to say what to do.
 const maxUnixPath = 107
@@ -71,7 +65,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:       opts,
 		log:        opts.Logger.With("component", "bridge"),
-		stopGrace:  defaultStopGrace,
+		stopGrace:  opts.StopGrace,
 		hostTools:  map[string]hostTool{},
 		heartbeats: map[string]time.Time{},
 		ready:      make(chan struct{}),

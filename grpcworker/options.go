@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/python"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -27,10 +28,13 @@ type Options struct {
 	Env map[string]string
 	// ExtraArgs are appended to the worker's argv.
 	ExtraArgs []string
-	// BridgeAddress is where the worker calls back into the host.
+	// BridgeAddress is where the worker calls back into the host; Factory.With
+	// replaces it with a source read at every process start.
 	BridgeAddress string
-	// Token authenticates both directions; it travels in the environment only.
-	Token string
+	bridgeSource  func() string
+	// Token authenticates both directions; it travels in the environment
+	// only, and its type keeps it out of logs and formatted values.
+	Token auth.Token
 	// PackageDir is where the embedded snakepit_bridge package is unpacked;
 	// empty means the user cache directory.
 	PackageDir string
@@ -163,10 +167,20 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	}, nil
 }
 
-// With returns a copy of the factory bound to a bridge address, which
-// exists only once the App's tree is running.
-func (f *Factory) With(bridgeAddress string) *Factory {
+// With returns a copy of the factory bound to a bridge address source,
+// which exists only once the App's tree is running. The source is read at
+// every process start, so a worker restarted after the bridge moved
+// connects to where it listens now.
+func (f *Factory) With(bridgeAddress func() string) *Factory {
 	c := *f
-	c.opts.BridgeAddress = bridgeAddress
+	c.opts.bridgeSource = bridgeAddress
 	return &c
+}
+
+// bridgeAddress is where this process start should call back into the host.
+func (o *Options) bridgeAddress() string {
+	if o.bridgeSource != nil {
+		return o.bridgeSource()
+	}
+	return o.BridgeAddress
 }

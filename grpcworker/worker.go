@@ -256,8 +256,8 @@ func (w *Worker) command() *exec.Cmd {
 		"--worker-id", w.spec.ID,
 		"--snakepit-run-id", w.spec.RunID,
 	}
-	if o.BridgeAddress != "" {
-		args = append(args, "--bridge-address", o.BridgeAddress)
+	if addr := o.bridgeAddress(); addr != "" {
+		args = append(args, "--bridge-address", addr)
 	}
 	if w.spec.Capacity > 0 {
 		// Python runs that many sync calls at once: the pool never sends more.
@@ -303,7 +303,7 @@ func (w *Worker) environ() []string {
 	set("PYTHONPATH", strings.Join(path, string(os.PathListSeparator)))
 	set("SNAKEPIT_RUN_ID", w.spec.RunID)
 	set("SNAKEPIT_WORKER_ID", w.spec.ID)
-	set(auth.EnvToken, o.Token)
+	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {
 		out = append(out, k+"="+env[k])

@@ -109,7 +109,7 @@ func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	ev := &recorder{}
-	runID := "test-" + strings.ToLower(auth.NewToken()[:8])
+	runID := "test-" + strings.ToLower(auth.Reveal(auth.NewToken())[:8])
 	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Events: ev, Logger: testutil.Logger(),
 		Launcher: &childproc.Launcher{RunID: runID, WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}})
 	if err != nil {
@@ -155,7 +155,7 @@ func TestServeSpawnsCallsAndReapsOnStop(t *testing.T) {
 		}
 	}
 	cmdline, _ := proc.Cmdline(pid)
-	if strings.Contains(strings.Join(cmdline, " "), fx.w.f.opts.Token) {
+	if strings.Contains(strings.Join(cmdline, " "), auth.Reveal(fx.w.f.opts.Token)) {
 		t.Fatal("the auth token appears in argv")
 	}
 	res, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "add", Args: []byte(`{"a":1,"b":2}`)})
@@ -276,7 +276,7 @@ func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
 	fx.waitReady(t)
 	for name, opts := range map[string][]grpc.DialOption{
 		"no token":    nil,
-		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials("not-the-token"))},
+		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials(auth.NewToken()))},
 	} {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		conn, err := grpc.NewClient(fx.w.Target(), opts...)

@@ -33,6 +33,12 @@ type Options struct {
 	// HungGrace is how long past its context's deadline or cancellation a
 	// call may stay inside a worker before the worker is killed as hung.
 	HungGrace time.Duration
+	// StopWait is how long Stop waits, after cancelling the calls still in
+	// flight at the end of its grace, for them to return before it gives up
+	// with a *StopError (the workers' own stop then ends them); default
+	// 2×HungGrace + 1 s, time for a hung worker to be killed. An embedder
+	// with a total stop budget passes its share.
+	StopWait time.Duration
 	// RetryAttempts is how many extra tries an idempotent call gets after a
 	// worker crashed under it (and any call gets when the worker turned out
 	// to be gone before it started).
@@ -86,6 +92,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HungGrace == 0 {
 		o.HungGrace = DefaultHungGrace
+	}
+	if o.StopWait <= 0 {
+		o.StopWait = 2*o.HungGrace + time.Second
 	}
 	if o.RetryAttempts == 0 {
 		o.RetryAttempts = DefaultRetryAttempts

@@ -475,8 +475,8 @@ func (p *Pool) Drain(ctx context.Context) error { return p.Stop(ctx) }
 // deadline: the grace period), then their contexts are cancelled. It returns
 // when no call is in flight: nil if they all finished within the grace,
 // otherwise an error saying how many were cancelled. Workers that ignore the
-// cancellation are killed after HungGrace; if even that does not free them,
-// Stop returns a *StopError rather than wait forever. Safe to call again.
+// cancellation are killed after HungGrace; if that has not freed them within
+// StopWait, Stop returns a *StopError rather than wait forever. Safe to call again.
 func (p *Pool) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.stopping {
@@ -507,7 +507,7 @@ func (p *Pool) Stop(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 
-	bound := time.NewTimer(2*p.opts.HungGrace + time.Second)
+	bound := time.NewTimer(p.opts.StopWait)
 	defer bound.Stop()
 	select {
 	case <-idle:

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -73,11 +75,17 @@ var (
 	// ErrLocked: another live process holds the registry file. See
 	// *LockedError.
 	ErrLocked = errors.New("registry is locked by another instance")
+	// ErrUnavailable is matched (errors.Is) by every failure to open or use
+	// the registry other than ErrLocked and an invalid name: a directory or
+	// file that cannot be created or read, a foreign bbolt file
+	// (ErrNotRegistry), a corrupt file that cannot be moved aside, a closed
+	// registry. Workers cannot be recorded, so none is started.
+	ErrUnavailable = errors.New("registry unavailable")
 	// ErrClosed: the Registry was closed.
-	ErrClosed = errors.New("registry is closed")
+	ErrClosed = fmt.Errorf("%w: it is closed", ErrUnavailable)
 	// ErrNotRegistry: the file is a valid bbolt database but not a snakepit
 	// registry (or one of a newer, unknown schema). It is left untouched.
-	ErrNotRegistry = errors.New("file is not a snakepit registry")
+	ErrNotRegistry = fmt.Errorf("%w: the file is not a snakepit registry", ErrUnavailable)
 	// ErrNotReserved: Activate was called for a worker without a reserved
 	// record.
 	ErrNotReserved = errors.New("worker has no reserved record")
@@ -126,8 +134,17 @@ type Registry struct {
 }
 
 // Open opens (creating if needed) the registry file and records this run.
-// It does not reap; call ReapOrphans before spawning workers.
+// It does not reap; call ReapOrphans before spawning workers. Its errors
+// match ErrLocked, ErrInvalidName or ErrUnavailable.
 func Open(opts Options) (*Registry, error) {
+	r, err := openRegistry(opts)
+	if err != nil && !errors.Is(err, ErrLocked) && !errors.Is(err, ErrInvalidName) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return r, err
+}
+
+func openRegistry(opts Options) (*Registry, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -206,10 +223,20 @@ type corruptError struct{ cause error }
 func (e *corruptError) Error() string { return "registry file is corrupt: " + e.cause.Error() }
 func (e *corruptError) Unwrap() error { return e.cause }
 
-// openDB opens the bbolt file, turning the ways bbolt reports a damaged file
-// (including panics while loading it) into *corruptError.
+// openDB opens the bbolt file. Every failure is *corruptError — the file's
+// content is not a usable database, so it may be moved aside — except the
+// flock timeout (another instance holds it) and errors from the operating
+// system about the path itself (permissions, I/O, no space): moving the file
+// would not cure those, and a readable registry must never be discarded for
+// them. bbolt reports damage in many shapes (ErrInvalid, checksum, "file
+// size too small", bad mappings, panics, faults on pages past the end of a
+// truncated file), so the rule is this exclusion, not a list of them.
 func openDB(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	var file *os.File
+	var openErr error
+	// A truncated file whose meta pages point past its end makes bbolt read
+	// unmapped memory; turn that fault into a panic recovered below.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			if file != nil {
@@ -227,15 +254,22 @@ func openDB(path string, timeout time.Duration) (db *bolt.DB, err error) {
 		Timeout: timeout,
 		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
 			f, err := os.OpenFile(name, flag, perm)
-			file = f
+			file, openErr = f, err
 			return f, err
 		},
 	})
-	if err != nil && (errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) ||
-		errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrInvalidMapping)) {
-		return nil, &corruptError{err}
+	if err == nil || openErr != nil || errors.Is(err, berrors.ErrTimeout) || isOSError(err) {
+		return db, err
 	}
-	return db, err
+	return nil, &corruptError{err}
+}
+
+// isOSError reports an error the operating system raised (EACCES, EIO,
+// ENOSPC, …), as opposed to bbolt judging the content.
+func isOSError(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno)
 }
 
 // prepare checks that db is a registry whose structure can be read end to

@@ -360,3 +360,39 @@ func countKeys(t testing.TB, r *Registry, bucket []byte) int {
 	}
 	return n
 }
+
+// A caller tells "another instance runs" from "the registry cannot be used
+// at all" with errors.Is alone, whatever the underlying cause.
+func TestOpenFailuresOtherThanLockedAreUnavailable(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "plain")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, "foreign.db")
+	db, err := bolt.Open(foreign, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("mine")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for name, path := range map[string]string{
+		"directory cannot be created": filepath.Join(file, "sub", "r.db"),
+		"path is a directory":         dir,
+		"foreign bbolt file":          foreign,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Open(Options{Path: path, Logger: slog.New(slog.DiscardHandler)})
+			if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLocked) {
+				t.Fatalf("Open(%s) = %v; want ErrUnavailable, not ErrLocked", path, err)
+			}
+		})
+	}
+	r := open(t, filepath.Join(dir, "r.db"), NewRunID())
+	_ = r.Close()
+	if err := r.Reserve("w"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Reserve after Close = %v; want ErrUnavailable", err)
+	}
+}

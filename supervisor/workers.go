@@ -34,6 +34,9 @@ type WorkersOptions struct {
 	// DrainGrace is how long in-flight calls may finish at stop before they
 	// are cancelled; default 2 s.
 	DrainGrace time.Duration
+	// StopTimeout bounds the wait for one Starter to stop; it must exceed
+	// Starter.StopTimeout. Default Starter.StopTimeout + 1 s.
+	StopTimeout time.Duration
 	// Observer, when set, also receives every worker's lifecycle events
 	// (after the pool).
 	Observer worker.Events
@@ -94,6 +97,9 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	if opts.ReplaceConcurrency <= 0 {
 		opts.ReplaceConcurrency = 1
 	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = opts.Starter.StopTimeout + time.Second
+	}
 	if opts.DrainGrace <= 0 {
 		opts.DrainGrace = 2 * time.Second
 	}
@@ -106,7 +112,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 		// Starters keep their own budgets; this level must never pause them all.
 		FailureThreshold: 1e9,
 		FailureDecay:     1,
-		Timeout:          opts.Starter.StopTimeout + time.Second,
+		Timeout:          opts.StopTimeout,
 	})
 	return w, nil
 }
@@ -210,7 +216,7 @@ func (w *Workers) stopAll() {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if err := w.sup.RemoveAndWait(tokens[i], w.opts.Starter.StopTimeout+time.Second); err != nil {
+			if err := w.sup.RemoveAndWait(tokens[i], w.opts.StopTimeout); err != nil {
 				w.log.Error("worker did not stop in time", "worker_id", starters[i].Worker().ID(), "err", err)
 			}
 			w.opts.Pool.Remove(starters[i].Worker().ID())

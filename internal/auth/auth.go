@@ -17,6 +17,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,27 +40,70 @@ const (
 // token, so a rejection can be logged anywhere without leaking the secret.
 const rejectMessage = "missing or wrong snakepit token"
 
+// Token is the run's shared secret. Its value cannot be printed: fmt (every
+// verb, also %#v), slog and encoding/json see only Redacted, and because the
+// value sits behind a pointer, a struct holding a Token in an unexported
+// field — which fmt prints by reflection, without calling any method —
+// shows an address, not the secret. (A *string, not a pointer to a struct:
+// fmt dereferences pointers to structs at the top level, including when it
+// reports a bad verb for a nested field.) So an App, its options or a suture dump
+// of them can be logged anywhere. Only Reveal returns the value, for the
+// few places it must go on the wire.
+type Token struct{ s *string }
+
+// Redacted is what every printed form of a Token shows.
+const Redacted = "[snakepit token redacted]"
+
 // NewToken returns 32 bytes from crypto/rand, base64url-encoded without
 // padding (43 characters), safe to put in metadata and environment variables.
-func NewToken() string {
+func NewToken() Token {
 	var b [32]byte
 	// crypto/rand.Read never fails on supported platforms (Go ≥ 1.24 aborts
 	// the program instead), so there is no error worth returning.
 	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	v := base64.RawURLEncoding.EncodeToString(b[:])
+	return Token{&v}
 }
+
+// Reveal returns the secret. It is a function of this internal package, not
+// a method, so code outside the module cannot call it on a Token it holds;
+// use it only for the worker's environment (EnvToken), outgoing metadata and
+// the server-side comparison.
+func Reveal(t Token) string {
+	if t.s == nil {
+		return ""
+	}
+	return *t.s
+}
+
+// IsZero reports a Token that was never generated.
+func (t Token) IsZero() bool { return Reveal(t) == "" }
+
+func (t Token) String() string   { return Redacted }
+func (t Token) GoString() string { return Redacted }
+
+// Format covers every fmt verb, so %x or %q cannot bypass String.
+func (t Token) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, Redacted) }
+
+// LogValue implements slog.LogValuer.
+func (t Token) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// MarshalJSON and MarshalText keep encoders (and slog's JSON and text
+// handlers) from reaching the value.
+func (t Token) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
+func (t Token) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // Check reports whether ctx carries token in its incoming metadata. It returns
 // nil or a codes.Unauthenticated status error.
 //
 // An empty expected token rejects every call: an unconfigured server must fail
 // closed rather than accept callers that also forgot to send a token.
-func Check(ctx context.Context, token string) error {
-	if token == "" {
+func Check(ctx context.Context, token Token) error {
+	if token.IsZero() {
 		return status.Error(codes.Unauthenticated, rejectMessage)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	want := sha256.Sum256([]byte(token))
+	want := sha256.Sum256([]byte(Reveal(token)))
 	ok := 0
 	for _, got := range md.Get(MetadataKey) {
 		// Comparing digests keeps the comparison constant-time even when the
@@ -74,7 +120,7 @@ func Check(ctx context.Context, token string) error {
 
 // UnaryServerInterceptor rejects unary calls that lack token with
 // codes.Unauthenticated before the handler runs.
-func UnaryServerInterceptor(token string) grpc.UnaryServerInterceptor {
+func UnaryServerInterceptor(token Token) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := Check(ctx, token); err != nil {
 			return nil, err
@@ -85,7 +131,7 @@ func UnaryServerInterceptor(token string) grpc.UnaryServerInterceptor {
 
 // StreamServerInterceptor rejects streaming calls that lack token with
 // codes.Unauthenticated before the handler runs.
-func StreamServerInterceptor(token string) grpc.StreamServerInterceptor {
+func StreamServerInterceptor(token Token) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := Check(ss.Context(), token); err != nil {
 			return err
@@ -96,7 +142,7 @@ func StreamServerInterceptor(token string) grpc.StreamServerInterceptor {
 
 // ServerOptions installs both interceptors; use it so that a service added
 // later with streaming methods cannot be left unprotected by accident.
-func ServerOptions(token string) []grpc.ServerOption {
+func ServerOptions(token Token) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(UnaryServerInterceptor(token)),
 		grpc.ChainStreamInterceptor(StreamServerInterceptor(token)),
@@ -104,14 +150,14 @@ func ServerOptions(token string) []grpc.ServerOption {
 }
 
 // PerRPCCredentials attaches token to every call, unary and streaming.
-func PerRPCCredentials(token string) credentials.PerRPCCredentials {
-	return tokenCreds(token)
+func PerRPCCredentials(token Token) credentials.PerRPCCredentials {
+	return tokenCreds{token}
 }
 
-type tokenCreds string
+type tokenCreds struct{ t Token }
 
 func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{MetadataKey: string(t)}, nil
+	return map[string]string{MetadataKey: Reveal(t.t)}, nil
 }
 
 // RequireTransportSecurity is false because the transport is loopback or a
@@ -122,6 +168,6 @@ func (tokenCreds) RequireTransportSecurity() bool { return false }
 // ClientOptions returns the dial options that attach token to every call. It
 // does not choose transport credentials; loopback callers usually add
 // grpc.WithTransportCredentials(insecure.NewCredentials()).
-func ClientOptions(token string) []grpc.DialOption {
+func ClientOptions(token Token) []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithPerRPCCredentials(PerRPCCredentials(token))}
 }

@@ -1,8 +1,12 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -23,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestNewToken(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
-		tok := NewToken()
+		tok := Reveal(NewToken())
 		raw, err := base64.RawURLEncoding.DecodeString(tok)
 		if err != nil {
 			t.Fatalf("token %q is not base64url: %v", tok, err)
@@ -39,7 +43,8 @@ func TestNewToken(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	const tok = "secret-token"
+	const raw = "secret-token"
+	tok := tokenOf(raw)
 	in := func(vals ...string) context.Context {
 		md := metadata.MD{}
 		for _, v := range vals {
@@ -50,20 +55,20 @@ func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
 		ctx    context.Context
-		expect string
+		expect Token
 		ok     bool
 	}{
-		{"right", in(tok), tok, true},
+		{"right", in(raw), tok, true},
 		{"no metadata", context.Background(), tok, false},
 		{"no entry", in(), tok, false},
 		{"wrong", in("nope"), tok, false},
-		{"prefix", in(tok[:5]), tok, false},
-		{"longer", in(tok + "x"), tok, false},
+		{"prefix", in(raw[:5]), tok, false},
+		{"longer", in(raw + "x"), tok, false},
 		{"empty sent", in(""), tok, false},
-		{"duplicate entries, one right", in("nope", tok), tok, true},
+		{"duplicate entries, one right", in("nope", raw), tok, true},
 		// An unconfigured server must not accept a client that also sends nothing.
-		{"empty expected, empty sent", in(""), "", false},
-		{"empty expected, none sent", context.Background(), "", false},
+		{"empty expected, empty sent", in(""), Token{}, false},
+		{"empty expected, none sent", context.Background(), Token{}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,7 +82,7 @@ func TestCheck(t *testing.T) {
 			if status.Code(err) != codes.Unauthenticated {
 				t.Fatalf("Check: %v, want Unauthenticated", err)
 			}
-			if tc.expect != "" && strings.Contains(err.Error(), tc.expect) {
+			if !tc.expect.IsZero() && strings.Contains(err.Error(), Reveal(tc.expect)) {
 				t.Fatalf("error %q echoes the token", err)
 			}
 		})
@@ -132,7 +137,7 @@ func TestOverGRPC(t *testing.T) {
 			if got := status.Code(err); got != c.want {
 				t.Fatalf("unary Check: code %v (%v), want %v", got, err, c.want)
 			}
-			if err != nil && strings.Contains(err.Error(), token) {
+			if err != nil && strings.Contains(err.Error(), Reveal(token)) {
 				t.Fatalf("rejection echoes the token: %v", err)
 			}
 
@@ -152,12 +157,50 @@ func TestOverGRPC(t *testing.T) {
 }
 
 func TestCredentialsAllowInsecureTransport(t *testing.T) {
-	c := PerRPCCredentials("x")
+	c := PerRPCCredentials(tokenOf("x"))
 	if c.RequireTransportSecurity() {
 		t.Fatal("RequireTransportSecurity is true; grpc would refuse to send the token over loopback without TLS")
 	}
 	md, err := c.GetRequestMetadata(context.Background())
 	if err != nil || md[MetadataKey] != "x" {
 		t.Fatalf("GetRequestMetadata = %v, %v", md, err)
+	}
+}
+
+func tokenOf(s string) Token { return Token{&s} }
+
+// The token must not leave through any printed or encoded form, including
+// reflection over unexported fields, which never calls a method.
+func TestTokenCannotBePrinted(t *testing.T) {
+	tok := NewToken()
+	raw := Reveal(tok)
+	type holder struct {
+		tok    Token
+		Public Token
+	}
+	h := holder{tok, tok}
+	var out []string
+	for _, v := range []any{tok, &tok, h, &h, []Token{tok}, map[string]Token{"k": tok}} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
+			out = append(out, fmt.Sprintf(verb, v))
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	var buf bytes.Buffer
+	for _, hd := range []slog.Handler{slog.NewTextHandler(&buf, nil), slog.NewJSONHandler(&buf, nil)} {
+		slog.New(hd).Info("m", "tok", tok, "holder", h, "ptr", &h, slog.Group("g", "t", tok))
+	}
+	out = append(out, buf.String())
+	for _, s := range out {
+		if strings.Contains(s, raw) {
+			t.Fatalf("the token leaked: %s", s)
+		}
+	}
+	if raw == "" || Reveal(tok) != raw {
+		t.Fatal("Reveal must return the secret")
 	}
 }

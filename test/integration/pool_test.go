@@ -161,8 +161,15 @@ func TestCallsMadeBeforeReadyWait(t *testing.T) {
 			t.Errorf("%d processes left", len(left))
 		}
 	}()
-	// No WaitReady: the call itself waits for a worker.
-	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
+	// No WaitReady: once Serve runs, the call itself waits for a worker.
+	// Until the goroutine has entered Serve the App is not started, and a
+	// call fails at once with ErrNotStarted instead.
+	var err error
+	testutil.Eventually(t, 10*time.Second, "Serve to have begun", func() bool {
+		_, err = app.Execute(ctxT(t), "ping", nil)
+		return !errors.Is(err, snakepit.ErrNotStarted)
+	})
+	if err != nil {
 		t.Fatalf("call before ready: %v", err)
 	}
 }

@@ -10,7 +10,9 @@ Environment (set by the tests through Config.Env):
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +34,18 @@ class LifecycleAdapter(ShowcaseAdapter):
         with self._lock:
             self._children.append(child)
         return {"pid": child.pid}
+
+    @tool(description="The worst case for a stop: make this worker ignore SIGTERM, then sleep `seconds` in a thread, ignoring cancellation")
+    async def stubborn(self, seconds: float = 60) -> None:
+        # Async, so it runs on the main thread, the only one allowed to
+        # change a signal's disposition.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        done = asyncio.get_running_loop().run_in_executor(None, time.sleep, float(seconds))
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                pass
 
     def teardown(self) -> None:
         super().teardown()
