@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -395,7 +396,7 @@ func TestCapacitySizesThePythonThreadPool(t *testing.T) {
 }
 
 func TestLongStderrLineDoesNotWedgeTheWorker(t *testing.T) {
-	app := newApp(t, snakepit.Config{Workers: 1, StopGrace: 5 * time.Second})
+	app := newApp(t, snakepit.Config{Workers: 1, StopGrace: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for i := 0; i < 3; i++ { // every later stderr write must go through too
@@ -403,12 +404,16 @@ func TestLongStderrLineDoesNotWedgeTheWorker(t *testing.T) {
 			t.Fatalf("print_big %d: %v", i, err)
 		}
 	}
+	// A worker whose stderr drain stopped would block in its next write and
+	// need SIGKILL at Stop; a drained one exits on SIGTERM within the grace.
 	pid := workerPID(t, app)
-	rep, err := app.Stop(ctxT(t))
-	if err != nil {
+	logs, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if !strings.Contains(string(logs), "State:") {
+		t.Fatalf("worker %d gone before Stop", pid)
+	}
+	if _, err := app.Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	_ = rep
 	if proc.Alive(pid) {
 		t.Fatal("worker alive after Stop")
 	}
