@@ -26,6 +26,17 @@
 //     call on another worker even when it is not idempotent.
 //   - After Kill, pending Execute/ExecuteStream calls must return promptly;
 //     the pool's hung-call watchdog relies on it.
+//
+// A worker type that runs processes must start every one of them with
+// Spec.Launcher (package childproc), never with exec.Cmd.Start directly: the
+// launcher records the process in the registry before the fork, gives it
+// its own process group, the parent-death signal from a thread that never
+// exits and the run id in its environment, drains its stderr to the log,
+// and reaps it with its group. The worker type must still stop its
+// processes (Process.Stop) when its lifetime ends and return from Serve only
+// after Process.Exited is closed; what it does not start through the
+// launcher, snakepit cannot promise to stop. examples/linesworker is a
+// complete one; package snakepittest checks one against the guarantees.
 package worker
 
 import (
