@@ -5,11 +5,29 @@
 // the last-resort cleanup, the bridge that Python calls back into, and the
 // pool with one supervised Starter per worker. Start it with Start/Stop, or
 // add it to your own suture supervisor (App is a suture.Service): cancelling
-// its context performs the same ordered stop.
+// its context performs the same ordered stop. Give that supervisor a
+// Timeout above Config.StopTimeout.
 //
 // The invariant it keeps: no Python process it started, nor anything that
 // process spawned, outlives it; and it never signals a process it cannot
 // prove is its own. See docs/GUARANTEES.md.
+//
+// The design's names and the Go types behind them:
+//
+//	Application          App (its tree: supervisor.Application)
+//	Registry             registry.Service, on bbolt (registry.Registry)
+//	Pool                 pool.Pool, inside supervisor.Workers
+//	WorkerSupervisor     supervisor.Workers (a suture supervisor of Starters)
+//	Starter              starter.Starter (one per worker: backoff, give-up, retry)
+//	GRPCWorker           grpcworker.Worker (the Python worker type), on childproc
+//	ApplicationCleanup   cleanup.Service (stopped last)
+//
+// Calls fail with errors to test with errors.Is/As: ErrWorkerCrashed
+// (*CrashError), ErrToolFailed (*ToolError), ErrQueueTimeout,
+// ErrPoolSaturated, ErrNotReady (*NotReadyError), ErrNotStarted, and the
+// others declared in errors.go. Your own worker types plug in through
+// Config.WorkerFactory (packages worker and childproc); package snakepittest
+// runs the lifecycle guarantees against your Config.
 package snakepit
 
 import (

@@ -19,6 +19,22 @@ type (
 	ToolError = worker.ToolError
 	// CrashError describes a worker that died under a call.
 	CrashError = worker.CrashError
+	// StartupError describes a worker that failed before it became ready,
+	// with its last stderr lines.
+	StartupError = worker.StartupError
+	// UnknownToolError names a tool no worker offers and lists those that exist.
+	UnknownToolError = worker.UnknownToolError
+	// NotReadyError: fewer workers ready than wanted, with their startup errors.
+	NotReadyError = pool.NotReadyError
+	// WorkerTimeoutError: a call's worker hung past HungGrace and was killed.
+	WorkerTimeoutError = pool.WorkerTimeoutError
+	// InvalidCallError: a call that could never succeed; nothing was sent.
+	InvalidCallError = pool.InvalidCallError
+	// PoolStats is the pool's part of Stats: workers by state, queue,
+	// counters, restarts apart from recycles, given-up workers, latency.
+	PoolStats = pool.Stats
+	// GivenUpWorker is a worker resting after too many failed starts.
+	GivenUpWorker = pool.GivenUpWorker
 )
 
 // ErrInvalidConfig: a Config field or call option is out of range.
@@ -41,6 +57,9 @@ var (
 	ErrQueueTimeout             = pool.ErrQueueTimeout
 	ErrPoolStopping             = pool.ErrPoolStopping
 	ErrSessionWorkerUnavailable = pool.ErrSessionWorkerUnavailable
+	ErrSessionWorkerBusy        = pool.ErrSessionWorkerBusy
+	ErrNotReady                 = pool.ErrNotReady
+	ErrInvalidCall              = pool.ErrInvalidCall
 	ErrPythonNotFound           = grpcworker.ErrPythonNotFound
 	ErrRegistryLocked           = registry.ErrLocked
 	// ErrRegistry: the process registry cannot be opened or used for any
