@@ -39,6 +39,19 @@ func exampleConfig(dir string) snakepit.Config {
 	}
 }
 
+// startExample starts an App of fake workers; stop it with the returned func.
+func startExample() (*snakepit.App, func()) {
+	dir, _ := os.MkdirTemp("", "snakepit-example-")
+	app, err := snakepit.New(exampleConfig(dir))
+	if err == nil {
+		err = app.Start(context.Background())
+	}
+	if err != nil {
+		panic(err)
+	}
+	return app, func() { _, _ = app.Stop(context.Background()); _ = os.RemoveAll(dir) }
+}
+
 func Example() {
 	dir, _ := os.MkdirTemp("", "snakepit-example-")
 	defer os.RemoveAll(dir)
@@ -61,15 +74,9 @@ func Example() {
 }
 
 func ExampleApp_ExecuteStream() {
-	dir, _ := os.MkdirTemp("", "snakepit-example-")
-	defer os.RemoveAll(dir)
-	app, _ := snakepit.New(exampleConfig(dir))
+	app, stop := startExample()
+	defer stop()
 	ctx := context.Background()
-	if err := app.Start(ctx); err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer app.Stop(ctx)
 	for chunk, err := range app.ExecuteStream(ctx, "count", nil) {
 		if err != nil {
 			fmt.Println(err)
@@ -84,15 +91,9 @@ func ExampleApp_ExecuteStream() {
 }
 
 func ExampleWithSession() {
-	dir, _ := os.MkdirTemp("", "snakepit-example-")
-	defer os.RemoveAll(dir)
-	app, _ := snakepit.New(exampleConfig(dir))
+	app, stop := startExample()
+	defer stop()
 	ctx := context.Background()
-	if err := app.Start(ctx); err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer app.Stop(ctx)
 	// The worker sees the session id; the pool prefers the worker that
 	// served the session last ("strict-queue" waits for it).
 	res, err := app.Execute(ctx, "greet", map[string]any{"name": "bob"},

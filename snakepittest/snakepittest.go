@@ -129,23 +129,7 @@ func isolated(t *testing.T, cfg snakepit.Config) snakepit.Config {
 // cleanup stops it and fails on anything of its run left alive.
 func start(t *testing.T, cfg snakepit.Config) *instance {
 	t.Helper()
-	app, err := snakepit.New(isolated(t, cfg))
-	if err != nil {
-		t.Fatalf("snakepit.New: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := app.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	in := &instance{App: app}
-	t.Cleanup(func() {
-		if !in.stopped {
-			in.stop(t)
-		}
-		killSurvivors(t, app.RunID())
-	})
-	return in
+	return startOn(t, isolated(t, cfg))
 }
 
 func (in *instance) stop(t *testing.T) snakepit.StopReport {
@@ -501,7 +485,8 @@ func lookAlikes(t *testing.T, cfg snakepit.Config) {
 	otherRun.AssertNotSignalled()
 }
 
-// startOn starts an App on cfg as given (its registry already chosen).
+// startOn starts an App on cfg as given (its registry already chosen);
+// the subtest's cleanup stops it and fails on anything of its run left alive.
 func startOn(t *testing.T, cfg snakepit.Config) *instance {
 	t.Helper()
 	app, err := snakepit.New(cfg)
