@@ -118,6 +118,11 @@ type Process struct {
 	state   *os.ProcessState
 	readers sync.WaitGroup
 
+	// sigMu orders signals against the reap: once reaped is set the group
+	// id may belong to a stranger, and no signal may be sent.
+	sigMu  sync.Mutex
+	reaped bool
+
 	mu      sync.Mutex
 	lastErr []string
 }
@@ -280,8 +285,11 @@ func (p *Process) reap() {
 			break
 		}
 	}
+	p.sigMu.Lock()
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	p.reaped = true
 	_ = p.cmd.Wait()
+	p.sigMu.Unlock()
 	p.state = p.cmd.ProcessState
 	_ = p.stdin.Close()
 	if p.rec != nil {
@@ -309,10 +317,10 @@ func (p *Process) reap() {
 // reaped: until then a live or zombie leader pins the group id, so the
 // signal cannot reach a stranger.
 func (p *Process) Signal(sig syscall.Signal) {
-	select {
-	case <-p.exited:
+	p.sigMu.Lock()
+	defer p.sigMu.Unlock()
+	if p.reaped {
 		return
-	default:
 	}
 	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		p.log.Warn("cannot signal the process group", "signal", sig.String(), "err", err)

@@ -2,6 +2,7 @@ package grpcworker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -64,5 +65,46 @@ func TestKillDuringStartupKillsTheStartingProcess(t *testing.T) {
 		fx.done <- err
 	case <-time.After(10 * time.Second):
 		t.Fatal("Kill during start-up did nothing")
+	}
+}
+
+// When the new process dies while the replaced one still drains a long
+// call, the lifetime must end within the stop grace, not when that call
+// ends: otherwise the worker stays down for as long as the call runs.
+func TestCrashWhileTheOldProcessDrainsEndsTheLifetimePromptly(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.RecycleAfterRequests = 2; o.StopGrace = time.Second })
+	fx.waitReady(t)
+	long := make(chan error, 1)
+	go func() {
+		_, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "sleep", Args: []byte(`{"ms": 60000}`)})
+		long <- err
+	}()
+	for i := 0; i < 2; i++ { // reach the quota while the long call runs
+		if _, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "ping"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, "the successor took over", func() bool { return fx.ev.has("replaced") })
+	crashed := time.Now()
+	if _, err := fx.w.Execute(context.Background(), &worker.Call{Tool: "crash", Args: []byte(`{"code": 5}`)}); err == nil {
+		t.Fatal("crash returned no error")
+	}
+	select {
+	case err := <-fx.done:
+		fx.done <- err
+		var ce *worker.CrashError
+		if !errors.As(err, &ce) || ce.ExitCode != 5 {
+			t.Fatalf("Serve returned %v, want the new process's crash", err)
+		}
+		if d := time.Since(crashed); d > 10*time.Second {
+			t.Fatalf("Serve returned %s after the crash", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve waited for the old process's 60 s call after the current process crashed")
+	}
+	select {
+	case <-long:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long call on the old process did not end with it")
 	}
 }

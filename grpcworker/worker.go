@@ -461,6 +461,13 @@ func startupHint(stderr []string) string {
 // workers in the pool are starting a successor at once.
 func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 	o := &w.f.opts
+	// Retiring processes drain until this ends: at stop, or when the
+	// current process dies — then the Starter must be able to restart the
+	// worker without waiting for an old process's calls, which get the
+	// graceful stop (SIGTERM; Python lets in-flight calls finish within its
+	// grace) instead.
+	retireCtx, endRetirees := context.WithCancel(ctx)
+	defer endRetirees()
 	tick := w.healthTicker()
 	if tick != nil {
 		defer tick.Stop()
@@ -541,7 +548,7 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			w.retiring.Add(1)
 			go func() {
 				defer w.retiring.Done()
-				w.retire(ctx, old)
+				w.retire(retireCtx, old)
 			}()
 		case <-retryC:
 			retry = nil
@@ -829,7 +836,15 @@ const abandonSlack = 200 * time.Millisecond
 // lt.end when the call is over.
 func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	lt := w.current()
-	if lt == nil || !lt.begin() {
+	if lt != nil && !lt.begin() {
+		// It started draining between our read and begin: a successor may
+		// have just taken over.
+		if next := w.current(); next != lt && next != nil && next.begin() {
+			return next, nil
+		}
+		lt = nil
+	}
+	if lt == nil {
 		return nil, fmt.Errorf("%w: worker %s is not ready (starting, restarting or stopped); tool %q", worker.ErrWorkerUnavailable, w.spec.ID, tool)
 	}
 	return lt, nil

@@ -17,8 +17,8 @@
 //   - Only failures the worker itself causes count toward that budget. A
 //     start ended by a signal from outside (a *worker.StartupError whose
 //     Signal is SIGKILL — the OOM killer, an operator —, SIGTERM, SIGINT,
-//     SIGHUP, SIGQUIT) neither counts nor doubles the backoff; a crash
-//     signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
+//     SIGHUP, SIGQUIT) does not count; its backoff doubles only up to 1 s.
+//     A crash signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
 //   - An optional start gate bounds how many workers are between spawn and
 //     ready at once across the pool.
 package starter
@@ -243,8 +243,11 @@ func (a *attempts) Serve(ctx context.Context) error {
 		a.startFails = 0
 		a.delay = s.opts.InitialBackoff
 	case killedFromOutside(err):
-		// Not the adapter's fault: no budget spent, no growing backoff.
-		a.delay = s.opts.InitialBackoff
+		// Not the adapter's fault: no budget spent. The backoff still grows,
+		// to at most outsideKillMaxBackoff, so an import the OOM killer
+		// always ends cannot become a restart storm, while a pool under
+		// outside kills is back within about a second of the last one.
+		a.delay = min(max(a.delay*2, s.opts.InitialBackoff), outsideKillMaxBackoff, s.opts.MaxBackoff)
 		s.log.Warn("worker was killed from outside while starting; restarting it", "after", a.delay, "err", err)
 		return err
 	default:
@@ -266,6 +269,9 @@ func (a *attempts) Serve(ctx context.Context) error {
 	s.log.Warn("worker lifetime ended; restarting", "after", a.delay, "err", err)
 	return err
 }
+
+// outsideKillMaxBackoff caps the pause after starts killed from outside.
+const outsideKillMaxBackoff = time.Second
 
 // killedFromOutside: the start was ended by a signal the process did not
 // raise itself.

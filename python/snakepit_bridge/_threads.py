@@ -47,6 +47,7 @@ class ToolThreads:
         self._queue: Deque[_Call] = collections.deque()
         self._threads = 0
         self._idle = 0
+        self._wakes = 0  # notifies sent to idle threads that have not woken yet
         self._counted = 0
         self._calls: Dict[int, _Call] = {}  # id(future) -> call, while not finished
         self._abandoned: Dict[int, _Call] = {}
@@ -111,13 +112,19 @@ class ToolThreads:
     # -- internals ---------------------------------------------------------
 
     def _wake_locked(self) -> None:
-        if not self._queue or self._counted >= self.size:
-            return
-        if self._idle > 0:
-            self._cv.notify()
-            return
-        self._threads += 1
-        threading.Thread(target=self._loop, name=f"{self._name}-{self._threads}", daemon=True).start()
+        # One thread per queued call that may run now: an idle thread that
+        # was already notified but has not woken yet is spoken for, so a
+        # burst of submits must not count it twice (a lost wake-up would
+        # serialise the burst).
+        runnable = min(len(self._queue), self.size - self._counted)
+        while runnable > 0:
+            runnable -= 1
+            if self._idle > self._wakes:
+                self._wakes += 1
+                self._cv.notify()
+                continue
+            self._threads += 1
+            threading.Thread(target=self._loop, name=f"{self._name}-{self._threads}", daemon=True).start()
 
     def _take_locked(self) -> "_Call | None":
         while True:
@@ -131,6 +138,8 @@ class ToolThreads:
             self._idle += 1
             woke = self._cv.wait(timeout=IDLE_EXIT_S)
             self._idle -= 1
+            if woke and self._wakes > 0:
+                self._wakes -= 1
             if not woke and not self._queue and self._threads > self.size:
                 return None
 

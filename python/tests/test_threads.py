@@ -109,3 +109,17 @@ def test_cancelled_sync_tools_that_keep_running_do_not_eat_the_pool(showcase):
     assert sorted(p.abandoned_request_ids) == sorted(f"r{i}" for i in range(8))
     assert p.oldest_abandoned_seconds > 0
     wait_for(lambda: ping().abandoned_calls == 0, timeout=10, what="abandoned calls finished")
+
+
+def test_a_burst_runs_at_once_when_threads_are_idle():
+    # Regression: two submits while one thread was idle used to notify it
+    # twice; the second wake-up was lost and the burst ran one at a time.
+    pool = ToolThreads(4)
+    pool.submit(lambda: None).result(5)  # leaves one idle thread
+    wait_for(lambda: pool._idle == 1, what="one idle thread")
+    b_ran = threading.Event()
+    a = pool.submit(lambda: b_ran.wait(5))
+    b = pool.submit(b_ran.set)
+    assert a.result(10) is True, "the second call of the burst did not run while the first waited for it"
+    b.result(5)
+    pool.shutdown()
