@@ -184,6 +184,10 @@ func (f *lateFactory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 // suture would dump the whole value with %#v.
 func (a *App) String() string { return "snakepit(" + a.runID + ")" }
 
+// GoString keeps %#v (suture's fallback, debug dumps) to the same short
+// name: a dump of the App's internals would race with its running tree.
+func (a *App) GoString() string { return "snakepit.App(" + a.runID + ")" }
+
 // RunID is this instance's unique run id; every worker carries it in argv
 // and environment.
 func (a *App) RunID() string { return a.runID }

@@ -3,10 +3,12 @@ package snakepit
 import (
 	"errors"
 
+	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/cleanup"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/supervisor"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -35,6 +37,17 @@ type (
 	PoolStats = pool.Stats
 	// GivenUpWorker is a worker resting after too many failed starts.
 	GivenUpWorker = pool.GivenUpWorker
+	// PythonNotFoundError lists every interpreter tried and why each failed.
+	PythonNotFoundError = grpcworker.DiscoveryError
+	// RegistryLockedError names the registry file and, when known, the pid
+	// of the live App holding it.
+	RegistryLockedError = registry.LockedError
+	// SurvivorsError lists the processes the last-resort cleanup had to kill.
+	SurvivorsError = cleanup.SurvivorsError
+	// StartError names the child of the tree that failed to start.
+	StartError = supervisor.StartError
+	// HostToolError says why a host tool could not be registered.
+	HostToolError = bridge.RegistrationError
 )
 
 // ErrInvalidConfig: a Config field or call option is out of range.

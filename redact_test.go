@@ -134,10 +134,11 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 	for _, s := range app.work.Starters() {
 		values = append(values, s, s.Worker())
 	}
-	for _, v := range values {
-		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
-			dumps = append(dumps, fmt.Sprintf(verb, v))
-		}
+	// The App formats through String/GoString, so it is safe to format
+	// live; its parts are dumped by reflection, which reads their atomics
+	// plainly, so they are formatted once everything has stopped (below).
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		dumps = append(dumps, fmt.Sprintf(verb, app))
 	}
 	stats, err := json.Marshal(app.Stats())
 	if err != nil {
@@ -158,6 +159,11 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 		t.Fatal("the App's Serve did not return after the parent stopped")
 	}
 
+	for _, v := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			dumps = append(dumps, fmt.Sprintf(verb, v))
+		}
+	}
 	evMu.Lock()
 	evs := strings.Join(events, "\n")
 	evMu.Unlock()

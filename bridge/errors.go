@@ -51,7 +51,7 @@ func (e *SessionError) Error() string {
 	case ErrSessionQuota:
 		return fmt.Sprintf("snakepit: cannot create session %q: %d sessions exist, the limit; delete sessions you no longer need (CleanupSession) or raise Options.MaxSessions", e.ID, e.Limit)
 	case ErrInvalidSessionID:
-		return fmt.Sprintf("snakepit: invalid session id %s: %s; use 1–%d bytes of ASCII letters, digits and %s", quoteShort(e.ID), e.Reason, MaxSessionIDLen, sessionIDPunct)
+		return fmt.Sprintf("snakepit: invalid session id %s: %s; use 1–%d bytes of ASCII letters, digits and %s", quoteShort(e.ID), e.Reason, maxSessionIDLen, sessionIDPunct)
 	default:
 		return fmt.Sprintf("snakepit: session %q: %v", e.ID, e.Err)
 	}

@@ -32,7 +32,7 @@ type HostToolFunc func(ctx context.Context, args json.RawMessage) (any, error)
 
 // ToolError types a host tool call can produce besides a tool's own error type.
 const (
-	ToolErrorUnknownTool      = "UnknownHostTool"
+	toolErrorUnknownTool      = "UnknownHostTool"
 	ToolErrorInvalidArguments = "InvalidArguments"
 	ToolErrorSerialization    = "SerializationError"
 	ToolErrorPanic            = "HostToolPanic"
@@ -126,7 +126,7 @@ func (s *Server) executeHostTool(ctx context.Context, req *pb.ExecuteHostToolReq
 		if len(names) > 0 {
 			list = "registered host tools: " + strings.Join(names, ", ")
 		}
-		return errResponse(ToolErrorUnknownTool, fmt.Sprintf("unknown host tool %q; %s", name, list), "")
+		return errResponse(toolErrorUnknownTool, fmt.Sprintf("unknown host tool %q; %s", name, list), "")
 	}
 
 	args := json.RawMessage(bytes.TrimSpace(req.GetArgsJson()))

@@ -203,7 +203,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 func TestUnknownHostToolWithNoneRegistered(t *testing.T) {
 	_, client := startServer(t, Options{})
 	resp, err := client.ExecuteHostTool(testCtx(t), &pb.ExecuteHostToolRequest{ToolName: "x"})
-	if err != nil || resp.GetError().GetType() != ToolErrorUnknownTool || !strings.Contains(resp.GetError().GetMessage(), "none are registered") {
+	if err != nil || resp.GetError().GetType() != toolErrorUnknownTool || !strings.Contains(resp.GetError().GetMessage(), "none are registered") {
 		t.Fatalf("got %v, %v", resp, err)
 	}
 }

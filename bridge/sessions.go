@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// MaxSessionIDLen is the longest session id accepted, in bytes.
-const MaxSessionIDLen = 256
+// maxSessionIDLen is the longest session id accepted, in bytes.
+const maxSessionIDLen = 256
 
 // sessionIDPunct lists the punctuation allowed in session ids besides letters
 // and digits: enough for UUIDs, "user:42", "tenant/job.7" and the like, while
@@ -214,7 +214,7 @@ func validateSessionID(id string) error {
 	switch {
 	case id == "":
 		reason = "it is empty"
-	case len(id) > MaxSessionIDLen:
+	case len(id) > maxSessionIDLen:
 		reason = "it is too long"
 	default:
 		for i := 0; i < len(id); i++ {

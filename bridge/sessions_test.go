@@ -199,13 +199,13 @@ func TestSessionQuota(t *testing.T) {
 
 func TestSessionInvalidIDs(t *testing.T) {
 	ss := newTestSessions(newFakeClock(), 10)
-	valid := []string{"a", "default_session", "3fa85f64-5717-4562-b3fc-2c963f66afa6", "user:42", "tenant/job.7@host", strings.Repeat("x", MaxSessionIDLen)}
+	valid := []string{"a", "default_session", "3fa85f64-5717-4562-b3fc-2c963f66afa6", "user:42", "tenant/job.7@host", strings.Repeat("x", maxSessionIDLen)}
 	for _, id := range valid {
 		if _, err := ss.Create(id, nil, 0); err != nil {
 			t.Errorf("Create(%q): %v", id, err)
 		}
 	}
-	invalid := []string{"", strings.Repeat("x", MaxSessionIDLen+1), "has space", "tab\t", "new\nline", "nul\x00", "é", "semi;colon", "quote\""}
+	invalid := []string{"", strings.Repeat("x", maxSessionIDLen+1), "has space", "tab\t", "new\nline", "nul\x00", "é", "semi;colon", "quote\""}
 	for _, id := range invalid {
 		_, err := ss.Create(id, nil, 0)
 		if !errors.Is(err, ErrInvalidSessionID) {

@@ -15,7 +15,7 @@ func TestParseHandshake(t *testing.T) {
 		{"SNAKEPIT_READY 1 unix /tmp/x/w.sock", "unix:/tmp/x/w.sock"},
 	}
 	for _, g := range good {
-		h, err := ParseHandshake(g.line)
+		h, err := parseHandshake(g.line)
 		if err != nil {
 			t.Fatalf("%q: %v", g.line, err)
 		}
@@ -36,7 +36,7 @@ func TestParseHandshake(t *testing.T) {
 		"SNAKEPIT_READY 1 tcp localhost":       "handshake address",
 	}
 	for line, want := range bad {
-		_, err := ParseHandshake(line)
+		_, err := parseHandshake(line)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("%q: err %v, want it to mention %q", line, err, want)
 		}
@@ -48,7 +48,7 @@ func FuzzParseHandshake(f *testing.F) {
 	f.Add("SNAKEPIT_READY 1 unix /a/b")
 	f.Add("SNAKEPIT_READY 1 tcp [::1]:1")
 	f.Fuzz(func(t *testing.T, line string) {
-		h, err := ParseHandshake(line)
+		h, err := parseHandshake(line)
 		if err != nil {
 			return
 		}

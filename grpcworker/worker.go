@@ -401,7 +401,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	hs, err := ParseHandshake(line)
+	hs, err := parseHandshake(line)
 	if err != nil {
 		return nil, w.startupError(p, err, "the worker must print exactly one handshake line on stdout; adapters must log to stderr")
 	}

@@ -28,10 +28,10 @@ func NewRunID() string {
 	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + hex.EncodeToString(b[:])
 }
 
-// ValidRunID accepts 1–64 characters of [A-Za-z0-9_.-] not starting with
+// validRunID accepts 1–64 characters of [A-Za-z0-9_.-] not starting with
 // '-' or '.': safe as a separate argv element (never mistaken for a flag),
 // in an environment value, and in a registry key (no '/').
-func ValidRunID(id string) error {
+func validRunID(id string) error {
 	if err := validName(id, 64); err != nil {
 		return fmt.Errorf("registry: run id %q: %w (use NewRunID)", id, err)
 	}

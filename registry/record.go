@@ -59,7 +59,7 @@ func recordKey(runID, workerID string) []byte { return []byte(runID + "/" + work
 // ids may.
 func splitKey(key []byte) (runID, workerID string, ok bool) {
 	runID, workerID, ok = strings.Cut(string(key), "/")
-	if !ok || workerID == "" || ValidRunID(runID) != nil {
+	if !ok || workerID == "" || validRunID(runID) != nil {
 		return "", "", false
 	}
 	return runID, workerID, true
@@ -95,7 +95,7 @@ func decodeRun(key, value []byte) (Run, error) {
 	if err := json.Unmarshal(value, &r); err != nil {
 		return Run{}, fmt.Errorf("%w: run %q: %v", errMalformed, key, err)
 	}
-	if r.RunID != string(key) || ValidRunID(r.RunID) != nil {
+	if r.RunID != string(key) || validRunID(r.RunID) != nil {
 		return Run{}, fmt.Errorf("%w: run key %q holds run %q", errMalformed, key, r.RunID)
 	}
 	return r, nil

@@ -56,7 +56,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.RunID == "" {
 		o.RunID = NewRunID()
 	}
-	if err := ValidRunID(o.RunID); err != nil {
+	if err := validRunID(o.RunID); err != nil {
 		return o, err
 	}
 	if o.Logger == nil {
@@ -578,7 +578,7 @@ func (r *Registry) Records() ([]Record, error) { return r.records(nil) }
 
 // RunRecords returns the worker records of one run.
 func (r *Registry) RunRecords(runID string) ([]Record, error) {
-	if err := ValidRunID(runID); err != nil {
+	if err := validRunID(runID); err != nil {
 		return nil, err
 	}
 	return r.records([]byte(runID + "/"))

@@ -35,7 +35,7 @@ func TestNewRunID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 10000 {
 		id := NewRunID()
-		if len(id) > 20 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || ValidRunID(id) != nil {
+		if len(id) > 20 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || validRunID(id) != nil {
 			t.Fatalf("bad run id %q", id)
 		}
 		if seen[id] {
@@ -47,12 +47,12 @@ func TestNewRunID(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	for _, bad := range []string{"", "-x", ".x", "a/b", "a b", "a=b", "ä", strings.Repeat("a", 65)} {
-		if !errors.Is(ValidRunID(bad), ErrInvalidName) || !errors.Is(ValidInstance(bad), ErrInvalidName) {
+		if !errors.Is(validRunID(bad), ErrInvalidName) || !errors.Is(ValidInstance(bad), ErrInvalidName) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 	for _, good := range []string{"a", "default", "my_app.prod-2", "lx3k9m2a-0f3c9a1b"} {
-		if ValidRunID(good) != nil || ValidInstance(good) != nil {
+		if validRunID(good) != nil || ValidInstance(good) != nil {
 			t.Errorf("%q rejected", good)
 		}
 	}

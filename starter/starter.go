@@ -72,17 +72,17 @@ func (o *Options) setDefaults() {
 		o.StopTimeout = 5 * time.Second
 	}
 	if o.RetryGivenUpAfter <= 0 {
-		o.RetryGivenUpAfter = DefaultRetryGivenUpAfter
+		o.RetryGivenUpAfter = defaultRetryGivenUpAfter
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 }
 
-// DefaultRetryGivenUpAfter is how long a given-up worker rests before its
+// defaultRetryGivenUpAfter is how long a given-up worker rests before its
 // next try: long enough not to burn CPU on a broken adapter, short enough
 // that a fixed environment heals the pool within a minute.
-const DefaultRetryGivenUpAfter = 30 * time.Second
+const defaultRetryGivenUpAfter = 30 * time.Second
 
 // Starter is the per-worker supervisor. It is a suture.Service.
 type Starter struct {

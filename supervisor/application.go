@@ -21,9 +21,9 @@ import (
 	"github.com/thejerf/suture/v4"
 )
 
-// Readier is implemented by children that need time to become usable; the
+// readier is implemented by children that need time to become usable; the
 // Application does not add the next child until Ready is closed.
-type Readier interface {
+type readier interface {
 	Ready() <-chan struct{}
 }
 
@@ -80,7 +80,7 @@ func NewApplication(name string, children []Child, log *slog.Logger) *Applicatio
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Application{name: name, children: children, log: log, hook: EventHook(log), ready: make(chan struct{})}
+	return &Application{name: name, children: children, log: log, hook: eventHook(log), ready: make(chan struct{})}
 }
 
 func (a *Application) String() string { return a.name }
@@ -175,7 +175,7 @@ func (a *Application) Serve(ctx context.Context) error {
 	for _, c := range a.children {
 		t := &tracked{Child: c, failed: make(chan error, 1), ready: make(chan struct{})}
 		var childReady <-chan struct{}
-		if r, ok := c.Service.(Readier); ok {
+		if r, ok := c.Service.(readier); ok {
 			childReady = r.Ready()
 		} else {
 			close(t.ready)
@@ -203,8 +203,8 @@ func (a *Application) Serve(ctx context.Context) error {
 	return nil
 }
 
-// EventHook turns suture's events into log records.
-func EventHook(log *slog.Logger) suture.EventHook {
+// eventHook turns suture's events into log records.
+func eventHook(log *slog.Logger) suture.EventHook {
 	return func(e suture.Event) {
 		switch ev := e.(type) {
 		case suture.EventServiceTerminate:

@@ -61,7 +61,7 @@ func (f fanout) Replaced(id string, info worker.Info, reason string) {
 }
 
 // Workers is the pool's subtree: the dispatcher plus a suture supervisor
-// holding one Starter per worker. It is a suture.Service and a Readier.
+// holding one Starter per worker. It is a suture.Service and a readier.
 type Workers struct {
 	opts  WorkersOptions
 	sup   *suture.Supervisor
@@ -108,7 +108,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	}
 	w := &Workers{opts: opts, ready: make(chan struct{}), log: opts.Logger}
 	w.sup = suture.New("workers", suture.Spec{
-		EventHook: EventHook(opts.Logger),
+		EventHook: eventHook(opts.Logger),
 		// Starters keep their own budgets; this level must never pause them all.
 		FailureThreshold: 1e9,
 		FailureDecay:     1,
@@ -119,7 +119,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 
 func (w *Workers) String() string { return "workers" }
 
-// Ready implements Readier.
+// Ready implements readier.
 func (w *Workers) Ready() <-chan struct{} { return w.ready }
 
 // Starters returns the per-worker Starters in worker order.
@@ -149,7 +149,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 	sopts := o.Starter
 	sopts.Gate = gate
 	sopts.Logger = o.Logger
-	sopts.EventHook = EventHook(o.Logger)
+	sopts.EventHook = eventHook(o.Logger)
 	sopts.OnGiveUp = func(id string, err error, retryAt time.Time) {
 		o.Pool.WorkerFailed(id, err, retryAt)
 	}
