@@ -1,10 +1,10 @@
 package snakepit
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -16,24 +16,6 @@ import (
 
 	"github.com/snakepit-go/snakepit/internal/auth"
 )
-
-// syncBuffer is a bytes.Buffer two handlers may write to concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // tee sends every record, with every attribute, to all its handlers.
 type tee []slog.Handler
@@ -79,7 +61,7 @@ func (w watched) Serve(ctx context.Context) error {
 // not the logs (text and JSON, every attribute), not suture's events, not
 // any fmt verb applied to the App, its Config, Stats, factory or bridge.
 func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
-	var text, js syncBuffer
+	var text, js testutil.Buffer
 	opts := &slog.HandlerOptions{Level: slog.LevelDebug, AddSource: true}
 	log := slog.New(tee{slog.NewTextHandler(&text, opts), slog.NewJSONHandler(&js, opts)})
 	cfg := Config{Workers: 2, RegistryPath: filepath.Join(t.TempDir(), "r.db"), Logger: log}

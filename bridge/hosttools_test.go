@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"io/fs"
 	"log/slog"
 	"strings"
@@ -72,7 +73,7 @@ type panickyJSON struct{}
 func (panickyJSON) MarshalJSON() ([]byte, error) { panic("marshal boom") }
 
 func TestExecuteHostTool(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.Buffer
 	s, client := startServer(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	type point struct {
 		X, Y int

@@ -1,7 +1,6 @@
 package pool_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
@@ -92,20 +92,8 @@ func (b *blocker) ExecuteStream(context.Context, *worker.Call, func(worker.Chunk
 }
 func (b *blocker) Kill(reason string) { b.mu.Lock(); b.kills = append(b.kills, reason); b.mu.Unlock() }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestHungWatchdogNeverKillsANewerLifetime(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	h := newHarness(t, pool.Options{HungGrace: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	b := &blocker{spec: worker.Spec{ID: "w1", Events: h.p}, release: make(chan struct{})}
 	h.p.Add(b, 1)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"io"
 	"os"
 	"os/exec"
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,30 +23,12 @@ import (
 	"github.com/snakepit-go/snakepit/registry"
 )
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // hostProc is a host process (testdata/host or `snakepit run`) started by
 // the test, with what it printed on its first stdout line.
 type hostProc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
-	stderr *syncBuffer
+	stderr *testutil.Buffer
 	fields map[string]string // key=value pairs of the first stdout line
 	runID  string
 	kids   []pidStart
@@ -70,7 +52,7 @@ func (h *hostProc) exited() bool {
 // nothing may carry its run id (its workers get 3 s to notice).
 func runHost(t *testing.T, bin, prefix string, args ...string) *hostProc {
 	t.Helper()
-	h := &hostProc{done: make(chan struct{}), stderr: &syncBuffer{}, fields: map[string]string{}, kind: map[pidStart]string{}}
+	h := &hostProc{done: make(chan struct{}), stderr: &testutil.Buffer{}, fields: map[string]string{}, kind: map[pidStart]string{}}
 	h.cmd = exec.Command(bin, args...)
 	h.cmd.Stderr = h.stderr
 	out, err := h.cmd.StdoutPipe()
