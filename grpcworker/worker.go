@@ -1,15 +1,18 @@
-// Package grpcworker is the Python gRPC worker type: it spawns one Python
-// process per lifetime, waits for its handshake, calls its tools over gRPC,
-// watches its health, and stops and reaps it.
+// Package grpcworker is the Python gRPC worker type: it spawns Python
+// processes through childproc, waits for their handshake, calls their tools
+// over gRPC, watches their health, and stops and reaps them.
 //
 // Contract (DESIGN §4–§5): argv never goes through a shell and carries the
-// run id; the auth token travels only in the environment; the process leads
-// its own process group and gets SIGTERM when the host dies (forked from a
-// thread that never exits, see internal/spawn); stop is SIGTERM to the group,
-// a grace period, SIGKILL to the group; Serve returns only after the process
-// is reaped and any group member it left behind is killed. A lifetime also
-// ends when its health pings fail, when it cannot answer after a call's
-// deadline (hung), or by plan when its recycle quota or age is reached.
+// run id; the auth token travels only in the environment; every process is
+// started by the worker's childproc.Launcher (registry record, own process
+// group, parent-death signal, group-pinned reap). One Serve is one lifetime:
+// it ends when the App stops, or when the current process dies, misses its
+// health pings, or cannot answer after a call's deadline (hung). Within a
+// lifetime the process is replaced by plan — request quota, age, a sync tool
+// that kept running after its call was cancelled — make-before-break: the
+// successor starts while the current process serves and takes over once
+// ready; the old one drains with its own health checks, then stops. Serve
+// returns only after every process it started is reaped.
 package grpcworker
 
 import (

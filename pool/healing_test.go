@@ -146,3 +146,10 @@ func TestReplacedWorkerStaysReadyLosesSessionsAndCountsAsRecycle(t *testing.T) {
 		t.Fatalf("RecycledError counted as restart: %+v", s)
 	}
 }
+
+func TestGivenUpWorkerMarshalsItsErrorAsText(t *testing.T) {
+	b, err := json.Marshal(pool.GivenUpWorker{ID: "w1", Err: errors.New("No module named 'x'"), RetryAt: time.Unix(0, 0).UTC()})
+	if err != nil || string(b) != `{"id":"w1","error":"No module named 'x'","retry_at":"1970-01-01T00:00:00Z"}` {
+		t.Fatalf("%s, %v", b, err)
+	}
+}

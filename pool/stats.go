@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -55,6 +56,20 @@ type GivenUpWorker struct {
 	ID      string
 	Err     error
 	RetryAt time.Time // zero: not retried
+}
+
+// MarshalJSON writes the error as its message (an error value has no JSON
+// form of its own), for /status and other JSON dumps of Stats.
+func (g GivenUpWorker) MarshalJSON() ([]byte, error) {
+	msg := ""
+	if g.Err != nil {
+		msg = g.Err.Error()
+	}
+	return json.Marshal(struct {
+		ID      string    `json:"id"`
+		Err     string    `json:"error"`
+		RetryAt time.Time `json:"retry_at"`
+	}{g.ID, msg, g.RetryAt})
 }
 
 // FailureCounts splits failed calls by kind.
