@@ -61,6 +61,7 @@ import (
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/proc/proctest"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/registry"
 )
 
@@ -142,23 +143,6 @@ func (in *instance) stop(t *testing.T) snakepit.StopReport {
 		t.Errorf("Stop: %v", err)
 	}
 	return rep
-}
-
-// killSurvivors SIGKILLs what still carries runID — provably ours, since
-// the run id is fresh and SignalVerified checks it again through a pidfd —
-// and reports each as a failure: the guarantees say there is nothing.
-func killSurvivors(t *testing.T, runID string) {
-	t.Helper()
-	ps, err := proc.FindByRunID(runID)
-	if err != nil {
-		t.Errorf("scan /proc: %v", err)
-		return
-	}
-	boot, _ := proc.BootID()
-	for _, p := range ps {
-		t.Errorf("process of run %s alive at the end of the test, killing it: pid %d: %s", runID, p.PID, p.Cmdline)
-		_ = proc.SignalVerified(p.Identity(boot), syscall.SIGKILL)
-	}
 }
 
 func runProcs(t *testing.T, runID string) []proc.Process {
@@ -401,7 +385,7 @@ func hostKill(t *testing.T, top string, o options) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("the host child never became ready")
 	}
-	t.Cleanup(func() { killSurvivors(t, id) })
+	t.Cleanup(func() { testutil.KillRunSurvivors(t, id) })
 	host := cmd.Process.Pid
 	before := runProcs(t, id)
 	if len(workersOf(before, host)) == 0 {
@@ -503,7 +487,7 @@ func startOn(t *testing.T, cfg snakepit.Config) *instance {
 		if !in.stopped {
 			in.stop(t)
 		}
-		killSurvivors(t, app.RunID())
+		testutil.KillRunSurvivors(t, app.RunID())
 	})
 	return in
 }

@@ -157,3 +157,21 @@ func (s *Buffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// KillRunSurvivors SIGKILLs whatever still carries runID — provably ours:
+// the run id is fresh and was made by the test, and SignalVerified checks it
+// again through a pidfd at the moment of signalling — and reports each as a
+// failure: the guarantees say there is nothing left.
+func KillRunSurvivors(t testing.TB, runID string) {
+	t.Helper()
+	ps, err := proc.FindByRunID(runID)
+	if err != nil {
+		t.Errorf("scan /proc: %v", err)
+		return
+	}
+	boot, _ := proc.BootID()
+	for _, p := range ps {
+		t.Errorf("process of run %s alive at the end of the test, killing it: pid %d: %s", runID, p.PID, p.Cmdline)
+		_ = proc.SignalVerified(p.Identity(boot), syscall.SIGKILL)
+	}
+}

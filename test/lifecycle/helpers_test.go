@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -215,7 +214,7 @@ func newInstanceLogging(t *testing.T, cfg snakepit.Config, logger func() (*slog.
 	}
 	in := &instance{App: app, path: cfg.RegistryPath, logs: logs}
 	t.Cleanup(func() { assertNoStartFailures(t, logs) })
-	t.Cleanup(func() { killRunSurvivors(t, app.RunID()) })
+	t.Cleanup(func() { testutil.KillRunSurvivors(t, app.RunID()) })
 	return in
 }
 
@@ -272,24 +271,6 @@ func (in *instance) stop(t testing.TB) snakepit.StopReport {
 		}
 	})
 	return in.report
-}
-
-// killRunSurvivors SIGKILLs whatever still carries runID — provably ours:
-// the run id is fresh and was made by this test, and SignalVerified checks
-// it again through a pidfd at the moment of signalling. Finding anything is
-// a failure: the guarantees say there is nothing.
-func killRunSurvivors(t testing.TB, runID string) {
-	t.Helper()
-	ps, err := proc.FindByRunID(runID)
-	if err != nil {
-		t.Errorf("scan /proc: %v", err)
-		return
-	}
-	boot, _ := proc.BootID()
-	for _, p := range ps {
-		t.Errorf("survivor of run %s at the end of the test, killing it: pid %d: %s", runID, p.PID, p.Cmdline)
-		_ = proc.SignalVerified(p.Identity(boot), syscall.SIGKILL)
-	}
 }
 
 // ---------------------------------------------------------------------------

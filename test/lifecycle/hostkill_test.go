@@ -77,7 +77,7 @@ func runHost(t *testing.T, bin, prefix string, args ...string) *hostProc {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		killRunSurvivors(t, h.runID)
+		testutil.KillRunSurvivors(t, h.runID)
 	})
 	lines := make(chan string, 1)
 	go func() {

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"path/filepath"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestStartFailureCheckCatchesAWorkerThatFailedToStart(t *testing.T) {
 		RegistryPath: filepath.Join(t.TempDir(), "registry.db"), Logger: log,
 	})
 	must(t, err)
-	t.Cleanup(func() { killRunSurvivors(t, app.RunID()) })
+	t.Cleanup(func() { testutil.KillRunSurvivors(t, app.RunID()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := app.Start(ctx); err == nil {
