@@ -12,7 +12,7 @@ PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
 
-.PHONY: all build test test-go test-python test-lifecycle chaos demo proto deps-python lint bench bench-python clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos demo proto deps-python lint bench bench-python bench-sidebyside clean
 
 all: build
 
@@ -24,7 +24,7 @@ deps-python:
 	@scripts/install-python-deps.sh
 
 test: deps-python
-	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go
+	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go test-bench-smoke
 
 test-go:
 	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=1 -timeout 15m ./...
@@ -44,12 +44,32 @@ lint:
 	$(GO) vet ./...
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
+	cd test/bench && $(GO) vet ./... && $(TOOLS_BIN)/staticcheck ./...
 
 demo: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit demo
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pool/...
+
+## bench-python: real round trips Go → pool → gRPC → Python (test/integration)
+bench-python: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench . -benchtime 3s ./test/integration/
+
+## bench-sidebyside: snakepit's Python side against a minimal grpcio sync servicer
+## (raw grpc-go client) and a go-plugin host, N = 1, 2 processes × C = 1, 8 callers;
+## prints the medians as the markdown table of docs/BENCHMARKS.md (test/bench, its own module)
+BENCH_COUNT ?= 5
+BENCH_TIME  ?= 2s
+BENCH_RUN   ?= .
+bench-sidebyside: deps-python
+	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench 'SideBySide/$(BENCH_RUN)' \
+	  -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) -timeout 60m . | tee $(CURDIR)/.snakepit/sidebyside.txt
+	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
+
+## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
+test-bench-smoke:
+	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 5m .
 
 ## proto: needs protoc (Debian: protobuf-compiler) and grpc_python_plugin (Debian: protobuf-compiler-grpc)
 proto:
