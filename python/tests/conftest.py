@@ -6,12 +6,10 @@ polling observable state against a deadline, never by fixed sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import select
 import signal
 import sys
-import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -26,7 +24,7 @@ if PYTHON_DIR not in sys.path:
 from snakepit_bridge.context import TOKEN_METADATA_KEY, HostClient  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2 as pb  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc  # noqa: E402
-from snakepit_bridge._threads import ToolThreads  # noqa: E402
+from snakepit_bridge._threads import CallSlots  # noqa: E402
 from snakepit_bridge.server import WorkerServicer, create_server  # noqa: E402
 
 
@@ -81,29 +79,21 @@ def read_line(fd: int, timeout: float, buf: Optional[bytearray] = None) -> bytes
 
 
 class InProcServer:
-    """A WorkerServicer on a grpc.aio server running in a background loop thread."""
+    """A WorkerServicer on the worker's grpcio sync server, in this process."""
 
     def __init__(self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4) -> None:
-        self.executor = ToolThreads(threads, name="test-tool")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-aio", daemon=True)
-        self.thread.start()
+        self.slots = CallSlots(threads)
         self.token = token
-
-        async def start() -> Any:
-            servicer = WorkerServicer(
-                adapter,
-                adapter_name="tests.Sample",
-                worker_id="w-test",
-                run_id="run-test",
-                host=host,
-                executor=self.executor,
-            )
-            server, port = create_server(servicer, token=token)
-            await server.start()
-            return server, port, servicer
-
-        self.server, self.port, self.servicer = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.servicer = WorkerServicer(
+            adapter,
+            adapter_name="tests.Sample",
+            worker_id="w-test",
+            run_id="run-test",
+            host=host,
+            slots=self.slots,
+        )
+        self.server, self.port = create_server(self.servicer, token=token)
+        self.server.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.WorkerServiceStub(self.channel)
 
@@ -121,11 +111,8 @@ class InProcServer:
 
     def close(self) -> None:
         self.channel.close()
-        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.server.stop(0).wait(10)
+        self.servicer.close()
 
 
 @pytest.fixture
