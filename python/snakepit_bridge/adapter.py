@@ -6,8 +6,9 @@ Contract:
   creates exactly ONE instance per process, calls ``setup()`` once before it
   reports ready and ``teardown()`` once on a graceful stop. State kept on
   ``self`` therefore lives as long as the worker process and is shared by
-  every call (and by concurrent calls: guard it with a lock when tools run
-  in the thread pool).
+  every call (and by concurrent calls: guard it with a lock when the
+  worker's capacity is above 1 — each sync call runs on a thread of its
+  own; async tools share the event loop of the worker's main thread).
 * A tool may be a plain function, a coroutine function, a generator or an
   async generator. Generators are streaming tools; everything else is unary.
 * A tool receives its arguments as keyword arguments decoded from JSON (plus

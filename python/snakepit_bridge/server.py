@@ -6,11 +6,17 @@ Contract with the host (DESIGN.md §4):
         --bridge-address HOST:PORT --worker-id ID --snakepit-run-id RUNID \\
         [--host 127.0.0.1] [--max-workers N]
 
-* Serves ``snakepit.v1.WorkerService`` with grpcio's sync server on loopback
-  only. Every RPC runs in a thread of the server's pool (one is started
-  whenever none is idle, so Ping is answered even when every tool slot is
-  taken); a sync tool runs right on its RPC's thread, an async tool on the
-  event loop of the main thread while its RPC's thread waits for it.
+* Serves ``snakepit.v1.WorkerService`` on loopback only, in one of two
+  flavours (``server_flavour``; both keep this whole contract):
+
+  - "sync", the default: grpcio's sync server. Every RPC runs in a thread
+    of the server's pool (one is started whenever none is idle, so Ping is
+    answered even when every tool slot is taken); a sync tool runs right on
+    its RPC's thread, an async tool on the event loop of the main thread
+    while its RPC's thread waits for it.
+  - "aio", for adapters whose tools are all async (``_aio.py``): grpc.aio,
+    async tools run in their RPC's own task on the main thread's loop, sync
+    tools hop into a thread pool.
 * Startup order: watch for host death, import the adapter, create its ONE
   instance, run ``setup()``, start the server, then print exactly one line
   on stdout and flush it::
@@ -45,6 +51,8 @@ Environment read:
                             a call whose caller gave up no longer counts (see
                             _threads.py) and is reported in Ping. Async tools
                             are not limited here (the host's capacity is)
+  SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: "aio"
+                            when every tool is async, else "sync")
   SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
@@ -79,7 +87,8 @@ from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Sequence
 import grpc
 
 from . import _procs
-from ._threads import CallSlots, ServerThreads, Slot
+from ._aio import AioWorkerServicer, _ignore_further_stop_signals, serve_aio
+from ._threads import CallSlots, ServerThreads, Slot, ToolThreads
 from .adapter import ToolInfo, ToolKind, collect_tools
 from .codec import (
     ArgumentsError,
@@ -92,7 +101,7 @@ from .codec import (
 from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current
 from .pb import snakepit_pb2 as pb
 
-__all__ = ["WorkerServicer", "create_server", "load_adapter_class", "main"]
+__all__ = ["WorkerServicer", "create_server", "server_flavour", "load_adapter_class", "main"]
 
 HANDSHAKE_PREFIX = "SNAKEPIT_READY 1 tcp"
 
@@ -872,6 +881,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_ASYNC_KINDS = (ToolKind.ASYNC, ToolKind.ASYNC_GEN, ToolKind.ASYNC_ITER)
+
+
+def server_flavour(tools: Dict[str, ToolInfo]) -> str:
+    """"sync" (grpcio's sync server: sync tools run on their RPC's thread)
+    or "aio" (grpc.aio: async tools run in their RPC's task, sync tools hop
+    into a thread pool). ``SNAKEPIT_SERVER`` decides when set; otherwise an
+    adapter whose tools are all async gets "aio", every other "sync"."""
+    raw = os.environ.get("SNAKEPIT_SERVER", "").strip().lower()
+    if raw in ("sync", "aio"):
+        return raw
+    if raw:
+        log.warning("ignoring SNAKEPIT_SERVER=%r: use 'sync' or 'aio'", raw)
+    if tools and all(t.kind in _ASYNC_KINDS for t in tools.values()):
+        return "aio"
+    return "sync"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """Run a worker until it is stopped; never returns.
 
@@ -954,22 +981,23 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         log.warning("adapter %s defines no @tool methods", args.adapter)
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
-    slots = CallSlots(threads)
     host_client = HostClient(args.bridge_address, token, worker_id)
-    servicer = WorkerServicer(
-        adapter,
-        adapter_name=args.adapter,
-        worker_id=worker_id,
-        run_id=run_id,
-        host=host_client,
-        slots=slots,
-        tools=tools,
-    )
+    flavour = server_flavour(tools)
     grace = _env_float("SNAKEPIT_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)
+    executor: Optional[ToolThreads] = None
+    common: Dict[str, Any] = dict(
+        adapter_name=args.adapter, worker_id=worker_id, run_id=run_id, host=host_client, tools=tools
+    )
 
     code = EXIT_OK
     try:
-        _serve(proc, servicer, args, token, grace)
+        if flavour == "aio":
+            executor = ToolThreads(threads)
+            aio_servicer = AioWorkerServicer(adapter, executor=executor, **common)
+            asyncio.run(serve_aio(proc, aio_servicer, args, token, grace, _StartupFailed))
+        else:
+            servicer = WorkerServicer(adapter, slots=CallSlots(threads), **common)
+            _serve(proc, servicer, args, token, grace)
     except _StartupFailed as e:
         code = _fail(f"snakepit: worker {worker_id} failed to start: {e}", EXIT_FAILURE)
     except BaseException:
@@ -984,6 +1012,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             log.exception("adapter teardown failed")
     # Nothing may wait from here on: a sync tool that ignores cancellation
     # would hold its pool thread forever.
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
     host_client.close()
     proc.claim_exit()
     killed = _procs.kill_descendants()
@@ -1055,7 +1085,7 @@ async def _serve_async(
     except OSError as e:
         proc.die_now(f"cannot write the handshake line ({e}): host gone")
     log.info(
-        "ready: adapter %s, %d tool(s), listening on %s:%d",
+        "ready: adapter %s, %d tool(s), listening on %s:%d (grpcio sync server)",
         servicer.adapter_name,
         len(servicer.tools),
         args.host,
@@ -1073,29 +1103,6 @@ async def _serve_async(
     while not stopped.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     servicer.close()
-
-
-def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-    """Make later SIGTERM/SIGINT harmless once a stop is under way.
-
-    A killed host delivers its parent-death SIGTERM once per exiting thread,
-    so several arrive within milliseconds. asyncio restores the default
-    action (terminate) when its loop closes; a second SIGTERM after that
-    would kill the worker before it has killed its descendants. The host's
-    SIGKILL after its grace period remains the backstop.
-    """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-        # Drop asyncio's record without calling remove_signal_handler, which
-        # would first put the default action back (a window for the kill).
-        handlers = getattr(loop, "_signal_handlers", None)
-        if isinstance(handlers, dict):
-            handlers.pop(sig, None)
-        else:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-
-
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def test_cancelled_sync_call_is_abandoned_until_its_tool_returns(make_server):
     assert result(srv.execute("add", b'{"a": 1}', timeout=2)) == 3
     adapter.stubborn_release.set()
     wait_for(lambda: ping(srv).abandoned_calls == 0, what="abandoned call finished")
-    assert srv.slots.running == 0
+    assert srv.busy() == 0
 
 
 def test_call_waiting_for_a_slot_is_dropped_when_its_caller_gives_up(make_server):
@@ -269,11 +269,11 @@ def test_call_waiting_for_a_slot_is_dropped_when_its_caller_gives_up(make_server
         srv.execute("stubborn", timeout=0.3)
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The server learns of the deadline a moment after the client.
-    wait_for(lambda: srv.slots._waiting == 0, what="the waiting call dropped")
+    wait_for(lambda: srv.waiting() == 0, what="the waiting call dropped")
     adapter.stubborn_release.set()
     assert result(first.result(5)) == "released"
     assert adapter.blocked_runs == 1, "the dropped call ran anyway"
-    assert ping(srv).abandoned_calls == 0 and srv.slots.running == 0
+    assert ping(srv).abandoned_calls == 0 and srv.busy() == 0
 
 
 def test_contextvars_do_not_leak_between_calls(make_server):
@@ -290,7 +290,7 @@ def test_sync_tool_returning_an_awaitable(srv):
 def test_stream_steps_see_their_session_context(srv, tool, session):
     chunks = srv.stream(tool, session_id=session)
     assert [json.loads(c.data.json) for c in chunks[:-1]] == [True, True] and chunks[-1].is_final
-    assert srv.slots.running == 0
+    assert srv.busy() == 0
 
 
 def test_many_concurrent_calls_of_every_kind(make_server):
@@ -305,7 +305,7 @@ def test_many_concurrent_calls_of_every_kind(make_server):
 
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         assert list(ex.map(one, range(60))) == [i + 2 for i in range(60)]
-    assert srv.slots.running == 0 and ping(srv).abandoned_calls == 0
+    assert srv.busy() == 0 and ping(srv).abandoned_calls == 0
 
 
 # -- auth ---------------------------------------------------------------------------------
@@ -427,3 +427,18 @@ def test_host_tool_error_attributes(fake_host):
         assert ctx.session_valid() is True
     finally:
         client.close()
+
+
+def test_server_flavour(monkeypatch):
+    from async_adapter import AsyncAdapter
+    from snakepit_bridge.adapter import collect_tools
+    from snakepit_bridge.server import server_flavour
+
+    monkeypatch.delenv("SNAKEPIT_SERVER", raising=False)
+    assert server_flavour(collect_tools(SampleAdapter())) == "sync"  # mixed: sync tools run best there
+    assert server_flavour(collect_tools(AsyncAdapter())) == "aio"
+    assert server_flavour({}) == "sync"
+    monkeypatch.setenv("SNAKEPIT_SERVER", " AIO ")
+    assert server_flavour(collect_tools(SampleAdapter())) == "aio"
+    monkeypatch.setenv("SNAKEPIT_SERVER", "bogus")  # ignored, with a warning
+    assert server_flavour(collect_tools(AsyncAdapter())) == "aio"

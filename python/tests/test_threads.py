@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from conftest import wait_for
-from snakepit_bridge._threads import CallSlots, ServerThreads, Slot
+from snakepit_bridge._threads import CallSlots, ServerThreads, Slot, ToolThreads
 from snakepit_bridge.adapters.showcase import ShowcaseAdapter
 from snakepit_bridge.pb import snakepit_pb2 as pb
 
@@ -147,3 +147,77 @@ def test_cancelled_sync_tools_that_keep_running_do_not_eat_the_pool(showcase):
     assert sorted(p.abandoned_request_ids) == sorted(f"r{i}" for i in range(8))
     assert p.oldest_abandoned_seconds > 0
     wait_for(lambda: ping().abandoned_calls == 0, timeout=10, what="abandoned calls finished")
+
+
+# -- ToolThreads: the sync tools' pool of the grpc.aio flavour ---------------------
+
+
+def test_tool_threads_run_exactly_size_calls_at_once():
+    pool = ToolThreads(3)
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work():
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        release.wait(5)
+        with lock:
+            inside -= 1
+
+    futs = [pool.submit(work) for _ in range(7)]
+    wait_for(lambda: inside == 3, what="3 calls inside")
+    release.set()
+    for f in futs:
+        f.result(5)
+    assert most == 3
+    pool.shutdown()
+
+
+def test_tool_threads_abandoned_call_frees_its_slot_and_is_reported_until_it_returns():
+    pool = ToolThreads(1)
+    stuck = threading.Event()
+    started = threading.Event()
+
+    def stubborn():
+        started.set()
+        stuck.wait(10)
+
+    f = pool.submit(stubborn)
+    assert started.wait(5)
+    pool.abandon(f, "req-1")
+    assert pool.submit(lambda: 42).result(5) == 42  # a fresh thread took it
+    count, oldest, ids = pool.abandoned()
+    assert count == 1 and ids == ["req-1"] and oldest >= 0
+    stuck.set()
+    wait_for(lambda: pool.abandoned()[0] == 0, what="the abandoned call finished")
+    pool.shutdown()
+
+
+def test_tool_threads_abandoning_a_queued_call_drops_it():
+    pool = ToolThreads(1)
+    gate = threading.Event()
+    pool.submit(gate.wait, 5)
+    queued = pool.submit(lambda: "never")
+    pool.abandon(queued)
+    assert queued.cancelled()
+    assert pool.abandoned()[0] == 0
+    gate.set()
+    pool.shutdown()
+
+
+def test_tool_threads_burst_runs_at_once_when_threads_are_idle():
+    # Regression: two submits while one thread was idle used to notify it
+    # twice; the second wake-up was lost and the burst ran one at a time.
+    pool = ToolThreads(4)
+    pool.submit(lambda: None).result(5)  # leaves one idle thread
+    wait_for(lambda: pool._idle == 1, what="one idle thread")
+    b_ran = threading.Event()
+    a = pool.submit(lambda: b_ran.wait(5))
+    b = pool.submit(b_ran.set)
+    assert a.result(10) is True, "the second call of the burst did not run while the first waited for it"
+    b.result(5)
+    pool.shutdown()

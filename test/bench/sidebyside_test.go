@@ -6,8 +6,11 @@
 //     grpcio sync servicer (grpc.server with a ThreadPoolExecutor);
 //   - go-plugin: a hashicorp/go-plugin host dispensing the same servicer as
 //     a gRPC plugin (go-plugin's own handshake, health check and connection);
-//   - snakepit: an App with real Python workers running the showcase
-//     adapter's add tool, at Capacity 1 and at Capacity C/N.
+//   - snakepit: an App with real Python workers running bench_adapter.py's
+//     add tool, at Capacity 1 and at Capacity C/N; snakepit-async the same
+//     with the async twin aadd of an all-async adapter (served by grpc.aio),
+//     snakepit-mixed-async with aadd of an adapter that also has sync tools
+//     (served by grpcio's sync server, so the call hops to the event loop).
 //
 // Each is measured with N = 1 and 2 Python processes and C = 1 and 8
 // concurrent callers. Besides ns/op (wall time per call, all callers
@@ -269,14 +272,23 @@ func (t *pluginTarget) close() {
 // -- snakepit ----------------------------------------------------------------------
 
 type snakepitTarget struct {
-	app *snakepit.App
-	pid []int
+	app  *snakepit.App
+	tool string
+	pid  []int
 }
 
-func newSnakepit(tb testing.TB, n, capacity int) target {
+// newSnakepit runs a tool of bench_adapter.py: "add" (sync) or "aadd" (async)
+// of BenchAdapter, or "aadd" of AsyncBenchAdapter when adapter says so.
+func newSnakepit(tb testing.TB, n, capacity int, adapter, tool string) target {
+	here, err := filepath.Abs(".")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	app, err := snakepit.New(snakepit.Config{
 		Workers:      n,
 		Capacity:     capacity,
+		Adapter:      "bench_adapter." + adapter,
+		PythonPath:   []string{here},
 		Python:       python(tb),
 		RegistryPath: filepath.Join(tb.TempDir(), "r.db"),
 		Logger:       testutil.Logger(),
@@ -289,7 +301,7 @@ func newSnakepit(tb testing.TB, n, capacity int) target {
 	if err := app.Start(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	t := &snakepitTarget{app: app}
+	t := &snakepitTarget{app: app, tool: tool}
 	for _, p := range testutil.RunIDProcesses(tb, app.RunID()) {
 		if strings.Contains(p.Cmdline, "snakepit_bridge.server") {
 			t.pid = append(t.pid, p.PID)
@@ -303,7 +315,7 @@ func newSnakepit(tb testing.TB, n, capacity int) target {
 }
 
 func (t *snakepitTarget) call(ctx context.Context) error {
-	res, err := t.app.Execute(ctx, "add", addArgs)
+	res, err := t.app.Execute(ctx, t.tool, addArgs)
 	if err != nil {
 		return err
 	}
@@ -402,9 +414,15 @@ func setups() []setup {
 		out = append(out,
 			setup{fmt.Sprintf("grpc-sync/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newRaw(tb, n, 8) }},
 			setup{fmt.Sprintf("go-plugin/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newPlugin(tb, n, 8) }},
-			setup{fmt.Sprintf("snakepit/N=%d/cap=1", n), n, []int{1, 8}, func(tb testing.TB) target { return newSnakepit(tb, n, 1) }},
+			setup{fmt.Sprintf("snakepit/N=%d/cap=1", n), n, []int{1, 8}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
 			// Capacity = C/N for C = 8 (for C = 1 it is the row above).
-			setup{fmt.Sprintf("snakepit/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n) }},
+			setup{fmt.Sprintf("snakepit/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "BenchAdapter", "add") }},
+			// An async tool of an all-async adapter (grpc.aio flavour)…
+			setup{fmt.Sprintf("snakepit-async/N=%d/cap=1", n), n, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "AsyncBenchAdapter", "aadd") }},
+			setup{fmt.Sprintf("snakepit-async/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "AsyncBenchAdapter", "aadd") }},
+			// …and of a mixed adapter (sync flavour: a hop to the event loop).
+			setup{fmt.Sprintf("snakepit-mixed-async/N=%d/cap=1", n), n, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "aadd") }},
+			setup{fmt.Sprintf("snakepit-mixed-async/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "BenchAdapter", "aadd") }},
 		)
 	}
 	return out
