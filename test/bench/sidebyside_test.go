@@ -6,6 +6,8 @@
 //     grpcio sync servicer (grpc.server with a ThreadPoolExecutor);
 //   - go-plugin: a hashicorp/go-plugin host dispensing the same servicer as
 //     a gRPC plugin (go-plugin's own handshake, health check and connection);
+//   - raw-worker: raw grpc-go calls to snakepit worker processes started by
+//     hand (snakepit's Python side without the pool and the host's client);
 //   - snakepit: an App with real Python workers running bench_adapter.py's
 //     add tool, at Capacity 1 and at Capacity C/N; snakepit-async the same
 //     with the async twin aadd of an all-async adapter (served by grpc.aio),
@@ -95,6 +97,31 @@ type rawTarget struct {
 func startServicer(tb testing.TB, threads int) (*exec.Cmd, io.Closer, string) {
 	cmd := exec.Command(python(tb), "minimal_servicer.py")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(tb), "BENCH_WATCH_STDIN=1", "BENCH_THREADS="+strconv.Itoa(threads))
+	return startProc(tb, cmd, func(line string) string {
+		parts := strings.Split(strings.TrimSpace(line), "|")
+		if len(parts) != 5 || parts[2] != "tcp" {
+			return ""
+		}
+		return parts[3]
+	})
+}
+
+// startWorker starts a snakepit worker process by hand (no host, no token),
+// for raw grpc-go calls: snakepit's Python side without its Go client.
+func startWorker(tb testing.TB, threads int) (*exec.Cmd, io.Closer, string) {
+	cmd := exec.Command(python(tb), "-m", "snakepit_bridge.server", "--adapter", "bench_adapter.BenchAdapter",
+		"--port", "0", "--max-workers", strconv.Itoa(threads))
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(tb)+":.", "SNAKEPIT_LOG_LEVEL=WARNING")
+	return startProc(tb, cmd, func(line string) string {
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "SNAKEPIT_READY" {
+			return ""
+		}
+		return f[3]
+	})
+}
+
+func startProc(tb testing.TB, cmd *exec.Cmd, parse func(string) string) (*exec.Cmd, io.Closer, string) {
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -119,12 +146,12 @@ func startServicer(tb testing.TB, threads int) (*exec.Cmd, io.Closer, string) {
 	case line = <-lines:
 	case <-time.After(20 * time.Second):
 	}
-	parts := strings.Split(strings.TrimSpace(line), "|")
-	if len(parts) != 5 || parts[2] != "tcp" {
+	addr := parse(line)
+	if addr == "" {
 		stopProc(cmd, stdin)
 		tb.Fatalf("bad handshake line %q", line)
 	}
-	return cmd, stdin, parts[3]
+	return cmd, stdin, addr
 }
 
 // stopProc ends a servicer started by startServicer: stdin EOF, then
@@ -143,10 +170,10 @@ func stopProc(cmd *exec.Cmd, stdin io.Closer) {
 	<-done
 }
 
-func newRaw(tb testing.TB, n, threads int) target {
+func newRaw(tb testing.TB, n, threads int, start func(testing.TB, int) (*exec.Cmd, io.Closer, string)) target {
 	t := &rawTarget{}
 	for i := 0; i < n; i++ {
-		cmd, stdin, addr := startServicer(tb, threads)
+		cmd, stdin, addr := start(tb, threads)
 		t.procs = append(t.procs, cmd)
 		t.stdins = append(t.stdins, stdin)
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -412,11 +439,14 @@ func setups() []setup {
 	var out []setup
 	for _, n := range []int{1, 2} {
 		out = append(out,
-			setup{fmt.Sprintf("grpc-sync/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newRaw(tb, n, 8) }},
+			setup{fmt.Sprintf("grpc-sync/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newRaw(tb, n, 8, startServicer) }},
 			setup{fmt.Sprintf("go-plugin/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newPlugin(tb, n, 8) }},
 			setup{fmt.Sprintf("snakepit/N=%d/cap=1", n), n, []int{1, 8}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
 			// Capacity = C/N for C = 8 (for C = 1 it is the row above).
 			setup{fmt.Sprintf("snakepit/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "BenchAdapter", "add") }},
+			// snakepit's worker process called by raw grpc-go: its Python side
+			// alone, without the pool, the token and the host's call options.
+			setup{fmt.Sprintf("raw-worker/N=%d", n), n, []int{1, 8}, func(tb testing.TB) target { return newRaw(tb, n, 8, startWorker) }},
 			// An async tool of an all-async adapter (grpc.aio flavour)…
 			setup{fmt.Sprintf("snakepit-async/N=%d/cap=1", n), n, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "AsyncBenchAdapter", "aadd") }},
 			setup{fmt.Sprintf("snakepit-async/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "AsyncBenchAdapter", "aadd") }},
