@@ -63,8 +63,13 @@ BENCH_COUNT ?= 5
 BENCH_TIME  ?= 2s
 BENCH_RUN   ?= .
 bench-sidebyside: deps-python
-	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench 'SideBySide/$(BENCH_RUN)' \
-	  -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) -timeout 60m . | tee $(CURDIR)/.snakepit/sidebyside.txt
+	@: > $(CURDIR)/.snakepit/sidebyside.txt
+	@# Round-robin: one count of every row, BENCH_COUNT times, so load changes hit all rows alike.
+	cd test/bench && for i in $$(seq $(BENCH_COUNT)); do \
+	  SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench 'SideBySide/$(BENCH_RUN)' \
+	    -benchtime $(BENCH_TIME) -count 1 -timeout 60m . > $(CURDIR)/.snakepit/sidebyside.run 2>&1; rc=$$?; \
+	  cat $(CURDIR)/.snakepit/sidebyside.run; cat $(CURDIR)/.snakepit/sidebyside.run >> $(CURDIR)/.snakepit/sidebyside.txt; \
+	  [ $$rc -eq 0 ] || exit $$rc; done
 	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
 
 ## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
