@@ -246,11 +246,11 @@ func (a *App) Start(ctx context.Context) error {
 // StopReport says what the stop did, in order.
 type StopReport struct {
 	// Children lists each child's stop, in the order they stopped.
-	Children []supervisor.StopRecord
+	Children []StopRecord
 	// WorkersStoppedAt is when the last worker was reaped.
 	WorkersStoppedAt time.Time
 	// Cleanup is the last-resort sweep's report; on a correct stop it found nothing.
-	Cleanup cleanup.Report
+	Cleanup CleanupReport
 }
 
 // Stop performs the ordered stop and waits for it (or ctx). The error is
@@ -338,9 +338,9 @@ func (a *App) Tools() []ToolSpec { return a.pool.Tools() }
 // Stats is a snapshot of the App.
 type Stats struct {
 	RunID string
-	Pool  pool.Stats
+	Pool  PoolStats
 	// Reap is what the startup reaper did about earlier runs.
-	Reap registry.ReapReport
+	Reap ReapReport
 }
 
 // Stats returns a snapshot.
@@ -350,15 +350,16 @@ func (a *App) Stats() Stats {
 
 // RegisterHostTool makes a Go function callable from Python tools as
 // context.call_host_tool(name, **kwargs).
-func (a *App) RegisterHostTool(name string, fn bridge.HostToolFunc, spec ToolSpec) error {
+func (a *App) RegisterHostTool(name string, fn HostToolFunc, spec ToolSpec) error {
 	return a.bridge.RegisterHostTool(name, fn, spec)
 }
 
 // Sessions is the session store shared with Python workers.
-func (a *App) Sessions() *bridge.Sessions { return a.bridge.Sessions() }
+func (a *App) Sessions() *Sessions { return a.bridge.Sessions() }
 
-// Bridge exposes the host-side server (address, registered Python tools).
-func (a *App) Bridge() *bridge.Server { return a.bridge }
+// BridgeAddress is the loopback address of the host-side server Python
+// workers call back (sessions, host tools); empty before Start.
+func (a *App) BridgeAddress() string { return a.bridge.Addr() }
 
 // Decode is a convenience: unmarshal a JSON result into T.
 func Decode[T any](r *Result, err error) (T, error) {

@@ -95,7 +95,7 @@ func (h *hostService) RegisterTools(_ context.Context, req *pb.RegisterToolsRequ
 }
 
 func (h *hostService) ListHostTools(context.Context, *pb.ListHostToolsRequest) (*pb.ListHostToolsResponse, error) {
-	tools := h.s.HostTools()
+	tools := h.s.hostToolList()
 	out := &pb.ListHostToolsResponse{Tools: make([]*pb.ToolSpec, 0, len(tools))}
 	for _, t := range tools {
 		out.Tools = append(out.Tools, specToPB(t))

@@ -140,12 +140,6 @@ func NewFactory(opts Options) (*Factory, error) {
 	return &Factory{opts: opts, pkgDir: dir}, nil
 }
 
-// Python is the interpreter the factory's workers run.
-func (f *Factory) Python() string { return f.opts.Python }
-
-// PackageDir is the directory holding the unpacked snakepit_bridge package.
-func (f *Factory) PackageDir() string { return f.pkgDir }
-
 // NewWorker implements worker.Factory.
 func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	if spec.ID == "" || spec.Events == nil {

@@ -164,9 +164,9 @@ func (w *Worker) PID() int {
 	return 0
 }
 
-// Target is the current process's gRPC address ("" when none is ready);
+// target is the current process's gRPC address ("" when none is ready);
 // for diagnostics and tests, calls need the run's token.
-func (w *Worker) Target() string {
+func (w *Worker) target() string {
 	if lt := w.current(); lt != nil {
 		return lt.target
 	}

@@ -279,7 +279,7 @@ func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
 		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials(auth.NewToken()))},
 	} {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		conn, err := grpc.NewClient(fx.w.Target(), opts...)
+		conn, err := grpc.NewClient(fx.w.target(), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,22 +22,22 @@ import (
 	"sort"
 )
 
-// Files is the embedded snakepit_bridge package, rooted at this directory
+// files is the embedded snakepit_bridge package, rooted at this directory
 // (paths look like "snakepit_bridge/server.py").
 //
 //go:embed snakepit_bridge/*.py snakepit_bridge/pb/*.py snakepit_bridge/adapters/*.py
-var Files embed.FS
+var files embed.FS
 
-// Digest is the first 12 hex digits of the SHA-256 over every embedded
+// digest is the first 12 hex digits of the SHA-256 over every embedded
 // file's path and contents; it names the directory Extract creates.
-func Digest() (string, error) {
+func digest() (string, error) {
 	names, err := fileNames()
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
 	for _, name := range names {
-		data, err := Files.ReadFile(name)
+		data, err := files.ReadFile(name)
 		if err != nil {
 			return "", err
 		}
@@ -50,7 +50,7 @@ func Digest() (string, error) {
 
 func fileNames() ([]string, error) {
 	var names []string
-	err := fs.WalkDir(Files, ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func fileNames() ([]string, error) {
 // reader never sees a half-written tree, and an existing tree with the same
 // digest is reused as it is. Directories are 0755, files 0644.
 func Extract(dir string) (string, error) {
-	digest, err := Digest()
+	digest, err := digest()
 	if err != nil {
 		return "", fmt.Errorf("python: hashing embedded files: %w", err)
 	}
@@ -122,7 +122,7 @@ func writeTree(root string) error {
 		return err
 	}
 	for _, name := range names {
-		data, err := Files.ReadFile(name)
+		data, err := files.ReadFile(name)
 		if err != nil {
 			return err
 		}

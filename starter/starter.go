@@ -129,8 +129,8 @@ func New(f worker.Factory, spec worker.Spec, opts Options) (*Starter, error) {
 // Worker returns the supervised worker.
 func (s *Starter) Worker() worker.Worker { return s.w }
 
-// Restarts counts lifetimes started after the first.
-func (s *Starter) Restarts() int {
+// restartCount counts lifetimes started after the first.
+func (s *Starter) restartCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.restarts
