@@ -13,6 +13,12 @@
 // successor starts while the current process serves and takes over once
 // ready; the old one drains with its own health checks, then stops. Serve
 // returns only after every process it started is reaped.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package grpcworker
 
 import (

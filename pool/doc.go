@@ -74,4 +74,10 @@
 // lets in-flight calls finish until its context ends, then cancels theirs,
 // and returns once none is in flight (bounded: hung workers are killed after
 // HungGrace, and Stop gives up with a *StopError shortly after that).
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package pool

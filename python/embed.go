@@ -7,6 +7,12 @@
 // leave out __pycache__). Extract writes them to a content-addressed
 // directory and returns the path to put on PYTHONPATH; the worker is then
 // started as `python -m snakepit_bridge.server`.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package python
 
 import (

@@ -21,6 +21,12 @@
 //     A crash signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
 //   - An optional start gate bounds how many workers are between spawn and
 //     ready at once across the pool.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package starter
 
 import (
