@@ -41,6 +41,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
@@ -300,6 +303,7 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 	if err != nil {
 		return nil, err
 	}
+	call.Metadata = traceMetadata(ctx)
 	return a.pool.Execute(ctx, call, co)
 }
 
@@ -310,7 +314,24 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 	if err != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
 	}
+	call.Metadata = traceMetadata(ctx)
 	return a.pool.ExecuteStream(ctx, call, co)
+}
+
+// traceContext is the W3C propagator, used directly rather than the global
+// one: the global default propagates nothing, and the trace must reach
+// Python whether or not the application configured OpenTelemetry.
+var traceContext propagation.TraceContext
+
+// traceMetadata is the caller's span context as "traceparent" and
+// "tracestate" entries, or nil (no allocation) when ctx carries no span.
+func traceMetadata(ctx context.Context) map[string]string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return nil
+	}
+	m := propagation.MapCarrier{}
+	traceContext.Inject(ctx, m)
+	return m
 }
 
 func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {

@@ -31,6 +31,9 @@ type (
 	NotReadyError = pool.NotReadyError
 	// WorkerTimeoutError: a call's worker hung past HungGrace and was killed.
 	WorkerTimeoutError = pool.WorkerTimeoutError
+	// ToolTimeoutError: the call ran past the timeout its tool declares
+	// (@tool(timeout=...)); errors.Is context.DeadlineExceeded.
+	ToolTimeoutError = pool.ToolTimeoutError
 	// InvalidCallError: a call that could never succeed; nothing was sent.
 	InvalidCallError = pool.InvalidCallError
 	// PoolStats is the pool's part of Stats: workers by state, queue,

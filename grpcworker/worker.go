@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -870,6 +871,7 @@ func request(call *worker.Call) *pb.ExecuteToolRequest {
 		BinaryArgs: call.Binary,
 		SessionId:  call.SessionID,
 		RequestId:  call.RequestID,
+		Metadata:   call.Metadata,
 	}
 }
 
@@ -955,10 +957,20 @@ func (w *Worker) toolError(lt *lifetime, tool string, te *pb.ToolError) error {
 	return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
 }
 
+// secondsToDuration converts a declared timeout; what is not a positive,
+// finite number of seconds below 290 years means none.
+func secondsToDuration(s float64) time.Duration {
+	if !(s > 0) || s >= math.MaxInt64/float64(time.Second) {
+		return 0
+	}
+	return time.Duration(s * float64(time.Second))
+}
+
 func toolSpecsFromPB(in []*pb.ToolSpec) []worker.ToolSpec {
 	out := make([]worker.ToolSpec, 0, len(in))
 	for _, t := range in {
-		ts := worker.ToolSpec{Name: t.GetName(), Description: t.GetDescription(), SupportsStreaming: t.GetSupportsStreaming()}
+		ts := worker.ToolSpec{Name: t.GetName(), Description: t.GetDescription(), SupportsStreaming: t.GetSupportsStreaming(),
+			MaxConcurrency: int(min(t.GetMaxConcurrency(), math.MaxInt32)), Timeout: secondsToDuration(t.GetTimeoutSeconds())}
 		for _, p := range t.GetParameters() {
 			ts.Parameters = append(ts.Parameters, worker.ParamSpec{
 				Name: p.GetName(), Type: p.GetType(), Required: p.GetRequired(),

@@ -492,7 +492,13 @@ func (p *Pool) recycle(r *callRec) {
 func (p *Pool) sampleLocked(d time.Duration) {
 	p.lat[p.latN%latencyWindow] = d
 	p.latN++
+	p.latSum += d
 	if d > p.latMax {
 		p.latMax = d
 	}
+	i := 0
+	for i < len(latencyBounds) && d > latencyBounds[i] {
+		i++
+	}
+	p.latBuckets[i]++ // the last slot is +Inf
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -120,9 +121,18 @@ type Pool struct {
 	lat           [latencyWindow]time.Duration
 	latN          uint64
 	latMax        time.Duration
+	latSum        time.Duration
+	latBuckets    [len(latencyBounds) + 1]uint64 // per bound, not cumulative; the last is +Inf
 
 	recs    sync.Pool // *callRec
 	waiters sync.Pool // *waiter
+
+	// Per-tool limits (limits.go). limits is replaced whole under mu; the
+	// gates have their own lock, taken after mu when both are needed.
+	limits      atomic.Pointer[map[string]toolLimit]
+	gateMu      sync.Mutex
+	gates       map[string]*toolGate
+	gatesClosed bool
 }
 
 var _ worker.Events = (*Pool)(nil)
@@ -141,6 +151,7 @@ func New(opts Options) (*Pool, error) {
 		early:     map[string]earlyEvent{},
 		toolCount: map[string]int{},
 		sessions:  map[string]sessionEntry{},
+		gates:     map[string]*toolGate{},
 		sweepAt:   sessionSweepMin,
 		changed:   make(chan struct{}),
 		st:        counters{restartReasons: map[string]int{}, recycleReasons: map[string]int{}},
@@ -321,6 +332,7 @@ func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
 	}
 	ws.state = stReady
 	ws.tools = slices.Clone(info.Tools)
+	p.noteLimitsLocked(ws.tools)
 	p.ready++
 	if len(ws.tools) > 0 {
 		p.toolsReported++
@@ -491,6 +503,7 @@ func (p *Pool) Stop(ctx context.Context) error {
 	}
 	idle := p.idle
 	p.mu.Unlock()
+	p.closeGates(ErrPoolStopping)
 
 	select {
 	case <-idle:

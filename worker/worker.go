@@ -43,6 +43,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"time"
 
 	"github.com/thejerf/suture/v4"
 
@@ -127,6 +128,10 @@ type Call struct {
 	Binary    map[string][]byte // extra keyword arguments sent as raw bytes
 	SessionID string
 	RequestID string
+	// Metadata travels with the call to the tool (Python: SessionContext.
+	// metadata). The App puts the caller's W3C trace context here under
+	// "traceparent" and "tracestate"; a worker type passes it on unchanged.
+	Metadata map[string]string
 }
 
 // Result is what a unary tool returned: a JSON value, or raw bytes when the
@@ -169,4 +174,12 @@ type ToolSpec struct {
 	Description       string      `json:"description,omitempty"`
 	Parameters        []ParamSpec `json:"parameters,omitempty"`
 	SupportsStreaming bool        `json:"supports_streaming"`
+	// MaxConcurrency, when positive, bounds the calls of this tool running
+	// at once across the whole pool (Python: @tool(max_concurrency=N));
+	// further calls queue like calls waiting for a worker.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+	// Timeout, when positive, is the deadline of a call of this tool whose
+	// context has none (Python: @tool(timeout=seconds)). In JSON it is
+	// nanoseconds.
+	Timeout time.Duration `json:"timeout,omitempty"`
 }
