@@ -22,6 +22,13 @@
 //	GRPCWorker           grpcworker.Worker (the Python worker type), on childproc
 //	ApplicationCleanup   cleanup.Service (stopped last)
 //
+// A call (Execute, ExecuteStream) takes a free worker slot or queues for
+// one. Limits a tool declares in Python hold across the whole pool:
+// @tool(max_concurrency=N) queues calls beyond N, @tool(timeout=s) is the
+// deadline of a call whose ctx has none (*ToolTimeoutError). The span
+// context in ctx reaches the tool as W3C traceparent/tracestate (only the
+// OpenTelemetry API is used; no SDK is required).
+//
 // Calls fail with errors to test with errors.Is/As: ErrWorkerCrashed
 // (*CrashError), ErrToolFailed (*ToolError), ErrQueueTimeout,
 // ErrPoolSaturated, ErrNotReady (*NotReadyError), ErrNotStarted, and the
