@@ -48,6 +48,11 @@ type (
 	StartError = supervisor.StartError
 	// HostToolError says why a host tool could not be registered.
 	HostToolError = bridge.RegistrationError
+	// ReloadReport says which workers a Reload replaced and how long it took.
+	ReloadReport = supervisor.ReloadReport
+	// ReloadError: a Reload stopped at a worker whose new process failed to
+	// start; errors.As also finds that *StartupError through it.
+	ReloadError = supervisor.ReloadError
 )
 
 // ErrInvalidConfig: a Config field or call option is out of range.
@@ -75,6 +80,9 @@ var (
 	ErrInvalidCall              = pool.ErrInvalidCall
 	ErrPythonNotFound           = grpcworker.ErrPythonNotFound
 	ErrRegistryLocked           = registry.ErrLocked
+	// ErrReloadUnsupported: Reload with a worker type that does not
+	// implement worker.Replacer.
+	ErrReloadUnsupported = supervisor.ErrReloadUnsupported
 	// ErrRegistry: the process registry cannot be opened or used for any
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
 	ErrRegistry  = registry.ErrUnavailable

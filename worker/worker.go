@@ -170,3 +170,18 @@ type ToolSpec struct {
 	Parameters        []ParamSpec `json:"parameters,omitempty"`
 	SupportsStreaming bool        `json:"supports_streaming"`
 }
+
+// Replacer is implemented by worker types that can replace their process
+// on request without a gap (make-before-break); App.Reload uses it.
+type Replacer interface {
+	// Replace starts a new process (running the current code) while the
+	// current one serves; once the new one is ready it takes every new
+	// call and the old one drains. The worker reports Replaced(reason).
+	// It returns nil once the new process took over; the new process's
+	// *StartupError if it could not start (the current process keeps
+	// serving and nothing is retried); an error matching
+	// ErrWorkerUnavailable when there is no running process to replace or
+	// the lifetime ended first; ctx.Err() when ctx ended first (the
+	// request is withdrawn).
+	Replace(ctx context.Context, reason string) error
+}
