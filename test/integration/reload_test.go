@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,27 +169,40 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 	l := startLoad(t, app, 8, records)
 	testutil.Eventually(t, 10*time.Second, "load running", func() bool { return l.ok.Load() > 50 })
 
-	code.write(t, "v2")
-	callsBefore := l.ok.Load()
-	rep, err := app.Reload(ctxT(t))
-	callsDuring := l.ok.Load() - callsBefore
-	if err != nil {
-		t.Fatalf("Reload: %v", err)
+	// SNAKEPIT_RELOAD_ROUNDS=N (make reload-soak) reloads N times under
+	// the same load; make test runs one.
+	rounds := 1
+	if n, err := strconv.Atoi(os.Getenv("SNAKEPIT_RELOAD_ROUNDS")); err == nil && n > 1 {
+		rounds = n
 	}
-	if len(rep.Replaced) != workers || len(rep.Skipped) != 0 {
-		t.Fatalf("Reload report %+v, want all %d workers replaced", rep, workers)
+	version := ""
+	var total time.Duration
+	for r := 1; r <= rounds; r++ {
+		version = fmt.Sprintf("v%d", r+1)
+		code.write(t, version)
+		callsBefore := l.ok.Load()
+		rep, err := app.Reload(ctxT(t))
+		callsDuring := l.ok.Load() - callsBefore
+		if err != nil {
+			t.Fatalf("Reload %d: %v", r, err)
+		}
+		if len(rep.Replaced) != workers || len(rep.Skipped) != 0 {
+			t.Fatalf("Reload %d report %+v, want all %d workers replaced", r, rep, workers)
+		}
+		total += rep.Duration
+		t.Logf("reload %d of %d workers under load: %s, %d calls completed during it", r, workers, rep.Duration.Round(time.Millisecond), callsDuring)
+		// A little more load on the new processes before the next round.
+		after := l.ok.Load()
+		testutil.Eventually(t, 10*time.Second, "load on the new processes", func() bool { return l.ok.Load() > after+50 })
 	}
-	// A little more load on the new processes, then the verdict.
-	after := l.ok.Load()
-	testutil.Eventually(t, 10*time.Second, "load on the new processes", func() bool { return l.ok.Load() > after+50 })
 	ok, failures := l.finish()
-	t.Logf("reload of %d workers under load: %s, %d calls completed during it, %d calls in all, %d failed",
-		workers, rep.Duration.Round(time.Millisecond), callsDuring, ok, len(failures))
+	t.Logf("%d reload(s) of %d workers under load (8 callers, half non-idempotent): mean %s, %d calls in all, %d failed",
+		rounds, workers, (total / time.Duration(rounds)).Round(time.Millisecond), ok, len(failures))
 	if len(failures) > 0 {
-		t.Fatalf("%d calls failed across the reload; first: %v", len(failures), failures[0])
+		t.Fatalf("%d calls failed across the reloads; first: %v", len(failures), failures[0])
 	}
-	if v := versions(t, app, 16); v["v2"] != 16 {
-		t.Fatalf("after the reload: versions %v, want only v2", v)
+	if v := versions(t, app, 16); v[version] != 16 {
+		t.Fatalf("after the reload: versions %v, want only %s", v, version)
 	}
 	afterPIDs := workerPIDs(t, app)
 	testutil.Eventually(t, 20*time.Second, "the old processes drained and stopped", func() bool {
@@ -201,9 +215,9 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 		return len(afterPIDs) == workers
 	})
 	s := app.Stats().Pool
-	if s.Restarts != 0 || s.Recycles != workers || s.RecycleReasons["reload"] != workers {
+	if s.Restarts != 0 || s.Recycles != uint64(rounds*workers) || s.RecycleReasons["reload"] != rounds*workers {
 		t.Fatalf("a reload must count as %d recycles (reason reload), no restart: restarts %d %v, recycles %d %v",
-			workers, s.Restarts, s.RestartReasons, s.Recycles, s.RecycleReasons)
+			rounds*workers, s.Restarts, s.RestartReasons, s.Recycles, s.RecycleReasons)
 	}
 	b, err := os.ReadFile(records)
 	if err != nil {
@@ -230,13 +244,13 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d calls failed during the broken reload; first: %v", len(failures), ok+int64(len(failures)), failures[0])
 	}
-	if v := versions(t, app, 16); v["v2"] != 16 {
-		t.Fatalf("after the broken reload: versions %v, want the old v2 processes", v)
+	if v := versions(t, app, 16); v[version] != 16 {
+		t.Fatalf("after the broken reload: versions %v, want the old %s processes", v, version)
 	}
 	if now := workerPIDs(t, app); len(now) != workers || fmt.Sprint(now) != fmt.Sprint(afterPIDs) {
 		t.Fatalf("after the broken reload the worker processes are %v, want the same %v", now, afterPIDs)
 	}
-	if s := app.Stats().Pool; s.Restarts != 0 || s.Recycles != workers || s.Workers.Idle+s.Workers.Busy != workers {
+	if s := app.Stats().Pool; s.Restarts != 0 || s.Recycles != uint64(rounds*workers) || s.Workers.Idle+s.Workers.Busy != workers {
 		t.Fatalf("a failed reload must leave the pool as it was: %+v", s)
 	}
 }
