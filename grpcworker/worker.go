@@ -607,14 +607,16 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			queued = append(queued, r)
 			w.log.Info("replacing the worker process on request (the current one keeps serving until its successor is ready)", "pid", lt.p.PID(), "reason", r.reason)
 		case r := <-w.withdraw:
+			// Its caller gave up. A successor started for requests alone
+			// is stopped once none of them is left.
 			queued = without(queued, r)
-			if n := len(covering); n > 0 {
-				if covering = without(covering, r); len(covering) == 0 && n > 0 && planned == "" && succ != nil {
-					succ.abort(w)
-					succ = nil
-					release()
-					w.log.Info("replacement withdrawn; the current process keeps serving", "pid", lt.p.PID())
-				}
+			wasCovering := len(covering) > 0
+			covering = without(covering, r)
+			if wasCovering && len(covering) == 0 && planned == "" && succ != nil {
+				succ.abort(w)
+				succ = nil
+				release()
+				w.log.Info("replacement withdrawn; the current process keeps serving", "pid", lt.p.PID())
 			}
 		case <-aged.c():
 			lt.requestReplace(reasonAge)

@@ -115,8 +115,9 @@ type Events interface {
 	Exited(id string, err error)
 	// Replaced: a new process took over from the previous one without a gap
 	// (the old one takes no new calls and drains on its own). Sessions served
-	// by the old process lost their worker-side state. reason says why (e.g.
-	// "served 1000 requests").
+	// by the old process lost their worker-side state. reason says why; the
+	// Python worker's reasons are "request quota", "maximum age",
+	// "memory", "tool ignored cancellation" and "reload".
 	Replaced(id string, info Info, reason string)
 }
 

@@ -177,6 +177,7 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 	}
 	version := ""
 	var total time.Duration
+	sampler := sampleReady(app)
 	for r := 1; r <= rounds; r++ {
 		version = fmt.Sprintf("v%d", r+1)
 		code.write(t, version)
@@ -196,10 +197,14 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 		testutil.Eventually(t, 10*time.Second, "load on the new processes", func() bool { return l.ok.Load() > after+50 })
 	}
 	ok, failures := l.finish()
-	t.Logf("%d reload(s) of %d workers under load (8 callers, half non-idempotent): mean %s, %d calls in all, %d failed",
-		rounds, workers, (total / time.Duration(rounds)).Round(time.Millisecond), ok, len(failures))
+	minReady, samples := sampler.finish()
+	t.Logf("%d reload(s) of %d workers under load (8 callers, half non-idempotent): mean %s, %d calls in all, %d failed, fewest ready workers %d in %d samples",
+		rounds, workers, (total / time.Duration(rounds)).Round(time.Millisecond), ok, len(failures), minReady, samples)
 	if len(failures) > 0 {
 		t.Fatalf("%d calls failed across the reloads; first: %v", len(failures), failures[0])
+	}
+	if minReady != workers {
+		t.Fatalf("ready workers dropped to %d of %d during the reloads: not make-before-break", minReady, workers)
 	}
 	if v := versions(t, app, 16); v[version] != 16 {
 		t.Fatalf("after the reload: versions %v, want only %s", v, version)
