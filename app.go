@@ -300,9 +300,11 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // When ctx ends, no further worker is started, replacements waiting or
 // still starting are withdrawn (their old processes keep serving), and
 // Reload returns an error matching ctx.Err(). Before Start it fails with
-// ErrNotStarted; a worker type that cannot replace its process (not a
-// worker.Replacer) fails it with ErrReloadUnsupported. Concurrent Reloads
-// run one after the other. `snakepit run` calls Reload on SIGHUP.
+// ErrNotStarted, before the App is ready it waits for readiness (or ctx),
+// once the App is stopping or stopped it fails with ErrPoolStopping; a
+// worker type that cannot replace its process (not a worker.Replacer)
+// fails it with ErrReloadUnsupported. Concurrent Reloads run one after the
+// other. `snakepit run` calls Reload on SIGHUP.
 func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
 	if !a.running.Load() {
 		return ReloadReport{}, ErrNotStarted
@@ -310,7 +312,11 @@ func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
 	if err := a.WaitReady(ctx); err != nil {
 		return ReloadReport{}, err
 	}
-	return a.work.Reload(ctx)
+	rep, err := a.work.Reload(ctx)
+	if errors.Is(err, supervisor.ErrNotRunning) {
+		return rep, fmt.Errorf("%w: Reload after the App began to stop", ErrPoolStopping)
+	}
+	return rep, err
 }
 
 // Ready is closed once every child of the tree is ready (and stays closed,

@@ -101,6 +101,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 			t.Fatalf("worker %s still ready after Stop", w.ID())
 		}
 	}
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrPoolStopping) {
+		t.Fatalf("Reload after Stop: %v, want ErrPoolStopping", err)
+	}
 }
 
 func TestAppEmbedsInAUsersSupervisionTree(t *testing.T) {
