@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -115,11 +114,8 @@ func reloadOnSIGHUP(app *snakepit.App, hups <-chan os.Signal, stopping <-chan st
 			fmt.Fprintln(stderr, "reload: SIGHUP received; replacing every worker process (make-before-break)")
 			rep, err := app.Reload(ctx)
 			if err != nil {
+				// The error carries the new process's last stderr lines.
 				fmt.Fprintf(stderr, "reload failed: replaced=%d: %v\n", len(rep.Replaced), err)
-				var se *snakepit.StartupError
-				if errors.As(err, &se) && len(se.Stderr) > 0 {
-					fmt.Fprintf(stderr, "reload: the new process's stderr:\n  %s\n", strings.Join(se.Stderr, "\n  "))
-				}
 				continue
 			}
 			fmt.Fprintf(stderr, "reload: ok replaced=%d skipped=%d duration=%s\n", len(rep.Replaced), len(rep.Skipped), rep.Duration.Round(time.Millisecond))
