@@ -12,7 +12,7 @@ PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
 
-.PHONY: all build test test-go test-python test-lifecycle chaos demo proto deps-python lint bench bench-python clean
+.PHONY: all build test test-go test-python test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python clean
 
 all: build
 
@@ -36,6 +36,11 @@ test-lifecycle:
 chaos: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_CHAOS_SECONDS=$${SNAKEPIT_CHAOS_SECONDS:-30} \
 	  $(GO) test -race -count=1 -timeout 10m -run 'TestChaos' -v ./test/integration/
+
+## reload-soak: 20 rolling reloads of 4 workers under load (make test runs 1); figures in docs/RELOAD.md
+reload-soak: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_RELOAD_ROUNDS=$${SNAKEPIT_RELOAD_ROUNDS:-20} \
+	  $(GO) test -race -count=1 -timeout 10m -run 'TestReloadUnderLoad|TestWorkerAboveRecycleAboveRSS' -v ./test/integration/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

@@ -124,6 +124,7 @@ func New(cfg Config) (*App, error) {
 			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
+			RecycleAboveRSS: cfg.RecycleAboveRSS, MemoryCheckInterval: cfg.MemoryCheckInterval,
 		})
 		if err != nil {
 			return nil, err
@@ -283,6 +284,49 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return rep, a.serveEr
+}
+
+// Reload replaces every worker's process with a fresh one running the
+// adapter's current code (a new interpreter imports the module again),
+// make-before-break and at most Config.ReplaceConcurrency workers at once:
+// each worker's new process must be ready before its old one stops taking
+// calls; the old one then finishes its in-flight calls and stops. No call
+// fails because of a reload. Each replacement counts as a recycle with
+// reason "reload" in Stats().Pool.RecycleReasons (not as a restart); the
+// worker's sessions lose their Python-side state, as after any recycle.
+//
+// Reload returns once every worker's new process has taken over (old
+// processes may still be draining). The ReloadReport lists the workers
+// replaced, and those skipped because they had no running process (a
+// worker starting, restarting or given up starts with the current code
+// anyway).
+//
+// If a new process fails to import the adapter or to become ready, the
+// reload stops there: that worker and those not yet replaced keep their
+// old processes, which keep serving, nothing is retried, and Reload
+// returns a *ReloadError naming the worker; errors.As(err, &startupErr)
+// finds the new process's *StartupError (with its stderr) through it.
+//
+// When ctx ends, no further worker is started, replacements waiting or
+// still starting are withdrawn (their old processes keep serving), and
+// Reload returns an error matching ctx.Err(). Before Start it fails with
+// ErrNotStarted, before the App is ready it waits for readiness (or ctx),
+// once the App is stopping or stopped it fails with ErrPoolStopping; a
+// worker type that cannot replace its process (not a worker.Replacer)
+// fails it with ErrReloadUnsupported. Concurrent Reloads run one after the
+// other. `snakepit run` calls Reload on SIGHUP.
+func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
+	if !a.running.Load() {
+		return ReloadReport{}, ErrNotStarted
+	}
+	if err := a.WaitReady(ctx); err != nil {
+		return ReloadReport{}, err
+	}
+	rep, err := a.work.Reload(ctx)
+	if errors.Is(err, supervisor.ErrNotRunning) {
+		return rep, fmt.Errorf("%w: Reload after the App began to stop", ErrPoolStopping)
+	}
+	return rep, err
 }
 
 // Ready is closed once every child of the tree is ready (and stays closed,

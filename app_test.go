@@ -37,6 +37,9 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"negative grace":    {StopGrace: -time.Second},
 		"negative queue":    {MaxQueue: -1},
 		"bad adapter":       {Adapter: "not a class path"},
+		"negative rss":      {RecycleAboveRSS: -1},
+		"tiny rss":          {RecycleAboveRSS: 1 << 20},
+		"negative mem poll": {MemoryCheckInterval: -time.Second},
 	} {
 		if name != "bad adapter" {
 			cfg.WorkerFactory = &fake.Factory{}
@@ -55,6 +58,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrNotStarted) {
+		t.Fatalf("Reload before Start: %v, want ErrNotStarted", err)
+	}
 	if err := app.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +79,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	}
 	if n := len(f.Workers()); n != 3 {
 		t.Fatalf("factory built %d workers, want 3", n)
+	}
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrReloadUnsupported) {
+		t.Fatalf("Reload with a worker type that cannot replace its process: %v, want ErrReloadUnsupported", err)
 	}
 	rep, err := app.Stop(ctx)
 	if err != nil {
@@ -95,6 +104,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 		if w.IsReady() {
 			t.Fatalf("worker %s still ready after Stop", w.ID())
 		}
+	}
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrPoolStopping) {
+		t.Fatalf("Reload after Stop: %v, want ErrPoolStopping", err)
 	}
 }
 

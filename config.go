@@ -19,6 +19,11 @@ const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 // ordinary arguments and results no longer fit, so every start would fail.
 const MinMessageBytes = 64 << 10
 
+// MinRecycleRSS is the smallest usable Config.RecycleAboveRSS: a Python
+// interpreter with grpc loaded is already about 30–40 MiB, so a lower limit
+// would make every process "too big" from its first breath.
+const MinRecycleRSS = 32 << 20
+
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
 	// Workers is the number of worker processes (default 4).
@@ -71,8 +76,20 @@ type Config struct {
 	// recycle together.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
+	// RecycleAboveRSS replaces a worker process, make-before-break
+	// (Stats.RecycleReasons["memory"]), once the resident memory of its
+	// whole process tree — the worker plus every descendant, summed from
+	// /proc/PID/statm — exceeds this many bytes (0: never). Shared pages
+	// count once per process, so the sum errs high. A fresh process
+	// already above the limit is not recycled for memory (logged).
+	RecycleAboveRSS int64
+	// MemoryCheckInterval is how often RecycleAboveRSS is measured
+	// (default 10 s, grpcworker.DefaultMemoryCheckInterval), jittered to
+	// [d, 1.2d] per period. Measuring does not wait for calls to finish:
+	// the replacement is make-before-break, so no call is disturbed.
+	MemoryCheckInterval time.Duration
 	// ReplaceConcurrency bounds how many workers replace their process at
-	// once (default 1).
+	// once — recycles and App.Reload alike (default 1).
 	ReplaceConcurrency int
 	StartupFailures    int // consecutive failed starts before a worker is given up (default 3)
 	// RetryGivenUpAfter is how long a given-up worker rests before it is
@@ -125,13 +142,19 @@ func (c *Config) setDefaults() error {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
 	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.ReplaceConcurrency < 0 {
 		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and ReplaceConcurrency must not be negative", ErrInvalidConfig)
+	}
+	if c.RecycleAboveRSS < 0 {
+		return fmt.Errorf("%w: RecycleAboveRSS is negative (%d); use 0 for no memory limit", ErrInvalidConfig, c.RecycleAboveRSS)
+	}
+	if c.RecycleAboveRSS != 0 && c.RecycleAboveRSS < MinRecycleRSS {
+		return fmt.Errorf("%w: RecycleAboveRSS is %d bytes; a Python worker alone needs more, use at least %d (MinRecycleRSS) or 0", ErrInvalidConfig, c.RecycleAboveRSS, MinRecycleRSS)
 	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < MinMessageBytes {
 		return fmt.Errorf("%w: MaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, c.MaxMessageBytes, MinMessageBytes)

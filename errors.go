@@ -67,6 +67,11 @@ type (
 	StopRecord = supervisor.StopRecord
 	// CleanupReport is the last-resort sweep's part of a StopReport.
 	CleanupReport = cleanup.Report
+	// ReloadReport says which workers a Reload replaced and how long it took.
+	ReloadReport = supervisor.ReloadReport
+	// ReloadError: a Reload stopped at a worker whose new process failed to
+	// start; errors.As also finds that *StartupError through it.
+	ReloadError = supervisor.ReloadError
 )
 
 // HostCallFrom returns the caller of the host tool call ctx belongs to; ok
@@ -100,6 +105,9 @@ var (
 	ErrRegistryLocked           = registry.ErrLocked
 	// ErrDuplicateHostTool: RegisterHostTool was given a name already taken.
 	ErrDuplicateHostTool = bridge.ErrDuplicateTool
+	// ErrReloadUnsupported: Reload with a worker type that does not
+	// implement worker.Replacer.
+	ErrReloadUnsupported = supervisor.ErrReloadUnsupported
 	// ErrRegistry: the process registry cannot be opened or used for any
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
 	ErrRegistry  = registry.ErrUnavailable

@@ -45,7 +45,10 @@ func (r *recorder) Exited(id string, err error) {
 	r.mu.Unlock()
 	r.add("exited")
 }
-func (r *recorder) Replaced(string, worker.Info, string) { r.add("replaced") }
+func (r *recorder) Replaced(_ string, _ worker.Info, reason string) {
+	r.add("replaced")
+	r.add("replaced:" + reason)
+}
 func (r *recorder) add(s string) {
 	r.mu.Lock()
 	r.events = append(r.events, s)

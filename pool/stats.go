@@ -34,7 +34,8 @@ type Stats struct {
 	Restarts       uint64
 	RestartReasons map[string]int
 	// Recycles counts planned process replacements (request quota, age,
-	// memory, a tool that ignored cancellation); RecycleReasons splits them.
+	// memory, a tool that ignored cancellation, App.Reload);
+	// RecycleReasons splits them.
 	Recycles       uint64
 	RecycleReasons map[string]int
 	// GivenUp lists the workers that failed to start too often, with their

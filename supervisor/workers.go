@@ -68,6 +68,8 @@ type Workers struct {
 	ready chan struct{}
 	log   *slog.Logger
 
+	reloading chan struct{} // one Reload at a time
+
 	mu       sync.Mutex
 	starters []*starter.Starter
 	tokens   []suture.ServiceToken
@@ -106,7 +108,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	w := &Workers{opts: opts, ready: make(chan struct{}), log: opts.Logger}
+	w := &Workers{opts: opts, ready: make(chan struct{}), reloading: make(chan struct{}, 1), log: opts.Logger}
 	w.sup = suture.New("workers", suture.Spec{
 		EventHook: eventHook(opts.Logger),
 		// Starters keep their own budgets; this level must never pause them all.

@@ -116,8 +116,9 @@ type Events interface {
 	Exited(id string, err error)
 	// Replaced: a new process took over from the previous one without a gap
 	// (the old one takes no new calls and drains on its own). Sessions served
-	// by the old process lost their worker-side state. reason says why (e.g.
-	// "served 1000 requests").
+	// by the old process lost their worker-side state. reason says why; the
+	// Python worker's reasons are "request quota", "maximum age",
+	// "memory", "tool ignored cancellation" and "reload".
 	Replaced(id string, info Info, reason string)
 }
 
@@ -182,4 +183,19 @@ type ToolSpec struct {
 	// context has none (Python: @tool(timeout=seconds)). In JSON it is
 	// nanoseconds.
 	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Replacer is implemented by worker types that can replace their process
+// on request without a gap (make-before-break); App.Reload uses it.
+type Replacer interface {
+	// Replace starts a new process (running the current code) while the
+	// current one serves; once the new one is ready it takes every new
+	// call and the old one drains. The worker reports Replaced(reason).
+	// It returns nil once the new process took over; the new process's
+	// *StartupError if it could not start (the current process keeps
+	// serving and nothing is retried); an error matching
+	// ErrWorkerUnavailable when there is no running process to replace or
+	// the lifetime ended first; ctx.Err() when ctx ended first (the
+	// request is withdrawn).
+	Replace(ctx context.Context, reason string) error
 }

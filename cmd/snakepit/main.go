@@ -1,7 +1,7 @@
 // Command snakepit runs a supervised pool of Python workers.
 //
 //	snakepit demo  [--workers N]                     a guided tour: start, call, stream, fail, stop, verify
-//	snakepit run   [--workers N] [--adapter X] ...   serve until SIGINT/SIGTERM
+//	snakepit run   [--workers N] [--adapter X] ...   serve until SIGINT/SIGTERM; SIGHUP reloads
 //	snakepit exec  [--adapter X] TOOL '<json>'       one call, result JSON on stdout
 //	snakepit reap  [--registry PATH]                 reap the leftovers of dead runs
 package main
@@ -20,7 +20,8 @@ const usage = `usage: snakepit <command> [flags]
 
 commands:
   demo   start the showcase adapter, run each kind of call, stop, verify nothing is left
-  run    start the pool and serve until SIGINT/SIGTERM (prints "ready run_id=<id> workers=<n>")
+  run    start the pool and serve until SIGINT/SIGTERM (prints "ready run_id=<id> workers=<n>");
+         SIGHUP replaces every worker process with one running the current code
   exec   run one tool call: snakepit exec [flags] TOOL '<json args>'
   reap   reap processes left by dead runs of a registry: snakepit reap [--registry PATH]
 

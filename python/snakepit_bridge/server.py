@@ -74,7 +74,7 @@ from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
 
 import grpc
 
-from . import _procs
+from . import _procs, _reaper
 from ._threads import ToolThreads
 from .adapter import ToolInfo, ToolKind, collect_tools
 from .codec import (
@@ -774,6 +774,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     # rounds and leave the rest stopped forever. A Python-level handler (not
     # SIG_IGN, which children would inherit across exec) keeps it alive.
     signal.signal(signal.SIGHUP, _on_sighup)
+    _reaper.start()  # orphaned descendants stay ours (see _reaper)
 
     if os.environ.get("SNAKEPIT_TEST_IGNORE_HOST_DEATH") == "1":
         log.warning("SNAKEPIT_TEST_IGNORE_HOST_DEATH=1: host-death detection is OFF (test-only setting)")

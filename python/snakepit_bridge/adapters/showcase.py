@@ -205,12 +205,13 @@ class ShowcaseAdapter(BaseAdapter):
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
         }
 
-    @tool(description="Start a grandchild process that sleeps `seconds`; returns its pid")
-    def spawn_child(self, seconds: float = 60) -> Dict[str, int]:
+    @tool(description="Start a grandchild process that sleeps `seconds` (in a new session and process group with new_session); returns its pid")
+    def spawn_child(self, seconds: float = 60, new_session: bool = False) -> Dict[str, int]:
         self._tick()
         child = subprocess.Popen(
             [sys.executable, "-c", f"import time; time.sleep({float(seconds)!r})"],
             stdin=subprocess.DEVNULL,
+            start_new_session=bool(new_session),
         )
         with self._lock:
             # Keeping the Popen avoids a "still running" ResourceWarning at GC.
