@@ -11,6 +11,8 @@ TOOLS_BIN     := $(CURDIR)/.snakepit/bin
 PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
+AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
+AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
 .PHONY: all build test test-go test-python test-lifecycle chaos demo proto deps-python lint bench bench-python clean
 
@@ -64,6 +66,12 @@ proto:
 	  --grpc_out=$(PY_PB_DIR) --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) \
 	  proto/snakepit/v1/snakepit.proto
 	sed -i 's/^import snakepit_pb2 as/from . import snakepit_pb2 as/' $(PY_PB_DIR)/snakepit_pb2_grpc.py
+	# The agent protocol is Go only (host ↔ `snakepit serve`); it imports snakepit.proto's messages.
+	PATH=$(TOOLS_BIN):$$PATH protoc -I proto \
+	  --go_out=agent/agentpb --go_opt=paths=source_relative,$(AGENT_PROTO_M) \
+	  --go-grpc_out=agent/agentpb --go-grpc_opt=paths=source_relative,$(AGENT_PROTO_M) \
+	  $(AGENT_PROTO_SRC)
+	mv agent/agentpb/snakepit/v1/*.go agent/agentpb/ && rm -rf agent/agentpb/snakepit
 
 clean:
 	rm -rf .snakepit/bin
