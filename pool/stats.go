@@ -49,6 +49,7 @@ type WorkerCounts struct {
 	Busy     int // ready, at least one call in flight
 	Exited   int // between lifetimes (its restarter decides what next)
 	Failed   int // the supervisor gave up on it
+	Draining int // being removed: no new calls, in-flight ones finishing
 }
 
 // GivenUpWorker is a worker resting after too many failed starts.
@@ -158,6 +159,10 @@ func (p *Pool) Stats() Stats {
 	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
+		if ws.draining {
+			s.Workers.Draining++
+			continue
+		}
 		switch ws.state {
 		case stStarting:
 			s.Workers.Starting++

@@ -100,6 +100,10 @@ func (f FactoryFunc) NewWorker(spec Spec) (Worker, error) { return f(spec) }
 type Info struct {
 	PID   int        // OS process id, 0 if there is none
 	Tools []ToolSpec // tools the worker offers
+	// Capacity, when > 0, replaces Spec.Capacity for this lifetime: a
+	// worker that fronts several processes (a remote agent) advertises
+	// how many calls it takes at once.
+	Capacity int
 }
 
 // Events receives lifecycle reports from a worker. Implementations must be
