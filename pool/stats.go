@@ -19,6 +19,9 @@ type Stats struct {
 	Workers  WorkerCounts
 	Queued   int // calls waiting for a slot
 	InFlight int // slots taken
+	// Capacity is the slots of the workers in the pool, ready or not
+	// (draining ones excluded): what an agent advertises to its hosts.
+	Capacity int
 
 	Requests  uint64 // calls made (retries not counted again)
 	Succeeded uint64
@@ -163,6 +166,7 @@ func (p *Pool) Stats() Stats {
 			s.Workers.Draining++
 			continue
 		}
+		s.Capacity += ws.capacity
 		switch ws.state {
 		case stStarting:
 			s.Workers.Starting++

@@ -61,10 +61,17 @@ func (e *CrashError) Error() string {
 	} else {
 		b.WriteString("snakepit: ")
 	}
-	fmt.Fprintf(&b, "worker %s (pid %d) ", e.WorkerID, e.PID)
+	if e.PID == 0 {
+		fmt.Fprintf(&b, "worker %s ", e.WorkerID)
+	} else {
+		fmt.Fprintf(&b, "worker %s (pid %d) ", e.WorkerID, e.PID)
+	}
 	switch {
 	case e.Signal != "":
 		fmt.Fprintf(&b, "was killed by %s", e.Signal)
+	case e.PID == 0 && e.Reason != "":
+		// No process of ours (a connection to an agent): the reason is all.
+		b.WriteString("ended")
 	default:
 		fmt.Fprintf(&b, "exited with status %d", e.ExitCode)
 	}
