@@ -72,6 +72,9 @@ const (
 	startupPoll      = 100 * time.Millisecond
 )
 
+// EnvToken is where the token is read from when Options.TokenFile is empty.
+const EnvToken = auth.EnvAgentToken
+
 // IDPrefix starts the worker id of every remote worker: "remote:" + endpoint.
 const IDPrefix = "remote:"
 
@@ -130,7 +133,7 @@ type Factory struct {
 // NewFactory loads the token and applies the defaults.
 func NewFactory(opts Options) (*Factory, error) {
 	opts.setDefaults()
-	tok, err := auth.Load(opts.TokenFile, auth.EnvAgentToken)
+	tok, err := auth.Load(opts.TokenFile, EnvToken)
 	if err != nil {
 		return nil, err
 	}
