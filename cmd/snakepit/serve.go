@@ -32,8 +32,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	clientCA := fs.String("tls-client-ca", "", "PEM CA: require client certificates signed by it (mutual TLS)")
 	stopGrace := fs.Duration("stop-grace", agent.DefaultStopGrace, "how long in-flight calls may finish at stop")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status of this agent's pool on this loopback `ADDR`; empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *adminAddr != "" {
+		if err := checkAdminAddr(*adminAddr); err != nil {
+			fmt.Fprintln(stderr, "snakepit serve:", err)
+			return 2
+		}
 	}
 	var tlsCfg *tls.Config
 	if *cert != "" || *key != "" || *clientCA != "" {
@@ -78,6 +85,19 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		<-served
 		return 1
 	}
+	var admin *adminServer
+	if *adminAddr != "" {
+		if admin, err = startAdmin(app, *adminAddr, cfg.Logger); err != nil {
+			fmt.Fprintln(stderr, "snakepit serve:", err)
+			code = 1
+			stopServe()
+			<-served
+			stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _ = app.Stop(stopCtx)
+			return code
+		}
+	}
 	fmt.Fprintf(stdout, "ready run_id=%s workers=%d addr=%s capacity=%d\n", app.RunID(), pf.workers, srv.Addr(), app.Stats().Pool.Capacity)
 	select {
 	case <-stopping:
@@ -90,6 +110,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	<-served
 	stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if admin != nil {
+		_ = admin.Shutdown(stopCtx)
+	}
 	if _, err := app.Stop(stopCtx); err != nil {
 		fmt.Fprintln(stderr, err)
 		code = 1

@@ -191,7 +191,7 @@ func TestDockerfileBuildsTheCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(b)
-	for _, want := range []string{"./cmd/snakepit", "python3-grpcio", "python3-protobuf", `ENTRYPOINT ["/usr/local/bin/snakepit"]`, "USER "} {
+	for _, want := range []string{"./cmd/snakepit", "python3-grpcio", "python3-protobuf", `"/usr/local/bin/snakepit"]`, "tini", "USER "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
