@@ -9,8 +9,9 @@
 //     with PID 0 and the reason — when the connection drops, HealthMisses
 //     checks in a row fail (an agent with no ready worker answers
 //     NOT_SERVING, which counts), the agent reports it is stopping, or the
-//     pool kills it as hung. The Starter then reconnects with backoff; an
-//     agent that cannot be reached within StartupTimeout is a
+//     pool kills it as hung. The Starter then reconnects with backoff. An
+//     agent that cannot be reached fails the start at once, one that is up
+//     but NOT_SERVING is waited for up to StartupTimeout; either is a
 //     *worker.StartupError and counts toward the give-up budget.
 //   - A call under a connection that drops fails with ErrWorkerCrashed. A
 //     call whose agent-side Python process crashed fails with a
@@ -291,8 +292,11 @@ func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
 			return lt, worker.Info{Tools: lt.tools, Capacity: capacity}, nil
 		case err == nil:
 			last = fmt.Errorf("agent health is %s (no ready worker yet)", resp.GetStatus())
-		case status.Code(err) == codes.Unauthenticated:
-			lt.end("token rejected")
+		case ctx.Err() == nil && sctx.Err() == nil:
+			// Unreachable, refused, rejected: fail now and let the Starter's
+			// backoff (and discovery, told at once) decide; only an agent
+			// that is up but not yet serving is worth waiting for here.
+			lt.end("cannot reach the agent")
 			return nil, worker.Info{}, w.startupError(err)
 		default:
 			last = err

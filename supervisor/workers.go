@@ -91,6 +91,7 @@ type Workers struct {
 	rec         childproc.Recorder
 	replaceGate chan struct{}
 	removing    sync.WaitGroup
+	leaving     map[string]bool // ids RemoveWorker is still draining or stopping
 }
 
 // NewWorkers builds the subtree; nothing runs until Serve.
@@ -268,7 +269,8 @@ func (w *Workers) AddWorker(id string, f worker.Factory) error {
 	if !w.serving || w.closed {
 		return ErrNotServing
 	}
-	if w.indexLocked(id) >= 0 {
+	if w.indexLocked(id) >= 0 || w.leaving[id] {
+		// A leaving id is still in the pool until its Starter has stopped.
 		return fmt.Errorf("%w: %s", ErrWorkerExists, id)
 	}
 	if err := w.startLocked(id, f); err != nil {
@@ -298,8 +300,17 @@ func (w *Workers) RemoveWorker(ctx context.Context, id string) error {
 	w.starters = append(w.starters[:i:i], w.starters[i+1:]...)
 	w.tokens = append(w.tokens[:i:i], w.tokens[i+1:]...)
 	w.removing.Add(1)
+	if w.leaving == nil {
+		w.leaving = map[string]bool{}
+	}
+	w.leaving[id] = true
 	w.mu.Unlock()
-	defer w.removing.Done()
+	defer func() {
+		w.mu.Lock()
+		delete(w.leaving, id)
+		w.mu.Unlock()
+		w.removing.Done()
+	}()
 	derr := w.opts.Pool.Retire(ctx, id)
 	if err := w.sup.RemoveAndWait(tok, w.opts.StopTimeout); err != nil {
 		w.log.Error("removed worker did not stop in time", "worker_id", id, "err", err)

@@ -143,8 +143,10 @@ func (f *fleet) Endpoints(context.Context) ([]string, error) {
 	return out, nil
 }
 
-// load runs callers making idempotent calls of worker_info, which answers
-// with the run id of the agent whose Python served it.
+// load runs callers making calls of worker_info, which answers with the
+// run id of the agent whose Python served it. Every third caller does not
+// mark its calls idempotent: those see ErrWorkerCrashed when their agent
+// dies under them; the others are retried.
 type load struct {
 	total, ok, crashed atomic.Int64
 	mu                 sync.Mutex
@@ -157,7 +159,11 @@ type load struct {
 
 func startLoad(app *snakepit.App, callers int) *load {
 	l := &load{byRun: map[string]int{}, firstSeen: map[string]time.Time{}, stop: make(chan struct{})}
-	for range callers {
+	for i := range callers {
+		var opts []snakepit.CallOption
+		if i%3 != 0 {
+			opts = append(opts, snakepit.Idempotent())
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -171,7 +177,7 @@ func startLoad(app *snakepit.App, callers int) *load {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				info, err := snakepit.Decode[struct {
 					RunID string `json:"run_id"`
-				}](app.Execute(ctx, "worker_info", nil, snakepit.Idempotent()))
+				}](app.Execute(ctx, "worker_info", nil, opts...))
 				cancel()
 				switch {
 				case err == nil:
