@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -377,3 +378,36 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
+
+// A host with another token never gets the remote worker ready, and the
+// startup error it records says what to fix.
+func TestWrongTokenIsAStartupErrorNamingTheToken(t *testing.T) {
+	srv := serve(t, agentApp(t, 1, tools()), agent.Options{TokenFile: tokenFile(t)})
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, []byte("a-different-token-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, err := snakepit.New(snakepit.Config{Discovery: discovery.Static{srv.Addr()}, Remote: remote.Options{TokenFile: other},
+		StartupFailures: 1, RegistryPath: filepath.Join(t.TempDir(), "host.db"), Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := host.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer host.Stop(context.Background())
+	var given []snakepit.GivenUpWorker
+	testutil.Eventually(t, 5*time.Second, "the remote worker given up", func() bool {
+		given = host.Stats().Pool.GivenUp
+		return len(given) == 1
+	})
+	var se *snakepit.StartupError
+	if !errors.As(given[0].Err, &se) || !strings.Contains(se.Hint, "token") {
+		t.Fatalf("given up with %v; want a StartupError whose hint names the token", given[0].Err)
+	}
+	if readyWorkers(host) != 0 {
+		t.Fatal("a remote worker with the wrong token became ready")
+	}
+}
