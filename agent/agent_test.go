@@ -378,7 +378,6 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
-
 // A host with another token never gets the remote worker ready, and the
 // startup error it records says what to fix.
 func TestWrongTokenIsAStartupErrorNamingTheToken(t *testing.T) {
