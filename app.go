@@ -208,7 +208,9 @@ func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error
 	}
 	return discovery.NewWatcher(discovery.Options{
 		Source: cfg.Discovery, Interval: cfg.DiscoveryInterval, Logger: a.log,
-		Join: func(ep string) error { return a.work.AddWorker(remote.WorkerID(ep), rf.For(ep)) },
+		Join: func(ep string) error {
+			return a.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
+		},
 		Leave: func(ctx context.Context, ep string) {
 			dctx, cancel := context.WithTimeout(ctx, stop.drain)
 			defer cancel()

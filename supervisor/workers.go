@@ -186,7 +186,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 	w.sopts, w.events, w.rec, w.replaceGate = sopts, events, rec, replaceGate
 	w.serving = true
 	for i := 0; i < o.Count; i++ {
-		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory); err != nil {
+		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory, true); err != nil {
 			w.mu.Unlock()
 			w.stopAll()
 			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
@@ -226,8 +226,8 @@ func (w *Workers) drainAndStop() error {
 }
 
 // startLocked builds the Starter of worker id with f, adds it to the pool
-// and runs it. w.mu is held.
-func (w *Workers) startLocked(id string, f worker.Factory) error {
+// and runs it; gated: its starts take a slot of the start gate. w.mu is held.
+func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
 	o := w.opts
 	spec := worker.Spec{
 		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
@@ -235,7 +235,11 @@ func (w *Workers) startLocked(id string, f worker.Factory) error {
 		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
 			Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
 	}
-	s, err := starter.New(f, spec, w.sopts)
+	sopts := w.sopts
+	if !gated {
+		sopts.Gate = nil
+	}
+	s, err := starter.New(f, spec, sopts)
 	if err != nil {
 		return err
 	}
@@ -255,12 +259,27 @@ func (w *Workers) indexLocked(id string) int {
 	return -1
 }
 
+// AddOption tunes one AddWorker.
+type AddOption func(*addOptions)
+
+type addOptions struct{ ungated bool }
+
+// Ungated exempts the worker from the start gate (StartConcurrency), which
+// bounds CPU-bound process starts: a worker that only connects somewhere
+// (a remote agent, possibly waiting for it to become healthy) must not hold
+// back the local processes' starts.
+func Ungated() AddOption { return func(o *addOptions) { o.ungated = true } }
+
 // AddWorker starts a worker built by f (once, for its whole membership)
 // while the pool serves; it takes calls once it reports Ready. Its Starter
 // restarts it like any other, with the same budgets. The id must be unused
 // (ErrWorkerExists); before Serve or once the stop began it is
 // ErrNotServing.
-func (w *Workers) AddWorker(id string, f worker.Factory) error {
+func (w *Workers) AddWorker(id string, f worker.Factory, opts ...AddOption) error {
+	var ao addOptions
+	for _, o := range opts {
+		o(&ao)
+	}
 	if id == "" || f == nil {
 		return fmt.Errorf("snakepit: AddWorker needs an id and a Factory")
 	}
@@ -273,7 +292,7 @@ func (w *Workers) AddWorker(id string, f worker.Factory) error {
 		// A leaving id is still in the pool until its Starter has stopped.
 		return fmt.Errorf("%w: %s", ErrWorkerExists, id)
 	}
-	if err := w.startLocked(id, f); err != nil {
+	if err := w.startLocked(id, f, !ao.ungated); err != nil {
 		return fmt.Errorf("snakepit: adding worker %s: %w", id, err)
 	}
 	return nil
