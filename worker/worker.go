@@ -37,6 +37,12 @@
 // after Process.Exited is closed; what it does not start through the
 // launcher, snakepit cannot promise to stop. examples/linesworker is a
 // complete one; package snakepittest checks one against the guarantees.
+//
+// A worker type that starts no process (package remote: a connection to an
+// agent on another host) ignores the Launcher and has no registry record;
+// it may advertise its capacity in Info.Capacity when it becomes ready, and
+// reports a crash of a process behind it, which fails the call but not the
+// worker, as a *CrashError with Agent set.
 package worker
 
 import (
