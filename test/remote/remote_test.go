@@ -11,10 +11,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/remote"
 )
@@ -65,10 +68,10 @@ func (a *agentProc) alive() bool {
 
 var readyLine = regexp.MustCompile(`^ready run_id=(\S+) workers=(\d+) addr=(\S+) capacity=(\d+)$`)
 
-func startAgent(t *testing.T, ip, tokenFile string, workers int) *agentProc {
+func startAgent(t *testing.T, ip string, port int, tokenFile string, workers int) *agentProc {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "serve", "--listen", ip+":0", "--token-file", tokenFile,
+	cmd := exec.Command(binary, "serve", "--listen", net.JoinHostPort(ip, strconv.Itoa(port)), "--token-file", tokenFile,
 		"--workers", fmt.Sprint(workers), "--registry", filepath.Join(dir, "agent.db"), "--stop-grace", "2s")
 	a := &agentProc{cmd: cmd, exited: make(chan struct{})}
 	cmd.Stderr = &a.stderr
@@ -118,8 +121,9 @@ func startAgent(t *testing.T, ip, tokenFile string, workers int) *agentProc {
 	return a
 }
 
-// fleet simulates a headless Service: it lists the agents whose process is
-// running, as Kubernetes' endpoints controller lists the ready pods.
+// fleet simulates the DNS of a headless Service: the name resolves to the
+// addresses of the agents whose process is running, as Kubernetes' endpoints
+// controller lists the ready pods. It is the Resolver of a discovery.DNS.
 type fleet struct {
 	mu     sync.Mutex
 	agents []*agentProc
@@ -131,16 +135,51 @@ func (f *fleet) add(a *agentProc) {
 	f.agents = append(f.agents, a)
 }
 
-func (f *fleet) Endpoints(context.Context) ([]string, error) {
+func (f *fleet) LookupHost(_ context.Context, host string) ([]string, error) {
+	if host != serviceName {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
 	for _, a := range f.agents {
 		if a.alive() {
-			out = append(out, a.addr)
+			h, _, _ := net.SplitHostPort(a.addr)
+			out = append(out, h)
 		}
 	}
 	return out, nil
+}
+
+const serviceName = "snakepit-agent.test.svc.cluster.local"
+
+// commonPort finds a port free on every ip: behind one headless Service,
+// all agents listen on the same port.
+func commonPort(t *testing.T, ips ...string) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", ips[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		free := []net.Listener{ln}
+		for _, ip := range ips[1:] {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				break
+			}
+			free = append(free, l)
+		}
+		for _, l := range free {
+			_ = l.Close()
+		}
+		if len(free) == len(ips) {
+			return port
+		}
+	}
+	t.Fatal("no port free on every agent address")
+	return 0
 }
 
 // load runs callers making calls of worker_info, which answers with the
@@ -240,15 +279,16 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 		callers  = 12
 	)
 	tokenFile := writeToken(t)
+	port := commonPort(t, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	var f fleet
 	agents := make([]*agentProc, 3)
 	for i := range agents {
-		agents[i] = startAgent(t, fmt.Sprintf("127.0.0.%d", i+1), tokenFile, workers)
+		agents[i] = startAgent(t, fmt.Sprintf("127.0.0.%d", i+1), port, tokenFile, workers)
 		f.add(agents[i])
 	}
 
 	app, err := snakepit.New(snakepit.Config{
-		Discovery: &f, DiscoveryInterval: interval,
+		Discovery: discovery.DNS{Name: serviceName, Port: port, Resolver: &f}, DiscoveryInterval: interval,
 		Remote:       remote.Options{TokenFile: tokenFile, HealthInterval: 500 * time.Millisecond},
 		RegistryPath: filepath.Join(t.TempDir(), "host.db"), Logger: testutil.Logger(),
 	})
@@ -305,7 +345,7 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 	victimServed, _ := l.served(victim.runID)
 
 	// A fourth agent joins.
-	fourth := startAgent(t, "127.0.0.4", tokenFile, workers)
+	fourth := startAgent(t, "127.0.0.4", port, tokenFile, workers)
 	f.add(fourth)
 	testutil.Eventually(t, interval+10*time.Second, "the fourth agent taking calls", func() bool {
 		n, _ := l.served(fourth.runID)
