@@ -194,7 +194,16 @@ type load struct {
 	firstSeen          map[string]time.Time
 	stop               chan struct{}
 	wg                 sync.WaitGroup
+	gate               sync.RWMutex // held shared around each call; pause takes it
 }
+
+// pause waits for the calls in flight to finish and holds new ones until
+// resume: the test places its probes on a quiet pool.
+func (l *load) pause()  { l.gate.Lock() }
+func (l *load) resume() { l.gate.Unlock() }
+
+// callerPause is each caller's pause between calls.
+const callerPause = 50 * time.Millisecond
 
 func startLoad(app *snakepit.App, callers int) *load {
 	l := &load{byRun: map[string]int{}, firstSeen: map[string]time.Time{}, stop: make(chan struct{})}
@@ -207,17 +216,22 @@ func startLoad(app *snakepit.App, callers int) *load {
 		go func() {
 			defer l.wg.Done()
 			for {
+				// Paced, not flat out: steady load on every agent while
+				// leaving CPU to the suites make test runs alongside (the
+				// lifecycle suite's stop timings are CPU-sensitive).
 				select {
 				case <-l.stop:
 					return
-				default:
+				case <-time.After(callerPause):
 				}
+				l.gate.RLock()
 				l.total.Add(1)
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				info, err := snakepit.Decode[struct {
 					RunID string `json:"run_id"`
 				}](app.Execute(ctx, "worker_info", nil, opts...))
 				cancel()
+				l.gate.RUnlock()
 				switch {
 				case err == nil:
 					l.ok.Add(1)
@@ -267,11 +281,12 @@ func ready(app *snakepit.App) int {
 	return w.Idle + w.Busy
 }
 
-// Three agents behind discovery serve a host pool under load; one is
-// SIGKILLed (its calls fail with ErrWorkerCrashed or are retried, none is
-// lost, the pool drops it, its Python dies with it); a fourth joins and
-// takes calls within one poll interval; stopping everything leaves no
-// process of any run.
+// Three agents behind DNS discovery serve a host pool under load; one is
+// SIGKILLed with two calls pinned to it (the non-idempotent one fails with
+// ErrWorkerCrashed, the idempotent one is retried; no call is lost; the
+// pool drops the agent; its Python dies with it); a fourth joins and takes
+// calls within one poll interval; stopping everything leaves no process of
+// any run.
 func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 	const (
 		interval = time.Second
@@ -328,8 +343,43 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 		return true
 	})
 
-	// SIGKILL agent 1, by the PID we started.
+	// Two long calls certainly running on agent 1 when it dies: sessions
+	// pinned to its worker (found on a quiet pool), then a sleep each, one
+	// idempotent, one not.
 	victim := agents[0]
+	l.pause()
+	var sessions []string
+	for i := 0; len(sessions) < 2 && i < 100; i++ {
+		sid := fmt.Sprintf("probe-%d", i)
+		info, err := snakepit.Decode[struct {
+			RunID string `json:"run_id"`
+		}](app.Execute(ctx, "worker_info", nil, snakepit.WithSession(sid)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.RunID == victim.runID {
+			sessions = append(sessions, sid)
+		}
+	}
+	if len(sessions) < 2 {
+		t.Fatal("no session landed on the first agent")
+	}
+	probes := make([]chan error, 2)
+	for i, sid := range sessions {
+		probes[i] = make(chan error, 1)
+		opts := []snakepit.CallOption{snakepit.WithSession(sid)}
+		if i == 1 {
+			opts = append(opts, snakepit.Idempotent())
+		}
+		go func() {
+			_, err := app.Execute(ctx, "sleep", map[string]int{"ms": 2000}, opts...)
+			probes[i] <- err
+		}()
+	}
+	testutil.Eventually(t, 5*time.Second, "both probes running", func() bool { return app.Stats().Pool.InFlight == 2 })
+	l.resume()
+
+	// SIGKILL agent 1, by the PID we started.
 	killedAt := time.Now()
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -343,6 +393,12 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 	})
 	pythonGone := time.Since(killedAt)
 	victimServed, _ := l.served(victim.runID)
+	if err := <-probes[0]; !errors.Is(err, snakepit.ErrWorkerCrashed) {
+		t.Errorf("a non-idempotent call running on the killed agent returned %v; want ErrWorkerCrashed", err)
+	}
+	if err := <-probes[1]; err != nil {
+		t.Errorf("an idempotent call running on the killed agent returned %v; want it retried elsewhere", err)
+	}
 
 	// A fourth agent joins.
 	fourth := startAgent(t, "127.0.0.4", port, tokenFile, workers)
@@ -364,7 +420,7 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 	other := l.other
 	l.mu.Unlock()
 	s := app.Stats().Pool
-	msg := fmt.Sprintf("calls=%d ok=%d crashed=%d other=%d retries=%d | killed agent: out of rotation %s, removed %s, its Python gone %s (served %d) | 4th agent: first call %s after its ready line (poll interval %s)",
+	msg := fmt.Sprintf("calls=%d ok=%d crashed=%d other=%d retries=%d (load; plus 2 probes on the victim: ErrWorkerCrashed, retried ok) | killed agent: out of rotation %s, removed %s, its Python gone %s (served %d) | 4th agent: first call %s after its ready line (poll interval %s)",
 		total, ok, crashed, len(other), s.Retries, outOfRotation.Round(time.Millisecond), removed.Round(time.Millisecond), pythonGone.Round(time.Millisecond), victimServed,
 		joinLatency.Round(time.Millisecond), interval)
 	t.Log(msg)
