@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +55,12 @@ import (
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/starter"
 	"github.com/snakepit-go/snakepit/supervisor"
 	"github.com/snakepit-go/snakepit/worker"
@@ -78,6 +81,8 @@ type App struct {
 	factory worker.Factory
 	work    *supervisor.Workers
 	tree    *supervisor.Application
+	// watch keeps remote workers in line with Config.Discovery (nil without).
+	watch *discovery.Watcher
 
 	// running is set once Start or Serve began: calls made before fail
 	// fast with ErrNotStarted instead of waiting out their deadline.
@@ -132,10 +137,15 @@ func New(cfg Config) (*App, error) {
 		factory = &lateFactory{app: a, base: base}
 	}
 	a.factory = factory
+	if cfg.Discovery != nil {
+		if a.watch, err = a.newWatcher(cfg, stop); err != nil {
+			return nil, err
+		}
+	}
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
 		Factory: factory, Pool: a.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
-		Observer: bridgeObserver{a.bridge},
+		Observer: appObserver{a},
 		Recorder: func() childproc.Recorder {
 			if r := a.reg.Registry(); r != nil {
 				return r
@@ -152,12 +162,17 @@ func New(cfg Config) (*App, error) {
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
 	// and the bridge is gone, while the registry it reads is still open.
-	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
+	children := []supervisor.Child{
 		{Name: "registry", Service: a.reg, StopTimeout: stop.registry},
 		{Name: "cleanup", Service: a.clean, StopTimeout: stop.cleanup},
 		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
 		{Name: "workers", Service: a.work, StopTimeout: stop.workers},
-	}, a.log)
+	}
+	if a.watch != nil {
+		// After the workers: it adds to them, and stops before they do.
+		children = append(children, supervisor.Child{Name: "discovery", Service: a.watch, StopTimeout: stop.discovery})
+	}
+	a.tree = supervisor.NewApplication("snakepit", children, a.log)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
 			return nil, fmt.Errorf("snakepit: registering the metrics collector: %w", err)
@@ -166,17 +181,70 @@ func New(cfg Config) (*App, error) {
 	return a, nil
 }
 
-// bridgeObserver drops what a worker registered with the bridge when its
-// process ends: the next lifetime registers afresh.
-type bridgeObserver struct{ b *bridge.Server }
+// appObserver drops what a worker registered with the bridge when its
+// process ends (the next lifetime registers afresh), and asks discovery to
+// look again at once when a remote worker fails: its agent may be gone.
+type appObserver struct{ a *App }
 
-func (bridgeObserver) Starting(string)             {}
-func (bridgeObserver) Ready(string, worker.Info)   {}
-func (o bridgeObserver) Exited(id string, _ error) { o.b.ForgetWorker(id) }
+func (appObserver) Starting(string)           {}
+func (appObserver) Ready(string, worker.Info) {}
+func (o appObserver) Exited(id string, err error) {
+	o.a.bridge.ForgetWorker(id)
+	if err != nil && o.a.watch != nil && strings.HasPrefix(id, remote.IDPrefix) {
+		o.a.watch.Refresh()
+	}
+}
 
 // Replaced keeps the registrations: the new process made its own before it
 // took over, under the same worker id.
-func (bridgeObserver) Replaced(string, worker.Info, string) {}
+func (appObserver) Replaced(string, worker.Info, string) {}
+
+// newWatcher builds the remote worker factory (reading the agents' token
+// now, so a missing one fails New) and the discovery loop that joins and
+// removes remote workers.
+func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error) {
+	ro := cfg.Remote
+	if ro.HungGrace == 0 {
+		ro.HungGrace = cfg.HungGrace
+	}
+	if ro.MaxMessageBytes == 0 {
+		ro.MaxMessageBytes = cfg.MaxMessageBytes
+	}
+	if ro.Logger == nil {
+		ro.Logger = a.log
+	}
+	rf, err := remote.NewFactory(ro)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Remote: %w", ErrInvalidConfig, err)
+	}
+	return discovery.NewWatcher(discovery.Options{
+		Source: cfg.Discovery, Interval: cfg.DiscoveryInterval, Logger: a.log,
+		Join: func(ep string) error {
+			return a.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
+		},
+		Leave: func(ctx context.Context, ep string) {
+			dctx, cancel := context.WithTimeout(ctx, stop.drain)
+			defer cancel()
+			if err := a.work.RemoveWorker(dctx, remote.WorkerID(ep)); err != nil && !errors.Is(err, supervisor.ErrNoSuchWorker) {
+				a.log.Warn("removing a vanished agent's worker", "endpoint", ep, "err", err)
+			}
+		},
+	})
+}
+
+// AddWorker joins a worker built by f to the pool while the App runs (it
+// takes calls once ready; its Starter restarts it like the others). The id
+// must be unused (ErrWorkerExists); before Start or once stopping it is
+// ErrNotServing. Discovery uses this for remote workers.
+func (a *App) AddWorker(id string, f worker.Factory) error { return a.work.AddWorker(id, f) }
+
+// RemoveWorker drains worker id (no new calls; in-flight ones may finish
+// until ctx ends), stops it and takes it out of the pool. It returns
+// ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
+// with calls in flight (the worker is removed all the same).
+func (a *App) RemoveWorker(ctx context.Context, id string) error {
+	return a.work.RemoveWorker(ctx, id)
+}
 
 // lateFactory binds what exists only once the tree runs (the bridge's
 // address) to the Python worker factory.

@@ -7,7 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -26,9 +28,11 @@ const MinRecycleRSS = 32 << 20
 
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
-	// Workers is the number of worker processes (default 4).
+	// Workers is the number of local worker processes (default 4, or 0
+	// when Discovery is set: a pool of remote workers only).
 	Workers int
-	// MinReady workers make the App ready; the rest keep starting (default: all).
+	// MinReady local workers make the App ready; the rest keep starting
+	// (default: all).
 	MinReady int
 	// Capacity is the number of concurrent calls per worker (default 1).
 	Capacity int
@@ -108,6 +112,24 @@ type Config struct {
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
 
+	// Discovery, when set, lists agent endpoints (`snakepit serve` on other
+	// hosts; see docs/SCALING.md): the App joins a remote worker (package
+	// remote) to the pool for each endpoint that appears and drains and
+	// removes it when it vanishes. Use discovery.DNS with a Kubernetes
+	// headless Service, or discovery.Static. Local and remote workers
+	// share the pool. The App is ready once local workers are (MinReady)
+	// and the first poll has been applied; calls made before a remote
+	// worker is connected wait for it up to the pool's ready timeout.
+	Discovery discovery.Source
+	// DiscoveryInterval is how often Discovery is polled (default
+	// discovery.DefaultInterval, 10 s); a remote worker that fails
+	// triggers a poll at once.
+	DiscoveryInterval time.Duration
+	// Remote configures the remote workers: the agents' token (a file, or
+	// $SNAKEPIT_AGENT_TOKEN), TLS, health checks. Its zero HungGrace and
+	// MaxMessageBytes take this Config's.
+	Remote remote.Options
+
 	// Metrics, when set, gets the App's Prometheus collector (see
 	// NewCollector) registered by New; a registration error, such as a
 	// second App with the same Instance on one Registerer, fails New.
@@ -118,11 +140,14 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.Workers == 0 {
+	if c.Workers == 0 && c.Discovery == nil {
 		c.Workers = 4
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("%w: Workers is %d; use at least 1", ErrInvalidConfig, c.Workers)
+	}
+	if c.DiscoveryInterval < 0 {
+		return fmt.Errorf("%w: DiscoveryInterval is negative (%s)", ErrInvalidConfig, c.DiscoveryInterval)
 	}
 	if c.MinReady < 0 || c.MinReady > c.Workers {
 		return fmt.Errorf("%w: MinReady %d must be between 0 and Workers (%d)", ErrInvalidConfig, c.MinReady, c.Workers)

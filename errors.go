@@ -112,4 +112,8 @@ var (
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
 	ErrRegistry  = registry.ErrUnavailable
 	ErrSurvivors = cleanup.ErrSurvivors
+	// Dynamic membership (App.AddWorker, App.RemoveWorker).
+	ErrWorkerExists = supervisor.ErrWorkerExists
+	ErrNoSuchWorker = supervisor.ErrNoSuchWorker
+	ErrNotServing   = supervisor.ErrNotServing
 )

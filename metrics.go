@@ -176,6 +176,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.workers, float64(w.Busy), "busy")
 	gauge(c.workers, float64(w.Exited), "exited")
 	gauge(c.workers, float64(w.Failed), "failed")
+	gauge(c.workers, float64(w.Draining), "draining")
 	gauge(c.queue, float64(p.Queued))
 	gauge(c.inFlight, float64(p.InFlight))
 	l := p.Latency

@@ -117,6 +117,7 @@ snakepit_requests_failed_total{kind="worker_timeout"} 0
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
 snakepit_workers{state="busy"} 0
+snakepit_workers{state="draining"} 0
 snakepit_workers{state="exited"} 0
 snakepit_workers{state="failed"} 0
 snakepit_workers{state="idle"} 2
@@ -197,6 +198,7 @@ snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="exit st
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
 snakepit_workers{instance="metrics-test",state="busy"} 0
+snakepit_workers{instance="metrics-test",state="draining"} 0
 snakepit_workers{instance="metrics-test",state="exited"} 0
 snakepit_workers{instance="metrics-test",state="failed"} 0
 snakepit_workers{instance="metrics-test",state="idle"} 1

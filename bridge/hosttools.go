@@ -229,30 +229,6 @@ func cloneSpec(s worker.ToolSpec) worker.ToolSpec {
 	return s
 }
 
-func specToPB(s worker.ToolSpec) *pb.ToolSpec {
-	out := &pb.ToolSpec{Name: s.Name, Description: s.Description, SupportsStreaming: s.SupportsStreaming}
-	for _, p := range s.Parameters {
-		out.Parameters = append(out.Parameters, &pb.ParamSpec{
-			Name: p.Name, Type: p.Type, Required: p.Required, DefaultJson: slices.Clone(p.Default), Description: p.Description,
-		})
-	}
-	return out
-}
-
-func specFromPB(s *pb.ToolSpec) worker.ToolSpec {
-	out := worker.ToolSpec{Name: s.GetName(), Description: s.GetDescription(), SupportsStreaming: s.GetSupportsStreaming()}
-	for _, p := range s.GetParameters() {
-		var def json.RawMessage
-		if len(p.GetDefaultJson()) > 0 {
-			def = slices.Clone(p.GetDefaultJson())
-		}
-		out.Parameters = append(out.Parameters, worker.ParamSpec{
-			Name: p.GetName(), Type: p.GetType(), Required: p.GetRequired(), Default: def, Description: p.GetDescription(),
-		})
-	}
-	return out
-}
-
 // registry holds the tools Python workers registered, per worker and session.
 // The empty session id holds registrations that belong to the worker as a
 // whole.

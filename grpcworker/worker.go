@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -47,6 +46,7 @@ import (
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -502,7 +502,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
 	}
-	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()),
+	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
 		kill:  make(chan string, 1), replace: make(chan string, 1), drained: make(chan struct{})}, nil
 }
@@ -1089,31 +1089,6 @@ func (w *Worker) toolError(lt *lifetime, tool string, te *pb.ToolError) error {
 		return &worker.UnknownToolError{Tool: tool, Available: names}
 	}
 	return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
-}
-
-// secondsToDuration converts a declared timeout; what is not a positive,
-// finite number of seconds below 290 years means none.
-func secondsToDuration(s float64) time.Duration {
-	if !(s > 0) || s >= math.MaxInt64/float64(time.Second) {
-		return 0
-	}
-	return time.Duration(s * float64(time.Second))
-}
-
-func toolSpecsFromPB(in []*pb.ToolSpec) []worker.ToolSpec {
-	out := make([]worker.ToolSpec, 0, len(in))
-	for _, t := range in {
-		ts := worker.ToolSpec{Name: t.GetName(), Description: t.GetDescription(), SupportsStreaming: t.GetSupportsStreaming(),
-			MaxConcurrency: int(min(t.GetMaxConcurrency(), math.MaxInt32)), Timeout: secondsToDuration(t.GetTimeoutSeconds())}
-		for _, p := range t.GetParameters() {
-			ts.Parameters = append(ts.Parameters, worker.ParamSpec{
-				Name: p.GetName(), Type: p.GetType(), Required: p.GetRequired(),
-				Default: p.GetDefaultJson(), Description: p.GetDescription(),
-			})
-		}
-		out = append(out, ts)
-	}
-	return out
 }
 
 // memoryWatch is RecycleAboveRSS: every MemoryCheckInterval (jittered per

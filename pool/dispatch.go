@@ -429,6 +429,7 @@ func (p *Pool) unlinkReleaseLocked(r *callRec) {
 	if !ws.removed {
 		p.offerLocked(ws)
 	}
+	ws.closeDrainedLocked(false)
 	p.checkIdleLocked()
 }
 
@@ -443,7 +444,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 	}
 	end := p.now()
 	err := werr
-	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable))
+	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable)) && !worker.CrashedBehind(werr)
 
 	p.mu.Lock()
 	if r.timer != nil {

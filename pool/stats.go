@@ -22,6 +22,9 @@ type Stats struct {
 	// LimitQueued counts calls waiting for their tool's max_concurrency
 	// (worker.ToolSpec.MaxConcurrency), before they look for a slot.
 	LimitQueued int
+	// Capacity is the slots of the workers in the pool, ready or not
+	// (draining ones excluded): what an agent advertises to its hosts.
+	Capacity int
 
 	Requests  uint64 // calls made (retries not counted again)
 	Succeeded uint64
@@ -53,6 +56,7 @@ type WorkerCounts struct {
 	Busy     int // ready, at least one call in flight
 	Exited   int // between lifetimes (its restarter decides what next)
 	Failed   int // the supervisor gave up on it
+	Draining int // being removed: no new calls, in-flight ones finishing
 }
 
 // GivenUpWorker is a worker resting after too many failed starts.
@@ -184,6 +188,11 @@ func (p *Pool) Stats() Stats {
 	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
+		if ws.draining {
+			s.Workers.Draining++
+			continue
+		}
+		s.Capacity += ws.capacity
 		switch ws.state {
 		case stStarting:
 			s.Workers.Starting++

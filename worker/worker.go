@@ -37,6 +37,12 @@
 // after Process.Exited is closed; what it does not start through the
 // launcher, snakepit cannot promise to stop. examples/linesworker is a
 // complete one; package snakepittest checks one against the guarantees.
+//
+// A worker type that starts no process (package remote: a connection to an
+// agent on another host) ignores the Launcher and has no registry record;
+// it may advertise its capacity in Info.Capacity when it becomes ready, and
+// reports a crash of a process behind it, which fails the call but not the
+// worker, as a *CrashError with Agent set.
 package worker
 
 import (
@@ -101,6 +107,10 @@ func (f FactoryFunc) NewWorker(spec Spec) (Worker, error) { return f(spec) }
 type Info struct {
 	PID   int        // OS process id, 0 if there is none
 	Tools []ToolSpec // tools the worker offers
+	// Capacity, when > 0, replaces Spec.Capacity for this lifetime: a
+	// worker that fronts several processes (a remote agent) advertises
+	// how many calls it takes at once.
+	Capacity int
 }
 
 // Events receives lifecycle reports from a worker. Implementations must be

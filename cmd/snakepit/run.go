@@ -21,6 +21,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 4)
+	var af agentFlags
+	af.register(fs)
 	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -32,6 +34,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg := pf.config(stderr)
+	if err := af.apply(&cfg, flagSet(fs, "workers")); err != nil {
+		fmt.Fprintln(stderr, "snakepit run:", err)
+		return 2
+	}
 	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -74,7 +80,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "admin listening on http://%s\n", admin.Addr())
 	}
-	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), pf.workers)
+	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), cfg.Workers)
 	reloads := reloadOnSIGHUP(app, hups, stopping, stderr)
 	<-stopping
 	<-reloads // a reload in progress is withdrawn first
@@ -129,6 +135,8 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 1)
+	var af agentFlags
+	af.register(fs)
 	timeout := fs.Duration("timeout", 60*time.Second, "deadline for the call")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -142,7 +150,12 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 2 {
 		callArgs = json.RawMessage(fs.Arg(1))
 	}
-	app, err := snakepit.New(pf.config(stderr))
+	cfg := pf.config(stderr)
+	if err := af.apply(&cfg, flagSet(fs, "workers")); err != nil {
+		fmt.Fprintln(stderr, "snakepit exec:", err)
+		return 2
+	}
+	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

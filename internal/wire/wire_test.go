@@ -1,0 +1,32 @@
+package wire
+
+import (
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+func TestToolSpecRoundTrip(t *testing.T) {
+	in := worker.ToolSpec{
+		Name: "t", Description: "d", SupportsStreaming: true, MaxConcurrency: 3, Timeout: 1500 * time.Millisecond,
+		Parameters: []worker.ParamSpec{{Name: "a", Type: "int", Required: false, Default: []byte("2"), Description: "x"}},
+	}
+	if out := ToolSpecFromPB(ToolSpecToPB(in)); !reflect.DeepEqual(out, in) {
+		t.Fatalf("round trip: %+v, want %+v", out, in)
+	}
+}
+
+func TestDeclaredLimitsOutOfRangeMeanNone(t *testing.T) {
+	for _, s := range []float64{-1, 0, math.NaN(), math.Inf(1), 1e300} {
+		if d := ToolSpecFromPB(&pb.ToolSpec{TimeoutSeconds: s}).Timeout; d != 0 {
+			t.Errorf("timeout_seconds %v became %s, want none", s, d)
+		}
+	}
+	if n := ToolSpecFromPB(&pb.ToolSpec{MaxConcurrency: math.MaxUint32}).MaxConcurrency; n != math.MaxInt32 {
+		t.Errorf("max_concurrency 2^32-1 became %d, want it capped at %d", n, math.MaxInt32)
+	}
+}
