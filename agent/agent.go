@@ -280,7 +280,7 @@ func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agen
 	if err != nil {
 		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
 	}
-	return &agentpb.ExecuteResponse{Result: payload(res.JSON, res.Binary)}, nil
+	return &agentpb.ExecuteResponse{Result: wire.Payload(res.JSON, res.Binary)}, nil
 }
 
 // ExecuteStream implements agentpb.AgentServiceServer.
@@ -289,7 +289,7 @@ func (s *Server) ExecuteStream(req *pb.ExecuteToolRequest, stream agentpb.AgentS
 		if err != nil {
 			return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(err)})
 		}
-		if serr := stream.Send(&agentpb.StreamChunk{Seq: c.Seq, Data: payload(c.JSON, c.Binary)}); serr != nil {
+		if serr := stream.Send(&agentpb.StreamChunk{Seq: c.Seq, Data: wire.Payload(c.JSON, c.Binary)}); serr != nil {
 			return serr // breaking out cancels the stream in Python
 		}
 	}
@@ -306,12 +306,6 @@ func withCallerTrace(ctx context.Context, req *pb.ExecuteToolRequest) context.Co
 	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(req.GetMetadata()))
 }
 
-func payload(js json.RawMessage, bin []byte) *pb.Payload {
-	if bin != nil {
-		return &pb.Payload{Value: &pb.Payload_Binary{Binary: bin}}
-	}
-	return &pb.Payload{Value: &pb.Payload_Json{Json: js}}
-}
 
 // wireError sorts an App error into the kinds a host's remote worker maps
 // back to the same errors.Is targets.

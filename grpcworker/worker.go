@@ -994,20 +994,6 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-func request(call *worker.Call) *pb.ExecuteToolRequest {
-	args := []byte(call.Args)
-	if len(args) == 0 {
-		args = []byte("{}")
-	}
-	return &pb.ExecuteToolRequest{
-		ToolName:   call.Tool,
-		ArgsJson:   args,
-		BinaryArgs: call.Binary,
-		SessionId:  call.SessionID,
-		RequestId:  call.RequestID,
-		Metadata:   call.Metadata,
-	}
-}
 
 // Execute implements worker.Worker.
 func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
@@ -1016,7 +1002,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, err
 	}
 	defer lt.end()
-	resp, err := lt.client.ExecuteTool(ctx, request(call))
+	resp, err := lt.client.ExecuteTool(ctx, wire.Request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
 	}
@@ -1024,17 +1010,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, w.toolError(lt, call.Tool, te)
 	}
 	res := &worker.Result{}
-	switch v := resp.GetResult().GetValue().(type) {
-	case *pb.Payload_Binary:
-		res.Binary = v.Binary
-		if res.Binary == nil {
-			res.Binary = []byte{}
-		}
-	case *pb.Payload_Json:
-		res.JSON = v.Json
-	default:
-		res.JSON = []byte("null")
-	}
+	res.JSON, res.Binary = wire.Value(resp.GetResult())
 	return res, nil
 }
 
@@ -1047,7 +1023,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	defer lt.end()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := lt.client.ExecuteStreamingTool(sctx, request(call))
+	stream, err := lt.client.ExecuteStreamingTool(sctx, wire.Request(call))
 	if err != nil {
 		return w.callError(ctx, lt, call.Tool, err)
 	}
@@ -1066,14 +1042,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 			return nil
 		}
 		c := worker.Chunk{Seq: msg.GetSeq()}
-		switch v := msg.GetData().GetValue().(type) {
-		case *pb.Payload_Binary:
-			c.Binary = v.Binary
-		case *pb.Payload_Json:
-			c.JSON = v.Json
-		default:
-			c.JSON = []byte("null")
-		}
+		c.JSON, c.Binary = wire.Value(msg.GetData())
 		if err := yield(c); err != nil {
 			return err
 		}

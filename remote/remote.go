@@ -52,7 +52,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit/agent/agentpb"
-	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/pool"
@@ -403,13 +402,6 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-func request(call *worker.Call) *pb.ExecuteToolRequest {
-	args := []byte(call.Args)
-	if len(args) == 0 {
-		args = []byte("{}")
-	}
-	return &pb.ExecuteToolRequest{ToolName: call.Tool, ArgsJson: args, BinaryArgs: call.Binary, SessionId: call.SessionID, RequestId: call.RequestID, Metadata: call.Metadata}
-}
 
 // Execute implements worker.Worker.
 func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
@@ -417,7 +409,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if err != nil {
 		return nil, err
 	}
-	resp, err := lt.agent.Execute(ctx, request(call))
+	resp, err := lt.agent.Execute(ctx, wire.Request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
 	}
@@ -425,17 +417,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, w.agentError(ctx, lt, call.Tool, e)
 	}
 	res := &worker.Result{}
-	switch v := resp.GetResult().GetValue().(type) {
-	case *pb.Payload_Binary:
-		res.Binary = v.Binary
-		if res.Binary == nil {
-			res.Binary = []byte{}
-		}
-	case *pb.Payload_Json:
-		res.JSON = v.Json
-	default:
-		res.JSON = []byte("null")
-	}
+	res.JSON, res.Binary = wire.Value(resp.GetResult())
 	return res, nil
 }
 
@@ -447,7 +429,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := lt.agent.ExecuteStream(sctx, request(call))
+	stream, err := lt.agent.ExecuteStream(sctx, wire.Request(call))
 	if err != nil {
 		return w.callError(ctx, lt, call.Tool, err)
 	}
@@ -466,14 +448,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 			return nil
 		}
 		c := worker.Chunk{Seq: msg.GetSeq()}
-		switch v := msg.GetData().GetValue().(type) {
-		case *pb.Payload_Binary:
-			c.Binary = v.Binary
-		case *pb.Payload_Json:
-			c.JSON = v.Json
-		default:
-			c.JSON = []byte("null")
-		}
+		c.JSON, c.Binary = wire.Value(msg.GetData())
 		if err := yield(c); err != nil {
 			return err
 		}

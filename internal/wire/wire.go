@@ -65,3 +65,40 @@ func secondsToDuration(s float64) time.Duration {
 	}
 	return time.Duration(s * float64(time.Second))
 }
+
+// Request is the wire form of call; absent Args travel as {}.
+func Request(call *worker.Call) *pb.ExecuteToolRequest {
+	args := []byte(call.Args)
+	if len(args) == 0 {
+		args = []byte("{}")
+	}
+	return &pb.ExecuteToolRequest{
+		ToolName: call.Tool, ArgsJson: args, BinaryArgs: call.Binary,
+		SessionId: call.SessionID, RequestId: call.RequestID, Metadata: call.Metadata,
+	}
+}
+
+// Value splits a payload into a JSON value or bytes. Empty bytes stay bytes
+// (a non-nil empty slice), so a caller can tell them from JSON; a payload
+// with neither is JSON null.
+func Value(p *pb.Payload) (json.RawMessage, []byte) {
+	switch v := p.GetValue().(type) {
+	case *pb.Payload_Binary:
+		if v.Binary == nil {
+			return nil, []byte{}
+		}
+		return nil, v.Binary
+	case *pb.Payload_Json:
+		return v.Json, nil
+	default:
+		return json.RawMessage("null"), nil
+	}
+}
+
+// Payload is the wire form of a value: bytes when bin is non-nil, else JSON.
+func Payload(js json.RawMessage, bin []byte) *pb.Payload {
+	if bin != nil {
+		return &pb.Payload{Value: &pb.Payload_Binary{Binary: bin}}
+	}
+	return &pb.Payload{Value: &pb.Payload_Json{Json: js}}
+}

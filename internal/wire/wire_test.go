@@ -30,3 +30,22 @@ func TestDeclaredLimitsOutOfRangeMeanNone(t *testing.T) {
 		t.Errorf("max_concurrency 2^32-1 became %d, want it capped at %d", n, math.MaxInt32)
 	}
 }
+
+func TestValueKeepsEmptyBytesApartFromJSON(t *testing.T) {
+	for _, c := range []struct {
+		p        *pb.Payload
+		js, bin  string
+		isBinary bool
+	}{
+		{Payload(nil, []byte{}), "", "", true},
+		{Payload(nil, []byte("ab")), "", "ab", true},
+		{Payload([]byte(`{"a":1}`), nil), `{"a":1}`, "", false},
+		{&pb.Payload{}, "null", "", false},
+		{nil, "null", "", false},
+	} {
+		js, bin := Value(c.p)
+		if (bin != nil) != c.isBinary || string(js) != c.js || string(bin) != c.bin {
+			t.Errorf("Value(%v) = %q, %q", c.p, js, bin)
+		}
+	}
+}
