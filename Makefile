@@ -11,8 +11,10 @@ TOOLS_BIN     := $(CURDIR)/.snakepit/bin
 PY_ENV_FILE   := $(CURDIR)/.snakepit/python
 PROTO_SRC     := proto/snakepit/v1/snakepit.proto
 PY_PB_DIR     := python/snakepit_bridge/pb
+AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
+AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos demo proto deps-python lint bench bench-python bench-sidebyside clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python bench-sidebyside clean
 
 all: build
 
@@ -26,8 +28,13 @@ deps-python:
 test: deps-python
 	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go test-bench-smoke
 
+# test/remote (four agents with Python workers) runs after the rest, not beside
+# the lifecycle suite, whose stop and sampling timings are CPU-sensitive.
 test-go:
-	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=1 -timeout 15m ./...
+	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test/remote$$')
+	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=1 -timeout 5m ./test/remote/
+	# deploy/ is its own module (the Kubernetes API types stay out of ours): the manifests' check.
+	cd deploy && $(GO) test -count=1 ./...
 
 test-lifecycle:
 	SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -race -count=5 -timeout 15m ./test/lifecycle/...
@@ -37,11 +44,17 @@ chaos: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_CHAOS_SECONDS=$${SNAKEPIT_CHAOS_SECONDS:-30} \
 	  $(GO) test -race -count=1 -timeout 10m -run 'TestChaos' -v ./test/integration/
 
+## reload-soak: 20 rolling reloads of 4 workers under load (make test runs 1); figures in docs/RELOAD.md
+reload-soak: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_RELOAD_ROUNDS=$${SNAKEPIT_RELOAD_ROUNDS:-20} \
+	  $(GO) test -race -count=1 -timeout 10m -run 'TestReloadUnderLoad|TestWorkerAboveRecycleAboveRSS' -v ./test/integration/
+
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests
 
 lint:
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
 	cd test/bench && $(GO) vet ./... && $(TOOLS_BIN)/staticcheck ./...
@@ -89,6 +102,12 @@ proto:
 	  --grpc_out=$(PY_PB_DIR) --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) \
 	  proto/snakepit/v1/snakepit.proto
 	sed -i 's/^import snakepit_pb2 as/from . import snakepit_pb2 as/' $(PY_PB_DIR)/snakepit_pb2_grpc.py
+	# The agent protocol is Go only (host ↔ `snakepit serve`); it imports snakepit.proto's messages.
+	PATH=$(TOOLS_BIN):$$PATH protoc -I proto \
+	  --go_out=agent/agentpb --go_opt=paths=source_relative,$(AGENT_PROTO_M) \
+	  --go-grpc_out=agent/agentpb --go-grpc_opt=paths=source_relative,$(AGENT_PROTO_M) \
+	  $(AGENT_PROTO_SRC)
+	mv agent/agentpb/snakepit/v1/*.go agent/agentpb/ && rm -rf agent/agentpb/snakepit
 
 clean:
 	rm -rf .snakepit/bin

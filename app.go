@@ -22,6 +22,13 @@
 //	GRPCWorker           grpcworker.Worker (the Python worker type), on childproc
 //	ApplicationCleanup   cleanup.Service (stopped last)
 //
+// A call (Execute, ExecuteStream) takes a free worker slot or queues for
+// one. Limits a tool declares in Python hold across the whole pool:
+// @tool(max_concurrency=N) queues calls beyond N, @tool(timeout=s) is the
+// deadline of a call whose ctx has none (*ToolTimeoutError). The span
+// context in ctx reaches the tool as W3C traceparent/tracestate (only the
+// OpenTelemetry API is used; no SDK is required).
+//
 // Calls fail with errors to test with errors.Is/As: ErrWorkerCrashed
 // (*CrashError), ErrToolFailed (*ToolError), ErrQueueTimeout,
 // ErrPoolSaturated, ErrNotReady (*NotReadyError), ErrNotStarted, and the
@@ -37,17 +44,23 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/starter"
 	"github.com/snakepit-go/snakepit/supervisor"
 	"github.com/snakepit-go/snakepit/worker"
@@ -68,6 +81,8 @@ type App struct {
 	factory worker.Factory
 	work    *supervisor.Workers
 	tree    *supervisor.Application
+	// watch keeps remote workers in line with Config.Discovery (nil without).
+	watch *discovery.Watcher
 
 	// running is set once Start or Serve began: calls made before fail
 	// fast with ErrNotStarted instead of waiting out their deadline.
@@ -114,6 +129,7 @@ func New(cfg Config) (*App, error) {
 			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
+			RecycleAboveRSS: cfg.RecycleAboveRSS, MemoryCheckInterval: cfg.MemoryCheckInterval,
 		})
 		if err != nil {
 			return nil, err
@@ -121,10 +137,15 @@ func New(cfg Config) (*App, error) {
 		factory = &lateFactory{app: a, base: base}
 	}
 	a.factory = factory
+	if cfg.Discovery != nil {
+		if a.watch, err = a.newWatcher(cfg, stop); err != nil {
+			return nil, err
+		}
+	}
 	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
 		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
 		Factory: factory, Pool: a.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
-		Observer: bridgeObserver{a.bridge},
+		Observer: appObserver{a},
 		Recorder: func() childproc.Recorder {
 			if r := a.reg.Registry(); r != nil {
 				return r
@@ -141,12 +162,17 @@ func New(cfg Config) (*App, error) {
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
 	// and the bridge is gone, while the registry it reads is still open.
-	a.tree = supervisor.NewApplication("snakepit", []supervisor.Child{
+	children := []supervisor.Child{
 		{Name: "registry", Service: a.reg, StopTimeout: stop.registry},
 		{Name: "cleanup", Service: a.clean, StopTimeout: stop.cleanup},
 		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
 		{Name: "workers", Service: a.work, StopTimeout: stop.workers},
-	}, a.log)
+	}
+	if a.watch != nil {
+		// After the workers: it adds to them, and stops before they do.
+		children = append(children, supervisor.Child{Name: "discovery", Service: a.watch, StopTimeout: stop.discovery})
+	}
+	a.tree = supervisor.NewApplication("snakepit", children, a.log)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
 			return nil, fmt.Errorf("snakepit: registering the metrics collector: %w", err)
@@ -155,17 +181,70 @@ func New(cfg Config) (*App, error) {
 	return a, nil
 }
 
-// bridgeObserver drops what a worker registered with the bridge when its
-// process ends: the next lifetime registers afresh.
-type bridgeObserver struct{ b *bridge.Server }
+// appObserver drops what a worker registered with the bridge when its
+// process ends (the next lifetime registers afresh), and asks discovery to
+// look again at once when a remote worker fails: its agent may be gone.
+type appObserver struct{ a *App }
 
-func (bridgeObserver) Starting(string)             {}
-func (bridgeObserver) Ready(string, worker.Info)   {}
-func (o bridgeObserver) Exited(id string, _ error) { o.b.ForgetWorker(id) }
+func (appObserver) Starting(string)           {}
+func (appObserver) Ready(string, worker.Info) {}
+func (o appObserver) Exited(id string, err error) {
+	o.a.bridge.ForgetWorker(id)
+	if err != nil && o.a.watch != nil && strings.HasPrefix(id, remote.IDPrefix) {
+		o.a.watch.Refresh()
+	}
+}
 
 // Replaced keeps the registrations: the new process made its own before it
 // took over, under the same worker id.
-func (bridgeObserver) Replaced(string, worker.Info, string) {}
+func (appObserver) Replaced(string, worker.Info, string) {}
+
+// newWatcher builds the remote worker factory (reading the agents' token
+// now, so a missing one fails New) and the discovery loop that joins and
+// removes remote workers.
+func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error) {
+	ro := cfg.Remote
+	if ro.HungGrace == 0 {
+		ro.HungGrace = cfg.HungGrace
+	}
+	if ro.MaxMessageBytes == 0 {
+		ro.MaxMessageBytes = cfg.MaxMessageBytes
+	}
+	if ro.Logger == nil {
+		ro.Logger = a.log
+	}
+	rf, err := remote.NewFactory(ro)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Remote: %w", ErrInvalidConfig, err)
+	}
+	return discovery.NewWatcher(discovery.Options{
+		Source: cfg.Discovery, Interval: cfg.DiscoveryInterval, Logger: a.log,
+		Join: func(ep string) error {
+			return a.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
+		},
+		Leave: func(ctx context.Context, ep string) {
+			dctx, cancel := context.WithTimeout(ctx, stop.drain)
+			defer cancel()
+			if err := a.work.RemoveWorker(dctx, remote.WorkerID(ep)); err != nil && !errors.Is(err, supervisor.ErrNoSuchWorker) {
+				a.log.Warn("removing a vanished agent's worker", "endpoint", ep, "err", err)
+			}
+		},
+	})
+}
+
+// AddWorker joins a worker built by f to the pool while the App runs (it
+// takes calls once ready; its Starter restarts it like the others). The id
+// must be unused (ErrWorkerExists); before Start or once stopping it is
+// ErrNotServing. Discovery uses this for remote workers.
+func (a *App) AddWorker(id string, f worker.Factory) error { return a.work.AddWorker(id, f) }
+
+// RemoveWorker drains worker id (no new calls; in-flight ones may finish
+// until ctx ends), stops it and takes it out of the pool. It returns
+// ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
+// with calls in flight (the worker is removed all the same).
+func (a *App) RemoveWorker(ctx context.Context, id string) error {
+	return a.work.RemoveWorker(ctx, id)
+}
 
 // lateFactory binds what exists only once the tree runs (the bridge's
 // address) to the Python worker factory.
@@ -246,11 +325,11 @@ func (a *App) Start(ctx context.Context) error {
 // StopReport says what the stop did, in order.
 type StopReport struct {
 	// Children lists each child's stop, in the order they stopped.
-	Children []supervisor.StopRecord
+	Children []StopRecord
 	// WorkersStoppedAt is when the last worker was reaped.
 	WorkersStoppedAt time.Time
 	// Cleanup is the last-resort sweep's report; on a correct stop it found nothing.
-	Cleanup cleanup.Report
+	Cleanup CleanupReport
 }
 
 // Stop performs the ordered stop and waits for it (or ctx). The error is
@@ -273,6 +352,49 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return rep, a.serveEr
+}
+
+// Reload replaces every worker's process with a fresh one running the
+// adapter's current code (a new interpreter imports the module again),
+// make-before-break and at most Config.ReplaceConcurrency workers at once:
+// each worker's new process must be ready before its old one stops taking
+// calls; the old one then finishes its in-flight calls and stops. No call
+// fails because of a reload. Each replacement counts as a recycle with
+// reason "reload" in Stats().Pool.RecycleReasons (not as a restart); the
+// worker's sessions lose their Python-side state, as after any recycle.
+//
+// Reload returns once every worker's new process has taken over (old
+// processes may still be draining). The ReloadReport lists the workers
+// replaced, and those skipped because they had no running process (a
+// worker starting, restarting or given up starts with the current code
+// anyway).
+//
+// If a new process fails to import the adapter or to become ready, the
+// reload stops there: that worker and those not yet replaced keep their
+// old processes, which keep serving, nothing is retried, and Reload
+// returns a *ReloadError naming the worker; errors.As(err, &startupErr)
+// finds the new process's *StartupError (with its stderr) through it.
+//
+// When ctx ends, no further worker is started, replacements waiting or
+// still starting are withdrawn (their old processes keep serving), and
+// Reload returns an error matching ctx.Err(). Before Start it fails with
+// ErrNotStarted, before the App is ready it waits for readiness (or ctx),
+// once the App is stopping or stopped it fails with ErrPoolStopping; a
+// worker type that cannot replace its process (not a worker.Replacer)
+// fails it with ErrReloadUnsupported. Concurrent Reloads run one after the
+// other. `snakepit run` calls Reload on SIGHUP.
+func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
+	if !a.running.Load() {
+		return ReloadReport{}, ErrNotStarted
+	}
+	if err := a.WaitReady(ctx); err != nil {
+		return ReloadReport{}, err
+	}
+	rep, err := a.work.Reload(ctx)
+	if errors.Is(err, supervisor.ErrNotRunning) {
+		return rep, fmt.Errorf("%w: Reload after the App began to stop", ErrPoolStopping)
+	}
+	return rep, err
 }
 
 // Ready is closed once every child of the tree is ready (and stays closed,
@@ -300,6 +422,7 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 	if err != nil {
 		return nil, err
 	}
+	call.Metadata = traceMetadata(ctx)
 	return a.pool.Execute(ctx, call, co)
 }
 
@@ -310,7 +433,24 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 	if err != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
 	}
+	call.Metadata = traceMetadata(ctx)
 	return a.pool.ExecuteStream(ctx, call, co)
+}
+
+// traceContext is the W3C propagator, used directly rather than the global
+// one: the global default propagates nothing, and the trace must reach
+// Python whether or not the application configured OpenTelemetry.
+var traceContext propagation.TraceContext
+
+// traceMetadata is the caller's span context as "traceparent" and
+// "tracestate" entries, or nil (no allocation) when ctx carries no span.
+func traceMetadata(ctx context.Context) map[string]string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return nil
+	}
+	m := propagation.MapCarrier{}
+	traceContext.Inject(ctx, m)
+	return m
 }
 
 func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
@@ -338,9 +478,9 @@ func (a *App) Tools() []ToolSpec { return a.pool.Tools() }
 // Stats is a snapshot of the App.
 type Stats struct {
 	RunID string
-	Pool  pool.Stats
+	Pool  PoolStats
 	// Reap is what the startup reaper did about earlier runs.
-	Reap registry.ReapReport
+	Reap ReapReport
 }
 
 // Stats returns a snapshot.
@@ -350,15 +490,16 @@ func (a *App) Stats() Stats {
 
 // RegisterHostTool makes a Go function callable from Python tools as
 // context.call_host_tool(name, **kwargs).
-func (a *App) RegisterHostTool(name string, fn bridge.HostToolFunc, spec ToolSpec) error {
+func (a *App) RegisterHostTool(name string, fn HostToolFunc, spec ToolSpec) error {
 	return a.bridge.RegisterHostTool(name, fn, spec)
 }
 
 // Sessions is the session store shared with Python workers.
-func (a *App) Sessions() *bridge.Sessions { return a.bridge.Sessions() }
+func (a *App) Sessions() *Sessions { return a.bridge.Sessions() }
 
-// Bridge exposes the host-side server (address, registered Python tools).
-func (a *App) Bridge() *bridge.Server { return a.bridge }
+// BridgeAddress is the loopback address of the host-side server Python
+// workers call back (sessions, host tools); empty before Start.
+func (a *App) BridgeAddress() string { return a.bridge.Addr() }
 
 // Decode is a convenience: unmarshal a JSON result into T.
 func Decode[T any](r *Result, err error) (T, error) {

@@ -2,15 +2,19 @@ package snakepit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/thejerf/suture/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
 
@@ -33,6 +37,9 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"negative grace":    {StopGrace: -time.Second},
 		"negative queue":    {MaxQueue: -1},
 		"bad adapter":       {Adapter: "not a class path"},
+		"negative rss":      {RecycleAboveRSS: -1},
+		"tiny rss":          {RecycleAboveRSS: 1 << 20},
+		"negative mem poll": {MemoryCheckInterval: -time.Second},
 	} {
 		if name != "bad adapter" {
 			cfg.WorkerFactory = &fake.Factory{}
@@ -51,6 +58,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrNotStarted) {
+		t.Fatalf("Reload before Start: %v, want ErrNotStarted", err)
+	}
 	if err := app.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +79,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	}
 	if n := len(f.Workers()); n != 3 {
 		t.Fatalf("factory built %d workers, want 3", n)
+	}
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrReloadUnsupported) {
+		t.Fatalf("Reload with a worker type that cannot replace its process: %v, want ErrReloadUnsupported", err)
 	}
 	rep, err := app.Stop(ctx)
 	if err != nil {
@@ -91,6 +104,9 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 		if w.IsReady() {
 			t.Fatalf("worker %s still ready after Stop", w.ID())
 		}
+	}
+	if _, err := app.Reload(ctx); !errors.Is(err, snakepit.ErrPoolStopping) {
+		t.Fatalf("Reload after Stop: %v, want ErrPoolStopping", err)
 	}
 }
 
@@ -136,5 +152,46 @@ func TestStartFailsWhenNoWorkerCanStart(t *testing.T) {
 	err = app.Start(ctx)
 	if err == nil || !errors.Is(err, snakepit.ErrStartup) {
 		t.Fatalf("want a startup error, got %v", err)
+	}
+}
+
+func TestCallerTraceContextReachesTheWorker(t *testing.T) {
+	meta := func(_ context.Context, c *worker.Call) (*worker.Result, error) {
+		b, err := json.Marshal(c.Metadata)
+		return &worker.Result{JSON: b}, err
+	}
+	f := &fake.Factory{Options: []fake.Option{fake.WithTool("meta", meta)}}
+	app, err := snakepit.New(fakeConfig(t, f, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Stop(ctx)
+
+	ts, err := trace.ParseTraceState("vendor=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled,
+		TraceState: ts,
+		Remote:     true,
+	})
+	got, err := snakepit.Decode[map[string]string](app.Execute(trace.ContextWithRemoteSpanContext(ctx, sc), "meta", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "vendor=1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("metadata = %v; want %v", got, want)
+	}
+	if got, err := snakepit.Decode[map[string]string](app.Execute(ctx, "meta", nil)); err != nil || len(got) != 0 {
+		t.Fatalf("without a span: %v, %v; want no metadata", got, err)
 	}
 }

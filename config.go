@@ -7,7 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/registry"
+	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -19,11 +21,18 @@ const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 // ordinary arguments and results no longer fit, so every start would fail.
 const MinMessageBytes = 64 << 10
 
+// MinRecycleRSS is the smallest usable Config.RecycleAboveRSS: a Python
+// interpreter with grpc loaded is already about 30–40 MiB, so a lower limit
+// would make every process "too big" from its first breath.
+const MinRecycleRSS = 32 << 20
+
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
-	// Workers is the number of worker processes (default 4).
+	// Workers is the number of local worker processes (default 4, or 0
+	// when Discovery is set: a pool of remote workers only).
 	Workers int
-	// MinReady workers make the App ready; the rest keep starting (default: all).
+	// MinReady local workers make the App ready; the rest keep starting
+	// (default: all).
 	MinReady int
 	// Capacity is the number of concurrent calls per worker (default 1).
 	Capacity int
@@ -71,8 +80,20 @@ type Config struct {
 	// recycle together.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
+	// RecycleAboveRSS replaces a worker process, make-before-break
+	// (Stats.RecycleReasons["memory"]), once the resident memory of its
+	// whole process tree — the worker plus every descendant, summed from
+	// /proc/PID/statm — exceeds this many bytes (0: never). Shared pages
+	// count once per process, so the sum errs high. A fresh process
+	// already above the limit is not recycled for memory (logged).
+	RecycleAboveRSS int64
+	// MemoryCheckInterval is how often RecycleAboveRSS is measured
+	// (default 10 s, grpcworker.DefaultMemoryCheckInterval), jittered to
+	// [d, 1.2d] per period. Measuring does not wait for calls to finish:
+	// the replacement is make-before-break, so no call is disturbed.
+	MemoryCheckInterval time.Duration
 	// ReplaceConcurrency bounds how many workers replace their process at
-	// once (default 1).
+	// once — recycles and App.Reload alike (default 1).
 	ReplaceConcurrency int
 	StartupFailures    int // consecutive failed starts before a worker is given up (default 3)
 	// RetryGivenUpAfter is how long a given-up worker rests before it is
@@ -91,6 +112,24 @@ type Config struct {
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
 
+	// Discovery, when set, lists agent endpoints (`snakepit serve` on other
+	// hosts; see docs/SCALING.md): the App joins a remote worker (package
+	// remote) to the pool for each endpoint that appears and drains and
+	// removes it when it vanishes. Use discovery.DNS with a Kubernetes
+	// headless Service, or discovery.Static. Local and remote workers
+	// share the pool. The App is ready once local workers are (MinReady)
+	// and the first poll has been applied; calls made before a remote
+	// worker is connected wait for it up to the pool's ready timeout.
+	Discovery discovery.Source
+	// DiscoveryInterval is how often Discovery is polled (default
+	// discovery.DefaultInterval, 10 s); a remote worker that fails
+	// triggers a poll at once.
+	DiscoveryInterval time.Duration
+	// Remote configures the remote workers: the agents' token (a file, or
+	// $SNAKEPIT_AGENT_TOKEN), TLS, health checks. Its zero HungGrace and
+	// MaxMessageBytes take this Config's.
+	Remote remote.Options
+
 	// Metrics, when set, gets the App's Prometheus collector (see
 	// NewCollector) registered by New; a registration error, such as a
 	// second App with the same Instance on one Registerer, fails New.
@@ -101,11 +140,14 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.Workers == 0 {
+	if c.Workers == 0 && c.Discovery == nil {
 		c.Workers = 4
 	}
 	if c.Workers < 0 {
 		return fmt.Errorf("%w: Workers is %d; use at least 1", ErrInvalidConfig, c.Workers)
+	}
+	if c.DiscoveryInterval < 0 {
+		return fmt.Errorf("%w: DiscoveryInterval is negative (%s)", ErrInvalidConfig, c.DiscoveryInterval)
 	}
 	if c.MinReady < 0 || c.MinReady > c.Workers {
 		return fmt.Errorf("%w: MinReady %d must be between 0 and Workers (%d)", ErrInvalidConfig, c.MinReady, c.Workers)
@@ -125,13 +167,19 @@ func (c *Config) setDefaults() error {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
 	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.ReplaceConcurrency < 0 {
 		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and ReplaceConcurrency must not be negative", ErrInvalidConfig)
+	}
+	if c.RecycleAboveRSS < 0 {
+		return fmt.Errorf("%w: RecycleAboveRSS is negative (%d); use 0 for no memory limit", ErrInvalidConfig, c.RecycleAboveRSS)
+	}
+	if c.RecycleAboveRSS != 0 && c.RecycleAboveRSS < MinRecycleRSS {
+		return fmt.Errorf("%w: RecycleAboveRSS is %d bytes; a Python worker alone needs more, use at least %d (MinRecycleRSS) or 0", ErrInvalidConfig, c.RecycleAboveRSS, MinRecycleRSS)
 	}
 	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < MinMessageBytes {
 		return fmt.Errorf("%w: MaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, c.MaxMessageBytes, MinMessageBytes)

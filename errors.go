@@ -1,6 +1,7 @@
 package snakepit
 
 import (
+	"context"
 	"errors"
 
 	"github.com/snakepit-go/snakepit/bridge"
@@ -30,6 +31,9 @@ type (
 	NotReadyError = pool.NotReadyError
 	// WorkerTimeoutError: a call's worker hung past HungGrace and was killed.
 	WorkerTimeoutError = pool.WorkerTimeoutError
+	// ToolTimeoutError: the call ran past the timeout its tool declares
+	// (@tool(timeout=...)); errors.Is context.DeadlineExceeded.
+	ToolTimeoutError = pool.ToolTimeoutError
 	// InvalidCallError: a call that could never succeed; nothing was sent.
 	InvalidCallError = pool.InvalidCallError
 	// PoolStats is the pool's part of Stats: workers by state, queue,
@@ -48,7 +52,31 @@ type (
 	StartError = supervisor.StartError
 	// HostToolError says why a host tool could not be registered.
 	HostToolError = bridge.RegistrationError
+	// HostToolFunc is a Go function Python tools call by name; see
+	// RegisterHostTool. The call's caller is HostCallFrom(ctx).
+	HostToolFunc = bridge.HostToolFunc
+	// HostCall names the tool, session and worker a host tool call came from.
+	HostCall = bridge.HostCall
+	// Sessions is the session store Python workers share; see App.Sessions.
+	Sessions = bridge.Sessions
+	// Session is one entry of Sessions.
+	Session = bridge.Session
+	// ReapReport is what the startup reaper did about earlier runs' processes.
+	ReapReport = registry.ReapReport
+	// StopRecord is one child's stop within a StopReport.
+	StopRecord = supervisor.StopRecord
+	// CleanupReport is the last-resort sweep's part of a StopReport.
+	CleanupReport = cleanup.Report
+	// ReloadReport says which workers a Reload replaced and how long it took.
+	ReloadReport = supervisor.ReloadReport
+	// ReloadError: a Reload stopped at a worker whose new process failed to
+	// start; errors.As also finds that *StartupError through it.
+	ReloadError = supervisor.ReloadError
 )
+
+// HostCallFrom returns the caller of the host tool call ctx belongs to; ok
+// is false outside a host tool call.
+func HostCallFrom(ctx context.Context) (HostCall, bool) { return bridge.CallFromContext(ctx) }
 
 // ErrInvalidConfig: a Config field or call option is out of range.
 var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
@@ -75,8 +103,17 @@ var (
 	ErrInvalidCall              = pool.ErrInvalidCall
 	ErrPythonNotFound           = grpcworker.ErrPythonNotFound
 	ErrRegistryLocked           = registry.ErrLocked
+	// ErrDuplicateHostTool: RegisterHostTool was given a name already taken.
+	ErrDuplicateHostTool = bridge.ErrDuplicateTool
+	// ErrReloadUnsupported: Reload with a worker type that does not
+	// implement worker.Replacer.
+	ErrReloadUnsupported = supervisor.ErrReloadUnsupported
 	// ErrRegistry: the process registry cannot be opened or used for any
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
 	ErrRegistry  = registry.ErrUnavailable
 	ErrSurvivors = cleanup.ErrSurvivors
+	// Dynamic membership (App.AddWorker, App.RemoveWorker).
+	ErrWorkerExists = supervisor.ErrWorkerExists
+	ErrNoSuchWorker = supervisor.ErrNoSuchWorker
+	ErrNotServing   = supervisor.ErrNotServing
 )

@@ -1,7 +1,6 @@
 package snakepit
 
 import (
-	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -48,14 +47,18 @@ const (
 //	snakepit_workers{state}                    workers by state: starting, idle, busy, exited, failed
 //	snakepit_queue_depth                       calls waiting for a worker
 //	snakepit_in_flight                         calls running on a worker
-//	snakepit_call_latency_seconds{quantile}    0.5, 0.9 and 0.99 quantiles of the latency of the
-//	                                           most recent 4096 calls that reached a worker
-//	                                           (queueing included); NaN before the first call
-//	snakepit_call_latency_max_seconds          the slowest such call since New
+//	snakepit_call_latency_max_seconds          the slowest call that reached a worker since New
 //
-// The latency quantiles are gauges over a sliding window, not a histogram
-// nor a summary: they cannot be aggregated across instances nor turned into
-// other quantiles, and rate() means nothing on them.
+// Histogram:
+//
+//	snakepit_call_duration_seconds             latency of every call that reached a worker, queueing
+//	                                           included, in buckets from 0.5 ms to 60 s; aggregate
+//	                                           across instances and take quantiles with
+//	                                           histogram_quantile(0.99, rate(..._bucket[5m]))
+//
+// The histogram replaced the sliding-window quantile gauges of earlier
+// versions: those could not be aggregated nor rated. Stats().Pool.Latency
+// still has the window's P50/P90/P99 for in-process use.
 //
 // No series carries the run id, which changes at every start. When
 // Config.Instance is set, every series carries it as the constant label
@@ -88,7 +91,7 @@ func NewCollector(app *App) prometheus.Collector {
 		workers:    d("snakepit_workers", "Workers by state.", "state"),
 		queue:      d("snakepit_queue_depth", "Calls waiting for a worker."),
 		inFlight:   d("snakepit_in_flight", "Calls running on a worker."),
-		latency:    d("snakepit_call_latency_seconds", "Call latency quantiles over the most recent 4096 calls that reached a worker, queueing included. A gauge over a sliding window, not a histogram.", "quantile"),
+		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included."),
 		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included."),
 
 		admitted: map[string]bool{},
@@ -99,7 +102,7 @@ type collector struct {
 	app *App
 
 	requests, succeeded, failed, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
-	workers, queue, inFlight, latency, latencyMax                                    *prometheus.Desc
+	workers, queue, inFlight, duration, latencyMax                                   *prometheus.Desc
 
 	mu sync.Mutex
 	// admitted holds the reason values exported under their own name. A
@@ -112,7 +115,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.succeeded, c.failed, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
-		c.workers, c.queue, c.inFlight, c.latency, c.latencyMax,
+		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax,
 	} {
 		ch <- d
 	}
@@ -173,18 +176,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.workers, float64(w.Busy), "busy")
 	gauge(c.workers, float64(w.Exited), "exited")
 	gauge(c.workers, float64(w.Failed), "failed")
+	gauge(c.workers, float64(w.Draining), "draining")
 	gauge(c.queue, float64(p.Queued))
 	gauge(c.inFlight, float64(p.InFlight))
 	l := p.Latency
-	for _, q := range []struct {
-		label string
-		v     float64
-	}{{"0.5", l.P50.Seconds()}, {"0.9", l.P90.Seconds()}, {"0.99", l.P99.Seconds()}} {
-		if l.Samples == 0 {
-			q.v = math.NaN()
-		}
-		gauge(c.latency, q.v, q.label)
+	buckets := make(map[float64]uint64, len(l.Buckets))
+	for _, b := range l.Buckets {
+		buckets[b.UpperBound.Seconds()] = b.Count
 	}
+	h, err := prometheus.NewConstHistogram(c.duration, l.Count, l.Sum.Seconds(), buckets)
+	if err != nil {
+		h = prometheus.NewInvalidMetric(c.duration, err)
+	}
+	ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
 }
 

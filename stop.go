@@ -26,6 +26,9 @@ const (
 	cleanupKillGrace  = 500 * time.Millisecond
 	cleanupSweepSlack = 500 * time.Millisecond // scan /proc, reap what was killed
 	registryStop      = 500 * time.Millisecond
+	// discoveryStop: the discovery loop stops first; it only cuts the
+	// drains of endpoints that were vanishing (remote workers stop at once).
+	discoveryStop = 500 * time.Millisecond
 )
 
 // stopBudget is every stop timeout of an App, derived from one total. The
@@ -47,6 +50,7 @@ type stopBudget struct {
 	cleanupKill time.Duration // SIGTERM → SIGKILL for survivors the sweep finds
 	cleanup     time.Duration
 	registry    time.Duration
+	discovery   time.Duration // 0 without Config.Discovery
 }
 
 // newStopBudget splits cfg.StopTimeout (defaults applied). Whatever is not
@@ -64,7 +68,10 @@ func newStopBudget(cfg Config) (stopBudget, error) {
 	b.cancelWait = min(hung, maxCancelWait)
 	b.bridge = 2*b.bridgeGrace + nestMargin
 	b.cleanup = b.cleanupKill + cleanupSweepSlack
-	b.workers = b.total - b.bridge - b.cleanup - b.registry - nestMargin
+	if cfg.Discovery != nil {
+		b.discovery = discoveryStop
+	}
+	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - nestMargin
 	b.drain = b.workers - b.workersSup - b.cancelWait - nestMargin
 	if b.drain < minDrain {
 		short := minDrain - b.drain

@@ -36,4 +36,10 @@
 // read of a session (Get, GetSession, Heartbeat naming it, ExecuteHostTool
 // naming it) counts as access. Tool registrations made under a session are
 // dropped with it.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package bridge

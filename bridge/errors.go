@@ -24,9 +24,9 @@ var (
 	ErrInvalidHostTool = errors.New("snakepit: invalid host tool")
 	// ErrInvalidOptions: New was given options it cannot work with.
 	ErrInvalidOptions = errors.New("snakepit: invalid bridge options")
-	// ErrAlreadyServing: Serve was called while another Serve of the same
+	// errAlreadyServing: Serve was called while another Serve of the same
 	// Server is running.
-	ErrAlreadyServing = errors.New("snakepit: bridge Serve is already running; a Server serves one listener at a time — create another Server for a second one")
+	errAlreadyServing = errors.New("snakepit: bridge Serve is already running; a Server serves one listener at a time — create another Server for a second one")
 )
 
 // SessionError reports a session operation that failed. Err is one of the

@@ -33,11 +33,11 @@ type HostToolFunc func(ctx context.Context, args json.RawMessage) (any, error)
 // ToolError types a host tool call can produce besides a tool's own error type.
 const (
 	toolErrorUnknownTool      = "UnknownHostTool"
-	ToolErrorInvalidArguments = "InvalidArguments"
-	ToolErrorSerialization    = "SerializationError"
-	ToolErrorPanic            = "HostToolPanic"
-	ToolErrorResultTooLarge   = "ResultTooLarge"
-	ToolErrorGeneric          = "HostToolError"
+	toolErrorInvalidArguments = "InvalidArguments"
+	toolErrorSerialization    = "SerializationError"
+	toolErrorPanic            = "HostToolPanic"
+	toolErrorResultTooLarge   = "ResultTooLarge"
+	toolErrorGeneric          = "HostToolError"
 )
 
 // HostCall identifies the caller of a host tool.
@@ -88,8 +88,8 @@ func (s *Server) RegisterHostTool(name string, fn HostToolFunc, spec worker.Tool
 	return nil
 }
 
-// HostTools returns the specs of the registered host tools, sorted by name.
-func (s *Server) HostTools() []worker.ToolSpec {
+// hostToolList returns the specs of the registered host tools, sorted by name.
+func (s *Server) hostToolList() []worker.ToolSpec {
 	s.toolsMu.RLock()
 	out := make([]worker.ToolSpec, 0, len(s.hostTools))
 	for _, t := range s.hostTools {
@@ -133,7 +133,7 @@ func (s *Server) executeHostTool(ctx context.Context, req *pb.ExecuteHostToolReq
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	} else if args[0] != '{' || !json.Valid(args) {
-		return errResponse(ToolErrorInvalidArguments,
+		return errResponse(toolErrorInvalidArguments,
 			fmt.Sprintf("arguments of host tool %q must be a JSON object of keyword arguments, got %s", name, describeJSON(args)), "")
 	}
 
@@ -147,7 +147,7 @@ func (s *Server) executeHostTool(ctx context.Context, req *pb.ExecuteHostToolReq
 			stack := string(debug.Stack())
 			s.log.Error("host tool panicked; the call fails with HostToolPanic and the host keeps serving",
 				"tool", name, "panic", v, "stack", stack)
-			resp = errResponse(ToolErrorPanic, fmt.Sprintf("host tool %q panicked: %v", name, v), stack)
+			resp = errResponse(toolErrorPanic, fmt.Sprintf("host tool %q panicked: %v", name, v), stack)
 		}
 	}()
 	result, err := t.fn(ctx, args)
@@ -164,7 +164,7 @@ func (s *Server) encodeResult(name string, result any) *pb.ExecuteHostToolRespon
 	} else {
 		js, err := json.Marshal(result)
 		if err != nil {
-			return errResponse(ToolErrorSerialization,
+			return errResponse(toolErrorSerialization,
 				fmt.Sprintf("host tool %q returned a %T that cannot be encoded as JSON: %v; return a JSON-encodable value, a json.RawMessage or a []byte", name, result, err), "")
 		}
 		resp.Result = &pb.Payload{Value: &pb.Payload_Json{Json: js}}
@@ -172,7 +172,7 @@ func (s *Server) encodeResult(name string, result any) *pb.ExecuteHostToolRespon
 	// Checked here rather than left to grpc's send limit, which would surface
 	// in Python as a bare transport error without naming the tool or the fix.
 	if size := proto.Size(resp); size > s.opts.MaxMessageBytes {
-		return errResponse(ToolErrorResultTooLarge,
+		return errResponse(toolErrorResultTooLarge,
 			fmt.Sprintf("host tool %q returned %d bytes, more than the bridge's limit of %d; return less data or raise Options.MaxMessageBytes", name, size, s.opts.MaxMessageBytes), "")
 	}
 	return resp
@@ -192,11 +192,11 @@ func errorTypeName(err error) string {
 		t = t.Elem()
 	}
 	if t.Name() == "" {
-		return ToolErrorGeneric
+		return toolErrorGeneric
 	}
 	switch t.PkgPath() {
 	case "errors", "fmt":
-		return ToolErrorGeneric
+		return toolErrorGeneric
 	}
 	return t.String()
 }
@@ -227,30 +227,6 @@ func cloneSpec(s worker.ToolSpec) worker.ToolSpec {
 		s.Parameters[i].Default = slices.Clone(s.Parameters[i].Default)
 	}
 	return s
-}
-
-func specToPB(s worker.ToolSpec) *pb.ToolSpec {
-	out := &pb.ToolSpec{Name: s.Name, Description: s.Description, SupportsStreaming: s.SupportsStreaming}
-	for _, p := range s.Parameters {
-		out.Parameters = append(out.Parameters, &pb.ParamSpec{
-			Name: p.Name, Type: p.Type, Required: p.Required, DefaultJson: slices.Clone(p.Default), Description: p.Description,
-		})
-	}
-	return out
-}
-
-func specFromPB(s *pb.ToolSpec) worker.ToolSpec {
-	out := worker.ToolSpec{Name: s.GetName(), Description: s.GetDescription(), SupportsStreaming: s.GetSupportsStreaming()}
-	for _, p := range s.GetParameters() {
-		var def json.RawMessage
-		if len(p.GetDefaultJson()) > 0 {
-			def = slices.Clone(p.GetDefaultJson())
-		}
-		out.Parameters = append(out.Parameters, worker.ParamSpec{
-			Name: p.GetName(), Type: p.GetType(), Required: p.GetRequired(), Default: def, Description: p.GetDescription(),
-		})
-	}
-	return out
 }
 
 // registry holds the tools Python workers registered, per worker and session.

@@ -47,7 +47,7 @@ func TestRegisterHostTool(t *testing.T) {
 
 	// The registry keeps its own copy of the spec.
 	spec.Parameters[0].Default[2] = 'X'
-	tools := s.HostTools()
+	tools := s.hostToolList()
 	if specNames(tools) != "alpha,echo" {
 		t.Fatalf("HostTools = %s", specNames(tools))
 	}
@@ -55,7 +55,7 @@ func TestRegisterHostTool(t *testing.T) {
 		t.Fatalf("HostTools()[1] = %+v", tools[1])
 	}
 	tools[1].Parameters[0].Name = "changed"
-	if s.HostTools()[1].Parameters[0].Name != "x" {
+	if s.hostToolList()[1].Parameters[0].Name != "x" {
 		t.Fatal("HostTools shares its specs with callers")
 	}
 }

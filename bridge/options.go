@@ -9,11 +9,11 @@ import (
 
 // Defaults applied by New to zero-valued Options fields.
 const (
-	DefaultSessionTTL      = time.Hour
-	DefaultSweepInterval   = 60 * time.Second
-	DefaultMaxSessions     = 10_000
-	DefaultMaxMessageBytes = 16 << 20
-	DefaultStopGrace       = time.Second
+	defaultSessionTTL      = time.Hour
+	defaultSweepInterval   = 60 * time.Second
+	defaultMaxSessions     = 10_000
+	defaultMaxMessageBytes = 16 << 20
+	defaultStopGrace       = time.Second
 )
 
 // Options configures a Server. Only Token is required.
@@ -80,19 +80,19 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	if o.SessionTTL == 0 {
-		o.SessionTTL = DefaultSessionTTL
+		o.SessionTTL = defaultSessionTTL
 	}
 	if o.SweepInterval == 0 {
-		o.SweepInterval = DefaultSweepInterval
+		o.SweepInterval = defaultSweepInterval
 	}
 	if o.MaxSessions == 0 {
-		o.MaxSessions = DefaultMaxSessions
+		o.MaxSessions = defaultMaxSessions
 	}
 	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = DefaultMaxMessageBytes
+		o.MaxMessageBytes = defaultMaxMessageBytes
 	}
 	if o.StopGrace == 0 {
-		o.StopGrace = DefaultStopGrace
+		o.StopGrace = defaultStopGrace
 	}
 	if o.Now == nil {
 		o.Now = time.Now

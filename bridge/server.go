@@ -100,17 +100,17 @@ func (s *Server) String() string {
 	return "bridge"
 }
 
-// LastHeartbeat returns when the worker last sent a Heartbeat, by Options.Now.
-func (s *Server) LastHeartbeat(workerID string) (time.Time, bool) {
+// lastHeartbeat returns when the worker last sent a Heartbeat, by Options.Now.
+func (s *Server) lastHeartbeat(workerID string) (time.Time, bool) {
 	s.hbMu.Lock()
 	defer s.hbMu.Unlock()
 	t, ok := s.heartbeats[workerID]
 	return t, ok
 }
 
-// RegisteredTools returns the tools the worker registered (under any of its
+// registeredTools returns the tools the worker registered (under any of its
 // sessions, or worker-wide), one spec per name, sorted by name.
-func (s *Server) RegisteredTools(workerID string) []worker.ToolSpec {
+func (s *Server) registeredTools(workerID string) []worker.ToolSpec {
 	return s.registered.tools(workerID)
 }
 
@@ -131,7 +131,7 @@ func (s *Server) ForgetWorker(workerID string) {
 // restarted, and tries to rebind the address workers already know.
 func (s *Server) Serve(ctx context.Context) error {
 	if !s.serving.CompareAndSwap(false, true) {
-		return ErrAlreadyServing
+		return errAlreadyServing
 	}
 	defer s.serving.Store(false)
 
@@ -220,7 +220,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if n := s.sessions.Sweep(s.opts.Now()); n > 0 {
+			if n := s.sessions.sweep(s.opts.Now()); n > 0 {
 				s.log.Debug("swept expired sessions", "count", n)
 			}
 		}

@@ -215,7 +215,7 @@ func TestHeartbeat(t *testing.T) {
 	clock := newFakeClock()
 	s, client := startServer(t, Options{Now: clock.Now})
 	ctx := testCtx(t)
-	if _, ok := s.LastHeartbeat("w1"); ok {
+	if _, ok := s.lastHeartbeat("w1"); ok {
 		t.Fatal("LastHeartbeat before any heartbeat reports one")
 	}
 	hb, err := client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "w1"})
@@ -225,18 +225,18 @@ func TestHeartbeat(t *testing.T) {
 	if !hb.GetSessionValid() || hb.GetServerTimeUnixMs() != clock.Now().UnixMilli() {
 		t.Fatalf("Heartbeat without session = %v; want session_valid and the server's time", hb)
 	}
-	if at, ok := s.LastHeartbeat("w1"); !ok || !at.Equal(clock.Now()) {
+	if at, ok := s.lastHeartbeat("w1"); !ok || !at.Equal(clock.Now()) {
 		t.Fatalf("LastHeartbeat = %v, %v", at, ok)
 	}
 	clock.Advance(time.Second)
 	if _, err := client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "w1", SessionId: "unknown"}); err != nil {
 		t.Fatal(err)
 	}
-	if at, _ := s.LastHeartbeat("w1"); !at.Equal(clock.Now()) {
+	if at, _ := s.lastHeartbeat("w1"); !at.Equal(clock.Now()) {
 		t.Fatalf("LastHeartbeat not updated: %v", at)
 	}
 	s.ForgetWorker("w1")
-	if _, ok := s.LastHeartbeat("w1"); ok {
+	if _, ok := s.lastHeartbeat("w1"); ok {
 		t.Fatal("LastHeartbeat after ForgetWorker reports one")
 	}
 }
@@ -260,7 +260,7 @@ func TestRegisterTools(t *testing.T) {
 			t.Fatalf("names = %s", got)
 		}
 	}
-	got := s.RegisteredTools("w1")
+	got := s.registeredTools("w1")
 	if len(got) != 2 {
 		t.Fatalf("RegisteredTools = %+v, want 2 tools", got)
 	}
@@ -279,21 +279,21 @@ func TestRegisterTools(t *testing.T) {
 	if _, err := client.RegisterTools(ctx, &pb.RegisterToolsRequest{WorkerId: "w1", SessionId: "sess", Tools: []*pb.ToolSpec{{Name: "scoped"}, {Name: "add", Description: "shadow"}}}); err != nil {
 		t.Fatal(err)
 	}
-	got = s.RegisteredTools("w1")
+	got = s.registeredTools("w1")
 	if names := specNames(got); names != "add,scoped,stream" || got[0].Description != "adds" {
 		t.Fatalf("after session registration: %s (add: %q); want worker-wide add to win", names, got[0].Description)
 	}
 	if _, err := client.CleanupSession(ctx, &pb.CleanupSessionRequest{SessionId: "sess"}); err != nil {
 		t.Fatal(err)
 	}
-	if names := specNames(s.RegisteredTools("w1")); names != "add,stream" {
+	if names := specNames(s.registeredTools("w1")); names != "add,stream" {
 		t.Fatalf("after CleanupSession: %s, want add,stream", names)
 	}
-	if len(s.RegisteredTools("w2")) != 0 {
+	if len(s.registeredTools("w2")) != 0 {
 		t.Fatal("another worker sees w1's tools")
 	}
 	s.ForgetWorker("w1")
-	if len(s.RegisteredTools("w1")) != 0 {
+	if len(s.registeredTools("w1")) != 0 {
 		t.Fatal("ForgetWorker kept the tools")
 	}
 
@@ -361,7 +361,7 @@ func TestAuthentication(t *testing.T) {
 		}
 	}
 	// Nothing the rejected calls asked for happened.
-	if len(s.Sessions().List()) != 0 || len(s.RegisteredTools("w")) != 0 {
+	if len(s.Sessions().List()) != 0 || len(s.registeredTools("w")) != 0 {
 		t.Fatal("a rejected call changed server state")
 	}
 }
@@ -388,7 +388,7 @@ func TestMessageSizeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("oversized result: %v; want a ToolError, not a transport failure", err)
 	}
-	if te := resp.GetError(); te.GetType() != ToolErrorResultTooLarge || !strings.Contains(te.GetMessage(), "MaxMessageBytes") {
+	if te := resp.GetError(); te.GetType() != toolErrorResultTooLarge || !strings.Contains(te.GetMessage(), "MaxMessageBytes") {
 		t.Fatalf("oversized result: %v, want ResultTooLarge naming MaxMessageBytes", resp)
 	}
 
@@ -523,7 +523,7 @@ func TestRestartKeepsAddress(t *testing.T) {
 func TestServeTwiceConcurrently(t *testing.T) {
 	s := newServer(t, Options{})
 	run(t, s)
-	if err := s.Serve(context.Background()); !errors.Is(err, ErrAlreadyServing) {
+	if err := s.Serve(context.Background()); !errors.Is(err, errAlreadyServing) {
 		t.Fatalf("second concurrent Serve: %v", err)
 	}
 }

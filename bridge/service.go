@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/worker"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -85,7 +86,7 @@ func (h *hostService) RegisterTools(_ context.Context, req *pb.RegisterToolsRequ
 				return nil, status.Errorf(codes.InvalidArgument, "tool %q parameter %q: default_json is not valid JSON; send the JSON encoding of the default, or nothing when there is none", t.GetName(), p.GetName())
 			}
 		}
-		specs = append(specs, specFromPB(t))
+		specs = append(specs, wire.ToolSpecFromPB(t))
 		if !slices.Contains(names, t.GetName()) {
 			names = append(names, t.GetName())
 		}
@@ -95,10 +96,10 @@ func (h *hostService) RegisterTools(_ context.Context, req *pb.RegisterToolsRequ
 }
 
 func (h *hostService) ListHostTools(context.Context, *pb.ListHostToolsRequest) (*pb.ListHostToolsResponse, error) {
-	tools := h.s.HostTools()
+	tools := h.s.hostToolList()
 	out := &pb.ListHostToolsResponse{Tools: make([]*pb.ToolSpec, 0, len(tools))}
 	for _, t := range tools {
-		out.Tools = append(out.Tools, specToPB(t))
+		out.Tools = append(out.Tools, wire.ToolSpecToPB(t))
 	}
 	return out, nil
 }

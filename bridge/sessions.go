@@ -159,9 +159,9 @@ func (s *Sessions) List() []Session {
 	return out
 }
 
-// Sweep removes every session whose TTL had passed at now and returns how
+// sweep removes every session whose TTL had passed at now and returns how
 // many it removed. The Server calls it every Options.SweepInterval.
-func (s *Sessions) Sweep(now time.Time) int {
+func (s *Sessions) sweep(now time.Time) int {
 	s.mu.Lock()
 	removed := s.sweepLocked(now)
 	s.mu.Unlock()

@@ -126,10 +126,10 @@ func TestSessionSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := ss.Sweep(clock.Now()); n != 0 {
+	if n := ss.sweep(clock.Now()); n != 0 {
 		t.Fatalf("Sweep at creation removed %d", n)
 	}
-	if n := ss.Sweep(clock.Now().Add(2 * time.Minute)); n != 2 {
+	if n := ss.sweep(clock.Now().Add(2 * time.Minute)); n != 2 {
 		t.Fatalf("Sweep after 2m removed %d, want 2", n)
 	}
 	list := ss.List()
@@ -252,7 +252,7 @@ func TestSessionRemovalHook(t *testing.T) {
 	ss.Delete("deleted")
 	clock.Advance(3 * time.Second)
 	_, _ = ss.Get("expired")
-	ss.Sweep(clock.Now())
+	ss.sweep(clock.Now())
 	if got := strings.Join(removed, ","); got != "deleted,expired,swept" {
 		t.Fatalf("removal hook saw %s", got)
 	}

@@ -24,25 +24,32 @@
 //     Options.Stdout;
 //   - holds the write end of the child's stdin: it reaches EOF when the host
 //     dies, a second host-death signal the child can watch;
+//   - puts a tag unique to this process start in its environment
+//     (SNAKEPIT_PROCESS_TAG, inherited like the run id);
 //   - reaps it: waits for the exit without reaping (waitid WNOWAIT), kills
 //     what is left of its process group while the zombie leader still pins
-//     the group id (so the signal cannot reach a stranger), reaps, and
-//     removes the record.
+//     the group id (so the signal cannot reach a stranger), reaps, then
+//     kills every process still carrying its run id and tag that started
+//     after it — descendants that left the group (setsid) or were orphaned
+//     (double fork) — and only then removes the record.
 //
 // What your worker type must still do:
 //   - call Stop (or Kill) when its lifetime ends, and return from Serve only
 //     after Exited is closed;
 //   - make its command exit on SIGTERM (after cleaning up what it started)
 //     and preferably when stdin reaches EOF;
-//   - not setsid/daemonise: a descendant that leaves the process group is
-//     found only through SNAKEPIT_RUN_ID, by the cleanup at stop and by the
-//     next start.
+//   - not scrub the environment of what it spawns: a descendant that
+//     leaves the process group is found through SNAKEPIT_RUN_ID and
+//     SNAKEPIT_PROCESS_TAG (at the end of its process's lifetime, by the
+//     cleanup at stop and by the next start).
 //
 // Leak checkers: the spawner goroutine lives as long as the program; ignore
 // it with goleak.IgnoreTopFunction(childproc.SpawnerFunction).
 package childproc
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +63,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/spawn"
 )
 
@@ -64,6 +72,12 @@ const SpawnerFunction = spawn.LoopFunction
 
 // RunIDEnv carries the run id into a child's environment.
 const RunIDEnv = "SNAKEPIT_RUN_ID"
+
+// TagEnv carries a tag unique to one started process into its environment;
+// its descendants inherit it, which is how they are found and killed when
+// that process ends, even after they left its process group and lost it as
+// their parent.
+const TagEnv = "SNAKEPIT_PROCESS_TAG"
 
 // stderrKeep is how many trailing stderr lines a process keeps for a
 // start-failure message.
@@ -114,6 +128,10 @@ type Process struct {
 	stdout *os.File
 	stderr *os.File
 
+	runID string
+	tag   string // TagEnv's value in this process's environment
+	start uint64 // its start time (clock ticks after boot); 0 if unknown
+
 	exited  chan struct{}
 	state   *os.ProcessState
 	readers sync.WaitGroup
@@ -151,14 +169,18 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 			return nil, fmt.Errorf("%w (record %q): %w; no process was started", ErrRecord, key, err)
 		}
 	}
-	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID), log)
+	tag := newTag()
+	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log)
 	if err != nil {
 		if l.Recorder != nil {
 			_ = l.Recorder.Unregister(key)
 		}
 		return nil, fmt.Errorf("snakepit: cannot start %s: %w", cmd.Path, err)
 	}
-	p.key, p.rec = key, l.Recorder
+	p.key, p.rec, p.runID, p.tag = key, l.Recorder, l.RunID, tag
+	if st, err := proc.ReadStat(p.pid); err == nil {
+		p.start = st.StartTime
+	}
 	if l.Recorder != nil {
 		if err := l.Recorder.Activate(key, p.pid); err != nil {
 			// The reserved record and the run id in its environment still
@@ -173,18 +195,28 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 	return p, nil
 }
 
-// withRunID returns env (nil: the host's) with RunIDEnv set to runID.
-func withRunID(env []string, runID string) []string {
+// withRunID returns env (nil: the host's) with RunIDEnv set to runID and
+// TagEnv to tag.
+func withRunID(env []string, runID, tag string) []string {
 	if env == nil {
 		env = os.Environ()
 	}
-	out := make([]string, 0, len(env)+1)
+	out := make([]string, 0, len(env)+2)
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, RunIDEnv+"=") {
+		if !strings.HasPrefix(kv, RunIDEnv+"=") && !strings.HasPrefix(kv, TagEnv+"=") {
 			out = append(out, kv)
 		}
 	}
-	return append(out, RunIDEnv+"="+runID)
+	return append(out, RunIDEnv+"="+runID, TagEnv+"="+tag)
+}
+
+// newTag is 128 random bits: unique per process start, never reused.
+func newTag() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("snakepit: no randomness for a process tag: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // startProcess forks cmd from the locked spawner thread with its own process
@@ -292,6 +324,7 @@ func (p *Process) reap() {
 	p.sigMu.Unlock()
 	p.state = p.cmd.ProcessState
 	_ = p.stdin.Close()
+	p.killEscapees()
 	if p.rec != nil {
 		if err := p.rec.Unregister(p.key); err != nil {
 			p.log.Warn("cannot remove the process's registry record", "err", err)
@@ -311,6 +344,21 @@ func (p *Process) reap() {
 	t.Stop()
 	closeAll(p.stdout, p.stderr)
 	<-done
+}
+
+// killEscapees kills what the process left behind outside its group: every
+// live process carrying its run id and tag that started after it
+// (identity-verified, frozen then SIGKILLed: proc.KillTagged). Its group
+// is already gone; these left it with setsid, and may have been orphaned
+// by a double fork or by the death of their parent.
+func (p *Process) killEscapees() {
+	killed, err := proc.KillTagged(p.runID, TagEnv, p.tag, p.start)
+	if err != nil {
+		p.log.Warn("cannot look for descendants that left the process group", "err", err)
+	}
+	for _, k := range killed {
+		p.log.Info("killed a descendant that outlived its process outside its process group", "descendant_pid", k.PID, "descendant_ppid", k.PPID, "comm", k.Comm)
+	}
 }
 
 // Signal sends sig to the process group. It is a no-op once the process is

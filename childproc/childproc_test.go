@@ -1,9 +1,11 @@
 package childproc_test
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +117,38 @@ func TestKillReachesTheWholeGroup(t *testing.T) {
 		ps, _ := proc.FindByRunID("run-kit-3")
 		return len(ps) == 0
 	})
+}
+
+// A descendant that left the process group (setsid) dies when its process
+// ends, found by the run id and the process's tag in its environment; one
+// that scrubbed its environment cannot be proven ours and is left alone.
+func TestEscapedDescendantDiesWithItsProcessUnlessUnprovable(t *testing.T) {
+	l := &childproc.Launcher{RunID: "run-kit-escape", WorkerID: "w0", Logger: testutil.Logger()}
+	pids := make(chan int, 2)
+	p, err := l.Start(exec.Command("/bin/sh", "-c",
+		`setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!; env -i setsid sleep 301 </dev/null >/dev/null 2>&1 & echo $!; wait`),
+		childproc.Options{Stdout: func(s string) {
+			var pid int
+			if _, err := fmt.Sscan(s, &pid); err == nil {
+				pids <- pid
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged, scrubbed := <-pids, <-pids
+	testutil.Eventually(t, 5*time.Second, "both sleepers left the group", func() bool {
+		a, errA := proc.ReadStat(tagged)
+		b, errB := proc.ReadStat(scrubbed)
+		return errA == nil && errB == nil && a.PGID == tagged && b.PGID == scrubbed && a.Comm == "sleep" && b.Comm == "sleep"
+	})
+	scrubbedStart, _ := proc.StartTime(scrubbed)
+	defer func() { _ = syscall.Kill(scrubbed, syscall.SIGKILL) }()
+	p.Kill()
+	if proc.Alive(tagged) {
+		t.Errorf("the tagged setsid descendant %d outlived its process's reap", tagged)
+	}
+	if st, err := proc.StartTime(scrubbed); err != nil || st != scrubbedStart || !proc.Alive(scrubbed) {
+		t.Errorf("the descendant with a scrubbed environment (%d) was signalled: it carries nothing that proves it ours", scrubbed)
+	}
 }

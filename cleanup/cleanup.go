@@ -20,6 +20,12 @@
 // It must stop after every worker has been reaped and before the registry
 // closes: start it after the registry service and before the pool, so the
 // reverse-order stop reaches it after the pool and before the registry.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package cleanup
 
 import (

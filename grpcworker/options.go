@@ -54,9 +54,20 @@ type Options struct {
 	// in long-running Python code.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
-	MaxMessageBytes      int // gRPC message limit both ways; default 16 MiB
-	Logger               *slog.Logger
+	// RecycleAboveRSS replaces the process (make-before-break, reason
+	// "memory") once the resident memory of its whole tree — the worker
+	// and every descendant, summed from /proc — exceeds this many bytes
+	// (0: never). It is measured every MemoryCheckInterval (default
+	// DefaultMemoryCheckInterval), jittered to [d, 1.2d] per period.
+	RecycleAboveRSS     int64
+	MemoryCheckInterval time.Duration
+	MaxMessageBytes     int // gRPC message limit both ways; default 16 MiB
+	Logger              *slog.Logger
 }
+
+// DefaultMemoryCheckInterval is how often RecycleAboveRSS is checked: a
+// scan of /proc per worker, cheap at this pace, and memory leaks are slow.
+const DefaultMemoryCheckInterval = 10 * time.Second
 
 // ErrBadOptions: the worker options are unusable.
 var ErrBadOptions = errors.New("snakepit: invalid worker options")
@@ -96,7 +107,10 @@ func (o *Options) setDefaults() error {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 16 << 20
 	}
-	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HungGrace < 0 || o.RecycleAfterRequests < 0 || o.RecycleAfter < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 {
+	if o.MemoryCheckInterval == 0 {
+		o.MemoryCheckInterval = DefaultMemoryCheckInterval
+	}
+	if o.StartupTimeout < 0 || o.StopGrace < 0 || o.HealthTimeout < 0 || o.HungGrace < 0 || o.RecycleAfterRequests < 0 || o.RecycleAfter < 0 || o.HealthMisses < 0 || o.MaxMessageBytes < 0 || o.RecycleAboveRSS < 0 || o.MemoryCheckInterval < 0 {
 		return fmt.Errorf("%w: timeouts, HealthMisses, MaxMessageBytes and the recycle limits must not be negative", ErrBadOptions)
 	}
 	if o.Logger == nil {
@@ -140,12 +154,6 @@ func NewFactory(opts Options) (*Factory, error) {
 	return &Factory{opts: opts, pkgDir: dir}, nil
 }
 
-// Python is the interpreter the factory's workers run.
-func (f *Factory) Python() string { return f.opts.Python }
-
-// PackageDir is the directory holding the unpacked snakepit_bridge package.
-func (f *Factory) PackageDir() string { return f.pkgDir }
-
 // NewWorker implements worker.Factory.
 func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	if spec.ID == "" || spec.Events == nil {
@@ -160,10 +168,12 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 		gate = make(chan struct{}, 1)
 	}
 	return &Worker{
-		spec: spec,
-		f:    f,
-		gate: gate,
-		log:  log.With("worker_id", spec.ID, "run_id", spec.RunID),
+		spec:     spec,
+		f:        f,
+		gate:     gate,
+		reqs:     make(chan *replaceReq),
+		withdraw: make(chan *replaceReq),
+		log:      log.With("worker_id", spec.ID, "run_id", spec.RunID),
 	}, nil
 }
 

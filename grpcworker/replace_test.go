@@ -108,3 +108,29 @@ func TestCrashWhileTheOldProcessDrainsEndsTheLifetimePromptly(t *testing.T) {
 		t.Fatal("the long call on the old process did not end with it")
 	}
 }
+
+// Replace swaps the process on request, reports Replaced with the given
+// reason and returns once the new process took over; with no running
+// process it returns ErrWorkerUnavailable at once.
+func TestReplaceOnRequestAndWithoutAProcess(t *testing.T) {
+	fx := startWorker(t, nil)
+	fx.waitReady(t)
+	old := fx.w.PID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fx.w.Replace(ctx, "reload"); err != nil {
+		t.Fatalf("Replace: %v", err)
+	}
+	if next := fx.w.PID(); next == old || next == 0 || !fx.ev.has("replaced:reload") {
+		t.Fatalf("after Replace: pid %d (old %d), replaced with reason reload: %v", next, old, fx.ev.has("replaced:reload"))
+	}
+	if _, err := fx.w.Execute(ctx, &worker.Call{Tool: "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.w.Replace(ctx, "reload"); !errors.Is(err, worker.ErrWorkerUnavailable) {
+		t.Fatalf("Replace after stop = %v, want ErrWorkerUnavailable", err)
+	}
+}

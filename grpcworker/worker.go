@@ -8,11 +8,18 @@
 // group, parent-death signal, group-pinned reap). One Serve is one lifetime:
 // it ends when the App stops, or when the current process dies, misses its
 // health pings, or cannot answer after a call's deadline (hung). Within a
-// lifetime the process is replaced by plan — request quota, age, a sync tool
-// that kept running after its call was cancelled — make-before-break: the
+// lifetime the process is replaced by plan — request quota, age, memory
+// (RecycleAboveRSS), a sync tool that kept running after its call was
+// cancelled, or on request (Replace: a reload) — make-before-break: the
 // successor starts while the current process serves and takes over once
 // ready; the old one drains with its own health checks, then stops. Serve
 // returns only after every process it started is reaped.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package grpcworker
 
 import (
@@ -38,6 +45,8 @@ import (
 	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -53,7 +62,17 @@ type Worker struct {
 	spawning *childproc.Process // the process starting while there is no current one
 	seq      int                // lifetimes started, for registry keys of successors
 
+	loopDone chan struct{} // closed when the running lifetime's loop ends; nil before the first
+	reqs     chan *replaceReq
+	withdraw chan *replaceReq
+
 	retiring sync.WaitGroup // replaced lifetimes still draining
+}
+
+// replaceReq is one Replace call waiting for its answer.
+type replaceReq struct {
+	reason string
+	reply  chan error // buffered 1; answered exactly once by the loop
 }
 
 // Why a lifetime is replaced by plan; these are the keys of
@@ -62,6 +81,7 @@ const (
 	reasonRequests = "request quota"
 	reasonAge      = "maximum age"
 	reasonIgnored  = "tool ignored cancellation"
+	reasonMemory   = "memory"
 )
 
 // lifetime is one process incarnation after its handshake.
@@ -164,9 +184,9 @@ func (w *Worker) PID() int {
 	return 0
 }
 
-// Target is the current process's gRPC address ("" when none is ready);
+// target is the current process's gRPC address ("" when none is ready);
 // for diagnostics and tests, calls need the run's token.
-func (w *Worker) Target() string {
+func (w *Worker) target() string {
 	if lt := w.current(); lt != nil {
 		return lt.target
 	}
@@ -211,6 +231,49 @@ func (w *Worker) Kill(reason string) {
 	}
 }
 
+var _ worker.Replacer = (*Worker)(nil)
+
+// Replace implements worker.Replacer: a new process is started (running the
+// adapter's current code: it imports the module afresh) while the current
+// one keeps serving; once it is ready it takes every new call and the old
+// one drains and stops. It holds a slot of the Spec's ReplaceGate while the
+// new process starts. Replace returns nil once the new process took over;
+// the new process's *worker.StartupError if it failed to start (the current
+// process keeps serving; nothing is retried); an error matching
+// worker.ErrWorkerUnavailable if there is no running process, or the
+// lifetime ended before the new process took over; ctx.Err() if ctx ended
+// first — the request is withdrawn and a new process still starting for
+// it alone is stopped.
+func (w *Worker) Replace(ctx context.Context, reason string) error {
+	w.mu.Lock()
+	cur, done := w.cur, w.loopDone
+	w.mu.Unlock()
+	notRunning := fmt.Errorf("%w: worker %s has no running process to replace", worker.ErrWorkerUnavailable, w.spec.ID)
+	if cur == nil || done == nil {
+		return notRunning
+	}
+	r := &replaceReq{reason: reason, reply: make(chan error, 1)}
+	select {
+	case w.reqs <- r:
+	case <-done:
+		return notRunning
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.reply:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case w.withdraw <- r:
+	case err := <-r.reply:
+		return err
+	case <-done:
+	}
+	return ctx.Err()
+}
+
 // Serve implements suture.Service: one call is one worker lifetime, which
 // may span several processes when they are replaced by plan. It returns
 // after every process it started is reaped.
@@ -228,7 +291,10 @@ func (w *Worker) Serve(ctx context.Context) error {
 		w.spec.Events.Exited(w.spec.ID, err)
 		return err
 	}
-	w.setCurrent(lt)
+	w.mu.Lock()
+	w.cur = lt
+	w.loopDone = make(chan struct{}) // Replace requests go to this run
+	w.mu.Unlock()
 	w.log.Info("worker ready", "pid", lt.p.PID(), "tools", len(lt.tools))
 	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools})
 	err = w.run(ctx, lt)
@@ -436,7 +502,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
 	}
-	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: toolSpecsFromPB(desc.GetTools()),
+	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
 		kill:  make(chan string, 1), replace: make(chan string, 1), drained: make(chan struct{})}, nil
 }
@@ -464,6 +530,10 @@ func startupHint(stderr []string) string {
 // workers in the pool are starting a successor at once.
 func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 	o := &w.f.opts
+	w.mu.Lock()
+	loopDone := w.loopDone
+	w.mu.Unlock()
+	defer close(loopDone)
 	// Retiring processes drain until this ends: at stop, or when the
 	// current process dies — then the Starter must be able to restart the
 	// worker without waiting for an old process's calls, which get the
@@ -477,13 +547,18 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 	}
 	aged := newAgeTimer(o.RecycleAfter)
 	defer aged.stop()
+	mem := w.newMemoryWatch(lt)
+	defer mem.stop()
 	var (
-		succ    *successor
-		pending string // why a replacement is wanted; "" when none is
-		held    bool   // we hold a slot of the replace gate
-		retry   *time.Timer
-		backoff = replaceRetryMin
-		misses  int
+		succ       *successor
+		succReason string        // why succ was started
+		planned    string        // a replacement by plan (quota, age, memory, ...) is wanted
+		queued     []*replaceReq // Replace calls not yet covered by a successor
+		covering   []*replaceReq // Replace calls the running successor answers
+		held       bool          // we hold a slot of the replace gate
+		retry      *time.Timer
+		backoff    = replaceRetryMin
+		misses     int
 	)
 	release := func() {
 		if held {
@@ -491,6 +566,12 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			held = false
 		}
 	}
+	answer := func(rs []*replaceReq, err error) {
+		for _, r := range rs {
+			r.reply <- err
+		}
+	}
+	var ended error // why the lifetime ended, for requests still waiting
 	defer func() {
 		if succ != nil {
 			succ.abort(w)
@@ -499,10 +580,15 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			retry.Stop()
 		}
 		release()
+		why := "the worker is stopping"
+		if ended != nil {
+			why = ended.Error()
+		}
+		answer(append(covering, queued...), fmt.Errorf("%w: worker %s: the lifetime ended before its replacement took over: %s", worker.ErrWorkerUnavailable, w.spec.ID, why))
 	}()
 	for {
 		var acquire chan<- struct{}
-		if pending != "" && succ == nil && retry == nil && !held {
+		if (planned != "" && retry == nil || len(queued) > 0) && succ == nil && !held {
 			acquire = w.gate
 		}
 		var succDone <-chan struct{}
@@ -520,34 +606,73 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			w.finish(lt)
 			return nil
 		case why := <-lt.replace:
-			if pending == "" {
-				pending = why
+			if planned == "" {
+				planned = why
 				w.log.Info("replacing the worker process (the current one keeps serving until its successor is ready)", "pid", lt.p.PID(), "reason", why)
+			}
+		case r := <-w.reqs:
+			queued = append(queued, r)
+			w.log.Info("replacing the worker process on request (the current one keeps serving until its successor is ready)", "pid", lt.p.PID(), "reason", r.reason)
+		case r := <-w.withdraw:
+			// Its caller gave up. A successor started for requests alone
+			// is stopped once none of them is left.
+			queued = without(queued, r)
+			wasCovering := len(covering) > 0
+			covering = without(covering, r)
+			if wasCovering && len(covering) == 0 && planned == "" && succ != nil {
+				succ.abort(w)
+				succ = nil
+				release()
+				w.log.Info("replacement withdrawn; the current process keeps serving", "pid", lt.p.PID())
 			}
 		case <-aged.c():
 			lt.requestReplace(reasonAge)
+		case <-mem.c():
+			if planned == "" && succ == nil && mem.over(w, lt) {
+				lt.requestReplace(reasonMemory)
+			}
+			mem.reset()
 		case acquire <- struct{}{}:
 			held = true
+			covering, queued = queued, nil
+			succReason = planned
+			if len(covering) > 0 {
+				succReason = covering[0].reason
+			}
 			succ = w.startSuccessor(ctx)
 		case <-succDone:
 			next, err := succ.lt, succ.err
 			succ = nil
 			release()
 			if err != nil {
-				w.log.Warn("the replacement process failed to start; the current one keeps serving", "retry_after", backoff, "err", err)
-				retry = time.NewTimer(backoff)
-				backoff = min(2*backoff, replaceRetryMax)
+				if len(covering) > 0 {
+					w.log.Warn("the requested replacement process failed to start; the current one keeps serving", "reason", succReason, "err", err)
+					answer(covering, err)
+					covering = nil
+				}
+				if planned != "" {
+					w.log.Warn("the replacement process failed to start; the current one keeps serving", "retry_after", backoff, "err", err)
+					retry = time.NewTimer(backoff)
+					backoff = min(2*backoff, replaceRetryMax)
+				}
 				continue
 			}
 			backoff = replaceRetryMin
+			if retry != nil {
+				retry.Stop()
+				retry = nil
+			}
 			old := lt
 			lt = next
 			w.setCurrent(lt)
 			misses = 0
 			aged.reset(o.RecycleAfter)
-			w.log.Info("worker process replaced", "old_pid", old.p.PID(), "pid", lt.p.PID(), "reason", pending)
-			w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools}, pending)
-			pending = ""
+			mem.restart(w, lt)
+			w.log.Info("worker process replaced", "old_pid", old.p.PID(), "pid", lt.p.PID(), "reason", succReason)
+			w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools}, succReason)
+			planned = ""
+			answer(covering, nil)
+			covering = nil
 			w.retiring.Add(1)
 			go func() {
 				defer w.retiring.Done()
@@ -557,14 +682,18 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			retry = nil
 		case <-lt.p.Exited():
 			w.finish(lt)
-			return lt.crashError(w.spec.ID)
+			err := lt.crashError(w.spec.ID)
+			ended = err
+			return err
 		case reason := <-lt.kill:
 			w.clearCurrent(lt)
 			lt.setReason(reason)
 			w.log.Warn("killing worker", "pid", lt.p.PID(), "reason", reason)
 			lt.p.Kill()
 			w.finish(lt)
-			return lt.crashError(w.spec.ID)
+			err := lt.crashError(w.spec.ID)
+			ended = err
+			return err
 		case <-tickC(tick):
 			if w.healthCheck(ctx, lt, &misses) {
 				continue
@@ -573,9 +702,21 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			lt.setReason(fmt.Sprintf("health check failed %d times in a row", misses))
 			lt.p.Kill()
 			w.finish(lt)
-			return lt.crashError(w.spec.ID)
+			err := lt.crashError(w.spec.ID)
+			ended = err
+			return err
 		}
 	}
+}
+
+// without returns rs without r (rs is modified).
+func without(rs []*replaceReq, r *replaceReq) []*replaceReq {
+	for i, x := range rs {
+		if x == r {
+			return append(rs[:i], rs[i+1:]...)
+		}
+	}
+	return rs
 }
 
 // Bounds of the pause before a failed replacement is tried again.
@@ -853,19 +994,6 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-func request(call *worker.Call) *pb.ExecuteToolRequest {
-	args := []byte(call.Args)
-	if len(args) == 0 {
-		args = []byte("{}")
-	}
-	return &pb.ExecuteToolRequest{
-		ToolName:   call.Tool,
-		ArgsJson:   args,
-		BinaryArgs: call.Binary,
-		SessionId:  call.SessionID,
-		RequestId:  call.RequestID,
-	}
-}
 
 // Execute implements worker.Worker.
 func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
@@ -874,7 +1002,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, err
 	}
 	defer lt.end()
-	resp, err := lt.client.ExecuteTool(ctx, request(call))
+	resp, err := lt.client.ExecuteTool(ctx, wire.Request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
 	}
@@ -882,17 +1010,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, w.toolError(lt, call.Tool, te)
 	}
 	res := &worker.Result{}
-	switch v := resp.GetResult().GetValue().(type) {
-	case *pb.Payload_Binary:
-		res.Binary = v.Binary
-		if res.Binary == nil {
-			res.Binary = []byte{}
-		}
-	case *pb.Payload_Json:
-		res.JSON = v.Json
-	default:
-		res.JSON = []byte("null")
-	}
+	res.JSON, res.Binary = wire.Value(resp.GetResult())
 	return res, nil
 }
 
@@ -905,7 +1023,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	defer lt.end()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := lt.client.ExecuteStreamingTool(sctx, request(call))
+	stream, err := lt.client.ExecuteStreamingTool(sctx, wire.Request(call))
 	if err != nil {
 		return w.callError(ctx, lt, call.Tool, err)
 	}
@@ -924,14 +1042,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 			return nil
 		}
 		c := worker.Chunk{Seq: msg.GetSeq()}
-		switch v := msg.GetData().GetValue().(type) {
-		case *pb.Payload_Binary:
-			c.Binary = v.Binary
-		case *pb.Payload_Json:
-			c.JSON = v.Json
-		default:
-			c.JSON = []byte("null")
-		}
+		c.JSON, c.Binary = wire.Value(msg.GetData())
 		if err := yield(c); err != nil {
 			return err
 		}
@@ -949,17 +1060,64 @@ func (w *Worker) toolError(lt *lifetime, tool string, te *pb.ToolError) error {
 	return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
 }
 
-func toolSpecsFromPB(in []*pb.ToolSpec) []worker.ToolSpec {
-	out := make([]worker.ToolSpec, 0, len(in))
-	for _, t := range in {
-		ts := worker.ToolSpec{Name: t.GetName(), Description: t.GetDescription(), SupportsStreaming: t.GetSupportsStreaming()}
-		for _, p := range t.GetParameters() {
-			ts.Parameters = append(ts.Parameters, worker.ParamSpec{
-				Name: p.GetName(), Type: p.GetType(), Required: p.GetRequired(),
-				Default: p.GetDefaultJson(), Description: p.GetDescription(),
-			})
+// memoryWatch is RecycleAboveRSS: every MemoryCheckInterval (jittered per
+// period) the current process's tree RSS — the worker and all its
+// descendants, from /proc — is compared with the limit.
+type memoryWatch struct {
+	limit int64
+	every time.Duration
+	t     *time.Timer
+	// off: this lifetime is not watched (no limit, or a fresh process
+	// already above it, which a replacement would not cure).
+	off bool
+}
+
+func (w *Worker) newMemoryWatch(lt *lifetime) *memoryWatch {
+	m := &memoryWatch{limit: w.f.opts.RecycleAboveRSS, every: w.f.opts.MemoryCheckInterval}
+	m.restart(w, lt)
+	return m
+}
+
+// restart watches a new lifetime.
+func (m *memoryWatch) restart(w *Worker, lt *lifetime) {
+	m.off = m.limit <= 0
+	if !m.off {
+		if rss, err := proc.TreeRSS(lt.p.PID()); err == nil && rss >= m.limit {
+			m.off = true
+			w.log.Warn("a freshly started worker process is already above RecycleAboveRSS; not recycling it for memory (raise the limit)",
+				"pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
 		}
-		out = append(out, ts)
 	}
-	return out
+	m.reset()
+}
+
+func (m *memoryWatch) reset() {
+	m.stop()
+	if !m.off {
+		m.t = time.NewTimer(jittered(m.every))
+	}
+}
+
+func (m *memoryWatch) stop() {
+	if m.t != nil {
+		m.t.Stop()
+		m.t = nil
+	}
+}
+
+func (m *memoryWatch) c() <-chan time.Time {
+	if m.t == nil {
+		return nil
+	}
+	return m.t.C
+}
+
+// over measures lt's process tree and reports whether it exceeds the limit.
+func (m *memoryWatch) over(w *Worker, lt *lifetime) bool {
+	rss, err := proc.TreeRSS(lt.p.PID())
+	if err != nil || rss <= m.limit {
+		return false
+	}
+	w.log.Info("worker process tree above RecycleAboveRSS; replacing it", "pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
+	return true
 }

@@ -45,7 +45,10 @@ func (r *recorder) Exited(id string, err error) {
 	r.mu.Unlock()
 	r.add("exited")
 }
-func (r *recorder) Replaced(string, worker.Info, string) { r.add("replaced") }
+func (r *recorder) Replaced(_ string, _ worker.Info, reason string) {
+	r.add("replaced")
+	r.add("replaced:" + reason)
+}
 func (r *recorder) add(s string) {
 	r.mu.Lock()
 	r.events = append(r.events, s)
@@ -279,7 +282,7 @@ func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
 		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials(auth.NewToken()))},
 	} {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		conn, err := grpc.NewClient(fx.w.Target(), opts...)
+		conn, err := grpc.NewClient(fx.w.target(), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -429,6 +429,7 @@ func (p *Pool) unlinkReleaseLocked(r *callRec) {
 	if !ws.removed {
 		p.offerLocked(ws)
 	}
+	ws.closeDrainedLocked(false)
 	p.checkIdleLocked()
 }
 
@@ -443,7 +444,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 	}
 	end := p.now()
 	err := werr
-	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable))
+	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable)) && !worker.CrashedBehind(werr)
 
 	p.mu.Lock()
 	if r.timer != nil {
@@ -492,7 +493,13 @@ func (p *Pool) recycle(r *callRec) {
 func (p *Pool) sampleLocked(d time.Duration) {
 	p.lat[p.latN%latencyWindow] = d
 	p.latN++
+	p.latSum += d
 	if d > p.latMax {
 		p.latMax = d
 	}
+	i := 0
+	for i < len(latencyBounds) && d > latencyBounds[i] {
+		i++
+	}
+	p.latBuckets[i]++ // the last slot is +Inf
 }

@@ -68,10 +68,26 @@
 // From the worker: *worker.ToolError, worker.ErrWorkerCrashed,
 // *WorkerTimeoutError, or the context's error.
 //
+// # Membership
+//
+// Workers may join and leave while the pool serves. Add one (then run it);
+// to take one out, Retire it first — it leaves rotation at once (strict
+// waiters for it fail with ErrSessionWorkerUnavailable, hint sessions move
+// on) and Retire returns once its in-flight calls are done or its context
+// ends — then stop it and Remove it. A worker may advertise its capacity in
+// worker.Info when it becomes ready (a remote agent does); a
+// *worker.CrashError with Agent set fails only that call, not the worker.
+//
 // # Stopping
 //
 // Stop (or Drain) fails new calls and queued waiters with ErrPoolStopping,
 // lets in-flight calls finish until its context ends, then cancels theirs,
 // and returns once none is in flight (bounded: hung workers are killed after
 // HungGrace, and Stop gives up with a *StopError shortly after that).
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package pool

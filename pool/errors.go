@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -115,6 +116,29 @@ func (e *WorkerTimeoutError) Is(target error) bool { return target == worker.Err
 
 // Unwrap returns the context error.
 func (e *WorkerTimeoutError) Unwrap() error { return e.Err }
+
+// ToolTimeoutError reports a call that ran past the timeout its tool
+// declares (worker.ToolSpec.Timeout) because the caller set no deadline of
+// its own. errors.Is(err, context.DeadlineExceeded) is true.
+type ToolTimeoutError struct {
+	Tool    string
+	Timeout time.Duration
+	Err     error // what the call returned when its deadline passed
+}
+
+func (e *ToolTimeoutError) Error() string {
+	msg := fmt.Sprintf("snakepit: tool %q did not finish within the %s timeout it declares (@tool(timeout=...)); give the call a context with a later deadline to allow it more time", e.Tool, e.Timeout)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, context.DeadlineExceeded) true.
+func (e *ToolTimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Unwrap returns what the call returned.
+func (e *ToolTimeoutError) Unwrap() error { return e.Err }
 
 // StopError reports calls that were still running when Stop gave up waiting.
 type StopError struct {

@@ -95,6 +95,20 @@ func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions)
 	if err := validate(ctx, call, opts); err != nil {
 		return nil, p.rejectInvalid(err)
 	}
+	ctx, done, err := p.admit(ctx, call.Tool, opts)
+	if err != nil {
+		return nil, err
+	}
+	if done == nil {
+		return p.execute(ctx, call, opts)
+	}
+	defer done()
+	res, err := p.execute(ctx, call, opts)
+	return res, toolTimeoutErr(ctx, call.Tool, err)
+}
+
+// execute is Execute once the call has passed its tool's limits.
+func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions) (*worker.Result, error) {
 	start := p.now()
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
@@ -133,6 +147,16 @@ func (p *Pool) ExecuteStream(ctx context.Context, call *worker.Call, opts CallOp
 		if err := validate(ctx, call, opts); err != nil {
 			yield(worker.Chunk{}, p.rejectInvalid(err))
 			return
+		}
+		ctx, done, err := p.admit(ctx, call.Tool, opts)
+		if err != nil {
+			yield(worker.Chunk{}, err)
+			return
+		}
+		if done != nil {
+			defer done()
+			inner := yield
+			yield = func(c worker.Chunk, err error) bool { return inner(c, toolTimeoutErr(ctx, call.Tool, err)) }
 		}
 		start := p.now()
 		var avoid *workerState

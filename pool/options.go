@@ -7,14 +7,14 @@ import (
 
 // Defaults for zero-valued Options fields.
 const (
-	DefaultMaxQueue        = 1000
-	DefaultQueueTimeout    = 5 * time.Second
+	defaultMaxQueue        = 1000
+	defaultQueueTimeout    = 5 * time.Second
 	DefaultCapacity        = 1
 	DefaultHungGrace       = 2 * time.Second
-	DefaultRetryAttempts   = 2
-	DefaultRetryBackoff    = 50 * time.Millisecond
-	DefaultReadyTimeout    = 30 * time.Second
-	DefaultAffinityTTL     = 60 * time.Second
+	defaultRetryAttempts   = 2
+	defaultRetryBackoff    = 50 * time.Millisecond
+	defaultReadyTimeout    = 30 * time.Second
+	defaultAffinityTTL     = 60 * time.Second
 	latencyWindow          = 4096
 	sessionSweepMin        = 1024
 	maxRetryBackoffScaling = 6 // backoff doubles per attempt, at most 64×
@@ -82,10 +82,10 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	if o.MaxQueue == 0 {
-		o.MaxQueue = DefaultMaxQueue
+		o.MaxQueue = defaultMaxQueue
 	}
 	if o.QueueTimeout == 0 {
-		o.QueueTimeout = DefaultQueueTimeout
+		o.QueueTimeout = defaultQueueTimeout
 	}
 	if o.DefaultCapacity == 0 {
 		o.DefaultCapacity = DefaultCapacity
@@ -97,16 +97,16 @@ func (o Options) withDefaults() (Options, error) {
 		o.StopWait = 2*o.HungGrace + time.Second
 	}
 	if o.RetryAttempts == 0 {
-		o.RetryAttempts = DefaultRetryAttempts
+		o.RetryAttempts = defaultRetryAttempts
 	}
 	if o.RetryBackoff == 0 {
-		o.RetryBackoff = DefaultRetryBackoff
+		o.RetryBackoff = defaultRetryBackoff
 	}
 	if o.ReadyTimeout == 0 {
-		o.ReadyTimeout = DefaultReadyTimeout
+		o.ReadyTimeout = defaultReadyTimeout
 	}
 	if o.AffinityTTL == 0 {
-		o.AffinityTTL = DefaultAffinityTTL
+		o.AffinityTTL = defaultAffinityTTL
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

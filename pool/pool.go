@@ -3,10 +3,12 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -30,6 +32,11 @@ type workerState struct {
 	inflight int
 	state    wstate
 	removed  bool
+	// draining: Retire took it out of rotation for good; drained is closed
+	// once its last in-flight call has returned (or it was removed).
+	draining      bool
+	drained       chan struct{}
+	drainedClosed bool
 	// gen counts ended lifetimes; a session pinned under an older gen lost
 	// its worker-side state.
 	gen          uint64
@@ -45,7 +52,15 @@ type workerState struct {
 	strict waitQueue // strict-affinity waiters for this worker only
 }
 
-func (ws *workerState) usable() bool { return ws.state == stReady && !ws.removed }
+func (ws *workerState) usable() bool { return ws.state == stReady && !ws.removed && !ws.draining }
+
+// closeDrainedLocked releases Retire once nothing of ws is in flight.
+func (ws *workerState) closeDrainedLocked(force bool) {
+	if ws.drained != nil && !ws.drainedClosed && (force || ws.inflight == 0) {
+		ws.drainedClosed = true
+		close(ws.drained)
+	}
+}
 
 type freeList struct{ head, tail *workerState }
 
@@ -120,9 +135,18 @@ type Pool struct {
 	lat           [latencyWindow]time.Duration
 	latN          uint64
 	latMax        time.Duration
+	latSum        time.Duration
+	latBuckets    [len(latencyBounds) + 1]uint64 // per bound, not cumulative; the last is +Inf
 
 	recs    sync.Pool // *callRec
 	waiters sync.Pool // *waiter
+
+	// Per-tool limits (limits.go). limits is replaced whole under mu; the
+	// gates have their own lock, taken after mu when both are needed.
+	limits      atomic.Pointer[map[string]toolLimit]
+	gateMu      sync.Mutex
+	gates       map[string]*toolGate
+	gatesClosed bool
 }
 
 var _ worker.Events = (*Pool)(nil)
@@ -141,6 +165,7 @@ func New(opts Options) (*Pool, error) {
 		early:     map[string]earlyEvent{},
 		toolCount: map[string]int{},
 		sessions:  map[string]sessionEntry{},
+		gates:     map[string]*toolGate{},
 		sweepAt:   sessionSweepMin,
 		changed:   make(chan struct{}),
 		st:        counters{restartReasons: map[string]int{}, recycleReasons: map[string]int{}},
@@ -195,6 +220,7 @@ func (p *Pool) removeLocked(id string) {
 		p.failed--
 	}
 	ws.removed = true
+	ws.closeDrainedLocked(true)
 	delete(p.workers, id)
 	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
 	p.failIfHopelessLocked()
@@ -319,8 +345,17 @@ func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
 	if ws.state == stFailed {
 		p.failed--
 	}
+	if info.Capacity > 0 {
+		ws.capacity = info.Capacity
+	}
+	if ws.draining {
+		// Retired workers never return to rotation, whatever they report.
+		ws.state = stExited
+		return
+	}
 	ws.state = stReady
 	ws.tools = slices.Clone(info.Tools)
+	p.noteLimitsLocked(ws.tools)
 	p.ready++
 	if len(ws.tools) > 0 {
 		p.toolsReported++
@@ -467,6 +502,42 @@ func (p *Pool) availableToolsLocked() []string {
 	return names
 }
 
+// Retire takes worker id out of rotation for good while the pool serves:
+// it gets no new calls, strict-affinity waiters for it fail with
+// ErrSessionWorkerUnavailable and its sessions move elsewhere (hint), and
+// Retire waits until its in-flight calls have returned or ctx ends. The
+// caller then stops the worker and calls Remove. An unknown id is not an
+// error (it is already gone). When ctx ends first, the error says how many
+// calls were still running; they end when the worker stops (a crash error,
+// retried elsewhere for idempotent calls).
+func (p *Pool) Retire(ctx context.Context, id string) error {
+	p.mu.Lock()
+	ws := p.workers[id]
+	if ws == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	if !ws.draining {
+		ws.draining = true
+		ws.drained = make(chan struct{})
+		p.leaveReadyLocked(ws)
+		p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+		ws.closeDrainedLocked(false)
+		p.notifyLocked()
+	}
+	drained := ws.drained
+	p.mu.Unlock()
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		n := ws.inflight
+		p.mu.Unlock()
+		return fmt.Errorf("snakepit: worker %s still had %d call(s) in flight when its drain ended: %w", id, n, ctx.Err())
+	}
+}
+
 // Drain is Stop.
 func (p *Pool) Drain(ctx context.Context) error { return p.Stop(ctx) }
 
@@ -491,6 +562,7 @@ func (p *Pool) Stop(ctx context.Context) error {
 	}
 	idle := p.idle
 	p.mu.Unlock()
+	p.closeGates(ErrPoolStopping)
 
 	select {
 	case <-idle:

@@ -19,6 +19,12 @@ type Stats struct {
 	Workers  WorkerCounts
 	Queued   int // calls waiting for a slot
 	InFlight int // slots taken
+	// LimitQueued counts calls waiting for their tool's max_concurrency
+	// (worker.ToolSpec.MaxConcurrency), before they look for a slot.
+	LimitQueued int
+	// Capacity is the slots of the workers in the pool, ready or not
+	// (draining ones excluded): what an agent advertises to its hosts.
+	Capacity int
 
 	Requests  uint64 // calls made (retries not counted again)
 	Succeeded uint64
@@ -31,7 +37,8 @@ type Stats struct {
 	Restarts       uint64
 	RestartReasons map[string]int
 	// Recycles counts planned process replacements (request quota, age,
-	// memory, a tool that ignored cancellation); RecycleReasons splits them.
+	// memory, a tool that ignored cancellation, App.Reload);
+	// RecycleReasons splits them.
 	Recycles       uint64
 	RecycleReasons map[string]int
 	// GivenUp lists the workers that failed to start too often, with their
@@ -49,6 +56,7 @@ type WorkerCounts struct {
 	Busy     int // ready, at least one call in flight
 	Exited   int // between lifetimes (its restarter decides what next)
 	Failed   int // the supervisor gave up on it
+	Draining int // being removed: no new calls, in-flight ones finishing
 }
 
 // GivenUpWorker is a worker resting after too many failed starts.
@@ -100,6 +108,26 @@ type LatencyStats struct {
 	Samples       int
 	P50, P90, P99 time.Duration
 	Max           time.Duration
+	// Buckets is the histogram of every such call since New, cumulative as
+	// Prometheus has it; Count and Sum cover all calls, the slowest too.
+	Buckets []LatencyBucket
+	Count   uint64
+	Sum     time.Duration
+}
+
+// LatencyBucket counts the calls that took at most UpperBound.
+type LatencyBucket struct {
+	UpperBound time.Duration
+	Count      uint64
+}
+
+// latencyBounds are the histogram's upper bounds: from 0.5 ms (a trivial
+// Python call takes ~0.3 ms) to 60 s.
+var latencyBounds = [...]time.Duration{
+	500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+	5 * time.Second, 10 * time.Second, 30 * time.Second, 60 * time.Second,
 }
 
 type counters struct {
@@ -143,9 +171,11 @@ func (c *counters) record(err error) {
 
 // Stats returns a snapshot.
 func (p *Pool) Stats() Stats {
+	limitQueued := p.gateWaiting()
 	p.mu.Lock()
 	s := Stats{
 		Queued:         p.queued,
+		LimitQueued:    limitQueued,
 		InFlight:       p.inflight,
 		Requests:       p.st.requests,
 		Succeeded:      p.st.succeeded,
@@ -158,6 +188,11 @@ func (p *Pool) Stats() Stats {
 	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
+		if ws.draining {
+			s.Workers.Draining++
+			continue
+		}
+		s.Capacity += ws.capacity
 		switch ws.state {
 		case stStarting:
 			s.Workers.Starting++
@@ -178,6 +213,13 @@ func (p *Pool) Stats() Stats {
 	window := make([]time.Duration, n)
 	copy(window, p.lat[:n])
 	s.Latency.Max = p.latMax
+	s.Latency.Count, s.Latency.Sum = p.latN, p.latSum
+	s.Latency.Buckets = make([]LatencyBucket, len(latencyBounds))
+	var cum uint64
+	for i, b := range latencyBounds {
+		cum += p.latBuckets[i]
+		s.Latency.Buckets[i] = LatencyBucket{UpperBound: b, Count: cum}
+	}
 	p.mu.Unlock()
 
 	slices.SortFunc(s.GivenUp, func(a, b GivenUpWorker) int { return strings.Compare(a.ID, b.ID) })

@@ -7,6 +7,12 @@
 // leave out __pycache__). Extract writes them to a content-addressed
 // directory and returns the path to put on PYTHONPATH; the worker is then
 // started as `python -m snakepit_bridge.server`.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package python
 
 import (
@@ -22,22 +28,22 @@ import (
 	"sort"
 )
 
-// Files is the embedded snakepit_bridge package, rooted at this directory
+// files is the embedded snakepit_bridge package, rooted at this directory
 // (paths look like "snakepit_bridge/server.py").
 //
 //go:embed snakepit_bridge/*.py snakepit_bridge/pb/*.py snakepit_bridge/adapters/*.py
-var Files embed.FS
+var files embed.FS
 
-// Digest is the first 12 hex digits of the SHA-256 over every embedded
+// digest is the first 12 hex digits of the SHA-256 over every embedded
 // file's path and contents; it names the directory Extract creates.
-func Digest() (string, error) {
+func digest() (string, error) {
 	names, err := fileNames()
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
 	for _, name := range names {
-		data, err := Files.ReadFile(name)
+		data, err := files.ReadFile(name)
 		if err != nil {
 			return "", err
 		}
@@ -50,7 +56,7 @@ func Digest() (string, error) {
 
 func fileNames() ([]string, error) {
 	var names []string
-	err := fs.WalkDir(Files, ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -70,7 +76,7 @@ func fileNames() ([]string, error) {
 // reader never sees a half-written tree, and an existing tree with the same
 // digest is reused as it is. Directories are 0755, files 0644.
 func Extract(dir string) (string, error) {
-	digest, err := Digest()
+	digest, err := digest()
 	if err != nil {
 		return "", fmt.Errorf("python: hashing embedded files: %w", err)
 	}
@@ -122,7 +128,7 @@ func writeTree(root string) error {
 		return err
 	}
 	for _, name := range names {
-		data, err := Files.ReadFile(name)
+		data, err := files.ReadFile(name)
 		if err != nil {
 			return err
 		}

@@ -45,7 +45,7 @@ func TestExtract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	digest, err := Digest()
+	digest, err := digest()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestExtract(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s missing: %v", f, err)
 		}
-		want, _ := Files.ReadFile(f)
+		want, _ := files.ReadFile(f)
 		if !bytes.Equal(data, want) {
 			t.Errorf("%s differs from the embedded copy", f)
 		}

@@ -31,4 +31,10 @@
 //     valid bbolt file that is not a registry is refused, never moved.
 //
 // The package imports only internal/proc from snakepit.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit; Open,
+// Reserve and Activate are public for tools (the snakepit command, the
+// snakepittest conformance kit) that inspect or seed a registry directly.
 package registry

@@ -132,7 +132,7 @@ func deadRunWithWrongStartTime(t *testing.T) (string, *proctest.Child) {
 	deadRunWith(t, path, old, func(r *Registry) {
 		must(t, r.Reserve("c"))
 		must(t, r.Activate("c", c.PID))
-		rec, _, err := r.Lookup("c")
+		rec, _, err := r.lookup("c")
 		must(t, err)
 		rec.StartTime--
 		put(t, r, bucketWorkers, old+"/c", string(encode(rec)))
@@ -246,11 +246,11 @@ func TestServiceLifecycle(t *testing.T) {
 	select {
 	case <-s.Ready():
 	case <-s.Done():
-		t.Fatalf("Serve ended early: %v", s.StartErr())
+		t.Fatalf("Serve ended early: %v", s.startError())
 	case <-time.After(10 * time.Second):
 		t.Fatal("not ready")
 	}
-	if rep, err := s.LastReap(), s.ReapErr(); err != nil || rep.Reaped != 1 {
+	if rep, err := s.LastReap(), s.reapError(); err != nil || rep.Reaped != 1 {
 		t.Fatalf("LastReap = %+v, %v", rep, err)
 	}
 	c.WaitAllGone(5 * time.Second)
@@ -261,8 +261,8 @@ func TestServiceLifecycle(t *testing.T) {
 	// A second instance on the same file fails to start, visibly.
 	s2 := NewService(Options{Path: path, Logger: log, LockTimeout: 100 * time.Millisecond})
 	err := s2.Serve(context.Background())
-	if !errors.Is(err, ErrLocked) || !errors.Is(s2.StartErr(), ErrLocked) {
-		t.Fatalf("second Serve = %v, StartErr = %v", err, s2.StartErr())
+	if !errors.Is(err, ErrLocked) || !errors.Is(s2.startError(), ErrLocked) {
+		t.Fatalf("second Serve = %v, StartErr = %v", err, s2.startError())
 	}
 	select {
 	case <-s2.Done():
@@ -285,10 +285,10 @@ func TestServiceLifecycle(t *testing.T) {
 		t.Fatal("Serve did not return after cancel")
 	}
 	<-s.Done()
-	if err := reg.Reserve("w2"); !errors.Is(err, ErrClosed) {
+	if err := reg.Reserve("w2"); !errors.Is(err, errClosed) {
 		t.Fatalf("Reserve after stop = %v", err)
 	}
-	if err := s.Serve(context.Background()); !errors.Is(err, ErrServedTwice) {
+	if err := s.Serve(context.Background()); !errors.Is(err, errServedTwice) {
 		t.Fatalf("second Serve = %v", err)
 	}
 }

@@ -81,17 +81,17 @@ var (
 	// (ErrNotRegistry), a corrupt file that cannot be moved aside, a closed
 	// registry. Workers cannot be recorded, so none is started.
 	ErrUnavailable = errors.New("registry unavailable")
-	// ErrClosed: the Registry was closed.
-	ErrClosed = fmt.Errorf("%w: it is closed", ErrUnavailable)
+	// errClosed: the Registry was closed.
+	errClosed = fmt.Errorf("%w: it is closed", ErrUnavailable)
 	// ErrNotRegistry: the file is a valid bbolt database but not a snakepit
 	// registry (or one of a newer, unknown schema). It is left untouched.
 	ErrNotRegistry = fmt.Errorf("%w: the file is not a snakepit registry", ErrUnavailable)
-	// ErrNotReserved: Activate was called for a worker without a reserved
+	// errNotReserved: Activate was called for a worker without a reserved
 	// record.
-	ErrNotReserved = errors.New("worker has no reserved record")
-	// ErrStillActive: Reserve or Activate would overwrite the record of a
+	errNotReserved = errors.New("worker has no reserved record")
+	// errStillActive: Reserve or Activate would overwrite the record of a
 	// worker process that is still alive.
-	ErrStillActive = errors.New("worker record points to a live process")
+	errStillActive = errors.New("worker record points to a live process")
 )
 
 // LockedError is returned by Open when the file lock could not be taken
@@ -439,26 +439,23 @@ func (r *Registry) RunID() string { return r.runID }
 // Path is the registry file.
 func (r *Registry) Path() string { return r.path }
 
-// Run is the current run's entry.
-func (r *Registry) Run() Run { return r.host }
-
 func (r *Registry) mapErr(err error) error {
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-		return ErrClosed
+		return errClosed
 	}
 	return err
 }
 
 func (r *Registry) batch(fn func(*bolt.Tx) error) error {
 	if r.closed.Load() {
-		return ErrClosed
+		return errClosed
 	}
 	return r.mapErr(r.db.Batch(fn))
 }
 
 func (r *Registry) view(fn func(*bolt.Tx) error) error {
 	if r.closed.Load() {
-		return ErrClosed
+		return errClosed
 	}
 	return r.mapErr(r.db.View(fn))
 }
@@ -488,7 +485,7 @@ func (r *Registry) Reserve(workerID string) error {
 		if v := b.Get(key); v != nil {
 			if old, err := decodeRecord(key, v); err == nil && old.State == StateActive {
 				if proc.Verify(old.Identity()) == nil {
-					return fmt.Errorf("registry: Reserve(%s): %w (pid %d); stop and reap it, then Unregister, before reserving again", workerID, ErrStillActive, old.PID)
+					return fmt.Errorf("registry: Reserve(%s): %w (pid %d); stop and reap it, then Unregister, before reserving again", workerID, errStillActive, old.PID)
 				}
 				stale = &old
 			}
@@ -530,14 +527,14 @@ func (r *Registry) Activate(workerID string, pid int) error {
 		b := tx.Bucket(bucketWorkers)
 		v := b.Get(key)
 		if v == nil {
-			return fmt.Errorf("registry: Activate(%s, %d): %w; call Reserve before spawning", workerID, pid, ErrNotReserved)
+			return fmt.Errorf("registry: Activate(%s, %d): %w; call Reserve before spawning", workerID, pid, errNotReserved)
 		}
 		rec, err := decodeRecord(key, v)
 		if err != nil {
 			return fmt.Errorf("registry: Activate(%s, %d): %w; call Reserve again before spawning", workerID, pid, err)
 		}
 		if rec.State == StateActive && rec.PID != pid {
-			return fmt.Errorf("registry: Activate(%s, %d): %w (pid %d is recorded); Unregister it after reaping first", workerID, pid, ErrStillActive, rec.PID)
+			return fmt.Errorf("registry: Activate(%s, %d): %w (pid %d is recorded); Unregister it after reaping first", workerID, pid, errStillActive, rec.PID)
 		}
 		rec.State, rec.PID, rec.PGID, rec.StartTime, rec.BootID, rec.Updated = StateActive, pid, st.PGID, st.StartTime, boot, now
 		return b.Put(key, encode(rec))
@@ -554,8 +551,8 @@ func (r *Registry) Unregister(workerID string) error {
 	return r.batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketWorkers).Delete(key) })
 }
 
-// Lookup returns the record of workerID of this run.
-func (r *Registry) Lookup(workerID string) (Record, bool, error) {
+// lookup returns the record of workerID of this run.
+func (r *Registry) lookup(workerID string) (Record, bool, error) {
 	key := recordKey(r.runID, workerID)
 	var rec Record
 	var found bool

@@ -89,20 +89,20 @@ func TestReserveActivateUnregister(t *testing.T) {
 	r := open(t, path, runID)
 	c := proctest.Start(t, proctest.Spec{Args: proctest.RunIDArgs(runID), EnvRunID: runID})
 
-	if err := r.Activate("w1", c.PID); !errors.Is(err, ErrNotReserved) {
+	if err := r.Activate("w1", c.PID); !errors.Is(err, errNotReserved) {
 		t.Fatalf("Activate before Reserve = %v, want ErrNotReserved", err)
 	}
 	if err := r.Reserve("w1"); err != nil {
 		t.Fatal(err)
 	}
-	rec, ok, err := r.Lookup("w1")
+	rec, ok, err := r.lookup("w1")
 	if err != nil || !ok || rec.State != StateReserved || rec.PID != 0 || rec.HostPID != os.Getpid() || rec.HostStartTime == 0 || rec.Created.IsZero() {
 		t.Fatalf("after Reserve: %+v %v %v", rec, ok, err)
 	}
 	if err := r.Activate("w1", c.PID); err != nil {
 		t.Fatal(err)
 	}
-	rec, _, _ = r.Lookup("w1")
+	rec, _, _ = r.lookup("w1")
 	boot, _ := proc.BootID()
 	if rec.State != StateActive || rec.PID != c.PID || rec.PGID != c.PID || rec.StartTime != c.StartTime || rec.BootID != boot || rec.RunID != runID {
 		t.Fatalf("after Activate: %+v", rec)
@@ -110,7 +110,7 @@ func TestReserveActivateUnregister(t *testing.T) {
 	if err := proc.Verify(rec.Identity()); err != nil {
 		t.Fatalf("record does not verify: %v", err)
 	}
-	if err := r.Reserve("w1"); !errors.Is(err, ErrStillActive) {
+	if err := r.Reserve("w1"); !errors.Is(err, errStillActive) {
 		t.Fatalf("Reserve over a live worker = %v, want ErrStillActive", err)
 	}
 	all, err := r.Records()
@@ -120,7 +120,7 @@ func TestReserveActivateUnregister(t *testing.T) {
 	if err := r.Unregister("w1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := r.Lookup("w1"); ok {
+	if _, ok, _ := r.lookup("w1"); ok {
 		t.Fatal("record still there after Unregister")
 	}
 	if err := r.Unregister("w1"); err != nil {
@@ -129,7 +129,7 @@ func TestReserveActivateUnregister(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Reserve("w2"); !errors.Is(err, ErrClosed) {
+	if err := r.Reserve("w2"); !errors.Is(err, errClosed) {
 		t.Fatalf("Reserve after Close = %v, want ErrClosed", err)
 	}
 
@@ -160,7 +160,7 @@ func TestStaleActiveRecordIsReplaced(t *testing.T) {
 	if err := r.Reserve("w"); err != nil {
 		t.Fatalf("Reserve over an exited worker's record = %v", err)
 	}
-	if rec, _, _ := r.Lookup("w"); rec.State != StateReserved {
+	if rec, _, _ := r.lookup("w"); rec.State != StateReserved {
 		t.Fatalf("record %+v", rec)
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 )
 
-// ErrServedTwice: a Service was served again after it had run. A Service
+// errServedTwice: a Service was served again after it had run. A Service
 // owns one registry for one run; make a new one (with a new run id) instead.
-var ErrServedTwice = errors.New("registry: Service already served once; create a new Service for a new run")
+var errServedTwice = errors.New("registry: Service already served once; create a new Service for a new run")
 
 // Service runs a Registry inside a suture tree: it opens the file, reaps the
 // orphans of dead runs, reports ready, and closes the registry when its
@@ -37,16 +37,16 @@ func NewService(opts Options) *Service {
 
 // Serve opens the registry and reaps orphans, then closes Ready and holds the
 // registry open until ctx ends, then closes it. If Open fails it returns that
-// error at once (a *LockedError, ErrNotRegistry, …), also kept in StartErr,
+// error at once (a *LockedError, ErrNotRegistry, …), also kept for startError,
 // and Ready is never closed: wait on Ready and Done together. A failed reap
-// is logged and kept in ReapErr but does not stop the start: refusing to
+// is logged and kept for reapError but does not stop the start: refusing to
 // run would not bring orphans back under control.
 func (s *Service) Serve(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
-		if err := s.StartErr(); err != nil {
+		if err := s.startError(); err != nil {
 			return err
 		}
-		return ErrServedTwice
+		return errServedTwice
 	}
 	defer close(s.done)
 	reg, err := Open(s.opts)
@@ -83,8 +83,8 @@ func (s *Service) Registry() *Registry {
 	return s.reg
 }
 
-// StartErr is the error Open failed with, or nil.
-func (s *Service) StartErr() error {
+// startError is the error Open failed with, or nil.
+func (s *Service) startError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.startErr
@@ -97,9 +97,9 @@ func (s *Service) LastReap() ReapReport {
 	return s.reap
 }
 
-// ReapErr is the error of the reap done at start: what it could not stop or
+// reapError is the error of the reap done at start: what it could not stop or
 // delete (kept for the next start). The start went ahead regardless.
-func (s *Service) ReapErr() error {
+func (s *Service) reapError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reapErr

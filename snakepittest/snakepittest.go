@@ -18,6 +18,10 @@
 //     and nothing restarts.
 //   - KilledWorkerIsReplaced: a SIGKILLed worker process is replaced, the
 //     pool is back to N ready, and its descendant dies with its group.
+//   - EscapedDescendantDiesWithItsWorker (WithEscapeTool): a descendant
+//     that left the worker's process group (setsid) dies within 5 s when
+//     its worker process is SIGKILLed — long before Stop — and the cleanup
+//     at Stop finds nothing.
 //   - HostKillLeavesNothing: the test binary is re-executed as the host of
 //     the App and SIGKILLed; within 2 s nothing of its run is alive.
 //   - NextStartReapsADeadRun: a process recorded by a dead run is stopped by
@@ -69,9 +73,11 @@ import (
 type Option func(*options)
 
 type options struct {
-	spawnTool string
-	spawnArgs any
-	hostKill  time.Duration
+	spawnTool  string
+	spawnArgs  any
+	escapeTool string
+	escapeArgs any
+	hostKill   time.Duration
 }
 
 // WithSpawnTool names a tool that makes the worker start one descendant
@@ -80,6 +86,16 @@ type options struct {
 // about descendants are skipped.
 func WithSpawnTool(tool string, args any) Option {
 	return func(o *options) { o.spawnTool, o.spawnArgs = tool, args }
+}
+
+// WithEscapeTool names a tool that makes the worker start one descendant
+// that leaves the worker's process group (setsid; a double fork too, if
+// you like) without scrubbing its environment, and returns a JSON object
+// with its "pid" (the showcase adapter's spawn_child with
+// {"new_session": true} does). Without it, EscapedDescendantDiesWithItsWorker
+// is skipped.
+func WithEscapeTool(tool string, args any) Option {
+	return func(o *options) { o.escapeTool, o.escapeArgs = tool, args }
 }
 
 // hostEnv marks the re-executed test binary that plays the killed host.
@@ -105,6 +121,7 @@ func Run(t *testing.T, cfg snakepit.Config, opts ...Option) {
 	t.Run("CleanStopLeavesNoProcess", func(t *testing.T) { cleanStop(t, cfg, o) })
 	t.Run("WorkerCountIsStable", func(t *testing.T) { stableCount(t, cfg) })
 	t.Run("KilledWorkerIsReplaced", func(t *testing.T) { killedWorker(t, cfg, o) })
+	t.Run("EscapedDescendantDiesWithItsWorker", func(t *testing.T) { escapedDescendant(t, cfg, o) })
 	t.Run("HostKillLeavesNothing", func(t *testing.T) { hostKill(t, top, o) })
 	t.Run("NextStartReapsADeadRun", func(t *testing.T) { reapDeadRun(t, cfg) })
 	t.Run("ForeignLookAlikesAreNeverSignalled", func(t *testing.T) { lookAlikes(t, cfg) })
@@ -316,6 +333,48 @@ func killedWorker(t *testing.T, cfg snakepit.Config, o options) {
 	}
 	if s := in.Stats().Pool; s.Restarts != 1 {
 		t.Errorf("Restarts = %d, want 1", s.Restarts)
+	}
+}
+
+func escapedDescendant(t *testing.T, cfg snakepit.Config, o options) {
+	if o.escapeTool == "" {
+		t.Skip("no tool declared that starts a descendant outside the worker's process group (WithEscapeTool)")
+	}
+	in := start(t, cfg)
+	self := os.Getpid()
+	kid, _ := spawn(t, in, options{spawnTool: o.escapeTool, spawnArgs: o.escapeArgs})
+	if st, err := proc.ReadStat(kid.PID); err == nil {
+		for _, w := range workerProcs(t, in.RunID(), self) {
+			if st.PGID == w.PGID {
+				t.Fatalf("%s's descendant %d is still in worker %d's process group: declare a tool whose descendant leaves it", o.escapeTool, kid.PID, w.PID)
+			}
+		}
+	}
+	// Which worker started it is not always visible (a double-forked
+	// descendant may have another parent), so every worker process dies.
+	boot, err := proc.BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victims []pidStart
+	for _, w := range workerProcs(t, in.RunID(), self) {
+		v := pidStart{w.PID, w.StartTime}
+		victims = append(victims, v)
+		if err := proc.SignalVerified(proc.Identity{PID: v.PID, StartTime: v.Start, BootID: boot, RunID: in.RunID()}, syscall.SIGKILL); err != nil {
+			t.Fatalf("SIGKILL worker %d: %v", v.PID, err)
+		}
+	}
+	eventually(t, 5*time.Second, "the escaped descendant to die with its SIGKILLed worker", func() bool { return !kid.alive() })
+	eventually(t, 30*time.Second, "the pool back to N ready", func() bool {
+		for _, v := range victims {
+			if v.alive() {
+				return false
+			}
+		}
+		return ready(in) == cfg.Workers
+	})
+	if rep := in.stop(t); len(rep.Cleanup.Found) != 0 {
+		t.Errorf("the cleanup at Stop found %d processes: %+v", len(rep.Cleanup.Found), rep.Cleanup.Found)
 	}
 }
 

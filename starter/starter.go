@@ -21,6 +21,12 @@
 //     A crash signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
 //   - An optional start gate bounds how many workers are between spawn and
 //     ready at once across the pool.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package starter
 
 import (
@@ -129,8 +135,8 @@ func New(f worker.Factory, spec worker.Spec, opts Options) (*Starter, error) {
 // Worker returns the supervised worker.
 func (s *Starter) Worker() worker.Worker { return s.w }
 
-// Restarts counts lifetimes started after the first.
-func (s *Starter) Restarts() int {
+// restartCount counts lifetimes started after the first.
+func (s *Starter) restartCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.restarts

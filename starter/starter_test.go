@@ -67,8 +67,8 @@ func TestCrashedWorkerIsRestarted(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "first ready", func() bool { _, r, _ := ev.counts(); return r == 1 })
 	f.Worker("w0").Crash()
 	testutil.Eventually(t, 5*time.Second, "restarted and ready again", func() bool { _, r, _ := ev.counts(); return r == 2 })
-	if s.Restarts() != 1 {
-		t.Fatalf("Restarts() = %d, want 1", s.Restarts())
+	if s.restartCount() != 1 {
+		t.Fatalf("Restarts() = %d, want 1", s.restartCount())
 	}
 }
 

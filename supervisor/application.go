@@ -8,6 +8,12 @@
 // every worker before the cleanup sweep runs, and the registry to outlive
 // both. So the Application removes its children newest-first with
 // RemoveAndWait, each within its own timeout, before it stops the root.
+//
+// # Who imports it
+//
+// Applications reach this package through the root package snakepit, which
+// wraps it and re-exports the types its API returns; the names exported
+// here beyond that are seams between snakepit's own packages.
 package supervisor
 
 import (

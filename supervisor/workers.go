@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -16,9 +17,18 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
+// Errors of dynamic membership (AddWorker, RemoveWorker).
+var (
+	ErrNotServing   = errors.New("snakepit: the pool is not serving (not started yet, or stopping); add and remove workers while the App runs")
+	ErrWorkerExists = errors.New("snakepit: a worker with this id is already in the pool; remove it first or pick another id")
+	ErrNoSuchWorker = errors.New("snakepit: no worker with this id is in the pool")
+)
+
 // WorkersOptions configure the pool's worker supervisor.
 type WorkersOptions struct {
-	Count    int // workers to run
+	// Count is the number of workers started with the pool (0: none, when
+	// all of them join later through AddWorker).
+	Count    int
 	MinReady int // workers that must be ready before Ready closes; default Count
 	Capacity int // concurrent calls per worker; default 1
 	RunID    string
@@ -68,16 +78,28 @@ type Workers struct {
 	ready chan struct{}
 	log   *slog.Logger
 
+	reloading chan struct{} // one Reload at a time
+
 	mu       sync.Mutex
 	starters []*starter.Starter
 	tokens   []suture.ServiceToken
 	stopped  time.Time
+	// Set by Serve for AddWorker: what every Starter is built with.
+	serving     bool
+	closed      bool // stopAll began: no more members
+	next        int  // Spec.Index of the next worker
+	sopts       starter.Options
+	events      worker.Events
+	rec         childproc.Recorder
+	replaceGate chan struct{}
+	removing    sync.WaitGroup
+	leaving     map[string]bool // ids RemoveWorker is still draining or stopping
 }
 
 // NewWorkers builds the subtree; nothing runs until Serve.
 func NewWorkers(opts WorkersOptions) (*Workers, error) {
-	if opts.Count <= 0 {
-		return nil, fmt.Errorf("snakepit: worker count must be at least 1, got %d", opts.Count)
+	if opts.Count < 0 {
+		return nil, fmt.Errorf("snakepit: worker count must not be negative, got %d", opts.Count)
 	}
 	if opts.Factory == nil || opts.Pool == nil {
 		return nil, fmt.Errorf("snakepit: workers need a Factory and a Pool")
@@ -106,7 +128,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	w := &Workers{opts: opts, ready: make(chan struct{}), log: opts.Logger}
+	w := &Workers{opts: opts, ready: make(chan struct{}), reloading: make(chan struct{}, 1), log: opts.Logger}
 	w.sup = suture.New("workers", suture.Spec{
 		EventHook: eventHook(opts.Logger),
 		// Starters keep their own budgets; this level must never pause them all.
@@ -162,24 +184,22 @@ func (w *Workers) Serve(ctx context.Context) error {
 	if o.Recorder != nil {
 		rec = o.Recorder()
 	}
+	w.mu.Lock()
+	w.sopts, w.events, w.rec, w.replaceGate = sopts, events, rec, replaceGate
+	w.serving = true
 	for i := 0; i < o.Count; i++ {
-		id := fmt.Sprintf("w%d", i)
-		spec := worker.Spec{
-			ID: id, Index: i, RunID: o.RunID, Capacity: o.Capacity,
-			Events: events, Logger: o.Logger, ReplaceGate: replaceGate,
-			Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: rec,
-				Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
-		}
-		s, err := starter.New(o.Factory, spec, sopts)
-		if err != nil {
+		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory, true); err != nil {
+			w.mu.Unlock()
 			w.stopAll()
 			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
 		}
-		o.Pool.Add(s.Worker(), o.Capacity)
-		w.mu.Lock()
-		w.starters = append(w.starters, s)
-		w.tokens = append(w.tokens, w.sup.Add(s))
-		w.mu.Unlock()
+	}
+	w.mu.Unlock()
+	if o.Count == 0 {
+		// Every worker joins later (AddWorker); there is nothing to wait for.
+		close(w.ready)
+		<-ctx.Done()
+		return w.drainAndStop()
 	}
 	readyErr := make(chan error, 1)
 	go func() { readyErr <- o.Pool.WaitReady(ctx, o.MinReady) }()
@@ -196,11 +216,128 @@ func (w *Workers) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
-	dctx, cancel := context.WithTimeout(context.Background(), o.DrainGrace)
-	o.Pool.Drain(dctx)
+	return w.drainAndStop()
+}
+
+func (w *Workers) drainAndStop() error {
+	dctx, cancel := context.WithTimeout(context.Background(), w.opts.DrainGrace)
+	w.opts.Pool.Drain(dctx)
 	cancel()
 	w.stopAll()
 	return nil
+}
+
+// startLocked builds the Starter of worker id with f, adds it to the pool
+// and runs it; gated: its starts take a slot of the start gate. w.mu is held.
+func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
+	o := w.opts
+	spec := worker.Spec{
+		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
+		Events: w.events, Logger: o.Logger, ReplaceGate: w.replaceGate,
+		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
+			Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
+	}
+	sopts := w.sopts
+	if !gated {
+		sopts.Gate = nil
+	}
+	s, err := starter.New(f, spec, sopts)
+	if err != nil {
+		return err
+	}
+	w.next++
+	o.Pool.Add(s.Worker(), o.Capacity)
+	w.starters = append(w.starters, s)
+	w.tokens = append(w.tokens, w.sup.Add(s))
+	return nil
+}
+
+func (w *Workers) indexLocked(id string) int {
+	for i, s := range w.starters {
+		if s.Worker().ID() == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// AddOption tunes one AddWorker.
+type AddOption func(*addOptions)
+
+type addOptions struct{ ungated bool }
+
+// Ungated exempts the worker from the start gate (StartConcurrency), which
+// bounds CPU-bound process starts: a worker that only connects somewhere
+// (a remote agent, possibly waiting for it to become healthy) must not hold
+// back the local processes' starts.
+func Ungated() AddOption { return func(o *addOptions) { o.ungated = true } }
+
+// AddWorker starts a worker built by f (once, for its whole membership)
+// while the pool serves; it takes calls once it reports Ready. Its Starter
+// restarts it like any other, with the same budgets. The id must be unused
+// (ErrWorkerExists); before Serve or once the stop began it is
+// ErrNotServing.
+func (w *Workers) AddWorker(id string, f worker.Factory, opts ...AddOption) error {
+	var ao addOptions
+	for _, o := range opts {
+		o(&ao)
+	}
+	if id == "" || f == nil {
+		return fmt.Errorf("snakepit: AddWorker needs an id and a Factory")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.serving || w.closed {
+		return ErrNotServing
+	}
+	if w.indexLocked(id) >= 0 || w.leaving[id] {
+		// A leaving id is still in the pool until its Starter has stopped.
+		return fmt.Errorf("%w: %s", ErrWorkerExists, id)
+	}
+	if err := w.startLocked(id, f, !ao.ungated); err != nil {
+		return fmt.Errorf("snakepit: adding worker %s: %w", id, err)
+	}
+	return nil
+}
+
+// RemoveWorker takes worker id out of the pool while it serves: the pool
+// stops giving it calls, its in-flight calls may finish until ctx ends
+// (pass the drain grace as a deadline), then its Starter is stopped —
+// within StopTimeout, for a process: until it is reaped — and the pool
+// forgets it. Calls still running when ctx ends fail as the worker stops.
+// The returned error is ErrNoSuchWorker, or the drain's when its grace
+// ended with calls in flight (the worker is removed all the same).
+func (w *Workers) RemoveWorker(ctx context.Context, id string) error {
+	w.mu.Lock()
+	i := w.indexLocked(id)
+	if i < 0 || w.closed {
+		w.mu.Unlock()
+		if i >= 0 {
+			return ErrNotServing // stopAll owns it now
+		}
+		return fmt.Errorf("%w: %s", ErrNoSuchWorker, id)
+	}
+	tok := w.tokens[i]
+	w.starters = append(w.starters[:i:i], w.starters[i+1:]...)
+	w.tokens = append(w.tokens[:i:i], w.tokens[i+1:]...)
+	w.removing.Add(1)
+	if w.leaving == nil {
+		w.leaving = map[string]bool{}
+	}
+	w.leaving[id] = true
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.leaving, id)
+		w.mu.Unlock()
+		w.removing.Done()
+	}()
+	derr := w.opts.Pool.Retire(ctx, id)
+	if err := w.sup.RemoveAndWait(tok, w.opts.StopTimeout); err != nil {
+		w.log.Error("removed worker did not stop in time", "worker_id", id, "err", err)
+	}
+	w.opts.Pool.Remove(id)
+	return derr
 }
 
 // stopAll removes every Starter. Workers are peers, so they stop
@@ -210,6 +347,7 @@ func (w *Workers) stopAll() {
 	tokens := append([]suture.ServiceToken(nil), w.tokens...)
 	starters := append([]*starter.Starter(nil), w.starters...)
 	w.tokens = nil
+	w.closed = true
 	w.mu.Unlock()
 	var wg sync.WaitGroup
 	for i := len(tokens) - 1; i >= 0; i-- {
@@ -223,6 +361,7 @@ func (w *Workers) stopAll() {
 		}(i)
 	}
 	wg.Wait()
+	w.removing.Wait() // workers being removed stop within their own bound
 	w.mu.Lock()
 	w.stopped = time.Now()
 	w.mu.Unlock()

@@ -40,14 +40,38 @@ type CrashError struct {
 	Signal string
 	// Reason says why the host ended the process, when it did (e.g. "health check failed").
 	Reason string
+	// Agent is set when the process that died ran behind a remote agent
+	// (package remote): WorkerID and PID are the agent's, and the worker
+	// that returned the error is still connected and serving, so only this
+	// call is lost.
+	Agent string
+}
+
+// CrashedBehind reports a crash of a process behind a worker that is still
+// serving (a *CrashError with Agent set): the call is lost, the worker is not.
+func CrashedBehind(err error) bool {
+	var ce *CrashError
+	return errors.As(err, &ce) && ce.Agent != ""
 }
 
 func (e *CrashError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "snakepit: worker %s (pid %d) ", e.WorkerID, e.PID)
+	if e.Agent != "" {
+		fmt.Fprintf(&b, "snakepit: on agent %s, ", e.Agent)
+	} else {
+		b.WriteString("snakepit: ")
+	}
+	if e.PID == 0 {
+		fmt.Fprintf(&b, "worker %s ", e.WorkerID)
+	} else {
+		fmt.Fprintf(&b, "worker %s (pid %d) ", e.WorkerID, e.PID)
+	}
 	switch {
 	case e.Signal != "":
 		fmt.Fprintf(&b, "was killed by %s", e.Signal)
+	case e.PID == 0 && e.Reason != "":
+		// No process of ours (a connection to an agent): the reason is all.
+		b.WriteString("ended")
 	default:
 		fmt.Fprintf(&b, "exited with status %d", e.ExitCode)
 	}

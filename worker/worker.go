@@ -37,12 +37,19 @@
 // after Process.Exited is closed; what it does not start through the
 // launcher, snakepit cannot promise to stop. examples/linesworker is a
 // complete one; package snakepittest checks one against the guarantees.
+//
+// A worker type that starts no process (package remote: a connection to an
+// agent on another host) ignores the Launcher and has no registry record;
+// it may advertise its capacity in Info.Capacity when it becomes ready, and
+// reports a crash of a process behind it, which fails the call but not the
+// worker, as a *CrashError with Agent set.
 package worker
 
 import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"time"
 
 	"github.com/thejerf/suture/v4"
 
@@ -100,6 +107,10 @@ func (f FactoryFunc) NewWorker(spec Spec) (Worker, error) { return f(spec) }
 type Info struct {
 	PID   int        // OS process id, 0 if there is none
 	Tools []ToolSpec // tools the worker offers
+	// Capacity, when > 0, replaces Spec.Capacity for this lifetime: a
+	// worker that fronts several processes (a remote agent) advertises
+	// how many calls it takes at once.
+	Capacity int
 }
 
 // Events receives lifecycle reports from a worker. Implementations must be
@@ -115,8 +126,9 @@ type Events interface {
 	Exited(id string, err error)
 	// Replaced: a new process took over from the previous one without a gap
 	// (the old one takes no new calls and drains on its own). Sessions served
-	// by the old process lost their worker-side state. reason says why (e.g.
-	// "served 1000 requests").
+	// by the old process lost their worker-side state. reason says why; the
+	// Python worker's reasons are "request quota", "maximum age",
+	// "memory", "tool ignored cancellation" and "reload".
 	Replaced(id string, info Info, reason string)
 }
 
@@ -127,6 +139,10 @@ type Call struct {
 	Binary    map[string][]byte // extra keyword arguments sent as raw bytes
 	SessionID string
 	RequestID string
+	// Metadata travels with the call to the tool (Python: SessionContext.
+	// metadata). The App puts the caller's W3C trace context here under
+	// "traceparent" and "tracestate"; a worker type passes it on unchanged.
+	Metadata map[string]string
 }
 
 // Result is what a unary tool returned: a JSON value, or raw bytes when the
@@ -169,4 +185,27 @@ type ToolSpec struct {
 	Description       string      `json:"description,omitempty"`
 	Parameters        []ParamSpec `json:"parameters,omitempty"`
 	SupportsStreaming bool        `json:"supports_streaming"`
+	// MaxConcurrency, when positive, bounds the calls of this tool running
+	// at once across the whole pool (Python: @tool(max_concurrency=N));
+	// further calls queue like calls waiting for a worker.
+	MaxConcurrency int `json:"max_concurrency,omitempty"`
+	// Timeout, when positive, is the deadline of a call of this tool whose
+	// context has none (Python: @tool(timeout=seconds)). In JSON it is
+	// nanoseconds.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Replacer is implemented by worker types that can replace their process
+// on request without a gap (make-before-break); App.Reload uses it.
+type Replacer interface {
+	// Replace starts a new process (running the current code) while the
+	// current one serves; once the new one is ready it takes every new
+	// call and the old one drains. The worker reports Replaced(reason).
+	// It returns nil once the new process took over; the new process's
+	// *StartupError if it could not start (the current process keeps
+	// serving and nothing is retried); an error matching
+	// ErrWorkerUnavailable when there is no running process to replace or
+	// the lifetime ended first; ctx.Err() when ctx ended first (the
+	// request is withdrawn).
+	Replace(ctx context.Context, reason string) error
 }

@@ -258,8 +258,12 @@ type ToolSpec struct {
 	Description       string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	Parameters        []*ParamSpec           `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty"`
 	SupportsStreaming bool                   `protobuf:"varint,4,opt,name=supports_streaming,json=supportsStreaming,proto3" json:"supports_streaming,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Limits the tool declares (@tool(max_concurrency=..., timeout=...)); the
+	// host enforces them. 0: no limit.
+	MaxConcurrency uint32  `protobuf:"varint,5,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`  // calls of this tool at once, across the whole pool
+	TimeoutSeconds float64 `protobuf:"fixed64,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"` // the deadline of a call whose caller set none
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ToolSpec) Reset() {
@@ -318,6 +322,20 @@ func (x *ToolSpec) GetSupportsStreaming() bool {
 		return x.SupportsStreaming
 	}
 	return false
+}
+
+func (x *ToolSpec) GetMaxConcurrency() uint32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *ToolSpec) GetTimeoutSeconds() float64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
 }
 
 type PingRequest struct {
@@ -566,13 +584,15 @@ func (x *DescribeToolsResponse) GetPid() int64 {
 }
 
 type ExecuteToolRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ToolName      string                 `protobuf:"bytes,1,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	ArgsJson      []byte                 `protobuf:"bytes,2,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`                                                                                 // a JSON object of keyword arguments
-	BinaryArgs    map[string][]byte      `protobuf:"bytes,3,rep,name=binary_args,json=binaryArgs,proto3" json:"binary_args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // extra keyword arguments passed as bytes
-	SessionId     string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	RequestId     string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ToolName   string                 `protobuf:"bytes,1,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	ArgsJson   []byte                 `protobuf:"bytes,2,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`                                                                                 // a JSON object of keyword arguments
+	BinaryArgs map[string][]byte      `protobuf:"bytes,3,rep,name=binary_args,json=binaryArgs,proto3" json:"binary_args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // extra keyword arguments passed as bytes
+	SessionId  string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RequestId  string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Call metadata, e.g. the caller's W3C trace context under "traceparent"
+	// and "tracestate"; the tool sees it as SessionContext.metadata.
+	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1471,14 +1491,16 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12!\n" +
 	"\fdefault_json\x18\x04 \x01(\fR\vdefaultJson\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xa7\x01\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xf9\x01\n" +
 	"\bToolSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x126\n" +
 	"\n" +
 	"parameters\x18\x03 \x03(\v2\x16.snakepit.v1.ParamSpecR\n" +
 	"parameters\x12-\n" +
-	"\x12supports_streaming\x18\x04 \x01(\bR\x11supportsStreaming\"'\n" +
+	"\x12supports_streaming\x18\x04 \x01(\bR\x11supportsStreaming\x12'\n" +
+	"\x0fmax_concurrency\x18\x05 \x01(\rR\x0emaxConcurrency\x12'\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\"'\n" +
 	"\vPingRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x95\x02\n" +
 	"\fPingResponse\x12\x18\n" +

@@ -119,7 +119,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`snakepit_requests_failed_total{instance="admin-test",kind="tool_error"} 0`,
 		`snakepit_workers{instance="admin-test",state="idle"} 2`,
 		`snakepit_queue_depth{instance="admin-test"} 0`,
-		`snakepit_call_latency_seconds{instance="admin-test",quantile="0.99"}`,
+		`snakepit_call_duration_seconds_count{instance="admin-test"} 3`,
 		"\ngo_goroutines ",
 		"\nprocess_resident_memory_bytes ",
 		"\npromhttp_metric_handler_requests_total{",

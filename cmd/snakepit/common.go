@@ -18,6 +18,7 @@ type poolFlags struct {
 	instance string
 	pypath   string
 	logLevel string
+	rss      int64
 }
 
 func (p *poolFlags) register(fs *flag.FlagSet, defaultWorkers int) {
@@ -28,18 +29,20 @@ func (p *poolFlags) register(fs *flag.FlagSet, defaultWorkers int) {
 	fs.StringVar(&p.instance, "instance", "", "instance name, so several pools on one machine keep separate registries")
 	fs.StringVar(&p.pypath, "pythonpath", "", "extra PYTHONPATH entries for your adapter, separated by ':'")
 	fs.StringVar(&p.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.Int64Var(&p.rss, "recycle-above-rss", 0, "replace a worker process (make-before-break) once its process tree's resident memory exceeds this many `BYTES`; 0: never")
 }
 
 func (p *poolFlags) config(stderr io.Writer) snakepit.Config {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(p.logLevel))
 	cfg := snakepit.Config{
-		Workers:      p.workers,
-		Adapter:      p.adapter,
-		Python:       p.python,
-		RegistryPath: p.registry,
-		Instance:     p.instance,
-		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
+		Workers:         p.workers,
+		Adapter:         p.adapter,
+		Python:          p.python,
+		RegistryPath:    p.registry,
+		Instance:        p.instance,
+		RecycleAboveRSS: p.rss,
+		Logger:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}
 	if p.pypath != "" {
 		cfg.PythonPath = strings.Split(p.pypath, ":")

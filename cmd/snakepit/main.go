@@ -1,7 +1,8 @@
 // Command snakepit runs a supervised pool of Python workers.
 //
 //	snakepit demo  [--workers N]                     a guided tour: start, call, stream, fail, stop, verify
-//	snakepit run   [--workers N] [--adapter X] ...   serve until SIGINT/SIGTERM
+//	snakepit run   [--workers N] [--adapter X] ...   serve until SIGINT/SIGTERM; SIGHUP reloads
+//	snakepit serve [--listen ADDR] [--token-file F]  serve the pool to hosts on other machines (an agent)
 //	snakepit exec  [--adapter X] TOOL '<json>'       one call, result JSON on stdout
 //	snakepit reap  [--registry PATH]                 reap the leftovers of dead runs
 package main
@@ -20,7 +21,9 @@ const usage = `usage: snakepit <command> [flags]
 
 commands:
   demo   start the showcase adapter, run each kind of call, stop, verify nothing is left
-  run    start the pool and serve until SIGINT/SIGTERM (prints "ready run_id=<id> workers=<n>")
+  run    start the pool and serve until SIGINT/SIGTERM (prints "ready run_id=<id> workers=<n>");
+         SIGHUP replaces every worker process with one running the current code
+  serve  run the pool as an agent that hosts on other machines join (see docs/SCALING.md)
   exec   run one tool call: snakepit exec [flags] TOOL '<json args>'
   reap   reap processes left by dead runs of a registry: snakepit reap [--registry PATH]
 
@@ -37,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
+	case "serve":
+		return cmdServe(args[1:], stdout, stderr)
 	case "exec":
 		return cmdExec(args[1:], stdout, stderr)
 	case "reap":

@@ -21,6 +21,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 4)
+	var af agentFlags
+	af.register(fs)
 	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -32,6 +34,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg := pf.config(stderr)
+	if err := af.apply(&cfg, flagSet(fs, "workers")); err != nil {
+		fmt.Fprintln(stderr, "snakepit run:", err)
+		return 2
+	}
 	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -40,6 +46,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads; taken from here on, so one during the start is kept
+	// for when the App is ready instead of ending the command.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 	// One goroutine owns the signals: the first one cancels a start in
 	// progress or, once running, starts the ordered stop.
 	startCtx, cancel := context.WithCancel(context.Background())
@@ -69,8 +80,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "admin listening on http://%s\n", admin.Addr())
 	}
-	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), pf.workers)
+	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), cfg.Workers)
+	reloads := reloadOnSIGHUP(app, hups, stopping, stderr)
 	<-stopping
+	<-reloads // a reload in progress is withdrawn first
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), time.Minute)
 	defer stopCancel()
 	if admin != nil {
@@ -85,11 +98,45 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// reloadOnSIGHUP runs App.Reload for each SIGHUP until stopping closes,
+// one at a time (SIGHUPs arriving during a reload make one more), and
+// prints each outcome on stderr. The returned channel closes when it is
+// done; a reload under way when stopping closes is withdrawn.
+func reloadOnSIGHUP(app *snakepit.App, hups <-chan os.Signal, stopping <-chan struct{}, stderr io.Writer) <-chan struct{} {
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-stopping
+		cancel()
+	}()
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stopping:
+				return
+			case <-hups:
+			}
+			fmt.Fprintln(stderr, "reload: SIGHUP received; replacing every worker process (make-before-break)")
+			rep, err := app.Reload(ctx)
+			if err != nil {
+				// The error carries the new process's last stderr lines.
+				fmt.Fprintf(stderr, "reload failed: replaced=%d: %v\n", len(rep.Replaced), err)
+				continue
+			}
+			fmt.Fprintf(stderr, "reload: ok replaced=%d skipped=%d duration=%s\n", len(rep.Replaced), len(rep.Skipped), rep.Duration.Round(time.Millisecond))
+		}
+	}()
+	return done
+}
+
 func cmdExec(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 1)
+	var af agentFlags
+	af.register(fs)
 	timeout := fs.Duration("timeout", 60*time.Second, "deadline for the call")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -103,7 +150,12 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 2 {
 		callArgs = json.RawMessage(fs.Arg(1))
 	}
-	app, err := snakepit.New(pf.config(stderr))
+	cfg := pf.config(stderr)
+	if err := af.apply(&cfg, flagSet(fs, "workers")); err != nil {
+		fmt.Fprintln(stderr, "snakepit exec:", err)
+		return 2
+	}
+	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -105,15 +105,22 @@ var tools = map[string]func(json.RawMessage) (any, error){
 		return v.A + v.B, nil
 	},
 	"pid": func(json.RawMessage) (any, error) { return os.Getpid(), nil },
-	// spawn_child starts a descendant in this process's group, for the
-	// conformance kit's descendant cases.
+	// spawn_child starts a descendant in this process's group (in a new
+	// session and group with "new_session"), for the conformance kit's
+	// descendant cases.
 	"spawn_child": func(a json.RawMessage) (any, error) {
-		var v struct{ Seconds float64 }
+		var v struct {
+			Seconds    float64
+			NewSession bool `json:"new_session"`
+		}
 		_ = json.Unmarshal(a, &v)
 		if v.Seconds <= 0 {
 			v.Seconds = 60
 		}
 		cmd := exec.Command("sleep", strconv.FormatFloat(v.Seconds, 'f', -1, 64))
+		if v.NewSession {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		}
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +204,29 @@ func TestTokenCannotBePrinted(t *testing.T) {
 	}
 	if raw == "" || Reveal(tok) != raw {
 		t.Fatal("Reveal must return the secret")
+	}
+}
+
+func TestLoadFromFileAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	f := dir + "/token"
+	if err := os.WriteFile(f, []byte("  0123456789abcdefXYZ\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := Load(f, "SNAKEPIT_TEST_NO_SUCH_VAR")
+	if err != nil || Reveal(tok) != "0123456789abcdefXYZ" {
+		t.Fatalf("Load(file) = %v, %v", tok, err)
+	}
+	t.Setenv("SNAKEPIT_TEST_TOKEN", "fedcba9876543210fedcba")
+	if tok, err := Load("", "SNAKEPIT_TEST_TOKEN"); err != nil || Reveal(tok) != "fedcba9876543210fedcba" {
+		t.Fatalf("Load(env) = %v, %v", tok, err)
+	}
+	if _, err := Load("", "SNAKEPIT_TEST_NO_SUCH_VAR"); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("Load(nothing) = %v, want ErrNoToken", err)
+	}
+	t.Setenv("SNAKEPIT_TEST_TOKEN", "short-secret")
+	_, err = Load("", "SNAKEPIT_TEST_TOKEN")
+	if err == nil || strings.Contains(err.Error(), "short-secret") {
+		t.Fatalf("Load(short) = %v, want an error that does not quote the token", err)
 	}
 }

@@ -36,6 +36,7 @@ from .context import (
     SnakepitError,
     ToolCancelled,
     current_context,
+    install_trace_logging,
 )
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "BaseAdapter",
     "SessionContext",
     "current_context",
+    "install_trace_logging",
     "ToolSpec",
     "ToolParam",
     "ToolInfo",

@@ -203,6 +203,8 @@ class AioWorkerServicer(pb_grpc.WorkerServiceServicer):
             name=s.name,
             description=s.description,
             supports_streaming=s.supports_streaming,
+            max_concurrency=s.max_concurrency,
+            timeout_seconds=s.timeout,
             parameters=[
                 pb.ParamSpec(
                     name=p.name,

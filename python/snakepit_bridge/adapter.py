@@ -58,6 +58,8 @@ class _ToolOptions:
     name: Optional[str]
     description: str
     supports_streaming: bool
+    max_concurrency: int = 0
+    timeout: float = 0.0
 
 
 @overload
@@ -71,6 +73,8 @@ def tool(
     description: str = "",
     supports_streaming: bool = False,
     name: Optional[str] = None,
+    max_concurrency: Optional[int] = None,
+    timeout: Optional[float] = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -80,6 +84,8 @@ def tool(
     description: str = "",
     supports_streaming: bool = False,
     name: Optional[str] = None,
+    max_concurrency: Optional[int] = None,
+    timeout: Optional[float] = None,
 ) -> Any:
     """Mark an adapter method as a tool.
 
@@ -91,6 +97,14 @@ def tool(
             iterable without being a generator itself. Generator and async
             generator functions are streaming automatically.
         name: the tool's public name; defaults to the method name.
+        max_concurrency: at most this many calls of the tool run at once
+            across the whole pool (all workers); the host queues the rest.
+        timeout: seconds; the deadline the host gives a call of this tool
+            when the caller set none. A caller's own deadline wins.
+
+    Both limits are enforced by the host, so they hold across processes and
+    during a rolling reload. A bad value raises TypeError or ValueError at
+    import, which the host reports as a startup error.
 
     The function is returned unchanged apart from the marker attribute, so it
     stays directly callable in unit tests.
@@ -99,12 +113,36 @@ def tool(
     def mark(f: F) -> F:
         if not callable(f):
             raise TypeError(f"@tool must decorate a function, got {type(f).__name__}")
-        setattr(f, TOOL_ATTR, _ToolOptions(name, description, supports_streaming))
+        setattr(f, TOOL_ATTR, _ToolOptions(name, description, supports_streaming,
+                                           _check_limit(max_concurrency), _check_timeout(timeout)))
         return f
 
     if func is not None:
         return mark(func)
     return mark
+
+
+_MAX_CONCURRENCY = 2**31 - 1
+
+
+def _check_limit(n: Optional[int]) -> int:
+    if n is None:
+        return 0
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"@tool(max_concurrency=...) must be an int, got {type(n).__name__}")
+    if not 1 <= n <= _MAX_CONCURRENCY:
+        raise ValueError(f"@tool(max_concurrency={n}) must be between 1 and {_MAX_CONCURRENCY}; omit it for no limit")
+    return n
+
+
+def _check_timeout(t: Optional[float]) -> float:
+    if t is None:
+        return 0.0
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"@tool(timeout=...) must be a number of seconds, got {type(t).__name__}")
+    if not (0 < t < 1e9):  # also rejects NaN
+        raise ValueError(f"@tool(timeout={t}) must be a positive number of seconds; omit it for no default deadline")
+    return float(t)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +165,8 @@ class ToolSpec:
     parameters: Tuple[ToolParam, ...]
     supports_streaming: bool
     accepts_any_kwargs: bool = False  # has **kwargs: unknown keyword arguments are allowed
+    max_concurrency: int = 0  # 0: no limit
+    timeout: float = 0.0  # seconds; 0: none
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly view (defaults decoded), for logs and tests."""
@@ -338,6 +378,8 @@ def derive_spec(
         parameters=tuple(params),
         supports_streaming=streaming,
         accepts_any_kwargs=accepts_any,
+        max_concurrency=opts.max_concurrency if opts else 0,
+        timeout=opts.timeout if opts else 0.0,
     )
     return spec, context_param
 

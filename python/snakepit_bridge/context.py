@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import logging
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -39,6 +40,9 @@ __all__ = [
     "HostClient",
     "current_context",
     "TOKEN_METADATA_KEY",
+    "TRACEPARENT_KEY",
+    "TRACESTATE_KEY",
+    "install_trace_logging",
     "MAX_MESSAGE_BYTES",
 ]
 
@@ -48,6 +52,53 @@ TOKEN_METADATA_KEY = "x-snakepit-token"
 #: Message size limit for both the worker server and the host channel. gRPC's
 #: 4 MiB default is too small for binary arguments and results.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+#: The metadata entries of the caller's W3C trace context.
+TRACEPARENT_KEY = "traceparent"
+TRACESTATE_KEY = "tracestate"
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _parse_traceparent(value: str) -> "tuple[str, str]":
+    """(trace_id, span_id) of a valid version-00 traceparent, else ("", "")."""
+    parts = value.split("-")
+    if len(parts) != 4 or parts[0] != "00":
+        return "", ""
+    _, trace_id, span_id, flags = parts
+    if len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+        return "", ""
+    if not (set(trace_id) <= _HEX and set(span_id) <= _HEX and set(flags) <= _HEX):
+        return "", ""
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return "", ""
+    return trace_id, span_id
+
+
+def install_trace_logging() -> None:
+    """Give every log record made during a tool call the call's trace ids.
+
+    Records get ``trace_id``, ``span_id`` and ``request_id`` attributes ("" when
+    there are none), so any handler or formatter can show them, e.g.
+    ``%(trace_id)s``. The worker calls this at start; it is idempotent.
+    """
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_snakepit_trace", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = old(*args, **kwargs)
+        ctx = _current.get(None)
+        if ctx is None:
+            record.trace_id = record.span_id = record.request_id = ""
+        else:
+            record.trace_id, record.span_id = _parse_traceparent(ctx.metadata.get(TRACEPARENT_KEY, ""))
+            record.request_id = ctx.request_id
+        return record
+
+    factory._snakepit_trace = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
 
 #: Timeout for small control calls to the host (heartbeat, listing tools).
 CONTROL_CALL_TIMEOUT_S = 10.0
@@ -146,6 +197,10 @@ class SessionContext:
         run_id: the run id of the host application.
         metadata: the request's metadata map (str -> str).
         tool_name: the tool being called.
+        traceparent, tracestate: the caller's W3C trace context ("" when the
+            caller had no span); trace_id and span_id are parsed from
+            traceparent. Pass ``ctx.metadata`` to an OpenTelemetry
+            propagator's ``extract`` to continue the trace in Python.
     """
 
     def __init__(
@@ -206,6 +261,26 @@ class SessionContext:
             f"request_id={self.request_id!r}, worker_id={self.worker_id!r}, "
             f"cancelled={self.cancelled})"
         )
+
+    # -- tracing ----------------------------------------------------------
+
+    @property
+    def traceparent(self) -> str:
+        return self.metadata.get(TRACEPARENT_KEY, "")
+
+    @property
+    def tracestate(self) -> str:
+        return self.metadata.get(TRACESTATE_KEY, "")
+
+    @property
+    def trace_id(self) -> str:
+        """The 32-hex-digit trace id of the caller's span, "" without one."""
+        return _parse_traceparent(self.traceparent)[0]
+
+    @property
+    def span_id(self) -> str:
+        """The 16-hex-digit id of the caller's span, "" without one."""
+        return _parse_traceparent(self.traceparent)[1]
 
     # -- cancellation -----------------------------------------------------
 

@@ -86,7 +86,7 @@ from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Sequence
 
 import grpc
 
-from . import _procs
+from . import _procs, _reaper
 from ._aio import AioWorkerServicer, _ignore_further_stop_signals, serve_aio
 from ._threads import CallSlots, ServerThreads, Slot, ToolThreads
 from .adapter import ToolInfo, ToolKind, collect_tools
@@ -98,7 +98,7 @@ from .codec import (
     error_from_exception,
     tool_error,
 )
-from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current
+from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current, install_trace_logging
 from .pb import snakepit_pb2 as pb
 
 __all__ = ["WorkerServicer", "create_server", "server_flavour", "load_adapter_class", "main"]
@@ -409,6 +409,8 @@ class WorkerServicer:
             name=s.name,
             description=s.description,
             supports_streaming=s.supports_streaming,
+            max_concurrency=s.max_concurrency,
+            timeout_seconds=s.timeout,
             parameters=[
                 pb.ParamSpec(
                     name=p.name,
@@ -909,13 +911,23 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _trace_suffix(record: logging.LogRecord) -> bool:
+    """Adds " trace_id=... span_id=..." for records made inside a traced call;
+    tolerant of records from a factory that did not set the ids."""
+    trace_id = getattr(record, "trace_id", "")
+    record.snakepit_trace = f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}" if trace_id else ""
+    return True
+
+
 def _setup_logging(worker_id: str) -> None:
     level_name = os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper()
     level = getattr(logging, level_name, logging.INFO)
+    install_trace_logging()
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_trace_suffix)
     wid = worker_id.replace("%", "%%")
     handler.setFormatter(
-        logging.Formatter(f"%(levelname)s [worker={wid} pid=%(process)d] %(name)s: %(message)s")
+        logging.Formatter(f"%(levelname)s [worker={wid} pid=%(process)d%(snakepit_trace)s] %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -995,6 +1007,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     # rounds and leave the rest stopped forever. A Python-level handler (not
     # SIG_IGN, which children would inherit across exec) keeps it alive.
     signal.signal(signal.SIGHUP, _on_sighup)
+    _reaper.start()  # orphaned descendants stay ours (see _reaper)
 
     if os.environ.get("SNAKEPIT_TEST_IGNORE_HOST_DEATH") == "1":
         log.warning("SNAKEPIT_TEST_IGNORE_HOST_DEATH=1: host-death detection is OFF (test-only setting)")

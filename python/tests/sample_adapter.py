@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List
 
@@ -30,6 +31,16 @@ class SampleAdapter(BaseAdapter):
         self.gen_closed = threading.Event()
         self.agen_started = threading.Event()
         self.agen_closed = threading.Event()
+
+    # limits and tracing ---------------------------------------------------------
+    @tool(max_concurrency=2, timeout=1.5)
+    def limited(self) -> int:
+        return 1
+
+    @tool
+    def trace_info(self, ctx: SessionContext) -> Dict[str, str]:
+        logging.getLogger("sample.trace").warning("inside a traced call")
+        return {"traceparent": ctx.traceparent, "tracestate": ctx.tracestate, "trace_id": ctx.trace_id, "span_id": ctx.span_id}
 
     # unary --------------------------------------------------------------------
     @tool

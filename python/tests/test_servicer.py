@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import json
 
 import grpc
@@ -442,3 +443,49 @@ def test_server_flavour(monkeypatch):
     assert server_flavour(collect_tools(SampleAdapter())) == "aio"
     monkeypatch.setenv("SNAKEPIT_SERVER", "bogus")  # ignored, with a warning
     assert server_flavour(collect_tools(AsyncAdapter())) == "aio"
+
+
+def test_declared_limits_travel_in_the_tool_spec(srv):
+    d = srv.stub.DescribeTools(pb.DescribeToolsRequest(), metadata=srv.md, timeout=5)
+    limited = next(t for t in d.tools if t.name == "limited")
+    assert limited.max_concurrency == 2 and limited.timeout_seconds == 1.5
+    add = next(t for t in d.tools if t.name == "add")
+    assert add.max_concurrency == 0 and add.timeout_seconds == 0
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_trace_context_reaches_the_tool_and_its_log_records(srv):
+    from snakepit_bridge import install_trace_logging
+
+    install_trace_logging()
+    install_trace_logging()  # idempotent
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    h = Keep()
+    logger = logging.getLogger("sample.trace")
+    logger.addHandler(h)
+    try:
+        req = pb.ExecuteToolRequest(
+            tool_name="trace_info", request_id="r-7", metadata={"traceparent": TRACEPARENT, "tracestate": "vendor=1"}
+        )
+        got = result(srv.stub.ExecuteTool(req, metadata=srv.md, timeout=5))
+        plain = result(srv.stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="trace_info"), metadata=srv.md, timeout=5))
+    finally:
+        logger.removeHandler(h)
+    assert got == {
+        "traceparent": TRACEPARENT,
+        "tracestate": "vendor=1",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+    }
+    assert plain == {"traceparent": "", "tracestate": "", "trace_id": "", "span_id": ""}
+    assert [(r.trace_id, r.span_id, r.request_id) for r in records] == [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "r-7"),
+        ("", "", ""),
+    ]

@@ -234,3 +234,39 @@ def test_type_name_subclasses():
     assert type_name(Color) == "int"
     assert type_name(bool) == "bool"
     assert type_name(Flag) == "int"
+
+
+def test_declared_limits_and_their_validation():
+    class A(BaseAdapter):
+        @tool(max_concurrency=3, timeout=2)
+        def limited(self) -> None: ...
+
+        @tool
+        def free(self) -> None: ...
+
+    tools = collect_tools(A())
+    assert (tools["limited"].spec.max_concurrency, tools["limited"].spec.timeout) == (3, 2.0)
+    assert (tools["free"].spec.max_concurrency, tools["free"].spec.timeout) == (0, 0.0)
+    for kwargs, exc in [
+        ({"max_concurrency": 0}, ValueError),
+        ({"max_concurrency": -1}, ValueError),
+        ({"max_concurrency": 2**31}, ValueError),
+        ({"max_concurrency": 1.5}, TypeError),
+        ({"max_concurrency": True}, TypeError),
+        ({"timeout": 0}, ValueError),
+        ({"timeout": float("nan")}, ValueError),
+        ({"timeout": float("inf")}, ValueError),
+        ({"timeout": "5"}, TypeError),
+    ]:
+        with pytest.raises(exc):
+            tool(**kwargs)(lambda self: None)
+
+
+def test_traceparent_parsing():
+    from snakepit_bridge.context import _parse_traceparent
+
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert _parse_traceparent(good) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    for bad in ["", "garbage", good.upper(), "01" + good[2:], good + "-x",
+                "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"]:
+        assert _parse_traceparent(bad) == ("", ""), bad

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit"
-	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -28,7 +27,7 @@ func TestHostToolRoundTripGoPythonGo(t *testing.T) {
 		if err := json.Unmarshal(args, &in); err != nil {
 			return nil, err
 		}
-		call, _ := bridge.CallFromContext(ctx)
+		call, _ := snakepit.HostCallFrom(ctx)
 		return map[string]any{"product": in.A * in.B, "caller": call.WorkerID}, nil
 	}, snakepit.ToolSpec{Name: "multiply", Description: "a*b"})
 	if err != nil {
@@ -40,7 +39,7 @@ func TestHostToolRoundTripGoPythonGo(t *testing.T) {
 	if err := app.RegisterHostTool("refuse", func(context.Context, json.RawMessage) (any, error) { return nil, errors.New("not today") }, snakepit.ToolSpec{Name: "refuse"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.RegisterHostTool("multiply", func(context.Context, json.RawMessage) (any, error) { return nil, nil }, snakepit.ToolSpec{Name: "multiply"}); !errors.Is(err, bridge.ErrDuplicateTool) {
+	if err := app.RegisterHostTool("multiply", func(context.Context, json.RawMessage) (any, error) { return nil, nil }, snakepit.ToolSpec{Name: "multiply"}); !errors.Is(err, snakepit.ErrDuplicateHostTool) {
 		t.Fatalf("registering a name twice: want ErrDuplicateTool, got %v", err)
 	}
 	ctx := ctxT(t)
@@ -113,7 +112,7 @@ func TestSessionsReachPythonAndHeartbeatsSeeTheirValidity(t *testing.T) {
 
 func TestBridgeRejectsCallsWithoutTheToken(t *testing.T) {
 	app := newApp(t, snakepit.Config{Workers: 1})
-	conn, err := grpc.NewClient(app.Bridge().Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(app.BridgeAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +121,8 @@ func TestBridgeRejectsCallsWithoutTheToken(t *testing.T) {
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("want Unauthenticated, got %v", err)
 	}
-	if !strings.HasPrefix(app.Bridge().Addr(), "127.0.0.1:") {
-		t.Fatalf("bridge listens on %s, want loopback", app.Bridge().Addr())
+	if !strings.HasPrefix(app.BridgeAddress(), "127.0.0.1:") {
+		t.Fatalf("bridge listens on %s, want loopback", app.BridgeAddress())
 	}
 }
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -111,6 +112,11 @@ func TestGivenUpWorkerIsRetriedAndVisibleInStats(t *testing.T) {
 	// The pool keeps serving on the other worker meanwhile.
 	if _, err := app.Execute(ctxT(t), "ping", nil); err != nil {
 		t.Fatal(err)
+	}
+	// A reload replaces the running worker and skips the given-up one,
+	// which has no process to replace.
+	if rep, err := app.Reload(ctxT(t)); err != nil || fmt.Sprint(rep.Replaced, rep.Skipped) != "[w0] [w1]" {
+		t.Fatalf("Reload with w1 given up = %+v, %v; want w0 replaced and w1 skipped", rep, err)
 	}
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		t.Fatal(err)

@@ -51,3 +51,45 @@ func TestRunCommandStopsInOrderOnTheFirstSignal(t *testing.T) {
 		})
 	}
 }
+
+// Guarantee: SIGHUP makes `snakepit run` reload — every worker process is
+// replaced by a new one (make-before-break), the outcome is printed, and
+// the command keeps running; the old processes are gone, and a later
+// SIGTERM still stops it cleanly.
+func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
+	bin := buildBinary(t, "snakepit", "github.com/snakepit-go/snakepit/cmd/snakepit")
+	path := filepath.Join(t.TempDir(), "registry.db")
+	h := runHost(t, bin, "ready ", "run", "--workers", "2", "--registry", path, "--log-level", "warn")
+	before := pidSet(workerProcs(t, h.runID))
+	if len(before) != 2 {
+		t.Fatalf("%d worker processes, want 2", len(before))
+	}
+	must(t, h.cmd.Process.Signal(syscall.SIGHUP))
+	waitFor(t, 30*time.Second, "the reload to be reported", func() bool {
+		return strings.Contains(h.stderr.String(), "reload: ok replaced=2")
+	})
+	waitFor(t, 20*time.Second, "the old worker processes to be replaced", func() bool {
+		now := pidSet(workerProcs(t, h.runID))
+		for p := range before {
+			if now[p] {
+				return false
+			}
+		}
+		return len(now) == 2
+	})
+	if h.exited() {
+		t.Fatalf("snakepit run exited on SIGHUP; stderr:\n%s", h.stderr)
+	}
+	must(t, h.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("snakepit run did not stop after the reload; stderr:\n%s", h.stderr)
+	}
+	if code := h.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("snakepit run exited %d; stderr:\n%s", code, h.stderr)
+	}
+	if left, _ := proc.FindByRunID(h.runID); len(left) > 0 {
+		t.Errorf("processes of run %s alive after snakepit run exited: %+v", h.runID, left)
+	}
+}

@@ -10,9 +10,11 @@ import (
 
 // The conformance kit users run, against the Python worker type and the
 // showcase adapter (whose spawn_child starts a grandchild in the worker's
-// process group).
+// process group, or with new_session in its own session and group).
 func TestConformancePythonWorker(t *testing.T) {
-	snakepittest.Run(t, snakepit.Config{Workers: 2}, snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}))
+	snakepittest.Run(t, snakepit.Config{Workers: 2},
+		snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}),
+		snakepittest.WithEscapeTool("spawn_child", map[string]any{"seconds": 60, "new_session": true}))
 }
 
 // The same kit against the example custom worker type: a non-Python
@@ -20,5 +22,6 @@ func TestConformancePythonWorker(t *testing.T) {
 func TestConformanceCustomLinesWorker(t *testing.T) {
 	bin := buildBinary(t, "linesworker", "github.com/snakepit-go/snakepit/examples/linesworker")
 	snakepittest.Run(t, snakepit.Config{Workers: 2, WorkerFactory: &lines.Factory{Command: []string{bin, "serve"}}},
-		snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}))
+		snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}),
+		snakepittest.WithEscapeTool("spawn_child", map[string]any{"seconds": 60, "new_session": true}))
 }

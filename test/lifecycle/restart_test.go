@@ -133,19 +133,109 @@ func TestKilledWorkerIsRestartedAndItsGroupReaped(t *testing.T) {
 	})
 }
 
-// Guarantee (the last resort): a descendant that left its worker's process
-// group and outlived that worker — here the worker crashed (os._exit) and
-// could not kill it, and the host's group kill cannot reach it — is found by
-// ApplicationCleanup at Stop through the run id in its environment, killed,
-// and reported: Stop returns ErrSurvivors naming it, and nothing of the run
-// is alive when Stop returns.
-//
-// Between the crash and Stop such a process lives on (see "What is not
-// guaranteed" in docs/GUARANTEES.md); the cleanup is what bounds it.
+// daemon asks the worker for a double-forked setsid daemon (env: "keep",
+// "untagged" or "scrubbed") and returns it, checking that the worker — a
+// child subreaper — adopted it.
+func daemon(t *testing.T, in *instance, env string) grandchild {
+	t.Helper()
+	res, err := snakepit.Decode[map[string]int](in.Execute(ctxFor(t, 30*time.Second), "spawn_daemon", map[string]any{"seconds": 300, "env": env}))
+	if err != nil {
+		t.Fatalf("spawn_daemon(%s): %v", env, err)
+	}
+	st, err := proc.ReadStat(res["pid"])
+	if err != nil || st.Zombie() {
+		t.Fatalf("daemon %d is not alive: %v", res["pid"], err)
+	}
+	if !isWorkerPID(t, in, st.PPID) {
+		t.Fatalf("daemon %d has parent %d, not a worker: the worker is not its child subreaper", st.PID, st.PPID)
+	}
+	if st.PGID == st.PPID {
+		t.Fatalf("daemon %d did not leave the worker's group (pgid %d)", st.PID, st.PGID)
+	}
+	return grandchild{pidStart{st.PID, st.StartTime}, st.PPID, st.PGID}
+}
+
+func isWorkerPID(t *testing.T, in *instance, pid int) bool {
+	for _, w := range workerProcs(t, in.RunID()) {
+		if w.PID == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// Guarantee (issue 10, item 3): descendants that left their worker's
+// process group — with setsid, or as a double-forked daemon — die when
+// that worker's process dies without running its own cleanup (an
+// os._exit crash, an outside SIGKILL): the host kills every process
+// carrying the run id and that process's tag once it has reaped the
+// worker (childproc Process.reap → killEscapees), long before Stop, and
+// the cleanup at Stop finds nothing.
+func TestEscapedDescendantsDieWithTheirCrashedWorker(t *testing.T) {
+	for _, how := range []string{"os._exit", "SIGKILL"} {
+		t.Run(how, func(t *testing.T) {
+			in := startInstance(t, withLifecycleAdapter(t, snakepit.Config{Workers: 1}))
+			kid := spawnGrandchildren(t, in, 1, ownGroup)[0]
+			d := daemon(t, in, "keep")
+			worker := identify(t, kid.Parent)
+			if d.Parent != worker.PID {
+				t.Fatalf("daemon's parent %d, setsid child's parent %d: one worker expected", d.Parent, worker.PID)
+			}
+			switch how {
+			case "os._exit":
+				if _, err := in.Execute(ctxFor(t, 10*time.Second), "crash", map[string]any{"code": 7}); !errors.Is(err, snakepit.ErrWorkerCrashed) {
+					t.Fatalf("crash: %v, want ErrWorkerCrashed", err)
+				}
+			case "SIGKILL":
+				boot, err := proc.BootID()
+				must(t, err)
+				must(t, proc.SignalVerified(proc.Identity{PID: worker.PID, StartTime: worker.Start, BootID: boot, RunID: in.RunID()}, syscall.SIGKILL))
+			}
+			killed := time.Now()
+			waitFor(t, 5*time.Second, "the escaped descendants to die with their worker", func() bool {
+				return !kid.alive() && !d.alive() && !worker.alive()
+			})
+			t.Logf("worker %s: setsid child and double-forked daemon gone %s after the kill", how, time.Since(killed).Round(time.Millisecond))
+			waitFor(t, 20*time.Second, "the worker replaced", func() bool {
+				st := in.Stats().Pool
+				return st.Restarts == 1 && st.Workers.Idle == 1
+			})
+			// in's cleanup stops it and fails if the last-resort sweep
+			// found anything.
+		})
+	}
+}
+
+// Guarantee: a double-forked daemon that scrubbed its environment — it
+// carries nothing that proves it ours — still dies when its worker stops,
+// here at a reload: the worker is its child subreaper, so it stays in the
+// worker's tree and the worker's own kill_descendants (parent chain)
+// reaches it when the old process is retired.
+func TestScrubbedDaemonDiesWhenItsWorkerIsRetired(t *testing.T) {
+	in := startInstance(t, withLifecycleAdapter(t, snakepit.Config{Workers: 1}))
+	d := daemon(t, in, "scrubbed")
+	if proc.CarriesRunID(d.PID, in.RunID()) {
+		t.Fatalf("daemon %d still carries the run id; the test wants a scrubbed one", d.PID)
+	}
+	old := identify(t, d.Parent)
+	rep, err := in.Reload(ctxFor(t, 30*time.Second))
+	if err != nil || len(rep.Replaced) != 1 {
+		t.Fatalf("Reload = %+v, %v", rep, err)
+	}
+	waitFor(t, 10*time.Second, "the retired worker and its scrubbed daemon to die", func() bool { return !old.alive() && !d.alive() })
+}
+
+// Guarantee (the last resort): a descendant that outlived its crashed
+// worker because it carries the run id but not its process's tag (it
+// removed SNAKEPIT_PROCESS_TAG) and left the worker's tree (double fork;
+// when the worker dies it is reparented away) is found by
+// ApplicationCleanup at Stop through the run id, killed, and reported:
+// Stop returns ErrSurvivors naming it, and nothing of the run is alive
+// when Stop returns.
 func TestCleanupStopsAndReportsEscapedDescendantOfCrashedWorker(t *testing.T) {
 	// Quiet: the cleanup logs the survivor at Error level, as it must.
 	in := startInstanceLogging(t, withLifecycleAdapter(t, snakepit.Config{Workers: 1}), newQuietRecordingLogger)
-	kid := spawnGrandchildren(t, in, 1, ownGroup)[0]
+	kid := daemon(t, in, "untagged")
 	worker := identify(t, kid.Parent)
 
 	_, err := in.Execute(ctxFor(t, 10*time.Second), "crash", map[string]any{"code": 7})
@@ -160,7 +250,7 @@ func TestCleanupStopsAndReportsEscapedDescendantOfCrashedWorker(t *testing.T) {
 		t.Fatalf("crashed worker %d is alive", worker.PID)
 	}
 	if !kid.alive() {
-		t.Skip("the escaped grandchild died with its crashed worker: the library now stops such processes before Stop, so the cleanup has nothing to prove here")
+		t.Fatalf("the untagged daemon %d died with its crashed worker; the last resort has nothing to prove", kid.PID)
 	}
 	if !proc.CarriesRunID(kid.PID, in.RunID()) {
 		t.Fatalf("escaped grandchild %d does not carry the run id", kid.PID)

@@ -69,6 +69,7 @@ func Echo(_ context.Context, call *worker.Call) (*worker.Result, error) {
 }
 
 type config struct {
+	specs          map[string]worker.ToolSpec
 	tools          map[string]ToolFunc
 	streams        map[string]StreamFunc
 	hang           map[string]bool
@@ -85,6 +86,15 @@ type Option func(*config)
 // WithTool registers a unary tool.
 func WithTool(name string, fn ToolFunc) Option {
 	return func(c *config) { c.tools[name] = fn }
+}
+
+// WithToolSpec registers a unary tool with the spec Ready reports for it,
+// e.g. one declaring MaxConcurrency or Timeout, which the pool enforces.
+func WithToolSpec(spec worker.ToolSpec, fn ToolFunc) Option {
+	return func(c *config) {
+		c.tools[spec.Name] = fn
+		c.specs[spec.Name] = spec
+	}
 }
 
 // WithTools registers several unary tools.
@@ -170,7 +180,7 @@ var _ worker.Worker = (*Worker)(nil)
 
 // New builds a fake worker for spec.
 func New(spec worker.Spec, opts ...Option) *Worker {
-	cfg := config{tools: map[string]ToolFunc{}, streams: map[string]StreamFunc{}, hang: map[string]bool{}}
+	cfg := config{specs: map[string]worker.ToolSpec{}, tools: map[string]ToolFunc{}, streams: map[string]StreamFunc{}, hang: map[string]bool{}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -180,7 +190,11 @@ func New(spec worker.Spec, opts ...Option) *Worker {
 	}
 	if !cfg.hideTools {
 		for n := range cfg.tools {
-			w.infos = append(w.infos, worker.ToolSpec{Name: n})
+			spec, ok := cfg.specs[n]
+			if !ok {
+				spec = worker.ToolSpec{Name: n}
+			}
+			w.infos = append(w.infos, spec)
 		}
 		for n := range cfg.hang {
 			w.infos = append(w.infos, worker.ToolSpec{Name: n})

@@ -11,6 +11,7 @@ calls instead of restarting at 1.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import platform
 import subprocess
@@ -128,6 +129,25 @@ class ShowcaseAdapter(BaseAdapter):
         print("x" * max(nbytes, 0), flush=True)
         return nbytes
 
+    @tool(max_concurrency=1, description="Hold the pool's only slot for this tool for ms milliseconds; return when it ran (wall clock) and where")
+    async def exclusive(self, ms: int = 50) -> Dict[str, Any]:
+        self._tick()
+        start = time.time()
+        await asyncio.sleep(max(ms, 0) / 1000)
+        return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+    @tool(timeout=0.5, description="Sleep ms milliseconds (async); a call without a deadline of its own ends after 0.5 s")
+    async def bounded_sleep(self, ms: int) -> int:
+        self._tick()
+        await asyncio.sleep(max(ms, 0) / 1000)
+        return ms
+
+    @tool(description="The caller's trace context as this tool sees it; also logs one line carrying the trace id")
+    def trace_context(self, ctx: SessionContext) -> Dict[str, str]:
+        self._tick()
+        logging.getLogger("snakepit.showcase").warning("trace_context called")
+        return {"traceparent": ctx.traceparent, "tracestate": ctx.tracestate, "trace_id": ctx.trace_id, "span_id": ctx.span_id}
+
     @tool(description="Wait forever (async) until cancelled")
     async def hang(self) -> None:
         self._tick()
@@ -185,12 +205,13 @@ class ShowcaseAdapter(BaseAdapter):
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
         }
 
-    @tool(description="Start a grandchild process that sleeps `seconds`; returns its pid")
-    def spawn_child(self, seconds: float = 60) -> Dict[str, int]:
+    @tool(description="Start a grandchild process that sleeps `seconds` (in a new session and process group with new_session); returns its pid")
+    def spawn_child(self, seconds: float = 60, new_session: bool = False) -> Dict[str, int]:
         self._tick()
         child = subprocess.Popen(
             [sys.executable, "-c", f"import time; time.sleep({float(seconds)!r})"],
             stdin=subprocess.DEVNULL,
+            start_new_session=bool(new_session),
         )
         with self._lock:
             # Keeping the Popen avoids a "still running" ResourceWarning at GC.

@@ -1,7 +1,9 @@
 """Adapter of the Go lifecycle suite (test/lifecycle): the showcase tools
-plus a grandchild that leaves the worker's process group, so the suite can
-prove who stops such a process (the worker's own descendant kill, the host's
-cleanup sweep) — the group kill cannot reach it.
+plus grandchildren that leave the worker's process group — by setsid, or as
+a double-forked daemon with its environment kept, untagged or scrubbed — so
+the suite can prove who stops such a process (the worker's own descendant
+kill, the host's kill of a lifetime's tagged processes, the cleanup sweep)
+— the group kill cannot reach it.
 
 Environment (set by the tests through Config.Env):
   LIFECYCLE_TEARDOWN_MARKER_DIR  teardown() first creates <dir>/<pid> there
@@ -34,6 +36,33 @@ class LifecycleAdapter(ShowcaseAdapter):
         with self._lock:
             self._children.append(child)
         return {"pid": child.pid}
+
+    @tool(description="Start a daemon the classic way (setsid, double fork, its parent exits); returns its pid. "
+          "env: 'keep' (inherits the run id and process tag), 'untagged' (drops SNAKEPIT_PROCESS_TAG), 'scrubbed' (empty environment)")
+    def spawn_daemon(self, seconds: float = 60, env: str = "keep") -> Dict[str, int]:
+        self._tick()
+        child_env = dict(os.environ)
+        if env == "untagged":
+            child_env.pop("SNAKEPIT_PROCESS_TAG", None)
+        elif env == "scrubbed":
+            child_env = {}
+        elif env != "keep":
+            raise ValueError(f"env must be keep, untagged or scrubbed, not {env!r}")
+        code = (
+            "import os, sys, time\n"
+            "os.setsid()\n"
+            "pid = os.fork()\n"
+            "if pid:\n"
+            "    print(pid, flush=True)\n"
+            "    os._exit(0)\n"
+            "os.closerange(0, 3)\n"
+            f"time.sleep({float(seconds)!r})\n"
+        )
+        mid = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env)
+        assert mid.stdout is not None
+        pid = int(mid.stdout.readline())
+        mid.wait()
+        return {"pid": pid}
 
     @tool(description="The worst case for a stop: make this worker ignore SIGTERM, then sleep `seconds` in a thread, ignoring cancellation")
     async def stubborn(self, seconds: float = 60) -> None:

@@ -1,0 +1,405 @@
+// Package agent serves an App's pool to snakepit hosts on other machines:
+// the endpoint behind `snakepit serve`. A host joins it to its own pool as
+// one remote worker (package remote) whose capacity is what the agent
+// advertises, so dispatch, health, affinity and stats work across hosts.
+//
+// Contract:
+//   - The App is an ordinary App: every no-survivor guarantee is the
+//     agent's, for its own Python processes, on its own machine. The agent
+//     runs no cluster logic; placing and restarting agents is Kubernetes'.
+//   - AgentService (Describe, Execute, ExecuteStream; proto/snakepit/v1/
+//     agent.proto) requires the shared token (Options.TokenFile, else
+//     $SNAKEPIT_AGENT_TOKEN) on every call. grpc.health.v1.Health needs
+//     none, so Kubernetes' grpc probes work: service "" (and the
+//     AgentService name) is SERVING while at least one local worker is
+//     ready, "liveness" while the agent runs.
+//   - It listens on loopback unless Options.AllowNonLoopback is set; the
+//     refusal says how to override. Without TLS the token crosses the
+//     network in clear text: set Options.TLS (LoadServerTLS, with a client
+//     CA for mutual TLS) on any network you do not trust.
+//   - Describe advertises the pool's capacity (workers × per-worker
+//     capacity): a host never sends more calls at once, so the agent's own
+//     queue only fills while its workers restart.
+//
+// Sharp edges: Kubernetes' grpc probes speak plaintext only; with TLS on,
+// serve health on a separate plaintext port (Options.HealthListen), which
+// carries nothing but the serving status. Stop sets every health service
+// NOT_SERVING first, so hosts and Kubernetes stop sending before the
+// in-flight calls are given Options.StopGrace to finish.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/wire"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultListen    = "127.0.0.1:7070"
+	DefaultStopGrace = 5 * time.Second
+	// LivenessService is the health service name that is SERVING for as
+	// long as the agent runs (point a liveness probe at it); the default
+	// service "" is SERVING only while a local worker is ready.
+	LivenessService = "liveness"
+	// EnvToken is where the token is read from when Options.TokenFile is empty.
+	EnvToken = auth.EnvAgentToken
+)
+
+// healthPoll is how often readiness follows the pool: fast enough that a
+// probe or a host sees an agent whose workers all died within a second.
+const healthPoll = 250 * time.Millisecond
+
+// ErrNonLoopback: the listen address is not loopback and the caller did
+// not say it may be.
+var ErrNonLoopback = errors.New("snakepit: agent refuses to listen on a non-loopback address")
+
+// Options configure an agent endpoint.
+type Options struct {
+	// Listen is the endpoint's TCP address (default DefaultListen).
+	Listen string
+	// AllowNonLoopback must be set to listen on anything but loopback
+	// (e.g. 0.0.0.0:7070 in a pod).
+	AllowNonLoopback bool
+	// HealthListen, when set, also serves grpc.health.v1 alone, in
+	// plaintext and without a token, on this address (same loopback rule).
+	HealthListen string
+	// TokenFile holds the shared token; empty: $SNAKEPIT_AGENT_TOKEN.
+	TokenFile string
+	// TLS, when set, is the server's TLS configuration (LoadServerTLS).
+	TLS *tls.Config
+	// MaxMessageBytes bounds one gRPC message (default 16 MiB).
+	MaxMessageBytes int
+	// StopGrace is how long in-flight calls may finish at stop (default 5 s).
+	StopGrace time.Duration
+	Logger    *slog.Logger
+}
+
+// Server is a listening agent endpoint. Create it with Listen, run it with Serve.
+type Server struct {
+	app    *snakepit.App
+	opts   Options
+	log    *slog.Logger
+	ln     net.Listener
+	hln    net.Listener
+	srv    *grpc.Server
+	hsrv   *grpc.Server
+	health *health.Server
+	host   string
+	once   sync.Once
+
+	agentpb.UnimplementedAgentServiceServer
+}
+
+// Listen validates opts, loads the token and binds the addresses; nothing
+// is served until Serve. app must be started (or be started before the
+// first call arrives: calls wait for it as any App call does).
+func Listen(app *snakepit.App, opts Options) (*Server, error) {
+	if opts.Listen == "" {
+		opts.Listen = DefaultListen
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = DefaultStopGrace
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	token, err := auth.Load(opts.TokenFile, EnvToken)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{app: app, opts: opts, log: opts.Logger.With("agent", app.RunID()), health: health.NewServer()}
+	s.host, _ = os.Hostname()
+	if s.ln, err = listen(opts.Listen, opts.AllowNonLoopback); err != nil {
+		return nil, err
+	}
+	if opts.HealthListen != "" {
+		if s.hln, err = listen(opts.HealthListen, opts.AllowNonLoopback); err != nil {
+			_ = s.ln.Close()
+			return nil, err
+		}
+	}
+	if opts.TLS == nil && !isLoopback(s.ln.Addr()) {
+		s.log.Warn("agent listening beyond loopback without TLS: the token and all call data cross the network in clear text", "addr", s.ln.Addr().String())
+	}
+	sopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(opts.MaxMessageBytes), grpc.MaxSendMsgSize(opts.MaxMessageBytes),
+		// Hosts ping idle connections to notice a dead peer; allow it.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if opts.TLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	sopts = append(sopts, auth.ServerOptionsExcept(token, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")...)
+	s.srv = grpc.NewServer(sopts...)
+	agentpb.RegisterAgentServiceServer(s.srv, s)
+	healthpb.RegisterHealthServer(s.srv, s.health)
+	if s.hln != nil {
+		s.hsrv = grpc.NewServer()
+		healthpb.RegisterHealthServer(s.hsrv, s.health)
+	}
+	s.setServing(false)
+	s.health.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+// Addr is the endpoint's bound address (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// HealthAddr is the health-only address, "" without Options.HealthListen.
+func (s *Server) HealthAddr() string {
+	if s.hln == nil {
+		return ""
+	}
+	return s.hln.Addr().String()
+}
+
+func (s *Server) String() string { return "agent " + s.Addr() }
+
+// Serve serves until ctx ends, then stops: health NOT_SERVING, in-flight
+// calls get StopGrace, the rest are cut. It returns the listener's error,
+// or nil after a requested stop.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	if s.hsrv != nil {
+		go func() { errc <- s.hsrv.Serve(s.hln) }()
+	}
+	tick := time.NewTicker(healthPoll)
+	defer tick.Stop()
+	s.refreshHealth()
+	var err error
+loop:
+	for {
+		select {
+		case <-tick.C:
+			s.refreshHealth()
+		case err = <-errc:
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	s.stop()
+	return err
+}
+
+func (s *Server) stop() {
+	s.once.Do(func() {
+		s.health.Shutdown() // every service NOT_SERVING, liveness included
+		done := make(chan struct{})
+		go func() { s.srv.GracefulStop(); close(done) }()
+		t := time.NewTimer(s.opts.StopGrace)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			s.log.Warn("agent calls still running after the stop grace; cutting them", "grace", s.opts.StopGrace)
+			s.srv.Stop()
+			<-done
+		}
+		if s.hsrv != nil {
+			s.hsrv.Stop()
+		}
+	})
+}
+
+func (s *Server) refreshHealth() {
+	w := s.app.Stats().Pool.Workers
+	s.setServing(w.Idle+w.Busy > 0)
+}
+
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(agentpb.AgentService_ServiceDesc.ServiceName, st)
+}
+
+// Describe implements agentpb.AgentServiceServer.
+func (s *Server) Describe(context.Context, *agentpb.DescribeRequest) (*agentpb.DescribeResponse, error) {
+	st := s.app.Stats().Pool
+	resp := &agentpb.DescribeResponse{
+		AgentId: s.app.RunID(), Hostname: s.host,
+		Capacity: uint32(st.Capacity), ReadyWorkers: uint32(st.Workers.Idle + st.Workers.Busy),
+	}
+	for _, t := range s.app.Tools() {
+		resp.Tools = append(resp.Tools, wire.ToolSpecToPB(t))
+	}
+	return resp, nil
+}
+
+func callOptions(req *pb.ExecuteToolRequest) []snakepit.CallOption {
+	var o []snakepit.CallOption
+	if req.GetSessionId() != "" {
+		o = append(o, snakepit.WithSession(req.GetSessionId()))
+	}
+	for k, v := range req.GetBinaryArgs() {
+		o = append(o, snakepit.WithBinary(k, v))
+	}
+	return o
+}
+
+func args(req *pb.ExecuteToolRequest) json.RawMessage {
+	if len(req.GetArgsJson()) == 0 {
+		return nil
+	}
+	return json.RawMessage(req.GetArgsJson())
+}
+
+// Execute implements agentpb.AgentServiceServer.
+func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agentpb.ExecuteResponse, error) {
+	res, err := s.app.Execute(withCallerTrace(ctx, req), req.GetToolName(), args(req), callOptions(req)...)
+	if err != nil {
+		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
+	}
+	return &agentpb.ExecuteResponse{Result: wire.Payload(res.JSON, res.Binary)}, nil
+}
+
+// ExecuteStream implements agentpb.AgentServiceServer.
+func (s *Server) ExecuteStream(req *pb.ExecuteToolRequest, stream agentpb.AgentService_ExecuteStreamServer) error {
+	for c, err := range s.app.ExecuteStream(withCallerTrace(stream.Context(), req), req.GetToolName(), args(req), callOptions(req)...) {
+		if err != nil {
+			return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(err)})
+		}
+		if serr := stream.Send(&agentpb.StreamChunk{Seq: c.Seq, Data: wire.Payload(c.JSON, c.Binary)}); serr != nil {
+			return serr // breaking out cancels the stream in Python
+		}
+	}
+	return stream.Send(&agentpb.StreamChunk{IsFinal: true})
+}
+
+// withCallerTrace continues the host caller's trace: the App puts the span
+// context of ctx into the call it makes here, so the W3C entries the host
+// sent must become ctx's span context again.
+func withCallerTrace(ctx context.Context, req *pb.ExecuteToolRequest) context.Context {
+	if len(req.GetMetadata()) == 0 {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(req.GetMetadata()))
+}
+
+
+// wireError sorts an App error into the kinds a host's remote worker maps
+// back to the same errors.Is targets.
+func wireError(err error) *agentpb.AgentError {
+	e := &agentpb.AgentError{Message: err.Error()}
+	var te *worker.ToolError
+	var ue *worker.UnknownToolError
+	var ce *worker.CrashError
+	switch {
+	case errors.As(err, &te):
+		e.Kind = agentpb.AgentError_TOOL_FAILED
+		e.ToolError = &pb.ToolError{Type: te.Type, Message: te.Message, Traceback: te.Traceback}
+	case errors.As(err, &ue):
+		e.Kind = agentpb.AgentError_UNKNOWN_TOOL
+		e.Available = ue.Available
+	case errors.Is(err, snakepit.ErrWorkerTimeout):
+		e.Kind = agentpb.AgentError_WORKER_TIMEOUT
+	case errors.As(err, &ce):
+		e.Kind = agentpb.AgentError_WORKER_CRASHED
+		e.WorkerId, e.Pid, e.ExitCode, e.Signal = ce.WorkerID, int64(ce.PID), int32(ce.ExitCode), ce.Signal
+	case errors.Is(err, snakepit.ErrWorkerCrashed):
+		e.Kind = agentpb.AgentError_WORKER_CRASHED
+	case errors.Is(err, snakepit.ErrPoolStopping), errors.Is(err, snakepit.ErrNotReady), errors.Is(err, snakepit.ErrNotStarted), errors.Is(err, worker.ErrWorkerUnavailable):
+		e.Kind = agentpb.AgentError_UNAVAILABLE
+	case errors.Is(err, snakepit.ErrQueueTimeout):
+		e.Kind = agentpb.AgentError_QUEUE_TIMEOUT
+	case errors.Is(err, snakepit.ErrPoolSaturated):
+		e.Kind = agentpb.AgentError_SATURATED
+	case errors.Is(err, snakepit.ErrInvalidArgs), errors.Is(err, snakepit.ErrInvalidCall):
+		e.Kind = agentpb.AgentError_INVALID_ARGS
+	case errors.Is(err, snakepit.ErrMessageTooLarge):
+		e.Kind = agentpb.AgentError_MESSAGE_TOO_LARGE
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		e.Kind = agentpb.AgentError_CANCELLED
+	default:
+		e.Kind = agentpb.AgentError_OTHER
+	}
+	return e
+}
+
+func listen(addr string, allowNonLoopback bool) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: agent address %q: want HOST:PORT, e.g. %s: %v", addr, DefaultListen, err)
+	}
+	if !allowNonLoopback && host != "localhost" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("%w: %q; pass --allow-non-loopback (Options.AllowNonLoopback) to serve other machines, with TLS on any network you do not trust", ErrNonLoopback, addr)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: agent: %w", err)
+	}
+	if !allowNonLoopback && !isLoopback(ln.Addr()) {
+		_ = ln.Close()
+		return nil, fmt.Errorf("%w: %q resolved to %s", ErrNonLoopback, addr, ln.Addr())
+	}
+	return ln, nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// LoadServerTLS builds the agent's TLS configuration from PEM files. With
+// clientCAFile set, clients must present a certificate signed by that CA
+// (mutual TLS); the token is still required.
+func LoadServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: agent TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pool, err := certPool(clientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+func certPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("snakepit: reading CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("snakepit: %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/discovery"
+	"github.com/snakepit-go/snakepit/remote"
+)
+
+// agentFlags join remote agents (`snakepit serve` elsewhere) to the pool of
+// `run` and `exec`.
+type agentFlags struct {
+	agents    string
+	tokenFile string
+	ca        string
+	cert      string
+	key       string
+	interval  time.Duration
+}
+
+func (a *agentFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.agents, "agents", "", "join remote agents: `dns:NAME:PORT` (a headless Service, re-resolved) or HOST:PORT[,HOST:PORT...]; without --workers the pool is remote only")
+	fs.StringVar(&a.tokenFile, "agent-token-file", "", "file holding the agents' token (default: $"+remote.EnvToken+")")
+	fs.StringVar(&a.ca, "agent-tls-ca", "", "PEM CA that signed the agents' certificates: connect with TLS")
+	fs.StringVar(&a.cert, "agent-tls-cert", "", "PEM client certificate for agents that require one (with --agent-tls-key)")
+	fs.StringVar(&a.key, "agent-tls-key", "", "PEM private key of --agent-tls-cert")
+	fs.DurationVar(&a.interval, "discovery-interval", discovery.DefaultInterval, "how often --agents is looked up again")
+}
+
+// apply sets cfg's discovery from the flags; workersSet says whether
+// --workers was given (otherwise an --agents pool has no local workers).
+func (a *agentFlags) apply(cfg *snakepit.Config, workersSet bool) error {
+	if a.agents == "" {
+		return nil
+	}
+	src, err := parseAgents(a.agents)
+	if err != nil {
+		return err
+	}
+	cfg.Discovery, cfg.DiscoveryInterval = src, a.interval
+	if !workersSet {
+		cfg.Workers = 0
+	}
+	cfg.Remote.TokenFile = a.tokenFile
+	if a.ca != "" || a.cert != "" || a.key != "" {
+		if cfg.Remote.TLS, err = remote.LoadClientTLS(a.ca, a.cert, a.key, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseAgents(s string) (discovery.Source, error) {
+	if rest, ok := strings.CutPrefix(s, "dns:"); ok {
+		host, port, err := net.SplitHostPort(rest)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || host == "" {
+			return nil, fmt.Errorf("--agents %q: want dns:NAME:PORT, e.g. dns:snakepit-agent.default.svc.cluster.local:7070", s)
+		}
+		return discovery.DNS{Name: host, Port: n}, nil
+	}
+	var eps discovery.Static
+	for _, e := range strings.Split(s, ",") {
+		e = strings.TrimSpace(e)
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			return nil, fmt.Errorf("--agents: %q is not HOST:PORT: %v", e, err)
+		}
+		eps = append(eps, e)
+	}
+	return eps, nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

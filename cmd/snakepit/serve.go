@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/agent"
+)
+
+// cmdServe runs an App and exposes its pool to hosts on other machines
+// (package agent). It prints "ready run_id=<id> workers=<n> addr=<addr>
+// capacity=<c>" once it serves, and stops in order on SIGINT/SIGTERM:
+// health NOT_SERVING, in-flight calls finish (--stop-grace), then the App.
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pf poolFlags
+	pf.register(fs, 4)
+	listen := fs.String("listen", agent.DefaultListen, "agent endpoint `ADDR`; a non-loopback address needs --allow-non-loopback")
+	allow := fs.Bool("allow-non-loopback", false, "allow --listen/--health-listen on an address other machines can reach")
+	healthListen := fs.String("health-listen", "", "also serve grpc.health.v1 alone, plaintext and without token, on this `ADDR` (for Kubernetes probes when TLS is on)")
+	tokenFile := fs.String("token-file", "", "file holding the shared token (default: $"+agent.EnvToken+")")
+	cert := fs.String("tls-cert", "", "PEM certificate: serve TLS (with --tls-key)")
+	key := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	clientCA := fs.String("tls-client-ca", "", "PEM CA: require client certificates signed by it (mutual TLS)")
+	stopGrace := fs.Duration("stop-grace", agent.DefaultStopGrace, "how long in-flight calls may finish at stop")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status of this agent's pool on this loopback `ADDR`; empty: off")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *adminAddr != "" {
+		if err := checkAdminAddr(*adminAddr); err != nil {
+			fmt.Fprintln(stderr, "snakepit serve:", err)
+			return 2
+		}
+	}
+	var tlsCfg *tls.Config
+	if *cert != "" || *key != "" || *clientCA != "" {
+		var err error
+		if tlsCfg, err = agent.LoadServerTLS(*cert, *key, *clientCA); err != nil {
+			fmt.Fprintln(stderr, "snakepit serve:", err)
+			return 2
+		}
+	}
+	cfg := pf.config(stderr)
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	// Bind before starting Python: a wrong address or a missing token
+	// fails in milliseconds, not after the workers started.
+	srv, err := agent.Listen(app, agent.Options{Listen: *listen, AllowNonLoopback: *allow, HealthListen: *healthListen,
+		TokenFile: *tokenFile, TLS: tlsCfg, StopGrace: *stopGrace, Logger: cfg.Logger})
+	if err != nil {
+		fmt.Fprintln(stderr, "snakepit serve:", err)
+		return 2
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	defer cancelStart()
+	stopping := make(chan struct{})
+	go func() {
+		<-sigs
+		close(stopping)
+		cancelStart()
+	}()
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx) }()
+	code := 0
+	if err := app.Start(startCtx); err != nil {
+		fmt.Fprintln(stderr, err)
+		stopServe()
+		<-served
+		return 1
+	}
+	var admin *adminServer
+	if *adminAddr != "" {
+		if admin, err = startAdmin(app, *adminAddr, cfg.Logger); err != nil {
+			fmt.Fprintln(stderr, "snakepit serve:", err)
+			code = 1
+			stopServe()
+			<-served
+			stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _ = app.Stop(stopCtx)
+			return code
+		}
+	}
+	fmt.Fprintf(stdout, "ready run_id=%s workers=%d addr=%s capacity=%d\n", app.RunID(), pf.workers, srv.Addr(), app.Stats().Pool.Capacity)
+	select {
+	case <-stopping:
+	case err := <-served:
+		fmt.Fprintln(stderr, "snakepit serve: agent endpoint:", err)
+		code = 1
+		served <- nil
+	}
+	stopServe()
+	<-served
+	stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if admin != nil {
+		_ = admin.Shutdown(stopCtx)
+	}
+	if _, err := app.Stop(stopCtx); err != nil {
+		fmt.Fprintln(stderr, err)
+		code = 1
+	}
+	return code
+}

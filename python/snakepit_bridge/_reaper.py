@@ -1,0 +1,139 @@
+"""The worker as a child subreaper (Linux): descendants cannot leave its tree.
+
+Contract:
+
+* :func:`start` marks this process a child subreaper
+  (``prctl(PR_SET_CHILD_SUBREAPER, 1)``). A descendant whose parent dies is
+  then reparented to this worker instead of to init — also after ``setsid``
+  and a double fork — so ``_procs.kill_descendants`` still finds it through
+  the parent chain when the worker stops, even if it scrubbed its
+  environment. Elsewhere (not Linux, or prctl refused) it does nothing and
+  returns False.
+* Adopted orphans must be reaped by us or they stay zombies until the worker
+  exits. We never call ``waitpid(-1)``/``os.wait()``: that would steal the
+  exit status of children that ``subprocess``, ``multiprocessing`` or a
+  tool's ``os.fork`` wait for by pid (their ``wait()`` would then see
+  ECHILD and, in subprocess's case, report status 0). Instead a daemon
+  thread snapshots the process table every ``REAP_INTERVAL_S`` and reaps,
+  by pid and with WNOHANG, only children it can prove were adopted: a
+  process that is our child now, but at the previous snapshot already
+  existed (it started before that snapshot, with a margin) with another
+  parent. Our own children are ours from their first instant, so this
+  never takes one of them.
+* Limit: a descendant orphaned within one interval of its birth (a daemon
+  that double-forks at once) is not proven adopted and is not reaped by
+  us; after it exits it stays a zombie — holding only a pid slot — until
+  the worker ends, when its new parent (init or the host) reaps it. It is
+  still killed by the worker's stop (parent chain) and by the host at the
+  end of the worker's lifetime (run id and process tag).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Dict, Optional, Set
+
+from . import _procs
+
+__all__ = ["start", "REAP_INTERVAL_S"]
+
+log = logging.getLogger("snakepit_bridge.reaper")
+
+PR_SET_CHILD_SUBREAPER = 36
+REAP_INTERVAL_S = 2.0
+# A child counts as adopted only if it started this much before the
+# previous scan: covers the scan itself and clock rounding.
+_MARGIN_S = 0.5
+
+
+def _set_subreaper() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(ctypes.get_errno()))
+            return False
+    except (OSError, AttributeError) as e:
+        log.warning("cannot become a child subreaper: %s", e)
+        return False
+    return True
+
+
+def _uptime_ticks() -> Optional[float]:
+    try:
+        with open("/proc/uptime", "r", encoding="ascii") as f:
+            return float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/stat", "r", encoding="utf-8", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Reaper:
+    def __init__(self) -> None:
+        self.me = os.getpid()
+        self.prev: Dict[int, int] = {}  # pid -> ppid at the previous snapshot
+        self.prev_ticks: Optional[float] = None
+        self.adopted: Set[int] = set()
+
+    def scan(self) -> None:
+        now = _uptime_ticks()
+        table = _procs.process_table()
+        children = {p.pid for p in table.values() if p.ppid == self.me}
+        if self.prev_ticks is not None:
+            limit = self.prev_ticks - _MARGIN_S * os.sysconf("SC_CLK_TCK")
+            for pid in children - self.adopted:
+                before = self.prev.get(pid)
+                if before is None or before == self.me:
+                    continue
+                start = _start_ticks(pid)
+                # Started before the previous snapshot: the entry seen there
+                # under this pid was this very process, with another parent.
+                if start is not None and start < limit:
+                    self.adopted.add(pid)
+        for pid in list(self.adopted):
+            if pid not in children:
+                self.adopted.discard(pid)
+                continue
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                self.adopted.discard(pid)
+                continue
+            if done:
+                self.adopted.discard(pid)
+                log.debug("reaped adopted orphan %d", pid)
+        self.prev = {p.pid: p.ppid for p in table.values()}
+        self.prev_ticks = now
+
+    def loop(self) -> None:
+        while True:
+            try:
+                self.scan()
+            except Exception:  # never let the reaper die on a /proc race
+                log.exception("orphan reaper scan failed")
+            time.sleep(REAP_INTERVAL_S)
+
+
+def start() -> bool:
+    """Become a child subreaper and start reaping adopted orphans.
+
+    Returns whether this process is now a subreaper.
+    """
+    if not _set_subreaper():
+        return False
+    threading.Thread(target=_Reaper().loop, name="snakepit-orphan-reaper", daemon=True).start()
+    return True

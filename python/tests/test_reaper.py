@@ -1,0 +1,76 @@
+"""_reaper: the worker adopts orphaned descendants and reaps only those."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import PYTHON_DIR, pid_gone, read_line, wait_for
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+# Runs in a helper: a subreaper changes its caller for good.
+HELPER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    from snakepit_bridge import _reaper
+    _reaper.REAP_INTERVAL_S = 0.2
+    _reaper._MARGIN_S = 0.1
+    ok = _reaper.start()
+    py = sys.executable
+    # A child that starts a setsid grandchild and exits a moment later,
+    # orphaning it (long enough for the reaper to see who its parent was).
+    mid = subprocess.Popen([py, "-c",
+        "import subprocess, sys, time; p = subprocess.Popen(sys.argv[1:], start_new_session=True); print(p.pid, flush=True); time.sleep(1)",
+        py, "-c", "import time; time.sleep(60)"], stdout=subprocess.PIPE)
+    orphan = int(mid.stdout.readline()); mid.wait()
+    # Our own child, which exits with a status subprocess must still see.
+    own = subprocess.Popen([py, "-c", "import sys, time; time.sleep(1.5); sys.exit(7)"])
+    print(json.dumps({"subreaper": ok, "orphan": orphan, "me": os.getpid()}), flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"own_status": own.wait()}), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+def test_orphan_is_adopted_and_reaped_without_stealing_own_children() -> None:
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    helper = subprocess.Popen([sys.executable, "-c", HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        info = json.loads(read_line(helper.stdout.fileno(), 10))
+        assert info["subreaper"] is True
+        orphan = info["orphan"]
+        assert _ppid(orphan) == info["me"], "the orphan was not reparented to the subreaper"
+        # Kill it: the helper, its parent now, must reap it (no zombie left).
+        os.kill(orphan, 9)
+        wait_for(lambda: _state(orphan) == "", timeout=10, what="the adopted orphan to be reaped")
+        helper.stdin.write(b"\n")
+        helper.stdin.flush()
+        done = json.loads(read_line(helper.stdout.fileno(), 10))
+        assert done["own_status"] == 7, "the reaper stole the exit status of the helper's own child"
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+        helper.wait()
+        for p in (locals().get("orphan"),):
+            if p and not pid_gone(p):
+                os.kill(p, 9)

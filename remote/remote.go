@@ -1,0 +1,561 @@
+// Package remote is the worker type for a snakepit agent on another host
+// (`snakepit serve`, package agent): one Worker per agent endpoint, which
+// the pool sees as one worker with the capacity the agent advertises.
+//
+// Contract, as for local workers (package worker):
+//   - One Serve is one connection lifetime: connect, wait until the agent's
+//     health is SERVING, Describe (tools, capacity), Ready; then health
+//     checks every HealthInterval. The lifetime ends — *worker.CrashError
+//     with PID 0 and the reason — when the connection drops, HealthMisses
+//     checks in a row fail (an agent with no ready worker answers
+//     NOT_SERVING, which counts), the agent reports it is stopping, or the
+//     pool kills it as hung. The Starter then reconnects with backoff. An
+//     agent that cannot be reached fails the start at once, one that is up
+//     but NOT_SERVING is waited for up to StartupTimeout; either is a
+//     *worker.StartupError and counts toward the give-up budget.
+//   - A call under a connection that drops fails with ErrWorkerCrashed. A
+//     call whose agent-side Python process crashed fails with a
+//     *worker.CrashError whose Agent is set: the call is lost, this worker
+//     stays in rotation. Idempotent calls are retried by the pool either way.
+//   - A call past its deadline makes the worker ping the agent within
+//     HungGrace; an agent that cannot answer is considered hung: the
+//     lifetime ends and the call gets ErrWorkerTimeout.
+//   - Session ids travel to the agent, whose own pool keeps affinity among
+//     its processes; the host's pool keeps the session on this worker.
+//
+// Sharp edges: a remote worker owns no process, so it has no registry
+// record and the host's cleanup has nothing of it to sweep; the agent's
+// processes are the agent's to stop (its own no-survivor guarantees), and
+// restarting a dead agent is Kubernetes' job, not snakepit's. Without TLS
+// the token and all data cross the network in clear text.
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/wire"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultStartupTimeout  = 10 * time.Second
+	DefaultHealthInterval  = 2 * time.Second
+	DefaultHealthTimeout   = time.Second
+	DefaultHealthMisses    = 3
+	DefaultHungGrace       = 2 * time.Second
+	DefaultMaxMessageBytes = 16 << 20
+	// keepaliveTime: an idle connection is pinged this often, so a peer
+	// that vanished without closing (a partition) is noticed.
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 5 * time.Second
+	startupPoll      = 100 * time.Millisecond
+)
+
+// EnvToken is where the token is read from when Options.TokenFile is empty.
+const EnvToken = auth.EnvAgentToken
+
+// IDPrefix starts the worker id of every remote worker: "remote:" + endpoint.
+const IDPrefix = "remote:"
+
+// WorkerID is the pool's id for the worker of endpoint.
+func WorkerID(endpoint string) string { return IDPrefix + endpoint }
+
+// Options configure remote workers; zero fields take the defaults above.
+type Options struct {
+	// TokenFile holds the agents' shared token; empty: $SNAKEPIT_AGENT_TOKEN.
+	TokenFile string
+	// TLS, when set, secures the connection (LoadClientTLS); nil: plaintext.
+	TLS *tls.Config
+	// StartupTimeout bounds connect + healthy + Describe.
+	StartupTimeout time.Duration
+	// HealthInterval is the period of health checks (negative disables).
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration // one health check
+	HealthMisses   int           // failed checks in a row that end the lifetime
+	// HungGrace: a call past its deadline whose agent does not answer a
+	// health check within this long ends the lifetime (ErrWorkerTimeout).
+	HungGrace       time.Duration
+	MaxMessageBytes int
+	Logger          *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.StartupTimeout <= 0 {
+		o.StartupTimeout = DefaultStartupTimeout
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = DefaultHealthInterval
+	}
+	if o.HealthTimeout <= 0 {
+		o.HealthTimeout = DefaultHealthTimeout
+	}
+	if o.HealthMisses <= 0 {
+		o.HealthMisses = DefaultHealthMisses
+	}
+	if o.HungGrace <= 0 {
+		o.HungGrace = DefaultHungGrace
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Factory builds remote workers; the token is read once, by NewFactory.
+type Factory struct {
+	opts  Options
+	token auth.Token
+}
+
+// NewFactory loads the token and applies the defaults.
+func NewFactory(opts Options) (*Factory, error) {
+	opts.setDefaults()
+	tok, err := auth.Load(opts.TokenFile, EnvToken)
+	if err != nil {
+		return nil, err
+	}
+	return &Factory{opts: opts, token: tok}, nil
+}
+
+// For returns the worker.Factory of the worker for one agent endpoint
+// (HOST:PORT). Use WorkerID(endpoint) as its id.
+func (f *Factory) For(endpoint string) worker.Factory {
+	return worker.FactoryFunc(func(spec worker.Spec) (worker.Worker, error) {
+		if spec.Events == nil {
+			return nil, errors.New("snakepit: remote worker needs Spec.Events")
+		}
+		log := f.opts.Logger.With("worker_id", spec.ID, "endpoint", endpoint)
+		if spec.Logger != nil {
+			log = spec.Logger.With("worker_id", spec.ID, "endpoint", endpoint)
+		}
+		return &Worker{f: f, spec: spec, endpoint: endpoint, log: log}, nil
+	})
+}
+
+// Worker is the pool's view of one agent.
+type Worker struct {
+	f        *Factory
+	spec     worker.Spec
+	endpoint string
+	log      *slog.Logger
+
+	mu  sync.Mutex
+	cur *lifetime
+}
+
+// lifetime is one connection to the agent.
+type lifetime struct {
+	cc     *grpc.ClientConn
+	agent  agentpb.AgentServiceClient
+	health healthpb.HealthClient
+	tools  []worker.ToolSpec
+	ended  chan struct{} // closed by end
+	once   sync.Once
+	reason string // why it ended; valid once ended is closed
+}
+
+// end closes the connection (in-flight calls fail at once) and records why.
+func (lt *lifetime) end(reason string) {
+	lt.once.Do(func() {
+		lt.reason = reason
+		close(lt.ended)
+		_ = lt.cc.Close()
+	})
+}
+
+func (lt *lifetime) over() bool {
+	select {
+	case <-lt.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+// ID implements worker.Worker.
+func (w *Worker) ID() string { return w.spec.ID }
+
+func (w *Worker) String() string { return "remote worker " + w.endpoint }
+
+// Endpoint is the agent's address.
+func (w *Worker) Endpoint() string { return w.endpoint }
+
+func (w *Worker) current() *lifetime {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
+
+func (w *Worker) crash(lt *lifetime) *worker.CrashError {
+	return &worker.CrashError{WorkerID: w.spec.ID, ExitCode: -1, Reason: "agent " + w.endpoint + ": " + lt.reason}
+}
+
+// Kill implements worker.Worker: the connection is closed, pending calls
+// return at once, and Serve reports the crash.
+func (w *Worker) Kill(reason string) {
+	if lt := w.current(); lt != nil {
+		lt.end(reason)
+	}
+}
+
+func (w *Worker) dial() (*grpc.ClientConn, error) {
+	o := &w.f.opts
+	creds := insecure.NewCredentials()
+	if o.TLS != nil {
+		creds = credentials.NewTLS(o.TLS)
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+	}, auth.ClientOptions(w.f.token)...)
+	return grpc.NewClient(w.endpoint, opts...)
+}
+
+// Serve implements suture.Service: one connection lifetime.
+func (w *Worker) Serve(ctx context.Context) error {
+	ev := w.spec.Events
+	ev.Starting(w.spec.ID)
+	lt, info, err := w.connect(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			ev.Exited(w.spec.ID, nil)
+			return nil
+		}
+		ev.Exited(w.spec.ID, err)
+		return err
+	}
+	w.mu.Lock()
+	w.cur = lt
+	w.mu.Unlock()
+	ev.Ready(w.spec.ID, info)
+	w.log.Info("remote worker ready", "capacity", info.Capacity, "tools", len(info.Tools))
+
+	go w.watchConn(lt)
+	err = w.run(ctx, lt)
+	w.mu.Lock()
+	w.cur = nil
+	w.mu.Unlock()
+	ev.Exited(w.spec.ID, err)
+	return err
+}
+
+// connect dials and waits until the agent is healthy and described.
+func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
+	o := &w.f.opts
+	cc, err := w.dial()
+	if err != nil {
+		return nil, worker.Info{}, w.startupError(err)
+	}
+	lt := &lifetime{cc: cc, agent: agentpb.NewAgentServiceClient(cc), health: healthpb.NewHealthClient(cc), ended: make(chan struct{})}
+	sctx, cancel := context.WithTimeout(ctx, o.StartupTimeout)
+	defer cancel()
+	var last error
+	for {
+		cctx, ccancel := context.WithTimeout(sctx, o.HealthTimeout)
+		resp, err := lt.health.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		switch {
+		case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
+			d, err := lt.agent.Describe(sctx, &agentpb.DescribeRequest{})
+			if err != nil {
+				lt.end("describe failed")
+				return nil, worker.Info{}, w.startupError(err)
+			}
+			lt.tools = wire.ToolSpecsFromPB(d.GetTools())
+			capacity := int(d.GetCapacity())
+			w.log.Debug("agent described", "agent_id", d.GetAgentId(), "hostname", d.GetHostname(), "capacity", capacity)
+			return lt, worker.Info{Tools: lt.tools, Capacity: capacity}, nil
+		case err == nil:
+			last = fmt.Errorf("agent health is %s (no ready worker yet)", resp.GetStatus())
+		case ctx.Err() == nil && sctx.Err() == nil:
+			// Unreachable, refused, rejected: fail now and let the Starter's
+			// backoff (and discovery, told at once) decide; only an agent
+			// that is up but not yet serving is worth waiting for here.
+			lt.end("cannot reach the agent")
+			return nil, worker.Info{}, w.startupError(err)
+		default:
+			last = err
+		}
+		t := time.NewTimer(startupPoll)
+		select {
+		case <-t.C:
+		case <-sctx.Done():
+			t.Stop()
+			lt.end("startup timed out")
+			if ctx.Err() != nil {
+				return nil, worker.Info{}, ctx.Err()
+			}
+			return nil, worker.Info{}, w.startupError(fmt.Errorf("not healthy within StartupTimeout (%s): %w", o.StartupTimeout, last))
+		}
+	}
+}
+
+func (w *Worker) startupError(err error) error {
+	hint := "check that the agent runs (snakepit serve) and listens on " + w.endpoint +
+		" beyond loopback (--allow-non-loopback), and that both sides use the same token and TLS settings"
+	if status.Code(err) == codes.Unauthenticated {
+		hint = "the agent rejected the token: give the host and the agent the same token (token file or $" + auth.EnvAgentToken + ")"
+	}
+	return &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("agent %s: %w", w.endpoint, err), Hint: hint}
+}
+
+// watchConn ends the lifetime as soon as the connection leaves READY: a
+// dead agent's sockets close at once, so its worker leaves rotation
+// before any health check would notice.
+func (w *Worker) watchConn(lt *lifetime) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-lt.ended
+		cancel()
+	}()
+	st := lt.cc.GetState()
+	for {
+		if st != connectivity.Ready {
+			lt.end("connection to the agent lost (" + st.String() + ")")
+			return
+		}
+		if !lt.cc.WaitForStateChange(ctx, st) {
+			return
+		}
+		st = lt.cc.GetState()
+	}
+}
+
+// run serves the lifetime until ctx ends (nil) or the lifetime ends (a
+// *worker.CrashError).
+func (w *Worker) run(ctx context.Context, lt *lifetime) error {
+	o := &w.f.opts
+	var tick <-chan time.Time
+	if o.HealthInterval > 0 {
+		t := time.NewTicker(o.HealthInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	misses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			lt.end("stopped")
+			return nil
+		case <-lt.ended:
+			return w.crash(lt)
+		case <-tick:
+			if err := w.check(ctx, lt, o.HealthTimeout); err != nil && ctx.Err() == nil {
+				misses++
+				w.log.Warn("agent health check failed", "misses", misses, "of", o.HealthMisses, "err", err)
+				if misses >= o.HealthMisses {
+					lt.end(fmt.Sprintf("%d health checks failed in a row, last: %v", misses, err))
+				}
+			} else {
+				misses = 0
+			}
+		}
+	}
+}
+
+// check is one health check; NOT_SERVING (no ready worker on the agent) is
+// a failure too.
+func (w *Worker) check(ctx context.Context, lt *lifetime, timeout time.Duration) error {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := lt.health.Check(cctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("agent health is %s", resp.GetStatus())
+	}
+	return nil
+}
+
+func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
+	lt := w.current()
+	if lt == nil || lt.over() {
+		return nil, fmt.Errorf("%w: remote worker %s is not connected (connecting, reconnecting or stopped); tool %q", worker.ErrWorkerUnavailable, w.endpoint, tool)
+	}
+	return lt, nil
+}
+
+
+// Execute implements worker.Worker.
+func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
+	lt, err := w.lifetimeFor(call.Tool)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := lt.agent.Execute(ctx, wire.Request(call))
+	if err != nil {
+		return nil, w.callError(ctx, lt, call.Tool, err)
+	}
+	if e := resp.GetError(); e != nil {
+		return nil, w.agentError(ctx, lt, call.Tool, e)
+	}
+	res := &worker.Result{}
+	res.JSON, res.Binary = wire.Value(resp.GetResult())
+	return res, nil
+}
+
+// ExecuteStream implements worker.Worker.
+func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield func(worker.Chunk) error) error {
+	lt, err := w.lifetimeFor(call.Tool)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := lt.agent.ExecuteStream(sctx, wire.Request(call))
+	if err != nil {
+		return w.callError(ctx, lt, call.Tool, err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("snakepit: agent %s closed the stream of %q without its final marker", w.endpoint, call.Tool)
+		}
+		if err != nil {
+			return w.callError(ctx, lt, call.Tool, err)
+		}
+		if msg.GetIsFinal() {
+			if e := msg.GetError(); e != nil {
+				return w.agentError(ctx, lt, call.Tool, e)
+			}
+			return nil
+		}
+		c := worker.Chunk{Seq: msg.GetSeq()}
+		c.JSON, c.Binary = wire.Value(msg.GetData())
+		if err := yield(c); err != nil {
+			return err
+		}
+	}
+}
+
+// callError maps a transport failure: the connection is what failed, so a
+// dropped one is a crash of this worker.
+func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err error) error {
+	if lt.over() {
+		return w.crash(lt)
+	}
+	if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
+		return w.afterDeadline(ctx, lt, tool)
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown:
+		lt.end("connection lost under a call: " + status.Convert(err).Message())
+		return w.crash(lt)
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%w: call to %q on agent %s: %s; raise MaxMessageBytes (now %d bytes) on both sides or pass large values in smaller pieces",
+			worker.ErrMessageTooLarge, tool, w.endpoint, status.Convert(err).Message(), w.f.opts.MaxMessageBytes)
+	case codes.Unauthenticated:
+		return fmt.Errorf("snakepit: agent %s rejected the token for %q; give the host and the agent the same token", w.endpoint, tool)
+	}
+	return fmt.Errorf("snakepit: agent %s: call to %q failed: %w", w.endpoint, tool, err)
+}
+
+// afterDeadline: the call ran out of time. An agent that still answers a
+// health check within HungGrace is fine (the caller gets its own error);
+// one that does not is hung, and the lifetime ends.
+func (w *Worker) afterDeadline(ctx context.Context, lt *lifetime, tool string) error {
+	ctxErr := ctx.Err()
+	if ctxErr == nil {
+		ctxErr = context.DeadlineExceeded
+	}
+	grace := w.f.opts.HungGrace
+	if err := w.check(context.Background(), lt, grace); err == nil || lt.over() {
+		if lt.over() {
+			return w.crash(lt)
+		}
+		return ctxErr
+	}
+	reason := fmt.Sprintf("call %q ran out of time and the agent did not answer a health check within %s; considered hung", tool, grace)
+	lt.end(reason)
+	return fmt.Errorf("%w: remote worker %s: %s (reconnecting): %w", worker.ErrWorkerTimeout, w.endpoint, reason, ctxErr)
+}
+
+// agentError maps what the agent reported for the call to the errors the
+// pool and callers test for.
+func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *agentpb.AgentError) error {
+	msg := e.GetMessage()
+	switch e.GetKind() {
+	case agentpb.AgentError_TOOL_FAILED:
+		te := e.GetToolError()
+		return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+	case agentpb.AgentError_UNKNOWN_TOOL:
+		return &worker.UnknownToolError{Tool: tool, Available: e.GetAvailable()}
+	case agentpb.AgentError_WORKER_CRASHED:
+		return &worker.CrashError{WorkerID: e.GetWorkerId(), PID: int(e.GetPid()), ExitCode: int(e.GetExitCode()), Signal: e.GetSignal(), Agent: w.endpoint}
+	case agentpb.AgentError_WORKER_TIMEOUT:
+		return fmt.Errorf("%w: on agent %s: %s", worker.ErrWorkerTimeout, w.endpoint, msg)
+	case agentpb.AgentError_UNAVAILABLE:
+		// The agent is stopping or has no ready worker: nothing ran. Leave
+		// rotation and reconnect once it is healthy again.
+		lt.end("the agent is not serving: " + msg)
+		return fmt.Errorf("%w: agent %s: %s", worker.ErrWorkerUnavailable, w.endpoint, msg)
+	case agentpb.AgentError_QUEUE_TIMEOUT:
+		return fmt.Errorf("%w: on agent %s: %s", pool.ErrQueueTimeout, w.endpoint, msg)
+	case agentpb.AgentError_SATURATED:
+		return fmt.Errorf("%w: on agent %s: %s", pool.ErrPoolSaturated, w.endpoint, msg)
+	case agentpb.AgentError_INVALID_ARGS:
+		return &worker.ArgsError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
+	case agentpb.AgentError_MESSAGE_TOO_LARGE:
+		return fmt.Errorf("%w: on agent %s: %s", worker.ErrMessageTooLarge, w.endpoint, msg)
+	case agentpb.AgentError_CANCELLED:
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("snakepit: agent %s cancelled the call to %q: %s: %w", w.endpoint, tool, msg, context.Canceled)
+	}
+	return fmt.Errorf("snakepit: agent %s: call to %q failed: %s", w.endpoint, tool, msg)
+}
+
+// LoadClientTLS builds the host's TLS configuration from PEM files: caFile
+// verifies the agents' certificates (empty: the system roots); certFile and
+// keyFile, when set, are the client certificate for agents that require
+// one; serverName overrides the name checked (empty: the endpoint's host).
+func LoadClientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("snakepit: reading CA file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("snakepit: %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = roots
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("snakepit: client TLS certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}

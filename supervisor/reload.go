@@ -1,0 +1,145 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+// ReloadReason is the reason a reload gives each replacement: the key of
+// Stats.RecycleReasons it counts under.
+const ReloadReason = "reload"
+
+// ReloadReport says what a Reload did.
+type ReloadReport struct {
+	// Replaced lists the workers whose new process took over, in order.
+	Replaced []string
+	// Skipped lists workers that had no running process (starting,
+	// restarting, given up): their next start runs the current code.
+	Skipped []string
+	// Duration is the whole reload's.
+	Duration time.Duration
+}
+
+// ReloadError: a reload stopped because a worker's new process failed to
+// start. That worker and every worker not yet replaced keep their old
+// processes, which go on serving. Err is the new process's error (a
+// *worker.StartupError: errors.As finds it).
+type ReloadError struct {
+	WorkerID string
+	Report   ReloadReport // what the reload did before it stopped
+	Total    int          // workers in the pool
+	Err      error
+}
+
+func (e *ReloadError) Error() string {
+	return fmt.Sprintf("snakepit: reload stopped at worker %s (%d of %d workers replaced; the others keep serving on their old processes): %v",
+		e.WorkerID, len(e.Report.Replaced), e.Total, e.Err)
+}
+
+func (e *ReloadError) Unwrap() error { return e.Err }
+
+// ErrReloadUnsupported: the worker type cannot replace its process on
+// request (it does not implement worker.Replacer); nothing was replaced.
+var ErrReloadUnsupported = errors.New("snakepit: the worker type cannot replace its process on request (it does not implement worker.Replacer)")
+
+// ErrNotRunning: the workers are not running (not started, or stopped).
+var ErrNotRunning = errors.New("snakepit: the workers are not running")
+
+// Reload replaces every worker's process, make-before-break, at most
+// ReplaceConcurrency workers at once, in worker order, and returns once
+// each new process has taken over (the old ones drain in the background).
+// The first failure stops it: no further worker is started, replacements
+// already under way finish, and it returns a *ReloadError. A ctx that ends
+// stops it the same way, withdrawing the replacements still waiting or
+// starting, and returns ctx's error. One Reload runs at a time; a second
+// waits for the first.
+func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
+	begun := time.Now()
+	select {
+	case w.reloading <- struct{}{}:
+		defer func() { <-w.reloading }()
+	case <-ctx.Done():
+		return ReloadReport{}, ctx.Err()
+	}
+	starters := w.Starters()
+	w.mu.Lock()
+	running := len(w.tokens) > 0
+	w.mu.Unlock()
+	if !running {
+		return ReloadReport{}, ErrNotRunning
+	}
+	reps := make([]worker.Replacer, len(starters))
+	for i, s := range starters {
+		r, ok := s.Worker().(worker.Replacer)
+		if !ok {
+			return ReloadReport{}, fmt.Errorf("%w: worker %s is a %T", ErrReloadUnsupported, s.Worker().ID(), s.Worker())
+		}
+		reps[i] = r
+	}
+	var (
+		mu       sync.Mutex
+		next     int
+		failed   *ReloadError
+		replaced = make([]bool, len(reps))
+		skipped  = make([]bool, len(reps))
+		wg       sync.WaitGroup
+	)
+	take := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		if failed != nil || ctx.Err() != nil || next == len(reps) {
+			return -1
+		}
+		next++
+		return next - 1
+	}
+	for range w.opts.ReplaceConcurrency {
+		wg.Go(func() {
+			for i := take(); i >= 0; i = take() {
+				id := starters[i].Worker().ID()
+				err := reps[i].Replace(ctx, ReloadReason)
+				mu.Lock()
+				switch {
+				case err == nil:
+					replaced[i] = true
+				case errors.Is(err, worker.ErrWorkerUnavailable):
+					skipped[i] = true
+					w.log.Info("reload: worker has no running process; its next start runs the current code", "worker_id", id, "err", err)
+				case ctx.Err() != nil:
+				default:
+					if failed == nil {
+						failed = &ReloadError{WorkerID: id, Total: len(reps), Err: err}
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	var rep ReloadReport
+	for i, s := range starters {
+		if replaced[i] {
+			rep.Replaced = append(rep.Replaced, s.Worker().ID())
+		}
+		if skipped[i] {
+			rep.Skipped = append(rep.Skipped, s.Worker().ID())
+		}
+	}
+	rep.Duration = time.Since(begun)
+	if failed != nil {
+		failed.Report = rep
+		w.log.Error("reload stopped: a new worker process failed to start; the remaining workers keep their old processes",
+			"worker_id", failed.WorkerID, "replaced", len(rep.Replaced), "of", len(reps), "err", failed.Err)
+		return rep, failed
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, fmt.Errorf("snakepit: reload interrupted after %d of %d workers: %w", len(rep.Replaced), len(reps), err)
+	}
+	w.log.Info("reload complete", "replaced", len(rep.Replaced), "skipped", len(rep.Skipped), "duration", rep.Duration.Round(time.Millisecond))
+	return rep, nil
+}

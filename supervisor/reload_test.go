@@ -1,0 +1,145 @@
+package supervisor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/supervisor"
+	"github.com/snakepit-go/snakepit/worker"
+	"github.com/snakepit-go/snakepit/worker/fake"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+// replacing is a fake worker that can replace its "process": it holds a
+// slot of the replace gate for a moment, then reports Replaced — or fails
+// like a new process that cannot start.
+type replacing struct {
+	*fake.Worker
+	spec worker.Spec
+	log  *replaceLog
+}
+
+type replaceLog struct {
+	mu       sync.Mutex
+	fail     map[string]bool
+	events   []string // "start wN", "failed wN", "done wN", in order
+	now, max int
+}
+
+func (r *replacing) Replace(ctx context.Context, reason string) error {
+	select {
+	case r.spec.ReplaceGate <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.spec.ReplaceGate }()
+	l := r.log
+	l.mu.Lock()
+	l.events = append(l.events, "start "+r.spec.ID)
+	l.now++
+	l.max = max(l.max, l.now)
+	fail := l.fail[r.spec.ID]
+	l.mu.Unlock()
+	time.Sleep(30 * time.Millisecond) // the new process starting
+	l.mu.Lock()
+	l.now--
+	if fail {
+		l.events = append(l.events, "failed "+r.spec.ID)
+	} else {
+		l.events = append(l.events, "done "+r.spec.ID)
+	}
+	l.mu.Unlock()
+	if fail {
+		return &worker.StartupError{WorkerID: r.spec.ID, Cause: errors.New("ImportError: broken on purpose")}
+	}
+	r.spec.Events.Replaced(r.spec.ID, worker.Info{}, reason)
+	return nil
+}
+
+func startWorkers(t *testing.T, n, concurrency int, log *replaceLog) (*supervisor.Workers, *pool.Pool) {
+	t.Helper()
+	p, err := pool.New(pool.Options{Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := worker.FactoryFunc(func(spec worker.Spec) (worker.Worker, error) {
+		return &replacing{Worker: fake.New(spec), spec: spec, log: log}, nil
+	})
+	w, err := supervisor.NewWorkers(supervisor.WorkersOptions{Count: n, RunID: "run-reload-test", Factory: f, Pool: p,
+		ReplaceConcurrency: concurrency, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-w.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("workers not ready")
+	}
+	return w, p
+}
+
+// Reload walks the workers in order, at most ReplaceConcurrency at once,
+// and stops at the first failure: replacements already under way finish,
+// no further one starts, and the error names the worker and wraps its
+// StartupError.
+func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
+	log := &replaceLog{fail: map[string]bool{"w2": true}}
+	w, p := startWorkers(t, 6, 2, log)
+	rep, err := w.Reload(context.Background())
+	var re *supervisor.ReloadError
+	var se *worker.StartupError
+	if !errors.As(err, &re) || !errors.As(err, &se) || re.WorkerID != "w2" || re.Total != 6 {
+		t.Fatalf("Reload = %v, want a ReloadError for w2 wrapping its StartupError", err)
+	}
+	log.mu.Lock()
+	events, most := append([]string(nil), log.events...), log.max
+	log.mu.Unlock()
+	if most > 2 {
+		t.Fatalf("%d replacements at once, want at most ReplaceConcurrency 2", most)
+	}
+	failed := false
+	started := map[string]bool{}
+	for _, e := range events {
+		if e == "failed w2" {
+			failed = true
+		}
+		if id, ok := strings.CutPrefix(e, "start "); ok {
+			started[id] = true
+			if failed {
+				t.Fatalf("a replacement started after w2 had failed: %v", events)
+			}
+		}
+	}
+	var want []string
+	for _, id := range []string{"w0", "w1", "w3", "w4", "w5"} {
+		if started[id] {
+			want = append(want, id) // begun before the failure: it finishes
+		}
+	}
+	if got := fmt.Sprint(rep.Replaced); got != fmt.Sprint(want) {
+		t.Fatalf("replaced %s, want every other worker begun before w2 failed, %v (events %v)", got, want, events)
+	}
+	if s := p.Stats(); s.RecycleReasons[supervisor.ReloadReason] != len(rep.Replaced) || s.Restarts != 0 {
+		t.Fatalf("stats %+v: want one reload recycle per replaced worker, no restart", s)
+	}
+
+	// Fixed: the next reload replaces all six.
+	log.mu.Lock()
+	log.fail = nil
+	log.mu.Unlock()
+	if rep, err := w.Reload(context.Background()); err != nil || len(rep.Replaced) != 6 {
+		t.Fatalf("second Reload = %+v, %v; want all 6 replaced", rep, err)
+	}
+}
