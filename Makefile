@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python bench-sidebyside clean
 
 all: build
 
@@ -26,7 +26,7 @@ deps-python:
 	@scripts/install-python-deps.sh
 
 test: deps-python
-	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go
+	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go test-bench-smoke
 
 # test/remote (four agents with Python workers) runs after the rest, not beside
 # the lifecycle suite, whose stop and sampling timings are CPU-sensitive.
@@ -57,12 +57,37 @@ lint:
 	cd deploy && $(GO) vet ./...
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
+	cd test/bench && $(GO) vet ./... && $(TOOLS_BIN)/staticcheck ./...
 
 demo: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit demo
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pool/...
+
+## bench-python: real round trips Go → pool → gRPC → Python (test/integration)
+bench-python: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench . -benchtime 3s ./test/integration/
+
+## bench-sidebyside: snakepit's Python side against a minimal grpcio sync servicer
+## (raw grpc-go client) and a go-plugin host, N = 1, 2 processes × C = 1, 8 callers;
+## prints the medians as the markdown table of docs/BENCHMARKS.md (test/bench, its own module)
+BENCH_COUNT ?= 5
+BENCH_TIME  ?= 2s
+BENCH_RUN   ?= .
+bench-sidebyside: deps-python
+	@: > $(CURDIR)/.snakepit/sidebyside.txt
+	@# Round-robin: one count of every row, BENCH_COUNT times, so load changes hit all rows alike.
+	cd test/bench && for i in $$(seq $(BENCH_COUNT)); do \
+	  SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench 'SideBySide/$(BENCH_RUN)' \
+	    -benchtime $(BENCH_TIME) -count 1 -timeout 60m . > $(CURDIR)/.snakepit/sidebyside.run 2>&1; rc=$$?; \
+	  cat $(CURDIR)/.snakepit/sidebyside.run; cat $(CURDIR)/.snakepit/sidebyside.run >> $(CURDIR)/.snakepit/sidebyside.txt; \
+	  [ $$rc -eq 0 ] || exit $$rc; done
+	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
+
+## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
+test-bench-smoke:
+	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 5m .
 
 ## proto: needs protoc (Debian: protobuf-compiler) and grpc_python_plugin (Debian: protobuf-compiler-grpc)
 proto:

@@ -6,8 +6,9 @@ Contract:
   creates exactly ONE instance per process, calls ``setup()`` once before it
   reports ready and ``teardown()`` once on a graceful stop. State kept on
   ``self`` therefore lives as long as the worker process and is shared by
-  every call (and by concurrent calls: guard it with a lock when tools run
-  in the thread pool).
+  every call (and by concurrent calls: guard it with a lock when the
+  worker's capacity is above 1 — each sync call runs on a thread of its
+  own; async tools share the event loop of the worker's main thread).
 * A tool may be a plain function, a coroutine function, a generator or an
   async generator. Generators are streaming tools; everything else is unary.
 * A tool receives its arguments as keyword arguments decoded from JSON (plus
@@ -28,7 +29,7 @@ import json
 import re
 import sys
 import typing
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar, Union, overload
 
 from .context import SessionContext, spec_to_dict
 
@@ -192,6 +193,44 @@ class ToolInfo:
     kind: str
     context_param: Optional[str]  # name of the parameter that receives the SessionContext
     signature: inspect.Signature  # of the bound method, context parameter included
+    # Derived from signature (see __post_init__): what fits_kwargs checks
+    # instead of a full Signature.bind on every call.
+    param_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
+    required_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
+    accepts_any_kwargs: bool = dataclasses.field(default=False, compare=False, repr=False)
+    keyword_only_call: bool = dataclasses.field(default=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names, required = set(), set()
+        any_kwargs, simple = False, True
+        for p in self.signature.parameters.values():
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                any_kwargs = True
+            elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+                pass  # never filled: arguments arrive as keywords
+            elif p.kind is inspect.Parameter.POSITIONAL_ONLY:
+                simple = False  # bind() must explain why a keyword cannot fill it
+            else:
+                names.add(p.name)
+                if p.default is inspect.Parameter.empty:
+                    required.add(p.name)
+        object.__setattr__(self, "param_names", frozenset(names))
+        object.__setattr__(self, "required_names", frozenset(required))
+        object.__setattr__(self, "accepts_any_kwargs", any_kwargs)
+        object.__setattr__(self, "keyword_only_call", simple)
+
+    def fits_kwargs(self, kwargs: Dict[str, Any]) -> None:
+        """Raise TypeError (Signature.bind's) unless ``func(**kwargs)`` binds.
+
+        The common case is two set comparisons; only a call that does not
+        fit (or a signature with positional-only parameters) pays for
+        ``Signature.bind``, which writes the error message.
+        """
+        if self.keyword_only_call:
+            keys = kwargs.keys()
+            if keys >= self.required_names and (self.accepts_any_kwargs or keys <= self.param_names):
+                return
+        self.signature.bind(**kwargs)
 
     @property
     def name(self) -> str:

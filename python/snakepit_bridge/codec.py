@@ -46,25 +46,42 @@ class ResultEncodingError(TypeError):
 
 def decode_args(args_json: bytes, binary_args: Optional[Mapping[str, bytes]] = None) -> Dict[str, Any]:
     """Turn a request's arguments into the keyword arguments of the call."""
-    kwargs: Dict[str, Any]
-    raw = bytes(args_json or b"").strip()
-    if not raw or raw == b"null":
+    kwargs: Any
+    if not args_json:
         kwargs = {}
     else:
         try:
-            value = json.loads(raw)
+            # json.loads takes the bytes as they are (UTF-8/16/32, surrounding
+            # whitespace allowed): no copy, no strip on the common path.
+            kwargs = _loads(args_json)
         except (ValueError, UnicodeDecodeError) as e:
-            raise ArgumentsError(f"args_json is not valid JSON: {e}") from None
-        if not isinstance(value, dict):
+            if not bytes(args_json).strip():
+                kwargs = {}
+            else:
+                raise ArgumentsError(f"args_json is not valid JSON: {e}") from None
+        if kwargs is None:
+            kwargs = {}
+        elif type(kwargs) is not dict:
             raise ArgumentsError(
-                f"args_json must be a JSON object of keyword arguments, got {type(value).__name__}"
+                f"args_json must be a JSON object of keyword arguments, got {type(kwargs).__name__}"
             )
-        kwargs = value
-    for name, data in (binary_args or {}).items():
-        if name in kwargs:
-            raise ArgumentsError(f"argument {name!r} is given both in args_json and in binary_args")
-        kwargs[name] = bytes(data)
+    if binary_args:
+        for name, data in binary_args.items():
+            if name in kwargs:
+                raise ArgumentsError(f"argument {name!r} is given both in args_json and in binary_args")
+            kwargs[name] = bytes(data)
     return kwargs
+
+
+_loads = json.loads
+
+# One encoder for every result: json.dumps with non-default options builds a
+# new JSONEncoder (and its C encoder) per call.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_encode = _ENCODER.encode
+# Results of these types encode without a default hook, so the shared
+# encoder can run them directly; anything else goes through the checked path.
+_PLAIN = (dict, list, str, int, float, bool, type(None), tuple)
 
 
 def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.Payload":
@@ -74,6 +91,11 @@ def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return pb.Payload(binary=bytes(value))
+    if type(value) in _PLAIN:
+        try:
+            return pb.Payload(json=_encode(value).encode("utf-8"))
+        except (TypeError, ValueError, RecursionError):
+            pass  # the checked path below names the problem
     offending: list = []
 
     def default(obj: Any) -> Any:

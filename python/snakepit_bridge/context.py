@@ -221,9 +221,39 @@ class SessionContext:
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.tool_name = tool_name
         self._host = host
-        self._cancel_event = threading.Event()
         self._cancel_lock = threading.Lock()
-        self._cancel_callbacks: List[Callable[[], None]] = []
+        self._cancelled = False
+        # Made on first use: most tools never wait on it, and a
+        # threading.Event (a Condition and two locks) costs more to build
+        # than the rest of the context together.
+        self._cancel_event: Optional[threading.Event] = None
+        self._cancel_callbacks: Optional[List[Callable[[], None]]] = None
+
+    @classmethod
+    def _for_call(
+        cls,
+        session_id: str,
+        request_id: str,
+        worker_id: str,
+        run_id: str,
+        metadata: Mapping[str, str],
+        tool_name: str,
+        host: Optional[HostClient],
+    ) -> "SessionContext":
+        """The worker's per-call constructor (positional, no copies when empty)."""
+        self = cls.__new__(cls)
+        self.session_id = session_id
+        self.request_id = request_id
+        self.worker_id = worker_id
+        self.run_id = run_id
+        self.metadata = dict(metadata) if metadata else {}
+        self.tool_name = tool_name
+        self._host = host
+        self._cancel_lock = threading.Lock()
+        self._cancelled = False
+        self._cancel_event = None
+        self._cancel_callbacks = None
+        return self
 
     def __repr__(self) -> str:
         return (
@@ -257,12 +287,21 @@ class SessionContext:
     @property
     def cancelled(self) -> bool:
         """True once the caller cancelled this call or its deadline passed."""
-        return self._cancel_event.is_set()
+        return self._cancelled
 
     @property
     def cancel_event(self) -> threading.Event:
         """The underlying event, for code that wants to wait on it directly."""
-        return self._cancel_event
+        ev = self._cancel_event
+        if ev is None:
+            with self._cancel_lock:
+                ev = self._cancel_event
+                if ev is None:
+                    ev = threading.Event()
+                    if self._cancelled:
+                        ev.set()
+                    self._cancel_event = ev
+        return ev
 
     def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early on cancellation.
@@ -270,15 +309,20 @@ class SessionContext:
         Returns True when the call was cancelled. Use this instead of
         ``time.sleep`` in sync tools so cancellation ends them promptly.
         """
-        return self._cancel_event.wait(timeout)
+        if self._cancelled:
+            return True
+        return self.cancel_event.wait(timeout)
 
     def _mark_cancelled(self) -> None:
         with self._cancel_lock:
-            if self._cancel_event.is_set():
+            if self._cancelled:
                 return
-            self._cancel_event.set()
-            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
-        for cb in callbacks:
+            self._cancelled = True
+            ev = self._cancel_event
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, None
+        if ev is not None:
+            ev.set()
+        for cb in callbacks or ():
             try:
                 cb()
             except Exception:  # a failing callback must not hide the others
@@ -290,13 +334,16 @@ class SessionContext:
         Returns a function that unregisters it.
         """
         with self._cancel_lock:
-            if not self._cancel_event.is_set():
+            if not self._cancelled:
+                if self._cancel_callbacks is None:
+                    self._cancel_callbacks = []
                 self._cancel_callbacks.append(cb)
 
                 def remove() -> None:
                     with self._cancel_lock:
                         try:
-                            self._cancel_callbacks.remove(cb)
+                            if self._cancel_callbacks is not None:
+                                self._cancel_callbacks.remove(cb)
                         except ValueError:
                             pass
 

@@ -6,7 +6,17 @@ Contract with the host (DESIGN.md §4):
         --bridge-address HOST:PORT --worker-id ID --snakepit-run-id RUNID \\
         [--host 127.0.0.1] [--max-workers N]
 
-* Serves ``snakepit.v1.WorkerService`` with ``grpc.aio`` on loopback only.
+* Serves ``snakepit.v1.WorkerService`` on loopback only, in one of two
+  flavours (``server_flavour``; both keep this whole contract):
+
+  - "sync", the default: grpcio's sync server. Every RPC runs in a thread
+    of the server's pool (one is started whenever none is idle, so Ping is
+    answered even when every tool slot is taken); a sync tool runs right on
+    its RPC's thread, an async tool on the event loop of the main thread
+    while its RPC's thread waits for it.
+  - "aio", for adapters whose tools are all async (``_aio.py``): grpc.aio,
+    async tools run in their RPC's own task on the main thread's loop, sync
+    tools hop into a thread pool.
 * Startup order: watch for host death, import the adapter, create its ONE
   instance, run ``setup()``, start the server, then print exactly one line
   on stdout and flush it::
@@ -26,7 +36,7 @@ Contract with the host (DESIGN.md §4):
   adapter's ``teardown()``, kill descendants, exit 0.
 * Host death: stdin reaching EOF, or the parent pid changing, kills the
   descendants and exits 0 at once from a watcher thread, without waiting
-  for the event loop (a tool may be blocking it).
+  for the server (a tool may be blocking it).
 * Exit codes: 0 clean stop or host gone; 1 other startup/runtime failure
   (e.g. the port cannot be bound); 2 bad command line; 3 the adapter cannot
   be imported, instantiated or set up.
@@ -39,7 +49,10 @@ Environment read:
   SNAKEPIT_WORKER_THREADS   sync tool calls run at once (default 8; --max-workers,
                             which the host sets to the worker's capacity, wins);
                             a call whose caller gave up no longer counts (see
-                            _threads.py) and is reported in Ping
+                            _threads.py) and is reported in Ping. Async tools
+                            are not limited here (the host's capacity is)
+  SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: "aio"
+                            when every tool is async, else "sync")
   SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
@@ -57,7 +70,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextvars
-import functools
 import hmac
 import importlib
 import inspect
@@ -70,12 +82,13 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Sequence
 
 import grpc
 
 from . import _procs, _reaper
-from ._threads import ToolThreads
+from ._aio import AioWorkerServicer, _ignore_further_stop_signals, serve_aio
+from ._threads import CallSlots, ServerThreads, Slot, ToolThreads
 from .adapter import ToolInfo, ToolKind, collect_tools
 from .codec import (
     ArgumentsError,
@@ -87,9 +100,8 @@ from .codec import (
 )
 from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current, install_trace_logging
 from .pb import snakepit_pb2 as pb
-from .pb import snakepit_pb2_grpc as pb_grpc
 
-__all__ = ["WorkerServicer", "TokenInterceptor", "create_server", "load_adapter_class", "main"]
+__all__ = ["WorkerServicer", "create_server", "server_flavour", "load_adapter_class", "main"]
 
 HANDSHAKE_PREFIX = "SNAKEPIT_READY 1 tcp"
 
@@ -107,105 +119,240 @@ log = logging.getLogger("snakepit.worker")
 
 # --------------------------------------------------------------------------
 # Running tools
+#
+# grpcio's sync server runs every RPC in a thread of ServerThreads. A sync
+# tool runs right there, on its RPC's thread; async tools (and the steps of
+# async generators) run on one event loop — the main thread's in a worker
+# process, else a thread of its own started on first use — while the RPC's
+# thread waits for them. Each call registers a grpc termination callback
+# (_Call.on_done) that, when the caller gave up before the tool finished,
+# marks the context cancelled, cancels the async tool's task and marks a
+# sync tool's slot abandoned.
+
+
+class _Cancelled(Exception):
+    """The call's caller gave up; nothing is sent."""
 
 
 class _End:
-    """Marks the end of a sync iterator advanced in a thread."""
+    """Marks the end of a stream."""
 
 
 _END = _End()
 
 
-def _next_or_end(it: Any) -> Any:
-    # StopIteration must not cross a Future: it would turn into a RuntimeError.
-    try:
-        return next(it)
-    except StopIteration:
-        return _END
+class _Call:
+    """One RPC's link between grpc's termination callback and its tool."""
+
+    __slots__ = ("sctx", "slots", "slot", "future", "finished")
+
+    def __init__(self, sctx: SessionContext, slots: CallSlots) -> None:
+        self.sctx = sctx
+        self.slots = slots
+        self.slot: Optional[Slot] = None
+        self.future: Optional[_LoopCall] = None
+        self.finished = False
+
+    def on_done(self) -> None:
+        # Runs on grpc's polling thread when the RPC ends, however it ends;
+        # only an RPC that ended before its tool did was given up.
+        if self.finished:
+            return
+        self.sctx._mark_cancelled()
+        slot = self.slot
+        if slot is not None:
+            self.slots.abandon(slot)
+        f = self.future
+        if f is not None:
+            f.cancel()
 
 
-class _AsyncStream:
-    def __init__(self, it: Any) -> None:
-        self._it = it
+class _LoopCall:
+    """A coroutine run as a task on the loop while the RPC's thread waits on
+    a bare lock (cheaper than run_coroutine_threadsafe's two futures)."""
 
-    async def next(self) -> Any:
-        return await self._it.__anext__()
+    __slots__ = ("_loop", "_coro", "_lock", "_task", "_cancel", "result", "error", "cancelled")
 
-    async def close(self) -> None:
-        aclose = getattr(self._it, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+        self._loop = loop
+        self._coro = coro
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._task: Optional[asyncio.Task] = None
+        self._cancel = False
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        self._loop.call_soon_threadsafe(self._start)
+        self._lock.acquire()
+
+    def _start(self) -> None:  # on the loop
+        try:
+            task = self._loop.create_task(self._coro)
+        except BaseException as e:
+            self.error = e
+            self._lock.release()
+            return
+        self._task = task
+        task.add_done_callback(self._done)
+        if self._cancel:
+            task.cancel()
+
+    def _done(self, task: asyncio.Task) -> None:  # on the loop
+        if task.cancelled():
+            self.cancelled = True
+        else:
+            self.error = task.exception()
+            if self.error is None:
+                self.result = task.result()
+        self._lock.release()
+
+    def cancel(self) -> None:  # any thread
+        self._cancel = True
+        task = self._task
+        if task is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
+
+
+class _AsyncLoop:
+    """The event loop that runs async tools: the worker's main-thread loop
+    (``attach``), or else one in a thread started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use ``loop`` (run by its owner, the worker's main thread)."""
+        with self._lock:
+            self._loop = loop
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=self._run, args=(loop,), name="snakepit-asyncio", daemon=True)
+                t.start()
+                self._thread = t
+                self._loop = loop
+            return self._loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Cancel what still runs on the loop and stop it (bounded wait)."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
+            return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout + 0.5)
+        except BaseException:
+            log.debug("cancelling async tools at stop failed", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+
+
+async def _async_call(sctx: SessionContext, fn: Callable[..., Any], kwargs: Dict[str, Any]) -> Any:
+    _current.set(sctx)  # the task runs in a context of its own
+    return await fn(**kwargs)
+
+
+async def _await_value(sctx: SessionContext, aw: Any) -> Any:
+    _current.set(sctx)
+    return await aw
 
 
 class _SyncStream:
-    """A sync iterator whose every step runs in the thread pool.
+    """A sync iterator, advanced on the RPC's thread."""
 
-    Steps run strictly one after another in the call's contextvars context,
-    and ``close()`` waits (without blocking the loop) for a step still
-    running in a thread, because closing a generator that is executing
-    raises ``ValueError: generator already executing``.
-    """
-
-    def __init__(
-        self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context, request_id: str = ""
-    ) -> None:
+    def __init__(self, it: Any) -> None:
         self._it = it
-        self._executor = executor
-        self._ctx = ctx
-        self._request_id = request_id
-        self._pending: Optional[concurrent.futures.Future] = None
-        self._closed = False
 
-    async def next(self) -> Any:
-        cf = self._executor.submit(self._ctx.run, _next_or_end, self._it)
-        self._pending = cf
-        item = await _await_thread(self._executor, cf, self._request_id)
+    def next(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            return _END
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+class _AsyncStream:
+    """An async iterator whose steps run on the event loop, one at a time."""
+
+    def __init__(self, servicer: "WorkerServicer", call: _Call, it: Any) -> None:
+        self._servicer = servicer
+        self._call = call
+        self._it = it
+        self._task: Optional[asyncio.Task] = None
+        self._ended = False
+
+    async def _step(self) -> Any:
+        self._task = asyncio.current_task()
+        _current.set(self._call.sctx)
+        try:
+            return await self._it.__anext__()
+        except StopAsyncIteration:
+            return _END
+        finally:
+            self._task = None
+
+    def next(self) -> Any:
+        item = self._servicer._run_async(self._call, self._step())
         if item is _END:
-            self._closed = True
-            raise StopAsyncIteration
+            self._ended = True
         return item
 
-    async def close(self) -> None:
-        if self._closed:
+    async def _aclose(self) -> None:
+        # A step cancelled by on_done may still be unwinding: closing an
+        # async generator that runs raises "already running".
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        aclose = getattr(self._it, "aclose", None)
+        if aclose is not None:
+            _current.set(self._call.sctx)
+            await aclose()
+
+    def close(self) -> None:
+        if self._ended:
             return
-        self._closed = True
-        close = getattr(self._it, "close", None)
-        if close is None:
-            return
+        cf = asyncio.run_coroutine_threadsafe(self._aclose(), self._servicer._loop.get())
 
-        def do_close() -> None:
-            try:
-                self._ctx.run(close)
-            except Exception:
-                log.exception("closing the stream generator failed")
+        def report(f: concurrent.futures.Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.debug("closing an async stream failed", exc_info=f.exception())
 
-        def submit(_: Any = None) -> None:
-            try:
-                self._executor.submit(do_close)
-            except RuntimeError:  # pool already shut down
-                do_close()
-
-        pending = self._pending
-        if pending is not None and not pending.done():
-            pending.add_done_callback(submit)
-        else:
-            submit()
+        cf.add_done_callback(report)
 
 
-async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id: str) -> Any:
-    """Await a call running in the tool pool; if our caller gives up while
-    the thread still runs, tell the pool the call is abandoned."""
-    try:
-        return await asyncio.wrap_future(cf)
-    except asyncio.CancelledError:
-        abandon = getattr(executor, "abandon", None)
-        if abandon is not None:
-            abandon(cf, request_id)
-        raise
+_CANCELLED_RESPONSE = pb.ExecuteToolResponse()
 
 
-class WorkerServicer(pb_grpc.WorkerServiceServicer):
-    """WorkerService over one adapter instance."""
+class WorkerServicer:
+    """WorkerService over one adapter instance (grpcio sync server)."""
 
     def __init__(
         self,
@@ -215,7 +362,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         worker_id: str = "",
         run_id: str = "",
         host: Optional[HostClient] = None,
-        executor: Optional[Any] = None,
+        slots: Optional[CallSlots] = None,
         tools: Optional[Dict[str, ToolInfo]] = None,
     ) -> None:
         self.adapter = adapter
@@ -223,17 +370,20 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.worker_id = worker_id
         self.run_id = run_id
         self.host = host
-        self.executor = executor or ToolThreads(DEFAULT_THREADS)
+        self.slots = slots or CallSlots(DEFAULT_THREADS)
         self.tools = tools if tools is not None else collect_tools(adapter)
         self.started = time.monotonic()
+        self._loop = _AsyncLoop()
+
+    def close(self) -> None:
+        """Stop the async tools' loop (after the server stopped)."""
+        self.slots.close()
+        self._loop.close()
 
     # -- simple RPCs --------------------------------------------------------
 
-    async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.PingResponse:
-        count, oldest, ids = 0, 0.0, []
-        report = getattr(self.executor, "abandoned", None)
-        if report is not None:
-            count, oldest, ids = report()
+    def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
+        count, oldest, ids = self.slots.abandoned()
         return pb.PingResponse(
             message=request.message,
             pid=os.getpid(),
@@ -244,9 +394,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             abandoned_request_ids=ids,
         )
 
-    async def DescribeTools(
-        self, request: pb.DescribeToolsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DescribeToolsResponse:
+    def DescribeTools(self, request: pb.DescribeToolsRequest, context: grpc.ServicerContext) -> pb.DescribeToolsResponse:
         return pb.DescribeToolsResponse(
             tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
             adapter=self.adapter_name,
@@ -283,21 +431,21 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
 
     def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
-        return SessionContext(
-            session_id=request.session_id,
-            request_id=request.request_id,
-            worker_id=self.worker_id,
-            run_id=self.run_id,
-            metadata=dict(request.metadata),
-            tool_name=request.tool_name,
-            host=self.host,
+        return SessionContext._for_call(
+            request.session_id,
+            request.request_id,
+            self.worker_id,
+            self.run_id,
+            request.metadata,
+            request.tool_name,
+            self.host,
         )
 
     def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
         """Decoded, checked keyword arguments, context included.
 
         Raises ArgumentsError (undecodable) or TypeError (they do not fit the
-        signature). Binding up front keeps a wrong call from ever running the
+        signature). Checking up front keeps a wrong call from ever running the
         tool, and keeps TypeErrors the tool raises itself distinguishable.
         """
         kwargs = decode_args(request.args_json, request.binary_args)
@@ -308,32 +456,54 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 )
             kwargs[info.context_param] = sctx
         try:
-            info.signature.bind(**kwargs)
+            info.fits_kwargs(kwargs)
         except TypeError as e:
             raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
         return kwargs
 
-    async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
-        ctx = contextvars.copy_context()
-        cf = self.executor.submit(ctx.run, functools.partial(fn, **kwargs))
-        return await _await_thread(self.executor, cf, request_id)
+    def _run_async(self, call: _Call, coro: Any) -> Any:
+        """Run a coroutine on the loop and wait for it on this thread."""
+        lc = _LoopCall(self._loop.get(), coro)
+        call.future = lc
+        if call.sctx._cancelled:  # on_done ran before the call was visible to it
+            lc.cancel()
+        lc.run()
+        call.future = None
+        if lc.cancelled:
+            if call.sctx._cancelled:
+                raise _Cancelled()
+            raise asyncio.CancelledError()
+        if lc.error is not None:
+            raise lc.error
+        return lc.result
+
+    def _run_sync(self, call: _Call, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str) -> Any:
+        """Run a sync tool on this thread, within the worker's slots."""
+        slot = Slot(request_id)
+        call.slot = slot
+        if not self.slots.acquire(slot):
+            raise _Cancelled()
+        try:
+            return fn(**kwargs)
+        finally:
+            self.slots.release(slot)
 
     # -- ExecuteTool -------------------------------------------------------------
 
-    async def ExecuteTool(
-        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExecuteToolResponse:
+    def ExecuteTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
         t0 = time.perf_counter()
-        resp = await self._execute(request)
+        # A context of its own per call, as a task would have: a tool's
+        # contextvars never leak into the next call on this thread.
+        resp = contextvars.Context().run(self._execute, request, context)
         resp.duration_ms = (time.perf_counter() - t0) * 1000.0
         return resp
 
-    async def _execute(self, request: pb.ExecuteToolRequest) -> pb.ExecuteToolResponse:
+    def _execute(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
         name = request.tool_name
         info = self.tools.get(name)
         if info is None:
             return pb.ExecuteToolResponse(error=self._unknown_tool(name))
-        if info.streaming:
+        if info.spec.supports_streaming:
             return pb.ExecuteToolResponse(
                 error=tool_error(
                     "StreamingToolCalledUnary",
@@ -349,21 +519,28 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         except TypeError as e:
             return pb.ExecuteToolResponse(error=tool_error("TypeError", str(e)))
 
-        token = _current.set(sctx)
+        call = _Call(sctx, self.slots)
+        if not context.add_callback(call.on_done):
+            sctx._mark_cancelled()  # the RPC is already over
+            return _CANCELLED_RESPONSE
+        _current.set(sctx)
         try:
             if info.kind == ToolKind.ASYNC:
-                value = await info.func(**kwargs)
+                value = self._run_async(call, _async_call(sctx, info.func, kwargs))
             else:
-                value = await self._in_thread(info.func, kwargs, request.request_id)
+                value = self._run_sync(call, info.func, kwargs, request.request_id)
                 if inspect.isawaitable(value):
-                    value = await value
+                    value = self._run_async(call, _await_value(sctx, value))
+        except _Cancelled:
+            return _CANCELLED_RESPONSE
         except asyncio.CancelledError:
-            sctx._mark_cancelled()
-            raise
+            # The tool cancelled itself: the call ends as cancelled.
+            call.finished = True
+            context.abort(grpc.StatusCode.CANCELLED, f"tool {name!r} was cancelled")
         except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
+            call.finished = True
             return pb.ExecuteToolResponse(error=error_from_exception(e))
-        finally:
-            _current.reset(token)
+        call.finished = True
         try:
             return pb.ExecuteToolResponse(result=encode_result(name, value))
         except ResultEncodingError as e:
@@ -371,78 +548,96 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     # -- ExecuteStreamingTool ----------------------------------------------------
 
-    async def _open_stream(self, info: ToolInfo, kwargs: Dict[str, Any], request_id: str = "") -> Any:
-        ctx = contextvars.copy_context()
+    def _open_stream(self, call: _Call, info: ToolInfo, kwargs: Dict[str, Any], request_id: str) -> Any:
         if info.kind == ToolKind.ASYNC_GEN:
-            return _AsyncStream(info.func(**kwargs))
+            return _AsyncStream(self, call, info.func(**kwargs))
         if info.kind == ToolKind.SYNC_GEN:
-            # Calling a generator function runs none of its body: safe on the loop.
-            return _SyncStream(ctx.run(functools.partial(info.func, **kwargs)), self.executor, ctx, request_id)
+            # Calling a generator function runs none of its body.
+            return _SyncStream(info.func(**kwargs))
         if info.kind == ToolKind.ASYNC_ITER:
-            it = await info.func(**kwargs)
+            it = self._run_async(call, _async_call(call.sctx, info.func, kwargs))
         else:
-            it = await self._in_thread(info.func, kwargs, request_id)
+            it = self._run_sync(call, info.func, kwargs, request_id)
         if hasattr(it, "__anext__"):
-            return _AsyncStream(it)
+            return _AsyncStream(self, call, it)
         if hasattr(it, "__aiter__"):
-            return _AsyncStream(it.__aiter__())
-        return _SyncStream(iter(it), self.executor, ctx, request_id)
+            return _AsyncStream(self, call, it.__aiter__())
+        return _SyncStream(iter(it))
 
-    async def ExecuteStreamingTool(
-        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
-    ) -> None:
-        # Written with context.write rather than as an async generator so that
-        # a cancellation always lands inside this coroutine (in a write or in
-        # the tool's step), where the finally below can close the tool's
-        # generator deterministically.
+    def ExecuteStreamingTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> Iterator[pb.ToolChunk]:
+        # A generator: grpc sends each chunk as it is yielded, with flow
+        # control. When the caller goes away, on_done marks the context
+        # cancelled (and abandons a step still running); grpc then stops
+        # iterating and drops this generator, whose finally closes the tool's.
+        ctx = contextvars.Context()
+        return ctx.run(self._stream, request, context, ctx)
+
+    def _stream(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext, ctx: contextvars.Context) -> Iterator[pb.ToolChunk]:
         name = request.tool_name
-        seq = 0
-
-        async def final(error: Optional[pb.ToolError] = None) -> None:
-            await context.write(pb.ToolChunk(seq=seq + 1, is_final=True, error=error))
-
         info = self.tools.get(name)
         if info is None:
-            await final(self._unknown_tool(name))
-            return
-        if not info.streaming:
-            await final(
-                tool_error(
-                    "NotStreaming",
-                    f"tool {name!r} is not a streaming tool; call it with Execute (the ExecuteTool RPC)",
+            return iter((pb.ToolChunk(seq=1, is_final=True, error=self._unknown_tool(name)),))
+        if not info.spec.supports_streaming:
+            return iter(
+                (
+                    pb.ToolChunk(
+                        seq=1,
+                        is_final=True,
+                        error=tool_error(
+                            "NotStreaming",
+                            f"tool {name!r} is not a streaming tool; call it with Execute (the ExecuteTool RPC)",
+                        ),
+                    ),
                 )
             )
-            return
         sctx = self._context(request)
         try:
             kwargs = self._prepare(info, request, sctx)
         except ArgumentsError as e:
-            await final(tool_error("InvalidArguments", str(e)))
-            return
+            return iter((pb.ToolChunk(seq=1, is_final=True, error=tool_error("InvalidArguments", str(e))),))
         except TypeError as e:
-            await final(tool_error("TypeError", str(e)))
-            return
+            return iter((pb.ToolChunk(seq=1, is_final=True, error=tool_error("TypeError", str(e))),))
+        call = _Call(sctx, self.slots)
+        if not context.add_callback(call.on_done):
+            sctx._mark_cancelled()
+            return iter(())
+        _current.set(sctx)
+        return self._chunks(ctx, call, info, kwargs, request.request_id)
 
-        token = _current.set(sctx)
+    def _chunks(
+        self, ctx: contextvars.Context, call: _Call, info: ToolInfo, kwargs: Dict[str, Any], request_id: str
+    ) -> Iterator[pb.ToolChunk]:
+        name = info.name
+        sctx = call.sctx
+        seq = 0
         stream: Any = None
+        slot: Optional[Slot] = None
         completed = False
         try:
             error: Optional[pb.ToolError] = None
+            if info.kind == ToolKind.SYNC_GEN:
+                # The generator's steps run on this thread: it holds a slot
+                # for the whole stream, as the host holds its pool slot.
+                slot = Slot(request_id)
+                call.slot = slot
+                if not self.slots.acquire(slot):
+                    slot = None
+                    return
             try:
-                stream = await self._open_stream(info, kwargs, request.request_id)
-            except asyncio.CancelledError:
-                raise
+                stream = ctx.run(self._open_stream, call, info, kwargs, request_id)
+            except _Cancelled:
+                return
             except BaseException as e:
                 error = error_from_exception(e)
             while stream is not None and error is None:
                 try:
-                    item = await stream.next()
-                except StopAsyncIteration:
-                    break
-                except asyncio.CancelledError:
-                    raise
+                    item = ctx.run(stream.next)
+                except _Cancelled:
+                    return
                 except BaseException as e:
                     error = error_from_exception(e)
+                    break
+                if item is _END:
                     break
                 try:
                     payload = encode_result(name, item, verb="yielded")
@@ -450,30 +645,55 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                     error = tool_error("SerializationError", str(e))
                     break
                 seq += 1
-                await context.write(pb.ToolChunk(seq=seq, data=payload))
-            await final(error)
+                yield pb.ToolChunk(seq=seq, data=payload)
+            call.finished = True
             completed = True
+            yield pb.ToolChunk(seq=seq + 1, is_final=True, error=error)
         finally:
             if not completed:
                 # Cancelled, deadline passed, or the client went away mid-write.
+                call.finished = True
                 sctx._mark_cancelled()
             if stream is not None:
                 try:
-                    await stream.close()
+                    ctx.run(stream.close)
                 except BaseException:
                     log.debug("closing stream of tool %r failed", name, exc_info=True)
-            _current.reset(token)
+            if slot is not None:
+                self.slots.release(slot)
 
 
 # --------------------------------------------------------------------------
-# Auth
+# Serving and auth
+
+_SERVICE = "snakepit.v1.WorkerService"
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects every RPC whose ``x-snakepit-token`` metadata is not the token."""
+class _Handlers(grpc.GenericRpcHandler):
+    """WorkerService's method handlers; with a token, rejects every RPC whose
+    ``x-snakepit-token`` metadata is not the token (before parsing it)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, servicer: WorkerServicer, token: str) -> None:
         self._token = token.encode("utf-8")
+        uu, us = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+        self._methods = {
+            f"/{_SERVICE}/Ping": uu(
+                servicer.Ping, request_deserializer=pb.PingRequest.FromString,
+                response_serializer=pb.PingResponse.SerializeToString,
+            ),
+            f"/{_SERVICE}/DescribeTools": uu(
+                servicer.DescribeTools, request_deserializer=pb.DescribeToolsRequest.FromString,
+                response_serializer=pb.DescribeToolsResponse.SerializeToString,
+            ),
+            f"/{_SERVICE}/ExecuteTool": uu(
+                servicer.ExecuteTool, request_deserializer=pb.ExecuteToolRequest.FromString,
+                response_serializer=pb.ExecuteToolResponse.SerializeToString,
+            ),
+            f"/{_SERVICE}/ExecuteStreamingTool": us(
+                servicer.ExecuteStreamingTool, request_deserializer=pb.ExecuteToolRequest.FromString,
+                response_serializer=pb.ToolChunk.SerializeToString,
+            ),
+        }
 
     def _authorized(self, metadata: Any) -> bool:
         for key, value in metadata or ():
@@ -482,40 +702,36 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                 return hmac.compare_digest(given, self._token)
         return False
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or self._authorized(handler_call_details.invocation_metadata):
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._methods.get(handler_call_details.method)
+        if handler is None or not self._token or self._authorized(handler_call_details.invocation_metadata):
             return handler
         log.warning("rejected %s: missing or wrong %s", handler_call_details.method, TOKEN_METADATA_KEY)
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"missing or invalid {TOKEN_METADATA_KEY} metadata"
-            )
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or invalid {TOKEN_METADATA_KEY} metadata")
 
         # No deserializer: a rejected request is never parsed.
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(deny)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(deny)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(deny)
-        return grpc.stream_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
 
 
 def create_server(
-    servicer: WorkerServicer, *, host: str = "127.0.0.1", port: int = 0, token: str = ""
-) -> "tuple[grpc.aio.Server, int]":
-    """A grpc.aio server for ``servicer`` bound to ``host:port`` (not started).
+    servicer: WorkerServicer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str = "",
+    threads: Optional[ServerThreads] = None,
+) -> "tuple[grpc.Server, int]":
+    """A grpcio sync server for ``servicer`` bound to ``host:port`` (not started).
 
-    Must be called with an event loop running. Returns (server, bound port).
+    Returns (server, bound port).
     """
-    server = grpc.aio.server(
-        interceptors=[TokenInterceptor(token)] if token else None,
+    server = grpc.server(
+        threads or ServerThreads(keep=servicer.slots.size + 2),
+        handlers=[_Handlers(servicer, token)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -523,7 +739,6 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(addr)
     if not bound:  # older grpcio returned 0 instead of raising
@@ -728,6 +943,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_ASYNC_KINDS = (ToolKind.ASYNC, ToolKind.ASYNC_GEN, ToolKind.ASYNC_ITER)
+
+
+def server_flavour(tools: Dict[str, ToolInfo]) -> str:
+    """"sync" (grpcio's sync server: sync tools run on their RPC's thread)
+    or "aio" (grpc.aio: async tools run in their RPC's task, sync tools hop
+    into a thread pool). ``SNAKEPIT_SERVER`` decides when set; otherwise an
+    adapter whose tools are all async gets "aio", every other "sync"."""
+    raw = os.environ.get("SNAKEPIT_SERVER", "").strip().lower()
+    if raw in ("sync", "aio"):
+        return raw
+    if raw:
+        log.warning("ignoring SNAKEPIT_SERVER=%r: use 'sync' or 'aio'", raw)
+    if tools and all(t.kind in _ASYNC_KINDS for t in tools.values()):
+        return "aio"
+    return "sync"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """Run a worker until it is stopped; never returns.
 
@@ -760,7 +993,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         # Descendants must carry the run id so the host can find them.
         os.environ["SNAKEPIT_RUN_ID"] = run_id
 
-    # Until the event loop runs, a stop request exits at once: nothing is
+    # Until the server runs, a stop request exits at once: nothing is
     # in flight yet, and setup() may take long.
     def early_stop(signum: int, frame: Any) -> None:
         proc.die_now(f"received {signal.Signals(signum).name} during startup")
@@ -811,22 +1044,23 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         log.warning("adapter %s defines no @tool methods", args.adapter)
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
-    executor = ToolThreads(threads)
     host_client = HostClient(args.bridge_address, token, worker_id)
-    servicer = WorkerServicer(
-        adapter,
-        adapter_name=args.adapter,
-        worker_id=worker_id,
-        run_id=run_id,
-        host=host_client,
-        executor=executor,
-        tools=tools,
-    )
+    flavour = server_flavour(tools)
     grace = _env_float("SNAKEPIT_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)
+    executor: Optional[ToolThreads] = None
+    common: Dict[str, Any] = dict(
+        adapter_name=args.adapter, worker_id=worker_id, run_id=run_id, host=host_client, tools=tools
+    )
 
     code = EXIT_OK
     try:
-        asyncio.run(_serve(proc, servicer, args, token, grace))
+        if flavour == "aio":
+            executor = ToolThreads(threads)
+            aio_servicer = AioWorkerServicer(adapter, executor=executor, **common)
+            asyncio.run(serve_aio(proc, aio_servicer, args, token, grace, _StartupFailed))
+        else:
+            servicer = WorkerServicer(adapter, slots=CallSlots(threads), **common)
+            _serve(proc, servicer, args, token, grace)
     except _StartupFailed as e:
         code = _fail(f"snakepit: worker {worker_id} failed to start: {e}", EXIT_FAILURE)
     except BaseException:
@@ -841,7 +1075,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             log.exception("adapter teardown failed")
     # Nothing may wait from here on: a sync tool that ignores cancellation
     # would hold its pool thread forever.
-    executor.shutdown(wait=False, cancel_futures=True)
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
     host_client.close()
     proc.claim_exit()
     killed = _procs.kill_descendants()
@@ -859,7 +1094,37 @@ class _StartupFailed(Exception):
     pass
 
 
-async def _serve(
+def _serve(proc: _Process, servicer: WorkerServicer, args: argparse.Namespace, token: str, grace: float) -> None:
+    # The main thread runs the event loop of async tools (as asyncio.run
+    # would: an async tool may do what only the main thread can, like
+    # setting a signal's disposition) and waits there for the stop signal;
+    # gRPC itself is served from the server's own threads.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    servicer._loop.attach(loop)
+    try:
+        loop.run_until_complete(_serve_async(proc, servicer, args, token, grace))
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            # Not shutdown_default_executor(): it would wait for threads a
+            # tool may never release.
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for t in tasks:
+        t.cancel()
+    loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+
+
+async def _serve_async(
     proc: _Process, servicer: WorkerServicer, args: argparse.Namespace, token: str, grace: float
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -875,7 +1140,7 @@ async def _serve(
 
     try:
         server, port = create_server(servicer, host=args.host, port=args.port, token=token)
-        await server.start()
+        server.start()
     except Exception as e:
         raise _StartupFailed(f"cannot serve on {args.host}:{args.port}: {e}") from e
     try:
@@ -883,7 +1148,7 @@ async def _serve(
     except OSError as e:
         proc.die_now(f"cannot write the handshake line ({e}): host gone")
     log.info(
-        "ready: adapter %s, %d tool(s), listening on %s:%d",
+        "ready: adapter %s, %d tool(s), listening on %s:%d (grpcio sync server)",
         servicer.adapter_name,
         len(servicer.tools),
         args.host,
@@ -893,28 +1158,14 @@ async def _serve(
     await stop.wait()
     _ignore_further_stop_signals(loop)
     log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
-    await server.stop(grace)
-
-
-def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-    """Make later SIGTERM/SIGINT harmless once a stop is under way.
-
-    A killed host delivers its parent-death SIGTERM once per exiting thread,
-    so several arrive within milliseconds. asyncio restores the default
-    action (terminate) when its loop closes; a second SIGTERM after that
-    would kill the worker before it has killed its descendants. The host's
-    SIGKILL after its grace period remains the backstop.
-    """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-        # Drop asyncio's record without calling remove_signal_handler, which
-        # would first put the default action back (a window for the kill).
-        handlers = getattr(loop, "_signal_handlers", None)
-        if isinstance(handlers, dict):
-            handlers.pop(sig, None)
-        else:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
+    # New calls are refused at once; calls still running after the grace
+    # are cancelled (contexts marked, async tools' tasks cancelled). The
+    # loop keeps running meanwhile, so async tools can finish.
+    stopped = server.stop(grace)
+    deadline = time.monotonic() + grace + 2.0
+    while not stopped.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    servicer.close()
 
 
 if __name__ == "__main__":

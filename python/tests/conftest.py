@@ -11,8 +11,8 @@ import os
 import select
 import signal
 import sys
-import threading
 import time
+import threading
 from typing import Any, Callable, Optional
 
 import grpc
@@ -26,7 +26,8 @@ if PYTHON_DIR not in sys.path:
 from snakepit_bridge.context import TOKEN_METADATA_KEY, HostClient  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2 as pb  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc  # noqa: E402
-from snakepit_bridge._threads import ToolThreads  # noqa: E402
+from snakepit_bridge._aio import AioWorkerServicer, create_aio_server  # noqa: E402
+from snakepit_bridge._threads import CallSlots, ToolThreads  # noqa: E402
 from snakepit_bridge.server import WorkerServicer, create_server  # noqa: E402
 
 
@@ -81,31 +82,43 @@ def read_line(fd: int, timeout: float, buf: Optional[bytearray] = None) -> bytes
 
 
 class InProcServer:
-    """A WorkerServicer on a grpc.aio server running in a background loop thread."""
+    """A worker servicer on the worker's grpcio sync server ("sync"), or on a
+    grpc.aio server in a background loop thread ("aio"), in this process."""
 
-    def __init__(self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4) -> None:
-        self.executor = ToolThreads(threads, name="test-tool")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-aio", daemon=True)
-        self.thread.start()
+    def __init__(
+        self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4, flavour: str = "sync"
+    ) -> None:
+        self.flavour = flavour
         self.token = token
+        common = dict(adapter_name="tests.Sample", worker_id="w-test", run_id="run-test", host=host)
+        if flavour == "sync":
+            self.slots = CallSlots(threads)
+            self.servicer = WorkerServicer(adapter, slots=self.slots, **common)
+            self.server, self.port = create_server(self.servicer, token=token)
+            self.server.start()
+        else:
+            self.executor = ToolThreads(threads, name="test-tool")
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, name="test-aio", daemon=True)
+            self.thread.start()
 
-        async def start() -> Any:
-            servicer = WorkerServicer(
-                adapter,
-                adapter_name="tests.Sample",
-                worker_id="w-test",
-                run_id="run-test",
-                host=host,
-                executor=self.executor,
-            )
-            server, port = create_server(servicer, token=token)
-            await server.start()
-            return server, port, servicer
+            async def start() -> Any:
+                servicer = AioWorkerServicer(adapter, executor=self.executor, **common)
+                server, port = create_aio_server(servicer, token=token)
+                await server.start()
+                return server, port, servicer
 
-        self.server, self.port, self.servicer = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+            self.server, self.port, self.servicer = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb_grpc.WorkerServiceStub(self.channel)
+
+    def busy(self) -> int:
+        """Sync tool calls that count toward the worker's size now."""
+        return self.slots.running if self.flavour == "sync" else self.executor._counted
+
+    def waiting(self) -> int:
+        """Sync tool calls waiting for room."""
+        return self.slots._waiting if self.flavour == "sync" else len(self.executor._queue)
 
     @property
     def md(self) -> tuple:
@@ -121,6 +134,10 @@ class InProcServer:
 
     def close(self) -> None:
         self.channel.close()
+        if self.flavour == "sync":
+            self.server.stop(0).wait(10)
+            self.servicer.close()
+            return
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -128,11 +145,13 @@ class InProcServer:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-@pytest.fixture
-def make_server():
+@pytest.fixture(params=["sync", "aio"])
+def make_server(request):
+    """Servers of both flavours: every test that uses it runs for each."""
     servers: list = []
 
     def make(adapter: object, **kw: Any) -> InProcServer:
+        kw.setdefault("flavour", request.param)
         s = InProcServer(adapter, **kw)
         servers.append(s)
         return s

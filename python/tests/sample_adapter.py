@@ -7,6 +7,7 @@ Events on the instance let tests observe what happened inside the worker
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from typing import Any, AsyncIterator, Dict, Iterator, List
@@ -14,8 +15,14 @@ from typing import Any, AsyncIterator, Dict, Iterator, List
 from snakepit_bridge import BaseAdapter, SessionContext, current_context, tool
 
 
+_probe: contextvars.ContextVar[str] = contextvars.ContextVar("sample_probe", default="unset")
+
+
 class SampleAdapter(BaseAdapter):
     def __init__(self) -> None:
+        self.stubborn_started = threading.Event()
+        self.stubborn_release = threading.Event()
+        self.blocked_runs = 0
         self.sync_started = threading.Event()
         self.sync_saw_cancel = threading.Event()
         self.async_started = threading.Event()
@@ -124,7 +131,45 @@ class SampleAdapter(BaseAdapter):
     def host_facts(self, ctx: SessionContext) -> Dict[str, Any]:
         return {"valid": ctx.heartbeat(), "tools": [t["name"] for t in ctx.list_host_tools()]}
 
+    @tool
+    async def async_call_host(self, name: str, ctx: SessionContext, args: dict = None) -> Any:
+        return await ctx.acall_host_tool(name, **(args or {}))
+
+    @tool
+    def stubborn(self) -> str:
+        """Ignores cancellation until the test releases it."""
+        self.blocked_runs += 1
+        self.stubborn_started.set()
+        self.stubborn_release.wait(10)
+        return "released"
+
+    @tool
+    def probe_contextvar(self, value: str) -> str:
+        """Sets a contextvar and returns what it was before (never leaks across calls)."""
+        before = _probe.get()
+        _probe.set(value)
+        return before
+
+    @tool
+    def returns_awaitable(self, x: int) -> Any:
+        async def later() -> Dict[str, Any]:
+            await asyncio.sleep(0)
+            return {"x": x, "current_is_ctx": current_context().tool_name == "returns_awaitable"}
+
+        return later()
+
     # streaming ----------------------------------------------------------------
+    @tool
+    def gen_ctx(self, ctx: SessionContext) -> Iterator[bool]:
+        for _ in range(2):
+            yield current_context() is ctx and ctx.session_id == "s-gen"
+
+    @tool
+    async def agen_ctx(self, ctx: SessionContext) -> AsyncIterator[bool]:
+        for _ in range(2):
+            await asyncio.sleep(0)
+            yield current_context() is ctx and ctx.session_id == "s-agen"
+
     @tool(description="count with a sync generator")
     def gen(self, n: int) -> Iterator[Dict[str, int]]:
         for i in range(1, n + 1):

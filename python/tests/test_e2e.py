@@ -325,3 +325,28 @@ def test_ignore_host_death_knob(start_worker):
         wait_for(lambda: w.proc.poll() is not None, timeout=0.5, what="exit")
     assert w.call("ping", timeout=5) == "pong"  # a leftover on purpose; the fixture kills it
     assert "test-only" in w.stderr()
+
+
+@pytest.mark.parametrize(
+    "adapter,env,flavour",
+    [
+        (SHOWCASE, {}, "grpcio sync server"),
+        (SHOWCASE, {"SNAKEPIT_SERVER": "aio"}, "grpc.aio server"),
+        ("async_adapter.AsyncAdapter", {}, "grpc.aio server"),
+        ("async_adapter.AsyncAdapter", {"SNAKEPIT_SERVER": "sync"}, "grpcio sync server"),
+    ],
+)
+def test_server_flavours_keep_the_contract(start_worker, adapter, env, flavour):
+    w = start_worker(adapter=adapter, extra_env=dict(env, SNAKEPIT_STOP_GRACE_S="0.3"))
+    assert w.stub.Ping(pb.PingRequest(message="f"), metadata=w.md, timeout=5).message == "f"
+    assert w.call("add", {"a": 1, "b": 2}) == 3
+    tool = "stream_count" if adapter == SHOWCASE else "count"
+    chunks = list(w.stub.ExecuteStreamingTool(
+        pb.ExecuteToolRequest(tool_name=tool, args_json=b'{"n": 3}'), metadata=w.md, timeout=5))
+    assert [json.loads(c.data.json) for c in chunks[:-1]] == [{"i": i} for i in (1, 2, 3)] and chunks[-1].is_final
+    with pytest.raises(grpc.RpcError) as ei:
+        w.stub.Ping(pb.PingRequest(), timeout=5)
+    assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    os.killpg(w.proc.pid, signal.SIGTERM)
+    assert w.wait_exit(5) == 0
+    assert flavour in w.stderr()

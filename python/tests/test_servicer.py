@@ -230,6 +230,85 @@ def test_cancel_stream_closes_generator(srv, adapter, tool, closed):
     assert result(srv.execute("add", b'{"a": 1}')) == 3
 
 
+def test_client_cancel_cancels_async_tool(srv, adapter):
+    fut = srv.stub.ExecuteTool.future(pb.ExecuteToolRequest(tool_name="async_wait"), metadata=srv.md)
+    wait_for(adapter.async_started.is_set, what="async tool started")
+    fut.cancel()
+    wait_for(adapter.async_cancelled.is_set, what="CancelledError inside the async tool")
+    assert result(srv.execute("async_add", b'{"a": 1, "b": 2}')) == 3  # the loop keeps serving
+
+
+def ping(srv):
+    return srv.stub.Ping(pb.PingRequest(message="x"), metadata=srv.md, timeout=2)
+
+
+def test_cancelled_sync_call_is_abandoned_until_its_tool_returns(make_server):
+    adapter = SampleAdapter()
+    srv = make_server(adapter, threads=1)
+    fut = srv.stub.ExecuteTool.future(
+        pb.ExecuteToolRequest(tool_name="stubborn", request_id="r-stuck"), metadata=srv.md
+    )
+    wait_for(adapter.stubborn_started.is_set, what="stubborn tool started")
+    # Ping is answered while the only slot is taken.
+    assert ping(srv).abandoned_calls == 0
+    fut.cancel()
+    p = wait_for(lambda: (lambda r: r if r.abandoned_calls == 1 else None)(ping(srv)), what="abandoned call reported")
+    assert list(p.abandoned_request_ids) == ["r-stuck"]
+    # The abandoned call no longer counts: a sync call runs at once.
+    assert result(srv.execute("add", b'{"a": 1}', timeout=2)) == 3
+    adapter.stubborn_release.set()
+    wait_for(lambda: ping(srv).abandoned_calls == 0, what="abandoned call finished")
+    assert srv.busy() == 0
+
+
+def test_call_waiting_for_a_slot_is_dropped_when_its_caller_gives_up(make_server):
+    adapter = SampleAdapter()
+    srv = make_server(adapter, threads=1)
+    first = srv.stub.ExecuteTool.future(pb.ExecuteToolRequest(tool_name="stubborn"), metadata=srv.md)
+    wait_for(adapter.stubborn_started.is_set, what="stubborn tool started")
+    with pytest.raises(grpc.RpcError) as ei:
+        srv.execute("stubborn", timeout=0.3)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server learns of the deadline a moment after the client.
+    wait_for(lambda: srv.waiting() == 0, what="the waiting call dropped")
+    adapter.stubborn_release.set()
+    assert result(first.result(5)) == "released"
+    assert adapter.blocked_runs == 1, "the dropped call ran anyway"
+    assert ping(srv).abandoned_calls == 0 and srv.busy() == 0
+
+
+def test_contextvars_do_not_leak_between_calls(make_server):
+    srv = make_server(SampleAdapter(), threads=1)  # one slot: likely the same thread each time
+    for i in range(5):
+        assert result(srv.execute("probe_contextvar", json.dumps({"value": f"v{i}"}).encode())) == "unset"
+
+
+def test_sync_tool_returning_an_awaitable(srv):
+    assert result(srv.execute("returns_awaitable", b'{"x": 7}')) == {"x": 7, "current_is_ctx": True}
+
+
+@pytest.mark.parametrize("tool,session", [("gen_ctx", "s-gen"), ("agen_ctx", "s-agen")])
+def test_stream_steps_see_their_session_context(srv, tool, session):
+    chunks = srv.stream(tool, session_id=session)
+    assert [json.loads(c.data.json) for c in chunks[:-1]] == [True, True] and chunks[-1].is_final
+    assert srv.busy() == 0
+
+
+def test_many_concurrent_calls_of_every_kind(make_server):
+    srv = make_server(SampleAdapter(), threads=4)
+
+    def one(i):
+        if i % 3 == 0:
+            return result(srv.execute("add", json.dumps({"a": i}).encode()))
+        if i % 3 == 1:
+            return result(srv.execute("async_add", json.dumps({"a": i, "b": 2}).encode()))
+        return sum(json.loads(c.data.json)["i"] for c in srv.stream("gen", b'{"n": 3}')[:-1]) + i - 4
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert list(ex.map(one, range(60))) == [i + 2 for i in range(60)]
+    assert srv.busy() == 0 and ping(srv).abandoned_calls == 0
+
+
 # -- auth ---------------------------------------------------------------------------------
 
 
@@ -314,6 +393,17 @@ def test_call_host_tool(make_server, fake_host):
         client.close()
 
 
+def test_async_tool_calls_host_without_blocking_the_loop(make_server, fake_host):
+    _, addr = fake_host
+    client = HostClient(addr, "host-token", "w-test")
+    try:
+        srv = make_server(SampleAdapter(), host=client)
+        got = srv.execute("async_call_host", json.dumps({"name": "double", "args": {"x": 4}}).encode())
+        assert result(got) == 8
+    finally:
+        client.close()
+
+
 def test_call_host_with_wrong_token_is_bridge_error(make_server, fake_host):
     _, addr = fake_host
     client = HostClient(addr, "wrong", "w-test")
@@ -338,6 +428,21 @@ def test_host_tool_error_attributes(fake_host):
         assert ctx.session_valid() is True
     finally:
         client.close()
+
+
+def test_server_flavour(monkeypatch):
+    from async_adapter import AsyncAdapter
+    from snakepit_bridge.adapter import collect_tools
+    from snakepit_bridge.server import server_flavour
+
+    monkeypatch.delenv("SNAKEPIT_SERVER", raising=False)
+    assert server_flavour(collect_tools(SampleAdapter())) == "sync"  # mixed: sync tools run best there
+    assert server_flavour(collect_tools(AsyncAdapter())) == "aio"
+    assert server_flavour({}) == "sync"
+    monkeypatch.setenv("SNAKEPIT_SERVER", " AIO ")
+    assert server_flavour(collect_tools(SampleAdapter())) == "aio"
+    monkeypatch.setenv("SNAKEPIT_SERVER", "bogus")  # ignored, with a warning
+    assert server_flavour(collect_tools(AsyncAdapter())) == "aio"
 
 
 def test_declared_limits_travel_in_the_tool_spec(srv):

@@ -1,4 +1,4 @@
-"""The tool thread pool: capacity, abandoned calls, and what Ping reports."""
+"""The server threads and sync tool slots: capacity, abandoned calls, and what Ping reports."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import grpc
 import pytest
 
 from conftest import wait_for
-from snakepit_bridge._threads import ToolThreads
+from snakepit_bridge._threads import CallSlots, ServerThreads, Slot, ToolThreads
 from snakepit_bridge.adapters.showcase import ShowcaseAdapter
 from snakepit_bridge.pb import snakepit_pb2 as pb
 
 
-def test_runs_exactly_size_calls_at_once():
-    pool = ToolThreads(3)
+def test_slots_run_exactly_size_calls_at_once():
+    slots = CallSlots(3)
     inside = 0
     most = 0
     lock = threading.Lock()
@@ -23,51 +23,89 @@ def test_runs_exactly_size_calls_at_once():
 
     def work():
         nonlocal inside, most
-        with lock:
-            inside += 1
-            most = max(most, inside)
-        release.wait(5)
-        with lock:
-            inside -= 1
+        slot = Slot("")
+        assert slots.acquire(slot)
+        try:
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            release.wait(5)
+            with lock:
+                inside -= 1
+        finally:
+            slots.release(slot)
 
-    futs = [pool.submit(work) for _ in range(7)]
+    ts = [threading.Thread(target=work) for _ in range(7)]
+    for t in ts:
+        t.start()
     wait_for(lambda: inside == 3, what="3 calls inside")
     release.set()
-    for f in futs:
-        f.result(5)
-    assert most == 3
-    pool.shutdown()
+    for t in ts:
+        t.join(5)
+    assert most == 3 and slots.running == 0
 
 
 def test_abandoned_call_frees_its_slot_and_is_reported_until_it_returns():
-    pool = ToolThreads(1)
-    stuck = threading.Event()
-    started = threading.Event()
-
-    def stubborn():
-        started.set()
-        stuck.wait(10)
-
-    f = pool.submit(stubborn)
-    assert started.wait(5)
-    pool.abandon(f, "req-1")
-    assert pool.submit(lambda: 42).result(5) == 42  # a fresh thread took it
-    count, oldest, ids = pool.abandoned()
+    slots = CallSlots(1)
+    stuck = Slot("req-1")
+    assert slots.acquire(stuck)
+    slots.abandon(stuck)
+    fresh = Slot("req-2")
+    assert slots.acquire(fresh)  # does not wait: the abandoned call no longer counts
+    slots.release(fresh)
+    count, oldest, ids = slots.abandoned()
     assert count == 1 and ids == ["req-1"] and oldest >= 0
-    stuck.set()
-    wait_for(lambda: pool.abandoned()[0] == 0, what="the abandoned call finished")
+    slots.release(stuck)  # its tool returned at last
+    assert slots.abandoned() == (0, 0.0, []) and slots.running == 0
+
+
+def test_abandoning_a_waiting_call_drops_it():
+    slots = CallSlots(1)
+    first = Slot("a")
+    assert slots.acquire(first)
+    waiting = Slot("b")
+    got = []
+    t = threading.Thread(target=lambda: got.append(slots.acquire(waiting)))
+    t.start()
+    wait_for(lambda: slots._waiting == 1, what="the second call waiting")
+    slots.abandon(waiting)
+    t.join(5)
+    assert got == [False] and slots.abandoned()[0] == 0
+    slots.release(first)
+    assert slots.running == 0
+
+
+def test_server_threads_never_make_a_call_wait_for_a_thread():
+    pool = ServerThreads(keep=1)
+    release = threading.Event()
+    inside = []
+    done = []
+    for i in range(6):
+        f = pool.submit(lambda i=i: (inside.append(i), release.wait(5)))
+        f.add_done_callback(lambda f: done.append(f))
+    wait_for(lambda: len(inside) == 6, what="all 6 calls running at once")
+    release.set()
+    wait_for(lambda: len(done) == 6, what="done callbacks")
+    late = []
+    done[0].add_done_callback(late.append)  # added after completion: runs at once
+    assert late == [done[0]]
     pool.shutdown()
 
 
-def test_abandoning_a_queued_call_drops_it():
-    pool = ToolThreads(1)
-    gate = threading.Event()
-    pool.submit(gate.wait, 5)
-    queued = pool.submit(lambda: "never")
-    pool.abandon(queued)
-    assert queued.cancelled()
-    assert pool.abandoned()[0] == 0
-    gate.set()
+def test_a_burst_runs_at_once_when_threads_are_idle():
+    # Two submits while one thread is idle: the second must get a thread of
+    # its own, not wait behind the first.
+    pool = ServerThreads(keep=4)
+    ran = threading.Event()
+    pool.submit(ran.set)
+    wait_for(lambda: pool._idle == 1, what="one idle thread")
+    b_ran = threading.Event()
+    result = []
+    pool.submit(lambda: result.append(b_ran.wait(5)))
+    pool.submit(b_ran.set)
+    wait_for(lambda: result, what="the first call of the burst")
+    assert result == [True], "the second call of the burst did not run while the first waited for it"
+    assert pool.threads == 2
     pool.shutdown()
 
 
@@ -111,7 +149,67 @@ def test_cancelled_sync_tools_that_keep_running_do_not_eat_the_pool(showcase):
     wait_for(lambda: ping().abandoned_calls == 0, timeout=10, what="abandoned calls finished")
 
 
-def test_a_burst_runs_at_once_when_threads_are_idle():
+# -- ToolThreads: the sync tools' pool of the grpc.aio flavour ---------------------
+
+
+def test_tool_threads_run_exactly_size_calls_at_once():
+    pool = ToolThreads(3)
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work():
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        release.wait(5)
+        with lock:
+            inside -= 1
+
+    futs = [pool.submit(work) for _ in range(7)]
+    wait_for(lambda: inside == 3, what="3 calls inside")
+    release.set()
+    for f in futs:
+        f.result(5)
+    assert most == 3
+    pool.shutdown()
+
+
+def test_tool_threads_abandoned_call_frees_its_slot_and_is_reported_until_it_returns():
+    pool = ToolThreads(1)
+    stuck = threading.Event()
+    started = threading.Event()
+
+    def stubborn():
+        started.set()
+        stuck.wait(10)
+
+    f = pool.submit(stubborn)
+    assert started.wait(5)
+    pool.abandon(f, "req-1")
+    assert pool.submit(lambda: 42).result(5) == 42  # a fresh thread took it
+    count, oldest, ids = pool.abandoned()
+    assert count == 1 and ids == ["req-1"] and oldest >= 0
+    stuck.set()
+    wait_for(lambda: pool.abandoned()[0] == 0, what="the abandoned call finished")
+    pool.shutdown()
+
+
+def test_tool_threads_abandoning_a_queued_call_drops_it():
+    pool = ToolThreads(1)
+    gate = threading.Event()
+    pool.submit(gate.wait, 5)
+    queued = pool.submit(lambda: "never")
+    pool.abandon(queued)
+    assert queued.cancelled()
+    assert pool.abandoned()[0] == 0
+    gate.set()
+    pool.shutdown()
+
+
+def test_tool_threads_burst_runs_at_once_when_threads_are_idle():
     # Regression: two submits while one thread was idle used to notify it
     # twice; the second wake-up was lost and the burst ran one at a time.
     pool = ToolThreads(4)

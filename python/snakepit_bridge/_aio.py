@@ -1,0 +1,530 @@
+"""The grpc.aio flavour of the worker's server, for adapters whose tools are all async.
+
+The worker serves with grpcio's sync server by default (see server.py); an
+adapter whose tools are all coroutine functions or async generators is
+served with ``grpc.aio`` instead, where async tools run directly in the
+RPC's task with no thread hop (sync tools, if any, hop into ToolThreads).
+``SNAKEPIT_SERVER=aio|sync`` overrides the choice. Both flavours keep the
+same contract: handshake, auth, Ping fields, cancellation, streaming,
+sessions and stop behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import hmac
+import inspect
+import logging
+import os
+import platform
+import signal
+import time
+from typing import Any, Callable, Dict, Optional
+
+import grpc
+
+from ._threads import ToolThreads
+from .adapter import ToolInfo, ToolKind, collect_tools
+from .codec import (
+    ArgumentsError,
+    ResultEncodingError,
+    decode_args,
+    encode_result,
+    error_from_exception,
+    tool_error,
+)
+from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current
+from .pb import snakepit_pb2 as pb
+from .pb import snakepit_pb2_grpc as pb_grpc
+
+__all__ = ["AioWorkerServicer", "TokenInterceptor", "create_aio_server", "serve_aio"]
+
+DEFAULT_THREADS = 8
+
+log = logging.getLogger("snakepit.worker")
+
+
+# --------------------------------------------------------------------------
+# Running tools
+
+
+class _End:
+    """Marks the end of a sync iterator advanced in a thread."""
+
+
+_END = _End()
+
+
+def _next_or_end(it: Any) -> Any:
+    # StopIteration must not cross a Future: it would turn into a RuntimeError.
+    try:
+        return next(it)
+    except StopIteration:
+        return _END
+
+
+class _AsyncStream:
+    def __init__(self, it: Any) -> None:
+        self._it = it
+
+    async def next(self) -> Any:
+        return await self._it.__anext__()
+
+    async def close(self) -> None:
+        aclose = getattr(self._it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _SyncStream:
+    """A sync iterator whose every step runs in the thread pool.
+
+    Steps run strictly one after another in the call's contextvars context,
+    and ``close()`` waits (without blocking the loop) for a step still
+    running in a thread, because closing a generator that is executing
+    raises ``ValueError: generator already executing``.
+    """
+
+    def __init__(
+        self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context, request_id: str = ""
+    ) -> None:
+        self._it = it
+        self._executor = executor
+        self._ctx = ctx
+        self._request_id = request_id
+        self._pending: Optional[concurrent.futures.Future] = None
+        self._closed = False
+
+    async def next(self) -> Any:
+        cf = self._executor.submit(self._ctx.run, _next_or_end, self._it)
+        self._pending = cf
+        item = await _await_thread(self._executor, cf, self._request_id)
+        if item is _END:
+            self._closed = True
+            raise StopAsyncIteration
+        return item
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._it, "close", None)
+        if close is None:
+            return
+
+        def do_close() -> None:
+            try:
+                self._ctx.run(close)
+            except Exception:
+                log.exception("closing the stream generator failed")
+
+        def submit(_: Any = None) -> None:
+            try:
+                self._executor.submit(do_close)
+            except RuntimeError:  # pool already shut down
+                do_close()
+
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(submit)
+        else:
+            submit()
+
+
+async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id: str) -> Any:
+    """Await a call running in the tool pool; if our caller gives up while
+    the thread still runs, tell the pool the call is abandoned."""
+    try:
+        return await asyncio.wrap_future(cf)
+    except asyncio.CancelledError:
+        abandon = getattr(executor, "abandon", None)
+        if abandon is not None:
+            abandon(cf, request_id)
+        raise
+
+
+class AioWorkerServicer(pb_grpc.WorkerServiceServicer):
+    """WorkerService over one adapter instance."""
+
+    def __init__(
+        self,
+        adapter: object,
+        *,
+        adapter_name: str = "",
+        worker_id: str = "",
+        run_id: str = "",
+        host: Optional[HostClient] = None,
+        executor: Optional[Any] = None,
+        tools: Optional[Dict[str, ToolInfo]] = None,
+    ) -> None:
+        self.adapter = adapter
+        self.adapter_name = adapter_name or f"{type(adapter).__module__}.{type(adapter).__qualname__}"
+        self.worker_id = worker_id
+        self.run_id = run_id
+        self.host = host
+        self.executor = executor or ToolThreads(DEFAULT_THREADS)
+        self.tools = tools if tools is not None else collect_tools(adapter)
+        self.started = time.monotonic()
+
+    # -- simple RPCs --------------------------------------------------------
+
+    async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.PingResponse:
+        count, oldest, ids = 0, 0.0, []
+        report = getattr(self.executor, "abandoned", None)
+        if report is not None:
+            count, oldest, ids = report()
+        return pb.PingResponse(
+            message=request.message,
+            pid=os.getpid(),
+            worker_id=self.worker_id,
+            uptime_seconds=time.monotonic() - self.started,
+            abandoned_calls=count,
+            oldest_abandoned_seconds=oldest,
+            abandoned_request_ids=ids,
+        )
+
+    async def DescribeTools(
+        self, request: pb.DescribeToolsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeToolsResponse:
+        return pb.DescribeToolsResponse(
+            tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
+            adapter=self.adapter_name,
+            python_version=platform.python_version(),
+            pid=os.getpid(),
+        )
+
+    @staticmethod
+    def _spec_pb(info: ToolInfo) -> pb.ToolSpec:
+        s = info.spec
+        return pb.ToolSpec(
+            name=s.name,
+            description=s.description,
+            supports_streaming=s.supports_streaming,
+            max_concurrency=s.max_concurrency,
+            timeout_seconds=s.timeout,
+            parameters=[
+                pb.ParamSpec(
+                    name=p.name,
+                    type=p.type,
+                    required=p.required,
+                    default_json=p.default_json,
+                    description=p.description,
+                )
+                for p in s.parameters
+            ],
+        )
+
+    # -- shared call preparation ---------------------------------------------
+
+    def _unknown_tool(self, name: str) -> pb.ToolError:
+        # The message is exactly the comma-separated list of available
+        # tools, so the host can split it without parsing prose.
+        return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
+
+    def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
+        return SessionContext._for_call(
+            request.session_id,
+            request.request_id,
+            self.worker_id,
+            self.run_id,
+            request.metadata,
+            request.tool_name,
+            self.host,
+        )
+
+    def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
+        """Decoded, checked keyword arguments, context included.
+
+        Raises ArgumentsError (undecodable) or TypeError (they do not fit the
+        signature). Binding up front keeps a wrong call from ever running the
+        tool, and keeps TypeErrors the tool raises itself distinguishable.
+        """
+        kwargs = decode_args(request.args_json, request.binary_args)
+        if info.context_param is not None:
+            if info.context_param in kwargs:
+                raise ArgumentsError(
+                    f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context"
+                )
+            kwargs[info.context_param] = sctx
+        try:
+            info.fits_kwargs(kwargs)
+        except TypeError as e:
+            raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
+        return kwargs
+
+    async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
+        ctx = contextvars.copy_context()
+        cf = self.executor.submit(ctx.run, functools.partial(fn, **kwargs))
+        return await _await_thread(self.executor, cf, request_id)
+
+    # -- ExecuteTool -------------------------------------------------------------
+
+    async def ExecuteTool(
+        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecuteToolResponse:
+        t0 = time.perf_counter()
+        resp = await self._execute(request)
+        resp.duration_ms = (time.perf_counter() - t0) * 1000.0
+        return resp
+
+    async def _execute(self, request: pb.ExecuteToolRequest) -> pb.ExecuteToolResponse:
+        name = request.tool_name
+        info = self.tools.get(name)
+        if info is None:
+            return pb.ExecuteToolResponse(error=self._unknown_tool(name))
+        if info.streaming:
+            return pb.ExecuteToolResponse(
+                error=tool_error(
+                    "StreamingToolCalledUnary",
+                    f"tool {name!r} is a streaming tool; call it with ExecuteStream "
+                    "(the ExecuteStreamingTool RPC) instead of Execute",
+                )
+            )
+        sctx = self._context(request)
+        try:
+            kwargs = self._prepare(info, request, sctx)
+        except ArgumentsError as e:
+            return pb.ExecuteToolResponse(error=tool_error("InvalidArguments", str(e)))
+        except TypeError as e:
+            return pb.ExecuteToolResponse(error=tool_error("TypeError", str(e)))
+
+        token = _current.set(sctx)
+        try:
+            if info.kind == ToolKind.ASYNC:
+                value = await info.func(**kwargs)
+            else:
+                value = await self._in_thread(info.func, kwargs, request.request_id)
+                if inspect.isawaitable(value):
+                    value = await value
+        except asyncio.CancelledError:
+            sctx._mark_cancelled()
+            raise
+        except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
+            return pb.ExecuteToolResponse(error=error_from_exception(e))
+        finally:
+            _current.reset(token)
+        try:
+            return pb.ExecuteToolResponse(result=encode_result(name, value))
+        except ResultEncodingError as e:
+            return pb.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
+
+    # -- ExecuteStreamingTool ----------------------------------------------------
+
+    async def _open_stream(self, info: ToolInfo, kwargs: Dict[str, Any], request_id: str = "") -> Any:
+        ctx = contextvars.copy_context()
+        if info.kind == ToolKind.ASYNC_GEN:
+            return _AsyncStream(info.func(**kwargs))
+        if info.kind == ToolKind.SYNC_GEN:
+            # Calling a generator function runs none of its body: safe on the loop.
+            return _SyncStream(ctx.run(functools.partial(info.func, **kwargs)), self.executor, ctx, request_id)
+        if info.kind == ToolKind.ASYNC_ITER:
+            it = await info.func(**kwargs)
+        else:
+            it = await self._in_thread(info.func, kwargs, request_id)
+        if hasattr(it, "__anext__"):
+            return _AsyncStream(it)
+        if hasattr(it, "__aiter__"):
+            return _AsyncStream(it.__aiter__())
+        return _SyncStream(iter(it), self.executor, ctx, request_id)
+
+    async def ExecuteStreamingTool(
+        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        # Written with context.write rather than as an async generator so that
+        # a cancellation always lands inside this coroutine (in a write or in
+        # the tool's step), where the finally below can close the tool's
+        # generator deterministically.
+        name = request.tool_name
+        seq = 0
+
+        async def final(error: Optional[pb.ToolError] = None) -> None:
+            await context.write(pb.ToolChunk(seq=seq + 1, is_final=True, error=error))
+
+        info = self.tools.get(name)
+        if info is None:
+            await final(self._unknown_tool(name))
+            return
+        if not info.streaming:
+            await final(
+                tool_error(
+                    "NotStreaming",
+                    f"tool {name!r} is not a streaming tool; call it with Execute (the ExecuteTool RPC)",
+                )
+            )
+            return
+        sctx = self._context(request)
+        try:
+            kwargs = self._prepare(info, request, sctx)
+        except ArgumentsError as e:
+            await final(tool_error("InvalidArguments", str(e)))
+            return
+        except TypeError as e:
+            await final(tool_error("TypeError", str(e)))
+            return
+
+        token = _current.set(sctx)
+        stream: Any = None
+        completed = False
+        try:
+            error: Optional[pb.ToolError] = None
+            try:
+                stream = await self._open_stream(info, kwargs, request.request_id)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:
+                error = error_from_exception(e)
+            while stream is not None and error is None:
+                try:
+                    item = await stream.next()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:
+                    error = error_from_exception(e)
+                    break
+                try:
+                    payload = encode_result(name, item, verb="yielded")
+                except ResultEncodingError as e:
+                    error = tool_error("SerializationError", str(e))
+                    break
+                seq += 1
+                await context.write(pb.ToolChunk(seq=seq, data=payload))
+            await final(error)
+            completed = True
+        finally:
+            if not completed:
+                # Cancelled, deadline passed, or the client went away mid-write.
+                sctx._mark_cancelled()
+            if stream is not None:
+                try:
+                    await stream.close()
+                except BaseException:
+                    log.debug("closing stream of tool %r failed", name, exc_info=True)
+            _current.reset(token)
+
+
+# --------------------------------------------------------------------------
+# Auth
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects every RPC whose ``x-snakepit-token`` metadata is not the token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode("utf-8")
+
+    def _authorized(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == TOKEN_METADATA_KEY:
+                given = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(given, self._token)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or self._authorized(handler_call_details.invocation_metadata):
+            return handler
+        log.warning("rejected %s: missing or wrong %s", handler_call_details.method, TOKEN_METADATA_KEY)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"missing or invalid {TOKEN_METADATA_KEY} metadata"
+            )
+
+        # No deserializer: a rejected request is never parsed.
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(deny)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(deny)
+        return grpc.stream_stream_rpc_method_handler(deny)
+
+
+def create_aio_server(
+    servicer: AioWorkerServicer, *, host: str = "127.0.0.1", port: int = 0, token: str = ""
+) -> "tuple[grpc.aio.Server, int]":
+    """A grpc.aio server for ``servicer`` bound to ``host:port`` (not started).
+
+    Must be called with an event loop running. Returns (server, bound port).
+    """
+    server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token)] if token else None,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Without this, a fixed port could be silently shared with another process.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(addr)
+    if not bound:  # older grpcio returned 0 instead of raising
+        raise RuntimeError(f"could not bind {addr}")
+    return server, bound
+
+
+
+async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: str, grace: float, startup_failed: type) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: Dict[str, str] = {}
+
+    def request_stop(sig: signal.Signals) -> None:
+        received.setdefault("signal", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig)
+
+    try:
+        server, port = create_aio_server(servicer, host=args.host, port=args.port, token=token)
+        await server.start()
+    except Exception as e:
+        raise startup_failed(f"cannot serve on {args.host}:{args.port}: {e}") from e
+    try:
+        proc.handshake(args.host, port)
+    except OSError as e:
+        proc.die_now(f"cannot write the handshake line ({e}): host gone")
+    log.info(
+        "ready: adapter %s, %d tool(s), listening on %s:%d (grpc.aio server)",
+        servicer.adapter_name,
+        len(servicer.tools),
+        args.host,
+        port,
+    )
+
+    await stop.wait()
+    _ignore_further_stop_signals(loop)
+    log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
+    await server.stop(grace)
+
+
+def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Make later SIGTERM/SIGINT harmless once a stop is under way.
+
+    A killed host delivers its parent-death SIGTERM once per exiting thread,
+    so several arrive within milliseconds. asyncio restores the default
+    action (terminate) when its loop closes; a second SIGTERM after that
+    would kill the worker before it has killed its descendants. The host's
+    SIGKILL after its grace period remains the backstop.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+        # Drop asyncio's record without calling remove_signal_handler, which
+        # would first put the default action back (a window for the kill).
+        handlers = getattr(loop, "_signal_handlers", None)
+        if isinstance(handlers, dict):
+            handlers.pop(sig, None)
+        else:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)

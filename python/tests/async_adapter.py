@@ -1,0 +1,25 @@
+"""An adapter whose tools are all async: the worker serves it with grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Dict
+
+from snakepit_bridge import BaseAdapter, SessionContext, current_context, tool
+
+
+class AsyncAdapter(BaseAdapter):
+    @tool
+    async def add(self, a: int, b: int = 2) -> int:
+        return a + b
+
+    @tool
+    async def whoami(self, ctx: SessionContext) -> Dict[str, object]:
+        await asyncio.sleep(0)
+        return {"session_id": ctx.session_id, "current_is_ctx": current_context() is ctx}
+
+    @tool
+    async def count(self, n: int) -> AsyncIterator[Dict[str, int]]:
+        for i in range(1, n + 1):
+            await asyncio.sleep(0)
+            yield {"i": i}

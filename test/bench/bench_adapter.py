@@ -1,0 +1,28 @@
+"""The adapter the side-by-side benchmark runs in snakepit's workers.
+
+``add`` is the same trivial work as minimal_servicer.py's ExecuteTool (the
+showcase adapter's add also counts calls under a lock); ``aadd`` is its
+async twin. BenchAdapter has both, so the worker serves it with grpcio's
+sync server (an async tool hops to the event loop); AsyncBenchAdapter has
+only ``aadd``, so it is served with grpc.aio (no hop).
+"""
+
+from __future__ import annotations
+
+from snakepit_bridge import BaseAdapter, tool
+
+
+class BenchAdapter(BaseAdapter):
+    @tool
+    def add(self, a: float, b: float) -> float:
+        return a + b
+
+    @tool
+    async def aadd(self, a: float, b: float) -> float:
+        return a + b
+
+
+class AsyncBenchAdapter(BaseAdapter):
+    @tool
+    async def aadd(self, a: float, b: float) -> float:
+        return a + b

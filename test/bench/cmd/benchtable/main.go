@@ -1,0 +1,89 @@
+// Command benchtable turns `go test -bench SideBySide -count K` output (on
+// stdin) into the markdown table of docs/BENCHMARKS.md: the median of each
+// metric over the K runs, and every row's calls/s and Python CPU relative to
+// the go-plugin and grpc-sync rows with the same N and C.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+var line = regexp.MustCompile(`^BenchmarkSideBySide/(\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// key is "N=1/C=8" of a name like "snakepit/N=1/cap=8/C=8".
+func key(name string) string {
+	var n, c string
+	for _, p := range strings.Split(name, "/") {
+		if strings.HasPrefix(p, "N=") {
+			n = p
+		}
+		if strings.HasPrefix(p, "C=") {
+			c = p
+		}
+	}
+	return n + "/" + c
+}
+
+func main() {
+	metrics := map[string]map[string][]float64{}
+	var order []string
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name := m[1]
+		if metrics[name] == nil {
+			metrics[name] = map[string][]float64{}
+			order = append(order, name)
+		}
+		f := strings.Fields(m[3])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err == nil {
+				metrics[name][f[i+1]] = append(metrics[name][f[i+1]], v)
+			}
+		}
+	}
+	med := func(name, metric string) float64 {
+		v := metrics[name][metric]
+		if len(v) == 0 {
+			return 0
+		}
+		return median(v)
+	}
+	base := map[string]string{} // "impl|N/C" -> name
+	for _, name := range order {
+		base[strings.SplitN(name, "/", 2)[0]+"|"+key(name)] = name
+	}
+	ratio := func(name, impl, metric string) string {
+		b, ok := base[impl+"|"+key(name)]
+		if !ok || med(b, metric) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", med(name, metric)/med(b, metric))
+	}
+	fmt.Println("| benchmark | runs | calls/s | Python CPU µs/call | Go CPU µs/call | calls/s vs go-plugin | calls/s vs grpc-sync | Python CPU vs grpc-sync |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, name := range order {
+		fmt.Printf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s |\n", name, len(metrics[name]["calls/s"]),
+			med(name, "calls/s"), med(name, "py-cpu-µs/call"), med(name, "go-cpu-µs/call"),
+			ratio(name, "go-plugin", "calls/s"), ratio(name, "grpc-sync", "calls/s"), ratio(name, "grpc-sync", "py-cpu-µs/call"))
+	}
+}
