@@ -109,7 +109,11 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 	if most > 2 {
 		t.Fatalf("%d replacements at once, want at most ReplaceConcurrency 2", most)
 	}
+	// The fake logs "failed w2" just before its Replace returns, and Reload
+	// learns of the failure just after: in that window the other of the 2
+	// lanes may take one more worker, never more.
 	failed := false
+	late := 0
 	started := map[string]bool{}
 	for _, e := range events {
 		if e == "failed w2" {
@@ -118,9 +122,12 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 		if id, ok := strings.CutPrefix(e, "start "); ok {
 			started[id] = true
 			if failed {
-				t.Fatalf("a replacement started after w2 had failed: %v", events)
+				late++
 			}
 		}
+	}
+	if late > 1 {
+		t.Fatalf("%d replacements started after w2 had failed: %v", late, events)
 	}
 	var want []string
 	for _, id := range []string{"w0", "w1", "w3", "w4", "w5"} {
