@@ -306,7 +306,6 @@ func withCallerTrace(ctx context.Context, req *pb.ExecuteToolRequest) context.Co
 	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(req.GetMetadata()))
 }
 
-
 // wireError sorts an App error into the kinds a host's remote worker maps
 // back to the same errors.Is targets.
 func wireError(err error) *agentpb.AgentError {

@@ -994,7 +994,6 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-
 // Execute implements worker.Worker.
 func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
 	lt, err := w.lifetimeFor(call.Tool)
