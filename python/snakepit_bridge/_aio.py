@@ -18,8 +18,6 @@ import functools
 import hmac
 import inspect
 import logging
-import os
-import platform
 import signal
 import time
 from typing import Any, Callable, Dict, Optional
@@ -27,16 +25,16 @@ from typing import Any, Callable, Dict, Optional
 import grpc
 
 from ._threads import ToolThreads
-from .adapter import ToolInfo, ToolKind, collect_tools
+from .adapter import ToolInfo, ToolKind
 from .codec import (
     ArgumentsError,
     ResultEncodingError,
-    decode_args,
     encode_result,
     error_from_exception,
     tool_error,
 )
-from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current
+from ._servicer import ServicerBase
+from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, _current
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
 
@@ -146,7 +144,7 @@ async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id
         raise
 
 
-class AioWorkerServicer(pb_grpc.WorkerServiceServicer):
+class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
     """WorkerService over one adapter instance."""
 
     def __init__(
@@ -160,100 +158,19 @@ class AioWorkerServicer(pb_grpc.WorkerServiceServicer):
         executor: Optional[Any] = None,
         tools: Optional[Dict[str, ToolInfo]] = None,
     ) -> None:
-        self.adapter = adapter
-        self.adapter_name = adapter_name or f"{type(adapter).__module__}.{type(adapter).__qualname__}"
-        self.worker_id = worker_id
-        self.run_id = run_id
-        self.host = host
+        super().__init__(adapter, adapter_name=adapter_name, worker_id=worker_id, run_id=run_id, host=host, tools=tools)
         self.executor = executor or ToolThreads(DEFAULT_THREADS)
-        self.tools = tools if tools is not None else collect_tools(adapter)
-        self.started = time.monotonic()
 
     # -- simple RPCs --------------------------------------------------------
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.PingResponse:
-        count, oldest, ids = 0, 0.0, []
         report = getattr(self.executor, "abandoned", None)
-        if report is not None:
-            count, oldest, ids = report()
-        return pb.PingResponse(
-            message=request.message,
-            pid=os.getpid(),
-            worker_id=self.worker_id,
-            uptime_seconds=time.monotonic() - self.started,
-            abandoned_calls=count,
-            oldest_abandoned_seconds=oldest,
-            abandoned_request_ids=ids,
-        )
+        return self._ping(request, report() if report is not None else (0, 0.0, []))
 
     async def DescribeTools(
         self, request: pb.DescribeToolsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeToolsResponse:
-        return pb.DescribeToolsResponse(
-            tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
-            adapter=self.adapter_name,
-            python_version=platform.python_version(),
-            pid=os.getpid(),
-        )
-
-    @staticmethod
-    def _spec_pb(info: ToolInfo) -> pb.ToolSpec:
-        s = info.spec
-        return pb.ToolSpec(
-            name=s.name,
-            description=s.description,
-            supports_streaming=s.supports_streaming,
-            max_concurrency=s.max_concurrency,
-            timeout_seconds=s.timeout,
-            parameters=[
-                pb.ParamSpec(
-                    name=p.name,
-                    type=p.type,
-                    required=p.required,
-                    default_json=p.default_json,
-                    description=p.description,
-                )
-                for p in s.parameters
-            ],
-        )
-
-    # -- shared call preparation ---------------------------------------------
-
-    def _unknown_tool(self, name: str) -> pb.ToolError:
-        # The message is exactly the comma-separated list of available
-        # tools, so the host can split it without parsing prose.
-        return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
-
-    def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
-        return SessionContext._for_call(
-            request.session_id,
-            request.request_id,
-            self.worker_id,
-            self.run_id,
-            request.metadata,
-            request.tool_name,
-            self.host,
-        )
-
-    def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
-        """Decoded, checked keyword arguments, context included.
-
-        Raises ArgumentsError (undecodable) or TypeError (they do not fit the
-        signature). Binding up front keeps a wrong call from ever running the
-        tool, and keeps TypeErrors the tool raises itself distinguishable.
-        """
-        kwargs = decode_args(request.args_json, request.binary_args)
-        if info.context_param is not None:
-            if info.context_param in kwargs:
-                raise ArgumentsError(
-                    f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context"
-                )
-            kwargs[info.context_param] = sctx
-        try:
-            info.fits_kwargs(kwargs)
-        except TypeError as e:
-            raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
-        return kwargs
+        return self._describe()
 
     async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()

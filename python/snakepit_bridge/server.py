@@ -75,7 +75,6 @@ import importlib
 import inspect
 import logging
 import os
-import platform
 import signal
 import stat
 import sys
@@ -93,11 +92,11 @@ from .adapter import ToolInfo, ToolKind, collect_tools
 from .codec import (
     ArgumentsError,
     ResultEncodingError,
-    decode_args,
     encode_result,
     error_from_exception,
     tool_error,
 )
+from ._servicer import ServicerBase
 from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, SessionContext, _current, install_trace_logging
 from .pb import snakepit_pb2 as pb
 
@@ -351,7 +350,7 @@ class _AsyncStream:
 _CANCELLED_RESPONSE = pb.ExecuteToolResponse()
 
 
-class WorkerServicer:
+class WorkerServicer(ServicerBase):
     """WorkerService over one adapter instance (grpcio sync server)."""
 
     def __init__(
@@ -365,14 +364,8 @@ class WorkerServicer:
         slots: Optional[CallSlots] = None,
         tools: Optional[Dict[str, ToolInfo]] = None,
     ) -> None:
-        self.adapter = adapter
-        self.adapter_name = adapter_name or f"{type(adapter).__module__}.{type(adapter).__qualname__}"
-        self.worker_id = worker_id
-        self.run_id = run_id
-        self.host = host
+        super().__init__(adapter, adapter_name=adapter_name, worker_id=worker_id, run_id=run_id, host=host, tools=tools)
         self.slots = slots or CallSlots(DEFAULT_THREADS)
-        self.tools = tools if tools is not None else collect_tools(adapter)
-        self.started = time.monotonic()
         self._loop = _AsyncLoop()
 
     def close(self) -> None:
@@ -383,83 +376,10 @@ class WorkerServicer:
     # -- simple RPCs --------------------------------------------------------
 
     def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
-        count, oldest, ids = self.slots.abandoned()
-        return pb.PingResponse(
-            message=request.message,
-            pid=os.getpid(),
-            worker_id=self.worker_id,
-            uptime_seconds=time.monotonic() - self.started,
-            abandoned_calls=count,
-            oldest_abandoned_seconds=oldest,
-            abandoned_request_ids=ids,
-        )
+        return self._ping(request, self.slots.abandoned())
 
     def DescribeTools(self, request: pb.DescribeToolsRequest, context: grpc.ServicerContext) -> pb.DescribeToolsResponse:
-        return pb.DescribeToolsResponse(
-            tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
-            adapter=self.adapter_name,
-            python_version=platform.python_version(),
-            pid=os.getpid(),
-        )
-
-    @staticmethod
-    def _spec_pb(info: ToolInfo) -> pb.ToolSpec:
-        s = info.spec
-        return pb.ToolSpec(
-            name=s.name,
-            description=s.description,
-            supports_streaming=s.supports_streaming,
-            max_concurrency=s.max_concurrency,
-            timeout_seconds=s.timeout,
-            parameters=[
-                pb.ParamSpec(
-                    name=p.name,
-                    type=p.type,
-                    required=p.required,
-                    default_json=p.default_json,
-                    description=p.description,
-                )
-                for p in s.parameters
-            ],
-        )
-
-    # -- shared call preparation ---------------------------------------------
-
-    def _unknown_tool(self, name: str) -> pb.ToolError:
-        # The message is exactly the comma-separated list of available
-        # tools, so the host can split it without parsing prose.
-        return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
-
-    def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
-        return SessionContext._for_call(
-            request.session_id,
-            request.request_id,
-            self.worker_id,
-            self.run_id,
-            request.metadata,
-            request.tool_name,
-            self.host,
-        )
-
-    def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
-        """Decoded, checked keyword arguments, context included.
-
-        Raises ArgumentsError (undecodable) or TypeError (they do not fit the
-        signature). Checking up front keeps a wrong call from ever running the
-        tool, and keeps TypeErrors the tool raises itself distinguishable.
-        """
-        kwargs = decode_args(request.args_json, request.binary_args)
-        if info.context_param is not None:
-            if info.context_param in kwargs:
-                raise ArgumentsError(
-                    f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context"
-                )
-            kwargs[info.context_param] = sctx
-        try:
-            info.fits_kwargs(kwargs)
-        except TypeError as e:
-            raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
-        return kwargs
+        return self._describe()
 
     def _run_async(self, call: _Call, coro: Any) -> Any:
         """Run a coroutine on the loop and wait for it on this thread."""

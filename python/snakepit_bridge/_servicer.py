@@ -1,0 +1,113 @@
+"""What both WorkerService flavours (the grpcio sync server in server.py and
+grpc.aio in _aio.py) share: the tool list, call preparation and the replies
+that do not depend on how a call is run. One place, so the two cannot drift
+apart on what the host is told or how arguments are checked."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from .adapter import ToolInfo, collect_tools
+from .codec import ArgumentsError, decode_args, tool_error
+from .context import HostClient, SessionContext
+from .pb import snakepit_pb2 as pb
+
+
+class ServicerBase:
+    def __init__(
+        self,
+        adapter: object,
+        *,
+        adapter_name: str = "",
+        worker_id: str = "",
+        run_id: str = "",
+        host: Optional[HostClient] = None,
+        tools: Optional[Dict[str, ToolInfo]] = None,
+    ) -> None:
+        self.adapter = adapter
+        self.adapter_name = adapter_name or f"{type(adapter).__module__}.{type(adapter).__qualname__}"
+        self.worker_id = worker_id
+        self.run_id = run_id
+        self.host = host
+        self.tools = tools if tools is not None else collect_tools(adapter)
+        self.started = time.monotonic()
+
+    def _ping(self, request: pb.PingRequest, abandoned: Tuple[int, float, Any]) -> pb.PingResponse:
+        count, oldest, ids = abandoned
+        return pb.PingResponse(
+            message=request.message,
+            pid=os.getpid(),
+            worker_id=self.worker_id,
+            uptime_seconds=time.monotonic() - self.started,
+            abandoned_calls=count,
+            oldest_abandoned_seconds=oldest,
+            abandoned_request_ids=ids,
+        )
+
+    def _describe(self) -> pb.DescribeToolsResponse:
+        return pb.DescribeToolsResponse(
+            tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
+            adapter=self.adapter_name,
+            python_version=platform.python_version(),
+            pid=os.getpid(),
+        )
+
+    @staticmethod
+    def _spec_pb(info: ToolInfo) -> pb.ToolSpec:
+        s = info.spec
+        return pb.ToolSpec(
+            name=s.name,
+            description=s.description,
+            supports_streaming=s.supports_streaming,
+            max_concurrency=s.max_concurrency,
+            timeout_seconds=s.timeout,
+            parameters=[
+                pb.ParamSpec(
+                    name=p.name,
+                    type=p.type,
+                    required=p.required,
+                    default_json=p.default_json,
+                    description=p.description,
+                )
+                for p in s.parameters
+            ],
+        )
+
+    def _unknown_tool(self, name: str) -> pb.ToolError:
+        # The message is exactly the comma-separated list of available
+        # tools, so the host can split it without parsing prose.
+        return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
+
+    def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
+        return SessionContext._for_call(
+            request.session_id,
+            request.request_id,
+            self.worker_id,
+            self.run_id,
+            request.metadata,
+            request.tool_name,
+            self.host,
+        )
+
+    def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
+        """Decoded, checked keyword arguments, context included.
+
+        Raises ArgumentsError (undecodable) or TypeError (they do not fit the
+        signature). Checking up front keeps a wrong call from ever running the
+        tool, and keeps TypeErrors the tool raises itself distinguishable.
+        """
+        kwargs = decode_args(request.args_json, request.binary_args)
+        if info.context_param is not None:
+            if info.context_param in kwargs:
+                raise ArgumentsError(
+                    f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context"
+                )
+            kwargs[info.context_param] = sctx
+        try:
+            info.fits_kwargs(kwargs)
+        except TypeError as e:
+            raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
+        return kwargs
