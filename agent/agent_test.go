@@ -410,3 +410,49 @@ func TestWrongTokenIsAStartupErrorNamingTheToken(t *testing.T) {
 		t.Fatal("a remote worker with the wrong token became ready")
 	}
 }
+
+// A graceful agent stop (SIGTERM in Kubernetes: a rollout, a scale-down)
+// lets a call already running on it finish: the host's remote worker leaves
+// rotation at once but keeps the draining connection for that call.
+func TestGracefulAgentStopLetsInFlightCallsFinish(t *testing.T) {
+	tok := tokenFile(t)
+	f := tools()
+	release := make(chan struct{})
+	f.Options = append(f.Options, fake.WithTool("slow", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
+		select {
+		case <-release:
+			return &worker.Result{JSON: json.RawMessage(`"ok"`)}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
+	app := agentApp(t, 1, f)
+	ctx, stopAgent := context.WithCancel(context.Background())
+	srv, err := agent.Listen(app, agent.Options{Listen: "127.0.0.1:0", TokenFile: tok, StopGrace: 10 * time.Second, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { stopAgent(); <-served }()
+	host := hostApp(t, discovery.Static{srv.Addr()}, remote.Options{TokenFile: tok})
+	testutil.Eventually(t, 5*time.Second, "the remote worker ready", func() bool { return readyWorkers(host) == 1 })
+
+	out := make(chan error, 1)
+	go func() {
+		_, err := host.Execute(context.Background(), "slow", nil)
+		out <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "the call running on the agent", func() bool { return app.Stats().Pool.InFlight == 1 })
+	stopAgent()
+	testutil.Eventually(t, 5*time.Second, "the agent draining: the host's worker out of rotation", func() bool { return readyWorkers(host) == 0 })
+	close(release)
+	select {
+	case err := <-out:
+		if err != nil {
+			t.Fatalf("the call in flight during a graceful agent stop failed: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call in flight got no answer")
+	}
+}

@@ -173,18 +173,85 @@ type lifetime struct {
 	agent  agentpb.AgentServiceClient
 	health healthpb.HealthClient
 	tools  []worker.ToolSpec
-	ended  chan struct{} // closed by end
+	ended  chan struct{} // closed by end or leave
 	once   sync.Once
 	reason string // why it ended; valid once ended is closed
+
+	mu     sync.Mutex
+	calls  int  // calls in flight on cc
+	closed bool // cc is closed
 }
 
-// end closes the connection (in-flight calls fail at once) and records why.
+// drainBound caps how long a connection that left rotation stays open for
+// the calls still on it. The agent's own stop grace normally ends them
+// sooner; keepalive fails them if the agent vanished without a word.
+const drainBound = time.Minute
+
+// end takes the lifetime out of rotation and closes the connection at once:
+// calls under it fail. For a kill, a hung or unreachable agent, a stop.
 func (lt *lifetime) end(reason string) {
 	lt.once.Do(func() {
 		lt.reason = reason
 		close(lt.ended)
-		_ = lt.cc.Close()
 	})
+	lt.close()
+}
+
+// leave takes the lifetime out of rotation but lets the calls already on
+// the connection finish: an agent that is draining (GOAWAY, NOT_SERVING)
+// answers them. The connection closes when the last one returns, or after
+// drainBound. An agent that died fails those calls by itself.
+func (lt *lifetime) leave(reason string) {
+	first := false
+	lt.once.Do(func() {
+		lt.reason = reason
+		close(lt.ended)
+		first = true
+	})
+	if !first {
+		return
+	}
+	lt.mu.Lock()
+	idle := lt.calls == 0
+	lt.mu.Unlock()
+	if idle {
+		lt.close()
+		return
+	}
+	time.AfterFunc(drainBound, lt.close)
+}
+
+func (lt *lifetime) close() {
+	lt.mu.Lock()
+	done := lt.closed
+	lt.closed = true
+	lt.mu.Unlock()
+	if !done {
+		_ = lt.cc.Close()
+	}
+}
+
+// enter counts a call on the connection; false once the lifetime ended.
+func (lt *lifetime) enter() bool {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	if lt.closed || lt.over() {
+		return false
+	}
+	lt.calls++
+	return true
+}
+
+// exit ends a call entered; the last one out of a lifetime that left
+// rotation closes the connection.
+func (lt *lifetime) exit() {
+	lt.mu.Lock()
+	lt.calls--
+	last := lt.calls == 0 && lt.over()
+	lt.mu.Unlock()
+	if last {
+		lt.close()
+	}
 }
 
 func (lt *lifetime) over() bool {
@@ -232,6 +299,9 @@ func (w *Worker) dial() (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		// An idle channel must stay READY: watchConn reads any other state
+		// as the agent being gone.
+		grpc.WithIdleTimeout(0),
 	}, auth.ClientOptions(w.f.token)...)
 	return grpc.NewClient(w.endpoint, opts...)
 }
@@ -337,7 +407,7 @@ func (w *Worker) watchConn(lt *lifetime) {
 	st := lt.cc.GetState()
 	for {
 		if st != connectivity.Ready {
-			lt.end("connection to the agent lost (" + st.String() + ")")
+			lt.leave("connection to the agent lost (" + st.String() + ")")
 			return
 		}
 		if !lt.cc.WaitForStateChange(ctx, st) {
@@ -396,7 +466,7 @@ func (w *Worker) check(ctx context.Context, lt *lifetime, timeout time.Duration)
 
 func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	lt := w.current()
-	if lt == nil || lt.over() {
+	if lt == nil || !lt.enter() {
 		return nil, fmt.Errorf("%w: remote worker %s is not connected (connecting, reconnecting or stopped); tool %q", worker.ErrWorkerUnavailable, w.endpoint, tool)
 	}
 	return lt, nil
@@ -408,6 +478,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if err != nil {
 		return nil, err
 	}
+	defer lt.exit()
 	resp, err := lt.agent.Execute(ctx, wire.Request(call))
 	if err != nil {
 		return nil, w.callError(ctx, lt, call.Tool, err)
@@ -426,6 +497,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	if err != nil {
 		return err
 	}
+	defer lt.exit()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := lt.agent.ExecuteStream(sctx, wire.Request(call))
@@ -465,7 +537,7 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown:
-		lt.end("connection lost under a call: " + status.Convert(err).Message())
+		lt.leave("connection lost under a call: " + status.Convert(err).Message())
 		return w.crash(lt)
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: call to %q on agent %s: %s; raise MaxMessageBytes (now %d bytes) on both sides or pass large values in smaller pieces",
@@ -513,7 +585,7 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_UNAVAILABLE:
 		// The agent is stopping or has no ready worker: nothing ran. Leave
 		// rotation and reconnect once it is healthy again.
-		lt.end("the agent is not serving: " + msg)
+		lt.leave("the agent is not serving: " + msg)
 		return fmt.Errorf("%w: agent %s: %s", worker.ErrWorkerUnavailable, w.endpoint, msg)
 	case agentpb.AgentError_QUEUE_TIMEOUT:
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrQueueTimeout, w.endpoint, msg)
