@@ -379,9 +379,11 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // still starting are withdrawn (their old processes keep serving), and
 // Reload returns an error matching ctx.Err(). Before Start it fails with
 // ErrNotStarted, before the App is ready it waits for readiness (or ctx),
-// once the App is stopping or stopped it fails with ErrPoolStopping; a
-// worker type that cannot replace its process (not a worker.Replacer)
-// fails it with ErrReloadUnsupported. Concurrent Reloads run one after the
+// once the App is stopping or stopped it fails with ErrPoolStopping.
+// Workers whose type cannot replace a process (not a worker.Replacer, e.g.
+// remote workers, whose code is reloaded on their agent) are listed in
+// ReloadReport.NotReplaceable; only a pool of nothing but such workers
+// fails with ErrReloadUnsupported. Concurrent Reloads run one after the
 // other. `snakepit run` calls Reload on SIGHUP.
 func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
 	if !a.running.Load() {

@@ -21,6 +21,10 @@ type ReloadReport struct {
 	// Skipped lists workers that had no running process (starting,
 	// restarting, given up): their next start runs the current code.
 	Skipped []string
+	// NotReplaceable lists workers whose type cannot replace a process on
+	// request (not a worker.Replacer), e.g. remote workers: their code is
+	// reloaded where it runs (the agent's own Reload, or a rollout).
+	NotReplaceable []string
 	// Duration is the whole reload's.
 	Duration time.Duration
 }
@@ -43,8 +47,10 @@ func (e *ReloadError) Error() string {
 
 func (e *ReloadError) Unwrap() error { return e.Err }
 
-// ErrReloadUnsupported: the worker type cannot replace its process on
-// request (it does not implement worker.Replacer); nothing was replaced.
+// ErrReloadUnsupported: no worker of the pool can replace its process on
+// request (none implements worker.Replacer); nothing was replaced. Workers
+// that cannot, beside ones that can, are listed in
+// ReloadReport.NotReplaceable instead.
 var ErrReloadUnsupported = errors.New("snakepit: the worker type cannot replace its process on request (it does not implement worker.Replacer)")
 
 // ErrNotRunning: the workers are not running (not started, or stopped).
@@ -73,13 +79,22 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	if !running {
 		return ReloadReport{}, ErrNotRunning
 	}
-	reps := make([]worker.Replacer, len(starters))
-	for i, s := range starters {
+	var notReplaceable []string
+	var unsupported error
+	reps := make([]worker.Replacer, 0, len(starters))
+	ids := make([]string, 0, len(starters))
+	for _, s := range starters {
 		r, ok := s.Worker().(worker.Replacer)
 		if !ok {
-			return ReloadReport{}, fmt.Errorf("%w: worker %s is a %T", ErrReloadUnsupported, s.Worker().ID(), s.Worker())
+			notReplaceable = append(notReplaceable, s.Worker().ID())
+			unsupported = fmt.Errorf("%w: worker %s is a %T", ErrReloadUnsupported, s.Worker().ID(), s.Worker())
+			continue
 		}
-		reps[i] = r
+		reps = append(reps, r)
+		ids = append(ids, s.Worker().ID())
+	}
+	if len(reps) == 0 && unsupported != nil {
+		return ReloadReport{NotReplaceable: notReplaceable}, unsupported
 	}
 	var (
 		mu       sync.Mutex
@@ -101,7 +116,7 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	for range w.opts.ReplaceConcurrency {
 		wg.Go(func() {
 			for i := take(); i >= 0; i = take() {
-				id := starters[i].Worker().ID()
+				id := ids[i]
 				err := reps[i].Replace(ctx, ReloadReason)
 				mu.Lock()
 				switch {
@@ -121,13 +136,13 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		})
 	}
 	wg.Wait()
-	var rep ReloadReport
-	for i, s := range starters {
+	rep := ReloadReport{NotReplaceable: notReplaceable}
+	for i, id := range ids {
 		if replaced[i] {
-			rep.Replaced = append(rep.Replaced, s.Worker().ID())
+			rep.Replaced = append(rep.Replaced, id)
 		}
 		if skipped[i] {
-			rep.Skipped = append(rep.Skipped, s.Worker().ID())
+			rep.Skipped = append(rep.Skipped, id)
 		}
 	}
 	rep.Duration = time.Since(begun)

@@ -66,11 +66,21 @@ func (r *replacing) Replace(ctx context.Context, reason string) error {
 
 func startWorkers(t *testing.T, n, concurrency int, log *replaceLog) (*supervisor.Workers, *pool.Pool) {
 	t.Helper()
+	return startMixed(t, n, concurrency, log, func(string) bool { return true })
+}
+
+// startMixed is startWorkers where only the workers canReplace names can
+// replace their process (the others are like remote workers).
+func startMixed(t *testing.T, n, concurrency int, log *replaceLog, canReplace func(id string) bool) (*supervisor.Workers, *pool.Pool) {
+	t.Helper()
 	p, err := pool.New(pool.Options{Logger: testutil.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := worker.FactoryFunc(func(spec worker.Spec) (worker.Worker, error) {
+		if !canReplace(spec.ID) {
+			return fake.New(spec), nil
+		}
 		return &replacing{Worker: fake.New(spec), spec: spec, log: log}, nil
 	})
 	w, err := supervisor.NewWorkers(supervisor.WorkersOptions{Count: n, RunID: "run-reload-test", Factory: f, Pool: p,
@@ -148,5 +158,25 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 	log.mu.Unlock()
 	if rep, err := w.Reload(context.Background()); err != nil || len(rep.Replaced) != 6 {
 		t.Fatalf("second Reload = %+v, %v; want all 6 replaced", rep, err)
+	}
+}
+
+// Workers that cannot replace a process (remote ones) do not stop a reload
+// of those that can; they are listed apart.
+func TestReloadReplacesWhatItCanAndListsTheRest(t *testing.T) {
+	log := &replaceLog{}
+	w, _ := startMixed(t, 4, 1, log, func(id string) bool { return id != "w1" && id != "w3" })
+	rep, err := w.Reload(context.Background())
+	if err != nil {
+		t.Fatalf("Reload = %v; workers that cannot replace must not fail the others", err)
+	}
+	if fmt.Sprint(rep.Replaced) != "[w0 w2]" || fmt.Sprint(rep.NotReplaceable) != "[w1 w3]" {
+		t.Fatalf("report %+v; want w0, w2 replaced and w1, w3 not replaceable", rep)
+	}
+
+	none, _ := startMixed(t, 2, 1, log, func(string) bool { return false })
+	rep, err = none.Reload(context.Background())
+	if !errors.Is(err, supervisor.ErrReloadUnsupported) || len(rep.NotReplaceable) != 2 {
+		t.Fatalf("Reload with no replaceable worker = %+v, %v; want ErrReloadUnsupported", rep, err)
 	}
 }

@@ -124,7 +124,7 @@ func reloadOnSIGHUP(app *snakepit.App, hups <-chan os.Signal, stopping <-chan st
 				fmt.Fprintf(stderr, "reload failed: replaced=%d: %v\n", len(rep.Replaced), err)
 				continue
 			}
-			fmt.Fprintf(stderr, "reload: ok replaced=%d skipped=%d duration=%s\n", len(rep.Replaced), len(rep.Skipped), rep.Duration.Round(time.Millisecond))
+			fmt.Fprintf(stderr, "reload: ok replaced=%d skipped=%d not_replaceable=%d duration=%s\n", len(rep.Replaced), len(rep.Skipped), len(rep.NotReplaceable), rep.Duration.Round(time.Millisecond))
 		}
 	}()
 	return done
