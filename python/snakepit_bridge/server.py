@@ -401,6 +401,8 @@ class WorkerServicer(ServicerBase):
         """Run a sync tool on this thread, within the worker's slots."""
         slot = Slot(request_id)
         call.slot = slot
+        if call.sctx._cancelled:  # on_done ran before the slot was visible to it
+            raise _Cancelled()
         if not self.slots.acquire(slot):
             raise _Cancelled()
         try:
@@ -477,7 +479,8 @@ class WorkerServicer(ServicerBase):
         if info.kind == ToolKind.ASYNC_ITER:
             it = self._run_async(call, _async_call(call.sctx, info.func, kwargs))
         else:
-            it = self._run_sync(call, info.func, kwargs, request_id)
+            # SYNC_ITER: _chunks holds a slot for the whole stream already.
+            it = info.func(**kwargs)
         if hasattr(it, "__anext__"):
             return _AsyncStream(self, call, it)
         if hasattr(it, "__aiter__"):
@@ -535,12 +538,13 @@ class WorkerServicer(ServicerBase):
         completed = False
         try:
             error: Optional[pb.ToolError] = None
-            if info.kind == ToolKind.SYNC_GEN:
-                # The generator's steps run on this thread: it holds a slot
-                # for the whole stream, as the host holds its pool slot.
+            if info.kind in (ToolKind.SYNC_GEN, ToolKind.SYNC_ITER):
+                # The tool and its steps run on this thread: it holds a slot
+                # for the whole stream, as the host holds its pool slot, so
+                # a step stuck after the caller left is reported abandoned.
                 slot = Slot(request_id)
                 call.slot = slot
-                if not self.slots.acquire(slot):
+                if sctx._cancelled or not self.slots.acquire(slot):
                     slot = None
                     return
             try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import json
+import threading
 
 import grpc
 import pytest
 
-from conftest import wait_for
+from conftest import InProcServer, wait_for
 from sample_adapter import SampleAdapter
+from snakepit_bridge import tool
 from snakepit_bridge.context import TOKEN_METADATA_KEY, HostClient
 from snakepit_bridge.pb import snakepit_pb2 as pb
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
@@ -489,3 +491,78 @@ def test_trace_context_reaches_the_tool_and_its_log_records(srv):
         ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "r-7"),
         ("", "", ""),
     ]
+
+
+class _IterAdapter:
+    """A sync tool flagged supports_streaming that returns an iterator: its
+    steps run on the RPC's thread like a generator's."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def _steps(self):
+        self.started.set()
+        self.release.wait(30)
+        yield 1
+
+    @tool(supports_streaming=True)
+    def it(self):
+        return self._steps()
+
+
+def test_sync_iterator_stream_counts_and_is_abandoned_like_a_generator():
+    adapter = _IterAdapter()
+    srv = InProcServer(adapter, threads=1, flavour="sync")
+    try:
+        call = srv.stub.ExecuteStreamingTool(pb.ExecuteToolRequest(tool_name="it", request_id="r-it"), metadata=srv.md)
+        threading.Thread(target=_drain, args=(call,), daemon=True).start()
+        wait_for(adapter.started.is_set, what="the stream's first step running")
+        assert srv.busy() == 1, "a step of a sync iterator must hold a slot"
+        call.cancel()
+        p = wait_for(lambda: (lambda r: r if r.abandoned_calls == 1 else None)(ping(srv)), what="the stuck step reported abandoned")
+        assert list(p.abandoned_request_ids) == ["r-it"]
+        adapter.release.set()
+        wait_for(lambda: ping(srv).abandoned_calls == 0 and srv.busy() == 0, what="the step finished")
+    finally:
+        adapter.release.set()
+        srv.close()
+
+
+def _drain(call):
+    try:
+        for _ in call:
+            pass
+    except grpc.RpcError:
+        pass
+
+
+class _CountingAdapter:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    @tool
+    def count(self) -> int:
+        self.runs += 1
+        return self.runs
+
+
+def test_sync_tool_does_not_run_for_a_caller_already_gone():
+    adapter = _CountingAdapter()
+    srv = InProcServer(adapter, threads=1, flavour="sync")
+    try:
+        run_sync = srv.servicer._run_sync
+
+        def gone_first(call, fn, kwargs, request_id):
+            call.on_done()  # the RPC ends between add_callback and the slot
+            return run_sync(call, fn, kwargs, request_id)
+
+        srv.servicer._run_sync = gone_first
+        try:
+            srv.execute("count", timeout=2)
+        except grpc.RpcError:
+            pass
+        assert adapter.runs == 0, "the tool ran for a caller that had gone"
+        assert srv.busy() == 0 and ping(srv).abandoned_calls == 0
+    finally:
+        srv.close()
