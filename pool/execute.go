@@ -95,7 +95,7 @@ func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions)
 	if err := validate(ctx, call, opts); err != nil {
 		return nil, p.rejectInvalid(err)
 	}
-	ctx, done, err := p.admit(ctx, call.Tool, opts)
+	ctx, opts, done, err := p.admit(ctx, call.Tool, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (p *Pool) ExecuteStream(ctx context.Context, call *worker.Call, opts CallOp
 			yield(worker.Chunk{}, p.rejectInvalid(err))
 			return
 		}
-		ctx, done, err := p.admit(ctx, call.Tool, opts)
+		ctx, opts, done, err := p.admit(ctx, call.Tool, opts)
 		if err != nil {
 			yield(worker.Chunk{}, err)
 			return

@@ -107,12 +107,14 @@ func toolTimeoutErr(ctx context.Context, tool string, err error) error {
 }
 
 // enterTool waits, like a call waits for a worker, until the tool has a free
-// concurrency slot. On success the caller must call leaveTool exactly once.
-func (p *Pool) enterTool(ctx context.Context, tool string, limit int, opts CallOptions) error {
+// concurrency slot; the waiters of all tools together are bounded by
+// MaxQueue (ErrPoolSaturated). On success the caller must call leaveTool
+// exactly once; waited is how much of the queue timeout the wait used.
+func (p *Pool) enterTool(ctx context.Context, tool string, limit int, timeout time.Duration) (waited time.Duration, err error) {
 	p.gateMu.Lock()
 	if p.gatesClosed {
 		p.gateMu.Unlock()
-		return ErrPoolStopping
+		return 0, ErrPoolStopping
 	}
 	g := p.gates[tool]
 	if g == nil {
@@ -122,16 +124,18 @@ func (p *Pool) enterTool(ctx context.Context, tool string, limit int, opts CallO
 	if g.running < limit && len(g.waiters) == 0 {
 		g.running++
 		p.gateMu.Unlock()
-		return nil
+		return 0, nil
+	}
+	if p.gateWaiters >= p.opts.MaxQueue {
+		p.gateMu.Unlock()
+		return 0, fmt.Errorf("%w (%d calls already wait for the max_concurrency of their tools; tool %q)", ErrPoolSaturated, p.opts.MaxQueue, tool)
 	}
 	w := &gateWaiter{ch: make(chan struct{}, 1)}
 	g.waiters = append(g.waiters, w)
+	p.gateWaiters++
 	p.gateMu.Unlock()
 
-	timeout := opts.QueueTimeout
-	if timeout == 0 {
-		timeout = p.opts.QueueTimeout
-	}
+	began := time.Now()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -140,28 +144,30 @@ func (p *Pool) enterTool(ctx context.Context, tool string, limit int, opts CallO
 	case <-t.C:
 	}
 
+	waited = time.Since(began)
 	p.gateMu.Lock()
 	defer p.gateMu.Unlock()
 	switch {
 	case w.granted && ctx.Err() == nil:
-		return nil
+		return waited, nil
 	case w.granted: // granted and cancelled at once: pass the slot on
 		g.running--
 		p.grantGateLocked(g, p.limitFor(tool).max)
-		return ctx.Err()
+		return waited, ctx.Err()
 	case w.err != nil:
-		return w.err
+		return waited, w.err
 	}
 	for i, x := range g.waiters {
 		if x == w {
 			g.waiters = append(g.waiters[:i], g.waiters[i+1:]...)
+			p.gateWaiters--
 			break
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return waited, err
 	}
-	return fmt.Errorf("%w (tool %q waited %s for one of the %d slots its max_concurrency allows)", ErrQueueTimeout, tool, timeout, limit)
+	return waited, fmt.Errorf("%w (tool %q waited %s for one of the %d slots its max_concurrency allows)", ErrQueueTimeout, tool, timeout, limit)
 }
 
 // leaveTool gives back the slot enterTool took.
@@ -181,6 +187,7 @@ func (p *Pool) grantGateLocked(g *toolGate, limit int) {
 		w := g.waiters[0]
 		g.waiters[0] = nil
 		g.waiters = g.waiters[1:]
+		p.gateWaiters--
 		g.running++
 		w.granted = true
 		w.ch <- struct{}{}
@@ -199,35 +206,42 @@ func (p *Pool) closeGates(err error) {
 		}
 		g.waiters = nil
 	}
+	p.gateWaiters = 0
 }
 
 // gateWaiting counts calls waiting on a tool limit, for Stats.
 func (p *Pool) gateWaiting() int {
 	p.gateMu.Lock()
 	defer p.gateMu.Unlock()
-	n := 0
-	for _, g := range p.gates {
-		n += len(g.waiters)
-	}
-	return n
+	return p.gateWaiters
 }
 
 // admit applies a tool's declared limits to a call: its default deadline,
-// then its concurrency slot. done must be called when the call ends; err
-// is the (already recorded) reason the call did not get in.
-func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions) (context.Context, func(), error) {
+// then its concurrency slot. The queue timeout covers both waits, for the
+// tool's slot and then for a worker's: the returned options carry what is
+// left of it. done must be called when the call ends; err is the (already
+// recorded) reason the call did not get in.
+func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions) (context.Context, CallOptions, func(), error) {
 	lim := p.limitFor(tool)
 	if lim == (toolLimit{}) {
-		return ctx, nil, nil
+		return ctx, opts, nil, nil
 	}
 	ctx, cancel := withToolTimeout(ctx, lim)
 	if lim.max > 0 {
-		if err := p.enterTool(ctx, tool, lim.max, opts); err != nil {
+		timeout := opts.QueueTimeout
+		if timeout == 0 {
+			timeout = p.opts.QueueTimeout
+		}
+		waited, err := p.enterTool(ctx, tool, lim.max, timeout)
+		if err != nil {
 			err = toolTimeoutErr(ctx, tool, err)
 			cancel()
-			return nil, nil, p.rejectInvalid(err)
+			return nil, opts, nil, p.rejectInvalid(err)
 		}
-		return ctx, func() { p.leaveTool(tool); cancel() }, nil
+		if waited > 0 {
+			opts.QueueTimeout = max(timeout-waited, time.Millisecond)
+		}
+		return ctx, opts, func() { p.leaveTool(tool); cancel() }, nil
 	}
-	return ctx, cancel, nil
+	return ctx, opts, cancel, nil
 }

@@ -242,3 +242,32 @@ func TestLatencyHistogramCountsEveryCallOnce(t *testing.T) {
 		t.Fatalf("last bucket %+v; want all 5 calls under 60s", last)
 	}
 }
+
+func TestCallsWaitingOnToolLimitsAreBoundedByMaxQueue(t *testing.T) {
+	h := newHarness(t, pool.Options{MaxQueue: 2})
+	g := newGate()
+	var running, most atomic.Int32
+	h.add("w1", 4, limitedTool(g, 1, &running, &most))
+	h.ready(1)
+	held := h.goExecute(context.Background(), &worker.Call{Tool: "limited", RequestID: "held"}, pool.CallOptions{})
+	g.waitEntered(t)
+	var waiting []<-chan outcome
+	for i := range 2 {
+		waiting = append(waiting, h.goExecute(context.Background(), &worker.Call{Tool: "limited", RequestID: strconv.Itoa(i)}, pool.CallOptions{}))
+	}
+	h.waitStats("2 calls waiting on the limit", func(s pool.Stats) bool { return s.LimitQueued == 2 })
+	if _, err := h.p.Execute(context.Background(), &worker.Call{Tool: "limited"}, pool.CallOptions{}); !errors.Is(err, pool.ErrPoolSaturated) {
+		t.Fatalf("a third waiter with MaxQueue 2: %v; want ErrPoolSaturated", err)
+	}
+	for range 3 {
+		g.release <- struct{}{}
+	}
+	for _, ch := range append(waiting, held) {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	if s := h.waitStats("idle", func(s pool.Stats) bool { return s.LimitQueued == 0 && s.InFlight == 0 }); s.Failed.Saturated != 1 {
+		t.Fatalf("stats %+v; want 1 saturated", s.Failed)
+	}
+}

@@ -146,6 +146,7 @@ type Pool struct {
 	limits      atomic.Pointer[map[string]toolLimit]
 	gateMu      sync.Mutex
 	gates       map[string]*toolGate
+	gateWaiters int // across all gates; bounded by MaxQueue
 	gatesClosed bool
 }
 
