@@ -408,17 +408,7 @@ async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: st
         await server.start()
     except Exception as e:
         raise startup_failed(f"cannot serve on {args.host}:{args.port}: {e}") from e
-    try:
-        proc.handshake(args.host, port)
-    except OSError as e:
-        proc.die_now(f"cannot write the handshake line ({e}): host gone")
-    log.info(
-        "ready: adapter %s, %d tool(s), listening on %s:%d (grpc.aio server)",
-        servicer.adapter_name,
-        len(servicer.tools),
-        args.host,
-        port,
-    )
+    servicer._announce_ready(proc, args.host, port, "grpc.aio server")
 
     await stop.wait()
     _ignore_further_stop_signals(loop)

@@ -5,6 +5,7 @@ apart on what the host is told or how arguments are checked."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -14,6 +15,8 @@ from .adapter import ToolInfo, collect_tools
 from .codec import ArgumentsError, decode_args, tool_error
 from .context import HostClient, SessionContext
 from .pb import snakepit_pb2 as pb
+
+log = logging.getLogger("snakepit.worker")
 
 
 class ServicerBase:
@@ -34,6 +37,15 @@ class ServicerBase:
         self.host = host
         self.tools = tools if tools is not None else collect_tools(adapter)
         self.started = time.monotonic()
+
+    def _announce_ready(self, proc: Any, host: str, port: int, flavour: str) -> None:
+        """Write the handshake line (the host then connects) and log it; a host
+        that is gone ends the process."""
+        try:
+            proc.handshake(host, port)
+        except OSError as e:
+            proc.die_now(f"cannot write the handshake line ({e}): host gone")
+        log.info("ready: adapter %s, %d tool(s), listening on %s:%d (%s)", self.adapter_name, len(self.tools), host, port, flavour)
 
     def _ping(self, request: pb.PingRequest, abandoned: Tuple[int, float, Any]) -> pb.PingResponse:
         count, oldest, ids = abandoned

@@ -1067,17 +1067,7 @@ async def _serve_async(
         server.start()
     except Exception as e:
         raise _StartupFailed(f"cannot serve on {args.host}:{args.port}: {e}") from e
-    try:
-        proc.handshake(args.host, port)
-    except OSError as e:
-        proc.die_now(f"cannot write the handshake line ({e}): host gone")
-    log.info(
-        "ready: adapter %s, %d tool(s), listening on %s:%d (grpcio sync server)",
-        servicer.adapter_name,
-        len(servicer.tools),
-        args.host,
-        port,
-    )
+    servicer._announce_ready(proc, args.host, port, "grpcio sync server")
 
     await stop.wait()
     _ignore_further_stop_signals(loop)
