@@ -29,7 +29,8 @@ from .adapter import ToolInfo, ToolKind
 from .codec import (
     ArgumentsError,
     ResultEncodingError,
-    encode_result,
+    item_chunk,
+    result_response,
     error_from_exception,
     tool_error,
 )
@@ -223,10 +224,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
             return pb.ExecuteToolResponse(error=error_from_exception(e))
         finally:
             _current.reset(token)
-        try:
-            return pb.ExecuteToolResponse(result=encode_result(name, value))
-        except ResultEncodingError as e:
-            return pb.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
+        return result_response(name, value)
 
     # -- ExecuteStreamingTool ----------------------------------------------------
 
@@ -304,12 +302,12 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
                     error = error_from_exception(e)
                     break
                 try:
-                    payload = encode_result(name, item, verb="yielded")
+                    chunk = item_chunk(name, seq + 1, item)
                 except ResultEncodingError as e:
                     error = tool_error("SerializationError", str(e))
                     break
                 seq += 1
-                await context.write(pb.ToolChunk(seq=seq, data=payload))
+                await context.write(chunk)
             await final(error)
             completed = True
         finally:

@@ -178,7 +178,10 @@ class CallSlots:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, int(size))
-        self._cv = threading.Condition(threading.Lock())
+        # The lock itself on the paths that never wait: `with` on a
+        # Condition is a Python-level call, on a Lock it is not.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._counted = 0
         self._waiting = 0
         self._abandoned: Dict[int, Slot] = {}
@@ -192,7 +195,7 @@ class CallSlots:
     def acquire(self, slot: Slot) -> bool:
         """Wait for a free slot. False when the caller gave up (``abandon``)
         or the worker is stopping while waiting: then the call must not run."""
-        with self._cv:
+        with self._lock:
             while self._counted >= self.size and not slot.gave_up and not self._closed:
                 self._waiting += 1
                 try:
@@ -207,7 +210,7 @@ class CallSlots:
 
     def release(self, slot: Slot) -> None:
         """The call's tool returned."""
-        with self._cv:
+        with self._lock:
             slot.running = False
             if slot.counted:
                 slot.counted = False
@@ -220,7 +223,7 @@ class CallSlots:
     def abandon(self, slot: Slot) -> None:
         """The call's caller gave up. A waiting call is dropped; a running one
         stops counting toward the size until its tool returns."""
-        with self._cv:
+        with self._lock:
             slot.gave_up = True
             if slot.counted:
                 slot.counted = False
@@ -233,7 +236,7 @@ class CallSlots:
     def abandoned(self) -> Tuple[int, float, List[str]]:
         """(count, age in seconds of the oldest, request ids) of abandoned
         calls whose tools are still running."""
-        with self._cv:
+        with self._lock:
             calls = list(self._abandoned.values())
         if not calls:
             return 0, 0.0, []
@@ -243,7 +246,7 @@ class CallSlots:
 
     def close(self) -> None:
         """Calls still waiting for a slot give up (the worker is stopping)."""
-        with self._cv:
+        with self._lock:
             self._closed = True
             self._cv.notify_all()
 
@@ -276,7 +279,8 @@ class ToolThreads:
     def __init__(self, size: int, name: str = "snakepit-tool") -> None:
         self.size = max(1, int(size))
         self._name = name
-        self._cv = threading.Condition()
+        self._lock = threading.RLock()  # Condition()'s own default, reentrant
+        self._cv = threading.Condition(self._lock)
         self._queue: Deque[_ToolCall] = collections.deque()
         self._threads = 0
         self._idle = 0
@@ -288,7 +292,7 @@ class ToolThreads:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         call = _ToolCall(fn, args)
-        with self._cv:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the tool thread pool is shut down")
             self._queue.append(call)
@@ -299,7 +303,7 @@ class ToolThreads:
     def abandon(self, future: concurrent.futures.Future, request_id: str = "") -> None:
         """The caller of ``future`` gave up. A call still queued is dropped;
         a running one stops counting toward the size until it returns."""
-        with self._cv:
+        with self._lock:
             call = self._calls.get(id(future))
             if call is None:
                 return
@@ -322,7 +326,7 @@ class ToolThreads:
     def abandoned(self) -> Tuple[int, float, List[str]]:
         """(count, age in seconds of the oldest, request ids) of abandoned
         calls whose threads are still running."""
-        with self._cv:
+        with self._lock:
             calls = list(self._abandoned.values())
         if not calls:
             return 0, 0.0, []
@@ -333,7 +337,7 @@ class ToolThreads:
     def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
         """Stop taking calls; queued ones are cancelled. Never waits for a
         running tool (it may never return): the process exits regardless."""
-        with self._cv:
+        with self._lock:
             self._closed = True
             if cancel_futures:
                 while self._queue:
@@ -378,7 +382,7 @@ class ToolThreads:
 
     def _loop(self) -> None:
         while True:
-            with self._cv:
+            with self._lock:
                 call = self._take_locked()
                 if call is None:
                     self._threads -= 1
@@ -390,7 +394,7 @@ class ToolThreads:
                     call.future.set_exception(e)
                 else:
                     call.future.set_result(result)
-            with self._cv:
+            with self._lock:
                 if call.counted:
                     self._counted -= 1
                 call.running = call.counted = False

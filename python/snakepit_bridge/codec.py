@@ -16,9 +16,10 @@ Contract:
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
 import traceback as _tb
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from .pb import snakepit_pb2 as pb
 
@@ -27,6 +28,9 @@ __all__ = [
     "ResultEncodingError",
     "decode_args",
     "encode_result",
+    "fill_payload",
+    "item_chunk",
+    "result_response",
     "tool_error",
     "error_from_exception",
 ]
@@ -73,12 +77,60 @@ def decode_args(args_json: bytes, binary_args: Optional[Mapping[str, bytes]] = N
     return kwargs
 
 
-_loads = json.loads
+def _loads(data: bytes) -> Any:
+    """json.loads(data), cheaper for the usual arguments: UTF-8 text of one
+    object. json.loads on bytes detects the encoding and matches whitespace
+    with regexes before the C scanner runs; that is most of its cost for
+    small requests. Anything unusual (another encoding, a syntax error,
+    trailing data) goes to json.loads itself, so results and error messages
+    are exactly its own."""
+    if data[:1] == b"{":
+        try:
+            text = data.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
+            value, end = _scan_once(text, 0)
+        except (ValueError, UnicodeDecodeError, StopIteration):
+            return json.loads(data)
+        if end == len(text) or not text[end:].strip(_JSON_SPACE):
+            return value
+    return json.loads(data)
 
-# One encoder for every result: json.dumps with non-default options builds a
-# new JSONEncoder (and its C encoder) per call.
-_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-_encode = _ENCODER.encode
+
+_scan_once = json.JSONDecoder().scan_once  # json.loads's own defaults
+_JSON_SPACE = " \t\n\r"
+
+
+def _no_default(obj: Any) -> Any:
+    raise TypeError("not JSON-serialisable")
+
+
+def _result_encoder() -> Callable[[Any], str]:
+    """A JSON encoder for results, made once.
+
+    JSONEncoder.encode (and json.dumps) builds a new C encoder on every call,
+    which costs more than encoding a small result. The C encoder itself can be
+    called again and again: it keeps no state between calls when circular
+    references are not tracked (a circular value then raises RecursionError,
+    and encode_result's checked path words the error). Without the C
+    accelerator, a shared JSONEncoder does the same work in Python.
+    """
+    py = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return py
+    try:
+        c = make(None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+        if "".join(c({"a": [1.5, "é", None, True]}, 0)) != '{"a":[1.5,"é",null,true]}':
+            return py
+    except Exception:  # another interpreter's signature: the portable path
+        return py
+
+    def _c_encode(value: Any) -> str:
+        return "".join(c(value, 0))
+
+    return _c_encode
+
+
+_encode = _result_encoder()
 # Results of these types encode without a default hook, so the shared
 # encoder can run them directly; anything else goes through the checked path.
 _PLAIN = (dict, list, str, int, float, bool, type(None), tuple)
@@ -89,11 +141,22 @@ def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.
 
     ``verb`` is "returned" or "yielded", for the error message.
     """
+    payload = pb.Payload()
+    fill_payload(payload, tool_name, value, verb=verb)
+    return payload
+
+
+def fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned") -> None:
+    """encode_result into an existing Payload (e.g. ``response.result``):
+    building a message and copying it into its parent costs more than the
+    encoding of a small result. Raises ResultEncodingError."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return pb.Payload(binary=bytes(value))
+        payload.binary = bytes(value)
+        return
     if type(value) in _PLAIN:
         try:
-            return pb.Payload(json=_encode(value).encode("utf-8"))
+            payload.json = _encode(value).encode("utf-8")
+            return
         except (TypeError, ValueError, RecursionError):
             pass  # the checked path below names the problem
     offending: list = []
@@ -132,7 +195,25 @@ def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.
             # e.g. dict keys that are tuples
             msg = f"tool {tool_name!r} {verb} a value of type {top!r} that is not JSON-serialisable ({e}); {_ALLOWED}"
         raise ResultEncodingError(msg) from None
-    return pb.Payload(json=data.encode("utf-8"))
+    payload.json = data.encode("utf-8")
+
+
+def result_response(tool_name: str, value: Any) -> "pb.ExecuteToolResponse":
+    """The ExecuteToolResponse for a tool's return value (a SerializationError
+    response when the value cannot be sent)."""
+    resp = pb.ExecuteToolResponse()
+    try:
+        fill_payload(resp.result, tool_name, value)
+    except ResultEncodingError as e:
+        return pb.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
+    return resp
+
+
+def item_chunk(tool_name: str, seq: int, item: Any) -> "pb.ToolChunk":
+    """The ToolChunk for one streamed item. Raises ResultEncodingError."""
+    chunk = pb.ToolChunk(seq=seq)
+    fill_payload(chunk.data, tool_name, item, verb="yielded")
+    return chunk
 
 
 def tool_error(type_: str, message: str, traceback: str = "") -> "pb.ToolError":

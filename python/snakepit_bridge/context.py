@@ -203,6 +203,11 @@ class SessionContext:
             propagator's ``extract`` to continue the trace in Python.
     """
 
+    # One lock for every context's cancellation state: it is taken only to
+    # cancel or to register for cancellation, never on a call's own path,
+    # and a lock per context would be built on every call.
+    _cancel_lock = threading.Lock()
+
     def __init__(
         self,
         *,
@@ -221,7 +226,6 @@ class SessionContext:
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.tool_name = tool_name
         self._host = host
-        self._cancel_lock = threading.Lock()
         self._cancelled = False
         # Made on first use: most tools never wait on it, and a
         # threading.Event (a Condition and two locks) costs more to build
@@ -249,7 +253,6 @@ class SessionContext:
         self.metadata = dict(metadata) if metadata else {}
         self.tool_name = tool_name
         self._host = host
-        self._cancel_lock = threading.Lock()
         self._cancelled = False
         self._cancel_event = None
         self._cancel_callbacks = None

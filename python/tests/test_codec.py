@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from snakepit_bridge import codec
 from snakepit_bridge.codec import (
     ArgumentsError,
     ResultEncodingError,
@@ -135,3 +136,63 @@ def test_error_from_exception():
     assert err.traceback.startswith("Traceback (most recent call last):")
     assert "in _raiser" in err.traceback and "in inner" in err.traceback
     assert err.traceback.rstrip().endswith("KeyError: 'deep'")
+
+
+# The per-call fast paths (codec._loads, the shared C encoder) must give
+# exactly what json.loads / json.dumps give: values, and errors with their
+# messages, so a tool's author sees the same behaviour either way.
+
+_ARGS = [
+    b'{"a":1,"b":2}',
+    b'{"a": [1, 2.5, "x\\u00e9", null, true, false, {"n": -0.0}]}  \n\t\r',
+    b'{}',
+    '{"é": "ü"}'.encode("utf-8"),
+    '{"é": 1}'.encode("utf-16"),
+    '{"é": 1}'.encode("utf-32-le"),
+    b'\xef\xbb\xbf{"a": 1}',  # UTF-8 BOM
+    b'{"a": "\xed\xa0\x80"}',  # an encoded lone surrogate: json.loads passes it
+    b'{"a":NaN, "b": Infinity}',
+    b'{"a":1} x',
+    b'{"a":1}{}',
+    b'{"a":1}\x0b',  # not JSON whitespace
+    b'{"a":',
+    b'{\xff}',
+    b'{"a": 01}',
+    b'  {"a": 1}',
+    b'[1]',
+]
+
+
+def _outcome(fn, arg):
+    try:
+        return ("ok", repr(fn(arg)))
+    except Exception as e:  # the type and message are the point
+        return ("error", type(e).__name__, str(e))
+
+
+@pytest.mark.parametrize("raw", _ARGS)
+def test_fast_args_decoding_is_json_loads(raw):
+    assert _outcome(codec._loads, raw) == _outcome(json.loads, raw)
+
+
+_RESULTS = [3.0, 1, -0.0, 1.5e300, 10**30, "x", "é\n\"", None, True, [1, {"k": "é"}], (1, 2), {"a": {"b": [1.5]}}, {1: "int key"}, {True: 1, None: 2, 1.5: 3}]
+
+
+@pytest.mark.parametrize("value", _RESULTS)
+def test_shared_result_encoder_is_json_dumps(value):
+    want = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    assert codec.encode_result("t", value).json == want
+
+
+def test_the_c_encoder_is_in_use_on_cpython():
+    # The fast encoder falls back to the portable one silently; on CPython
+    # with its accelerator the fallback would be a performance regression.
+    if getattr(json.encoder, "c_make_encoder", None) is not None:
+        assert codec._encode.__name__ == "_c_encode"
+
+
+def test_circular_result_is_a_clear_error():
+    a: list = []
+    a.append(a)
+    with pytest.raises(codec.ResultEncodingError, match="Circular reference"):
+        codec.encode_result("t", a)

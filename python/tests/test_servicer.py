@@ -551,13 +551,23 @@ def test_sync_tool_does_not_run_for_a_caller_already_gone():
     adapter = _CountingAdapter()
     srv = InProcServer(adapter, threads=1, flavour="sync")
     try:
-        run_sync = srv.servicer._run_sync
+        execute = srv.servicer._execute
 
-        def gone_first(call, fn, kwargs, request_id):
-            call.on_done()  # the RPC ends between add_callback and the slot
-            return run_sync(call, fn, kwargs, request_id)
+        class GoneAfterAddCallback:
+            """The RPC ends between add_callback and the slot."""
 
-        srv.servicer._run_sync = gone_first
+            def __init__(self, context):
+                self._context = context
+
+            def add_callback(self, cb):
+                registered = self._context.add_callback(cb)
+                cb()
+                return registered
+
+            def __getattr__(self, name):
+                return getattr(self._context, name)
+
+        srv.servicer._execute = lambda request, context: execute(request, GoneAfterAddCallback(context))
         try:
             srv.execute("count", timeout=2)
         except grpc.RpcError:
