@@ -4,7 +4,8 @@ The worker serves with grpcio's sync server by default (see server.py); an
 adapter whose tools are all coroutine functions or async generators is
 served with ``grpc.aio`` instead, where async tools run directly in the
 RPC's task with no thread hop (sync tools, if any, hop into ToolThreads).
-``SNAKEPIT_SERVER=aio|sync`` overrides the choice. Both flavours keep the
+An adapter class may declare ``snakepit_server = "aio"`` (or "sync"), and
+``SNAKEPIT_SERVER=aio|sync`` overrides both. Both flavours keep the
 same contract: handshake, auth, Ping fields, cancellation, streaming,
 sessions and stop behaviour.
 """

@@ -260,6 +260,12 @@ class BaseAdapter:
 
     worker_id: str = ""
     run_id: str = ""
+    #: The worker's server flavour: "" (chosen from the tools: "aio" when
+    #: all are async, else "sync"), "sync" or "aio". Set "aio" on an adapter
+    #: that has sync tools but whose busy tools are async: on the sync
+    #: server each async call hops to the event loop and back, which costs
+    #: about twice the CPU (docs/BENCHMARKS.md). SNAKEPIT_SERVER overrides it.
+    snakepit_server: str = ""
 
     def setup(self) -> None:
         """Prepare per-process resources. Called once, before ready."""

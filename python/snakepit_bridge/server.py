@@ -51,8 +51,9 @@ Environment read:
                             a call whose caller gave up no longer counts (see
                             _threads.py) and is reported in Ping. Async tools
                             are not limited here (the host's capacity is)
-  SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: "aio"
-                            when every tool is async, else "sync")
+  SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: the
+                            adapter class's ``snakepit_server`` attribute if
+                            set, else "aio" when every tool is async, else "sync")
   SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
@@ -876,16 +877,30 @@ def _fail(message: str, code: int) -> int:
 _ASYNC_KINDS = (ToolKind.ASYNC, ToolKind.ASYNC_GEN, ToolKind.ASYNC_ITER)
 
 
-def server_flavour(tools: Dict[str, ToolInfo]) -> str:
+_FLAVOURS = ("sync", "aio")
+
+
+def server_flavour(tools: Dict[str, ToolInfo], declared: str = "") -> str:
     """"sync" (grpcio's sync server: sync tools run on their RPC's thread)
     or "aio" (grpc.aio: async tools run in their RPC's task, sync tools hop
-    into a thread pool). ``SNAKEPIT_SERVER`` decides when set; otherwise an
-    adapter whose tools are all async gets "aio", every other "sync"."""
+    into a thread pool).
+
+    First match wins: ``SNAKEPIT_SERVER`` (the operator's say), then
+    ``declared`` (the adapter class's ``snakepit_server`` attribute: its
+    author knows whether its busy tools are sync or async), then the tools
+    themselves: all async gets "aio", anything else "sync". A bad
+    ``declared`` raises ValueError (it is code, and fails the start); a bad
+    environment value is ignored with a warning.
+    """
     raw = os.environ.get("SNAKEPIT_SERVER", "").strip().lower()
-    if raw in ("sync", "aio"):
+    if raw in _FLAVOURS:
         return raw
     if raw:
         log.warning("ignoring SNAKEPIT_SERVER=%r: use 'sync' or 'aio'", raw)
+    if declared:
+        if declared not in _FLAVOURS:
+            raise ValueError(f"snakepit_server = {declared!r}: use 'sync' or 'aio' (or leave it unset)")
+        return declared
     if tools and all(t.kind in _ASYNC_KINDS for t in tools.values()):
         return "aio"
     return "sync"
@@ -949,6 +964,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         adapter_cls = load_adapter_class(args.adapter)
         adapter = adapter_cls()
         tools = collect_tools(adapter)  # before setup(): a bad tool set fails fast
+        flavour = server_flavour(tools, getattr(adapter_cls, "snakepit_server", "") or "")
     except (Exception, SystemExit) as e:
         msg = f"snakepit: cannot load adapter {args.adapter!r}: {type(e).__name__}: {e}"
         if isinstance(e, ModuleNotFoundError):
@@ -975,7 +991,6 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
     host_client = HostClient(args.bridge_address, token, worker_id)
-    flavour = server_flavour(tools)
     grace = _env_float("SNAKEPIT_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)
     executor: Optional[ToolThreads] = None
     common: Dict[str, Any] = dict(

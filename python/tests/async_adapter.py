@@ -23,3 +23,20 @@ class AsyncAdapter(BaseAdapter):
         for i in range(1, n + 1):
             await asyncio.sleep(0)
             yield {"i": i}
+
+
+from snakepit_bridge.adapters.showcase import ShowcaseAdapter  # noqa: E402
+
+
+class DeclaredAioShowcase(ShowcaseAdapter):
+    """The mixed showcase adapter, declared for grpc.aio by its author."""
+
+    snakepit_server = "aio"
+
+
+class BadFlavour(BaseAdapter):
+    snakepit_server = "threads"
+
+    @tool
+    def noop(self) -> None:
+        return None

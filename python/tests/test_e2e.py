@@ -239,6 +239,9 @@ def test_missing_class_and_broken_setup_exit_3(start_worker):
     w = start_worker(adapter="noisy_adapter.BrokenSetup", wait_ready=False)
     assert w.wait_exit(10) == 3
     assert "RuntimeError: model file missing" in w.stderr()
+    w = start_worker(adapter="async_adapter.BadFlavour", wait_ready=False)
+    assert w.wait_exit(10) == 3
+    assert "snakepit_server = 'threads': use 'sync' or 'aio'" in w.stderr()
 
 
 def test_stdout_carries_only_the_handshake(start_worker):
@@ -334,13 +337,15 @@ def test_ignore_host_death_knob(start_worker):
         (SHOWCASE, {"SNAKEPIT_SERVER": "aio"}, "grpc.aio server"),
         ("async_adapter.AsyncAdapter", {}, "grpc.aio server"),
         ("async_adapter.AsyncAdapter", {"SNAKEPIT_SERVER": "sync"}, "grpcio sync server"),
+        ("async_adapter.DeclaredAioShowcase", {}, "grpc.aio server"),
+        ("async_adapter.DeclaredAioShowcase", {"SNAKEPIT_SERVER": "sync"}, "grpcio sync server"),
     ],
 )
 def test_server_flavours_keep_the_contract(start_worker, adapter, env, flavour):
     w = start_worker(adapter=adapter, extra_env=dict(env, SNAKEPIT_STOP_GRACE_S="0.3"))
     assert w.stub.Ping(pb.PingRequest(message="f"), metadata=w.md, timeout=5).message == "f"
     assert w.call("add", {"a": 1, "b": 2}) == 3
-    tool = "stream_count" if adapter == SHOWCASE else "count"
+    tool = "count" if adapter == "async_adapter.AsyncAdapter" else "stream_count"
     chunks = list(w.stub.ExecuteStreamingTool(
         pb.ExecuteToolRequest(tool_name=tool, args_json=b'{"n": 3}'), metadata=w.md, timeout=5))
     assert [json.loads(c.data.json) for c in chunks[:-1]] == [{"i": i} for i in (1, 2, 3)] and chunks[-1].is_final

@@ -441,6 +441,12 @@ def test_server_flavour(monkeypatch):
     assert server_flavour(collect_tools(SampleAdapter())) == "sync"  # mixed: sync tools run best there
     assert server_flavour(collect_tools(AsyncAdapter())) == "aio"
     assert server_flavour({}) == "sync"
+    assert server_flavour(collect_tools(SampleAdapter()), "aio") == "aio"  # the adapter's declaration
+    assert server_flavour(collect_tools(AsyncAdapter()), "sync") == "sync"
+    with pytest.raises(ValueError, match="use 'sync' or 'aio'"):
+        server_flavour({}, "threads")
+    monkeypatch.setenv("SNAKEPIT_SERVER", "sync")  # the operator's say wins over the declaration
+    assert server_flavour(collect_tools(SampleAdapter()), "aio") == "sync"
     monkeypatch.setenv("SNAKEPIT_SERVER", " AIO ")
     assert server_flavour(collect_tools(SampleAdapter())) == "aio"
     monkeypatch.setenv("SNAKEPIT_SERVER", "bogus")  # ignored, with a warning

@@ -4,7 +4,8 @@
 showcase adapter's add also counts calls under a lock); ``aadd`` is its
 async twin. BenchAdapter has both, so the worker serves it with grpcio's
 sync server (an async tool hops to the event loop); AsyncBenchAdapter has
-only ``aadd``, so it is served with grpc.aio (no hop).
+only ``aadd``, so it is served with grpc.aio (no hop); DeclaredAioBenchAdapter
+is BenchAdapter with ``snakepit_server = "aio"``.
 """
 
 from __future__ import annotations
@@ -26,3 +27,10 @@ class AsyncBenchAdapter(BaseAdapter):
     @tool
     async def aadd(self, a: float, b: float) -> float:
         return a + b
+
+
+class DeclaredAioBenchAdapter(BenchAdapter):
+    """BenchAdapter declared for grpc.aio: its async tool runs in its RPC's
+    task, its sync tool hops into a thread."""
+
+    snakepit_server = "aio"

@@ -453,6 +453,8 @@ func setups() []setup {
 			// …and of a mixed adapter (sync flavour: a hop to the event loop).
 			setup{fmt.Sprintf("snakepit-mixed-async/N=%d/cap=1", n), n, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "aadd") }},
 			setup{fmt.Sprintf("snakepit-mixed-async/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "BenchAdapter", "aadd") }},
+			// …and of the same mixed adapter declared `snakepit_server = "aio"`.
+			setup{fmt.Sprintf("snakepit-mixed-aio/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "DeclaredAioBenchAdapter", "aadd") }},
 		)
 	}
 	return out
