@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python bench-sidebyside clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
 
 all: build
 
@@ -84,6 +84,15 @@ bench-sidebyside: deps-python
 	  cat $(CURDIR)/.snakepit/sidebyside.run; cat $(CURDIR)/.snakepit/sidebyside.run >> $(CURDIR)/.snakepit/sidebyside.txt; \
 	  [ $$rc -eq 0 ] || exit $$rc; done
 	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
+
+## bench-ab: the Python worker against the minimal servicer in paired rounds (raw grpc-go
+## calls, C = 8 then C = 1; AB_ROUNDS, AB_VARIANTS): per-round ratios, for judging a
+## change to the Python side (test/bench/cmd/abtest)
+AB_ROUNDS   ?= 6
+AB_VARIANTS ?= servicer worker
+bench-ab: deps-python
+	cd test/bench && for c in 8 1; do SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" \
+	  $(GO) run ./cmd/abtest -rounds $(AB_ROUNDS) -t 3s -c $$c $(AB_VARIANTS) || exit 1; done
 
 ## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
 test-bench-smoke:

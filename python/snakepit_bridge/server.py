@@ -606,6 +606,7 @@ class _Handlers(grpc.GenericRpcHandler):
 
     def __init__(self, servicer: WorkerServicer, token: str) -> None:
         self._token = token.encode("utf-8")
+        self._token_str = token
         uu, us = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
         self._methods = {
             f"/{_SERVICE}/Ping": uu(
@@ -629,8 +630,12 @@ class _Handlers(grpc.GenericRpcHandler):
     def _authorized(self, metadata: Any) -> bool:
         for key, value in metadata or ():
             if key == TOKEN_METADATA_KEY:
-                given = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._token)
+                if isinstance(value, str):
+                    try:  # str against str: no encoding on every call
+                        return hmac.compare_digest(value, self._token_str)
+                    except TypeError:  # not ASCII: compare the bytes
+                        value = value.encode("utf-8")
+                return hmac.compare_digest(bytes(value), self._token)
         return False
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
