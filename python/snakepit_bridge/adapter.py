@@ -264,7 +264,8 @@ class BaseAdapter:
     #: all are async, else "sync"), "sync" or "aio". Set "aio" on an adapter
     #: that has sync tools but whose busy tools are async: on the sync
     #: server each async call hops to the event loop and back, which costs
-    #: about twice the CPU (docs/BENCHMARKS.md). SNAKEPIT_SERVER overrides it.
+    #: up to about 1.5x the CPU (docs/BENCHMARKS.md). SNAKEPIT_SERVER
+    #: overrides it.
     snakepit_server: str = ""
 
     def setup(self) -> None:

@@ -1,7 +1,11 @@
 // Command benchtable turns `go test -bench SideBySide -count K` output (on
 // stdin) into the markdown table of docs/BENCHMARKS.md: the median of each
 // metric over the K runs, and every row's calls/s and Python CPU relative to
-// the go-plugin and grpc-sync rows with the same N and C.
+// the go-plugin and grpc-sync rows with the same N and C. The ratios are
+// paired: make bench-sidebyside runs every row once per round, so the i-th
+// run of each row shares its round's machine load; a ratio is the median of
+// the K per-round ratios (with their range for Python CPU), which a load
+// change during the run moves far less than a ratio of medians.
 package main
 
 import (
@@ -72,18 +76,48 @@ func main() {
 	for _, name := range order {
 		base[strings.SplitN(name, "/", 2)[0]+"|"+key(name)] = name
 	}
-	ratio := func(name, impl, metric string) string {
+	// perRound: the per-round ratios of name's metric to impl's row with the
+	// same N and C (nil when there is no such row or the runs do not pair).
+	perRound := func(name, impl, metric string) []float64 {
 		b, ok := base[impl+"|"+key(name)]
-		if !ok || med(b, metric) == 0 {
+		if !ok {
+			return nil
+		}
+		x, y := metrics[name][metric], metrics[b][metric]
+		if len(x) == 0 || len(x) != len(y) {
+			return nil
+		}
+		r := make([]float64, len(x))
+		for i := range x {
+			if y[i] == 0 {
+				return nil
+			}
+			r[i] = x[i] / y[i]
+		}
+		return r
+	}
+	ratio := func(name, impl, metric string) string {
+		r := perRound(name, impl, metric)
+		if r == nil {
 			return "–"
 		}
-		return fmt.Sprintf("%.2f×", med(name, metric)/med(b, metric))
+		return fmt.Sprintf("%.2f×", median(r))
 	}
-	fmt.Println("| benchmark | runs | calls/s | Python CPU µs/call | Go CPU µs/call | calls/s vs go-plugin | calls/s vs grpc-sync | Python CPU vs grpc-sync |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	spread := func(name, impl, metric string) string {
+		r := perRound(name, impl, metric)
+		if r == nil {
+			return "–"
+		}
+		s := append([]float64(nil), r...)
+		sort.Float64s(s)
+		return fmt.Sprintf("%.2f–%.2f", s[0], s[len(s)-1])
+	}
+	fmt.Println("| benchmark | runs | calls/s | Python CPU µs/call | Go CPU µs/call | calls/s vs go-plugin | calls/s vs grpc-sync | Python CPU vs grpc-sync | (range over rounds) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, name := range order {
-		fmt.Printf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s |\n", name, len(metrics[name]["calls/s"]),
+		fmt.Printf("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s |\n", name, len(metrics[name]["calls/s"]),
 			med(name, "calls/s"), med(name, "py-cpu-µs/call"), med(name, "go-cpu-µs/call"),
-			ratio(name, "go-plugin", "calls/s"), ratio(name, "grpc-sync", "calls/s"), ratio(name, "grpc-sync", "py-cpu-µs/call"))
+			ratio(name, "go-plugin", "calls/s"), ratio(name, "grpc-sync", "calls/s"), ratio(name, "grpc-sync", "py-cpu-µs/call"),
+			spread(name, "grpc-sync", "py-cpu-µs/call"))
 	}
 }
