@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import threading
 import os
 import traceback as _tb
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -84,7 +85,7 @@ def _loads(data: bytes) -> Any:
     small requests. Anything unusual (another encoding, a syntax error,
     trailing data) goes to json.loads itself, so results and error messages
     are exactly its own."""
-    if data[:1] == b"{":
+    if type(data) is bytes and data[:1] == b"{":
         try:
             text = data.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
             value, end = _scan_once(text, 0)
@@ -104,28 +105,45 @@ def _no_default(obj: Any) -> Any:
 
 
 def _result_encoder() -> Callable[[Any], str]:
-    """A JSON encoder for results, made once.
+    """A JSON encoder for results, made once per thread.
 
     JSONEncoder.encode (and json.dumps) builds a new C encoder on every call,
-    which costs more than encoding a small result. The C encoder itself can be
-    called again and again: it keeps no state between calls when circular
-    references are not tracked (a circular value then raises RecursionError,
-    and encode_result's checked path words the error). Without the C
-    accelerator, a shared JSONEncoder does the same work in Python.
+    which costs more than encoding a small result. A C encoder can be called
+    again and again, but its circular-reference record (``markers``) is
+    state: one per thread, cleared after a failed call (the C code leaves
+    entries behind on an error). Without the record a circular value would
+    recurse to the interpreter's limit, which overflows small thread stacks
+    on 3.13. Without the C accelerator, a shared JSONEncoder does the same
+    work in Python.
     """
     py = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return py
+    encode_str = json.encoder.encode_basestring
+
+    def new_encoder() -> Any:
+        markers: Dict[int, Any] = {}
+        return make(markers, _no_default, encode_str, None, ":", ",", False, False, False), markers
+
     try:
-        c = make(None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+        c, _ = new_encoder()
         if "".join(c({"a": [1.5, "é", None, True]}, 0)) != '{"a":[1.5,"é",null,true]}':
             return py
     except Exception:  # another interpreter's signature: the portable path
         return py
+    local = threading.local()
 
     def _c_encode(value: Any) -> str:
-        return "".join(c(value, 0))
+        try:
+            enc, markers = local.enc
+        except AttributeError:
+            enc, markers = local.enc = new_encoder()
+        try:
+            return "".join(enc(value, 0))
+        except BaseException:
+            markers.clear()
+            raise
 
     return _c_encode
 

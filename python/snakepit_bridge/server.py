@@ -891,20 +891,23 @@ def server_flavour(tools: Dict[str, ToolInfo], declared: str = "") -> str:
     into a thread pool).
 
     First match wins: ``SNAKEPIT_SERVER`` (the operator's say), then
-    ``declared`` (the adapter class's ``snakepit_server`` attribute: its
+    ``declared`` (the adapter's ``snakepit_server`` attribute: its
     author knows whether its busy tools are sync or async), then the tools
     themselves: all async gets "aio", anything else "sync". A bad
     ``declared`` raises ValueError (it is code, and fails the start); a bad
     environment value is ignored with a warning.
     """
+    # Checked first, so a typo fails wherever it runs, not only where the
+    # environment leaves the choice to it.
+    if not isinstance(declared, str) or declared.strip().lower() not in ("",) + _FLAVOURS:
+        raise ValueError(f"snakepit_server = {declared!r}: use 'sync' or 'aio' (or leave it unset)")
+    declared = declared.strip().lower()
     raw = os.environ.get("SNAKEPIT_SERVER", "").strip().lower()
     if raw in _FLAVOURS:
         return raw
     if raw:
         log.warning("ignoring SNAKEPIT_SERVER=%r: use 'sync' or 'aio'", raw)
     if declared:
-        if declared not in _FLAVOURS:
-            raise ValueError(f"snakepit_server = {declared!r}: use 'sync' or 'aio' (or leave it unset)")
         return declared
     if tools and all(t.kind in _ASYNC_KINDS for t in tools.values()):
         return "aio"
@@ -969,7 +972,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         adapter_cls = load_adapter_class(args.adapter)
         adapter = adapter_cls()
         tools = collect_tools(adapter)  # before setup(): a bad tool set fails fast
-        flavour = server_flavour(tools, getattr(adapter_cls, "snakepit_server", "") or "")
+        flavour = server_flavour(tools, getattr(adapter, "snakepit_server", "") or "")
     except (Exception, SystemExit) as e:
         msg = f"snakepit: cannot load adapter {args.adapter!r}: {type(e).__name__}: {e}"
         if isinstance(e, ModuleNotFoundError):

@@ -196,3 +196,66 @@ def test_circular_result_is_a_clear_error():
     a.append(a)
     with pytest.raises(codec.ResultEncodingError, match="Circular reference"):
         codec.encode_result("t", a)
+
+
+def test_fast_args_decoding_of_other_buffers_is_json_loads():
+    for raw in (bytearray(b'{"a": 1}'), memoryview(b'{"a": 1}')):
+        assert _outcome(codec._loads, raw) == _outcome(json.loads, raw)
+
+
+def test_failed_encoding_leaves_no_stale_circular_record():
+    # The C encoder's circular-reference record keeps the containers it was
+    # inside when an error stopped it; encoding the same container again
+    # must not be taken for a cycle.
+    bad = {"inner": [1], "n": float("nan")}
+    with pytest.raises(codec.ResultEncodingError, match="NaN"):
+        codec.encode_result("t", bad)
+    bad["n"] = 1
+    # The fast encoder itself (encode_result would hide a false cycle behind
+    # its checked path).
+    assert codec._encode(bad) == '{"inner":[1],"n":1}'
+
+
+def test_circular_result_on_a_small_thread_stack_is_a_clear_error():
+    # Without a circular-reference record the encoder would recurse to the
+    # interpreter's limit, which overflows a small thread stack on 3.13.
+    import threading
+
+    out = []
+
+    def encode():
+        a: list = []
+        a.append(a)
+        try:
+            codec.encode_result("t", a)
+        except codec.ResultEncodingError as e:
+            out.append(str(e))
+
+    old = threading.stack_size(256 * 1024)
+    try:
+        t = threading.Thread(target=encode)
+        t.start()
+        t.join(10)
+    finally:
+        threading.stack_size(old)
+    assert out and "Circular reference" in out[0]
+
+
+def test_shared_result_encoder_from_many_threads():
+    import threading
+
+    shared = {"k": [1, 2, {"x": "é"}]}
+    want = json.dumps(shared, ensure_ascii=False, separators=(",", ":")).encode()
+    bad = []
+
+    def work():
+        for _ in range(2000):
+            if codec.encode_result("t", shared).json != want:
+                bad.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not bad

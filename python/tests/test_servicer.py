@@ -443,10 +443,13 @@ def test_server_flavour(monkeypatch):
     assert server_flavour({}) == "sync"
     assert server_flavour(collect_tools(SampleAdapter()), "aio") == "aio"  # the adapter's declaration
     assert server_flavour(collect_tools(AsyncAdapter()), "sync") == "sync"
+    assert server_flavour({}, " AIO ") == "aio"  # the same spelling rule as the environment's
     with pytest.raises(ValueError, match="use 'sync' or 'aio'"):
         server_flavour({}, "threads")
     monkeypatch.setenv("SNAKEPIT_SERVER", "sync")  # the operator's say wins over the declaration
     assert server_flavour(collect_tools(SampleAdapter()), "aio") == "sync"
+    with pytest.raises(ValueError):  # a typo fails even where the environment decides
+        server_flavour({}, "threads")
     monkeypatch.setenv("SNAKEPIT_SERVER", " AIO ")
     assert server_flavour(collect_tools(SampleAdapter())) == "aio"
     monkeypatch.setenv("SNAKEPIT_SERVER", "bogus")  # ignored, with a warning
