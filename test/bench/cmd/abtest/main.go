@@ -81,6 +81,9 @@ func main() {
 func med(x []float64) float64 {
 	y := append([]float64(nil), x...)
 	sort.Float64s(y)
+	if len(y)%2 == 0 {
+		return (y[len(y)/2-1] + y[len(y)/2]) / 2
+	}
 	return y[len(y)/2]
 }
 func lo(x []float64) float64 { y := append([]float64(nil), x...); sort.Float64s(y); return y[0] }
