@@ -159,6 +159,16 @@ class ServerThreads:
 # Capacity accounting for sync tool calls
 
 
+def _abandoned_report(calls: List[Any]) -> Tuple[int, float, List[str]]:
+    """What Ping reports of abandoned calls (each with ``abandoned_at`` and
+    ``request_id``): their count, the age of the oldest, their request ids."""
+    if not calls:
+        return 0, 0.0, []
+    now = time.monotonic()
+    return len(calls), max(now - c.abandoned_at for c in calls), [c.request_id for c in calls]
+
+
+
 class Slot:
     """One sync tool call's claim on a :class:`CallSlots`."""
 
@@ -237,12 +247,7 @@ class CallSlots:
         """(count, age in seconds of the oldest, request ids) of abandoned
         calls whose tools are still running."""
         with self._lock:
-            calls = list(self._abandoned.values())
-        if not calls:
-            return 0, 0.0, []
-        now = time.monotonic()
-        oldest = max(now - c.abandoned_at for c in calls)
-        return len(calls), oldest, [c.request_id for c in calls]
+            return _abandoned_report(list(self._abandoned.values()))
 
     def close(self) -> None:
         """Calls still waiting for a slot give up (the worker is stopping)."""
@@ -327,12 +332,7 @@ class ToolThreads:
         """(count, age in seconds of the oldest, request ids) of abandoned
         calls whose threads are still running."""
         with self._lock:
-            calls = list(self._abandoned.values())
-        if not calls:
-            return 0, 0.0, []
-        now = time.monotonic()
-        oldest = max(now - c.abandoned_at for c in calls)
-        return len(calls), oldest, [c.request_id for c in calls]
+            return _abandoned_report(list(self._abandoned.values()))
 
     def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
         """Stop taking calls; queued ones are cancelled. Never waits for a

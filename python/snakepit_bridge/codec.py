@@ -29,7 +29,6 @@ __all__ = [
     "ResultEncodingError",
     "decode_args",
     "encode_result",
-    "fill_payload",
     "item_chunk",
     "result_response",
     "tool_error",
@@ -160,11 +159,11 @@ def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.
     ``verb`` is "returned" or "yielded", for the error message.
     """
     payload = pb.Payload()
-    fill_payload(payload, tool_name, value, verb=verb)
+    _fill_payload(payload, tool_name, value, verb=verb)
     return payload
 
 
-def fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned") -> None:
+def _fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned") -> None:
     """encode_result into an existing Payload (e.g. ``response.result``):
     building a message and copying it into its parent costs more than the
     encoding of a small result. Raises ResultEncodingError."""
@@ -221,7 +220,7 @@ def result_response(tool_name: str, value: Any) -> "pb.ExecuteToolResponse":
     response when the value cannot be sent)."""
     resp = pb.ExecuteToolResponse()
     try:
-        fill_payload(resp.result, tool_name, value)
+        _fill_payload(resp.result, tool_name, value)
     except ResultEncodingError as e:
         return pb.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
     return resp
@@ -230,7 +229,7 @@ def result_response(tool_name: str, value: Any) -> "pb.ExecuteToolResponse":
 def item_chunk(tool_name: str, seq: int, item: Any) -> "pb.ToolChunk":
     """The ToolChunk for one streamed item. Raises ResultEncodingError."""
     chunk = pb.ToolChunk(seq=seq)
-    fill_payload(chunk.data, tool_name, item, verb="yielded")
+    _fill_payload(chunk.data, tool_name, item, verb="yielded")
     return chunk
 
 
