@@ -39,15 +39,20 @@ package snakepit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/thejerf/suture/v4"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -72,26 +77,76 @@ type App struct {
 	runID  string
 	token  auth.Token
 	log    *slog.Logger
-	reg    *registry.Service
-	clean  *cleanup.Service
+	stop   stopBudget
 	bridge *bridge.Server
-	pool   *pool.Pool
 	// factory is the worker factory in use (Config.WorkerFactory or the
 	// Python one bound to the bridge), kept for diagnostics.
 	factory worker.Factory
-	work    *supervisor.Workers
-	tree    *supervisor.Application
-	// watch keeps remote workers in line with Config.Discovery (nil without).
-	watch *discovery.Watcher
+	// reqPrefix and reqSeq make the request ids of calls that bring none.
+	reqPrefix string
+	reqSeq    atomic.Uint64
+
+	// cur is the run the next (or current) Serve uses. The bridge, with its
+	// sessions and host tools, outlives runs; everything else is per run.
+	cur atomic.Pointer[run]
 
 	// running is set once Start or Serve began: calls made before fail
 	// fast with ErrNotStarted instead of waiting out their deadline.
 	running atomic.Bool
 
 	mu      sync.Mutex
+	stopped bool // Stop was called: the App is over
 	cancel  context.CancelFunc
 	done    chan struct{}
 	serveEr error
+}
+
+// run is one Serve of the App's tree. suture restarts a failed service by
+// calling Serve again, so each Serve after the first builds a fresh run: a
+// registry, a pool and workers that start from nothing.
+type run struct {
+	reg   *registry.Service
+	clean *cleanup.Service
+	pool  *pool.Pool
+	work  *supervisor.Workers
+	tree  *supervisor.Application
+	// watch keeps remote workers in line with Config.Discovery (nil without).
+	watch *discovery.Watcher
+
+	served   bool          // a Serve took this run (App.mu)
+	failOnce sync.Once     // guards err and failed
+	err      error         // why the start failed; set before failed closes
+	failed   chan struct{} // closed once the start is known to have failed
+	stopping chan struct{} // closed when Serve's ctx ended
+	ended    chan struct{} // closed when Serve returned
+}
+
+func (r *run) fail(err error) {
+	r.failOnce.Do(func() {
+		r.err = err
+		close(r.failed)
+	})
+}
+
+// failure is the start error once the start is known to have failed.
+func (r *run) failure() error {
+	select {
+	case <-r.failed:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// callError replaces the pool's "stopping" with the start error when the
+// pool stopped because the start failed: the caller needs the Python error.
+func (r *run) callError(err error) error {
+	if err != nil && errors.Is(err, ErrPoolStopping) {
+		if ferr := r.failure(); ferr != nil {
+			return ferr
+		}
+	}
+	return err
 }
 
 // New validates cfg and builds the tree; nothing runs until Start or Serve.
@@ -104,28 +159,17 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, runID: registry.NewRunID()}
+	a := &App{cfg: cfg, runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
-	token := a.token
-
-	path := cfg.RegistryPath
-	if path == "" {
-		path = registry.DefaultPath(cfg.Instance)
-	}
-	a.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
-	a.bridge, err = bridge.New(bridge.Options{Token: token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
-	if err != nil {
-		return nil, err
-	}
-	a.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, StopWait: stop.cancelWait, Logger: a.log})
+	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
 	factory := cfg.WorkerFactory
 	if factory == nil {
 		base, err := grpcworker.NewFactory(grpcworker.Options{
-			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: token,
+			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: a.token,
 			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
 			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
 			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
@@ -137,42 +181,11 @@ func New(cfg Config) (*App, error) {
 		factory = &lateFactory{app: a, base: base}
 	}
 	a.factory = factory
-	if cfg.Discovery != nil {
-		if a.watch, err = a.newWatcher(cfg, stop); err != nil {
-			return nil, err
-		}
-	}
-	a.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
-		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
-		Factory: factory, Pool: a.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
-		Observer: appObserver{a},
-		Recorder: func() childproc.Recorder {
-			if r := a.reg.Registry(); r != nil {
-				return r
-			}
-			return nil
-		},
-		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
-		ReplaceConcurrency: cfg.ReplaceConcurrency,
-	})
+	r, err := a.newRun()
 	if err != nil {
 		return nil, err
 	}
-	a.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: a.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
-	// Start order registry → cleanup → bridge → workers; the Application
-	// stops them in reverse, so cleanup sweeps after every worker is reaped
-	// and the bridge is gone, while the registry it reads is still open.
-	children := []supervisor.Child{
-		{Name: "registry", Service: a.reg, StopTimeout: stop.registry},
-		{Name: "cleanup", Service: a.clean, StopTimeout: stop.cleanup},
-		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
-		{Name: "workers", Service: a.work, StopTimeout: stop.workers},
-	}
-	if a.watch != nil {
-		// After the workers: it adds to them, and stops before they do.
-		children = append(children, supervisor.Child{Name: "discovery", Service: a.watch, StopTimeout: stop.discovery})
-	}
-	a.tree = supervisor.NewApplication("snakepit", children, a.log)
+	a.cur.Store(r)
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(NewCollector(a)); err != nil {
 			return nil, fmt.Errorf("snakepit: registering the metrics collector: %w", err)
@@ -181,28 +194,86 @@ func New(cfg Config) (*App, error) {
 	return a, nil
 }
 
-// appObserver drops what a worker registered with the bridge when its
+// newRun builds the per-run part of the tree around the App's bridge.
+func (a *App) newRun() (*run, error) {
+	cfg, stop := a.cfg, a.stop
+	r := &run{failed: make(chan struct{}), stopping: make(chan struct{}), ended: make(chan struct{})}
+	path := cfg.RegistryPath
+	if path == "" {
+		path = registry.DefaultPath(cfg.Instance)
+	}
+	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
+	var err error
+	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, StopWait: stop.cancelWait, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Discovery != nil {
+		if r.watch, err = a.newWatcher(r); err != nil {
+			return nil, err
+		}
+	}
+	r.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
+		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
+		Factory: a.factory, Pool: r.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
+		Observer: runObserver{a, r},
+		Recorder: func() childproc.Recorder {
+			if rec := r.reg.Registry(); rec != nil {
+				return rec
+			}
+			return nil
+		},
+		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
+		ReplaceConcurrency: cfg.ReplaceConcurrency,
+		OnStartFailed:      func(err error) { r.fail(&StartError{Child: "workers", Err: err}) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: r.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
+	// Start order registry → cleanup → bridge → workers; the Application
+	// stops them in reverse, so cleanup sweeps after every worker is reaped
+	// and the bridge is gone, while the registry it reads is still open.
+	children := []supervisor.Child{
+		{Name: "registry", Service: r.reg, StopTimeout: stop.registry},
+		{Name: "cleanup", Service: r.clean, StopTimeout: stop.cleanup},
+		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
+		{Name: "workers", Service: r.work, StopTimeout: stop.workers},
+	}
+	if r.watch != nil {
+		// After the workers: it adds to them, and stops before they do.
+		children = append(children, supervisor.Child{Name: "discovery", Service: r.watch, StopTimeout: stop.discovery})
+	}
+	r.tree = supervisor.NewApplication("snakepit", children, a.log)
+	return r, nil
+}
+
+// runObserver drops what a worker registered with the bridge when its
 // process ends (the next lifetime registers afresh), and asks discovery to
 // look again at once when a remote worker fails: its agent may be gone.
-type appObserver struct{ a *App }
+type runObserver struct {
+	a *App
+	r *run
+}
 
-func (appObserver) Starting(string)           {}
-func (appObserver) Ready(string, worker.Info) {}
-func (o appObserver) Exited(id string, err error) {
+func (runObserver) Starting(string)           {}
+func (runObserver) Ready(string, worker.Info) {}
+func (o runObserver) Exited(id string, err error) {
 	o.a.bridge.ForgetWorker(id)
-	if err != nil && o.a.watch != nil && strings.HasPrefix(id, remote.IDPrefix) {
-		o.a.watch.Refresh()
+	if err != nil && o.r.watch != nil && strings.HasPrefix(id, remote.IDPrefix) {
+		o.r.watch.Refresh()
 	}
 }
 
 // Replaced keeps the registrations: the new process made its own before it
 // took over, under the same worker id.
-func (appObserver) Replaced(string, worker.Info, string) {}
+func (runObserver) Replaced(string, worker.Info, string) {}
 
 // newWatcher builds the remote worker factory (reading the agents' token
 // now, so a missing one fails New) and the discovery loop that joins and
 // removes remote workers.
-func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error) {
+func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
+	cfg, stop := a.cfg, a.stop
 	ro := cfg.Remote
 	if ro.HungGrace == 0 {
 		ro.HungGrace = cfg.HungGrace
@@ -220,12 +291,12 @@ func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error
 	return discovery.NewWatcher(discovery.Options{
 		Source: cfg.Discovery, Interval: cfg.DiscoveryInterval, Logger: a.log,
 		Join: func(ep string) error {
-			return a.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
+			return r.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
 		},
 		Leave: func(ctx context.Context, ep string) {
 			dctx, cancel := context.WithTimeout(ctx, stop.drain)
 			defer cancel()
-			if err := a.work.RemoveWorker(dctx, remote.WorkerID(ep)); err != nil && !errors.Is(err, supervisor.ErrNoSuchWorker) {
+			if err := r.work.RemoveWorker(dctx, remote.WorkerID(ep)); err != nil && !errors.Is(err, supervisor.ErrNoSuchWorker) {
 				a.log.Warn("removing a vanished agent's worker", "endpoint", ep, "err", err)
 			}
 		},
@@ -236,14 +307,19 @@ func (a *App) newWatcher(cfg Config, stop stopBudget) (*discovery.Watcher, error
 // takes calls once ready; its Starter restarts it like the others). The id
 // must be unused (ErrWorkerExists); before Start or once stopping it is
 // ErrNotServing. Discovery uses this for remote workers.
-func (a *App) AddWorker(id string, f worker.Factory) error { return a.work.AddWorker(id, f) }
+func (a *App) AddWorker(id string, f worker.Factory) error {
+	if id == "" || f == nil {
+		return fmt.Errorf("%w: AddWorker needs a non-empty worker id and a non-nil worker.Factory", ErrInvalidConfig)
+	}
+	return a.cur.Load().work.AddWorker(id, f)
+}
 
 // RemoveWorker drains worker id (no new calls; in-flight ones may finish
 // until ctx ends), stops it and takes it out of the pool. It returns
 // ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
 // with calls in flight (the worker is removed all the same).
 func (a *App) RemoveWorker(ctx context.Context, id string) error {
-	return a.work.RemoveWorker(ctx, id)
+	return a.cur.Load().work.RemoveWorker(ctx, id)
 }
 
 // lateFactory binds what exists only once the tree runs (the bridge's
@@ -272,52 +348,125 @@ func (a *App) GoString() string { return "snakepit.App(" + a.runID + ")" }
 func (a *App) RunID() string { return a.runID }
 
 // Serve implements suture.Service: it runs the tree until ctx ends, then
-// stops it in order. It returns a start error, or after the stop, the
-// cleanup's error if anything survived the ordered stop.
+// stops it in order, and returns the cleanup's error if anything survived
+// the ordered stop.
+//
+// When the App cannot start (every worker given up, MinReady out of reach,
+// a locked registry), it stops what it started, WaitReady, Reload and calls
+// get the *StartError at once, and Serve returns that *StartError: a parent
+// suture supervisor logs it (EventServiceTerminate) and restarts the App
+// after its own backoff, like any failed service. Each Serve after the
+// first is a fresh start of the tree (new processes, same RunID; sessions
+// and host tools are kept), so a cause fixed meanwhile heals on the next
+// restart. Serve runs one at a time; after Stop it returns ErrStopped.
 func (a *App) Serve(ctx context.Context) error {
-	a.running.Store(true)
-	if err := a.tree.Serve(ctx); err != nil {
+	r, err := a.beginRun()
+	if err != nil {
 		return err
 	}
-	if rep, ok := a.clean.Report(); ok {
+	return a.serveRun(ctx, r)
+}
+
+// beginRun hands Serve the current run, or a fresh one once the last has
+// been served.
+func (a *App) beginRun() (*run, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return nil, misuse{ErrStopped}
+	}
+	r := a.cur.Load()
+	if r.served {
+		select {
+		case <-r.ended:
+		default:
+			return nil, misuse{fmt.Errorf("%w: Serve is already running; an App runs once at a time", ErrAlreadyStarted)}
+		}
+		nr, err := a.newRun()
+		if err != nil {
+			return nil, err
+		}
+		a.cur.Store(nr)
+		r = nr
+	}
+	r.served = true
+	a.running.Store(true)
+	return r, nil
+}
+
+func (a *App) serveRun(ctx context.Context, r *run) error {
+	defer close(r.ended)
+	stopWatch := context.AfterFunc(ctx, func() { close(r.stopping) })
+	defer func() {
+		if stopWatch() {
+			close(r.stopping) // ended without ctx: a failed start
+		}
+	}()
+	if err := r.tree.Serve(ctx); err != nil {
+		r.fail(err) // the tree's *StartError names the child; keep the first
+		return r.err
+	}
+	if rep, ok := r.clean.Report(); ok {
 		return rep.Err()
 	}
 	return nil
 }
 
-// Start runs the App in the background and returns once it is ready (or
-// has failed to start, or ctx ended).
+// misuse is an error a parent supervisor must not answer with a restart
+// (errors.Is suture.ErrDoNotRestart), without suture's wording in the
+// message a user reads.
+type misuse struct{ err error }
+
+func (m misuse) Error() string { return m.err.Error() }
+func (m misuse) Unwrap() error { return m.err }
+func (m misuse) Is(target error) bool {
+	return target == suture.ErrDoNotRestart
+}
+
+// Start runs the App in the background and returns once it is ready, or
+// with the start error once it has failed to start and stopped what it
+// started, or with ctx's error (after stopping) when ctx ends first. An App
+// starts once: Start after Stop is ErrStopped (build a new App with New).
 func (a *App) Start(ctx context.Context) error {
 	a.mu.Lock()
-	if a.done != nil {
+	switch {
+	case a.stopped:
 		a.mu.Unlock()
-		return fmt.Errorf("%w: Start called twice", ErrInvalidConfig)
+		return ErrStopped
+	case a.done != nil:
+		a.mu.Unlock()
+		return fmt.Errorf("%w: Start called twice", ErrAlreadyStarted)
+	}
+	a.mu.Unlock()
+	r, err := a.beginRun()
+	if err != nil {
+		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
-	a.running.Store(true)
-	a.done = make(chan struct{})
+	done := make(chan struct{})
+	a.mu.Lock()
+	a.cancel, a.done = cancel, done
 	a.mu.Unlock()
 	go func() {
-		err := a.Serve(runCtx)
+		err := a.serveRun(runCtx, r)
 		a.mu.Lock()
 		a.serveEr = err
 		a.mu.Unlock()
-		close(a.done)
+		close(done)
 	}()
 	select {
-	case <-a.tree.Ready():
+	case <-r.tree.Ready():
 		return nil
-	case <-a.done:
+	case <-done:
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if a.serveEr == nil {
-			return errors.New("snakepit: stopped before it became ready")
+			return fmt.Errorf("%w: the App stopped before it became ready", ErrPoolStopping)
 		}
 		return a.serveEr
 	case <-ctx.Done():
 		cancel()
-		<-a.done
+		<-done
 		return ctx.Err()
 	}
 }
@@ -333,13 +482,19 @@ type StopReport struct {
 }
 
 // Stop performs the ordered stop and waits for it (or ctx). The error is
-// non-nil when the cleanup had to kill survivors (errors.Is ErrSurvivors).
+// non-nil when the cleanup had to kill survivors (errors.Is ErrSurvivors),
+// or is the start error when the App had failed to start. Stop before
+// Start is ErrNotStarted (an App added to a supervisor stops with the
+// supervisor's context instead). The App cannot be started again.
 func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	a.mu.Lock()
 	cancel, done := a.cancel, a.done
+	if done != nil {
+		a.stopped = true
+	}
 	a.mu.Unlock()
 	if done == nil {
-		return StopReport{}, errors.New("snakepit: Stop called before Start")
+		return StopReport{}, fmt.Errorf("%w: Stop called before Start", ErrNotStarted)
 	}
 	cancel()
 	select {
@@ -347,8 +502,9 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	case <-ctx.Done():
 		return StopReport{}, fmt.Errorf("snakepit: stop did not finish: %w", ctx.Err())
 	}
-	rep := StopReport{Children: a.tree.StopRecords(), WorkersStoppedAt: a.work.StoppedAt()}
-	rep.Cleanup, _ = a.clean.Report()
+	r := a.cur.Load()
+	rep := StopReport{Children: r.tree.StopRecords(), WorkersStoppedAt: r.work.StoppedAt()}
+	rep.Cleanup, _ = r.clean.Report()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return rep, a.serveEr
@@ -384,30 +540,63 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // remote workers, whose code is reloaded on their agent) are listed in
 // ReloadReport.NotReplaceable; only a pool of nothing but such workers
 // fails with ErrReloadUnsupported. Concurrent Reloads run one after the
-// other. `snakepit run` calls Reload on SIGHUP.
+// other. A Reload that the App's stop cuts short returns ErrPoolStopping;
+// on an App that failed to start it returns the start error.
+// `snakepit run` calls Reload on SIGHUP.
 func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
 	if !a.running.Load() {
 		return ReloadReport{}, ErrNotStarted
 	}
-	if err := a.WaitReady(ctx); err != nil {
+	r := a.cur.Load()
+	if err := a.waitRun(ctx, r); err != nil {
 		return ReloadReport{}, err
 	}
-	rep, err := a.work.Reload(ctx)
+	rep, err := r.work.Reload(ctx)
 	if errors.Is(err, supervisor.ErrNotRunning) {
-		return rep, fmt.Errorf("%w: Reload after the App began to stop", ErrPoolStopping)
+		if ferr := r.failure(); ferr != nil {
+			return rep, ferr
+		}
+		return rep, fmt.Errorf("%w: the App began to stop during or before the Reload", ErrPoolStopping)
 	}
 	return rep, err
 }
 
-// Ready is closed once every child of the tree is ready (and stays closed,
-// also after Stop).
-func (a *App) Ready() <-chan struct{} { return a.tree.Ready() }
+// Ready is closed once every child of the current run's tree is ready, and
+// stays closed after Stop. It never closes for a run that failed to start;
+// WaitReady reports that failure.
+func (a *App) Ready() <-chan struct{} { return a.cur.Load().tree.Ready() }
 
-// WaitReady blocks until the App is ready or ctx ends.
+// WaitReady blocks until the App is ready. It returns at once the
+// *StartError (errors.Is ErrNotReady or ErrStartup, errors.As finds each
+// worker's *StartupError with its Python error) when the App failed to
+// start; ErrPoolStopping when it stopped before it became ready, or is
+// stopping; ctx's error when ctx ends first. Before the App is started
+// (Start, or Serve by a parent supervisor) it waits: that can still change.
+// An App whose parent restarts it after a failed start is waited for
+// afresh by the next WaitReady.
 func (a *App) WaitReady(ctx context.Context) error {
+	return a.waitRun(ctx, a.cur.Load())
+}
+
+func (a *App) waitRun(ctx context.Context, r *run) error {
 	select {
-	case <-a.tree.Ready():
+	case <-r.stopping:
+		if ferr := r.failure(); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("%w: the App is stopping or stopped", ErrPoolStopping)
+	default:
+	}
+	select {
+	case <-r.tree.Ready():
 		return nil
+	case <-r.failed:
+		return r.err
+	case <-r.stopping:
+		if ferr := r.failure(); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("%w: the App stopped before it became ready", ErrPoolStopping)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -425,7 +614,12 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 		return nil, err
 	}
 	call.Metadata = traceMetadata(ctx)
-	return a.pool.Execute(ctx, call, co)
+	r := a.cur.Load()
+	if ferr := r.failure(); ferr != nil {
+		return nil, ferr
+	}
+	res, err := r.pool.Execute(ctx, call, co)
+	return res, r.callError(err)
 }
 
 // ExecuteStream calls a streaming tool; range over the result to receive its
@@ -436,7 +630,18 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
 	}
 	call.Metadata = traceMetadata(ctx)
-	return a.pool.ExecuteStream(ctx, call, co)
+	r := a.cur.Load()
+	if ferr := r.failure(); ferr != nil {
+		return func(yield func(Chunk, error) bool) { yield(Chunk{}, ferr) }
+	}
+	seq := r.pool.ExecuteStream(ctx, call, co)
+	return func(yield func(Chunk, error) bool) {
+		for c, err := range seq {
+			if !yield(c, r.callError(err)) {
+				return
+			}
+		}
+	}
 }
 
 // traceContext is the W3C propagator, used directly rather than the global
@@ -470,12 +675,31 @@ func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, p
 	if err != nil {
 		return nil, pool.CallOptions{}, err
 	}
-	call := &worker.Call{Tool: tool, Args: raw, Binary: o.binary, SessionID: o.session}
+	id := o.requestID
+	if id == "" {
+		id = a.nextRequestID()
+	}
+	call := &worker.Call{Tool: tool, Args: raw, Binary: o.binary, SessionID: o.session, RequestID: id}
 	return call, o.pool, nil
 }
 
+// newRequestPrefix is a random prefix that keeps generated request ids
+// apart across Apps and hosts (an agent's calls carry the host's ids).
+func newRequestPrefix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + "-"
+}
+
+// nextRequestID is the id of a call whose caller gave none (WithRequestID).
+func (a *App) nextRequestID() string {
+	var buf [24]byte
+	b := append(buf[:0], a.reqPrefix...)
+	return string(strconv.AppendUint(b, a.reqSeq.Add(1), 36))
+}
+
 // Tools lists the tools the ready workers offer.
-func (a *App) Tools() []ToolSpec { return a.pool.Tools() }
+func (a *App) Tools() []ToolSpec { return a.cur.Load().pool.Tools() }
 
 // Stats is a snapshot of the App.
 type Stats struct {
@@ -487,7 +711,8 @@ type Stats struct {
 
 // Stats returns a snapshot.
 func (a *App) Stats() Stats {
-	return Stats{RunID: a.runID, Pool: a.pool.Stats(), Reap: a.reg.LastReap()}
+	r := a.cur.Load()
+	return Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap()}
 }
 
 // RegisterHostTool makes a Go function callable from Python tools as

@@ -85,6 +85,13 @@ var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
 // to a running supervisor. Calls made after that wait for readiness.
 var ErrNotStarted = errors.New("snakepit: the App is not running; call Start, or add the App to a running suture supervisor, before Execute")
 
+// ErrStopped: Start or Serve on an App that was stopped with Stop. An App
+// runs once under Start/Stop; build a new App with New to start again.
+var ErrStopped = errors.New("snakepit: the App was stopped; build a new App with New to start again")
+
+// ErrAlreadyStarted: Start called twice, or Serve while the App already runs.
+var ErrAlreadyStarted = errors.New("snakepit: the App is already running")
+
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (
 	ErrWorkerCrashed            = worker.ErrWorkerCrashed

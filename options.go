@@ -11,10 +11,11 @@ import (
 type CallOption func(*callOptions)
 
 type callOptions struct {
-	pool    pool.CallOptions
-	session string
-	binary  map[string][]byte
-	err     error
+	pool      pool.CallOptions
+	session   string
+	requestID string
+	binary    map[string][]byte
+	err       error
 }
 
 // WithSession runs the call in a session: Python sees the id in its
@@ -56,4 +57,30 @@ func WithBinary(name string, data []byte) CallOption {
 		}
 		o.binary[name] = data
 	}
+}
+
+// WithRequestID names the call for logs and traces end to end: Python sees
+// it as ctx.request_id and in the log records of the call, the abandoned-
+// call report lists it, and it crosses agents. Without it the App makes one
+// (unique per App). At most 128 bytes of printable ASCII.
+func WithRequestID(id string) CallOption {
+	return func(o *callOptions) {
+		if err := validRequestID(id); err != nil {
+			o.err = err
+			return
+		}
+		o.requestID = id
+	}
+}
+
+func validRequestID(id string) error {
+	if len(id) > 128 {
+		return fmt.Errorf("%w: request id is %d bytes; at most 128", ErrInvalidConfig, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return fmt.Errorf("%w: request id must be printable ASCII; byte %d is %#x", ErrInvalidConfig, i, id[i])
+		}
+	}
+	return nil
 }

@@ -109,11 +109,12 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 	}
 
 	var dumps []string
-	values := []any{app, w, cfg, app.cfg, app.Stats(), app.factory, app.bridge, app.work, app.pool, app.tree, app.reg, app.clean}
+	r := app.cur.Load()
+	values := []any{app, w, cfg, app.cfg, app.Stats(), app.factory, app.bridge, r.work, r.pool, r.tree, r.reg, r.clean}
 	if lf, ok := app.factory.(*lateFactory); ok {
 		values = append(values, lf.base, *lf.base)
 	}
-	for _, s := range app.work.Starters() {
+	for _, s := range r.work.Starters() {
 		values = append(values, s, s.Worker())
 	}
 	// The App formats through String/GoString, so it is safe to format

@@ -43,11 +43,11 @@ type Server struct {
 	hbMu       sync.Mutex
 	heartbeats map[string]time.Time
 
-	ready     chan struct{}
-	readyOnce sync.Once
-	serving   atomic.Bool
+	serving atomic.Bool
 
 	mu       sync.Mutex
+	ready    chan struct{} // replaced after an ordered stop (see Ready)
+	isReady  bool
 	addr     string // what Addr reports
 	tcpAddr  string // last TCP listen address, reused on restart
 	sockPath string // last unix socket path, reused on restart
@@ -77,11 +77,17 @@ func New(opts Options) (*Server, error) {
 // Sessions returns the server's session store.
 func (s *Server) Sessions() *Sessions { return s.sessions }
 
-// Ready is closed once Serve is listening for the first time; Addr is valid
-// from then on. It is not reopened across restarts (the address is kept
-// whenever it can be). If Serve fails before it listens, Ready stays open:
-// wait on it together with Serve's error.
-func (s *Server) Ready() <-chan struct{} { return s.ready }
+// Ready is closed once Serve is listening; Addr is valid from then on. It
+// is not reopened across restarts after a failure (the address is kept
+// whenever it can be), but an ordered stop (Serve's ctx ended) replaces
+// it, so the next Serve — an App served again — reports its own
+// readiness. If Serve fails before it listens, Ready stays open: wait on
+// it together with Serve's error.
+func (s *Server) Ready() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready
+}
 
 // Addr is the gRPC target workers dial: "127.0.0.1:PORT" or
 // "unix:/abs/path.sock". It is "" until Ready is closed, and keeps the last
@@ -154,8 +160,11 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	s.mu.Lock()
 	s.addr = addr
+	if !s.isReady {
+		s.isReady = true
+		close(s.ready)
+	}
 	s.mu.Unlock()
-	s.readyOnce.Do(func() { close(s.ready) })
 	s.log.Info("bridge listening", "addr", addr)
 
 	served := make(chan error, 1)
@@ -176,6 +185,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 		s.shutdown(gs)
 		<-served // nil after Stop/GracefulStop
+		s.mu.Lock()
+		s.ready, s.isReady = make(chan struct{}), false
+		s.mu.Unlock()
 		s.log.Info("bridge stopped", "addr", addr)
 		return nil
 	case err := <-served:

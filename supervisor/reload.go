@@ -74,7 +74,7 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	}
 	starters := w.Starters()
 	w.mu.Lock()
-	running := len(w.tokens) > 0
+	running := len(w.tokens) > 0 && !w.stopping.Load()
 	w.mu.Unlock()
 	if !running {
 		return ReloadReport{}, ErrNotRunning
@@ -107,7 +107,7 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	take := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		if failed != nil || ctx.Err() != nil || next == len(reps) {
+		if failed != nil || ctx.Err() != nil || w.stopping.Load() || next == len(reps) {
 			return -1
 		}
 		next++
@@ -146,6 +146,11 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		}
 	}
 	rep.Duration = time.Since(begun)
+	if w.stopping.Load() {
+		// Replacements refused because the pool began to stop look like
+		// "no running process"; that is not a reload that succeeded.
+		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers replaced)", ErrNotRunning, len(rep.Replaced), len(reps))
+	}
 	if failed != nil {
 		failed.Report = rep
 		w.log.Error("reload stopped: a new worker process failed to start; the remaining workers keep their old processes",

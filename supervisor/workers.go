@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/thejerf/suture/v4"
@@ -22,6 +23,8 @@ var (
 	ErrNotServing   = errors.New("snakepit: the pool is not serving (not started yet, or stopping); add and remove workers while the App runs")
 	ErrWorkerExists = errors.New("snakepit: a worker with this id is already in the pool; remove it first or pick another id")
 	ErrNoSuchWorker = errors.New("snakepit: no worker with this id is in the pool")
+	// ErrInvalidWorker: AddWorker was given an empty id or a nil Factory.
+	ErrInvalidWorker = errors.New("snakepit: AddWorker needs a non-empty worker id and a non-nil worker.Factory")
 )
 
 // WorkersOptions configure the pool's worker supervisor.
@@ -53,7 +56,12 @@ type WorkersOptions struct {
 	// Recorder returns the open process registry when the workers start
 	// (nil: processes are not recorded, for tests).
 	Recorder func() childproc.Recorder
-	Logger   *slog.Logger
+	// OnStartFailed, when set, is called once the pool is known unable to
+	// become ready (every worker given up, or MinReady out of reach),
+	// before the workers are stopped: waiters learn of it at once instead
+	// of after the ordered stop.
+	OnStartFailed func(error)
+	Logger        *slog.Logger
 }
 
 // fanout delivers lifecycle events to the pool, then to the observer.
@@ -85,9 +93,12 @@ type Workers struct {
 	tokens   []suture.ServiceToken
 	stopped  time.Time
 	// Set by Serve for AddWorker: what every Starter is built with.
-	serving     bool
-	closed      bool // stopAll began: no more members
-	next        int  // Spec.Index of the next worker
+	serving bool
+	closed  bool // stopAll began: no more members
+	// stopping is set when Serve's context ends (before the drain): a
+	// Reload running then is cut short, not reported as a success.
+	stopping    atomic.Bool
+	next        int // Spec.Index of the next worker
 	sopts       starter.Options
 	events      worker.Events
 	rec         childproc.Recorder
@@ -190,8 +201,8 @@ func (w *Workers) Serve(ctx context.Context) error {
 	for i := 0; i < o.Count; i++ {
 		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory, true); err != nil {
 			w.mu.Unlock()
-			w.stopAll()
-			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+			w.failStart(err)
+			return err
 		}
 	}
 	w.mu.Unlock()
@@ -199,6 +210,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 		// Every worker joins later (AddWorker); there is nothing to wait for.
 		close(w.ready)
 		<-ctx.Done()
+		w.stopping.Store(true)
 		return w.drainAndStop()
 	}
 	readyErr := make(chan error, 1)
@@ -207,8 +219,10 @@ func (w *Workers) Serve(ctx context.Context) error {
 	case err := <-readyErr:
 		if err != nil && ctx.Err() == nil {
 			w.log.Error("the pool cannot become ready", "err", err)
-			w.stopAll()
-			return fmt.Errorf("%w: %w", suture.ErrDoNotRestart, err)
+			w.failStart(err)
+			// The Application, which tracks this child, keeps suture from
+			// restarting it and reports err to its own caller.
+			return err
 		}
 		if err == nil {
 			close(w.ready)
@@ -216,7 +230,17 @@ func (w *Workers) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
+	w.stopping.Store(true)
 	return w.drainAndStop()
+}
+
+// failStart tells the observer, then stops every worker started so far.
+func (w *Workers) failStart(err error) {
+	w.stopping.Store(true)
+	if w.opts.OnStartFailed != nil {
+		w.opts.OnStartFailed(err)
+	}
+	w.stopAll()
 }
 
 func (w *Workers) drainAndStop() error {
@@ -283,7 +307,7 @@ func (w *Workers) AddWorker(id string, f worker.Factory, opts ...AddOption) erro
 		o(&ao)
 	}
 	if id == "" || f == nil {
-		return fmt.Errorf("snakepit: AddWorker needs an id and a Factory")
+		return ErrInvalidWorker
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -73,7 +73,13 @@ func run(listen, dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	done := root.ServeBackground(ctx)
+	// WaitReady returns the start error (with the Python traceback) as soon
+	// as the App cannot start; the App has already stopped its processes.
+	// The parent would restart it after its backoff: this program prefers
+	// to fail loud, so it stops the tree and exits non-zero.
 	if err := app.WaitReady(ctx); err != nil {
+		stop()
+		<-done
 		return err
 	}
 	fmt.Println("listening " + ln.Addr().String() + " run_id=" + app.RunID())
