@@ -938,8 +938,8 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 
 // checkAbandoned asks for a replacement of lt when a cancelled call has kept
 // running for HungGrace: Python cannot stop a thread, so only a new process
-// gets rid of it. The worker keeps its capacity meanwhile (abandoned calls
-// do not count against its thread pool), so there is no hurry beyond that.
+// gets rid of it. The abandoned call keeps its Python capacity slot until
+// then (capacity is exact), so calls sent to lt meanwhile may wait for it.
 func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
 	if resp.GetAbandonedCalls() == 0 {
 		return

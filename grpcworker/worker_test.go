@@ -101,6 +101,12 @@ type fixture struct {
 
 func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 	t.Helper()
+	return startWorkerCapacity(t, 0, mutate)
+}
+
+// startWorkerCapacity is startWorker with the Spec's Capacity (0: unset).
+func startWorkerCapacity(t *testing.T, capacity int, mutate func(*Options)) *fixture {
+	t.Helper()
 	opts := Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(),
 		PackageDir: t.TempDir(), StopGrace: 2 * time.Second}
 	if mutate != nil {
@@ -113,7 +119,7 @@ func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 	}
 	ev := &recorder{}
 	runID := "test-" + strings.ToLower(auth.Reveal(auth.NewToken())[:8])
-	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Events: ev, Logger: testutil.Logger(),
+	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Capacity: capacity, Events: ev, Logger: testutil.Logger(),
 		Launcher: &childproc.Launcher{RunID: runID, WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}})
 	if err != nil {
 		t.Fatal(err)

@@ -48,9 +48,10 @@ Environment read:
   SNAKEPIT_WORKER_ID        fallback for --worker-id
   SNAKEPIT_WORKER_THREADS   sync tool calls run at once (default 8; --max-workers,
                             which the host sets to the worker's capacity, wins);
-                            a call whose caller gave up no longer counts (see
-                            _threads.py) and is reported in Ping. Async tools
-                            are not limited here (the host's capacity is)
+                            a call whose caller gave up keeps its slot until
+                            its tool returns and is reported in Ping (see
+                            _threads.py). Async tools are not limited here
+                            (the host's capacity is)
   SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: the
                             adapter class's ``snakepit_server`` attribute if
                             set, else "aio" when every tool is async, else "sync")
