@@ -99,7 +99,7 @@ class _SyncStream:
         self._closed = False
 
     async def next(self) -> Any:
-        cf = self._executor.submit(self._ctx.run, _next_or_end, self._it)
+        cf = _submit(self._executor, self._request_id, self._ctx.run, _next_or_end, self._it)
         self._pending = cf
         item = await _await_thread(self._executor, cf, self._request_id)
         if item is _END:
@@ -132,6 +132,14 @@ class _SyncStream:
             pending.add_done_callback(submit)
         else:
             submit()
+
+
+def _submit(executor: Any, request_id: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    """Submit to the tool pool with the call's request id (so an abandoned
+    call is reported by it); any other executor gets a plain submit."""
+    if isinstance(executor, ToolThreads):
+        return executor.submit(fn, *args, request_id=request_id)
+    return executor.submit(fn, *args)
 
 
 async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id: str) -> Any:
@@ -176,7 +184,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()
-        cf = self.executor.submit(ctx.run, functools.partial(fn, **kwargs))
+        cf = _submit(self.executor, request_id, ctx.run, functools.partial(fn, **kwargs))
         return await _await_thread(self.executor, cf, request_id)
 
     # -- ExecuteTool -------------------------------------------------------------

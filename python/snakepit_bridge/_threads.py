@@ -300,8 +300,12 @@ class ToolThreads:
         self._abandoned: Dict[int, _ToolCall] = {}
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, request_id: str = "") -> concurrent.futures.Future:
+        """Run ``fn(*args)`` in a thread once a slot is free. ``request_id``
+        is the call's, known from the start so that whichever path abandons
+        the call later, the report names it."""
         call = _ToolCall(fn, args)
+        call.request_id = request_id
         with self._lock:
             if self._closed:
                 raise RuntimeError("the tool thread pool is shut down")
@@ -327,7 +331,8 @@ class ToolThreads:
                 future.cancel()
                 return
             if id(future) not in self._abandoned:
-                call.request_id = request_id
+                if request_id:
+                    call.request_id = request_id
                 call.abandoned_at = time.monotonic()
                 self._abandoned[id(future)] = call
 

@@ -56,7 +56,9 @@ Environment read:
                             adapter class's ``snakepit_server`` attribute if
                             set, else "aio" when every tool is async, else "sync")
   SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
-  SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
+  SNAKEPIT_LOG_LEVEL        stderr log level (default INFO); a line logged
+                            during a call shows its request_id= (and
+                            trace_id=/span_id= when traced)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
                             TEST-ONLY: disables both host-death watchers so a
                             test can create a leftover worker on purpose.
@@ -849,10 +851,16 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _trace_suffix(record: logging.LogRecord) -> bool:
-    """Adds " trace_id=... span_id=..." for records made inside a traced call;
-    tolerant of records from a factory that did not set the ids."""
+    """Adds " request_id=..." for records made during a call that has one, and
+    " trace_id=... span_id=..." inside a traced call, so the host's log ties
+    each line to its call; tolerant of records from a factory that did not
+    set the ids."""
+    request_id = getattr(record, "request_id", "")
     trace_id = getattr(record, "trace_id", "")
-    record.snakepit_trace = f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}" if trace_id else ""
+    suffix = f" request_id={request_id}" if request_id else ""
+    if trace_id:
+        suffix += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
+    record.snakepit_trace = suffix
     return True
 
 

@@ -355,3 +355,13 @@ def test_server_flavours_keep_the_contract(start_worker, adapter, env, flavour):
     os.killpg(w.proc.pid, signal.SIGTERM)
     assert w.wait_exit(5) == 0
     assert flavour in w.stderr()
+
+
+def test_log_lines_of_a_call_carry_its_request_id(start_worker):
+    # The host's log gets the worker's stderr: each line made during a call
+    # names the call, so it can be matched with the host's own records.
+    w = start_worker()
+    w.call("trace_context", request_id="rid-e2e-1")
+    wait_for(lambda: "trace_context called" in w.stderr(), what="the tool's log line")
+    line = next(l for l in w.stderr().splitlines() if "trace_context called" in l)
+    assert "request_id=rid-e2e-1" in line, line
