@@ -372,6 +372,9 @@ func (w *Worker) environ() []string {
 	set("PYTHONPATH", strings.Join(path, string(os.PathListSeparator)))
 	set("SNAKEPIT_RUN_ID", w.spec.RunID)
 	set("SNAKEPIT_WORKER_ID", w.spec.ID)
+	// After Env: the host's StopGrace decides when it SIGKILLs, so Python's
+	// grace must follow it, whatever the environment says.
+	set("SNAKEPIT_STOP_GRACE_S", strconv.FormatFloat(PythonStopGrace(o.StopGrace).Seconds(), 'f', -1, 64))
 	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {
