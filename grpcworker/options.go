@@ -21,7 +21,8 @@ type Options struct {
 	// Adapter is the Python adapter class, "package.module.Class".
 	Adapter string
 	// PythonPath entries are put on PYTHONPATH after snakepit's own package
-	// (so user adapters in their own directories can be imported).
+	// (so user adapters in their own directories can be imported); the
+	// working directory is not on sys.path (see the package doc).
 	PythonPath []string
 	// Env is added to the worker's environment and wins over the defaults
 	// (thread limits) and the host's environment.

@@ -15,6 +15,14 @@
 // ready; the old one drains with its own health checks, then stops. Serve
 // returns only after every process it started is reaped.
 //
+// # What the Python side imports
+//
+// The process runs a small -c bootstrap (see bootstrap) rather than
+// `python -m snakepit_bridge.server`, so that the host's working directory
+// is not on sys.path. sys.path is: the embedded package (Factory's
+// unpacked copy of package python), Options.PythonPath, the inherited
+// PYTHONPATH, then the interpreter's standard library and site-packages.
+//
 // # Who imports it
 //
 // Applications reach this package through the root package snakepit, which
@@ -31,6 +39,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -317,9 +326,23 @@ func (w *Worker) finish(lt *lifetime) {
 	}
 }
 
+// bootstrap starts the worker as `python -m snakepit_bridge.server` would,
+// minus the current directory: -m (and -c) put the host's working
+// directory first on sys.path, so a directory holding a snakepit_bridge
+// package or a module named like the adapter would silently be imported
+// instead. -P / PYTHONSAFEPATH would do it but need Python 3.11; this works
+// on every version: it drops the empty entry -c adds (absent under
+// PYTHONSAFEPATH), leaving sys.path = the embedded package, PythonPath,
+// the inherited PYTHONPATH, then the interpreter's own paths and
+// site-packages (see environ). The next argument, the module name, stays
+// in argv so ps, logs and tests still see "snakepit_bridge.server"; the
+// bootstrap replaces it and "-c" with the module's file, as -m would.
+const bootstrap = "import sys;sys.path[:1]==['']and sys.path.pop(0);" +
+	"import snakepit_bridge.server as m;sys.argv[:2]=[m.__file__];m.main()"
+
 func (w *Worker) command() *exec.Cmd {
 	o := &w.f.opts
-	args := []string{"-m", "snakepit_bridge.server",
+	args := []string{"-c", bootstrap, "snakepit_bridge.server",
 		"--adapter", o.Adapter,
 		"--port", "0",
 		"--worker-id", w.spec.ID,
@@ -364,10 +387,14 @@ func (w *Worker) environ() []string {
 	for k, v := range o.Env {
 		set(k, v)
 	}
-	path := []string{w.f.pkgDir}
-	path = append(path, o.PythonPath...)
-	if existing := env["PYTHONPATH"]; existing != "" {
-		path = append(path, existing)
+	// sys.path order: the embedded package first (nothing shadows it), then
+	// PythonPath, then the inherited PYTHONPATH. An empty entry means the
+	// working directory to Python, so empty entries are dropped.
+	var path []string
+	for _, p := range append(append([]string{w.f.pkgDir}, o.PythonPath...), filepath.SplitList(env["PYTHONPATH"])...) {
+		if p != "" {
+			path = append(path, p)
+		}
 	}
 	set("PYTHONPATH", strings.Join(path, string(os.PathListSeparator)))
 	set("SNAKEPIT_RUN_ID", w.spec.RunID)

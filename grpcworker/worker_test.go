@@ -147,6 +147,18 @@ func (fx *fixture) waitReady(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "worker ready", func() bool { return fx.ev.has("ready") })
 }
 
+// waitReadyOrFail is waitReady that fails at once, with the error, when
+// the lifetime ends first (a startup failure).
+func (fx *fixture) waitReadyOrFail(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, "worker ready or exited", func() bool { return fx.ev.has("ready") || fx.ev.has("exited") })
+	if !fx.ev.has("ready") {
+		err := <-fx.done
+		fx.done <- err
+		t.Fatalf("worker did not start: %v", err)
+	}
+}
+
 func TestServeSpawnsCallsAndReapsOnStop(t *testing.T) {
 	fx := startWorker(t, nil)
 	fx.waitReady(t)
