@@ -170,6 +170,24 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
     ) -> None:
         super().__init__(adapter, adapter_name=adapter_name, worker_id=worker_id, run_id=run_id, host=host, tools=tools)
         self.executor = executor or ToolThreads(DEFAULT_THREADS)
+        self._inflight = 0  # tool calls (both RPCs), counted on the loop
+        self._idle: Optional[asyncio.Event] = None  # made on the loop, at stop
+
+    def _begin(self) -> None:
+        self._inflight += 1
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no tool call is in flight."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        if self._inflight == 0:
+            return
+        await self._idle.wait()
 
     # -- simple RPCs --------------------------------------------------------
 
@@ -193,7 +211,11 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteToolResponse:
         t0 = time.perf_counter()
-        resp = await self._execute(request)
+        self._begin()
+        try:
+            resp = await self._execute(request)
+        finally:
+            self._end()
         resp.duration_ms = (time.perf_counter() - t0) * 1000.0
         return resp
 
@@ -261,6 +283,13 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         # a cancellation always lands inside this coroutine (in a write or in
         # the tool's step), where the finally below can close the tool's
         # generator deterministically.
+        self._begin()
+        try:
+            await self._stream(request, context)
+        finally:
+            self._end()
+
+    async def _stream(self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext) -> None:
         name = request.tool_name
         seq = 0
 
@@ -420,7 +449,17 @@ async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: st
     await stop.wait()
     _ignore_further_stop_signals(loop)
     log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
-    await server.stop(grace)
+    # grpc.aio's stop waits out the whole grace while a client keeps its
+    # connection open, even with no call in flight; an idle worker must not
+    # sit on it, so the stop is cut short once the last call is over (a
+    # second stop(0) ends the pending one).
+    stopping = asyncio.ensure_future(server.stop(grace))
+    idle = asyncio.ensure_future(servicer.wait_idle())
+    await asyncio.wait({stopping, idle}, return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        await server.stop(0)
+    await stopping
+    idle.cancel()
 
 
 def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
