@@ -42,7 +42,8 @@ type Config struct {
 	// Python is the interpreter. Empty: SNAKEPIT_PYTHON, a virtualenv, then
 	// candidates that can import grpc (see grpcworker.FindPython).
 	Python string
-	// PythonPath is prepended (after snakepit_bridge) to the workers' PYTHONPATH.
+	// PythonPath is prepended (after snakepit_bridge) to the workers' PYTHONPATH;
+	// the host's working directory is never on the workers' sys.path.
 	PythonPath []string
 	// Env is added to every worker's environment (wins over defaults such
 	// as OMP_NUM_THREADS=1).

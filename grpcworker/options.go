@@ -21,7 +21,8 @@ type Options struct {
 	// Adapter is the Python adapter class, "package.module.Class".
 	Adapter string
 	// PythonPath entries are put on PYTHONPATH after snakepit's own package
-	// (so user adapters in their own directories can be imported).
+	// (so user adapters in their own directories can be imported); the
+	// working directory is not on sys.path (see the package doc).
 	PythonPath []string
 	// Env is added to the worker's environment and wins over the defaults
 	// (thread limits) and the host's environment.
@@ -40,7 +41,7 @@ type Options struct {
 	PackageDir string
 
 	StartupTimeout time.Duration // handshake + first RPCs; default 30 s
-	StopGrace      time.Duration // SIGTERM → SIGKILL; default 2 s
+	StopGrace      time.Duration // SIGTERM → SIGKILL; default 2 s; Python's own grace is derived (PythonStopGrace)
 	HealthInterval time.Duration // ping period; default 5 s; negative disables
 	HealthTimeout  time.Duration // one ping's deadline; default min(2 s, HealthInterval)
 	HealthMisses   int           // consecutive failed pings before a restart; default 3
@@ -63,6 +64,19 @@ type Options struct {
 	MemoryCheckInterval time.Duration
 	MaxMessageBytes     int // gRPC message limit both ways; default 16 MiB
 	Logger              *slog.Logger
+}
+
+// PythonStopGrace is how long the Python worker lets its in-flight calls
+// run after SIGTERM (it is passed as SNAKEPIT_STOP_GRACE_S) when the host
+// SIGKILLs the process group stopGrace after that SIGTERM. This is the one
+// place the relation is written: Python's grace is strictly less, three
+// quarters, so the last quarter is left for what follows the grace —
+// cancelling the calls still running, the adapter's teardown(), killing
+// the worker's descendants — and a worker that uses its whole grace still
+// exits on its own instead of being killed mid-teardown. The default
+// StopGrace, 2 s, gives Python 1.5 s.
+func PythonStopGrace(stopGrace time.Duration) time.Duration {
+	return stopGrace * 3 / 4
 }
 
 // DefaultMemoryCheckInterval is how often RecycleAboveRSS is checked: a

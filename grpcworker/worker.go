@@ -15,6 +15,14 @@
 // ready; the old one drains with its own health checks, then stops. Serve
 // returns only after every process it started is reaped.
 //
+// # What the Python side imports
+//
+// The process runs a small -c bootstrap (see bootstrap) rather than
+// `python -m snakepit_bridge.server`, so that the host's working directory
+// is not on sys.path. sys.path is: the embedded package (Factory's
+// unpacked copy of package python), Options.PythonPath, the inherited
+// PYTHONPATH, then the interpreter's standard library and site-packages.
+//
 // # Who imports it
 //
 // Applications reach this package through the root package snakepit, which
@@ -31,6 +39,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -317,9 +326,23 @@ func (w *Worker) finish(lt *lifetime) {
 	}
 }
 
+// bootstrap starts the worker as `python -m snakepit_bridge.server` would,
+// minus the current directory: -m (and -c) put the host's working
+// directory first on sys.path, so a directory holding a snakepit_bridge
+// package or a module named like the adapter would silently be imported
+// instead. -P / PYTHONSAFEPATH would do it but need Python 3.11; this works
+// on every version: it drops the empty entry -c adds (absent under
+// PYTHONSAFEPATH), leaving sys.path = the embedded package, PythonPath,
+// the inherited PYTHONPATH, then the interpreter's own paths and
+// site-packages (see environ). The next argument, the module name, stays
+// in argv so ps, logs and tests still see "snakepit_bridge.server"; the
+// bootstrap replaces it and "-c" with the module's file, as -m would.
+const bootstrap = "import sys;sys.path[:1]==['']and sys.path.pop(0);" +
+	"import snakepit_bridge.server as m;sys.argv[:2]=[m.__file__];m.main()"
+
 func (w *Worker) command() *exec.Cmd {
 	o := &w.f.opts
-	args := []string{"-m", "snakepit_bridge.server",
+	args := []string{"-c", bootstrap, "snakepit_bridge.server",
 		"--adapter", o.Adapter,
 		"--port", "0",
 		"--worker-id", w.spec.ID,
@@ -364,14 +387,21 @@ func (w *Worker) environ() []string {
 	for k, v := range o.Env {
 		set(k, v)
 	}
-	path := []string{w.f.pkgDir}
-	path = append(path, o.PythonPath...)
-	if existing := env["PYTHONPATH"]; existing != "" {
-		path = append(path, existing)
+	// sys.path order: the embedded package first (nothing shadows it), then
+	// PythonPath, then the inherited PYTHONPATH. An empty entry means the
+	// working directory to Python, so empty entries are dropped.
+	var path []string
+	for _, p := range append(append([]string{w.f.pkgDir}, o.PythonPath...), filepath.SplitList(env["PYTHONPATH"])...) {
+		if p != "" {
+			path = append(path, p)
+		}
 	}
 	set("PYTHONPATH", strings.Join(path, string(os.PathListSeparator)))
 	set("SNAKEPIT_RUN_ID", w.spec.RunID)
 	set("SNAKEPIT_WORKER_ID", w.spec.ID)
+	// After Env: the host's StopGrace decides when it SIGKILLs, so Python's
+	// grace must follow it, whatever the environment says.
+	set("SNAKEPIT_STOP_GRACE_S", strconv.FormatFloat(PythonStopGrace(o.StopGrace).Seconds(), 'f', -1, 64))
 	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {
@@ -938,8 +968,8 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 
 // checkAbandoned asks for a replacement of lt when a cancelled call has kept
 // running for HungGrace: Python cannot stop a thread, so only a new process
-// gets rid of it. The worker keeps its capacity meanwhile (abandoned calls
-// do not count against its thread pool), so there is no hurry beyond that.
+// gets rid of it. The abandoned call keeps its Python capacity slot until
+// then (capacity is exact), so calls sent to lt meanwhile may wait for it.
 func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
 	if resp.GetAbandonedCalls() == 0 {
 		return

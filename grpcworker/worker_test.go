@@ -101,6 +101,12 @@ type fixture struct {
 
 func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 	t.Helper()
+	return startWorkerCapacity(t, 0, mutate)
+}
+
+// startWorkerCapacity is startWorker with the Spec's Capacity (0: unset).
+func startWorkerCapacity(t *testing.T, capacity int, mutate func(*Options)) *fixture {
+	t.Helper()
 	opts := Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(),
 		PackageDir: t.TempDir(), StopGrace: 2 * time.Second}
 	if mutate != nil {
@@ -113,7 +119,7 @@ func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 	}
 	ev := &recorder{}
 	runID := "test-" + strings.ToLower(auth.Reveal(auth.NewToken())[:8])
-	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Events: ev, Logger: testutil.Logger(),
+	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Capacity: capacity, Events: ev, Logger: testutil.Logger(),
 		Launcher: &childproc.Launcher{RunID: runID, WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}})
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +145,18 @@ func (fx *fixture) stop(t *testing.T) error {
 
 func (fx *fixture) waitReady(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "worker ready", func() bool { return fx.ev.has("ready") })
+}
+
+// waitReadyOrFail is waitReady that fails at once, with the error, when
+// the lifetime ends first (a startup failure).
+func (fx *fixture) waitReadyOrFail(t *testing.T) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, "worker ready or exited", func() bool { return fx.ev.has("ready") || fx.ev.has("exited") })
+	if !fx.ev.has("ready") {
+		err := <-fx.done
+		fx.done <- err
+		t.Fatalf("worker did not start: %v", err)
+	}
 }
 
 func TestServeSpawnsCallsAndReapsOnStop(t *testing.T) {

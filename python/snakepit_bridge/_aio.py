@@ -99,7 +99,7 @@ class _SyncStream:
         self._closed = False
 
     async def next(self) -> Any:
-        cf = self._executor.submit(self._ctx.run, _next_or_end, self._it)
+        cf = _submit(self._executor, self._request_id, self._ctx.run, _next_or_end, self._it)
         self._pending = cf
         item = await _await_thread(self._executor, cf, self._request_id)
         if item is _END:
@@ -134,6 +134,14 @@ class _SyncStream:
             submit()
 
 
+def _submit(executor: Any, request_id: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    """Submit to the tool pool with the call's request id (so an abandoned
+    call is reported by it); any other executor gets a plain submit."""
+    if isinstance(executor, ToolThreads):
+        return executor.submit(fn, *args, request_id=request_id)
+    return executor.submit(fn, *args)
+
+
 async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id: str) -> Any:
     """Await a call running in the tool pool; if our caller gives up while
     the thread still runs, tell the pool the call is abandoned."""
@@ -162,6 +170,24 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
     ) -> None:
         super().__init__(adapter, adapter_name=adapter_name, worker_id=worker_id, run_id=run_id, host=host, tools=tools)
         self.executor = executor or ToolThreads(DEFAULT_THREADS)
+        self._inflight = 0  # tool calls (both RPCs), counted on the loop
+        self._idle: Optional[asyncio.Event] = None  # made on the loop, at stop
+
+    def _begin(self) -> None:
+        self._inflight += 1
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no tool call is in flight."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        if self._inflight == 0:
+            return
+        await self._idle.wait()
 
     # -- simple RPCs --------------------------------------------------------
 
@@ -176,7 +202,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()
-        cf = self.executor.submit(ctx.run, functools.partial(fn, **kwargs))
+        cf = _submit(self.executor, request_id, ctx.run, functools.partial(fn, **kwargs))
         return await _await_thread(self.executor, cf, request_id)
 
     # -- ExecuteTool -------------------------------------------------------------
@@ -185,7 +211,11 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteToolResponse:
         t0 = time.perf_counter()
-        resp = await self._execute(request)
+        self._begin()
+        try:
+            resp = await self._execute(request)
+        finally:
+            self._end()
         resp.duration_ms = (time.perf_counter() - t0) * 1000.0
         return resp
 
@@ -253,6 +283,13 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         # a cancellation always lands inside this coroutine (in a write or in
         # the tool's step), where the finally below can close the tool's
         # generator deterministically.
+        self._begin()
+        try:
+            await self._stream(request, context)
+        finally:
+            self._end()
+
+    async def _stream(self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext) -> None:
         name = request.tool_name
         seq = 0
 
@@ -412,7 +449,17 @@ async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: st
     await stop.wait()
     _ignore_further_stop_signals(loop)
     log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
-    await server.stop(grace)
+    # grpc.aio's stop waits out the whole grace while a client keeps its
+    # connection open, even with no call in flight; an idle worker must not
+    # sit on it, so the stop is cut short once the last call is over (a
+    # second stop(0) ends the pending one).
+    stopping = asyncio.ensure_future(server.stop(grace))
+    idle = asyncio.ensure_future(servicer.wait_idle())
+    await asyncio.wait({stopping, idle}, return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        await server.stop(0)
+    await stopping
+    idle.cancel()
 
 
 def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:

@@ -11,12 +11,17 @@ handful of such calls leave a worker that answers nothing, not even Ping.
 :class:`ServerThreads` therefore starts a thread whenever no idle one is
 free (the host bounds the concurrent calls; spare threads exit after a
 minute idle), and :class:`CallSlots` does the accounting the host relies
-on: at most ``size`` sync tool calls *that still have a caller* run at once
-(the host sizes it from the worker's capacity, ``--max-workers``). A call
-whose caller gave up while its tool still runs is *abandoned*: it stops
-counting toward the size, so the next call may run, and it is reported
-(``abandoned()``, in Ping) until its tool returns, so the host can replace
-the process that carries it.
+on: at most ``size`` sync tool calls run at once (the host sizes it from
+the worker's capacity, ``--max-workers``).
+
+Capacity means what it says: a call whose caller gave up while its tool
+still runs is *abandoned*, and it KEEPS its slot until its tool actually
+returns (or the process is replaced), because the tool still uses the
+process (CPU, memory, whatever state it holds) and an adapter written for
+one call at a time must never see two. An abandoned call is reported
+(``abandoned()``, in Ping, with its request id) so the host can replace the
+process that carries it. A later call waits for a slot; its caller may give
+up while it waits, and then it is dropped without ever running.
 """
 
 from __future__ import annotations
@@ -183,8 +188,8 @@ class Slot:
 
 
 class CallSlots:
-    """At most ``size`` sync tool calls with a caller run at once; see the
-    module docstring."""
+    """At most ``size`` sync tool calls run at once, abandoned ones included;
+    see the module docstring."""
 
     def __init__(self, size: int) -> None:
         self.size = max(1, int(size))
@@ -199,7 +204,7 @@ class CallSlots:
 
     @property
     def running(self) -> int:
-        """Calls that count toward the size now."""
+        """Calls that hold a slot now (abandoned ones included)."""
         return self._counted
 
     def acquire(self, slot: Slot) -> bool:
@@ -219,28 +224,28 @@ class CallSlots:
             return True
 
     def release(self, slot: Slot) -> None:
-        """The call's tool returned."""
+        """The call's tool returned: its slot is free (abandoned or not)."""
         with self._lock:
             slot.running = False
+            if self._abandoned:
+                self._abandoned.pop(id(slot), None)
             if slot.counted:
                 slot.counted = False
                 self._counted -= 1
                 if self._waiting:
                     self._cv.notify()
-            else:
-                self._abandoned.pop(id(slot), None)
 
     def abandon(self, slot: Slot) -> None:
         """The call's caller gave up. A waiting call is dropped; a running one
-        stops counting toward the size until its tool returns."""
+        keeps its slot until its tool returns, and is reported meanwhile."""
         with self._lock:
             slot.gave_up = True
-            if slot.counted:
-                slot.counted = False
-                self._counted -= 1
+            if slot.counted and not slot.abandoned_at:
                 slot.abandoned_at = time.monotonic()
                 self._abandoned[id(slot)] = slot
             if self._waiting:
+                # Only the waiter that gave up leaves; the others re-check
+                # and wait on (no slot was freed).
                 self._cv.notify_all()
 
     def abandoned(self) -> Tuple[int, float, List[str]]:
@@ -261,8 +266,8 @@ class CallSlots:
 #
 # There, sync tools hop from the event loop into these threads; the same
 # accounting as CallSlots, with the threads included: at most ``size`` calls
-# that still have a caller run at once, an abandoned call stops counting
-# and is reported until its thread returns.
+# run at once, an abandoned call keeps its slot and is reported until its
+# thread returns.
 
 
 class _ToolCall:
@@ -295,8 +300,12 @@ class ToolThreads:
         self._abandoned: Dict[int, _ToolCall] = {}
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, request_id: str = "") -> concurrent.futures.Future:
+        """Run ``fn(*args)`` in a thread once a slot is free. ``request_id``
+        is the call's, known from the start so that whichever path abandons
+        the call later, the report names it."""
         call = _ToolCall(fn, args)
+        call.request_id = request_id
         with self._lock:
             if self._closed:
                 raise RuntimeError("the tool thread pool is shut down")
@@ -307,7 +316,8 @@ class ToolThreads:
 
     def abandon(self, future: concurrent.futures.Future, request_id: str = "") -> None:
         """The caller of ``future`` gave up. A call still queued is dropped;
-        a running one stops counting toward the size until it returns."""
+        a running one keeps its slot until it returns, and is reported
+        meanwhile (with ``request_id``)."""
         with self._lock:
             call = self._calls.get(id(future))
             if call is None:
@@ -320,13 +330,11 @@ class ToolThreads:
                 del self._calls[id(future)]
                 future.cancel()
                 return
-            if call.counted:
-                call.counted = False
-                self._counted -= 1
-                call.request_id = request_id
+            if id(future) not in self._abandoned:
+                if request_id:
+                    call.request_id = request_id
                 call.abandoned_at = time.monotonic()
                 self._abandoned[id(future)] = call
-                self._wake_locked()
 
     def abandoned(self) -> Tuple[int, float, List[str]]:
         """(count, age in seconds of the oldest, request ids) of abandoned

@@ -11,6 +11,17 @@ Contract:
   own; async tools share the event loop of the worker's main thread).
 * A tool may be a plain function, a coroutine function, a generator or an
   async generator. Generators are streaming tools; everything else is unary.
+* Capacity: at most ``--max-workers`` (the host's ``Config.Capacity``) sync
+  tool calls run at once in one worker process, and this holds EXACTLY,
+  also after cancellation. A sync tool cannot be interrupted; one whose
+  caller gave up (cancelled, deadline passed) but that keeps running is
+  *abandoned*: it keeps its slot until its function actually returns (or
+  the host replaces the process, which it does once such a call outlives
+  ``HungGrace``). A later call waits for a free slot meanwhile; if its own
+  caller gives up while it waits, it is dropped without running. So with
+  capacity 1 a sync tool never runs while another sync call is in the same
+  process, and an adapter written for one call at a time stays correct.
+  Async tools are not counted here (the host's capacity bounds them).
 * A tool receives its arguments as keyword arguments decoded from JSON (plus
   raw ``bytes`` arguments). A parameter annotated ``SessionContext`` (or an
   unannotated parameter named ``ctx``/``context``) receives the per-call
@@ -101,6 +112,12 @@ def tool(
             across the whole pool (all workers); the host queues the rest.
         timeout: seconds; the deadline the host gives a call of this tool
             when the caller set none. A caller's own deadline wins.
+
+    Cancellation: a sync tool is told through ``ctx.cancelled`` /
+    ``ctx.wait_cancelled`` and should return soon after; until it does it
+    keeps its capacity slot (see the module docstring), so a tool that
+    ignores cancellation delays the worker's next call until it returns or
+    the process is replaced. Async tools get ``CancelledError``.
 
     Both limits are enforced by the host, so they hold across processes and
     during a rolling reload. A bad value raises TypeError or ValueError at

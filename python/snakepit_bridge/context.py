@@ -192,7 +192,11 @@ class SessionContext:
 
     Attributes:
         session_id: the caller's session id ("" for a call without a session).
-        request_id: the caller's request id ("" when none was sent).
+        request_id: the call's request id: the host fills one for every
+            call ("" only when a client sent none). It is also on every log
+            record made during the call (``record.request_id``, see
+            :func:`install_trace_logging`; the worker's stderr lines show
+            it) and names the call in the host's report of abandoned calls.
         worker_id: this worker's id (stable across restarts).
         run_id: the run id of the host application.
         metadata: the request's metadata map (str -> str).

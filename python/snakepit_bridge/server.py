@@ -33,7 +33,10 @@ Contract with the host (DESIGN.md §4):
   tools spawn do not inherit it.
 * SIGTERM/SIGINT: stop accepting calls, give in-flight calls
   ``SNAKEPIT_STOP_GRACE_S`` seconds (default 1.5), cancel the rest, call the
-  adapter's ``teardown()``, kill descendants, exit 0.
+  adapter's ``teardown()``, kill descendants, exit 0. Threads a tool left
+  busy (a sync tool ignoring cancellation, ``asyncio.to_thread`` work in
+  either flavour) are never waited for: teardown runs and the process exits
+  regardless.
 * Host death: stdin reaching EOF, or the parent pid changing, kills the
   descendants and exits 0 at once from a watcher thread, without waiting
   for the server (a tool may be blocking it).
@@ -48,14 +51,20 @@ Environment read:
   SNAKEPIT_WORKER_ID        fallback for --worker-id
   SNAKEPIT_WORKER_THREADS   sync tool calls run at once (default 8; --max-workers,
                             which the host sets to the worker's capacity, wins);
-                            a call whose caller gave up no longer counts (see
-                            _threads.py) and is reported in Ping. Async tools
-                            are not limited here (the host's capacity is)
+                            a call whose caller gave up keeps its slot until
+                            its tool returns and is reported in Ping (see
+                            _threads.py). Async tools are not limited here
+                            (the host's capacity is)
   SNAKEPIT_SERVER           "sync" or "aio": the server flavour (default: the
                             adapter class's ``snakepit_server`` attribute if
                             set, else "aio" when every tool is async, else "sync")
-  SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5)
-  SNAKEPIT_LOG_LEVEL        stderr log level (default INFO)
+  SNAKEPIT_STOP_GRACE_S     grace for in-flight calls on SIGTERM (default 1.5);
+                            the host sets it from its StopGrace, strictly
+                            less so teardown fits before its SIGKILL
+                            (grpcworker.PythonStopGrace)
+  SNAKEPIT_LOG_LEVEL        stderr log level (default INFO); a line logged
+                            during a call shows its request_id= (and
+                            trace_id=/span_id= when traced)
   SNAKEPIT_TEST_IGNORE_HOST_DEATH=1
                             TEST-ONLY: disables both host-death watchers so a
                             test can create a leftover worker on purpose.
@@ -848,10 +857,16 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _trace_suffix(record: logging.LogRecord) -> bool:
-    """Adds " trace_id=... span_id=..." for records made inside a traced call;
-    tolerant of records from a factory that did not set the ids."""
+    """Adds " request_id=..." for records made during a call that has one, and
+    " trace_id=... span_id=..." inside a traced call, so the host's log ties
+    each line to its call; tolerant of records from a factory that did not
+    set the ids."""
+    request_id = getattr(record, "request_id", "")
     trace_id = getattr(record, "trace_id", "")
-    record.snakepit_trace = f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}" if trace_id else ""
+    suffix = f" request_id={request_id}" if request_id else ""
+    if trace_id:
+        suffix += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
+    record.snakepit_trace = suffix
     return True
 
 
@@ -1010,7 +1025,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         if flavour == "aio":
             executor = ToolThreads(threads)
             aio_servicer = AioWorkerServicer(adapter, executor=executor, **common)
-            asyncio.run(serve_aio(proc, aio_servicer, args, token, grace, _StartupFailed))
+            # Not asyncio.run: it ends by waiting for the default
+            # executor's threads (asyncio.to_thread, run_in_executor), which
+            # a tool may keep busy for any time; teardown() would never run
+            # and the host would have to SIGKILL. _run_loop does not wait.
+            _run_loop(serve_aio(proc, aio_servicer, args, token, grace, _StartupFailed))
         else:
             servicer = WorkerServicer(adapter, slots=CallSlots(threads), **common)
             _serve(proc, servicer, args, token, grace)
@@ -1052,18 +1071,27 @@ def _serve(proc: _Process, servicer: WorkerServicer, args: argparse.Namespace, t
     # would: an async tool may do what only the main thread can, like
     # setting a signal's disposition) and waits there for the stop signal;
     # gRPC itself is served from the server's own threads.
+    _run_loop(_serve_async(proc, servicer, args, token, grace), servicer._loop.attach)
+
+
+def _run_loop(main: Any, attach: Optional[Callable[[asyncio.AbstractEventLoop], None]] = None) -> None:
+    """asyncio.run(main) on this thread, minus its wait for the default
+    executor: the process exits right after (os._exit), so threads a tool
+    left busy are simply dropped, never waited for."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    servicer._loop.attach(loop)
+    if attach is not None:
+        attach(loop)
     try:
-        loop.run_until_complete(_serve_async(proc, servicer, args, token, grace))
+        loop.run_until_complete(main)
     finally:
         try:
             _cancel_all_tasks(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             # Not shutdown_default_executor(): it would wait for threads a
-            # tool may never release.
+            # tool may never release. close() shuts the executor down
+            # without waiting.
             asyncio.set_event_loop(None)
             loop.close()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import AsyncIterator, Dict
 
 from snakepit_bridge import BaseAdapter, SessionContext, current_context, tool
@@ -40,3 +42,32 @@ class BadFlavour(BaseAdapter):
     @tool
     def noop(self) -> None:
         return None
+
+
+def _busy(seconds: float) -> None:
+    logging.getLogger("tests.offload").warning("offloaded thread running")
+    time.sleep(seconds)
+
+
+class OffloadingAdapter(BaseAdapter):
+    """All async, offloading blocking work with asyncio.to_thread (the
+    default executor): a worker whose thread is still busy when it is told
+    to stop must still run teardown() and exit promptly."""
+
+    def __init__(self) -> None:
+        self._background: list = []
+
+    @tool
+    async def offload(self, seconds: float) -> bool:
+        # Fire and forget: the call returns at once, the thread keeps going.
+        self._background.append(asyncio.ensure_future(asyncio.to_thread(_busy, seconds)))
+        await asyncio.sleep(0)
+        return True
+
+    @tool
+    async def offload_and_wait(self, seconds: float) -> bool:
+        await asyncio.to_thread(_busy, seconds)
+        return True
+
+    def teardown(self) -> None:
+        logging.getLogger("tests.offload").warning("offloading teardown ran")

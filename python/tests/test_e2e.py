@@ -355,3 +355,42 @@ def test_server_flavours_keep_the_contract(start_worker, adapter, env, flavour):
     os.killpg(w.proc.pid, signal.SIGTERM)
     assert w.wait_exit(5) == 0
     assert flavour in w.stderr()
+
+
+def test_log_lines_of_a_call_carry_its_request_id(start_worker):
+    # The host's log gets the worker's stderr: each line made during a call
+    # names the call, so it can be matched with the host's own records.
+    w = start_worker()
+    w.call("trace_context", request_id="rid-e2e-1")
+    wait_for(lambda: "trace_context called" in w.stderr(), what="the tool's log line")
+    line = next(l for l in w.stderr().splitlines() if "trace_context called" in l)
+    assert "request_id=rid-e2e-1" in line, line
+
+
+@pytest.mark.parametrize("tool", ["offload", "offload_and_wait"])
+def test_aio_worker_with_a_busy_offloaded_thread_tears_down_and_exits_promptly(start_worker, tool):
+    # asyncio.run would wait for the default executor's thread (30 s) after
+    # the server stopped: teardown() never ran and the host had to SIGKILL.
+    grace = 3.0 if tool == "offload" else 0.5
+    w = start_worker(adapter="async_adapter.OffloadingAdapter", extra_env={"SNAKEPIT_STOP_GRACE_S": str(grace)})
+    if tool == "offload":
+        assert w.call(tool, {"seconds": 30}) is True  # idle now, its thread busy
+    else:
+        # A call still waiting for its thread when the stop comes: it gets
+        # the grace, then is cancelled; the thread stays busy.
+        fut = w.stub.ExecuteTool.future(
+            pb.ExecuteToolRequest(tool_name=tool, args_json=b'{"seconds": 30}'), metadata=w.md, timeout=30
+        )
+    wait_for(lambda: "offloaded thread running" in w.stderr(), what="the offloaded thread running")
+    t0 = time.monotonic()
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.wait_exit(5) == 0
+    took = time.monotonic() - t0
+    assert "offloading teardown ran" in w.stderr(), w.stderr()
+    # The grace covers only calls in flight (none when idle: the 3 s are not
+    # waited out); the thread's 30 s are never waited for. The bounds leave
+    # room for a loaded machine.
+    assert took < (1.0 if tool == "offload" else grace + 1.0), f"stop took {took:.2f}s"
+    if tool != "offload":
+        with pytest.raises(grpc.RpcError):
+            fut.result(5)

@@ -256,11 +256,16 @@ def test_cancelled_sync_call_is_abandoned_until_its_tool_returns(make_server):
     fut.cancel()
     p = wait_for(lambda: (lambda r: r if r.abandoned_calls == 1 else None)(ping(srv)), what="abandoned call reported")
     assert list(p.abandoned_request_ids) == ["r-stuck"]
-    # The abandoned call no longer counts: a sync call runs at once.
-    assert result(srv.execute("add", b'{"a": 1}', timeout=2)) == 3
+    # The abandoned call keeps the only slot: the next sync call waits for
+    # it (Ping is still answered), then runs once the stuck tool returns.
+    later = srv.stub.ExecuteTool.future(
+        pb.ExecuteToolRequest(tool_name="add", args_json=b'{"a": 1}', request_id="r-next"), metadata=srv.md, timeout=10
+    )
+    wait_for(lambda: srv.waiting() == 1, what="the next call waiting for the slot")
+    assert srv.busy() == 1 and not later.done()
     adapter.stubborn_release.set()
-    wait_for(lambda: ping(srv).abandoned_calls == 0, what="abandoned call finished")
-    assert srv.busy() == 0
+    assert result(later.result(5)) == 3
+    wait_for(lambda: ping(srv).abandoned_calls == 0 and srv.busy() == 0, what="abandoned call finished")
 
 
 def test_call_waiting_for_a_slot_is_dropped_when_its_caller_gives_up(make_server):

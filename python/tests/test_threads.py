@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 
@@ -45,18 +46,27 @@ def test_slots_run_exactly_size_calls_at_once():
     assert most == 3 and slots.running == 0
 
 
-def test_abandoned_call_frees_its_slot_and_is_reported_until_it_returns():
+def test_abandoned_call_keeps_its_slot_and_is_reported_until_it_returns():
+    # Capacity means what it says: the abandoned call's tool still runs in
+    # this process, so a later call must wait for it to return.
     slots = CallSlots(1)
     stuck = Slot("req-1")
     assert slots.acquire(stuck)
     slots.abandon(stuck)
-    fresh = Slot("req-2")
-    assert slots.acquire(fresh)  # does not wait: the abandoned call no longer counts
-    slots.release(fresh)
+    assert slots.running == 1
     count, oldest, ids = slots.abandoned()
     assert count == 1 and ids == ["req-1"] and oldest >= 0
-    slots.release(stuck)  # its tool returned at last
-    assert slots.abandoned() == (0, 0.0, []) and slots.running == 0
+    fresh = Slot("req-2")
+    got = []
+    t = threading.Thread(target=lambda: got.append(slots.acquire(fresh)))
+    t.start()
+    wait_for(lambda: slots._waiting == 1, what="the second call waiting for the slot")
+    assert got == []
+    slots.release(stuck)  # its tool returned at last: the slot passes on
+    t.join(5)
+    assert got == [True] and slots.abandoned() == (0, 0.0, []) and slots.running == 1
+    slots.release(fresh)
+    assert slots.running == 0
 
 
 def test_abandoning_a_waiting_call_drops_it():
@@ -130,23 +140,33 @@ def test_capacity_runs_that_many_sync_tools_at_once(showcase):
     assert results == [5] * 5
 
 
-def test_cancelled_sync_tools_that_keep_running_do_not_eat_the_pool(showcase):
+def test_cancelled_sync_tools_that_keep_running_keep_their_slots(showcase):
     srv = showcase(2)
-    for i in range(8):
+    calls = json.loads(srv.execute("counters").result.json)["calls"]
+    for i in range(2):
         with pytest.raises(grpc.RpcError) as e:
-            srv.execute("stubborn_sleep", json.dumps({"ms": 3000}).encode(), timeout=0.1, request_id=f"r{i}")
+            srv.execute("stubborn_sleep", json.dumps({"ms": 3000}).encode(), timeout=0.2, request_id=f"r{i}")
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # Capacity is intact: a normal sync call runs at once.
-    resp = srv.execute("add", json.dumps({"a": 1, "b": 2}).encode(), timeout=2)
-    assert json.loads(resp.result.json) == 3
 
     def ping():
         return srv.stub.Ping(pb.PingRequest(message="x"), metadata=srv.md, timeout=2)
 
-    p = wait_for(lambda: (lambda r: r if r.abandoned_calls == 8 else None)(ping()), what="8 abandoned calls reported")
-    assert sorted(p.abandoned_request_ids) == sorted(f"r{i}" for i in range(8))
+    p = wait_for(lambda: (lambda r: r if r.abandoned_calls == 2 else None)(ping()), what="2 abandoned calls reported")
+    assert sorted(p.abandoned_request_ids) == ["r0", "r1"]
     assert p.oldest_abandoned_seconds > 0
+    # Both slots are still taken: a third call waits, and when its caller
+    # gives up meanwhile it is dropped without running (and not reported).
+    with pytest.raises(grpc.RpcError) as e:
+        srv.execute("add", json.dumps({"a": 1, "b": 2}).encode(), timeout=0.3, request_id="r-wait")
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(lambda: srv.waiting() == 0, what="the waiting call dropped")
+    assert ping().abandoned_calls == 2
+    # Once the stuck tools return, their slots are free again.
     wait_for(lambda: ping().abandoned_calls == 0, timeout=10, what="abandoned calls finished")
+    resp = srv.execute("add", json.dumps({"a": 1, "b": 2}).encode(), timeout=2)
+    assert json.loads(resp.result.json) == 3
+    # Two stubborn calls, one add and this counters ran: the dropped add never did.
+    assert json.loads(srv.execute("counters").result.json)["calls"] == calls + 4
 
 
 # -- ToolThreads: the sync tools' pool of the grpc.aio flavour ---------------------
@@ -177,7 +197,7 @@ def test_tool_threads_run_exactly_size_calls_at_once():
     pool.shutdown()
 
 
-def test_tool_threads_abandoned_call_frees_its_slot_and_is_reported_until_it_returns():
+def test_tool_threads_abandoned_call_keeps_its_slot_and_is_reported_until_it_returns():
     pool = ToolThreads(1)
     stuck = threading.Event()
     started = threading.Event()
@@ -189,10 +209,16 @@ def test_tool_threads_abandoned_call_frees_its_slot_and_is_reported_until_it_ret
     f = pool.submit(stubborn)
     assert started.wait(5)
     pool.abandon(f, "req-1")
-    assert pool.submit(lambda: 42).result(5) == 42  # a fresh thread took it
+    later = pool.submit(lambda: 42)
     count, oldest, ids = pool.abandoned()
     assert count == 1 and ids == ["req-1"] and oldest >= 0
+    # A negative can only be shown over a window: 0.3 s is ample for a
+    # thread to pick the call up had the slot been freed.
+    with pytest.raises(concurrent.futures.TimeoutError):
+        later.result(0.3)
+    assert not later.running(), "a call ran while the abandoned one held the only slot"
     stuck.set()
+    assert later.result(5) == 42
     wait_for(lambda: pool.abandoned()[0] == 0, what="the abandoned call finished")
     pool.shutdown()
 

@@ -351,17 +351,19 @@ func TestSyncToolIgnoringCancellationGetsItsWorkerReplaced(t *testing.T) {
 			t.Fatalf("cancelled call %d: want the caller's DeadlineExceeded, got %v", i, err)
 		}
 	}
-	// The worker's capacity is intact meanwhile: a sync call runs at once.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := app.Execute(ctx, "add", map[string]any{"a": 1, "b": 2}); err != nil {
-		t.Fatalf("a normal call after 8 abandoned ones: %v", err)
-	}
+	// Capacity is exact: the two stuck calls keep both slots (the other six
+	// waited and were dropped), so the process is replaced, and only then
+	// does a sync call run at once.
 	testutil.Eventually(t, 10*time.Second, "the process carrying the abandoned threads replaced", func() bool {
 		return app.Stats().Pool.RecycleReasons["tool ignored cancellation"] >= 1
 	})
 	if pid := workerPID(t, app); pid == old {
 		t.Fatal("calls still go to the process with the stuck threads")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := app.Execute(ctx, "add", map[string]any{"a": 1, "b": 2}); err != nil {
+		t.Fatalf("a normal call after the replacement: %v", err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the old process (and its stuck threads) gone", func() bool {
 		for _, p := range workerProcs(t, app, "w0") {

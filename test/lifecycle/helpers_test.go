@@ -295,7 +295,9 @@ func identify(t testing.TB, pid int) pidStart {
 }
 
 // isWorker tells a Python worker process from its descendants.
-func isWorker(p proc.Process) bool { return strings.Contains(p.Cmdline, "-m snakepit_bridge.server") }
+func isWorker(p proc.Process) bool {
+	return strings.Contains(p.Cmdline, " snakepit_bridge.server --adapter ")
+}
 
 // workerProcs lists the live worker processes of runID (not descendants).
 func workerProcs(t testing.TB, runID string) []proc.Process {
