@@ -66,7 +66,15 @@ const (
 	LivenessService = "liveness"
 	// EnvToken is where the token is read from when Options.TokenFile is empty.
 	EnvToken = auth.EnvAgentToken
+	// DefaultMaxStreamsPerConn and DefaultMaxStreams: see Options.
+	DefaultMaxStreamsPerConn = auth.DefaultStreamsPerConn
+	DefaultMaxStreams        = auth.DefaultStreams
 )
+
+// healthMaxMessageBytes bounds a request on the health-only port: a health
+// request is a service name, and the port takes no token, so nothing larger
+// has any business being buffered there.
+const healthMaxMessageBytes = 4 << 10
 
 // healthPoll is how often readiness follows the pool: fast enough that a
 // probe or a host sees an agent whose workers all died within a second.
@@ -92,6 +100,18 @@ type Options struct {
 	TLS *tls.Config
 	// MaxMessageBytes bounds one gRPC message (default 16 MiB).
 	MaxMessageBytes int
+	// MaxStreamsPerConn bounds the calls one connection may have open at
+	// once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; a host queues past it).
+	// Default DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn uint32
+	// MaxStreams bounds the calls, from all hosts together, open at once;
+	// a call past it fails at once with codes.ResourceExhausted (a host
+	// reports it as ErrPoolSaturated). Each open call may hold a request of
+	// up to MaxMessageBytes. Default DefaultMaxStreams.
+	//
+	// The token is checked from a call's headers before its body is read,
+	// so neither bound is spent by callers without the token.
+	MaxStreams int
 	// StopGrace is how long in-flight calls may finish at stop (default 5 s).
 	StopGrace time.Duration
 	Logger    *slog.Logger
@@ -155,12 +175,17 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	sopts = append(sopts, auth.ServerOptionsExcept(token, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")...)
+	sopts = append(sopts, auth.Guard{Token: token, Open: []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"},
+		StreamsPerConn: opts.MaxStreamsPerConn, Streams: opts.MaxStreams,
+		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.ServerOptions()...)
 	s.srv = grpc.NewServer(sopts...)
 	agentpb.RegisterAgentServiceServer(s.srv, s)
 	healthpb.RegisterHealthServer(s.srv, s.health)
 	if s.hln != nil {
-		s.hsrv = grpc.NewServer()
+		// No token here, so the bounds are what keeps a peer from making
+		// this port buffer anything: tiny requests, few at once.
+		s.hsrv = grpc.NewServer(grpc.MaxRecvMsgSize(healthMaxMessageBytes),
+			grpc.MaxHeaderListSize(auth.MaxHeaderListBytes), grpc.MaxConcurrentStreams(auth.DefaultOpenStreams))
 		healthpb.RegisterHealthServer(s.hsrv, s.health)
 	}
 	s.setServing(false)
