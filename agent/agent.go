@@ -9,10 +9,13 @@
 //     runs no cluster logic; placing and restarting agents is Kubernetes'.
 //   - AgentService (Describe, Execute, ExecuteStream; proto/snakepit/v1/
 //     agent.proto) requires the shared token (Options.TokenFile, else
-//     $SNAKEPIT_AGENT_TOKEN) on every call. grpc.health.v1.Health needs
-//     none, so Kubernetes' grpc probes work: service "" (and the
-//     AgentService name) is SERVING while at least one local worker is
-//     ready, "liveness" while the agent runs.
+//     $SNAKEPIT_AGENT_TOKEN) on every call, checked from the call's headers
+//     before its body is read. grpc.health.v1.Health needs none (on the
+//     health-only port if there is one, else on Listen), so Kubernetes'
+//     grpc probes work: service "" (and the AgentService name) is SERVING
+//     while at least one local worker is ready, "liveness" while the agent
+//     runs. Calls open at once are bounded per connection and in total
+//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md).
 //   - It listens on loopback unless Options.AllowNonLoopback is set; the
 //     refusal says how to override. Without TLS the token crosses the
 //     network in clear text: set Options.TLS (LoadServerTLS, with a client
@@ -92,7 +95,8 @@ type Options struct {
 	// (e.g. 0.0.0.0:7070 in a pod).
 	AllowNonLoopback bool
 	// HealthListen, when set, also serves grpc.health.v1 alone, in
-	// plaintext and without a token, on this address (same loopback rule).
+	// plaintext and without a token, on this address (same loopback rule);
+	// health on Listen then needs the token like every other call.
 	HealthListen string
 	// TokenFile holds the shared token; empty: $SNAKEPIT_AGENT_TOKEN.
 	TokenFile string
@@ -175,7 +179,14 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	sopts = append(sopts, auth.Guard{Token: token, Open: []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"},
+	// Health is open on this port only when there is no health-only port
+	// for probes: an open method lets a peer without the token send bodies
+	// of up to MaxMessageBytes (the Guard bounds how many at once).
+	var open []string
+	if s.hln == nil {
+		open = []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"}
+	}
+	sopts = append(sopts, auth.Guard{Token: token, Open: open,
 		StreamsPerConn: opts.MaxStreamsPerConn, Streams: opts.MaxStreams,
 		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.ServerOptions()...)
 	s.srv = grpc.NewServer(sopts...)

@@ -196,6 +196,11 @@ func TestUnauthenticatedBodyIsNotRead(t *testing.T) {
 	if _, err := agentpb.NewAgentServiceClient(conn(srv.Addr())).Execute(ctx, big); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("4 MiB Execute without a token: %v, want Unauthenticated", err)
 	}
+	// With a health-only port for the probes, health on the main port is
+	// not open either.
+	if _, err := healthpb.NewHealthClient(conn(srv.Addr())).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("health on the main port without a token, with a health-only port: %v, want Unauthenticated", err)
+	}
 	h := healthpb.NewHealthClient(conn(srv.HealthAddr()))
 	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: strings.Repeat("x", 64<<10)}); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("64 KiB health request on the health-only port: %v, want ResourceExhausted", err)

@@ -25,8 +25,9 @@ const (
 	// DefaultOpenStreams bounds streams that carry no valid token (possible
 	// only on the open methods, i.e. health): each may buffer a message of
 	// the server's receive limit, so this is what bounds the memory an
-	// unauthenticated peer can pin. A probe sends one Check at a time.
-	DefaultOpenStreams = 4
+	// unauthenticated peer can pin. Kubernetes' readiness and liveness
+	// probes each send one Check at a time.
+	DefaultOpenStreams = 2
 	// MaxHeaderListBytes bounds one request's headers, which the transport
 	// must read before the token can be checked (grpc-go's default is
 	// 16 MiB). The token header is under 100 bytes; trace headers a few
