@@ -111,7 +111,7 @@ type Options struct {
 	// MaxStreams bounds the calls, from all hosts together, open at once;
 	// a call past it fails at once with codes.ResourceExhausted (a host
 	// reports it as ErrPoolSaturated). Each open call may hold a request of
-	// up to MaxMessageBytes. Default DefaultMaxStreams.
+	// up to MaxMessageBytes. Default DefaultMaxStreams; negative: no bound.
 	//
 	// The token is checked from a call's headers before its body is read,
 	// so neither bound is spent by callers without the token.
