@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
 
 all: build
 
@@ -48,6 +48,13 @@ chaos: deps-python
 reload-soak: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_RELOAD_ROUNDS=$${SNAKEPIT_RELOAD_ROUNDS:-20} \
 	  $(GO) test -race -count=1 -timeout 10m -run 'TestReloadUnderLoad|TestWorkerAboveRecycleAboveRSS' -v ./test/integration/
+
+## agent-flood: 64 senders of unauthenticated 15 MiB requests against a real `snakepit serve` on 127.0.0.1
+## for 5 s per flood, beside one good client; prints the agent's RSS growth and the good client's latency
+## (FLOOD: lines; docs/SCALING.md). SNAKEPIT_FLOOD_BINARY=path measures another build.
+agent-flood: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_AGENT_FLOOD=1 \
+	  $(GO) test -count=1 -timeout 5m -run 'TestAgentFlood' -v ./test/remote/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

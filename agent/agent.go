@@ -9,10 +9,13 @@
 //     runs no cluster logic; placing and restarting agents is Kubernetes'.
 //   - AgentService (Describe, Execute, ExecuteStream; proto/snakepit/v1/
 //     agent.proto) requires the shared token (Options.TokenFile, else
-//     $SNAKEPIT_AGENT_TOKEN) on every call. grpc.health.v1.Health needs
-//     none, so Kubernetes' grpc probes work: service "" (and the
-//     AgentService name) is SERVING while at least one local worker is
-//     ready, "liveness" while the agent runs.
+//     $SNAKEPIT_AGENT_TOKEN) on every call, checked from the call's headers
+//     before its body is read. grpc.health.v1.Health needs none (on the
+//     health-only port if there is one, else on Listen), so Kubernetes'
+//     grpc probes work: service "" (and the AgentService name) is SERVING
+//     while at least one local worker is ready, "liveness" while the agent
+//     runs. Calls open at once are bounded per connection and in total
+//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md).
 //   - It listens on loopback unless Options.AllowNonLoopback is set; the
 //     refusal says how to override. Without TLS the token crosses the
 //     network in clear text: set Options.TLS (LoadServerTLS, with a client
@@ -66,7 +69,15 @@ const (
 	LivenessService = "liveness"
 	// EnvToken is where the token is read from when Options.TokenFile is empty.
 	EnvToken = auth.EnvAgentToken
+	// DefaultMaxStreamsPerConn and DefaultMaxStreams: see Options.
+	DefaultMaxStreamsPerConn = auth.DefaultStreamsPerConn
+	DefaultMaxStreams        = auth.DefaultStreams
 )
+
+// healthMaxMessageBytes bounds a request on the health-only port: a health
+// request is a service name, and the port takes no token, so nothing larger
+// has any business being buffered there.
+const healthMaxMessageBytes = 4 << 10
 
 // healthPoll is how often readiness follows the pool: fast enough that a
 // probe or a host sees an agent whose workers all died within a second.
@@ -84,7 +95,8 @@ type Options struct {
 	// (e.g. 0.0.0.0:7070 in a pod).
 	AllowNonLoopback bool
 	// HealthListen, when set, also serves grpc.health.v1 alone, in
-	// plaintext and without a token, on this address (same loopback rule).
+	// plaintext and without a token, on this address (same loopback rule);
+	// health on Listen then needs the token like every other call.
 	HealthListen string
 	// TokenFile holds the shared token; empty: $SNAKEPIT_AGENT_TOKEN.
 	TokenFile string
@@ -92,6 +104,18 @@ type Options struct {
 	TLS *tls.Config
 	// MaxMessageBytes bounds one gRPC message (default 16 MiB).
 	MaxMessageBytes int
+	// MaxStreamsPerConn bounds the calls one connection may have open at
+	// once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; a host queues past it).
+	// Default DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn uint32
+	// MaxStreams bounds the calls, from all hosts together, open at once;
+	// a call past it fails at once with codes.ResourceExhausted (a host
+	// reports it as ErrPoolSaturated). Each open call may hold a request of
+	// up to MaxMessageBytes. Default DefaultMaxStreams; negative: no bound.
+	//
+	// The token is checked from a call's headers before its body is read,
+	// so neither bound is spent by callers without the token.
+	MaxStreams int
 	// StopGrace is how long in-flight calls may finish at stop (default 5 s).
 	StopGrace time.Duration
 	Logger    *slog.Logger
@@ -155,12 +179,24 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	sopts = append(sopts, auth.ServerOptionsExcept(token, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")...)
+	// Health is open on this port only when there is no health-only port
+	// for probes: an open method lets a peer without the token send bodies
+	// of up to MaxMessageBytes (the Guard bounds how many at once).
+	var open []string
+	if s.hln == nil {
+		open = []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"}
+	}
+	sopts = append(sopts, auth.Guard{Token: token, Open: open,
+		StreamsPerConn: opts.MaxStreamsPerConn, Streams: opts.MaxStreams,
+		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.ServerOptions()...)
 	s.srv = grpc.NewServer(sopts...)
 	agentpb.RegisterAgentServiceServer(s.srv, s)
 	healthpb.RegisterHealthServer(s.srv, s.health)
 	if s.hln != nil {
-		s.hsrv = grpc.NewServer()
+		// No token here, so the bounds are what keeps a peer from making
+		// this port buffer anything: tiny requests, few at once.
+		s.hsrv = grpc.NewServer(grpc.MaxRecvMsgSize(healthMaxMessageBytes),
+			grpc.MaxHeaderListSize(auth.MaxHeaderListBytes), grpc.MaxConcurrentStreams(auth.DefaultOpenStreams))
 		healthpb.RegisterHealthServer(s.hsrv, s.health)
 	}
 	s.setServing(false)

@@ -28,6 +28,7 @@ import (
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/agent"
 	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/remote"
@@ -170,6 +171,42 @@ func TestTokenRequiredHealthOpen(t *testing.T) {
 	})
 	if r, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: agent.LivenessService}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("liveness = %v, %v", r, err)
+	}
+}
+
+// The token is checked from the headers, before the body is read: a
+// request without it is refused as Unauthenticated even when its body is
+// over the receive limit (reading the body first would answer
+// ResourceExhausted, after buffering it). The health-only port refuses
+// anything but a small request.
+func TestUnauthenticatedBodyIsNotRead(t *testing.T) {
+	srv := serve(t, agentApp(t, 1, tools()), agent.Options{TokenFile: tokenFile(t), MaxMessageBytes: 64 << 10, HealthListen: "127.0.0.1:0"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn := func(addr string) *grpc.ClientConn {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(8<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+	big := &pb.ExecuteToolRequest{ToolName: "echo", BinaryArgs: map[string][]byte{"data": make([]byte, 4<<20)}}
+	if _, err := agentpb.NewAgentServiceClient(conn(srv.Addr())).Execute(ctx, big); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("4 MiB Execute without a token: %v, want Unauthenticated", err)
+	}
+	// With a health-only port for the probes, health on the main port is
+	// not open either.
+	if _, err := healthpb.NewHealthClient(conn(srv.Addr())).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("health on the main port without a token, with a health-only port: %v, want Unauthenticated", err)
+	}
+	h := healthpb.NewHealthClient(conn(srv.HealthAddr()))
+	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: strings.Repeat("x", 64<<10)}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("64 KiB health request on the health-only port: %v, want ResourceExhausted", err)
+	}
+	if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: agent.LivenessService}); err != nil {
+		t.Fatalf("liveness on the health-only port: %v", err)
 	}
 }
 

@@ -147,7 +147,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer s.removeSocket()
 
-	opts := append(auth.ServerOptions(s.opts.Token),
+	// The Guard checks the token from a call's headers, before its body is
+	// read, and bounds concurrent calls per connection. No bound across
+	// connections: only the run's workers hold the token, one connection
+	// each, and a host call refused for a global count would fail a tool.
+	opts := append(auth.Guard{Token: s.opts.Token, Streams: -1}.ServerOptions(),
 		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.opts.MaxMessageBytes),
 		// Tolerate clients that enable keepalive pings: grpc's default policy

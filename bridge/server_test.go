@@ -403,6 +403,21 @@ func TestMessageSizeLimit(t *testing.T) {
 	}
 }
 
+// The token is checked from the headers, before the body is read: a request
+// without it is refused as Unauthenticated even when its body is over the
+// receive limit (a server that read the body first would answer
+// ResourceExhausted, after buffering it).
+func TestUnauthenticatedBodyIsNotRead(t *testing.T) {
+	const limit = 4096
+	s, _ := startServer(t, Options{MaxMessageBytes: limit})
+	c := dial(t, s.Addr(), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1<<20)))
+	args := `{"pad":"` + strings.Repeat("x", 256<<10) + `"}`
+	_, err := c.ExecuteHostTool(testCtx(t), &pb.ExecuteHostToolRequest{ToolName: "echo", ArgsJson: []byte(args)})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("oversized request without the token: %v, want Unauthenticated", err)
+	}
+}
+
 func TestUnixSocket(t *testing.T) {
 	s := newServer(t, Options{Network: "unix"})
 	stop := run(t, s)

@@ -375,8 +375,11 @@ func (w *Worker) environ() []string {
 		}
 		env[k] = v
 	}
+	// The host's secrets (auth.SecretEnv) are never copied: the worker,
+	// and every process its tools start, would inherit them. The run's
+	// own token is set below, on purpose, for the worker alone.
 	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
+		if k, v, ok := strings.Cut(kv, "="); ok && !auth.IsSecretEnv(k) {
 			set(k, v)
 		}
 	}
@@ -385,7 +388,9 @@ func (w *Worker) environ() []string {
 	}
 	set("PYTHONUNBUFFERED", "1")
 	for k, v := range o.Env {
-		set(k, v)
+		if !auth.IsSecretEnv(k) {
+			set(k, v)
+		}
 	}
 	// sys.path order: the embedded package first (nothing shadows it), then
 	// PythonPath, then the inherited PYTHONPATH. An empty entry means the

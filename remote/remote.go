@@ -540,6 +540,10 @@ func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err e
 		lt.leave("connection lost under a call: " + status.Convert(err).Message())
 		return w.crash(lt)
 	case codes.ResourceExhausted:
+		if auth.IsStreamLimit(err) {
+			// Refused from its headers: nothing ran on the agent.
+			return fmt.Errorf("%w: agent %s: %s", pool.ErrPoolSaturated, w.endpoint, status.Convert(err).Message())
+		}
 		return fmt.Errorf("%w: call to %q on agent %s: %s; raise MaxMessageBytes (now %d bytes) on both sides or pass large values in smaller pieces",
 			worker.ErrMessageTooLarge, tool, w.endpoint, status.Convert(err).Message(), w.f.opts.MaxMessageBytes)
 	case codes.Unauthenticated:

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,6 +33,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	clientCA := fs.String("tls-client-ca", "", "PEM CA: require client certificates signed by it (mutual TLS)")
 	stopGrace := fs.Duration("stop-grace", agent.DefaultStopGrace, "how long in-flight calls may finish at stop")
+	streamsPerConn := fs.Uint("max-streams-per-conn", agent.DefaultMaxStreamsPerConn, "calls one connection may have open at once (a host queues past it)")
+	maxStreams := fs.Int("max-streams", agent.DefaultMaxStreams, "calls all hosts together may have open at once; past it a call fails at once (the host sees ErrPoolSaturated)")
 	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status of this agent's pool on this loopback `ADDR`; empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -59,7 +62,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	// Bind before starting Python: a wrong address or a missing token
 	// fails in milliseconds, not after the workers started.
 	srv, err := agent.Listen(app, agent.Options{Listen: *listen, AllowNonLoopback: *allow, HealthListen: *healthListen,
-		TokenFile: *tokenFile, TLS: tlsCfg, StopGrace: *stopGrace, Logger: cfg.Logger})
+		TokenFile: *tokenFile, TLS: tlsCfg, StopGrace: *stopGrace, Logger: cfg.Logger,
+		MaxStreamsPerConn: uint32(min(*streamsPerConn, math.MaxUint32)), MaxStreams: *maxStreams})
 	if err != nil {
 		fmt.Fprintln(stderr, "snakepit serve:", err)
 		return 2

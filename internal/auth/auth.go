@@ -99,10 +99,16 @@ func (t Token) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 // An empty expected token rejects every call: an unconfigured server must fail
 // closed rather than accept callers that also forgot to send a token.
 func Check(ctx context.Context, token Token) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return checkMD(md, token)
+}
+
+// checkMD is Check on the request headers themselves (the tap handle has
+// them before any context carries them).
+func checkMD(md metadata.MD, token Token) error {
 	if token.IsZero() {
 		return status.Error(codes.Unauthenticated, rejectMessage)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	want := sha256.Sum256([]byte(Reveal(token)))
 	ok := 0
 	for _, got := range md.Get(MetadataKey) {

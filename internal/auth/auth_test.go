@@ -221,6 +221,14 @@ func TestLoadFromFileAndEnv(t *testing.T) {
 	if tok, err := Load("", "SNAKEPIT_TEST_TOKEN"); err != nil || Reveal(tok) != "fedcba9876543210fedcba" {
 		t.Fatalf("Load(env) = %v, %v", tok, err)
 	}
+	// Taken out of the environment, so no child inherits it; still there
+	// for a second Load in this process.
+	if v, ok := os.LookupEnv("SNAKEPIT_TEST_TOKEN"); ok {
+		t.Fatalf("the token is still in the environment after Load: %d bytes", len(v))
+	}
+	if tok, err := Load("", "SNAKEPIT_TEST_TOKEN"); err != nil || Reveal(tok) != "fedcba9876543210fedcba" {
+		t.Fatalf("second Load(env) = %v, %v", tok, err)
+	}
 	if _, err := Load("", "SNAKEPIT_TEST_NO_SUCH_VAR"); !errors.Is(err, ErrNoToken) {
 		t.Fatalf("Load(nothing) = %v, want ErrNoToken", err)
 	}
@@ -228,5 +236,16 @@ func TestLoadFromFileAndEnv(t *testing.T) {
 	_, err = Load("", "SNAKEPIT_TEST_TOKEN")
 	if err == nil || strings.Contains(err.Error(), "short-secret") {
 		t.Fatalf("Load(short) = %v, want an error that does not quote the token", err)
+	}
+}
+
+func TestSecretEnvNamesBothTokens(t *testing.T) {
+	for _, name := range []string{EnvToken, EnvAgentToken} {
+		if !IsSecretEnv(name) {
+			t.Errorf("%s is not in SecretEnv: workers would inherit it", name)
+		}
+	}
+	if IsSecretEnv("SNAKEPIT_RUN_ID") {
+		t.Error("SNAKEPIT_RUN_ID is not a secret: the host finds a worker's descendants by it")
 	}
 }

@@ -70,11 +70,11 @@ func (a *agentProc) alive() bool {
 
 var readyLine = regexp.MustCompile(`^ready run_id=(\S+) workers=(\d+) addr=(\S+) capacity=(\d+)$`)
 
-func startAgent(t *testing.T, ip string, port int, tokenFile string, workers int) *agentProc {
+func startAgent(t *testing.T, ip string, port int, tokenFile string, workers int, extra ...string) *agentProc {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "serve", "--listen", net.JoinHostPort(ip, strconv.Itoa(port)), "--token-file", tokenFile,
-		"--workers", fmt.Sprint(workers), "--registry", filepath.Join(dir, "agent.db"), "--stop-grace", "2s")
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", net.JoinHostPort(ip, strconv.Itoa(port)), "--token-file", tokenFile,
+		"--workers", fmt.Sprint(workers), "--registry", filepath.Join(dir, "agent.db"), "--stop-grace", "2s"}, extra...)...)
 	a := &agentProc{cmd: cmd, exited: make(chan struct{})}
 	cmd.Stderr = &a.stderr
 	out, err := cmd.StdoutPipe()

@@ -1,0 +1,158 @@
+package auth
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+)
+
+// payloads counts the request messages a server received and the RPCs it
+// began: a stream refused by the tap handle has neither.
+type payloads struct{ in, begun atomic.Int64 }
+
+func (p *payloads) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (p *payloads) HandleRPC(_ context.Context, s stats.RPCStats) {
+	switch s.(type) {
+	case *stats.InPayload:
+		p.in.Add(1)
+	case *stats.Begin:
+		p.begun.Add(1)
+	}
+}
+func (p *payloads) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (p *payloads) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// guarded serves the health service behind g, receiving messages of up to
+// maxRecv bytes, and returns a client factory and the server's counters.
+func guarded(t *testing.T, g Guard, maxRecv int) (func(...grpc.DialOption) healthpb.HealthClient, *payloads) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &payloads{}
+	srv := grpc.NewServer(append(g.ServerOptions(), grpc.MaxRecvMsgSize(maxRecv), grpc.StatsHandler(p))...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		hs.Shutdown()
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return func(extra ...grpc.DialOption) healthpb.HealthClient {
+		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}, extra...)
+		cc, err := grpc.NewClient(lis.Addr().String(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return healthpb.NewHealthClient(cc)
+	}, p
+}
+
+func TestGuardRejectsFromHeadersBeforeTheBody(t *testing.T) {
+	token := NewToken()
+	dial, p := guarded(t, Guard{Token: token}, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, size := range []int{8 << 20, 100} { // over and under the 1 MiB receive limit
+		big := &healthpb.HealthCheckRequest{Service: strings.Repeat("x", size)}
+		_, err := dial().Check(ctx, big)
+		// Over the limit, an interceptor-only server answers ResourceExhausted:
+		// it reads the body before any check runs.
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("%d-byte request without a token: %v, want Unauthenticated", size, err)
+		}
+	}
+	if in, begun := p.in.Load(), p.begun.Load(); in != 0 || begun != 0 {
+		t.Fatalf("the server received %d request messages and began %d RPCs without a token; want none", in, begun)
+	}
+	// The same server serves a caller with the token.
+	if _, err := dial(ClientOptions(token)...).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("Check with the token: %v", err)
+	}
+	if p.in.Load() != 1 {
+		t.Fatalf("received %d messages, want 1", p.in.Load())
+	}
+}
+
+// holdWatch opens a Watch and waits for its first answer, so the stream is
+// admitted and stays open until ctx ends.
+func holdWatch(t *testing.T, ctx context.Context, c healthpb.HealthClient) {
+	t.Helper()
+	w, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+}
+
+// eventually polls f until it returns nil or the deadline passes.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestGuardBoundsStreamsAndGivesSlotsBack(t *testing.T) {
+	token := NewToken()
+	open := "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
+	dial, _ := guarded(t, Guard{Token: token, Open: []string{open}, Streams: 1, OpenStreams: 1, LimitHint: "raise Limit"}, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for name, c := range map[string]healthpb.HealthClient{"with token": dial(ClientOptions(token)...), "open method, no token": dial()} {
+		t.Run(name, func(t *testing.T) {
+			hold, release := context.WithCancel(ctx)
+			defer release()
+			holdWatch(t, hold, c)
+			_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+			if !IsStreamLimit(err) {
+				t.Fatalf("second call over a bound of 1: %v, want the stream limit", err)
+			}
+			if hint := strings.Contains(status.Convert(err).Message(), "raise Limit"); hint != (name == "with token") {
+				t.Fatalf("message %q: the hint belongs to the token holders' bound only", status.Convert(err).Message())
+			}
+			release()
+			// The slot comes back when the server sees the stream end.
+			eventually(t, "call after the held stream ended", func() error {
+				_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+				return err
+			})
+		})
+	}
+	// The two bounds are separate: unauthenticated probes cannot use up the
+	// token holders' slots.
+	hold, release := context.WithCancel(ctx)
+	defer release()
+	holdWatch(t, hold, dial())
+	if _, err := dial(ClientOptions(token)...).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("a token holder while the open slot is taken: %v", err)
+	}
+}

@@ -1,0 +1,268 @@
+package remote_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/internal/auth"
+)
+
+// floodEnv turns TestAgentFlood on (make agent-flood); it is a measurement,
+// not a check of make test. SNAKEPIT_FLOOD_BINARY, when set, is the
+// `snakepit` to measure instead of this tree's (e.g. an older build, for a
+// before/after figure).
+const floodEnv = "SNAKEPIT_AGENT_FLOOD"
+
+// Flood shape: what issue 17 reported (64 concurrent unauthenticated
+// 15 MiB requests), each sender repeating its request for floodFor (at
+// most floodRounds times).
+const (
+	floodSenders = 64
+	floodBytes   = 15 << 20
+	floodFor     = 5 * time.Second
+	floodRounds  = 5000
+	floodConns   = 8
+)
+
+// vmRSS reads a /proc/<pid>/status field in bytes (VmRSS, VmHWM).
+func vmField(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// TestAgentFlood starts a real agent (`snakepit serve`, one Python worker)
+// on 127.0.0.1, floods it with unauthenticated 15 MiB requests, first to
+// AgentService, then to the open health service, while one good client
+// calls ping with the token, and prints the agent's RSS growth and the
+// good client's latency percentiles (FLOOD: lines; docs/SCALING.md).
+func TestAgentFlood(t *testing.T) {
+	if os.Getenv(floodEnv) == "" {
+		t.Skipf("a measurement: set %s=1 (make agent-flood)", floodEnv)
+	}
+	if b := os.Getenv("SNAKEPIT_FLOOD_BINARY"); b != "" {
+		prev := binary
+		binary = b
+		t.Cleanup(func() { binary = prev })
+	}
+	t.Run("health open on the main port", func(t *testing.T) { floodAgent(t) })
+	if os.Getenv("SNAKEPIT_FLOOD_BINARY") == "" {
+		t.Run("with --health-listen", func(t *testing.T) { floodAgent(t, "--health-listen", "127.0.0.1:0") })
+	}
+}
+
+func floodAgent(t *testing.T, extra ...string) {
+	const secret = "flood-test-token-0123456789abcdef"
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token, err := auth.Load(tokenFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, "127.0.0.1", 0, tokenFile, 1, extra...)
+	pid := a.cmd.Process.Pid
+
+	dial := func(extra ...grpc.DialOption) *grpc.ClientConn {
+		cc, err := grpc.NewClient(a.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32 << 20))}, extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+	good := agentpb.NewAgentServiceClient(dial(grpc.WithPerRPCCredentials(auth.PerRPCCredentials(token))))
+	ping := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		resp, err := good.Execute(ctx, &pb.ExecuteToolRequest{ToolName: "ping"})
+		if err == nil && resp.GetError() != nil {
+			err = fmt.Errorf("ping: %s", resp.GetError().GetMessage())
+		}
+		return time.Since(t0), err
+	}
+	// goodLoad pings back to back until stop is closed; latencies in order.
+	goodLoad := func(stop <-chan struct{}) []time.Duration {
+		var lat []time.Duration
+		for {
+			select {
+			case <-stop:
+				return lat
+			default:
+			}
+			d, err := ping()
+			if err != nil {
+				t.Errorf("good client: %v", err)
+				return lat
+			}
+			lat = append(lat, d)
+		}
+	}
+	pct := func(lat []time.Duration, p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		s := slices.Clone(lat)
+		slices.Sort(s)
+		return s[min(len(s)-1, int(float64(len(s))*p))]
+	}
+	for range 200 { // warm up: worker, connection, allocator
+		if _, err := ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	time.AfterFunc(2*time.Second, func() { close(stop) })
+	quiet := goodLoad(stop)
+	t.Logf("FLOOD: quiet: good client n=%d p50=%v p99=%v", len(quiet), pct(quiet, .5), pct(quiet, .99))
+
+	body := make([]byte, floodBytes)
+	// Each request is marshalled once: the senders' own CPU and garbage
+	// (64 × 15 MiB per round) would otherwise be what the good client in
+	// this process waits on.
+	execReq, err := proto.Marshal(&pb.ExecuteToolRequest{ToolName: "ping", BinaryArgs: map[string][]byte{"x": body}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthReq, err := proto.Marshal(&healthpb.HealthCheckRequest{Service: string(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := grpc.ForceCodecV2(rawCodec{})
+	conns := make([]*grpc.ClientConn, floodConns)
+	for i := range conns {
+		conns[i] = dial() // no token
+	}
+	floods := map[string]func(cc *grpc.ClientConn) error{
+		"AgentService.Execute": func(cc *grpc.ClientConn) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return cc.Invoke(ctx, agentpb.AgentService_Execute_FullMethodName, execReq, new([]byte), raw)
+		},
+		"Health.Check (open)": func(cc *grpc.ClientConn) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, healthReq, new([]byte), raw)
+		},
+	}
+	for _, name := range []string{"AgentService.Execute", "Health.Check (open)"} {
+		send := floods[name]
+		before, err := vmField(pid, "VmRSS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var peak atomic.Int64
+		peak.Store(before)
+		sampled := make(chan struct{})
+		stopSampling := make(chan struct{})
+		go func() { // VmRSS every 10 ms: VmHWM cannot be reset between floods
+			defer close(sampled)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopSampling:
+					return
+				case <-tick.C:
+					if v, err := vmField(pid, "VmRSS"); err == nil && v > peak.Load() {
+						peak.Store(v)
+					}
+				}
+			}
+		}()
+		stopGood := make(chan struct{})
+		latc := make(chan []time.Duration, 1)
+		go func() { latc <- goodLoad(stopGood) }()
+		codesSeen := map[codes.Code]int{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for i := range floodSenders {
+			wg.Go(func() {
+				for range floodRounds {
+					if time.Since(t0) > floodFor {
+						return
+					}
+					c := status.Code(send(conns[i%floodConns]))
+					mu.Lock()
+					codesSeen[c]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		took := time.Since(t0)
+		close(stopGood)
+		lat := <-latc
+		close(stopSampling)
+		<-sampled
+		n := 0
+		for _, c := range codesSeen {
+			n += c
+		}
+		t.Logf("FLOOD: %s: %d senders, %d unauthenticated %d MiB requests over %d connections in %v, answers %v | agent RSS %d MiB before, peak +%d MiB | good client during it: n=%d p50=%v p99=%v max=%v",
+			name, floodSenders, n, floodBytes>>20, floodConns, took.Round(time.Millisecond), codesSeen,
+			before>>20, (peak.Load()-before)>>20, len(lat), pct(lat, .5), pct(lat, .99), pct(lat, 1))
+	}
+	if !a.alive() {
+		t.Fatalf("the agent died under the flood; stderr:\n%s", a.stderr.String())
+	}
+	// The agent's ordered stop (its own pid only), so its Python worker is
+	// stopped by it rather than left to the cleanup's SIGKILL.
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Errorf("agent did not stop within 20 s of SIGTERM")
+	}
+}
+
+// rawCodec sends a pre-marshalled []byte as it is and keeps a reply's bytes.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
