@@ -297,6 +297,10 @@ func callOptions(req *pb.ExecuteToolRequest) []snakepit.CallOption {
 	if req.GetSessionId() != "" {
 		o = append(o, snakepit.WithSession(req.GetSessionId()))
 	}
+	if req.GetRequestId() != "" {
+		// The host's id, so one call reads the same in both hosts' logs.
+		o = append(o, snakepit.WithRequestID(req.GetRequestId()))
+	}
 	for k, v := range req.GetBinaryArgs() {
 		o = append(o, snakepit.WithBinary(k, v))
 	}
