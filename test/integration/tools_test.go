@@ -212,3 +212,27 @@ func TestTextStatsAdapterLoadsItsModelOncePerWorker(t *testing.T) {
 		t.Fatalf("model loaded %v times, want once per worker: %v", info["load_count"], info)
 	}
 }
+
+// A call's request id reaches the tool: the caller's, or one the App made.
+func TestRequestIDReachesPython(t *testing.T) {
+	app := newApp(t, snakepit.Config{Workers: 1})
+	info := func(opts ...snakepit.CallOption) string {
+		t.Helper()
+		got, err := snakepit.Decode[map[string]any](app.Execute(ctxT(t), "worker_info", nil, opts...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := got["request_id"].(string)
+		return id
+	}
+	if id := info(snakepit.WithRequestID("req-42")); id != "req-42" {
+		t.Errorf("request_id = %q; want the caller's req-42", id)
+	}
+	a, b := info(), info()
+	if a == "" || b == "" || a == b {
+		t.Errorf("generated request ids %q, %q; want two distinct non-empty ids", a, b)
+	}
+	if _, err := app.Execute(ctxT(t), "worker_info", nil, snakepit.WithRequestID("bad\nid")); !errors.Is(err, snakepit.ErrInvalidConfig) {
+		t.Errorf("a request id with a newline: %v; want ErrInvalidConfig", err)
+	}
+}

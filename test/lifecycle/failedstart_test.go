@@ -185,3 +185,75 @@ func TestStartStopMisuseIsTyped(t *testing.T) {
 		t.Errorf("AddWorker without id = %v; want ErrInvalidConfig", err)
 	}
 }
+
+// Stop racing Reload, WaitReady and calls: every one returns within the
+// stop's bound, a Reload the stop cuts short says so (ErrPoolStopping),
+// never "success" with its workers skipped, and nothing of the run is left.
+func TestStopRacingReloadWaitReadyAndCalls(t *testing.T) {
+	for round := range 3 {
+		in := startInstance(t, snakepit.Config{Workers: 2})
+		var wg sync.WaitGroup
+		reloaded := make(chan struct{}, 1)
+		errs := make(chan error, 64)
+		wg.Go(func() {
+			for {
+				rep, err := in.Reload(context.Background())
+				if err != nil {
+					if !errors.Is(err, snakepit.ErrPoolStopping) {
+						errs <- errors.New("Reload: " + err.Error())
+					}
+					return
+				}
+				if len(rep.Replaced) == 0 {
+					errs <- errors.New("Reload succeeded without replacing a worker")
+					return
+				}
+				select {
+				case reloaded <- struct{}{}:
+				default:
+				}
+			}
+		})
+		for range 4 {
+			wg.Go(func() {
+				for {
+					_, err := in.Execute(context.Background(), "worker_info", nil, snakepit.Idempotent())
+					if errors.Is(err, snakepit.ErrPoolStopping) {
+						return
+					}
+					if err != nil {
+						errs <- errors.New("Execute: " + err.Error())
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for {
+				if err := in.WaitReady(context.Background()); err != nil {
+					if !errors.Is(err, snakepit.ErrPoolStopping) {
+						errs <- errors.New("WaitReady: " + err.Error())
+					}
+					return
+				}
+			}
+		})
+		select {
+		case <-reloaded:
+		case <-time.After(60 * time.Second):
+			t.Fatal("no Reload finished within 60 s")
+		}
+		in.stop(t) // asserts that nothing of the run is left
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: a Reload, WaitReady or call still waits 10 s after Stop returned", round)
+		}
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+	}
+}

@@ -194,12 +194,13 @@ class ShowcaseAdapter(BaseAdapter):
 
     # -- process facts --------------------------------------------------------
 
-    @tool(description="pid, worker id, python version, run id and adapter of this worker")
+    @tool(description="pid, worker id, python version, run id and adapter of this worker, and the call's request id")
     def worker_info(self, ctx: SessionContext) -> Dict[str, Any]:
         self._tick()
         return {
             "pid": os.getpid(),
             "worker_id": ctx.worker_id,
+            "request_id": ctx.request_id,
             "python_version": platform.python_version(),
             "run_id": ctx.run_id,
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
