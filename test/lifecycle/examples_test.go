@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -126,5 +127,42 @@ func TestLinesWorkerExampleRunsAndStopsCleanly(t *testing.T) {
 	}
 	if left := testutil.RunIDProcesses(t, runIDOf(line)); len(left) > 0 {
 		t.Fatalf("processes of the example's run alive after it exited: %+v", left)
+	}
+}
+
+// examples/embedded with an adapter directory that does not exist: it exits
+// non-zero, promptly, with the Python ImportError on stderr, and leaves no
+// process behind.
+func TestEmbeddedExampleFailsFastOnABadAdapter(t *testing.T) {
+	bin := buildBinary(t, "embedded", "github.com/snakepit-go/snakepit/examples/embedded")
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-adapters", filepath.Join(t.TempDir(), "nonexistent"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Fatalf("the example exited with %v; want a non-zero exit", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill() // our child, not yet reaped
+		<-exited
+		t.Fatal("the example did not exit within 60 s of a bad adapter directory")
+	}
+	if !strings.Contains(stderr.String(), "embedded: ") || !strings.Contains(stderr.String(), "No module named 'greeter'") {
+		t.Fatalf("stderr does not end with the start error naming the ImportError:\n%s", stderr.String())
+	}
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if _, id, ok := strings.Cut(l, "run_id="); ok {
+			if left := testutil.RunIDProcesses(t, strings.Fields(id)[0]); len(left) > 0 {
+				t.Fatalf("processes of the example's run alive after it exited: %+v", left)
+			}
+			break
+		}
 	}
 }
