@@ -271,3 +271,42 @@ func TestCallsWaitingOnToolLimitsAreBoundedByMaxQueue(t *testing.T) {
 		t.Fatalf("stats %+v; want 1 saturated", s.Failed)
 	}
 }
+
+// Calls queued before any worker is ready could not know the tool's limit:
+// it arrives with the first worker's tools. They must still respect it.
+func TestToolLimitHoldsForCallsQueuedBeforeAnyWorkerIsReady(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	g := newGate()
+	var running, most atomic.Int32
+	var outs []<-chan outcome
+	for i := range 5 {
+		outs = append(outs, h.goExecute(context.Background(), &worker.Call{Tool: "limited", RequestID: strconv.Itoa(i)}, pool.CallOptions{}))
+	}
+	h.waitStats("5 calls queued for a worker to become ready", func(s pool.Stats) bool { return s.Queued == 5 })
+	h.add("w1", 5, limitedTool(g, 1, &running, &most))
+	g.waitEntered(t)
+	h.waitStats("the other 4 calls waiting on the tool's limit", func(s pool.Stats) bool {
+		return s.Queued == 0 && s.InFlight+s.LimitQueued == 5
+	})
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d calls of a max_concurrency=1 tool ran at once", m)
+	}
+	for i := range 5 {
+		if i > 0 {
+			g.waitEntered(t)
+		}
+		g.release <- struct{}{}
+	}
+	for _, ch := range outs {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d calls of a max_concurrency=1 tool ran at once", m)
+	}
+	checkBalanced(t, h.waitStats("idle", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 }))
+	if s := h.p.Stats(); s.Requests != 5 || s.Succeeded != 5 {
+		t.Fatalf("stats %+v; want 5 requests, 5 succeeded (a call re-admitted once counts once)", s)
+	}
+}
