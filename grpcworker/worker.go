@@ -642,6 +642,10 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			succ = w.startSuccessor(ctx)
 		case <-succDone:
 			next, err := succ.lt, succ.err
+			// Its context only bounded the start; left uncancelled it
+			// would stay among ctx's children for the whole lifetime, one
+			// per replacement (a slow leak of ~0.5 KiB each).
+			succ.cancel()
 			succ = nil
 			release()
 			if err != nil {

@@ -3,6 +3,7 @@ package grpcworker
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,7 +23,12 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(stubWorkerEnv) == "1" {
+		stubWorkerMain() // this process is a worker started by a benchmark
+	}
+	testutil.Main(m)
+}
 
 // recorder collects lifecycle events in order.
 type recorder struct {
