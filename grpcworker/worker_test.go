@@ -243,6 +243,9 @@ func TestStartupFailureQuotesStderr(t *testing.T) {
 		if !strings.Contains(err.Error(), "nowhere_to_be_found") || !strings.Contains(err.Error(), "ModuleNotFoundError") {
 			t.Fatalf("error does not quote Python's ImportError:\n%v", err)
 		}
+		if se.Kind != worker.StartupAdapter {
+			t.Fatalf("an adapter that cannot be imported is classified %v, want adapter", se.Kind)
+		}
 		fx.done <- err
 	case <-time.After(20 * time.Second):
 		t.Fatal("startup failure not reported")
