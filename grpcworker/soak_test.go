@@ -25,7 +25,9 @@ import (
 // so the replacement machinery can be exercised thousands of times.
 const stubWorkerEnv = "SNAKEPIT_TEST_STUB_WORKER"
 
-type stubWorker struct{ pb.UnimplementedWorkerServiceServer }
+type stubWorker struct {
+	pb.UnimplementedWorkerServiceServer
+}
 
 func (stubWorker) Ping(context.Context, *pb.PingRequest) (*pb.PingResponse, error) {
 	return &pb.PingResponse{}, nil
