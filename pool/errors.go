@@ -85,6 +85,10 @@ func (e *NotReadyError) Error() string {
 	if e.Failed > 0 {
 		return msg + "\n  hint: " + startupHint(e.Cause)
 	}
+	if errors.Is(e.Cause, context.DeadlineExceeded) || errors.Is(e.Cause, context.Canceled) {
+		// The caller's own wait (WaitReady, App.Start) ended, not ReadyTimeout.
+		return msg + "; check the workers' startup errors, or give the wait a later deadline if they are just slow to start"
+	}
 	return msg + "; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start"
 }
 

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -30,5 +31,18 @@ func TestNotReadyHintFitsTheCause(t *testing.T) {
 		if !strings.Contains(hint, c.want) || strings.Contains(hint, c.unwanted) {
 			t.Errorf("%s: hint %q; want one naming %q and not %q", name, hint, c.want, c.unwanted)
 		}
+	}
+}
+
+// Without failed starts the hint names what bounded the wait: the pool's
+// ReadyTimeout for a call, the caller's context for WaitReady.
+func TestNotReadyHintNamesWhatEndedTheWait(t *testing.T) {
+	call := (&pool.NotReadyError{Wanted: 1, Cause: errors.New("no worker became ready within ReadyTimeout (30s)")}).Error()
+	wait := (&pool.NotReadyError{Wanted: 1, Cause: context.DeadlineExceeded}).Error()
+	if !strings.HasSuffix(call, "raise ReadyTimeout if they are just slow to start") {
+		t.Errorf("a call's wait: %q", call)
+	}
+	if strings.Contains(wait, "ReadyTimeout") || !strings.Contains(wait, "later deadline") {
+		t.Errorf("a caller's wait: %q", wait)
 	}
 }
