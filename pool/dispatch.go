@@ -309,15 +309,11 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 			p.unlinkReleaseLocked(w.rec)
 			return nil, p.rejectLocked(w.rec, &worker.UnknownToolError{Tool: tool, Available: p.availableToolsLocked()})
 		}
-		if p.limitsLearnedLocked(w.rec) {
-			// The worker whose readiness woke this call declared a limit
-			// for its tool: give the slot back (to the next waiter) and
-			// pass the limit first.
-			p.unlinkReleaseLocked(w.rec)
-			return nil, p.readmitLocked(w.rec)
-		}
 		p.mu.Unlock()
 		return ws, nil
+	}
+	if w.err == errReadmit {
+		return nil, p.readmitLocked(w.rec)
 	}
 	if w.err != nil {
 		return nil, p.rejectLocked(w.rec, w.err)
@@ -430,6 +426,13 @@ func (p *Pool) offerLocked(ws *workerState) {
 		}
 		if w == nil {
 			break
+		}
+		if p.limitsLearnedLocked(w.rec) {
+			// It queued before its tool's limits were known (the worker
+			// whose readiness brings this offer declared them): it passes
+			// the limit first, and the slot goes to the next waiter.
+			p.failWaiterLocked(w, errReadmit)
+			continue
 		}
 		w.q.remove(w)
 		p.queued--
