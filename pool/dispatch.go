@@ -313,6 +313,9 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 		return ws, nil
 	}
 	if w.err == errReadmit {
+		if err := ctx.Err(); err != nil {
+			return nil, p.rejectLocked(w.rec, err)
+		}
 		return nil, p.readmitLocked(w.rec)
 	}
 	if w.err != nil {

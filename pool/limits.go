@@ -226,7 +226,8 @@ func (p *Pool) gateWaiting() int {
 //
 // A nil done means the tool had no known limits. That includes a call made
 // before any worker reported its tools: the dispatcher checks again when it
-// hands the call a slot, and sends it back here if limits are known by then.
+// would hand the call a slot, and sends it back here if limits are known by
+// then (see limitsLearnedLocked).
 func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions, counted bool) (context.Context, CallOptions, func(), error) {
 	lim := p.limitFor(tool)
 	if lim == (toolLimit{}) {
