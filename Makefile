@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
 
 all: build
 
@@ -55,6 +55,12 @@ reload-soak: deps-python
 agent-flood: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_AGENT_FLOOD=1 \
 	  $(GO) test -count=1 -timeout 5m -run 'TestAgentFlood' -v ./test/remote/
+
+## soak-replace: 10,000 make-before-break replacements of one worker (a stub process, no Python;
+## about 6 min) and the heap growth after GC; figures in docs/BENCHMARKS.md. REPLACE_ROUNDS to change
+REPLACE_ROUNDS ?= 10000
+soak-replace:
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkReplacementHeap -benchtime $(REPLACE_ROUNDS)x ./grpcworker/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

@@ -204,7 +204,7 @@ func (a *App) newRun() (*run, error) {
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
 	var err error
-	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, StopWait: stop.cancelWait, Logger: a.log})
+	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +309,7 @@ func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
 // ErrNotServing. Discovery uses this for remote workers.
 func (a *App) AddWorker(id string, f worker.Factory) error {
 	if id == "" || f == nil {
-		return fmt.Errorf("%w: AddWorker needs a non-empty worker id and a non-nil worker.Factory", ErrInvalidConfig)
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, ErrInvalidWorker)
 	}
 	return a.cur.Load().work.AddWorker(id, f)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/snakepit-go/snakepit/discovery"
+	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
@@ -37,7 +38,8 @@ type Config struct {
 	// Capacity is the number of concurrent calls per worker (default 1).
 	Capacity int
 
-	// Adapter is the Python adapter class, "package.module.Class".
+	// Adapter is the Python adapter class, "package.module.Class" or
+	// "package.module:Class"; another form is ErrInvalidConfig.
 	Adapter string
 	// Python is the interpreter. Empty: SNAKEPIT_PYTHON, a virtualenv, then
 	// candidates that can import grpc (see grpcworker.FindPython).
@@ -56,7 +58,11 @@ type Config struct {
 	RegistryPath string
 
 	StartupTimeout time.Duration // per worker handshake (default 30 s)
-	StopGrace      time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
+	// ReadyTimeout bounds how long a call made while no worker is ready
+	// waits for one before it fails with ErrNotReady (default 30 s); raise
+	// it when workers are slow to start and calls should wait them out.
+	ReadyTimeout time.Duration
+	StopGrace    time.Duration // SIGTERM → SIGKILL per worker (default 2 s)
 	// StopTimeout is the App's whole stop budget, worst case included
 	// (calls that ignore cancellation, workers that ignore SIGTERM): every
 	// inner stop timeout is derived from it, and the drain of in-flight
@@ -120,7 +126,7 @@ type Config struct {
 	// headless Service, or discovery.Static. Local and remote workers
 	// share the pool. The App is ready once local workers are (MinReady)
 	// and the first poll has been applied; calls made before a remote
-	// worker is connected wait for it up to the pool's ready timeout.
+	// worker is connected wait for it up to ReadyTimeout.
 	Discovery discovery.Source
 	// DiscoveryInterval is how often Discovery is polled (default
 	// discovery.DefaultInterval, 10 s); a remote worker that fails
@@ -162,13 +168,16 @@ func (c *Config) setDefaults() error {
 	if c.Adapter == "" {
 		c.Adapter = DefaultAdapter
 	}
+	if err := grpcworker.CheckAdapter(c.Adapter); err != nil {
+		return fmt.Errorf("%w: Adapter: %w", ErrInvalidConfig, err)
+	}
 	if c.StopGrace == 0 {
 		c.StopGrace = 2 * time.Second
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "ReadyTimeout": c.ReadyTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}

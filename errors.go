@@ -121,6 +121,8 @@ var (
 	ErrSurvivors = cleanup.ErrSurvivors
 	// Dynamic membership (App.AddWorker, App.RemoveWorker).
 	ErrWorkerExists = supervisor.ErrWorkerExists
-	ErrNoSuchWorker = supervisor.ErrNoSuchWorker
-	ErrNotServing   = supervisor.ErrNotServing
+	// ErrInvalidWorker: AddWorker without an id or a factory.
+	ErrInvalidWorker = supervisor.ErrInvalidWorker
+	ErrNoSuchWorker  = supervisor.ErrNoSuchWorker
+	ErrNotServing    = supervisor.ErrNotServing
 )

@@ -18,7 +18,8 @@ import (
 type Options struct {
 	// Python is the interpreter; empty means FindPython("").
 	Python string
-	// Adapter is the Python adapter class, "package.module.Class".
+	// Adapter is the Python adapter class, "package.module.Class" or
+	// "package.module:Class" (see CheckAdapter).
 	Adapter string
 	// PythonPath entries are put on PYTHONPATH after snakepit's own package
 	// (so user adapters in their own directories can be imported); the
@@ -86,14 +87,26 @@ const DefaultMemoryCheckInterval = 10 * time.Second
 // ErrBadOptions: the worker options are unusable.
 var ErrBadOptions = errors.New("snakepit: invalid worker options")
 
-var adapterRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+// adapterRE is what snakepit_bridge.server's load_adapter_class accepts:
+// a module path and a class, joined by the last '.' or by one ':' (after
+// which a nested class may follow, "module:Outer.Inner").
+var adapterRE = regexp.MustCompile(`^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*(\.[A-Za-z_]\w*)*$`)
+
+// CheckAdapter reports an adapter name the Python worker could not load
+// for its form alone, before any process is started.
+func CheckAdapter(name string) error {
+	if name == "" {
+		return errors.New("empty; name a Python class as \"package.module.Class\" (e.g. snakepit_bridge.adapters.showcase.ShowcaseAdapter)")
+	}
+	if !adapterRE.MatchString(name) {
+		return fmt.Errorf("%q is not a class path; name the adapter class as \"package.module.Class\" or \"package.module:Class\"", name)
+	}
+	return nil
+}
 
 func (o *Options) setDefaults() error {
-	if o.Adapter == "" {
-		return fmt.Errorf("%w: Adapter is empty; name a Python class as \"package.module.Class\" (e.g. snakepit_bridge.adapters.showcase.ShowcaseAdapter)", ErrBadOptions)
-	}
-	if !adapterRE.MatchString(o.Adapter) {
-		return fmt.Errorf("%w: Adapter %q is not a dotted \"package.module.Class\" path", ErrBadOptions, o.Adapter)
+	if err := CheckAdapter(o.Adapter); err != nil {
+		return fmt.Errorf("%w: Adapter: %w", ErrBadOptions, err)
 	}
 	if o.StartupTimeout == 0 {
 		o.StartupTimeout = 30 * time.Second

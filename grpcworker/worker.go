@@ -433,11 +433,19 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		w.log.Warn("worker wrote to stdout after the handshake", "line", line)
 	}})
 	if err != nil {
-		hint := "check Config.Python / SNAKEPIT_PYTHON"
-		if errors.Is(err, childproc.ErrRecord) {
-			hint = "the process registry is unavailable; no process was started"
+		se := &worker.StartupError{WorkerID: w.spec.ID, Cause: err}
+		if _, short := worker.ResourceLimit(err); short {
+			// The hint names the limit (StartupError derives it).
+			se.Kind = worker.StartupResource
 		}
-		return nil, &worker.StartupError{WorkerID: w.spec.ID, Cause: err, Hint: hint}
+		switch {
+		case errors.Is(err, childproc.ErrRecord):
+			se.Hint = "the process registry is unavailable; no process was started"
+		case se.Kind == worker.StartupResource:
+		default:
+			se.Kind, se.Hint = worker.StartupInterpreter, "check Config.Python / SNAKEPIT_PYTHON"
+		}
+		return nil, se
 	}
 	w.mu.Lock()
 	if w.cur == nil {
@@ -474,8 +482,8 @@ func (w *Worker) launcher() *childproc.Launcher {
 
 // startupError describes a failed start; a process that has already died
 // names the signal that ended it, so an outside kill is told from a bug.
-func (w *Worker) startupError(p *childproc.Process, cause error, hint string) error {
-	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.PID(), Cause: cause, Stderr: p.StderrTail(500 * time.Millisecond), Hint: hint}
+func (w *Worker) startupError(p *childproc.Process, cause error, kind worker.StartupKind, hint string) error {
+	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.PID(), Cause: cause, Stderr: p.StderrTail(500 * time.Millisecond), Kind: kind, Hint: hint}
 	select {
 	case <-p.Exited():
 		_, se.Signal = p.ExitStatus()
@@ -498,16 +506,17 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		if sig != "" {
 			cause = fmt.Errorf("the process was killed by %s before its handshake", sig)
 		}
-		return nil, w.startupError(p, cause, startupHint(p.StderrTail(0)))
+		kind, hint := classifyExit(code, p.StderrTail(0))
+		return nil, w.startupError(p, cause, kind, hint)
 	case <-timer.C:
-		return nil, w.startupError(p, fmt.Errorf("no handshake line on stdout within %s", o.StartupTimeout),
+		return nil, w.startupError(p, fmt.Errorf("no handshake line on stdout within %s", o.StartupTimeout), worker.StartupTimeout,
 			"the adapter's setup may be slow (raise StartupTimeout) or the process is stuck; see its stderr above")
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	hs, err := parseHandshake(line)
 	if err != nil {
-		return nil, w.startupError(p, err, "the worker must print exactly one handshake line on stdout; adapters must log to stderr")
+		return nil, w.startupError(p, err, worker.StartupAdapter, "the worker must print exactly one handshake line on stdout; adapters must log to stderr")
 	}
 	conn, err := grpc.NewClient(hs.Target(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -515,7 +524,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
 	)
 	if err != nil {
-		return nil, w.startupError(p, fmt.Errorf("cannot create a gRPC client for %s: %w", hs.Target(), err), "")
+		return nil, w.startupError(p, fmt.Errorf("cannot create a gRPC client for %s: %w", hs.Target(), err), worker.StartupUnclassified, "")
 	}
 	client := pb.NewWorkerServiceClient(conn)
 	rctx, cancel := context.WithDeadline(ctx, deadline)
@@ -530,30 +539,37 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	}()
 	if _, err := client.Ping(rctx, &pb.PingRequest{Message: "hello"}, grpc.WaitForReady(true)); err != nil {
 		_ = conn.Close()
-		return nil, w.startupError(p, fmt.Errorf("first Ping failed: %w", err), "")
+		return nil, w.startupError(p, fmt.Errorf("first Ping failed: %w", err), worker.StartupUnclassified, "")
 	}
 	desc, err := client.DescribeTools(rctx, &pb.DescribeToolsRequest{})
 	if err != nil {
 		_ = conn.Close()
-		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), "")
+		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), worker.StartupUnclassified, "")
 	}
 	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
 		kill:  make(chan string, 1), replace: make(chan string, 1), drained: make(chan struct{})}, nil
 }
 
-// startupHint turns the usual failures into the next thing to do.
-func startupHint(stderr []string) string {
+// exitAdapter is the status snakepit_bridge.server exits with when the
+// adapter cannot be imported, instantiated or set up (EXIT_ADAPTER).
+const exitAdapter = 3
+
+// classifyExit turns a process that exited before its handshake into the
+// kind of failure and the next thing to do.
+func classifyExit(code int, stderr []string) (worker.StartupKind, string) {
 	all := strings.Join(stderr, "\n")
 	switch {
 	case strings.Contains(all, "No module named 'snakepit_bridge"):
-		return "the snakepit_bridge package is not importable; check PackageDir/PYTHONPATH"
+		return worker.StartupInterpreter, "the snakepit_bridge package is not importable; check PackageDir/PYTHONPATH"
 	case strings.Contains(all, "No module named 'grpc'") || strings.Contains(all, "No module named 'google"):
-		return "this interpreter lacks grpcio/protobuf; install them or set SNAKEPIT_PYTHON"
-	case strings.Contains(all, "cannot load adapter"):
-		return "check Config.Adapter (\"package.module.Class\") and that its module is on PythonPath"
+		return worker.StartupInterpreter, "this interpreter lacks grpcio/protobuf; install them or set SNAKEPIT_PYTHON"
+	case strings.Contains(all, "failed in setup()"):
+		return worker.StartupAdapter, "the adapter's setup() raised; see its traceback above"
+	case code == exitAdapter || strings.Contains(all, "cannot load adapter"):
+		return worker.StartupAdapter, "check Config.Adapter (\"package.module.Class\" or \"package.module:Class\") and that its module is on Config.PythonPath"
 	}
-	return "see the worker's stderr above"
+	return worker.StartupUnclassified, "see the worker's stderr above"
 }
 
 // run serves lifetime lt and its planned successors until the App stops
@@ -677,6 +693,10 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 			succ = w.startSuccessor(ctx)
 		case <-succDone:
 			next, err := succ.lt, succ.err
+			// Its context only bounded the start; left uncancelled it
+			// would stay among ctx's children for the whole lifetime, one
+			// per replacement (a slow leak of ~0.5 KiB each).
+			succ.cancel()
 			succ = nil
 			release()
 			if err != nil {

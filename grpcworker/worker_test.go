@@ -3,6 +3,7 @@ package grpcworker
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,7 +23,12 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(stubWorkerEnv) == "1" {
+		stubWorkerMain() // this process is a worker started by a benchmark
+	}
+	testutil.Main(m)
+}
 
 // recorder collects lifecycle events in order.
 type recorder struct {
@@ -254,6 +260,9 @@ func TestStartupFailureQuotesStderr(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "nowhere_to_be_found") || !strings.Contains(err.Error(), "ModuleNotFoundError") {
 			t.Fatalf("error does not quote Python's ImportError:\n%v", err)
+		}
+		if se.Kind != worker.StartupAdapter {
+			t.Fatalf("an adapter that cannot be imported is classified %v, want adapter", se.Kind)
 		}
 		fx.done <- err
 	case <-time.After(20 * time.Second):

@@ -63,6 +63,10 @@ type callRec struct {
 	tool   string
 	ctx    context.Context // the derived context handed to the worker
 	cancel context.CancelCauseFunc
+	// ungated: the call was admitted while its tool had no known limits
+	// (no worker had reported its tools yet). Should limits be known by the
+	// time it is dispatched, it goes back through admit (errReadmit).
+	ungated bool
 
 	stopWatch func() bool // from context.AfterFunc on the caller's ctx
 	timer     *time.Timer // the hung-worker timer, once armed
@@ -170,9 +174,9 @@ func (r *callRec) fire() {
 
 // begin prepares an attempt: the derived context lets Stop cancel the call
 // after its grace, and the watchdog follows the caller's context.
-func (p *Pool) begin(ctx context.Context, tool string) *callRec {
+func (p *Pool) begin(ctx context.Context, tool string, ungated bool) *callRec {
 	r := p.recs.Get().(*callRec)
-	r.tool = tool
+	r.tool, r.ungated = tool, ungated
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
 	return r
 }
@@ -190,6 +194,9 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 	}
 	if p.toolsReported > 0 && p.toolCount[call.Tool] == 0 {
 		return nil, p.rejectLocked(r, &worker.UnknownToolError{Tool: call.Tool, Available: p.availableToolsLocked()})
+	}
+	if p.limitsLearnedLocked(r) {
+		return nil, p.readmitLocked(r)
 	}
 
 	var pinned *workerState // set when the call may only run there
@@ -305,6 +312,12 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 		p.mu.Unlock()
 		return ws, nil
 	}
+	if w.err == errReadmit {
+		if err := ctx.Err(); err != nil {
+			return nil, p.rejectLocked(w.rec, err)
+		}
+		return nil, p.readmitLocked(w.rec)
+	}
 	if w.err != nil {
 		return nil, p.rejectLocked(w.rec, w.err)
 	}
@@ -327,6 +340,29 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 // unlocks, and drops the record.
 func (p *Pool) rejectLocked(r *callRec, err error) error {
 	p.st.record(err)
+	p.dropLocked(r)
+	return err
+}
+
+// errReadmit sends a call back through admit; it never leaves the package.
+var errReadmit = errors.New("snakepit: internal: the call must pass its tool's limits first")
+
+// limitsLearnedLocked: r was admitted before its tool's limits were known,
+// and now they are (the first ready worker reported them).
+func (p *Pool) limitsLearnedLocked(r *callRec) bool {
+	return r.ungated && p.limitFor(r.tool) != (toolLimit{})
+}
+
+// readmitLocked drops the attempt without recording an outcome (the call
+// goes on: admit, then a new attempt) and unlocks.
+func (p *Pool) readmitLocked(r *callRec) error {
+	p.dropLocked(r)
+	return errReadmit
+}
+
+// dropLocked ends an attempt that holds no slot, unlocks, and recycles the
+// record when nothing can touch it any more.
+func (p *Pool) dropLocked(r *callRec) {
 	// Stop may have armed the watchdog while a handed-over slot was unclaimed.
 	reusable := !r.armed
 	if r.timer != nil {
@@ -338,7 +374,6 @@ func (p *Pool) rejectLocked(r *callRec, err error) error {
 	if reusable {
 		p.recycle(r)
 	}
-	return err
 }
 
 // grantNowLocked gives a free slot of ws to the caller holding the lock and
@@ -394,6 +429,13 @@ func (p *Pool) offerLocked(ws *workerState) {
 		}
 		if w == nil {
 			break
+		}
+		if p.limitsLearnedLocked(w.rec) {
+			// It queued before its tool's limits were known (the worker
+			// whose readiness brings this offer declared them): it passes
+			// the limit first, and the slot goes to the next waiter.
+			p.failWaiterLocked(w, errReadmit)
+			continue
 		}
 		w.q.remove(w)
 		p.queued--
@@ -484,7 +526,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 func (p *Pool) recycle(r *callRec) {
 	r.inYield.Store(false)
 	r.yieldEnd.Store(0)
-	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel = p, nil, 0, "", nil, nil
+	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated = p, nil, 0, "", nil, nil, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
 	r.prev, r.next = nil, nil
 	p.recs.Put(r)

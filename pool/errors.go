@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -82,9 +83,58 @@ func (e *NotReadyError) Error() string {
 		msg += ": " + e.Cause.Error()
 	}
 	if e.Failed > 0 {
-		return msg + "\n  hint: fix the startup error above (missing module, bad adapter, Python path)"
+		return msg + "\n  hint: " + startupHint(e.Cause)
+	}
+	if errors.Is(e.Cause, context.DeadlineExceeded) || errors.Is(e.Cause, context.Canceled) {
+		// The caller's own wait (WaitReady, App.Start) ended, not ReadyTimeout.
+		return msg + "; check the workers' startup errors, or give the wait a later deadline if they are just slow to start"
 	}
 	return msg + "; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start"
+}
+
+// startupHint says what to do about the failed starts in err, by their
+// kinds: an adapter to fix is not a limit to raise nor a token to share.
+func startupHint(err error) string {
+	seen := map[worker.StartupKind]bool{}
+	var kinds []worker.StartupKind
+	var walk func(error)
+	walk = func(err error) {
+		var se *worker.StartupError
+		switch x := err.(type) {
+		case nil:
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				walk(e)
+			}
+		default:
+			if errors.As(err, &se) && !seen[se.Class()] {
+				seen[se.Class()] = true
+				kinds = append(kinds, se.Class())
+			}
+		}
+	}
+	walk(err)
+	var hints []string
+	for _, k := range kinds {
+		switch k {
+		case worker.StartupAdapter:
+			hints = append(hints, "fix the adapter's import or setup error above (Config.Adapter, Config.PythonPath)")
+		case worker.StartupInterpreter:
+			hints = append(hints, "make the interpreter able to run the worker (Config.Python or SNAKEPIT_PYTHON, with grpcio and protobuf installed)")
+		case worker.StartupResource:
+			hints = append(hints, "the host ran out of a resource; raise the limit named above (the worker is retried with backoff, not given up)")
+		case worker.StartupTimeout:
+			hints = append(hints, "the workers did not start within StartupTimeout; raise it if their setup is just slow")
+		case worker.StartupAuth:
+			hints = append(hints, "give the host and the agents the same token")
+		case worker.StartupUnreachable:
+			hints = append(hints, "make the agents reachable (snakepit serve running, address and TLS settings right)")
+		}
+	}
+	if len(hints) == 0 {
+		return "fix the cause of the startup errors above"
+	}
+	return strings.Join(hints, "; ")
 }
 
 // Is makes errors.Is(err, ErrNotReady) true.

@@ -95,25 +95,32 @@ func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions)
 	if err := validate(ctx, call, opts); err != nil {
 		return nil, p.rejectInvalid(err)
 	}
-	ctx, opts, done, err := p.admit(ctx, call.Tool, opts)
-	if err != nil {
-		return nil, err
+	for counted := false; ; counted = true {
+		actx, aopts, done, err := p.admit(ctx, call.Tool, opts, counted)
+		if err != nil {
+			return nil, err
+		}
+		if done == nil {
+			res, err := p.execute(actx, call, aopts, true, !counted)
+			if err == errReadmit {
+				continue // its tool's limits became known meanwhile
+			}
+			return res, err
+		}
+		defer done() // reached once: the loop ends here
+		res, err := p.execute(actx, call, aopts, false, !counted)
+		return res, toolTimeoutErr(actx, call.Tool, err)
 	}
-	if done == nil {
-		return p.execute(ctx, call, opts)
-	}
-	defer done()
-	res, err := p.execute(ctx, call, opts)
-	return res, toolTimeoutErr(ctx, call.Tool, err)
 }
 
-// execute is Execute once the call has passed its tool's limits.
-func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions) (*worker.Result, error) {
+// execute is Execute once the call has passed its tool's limits (ungated:
+// none were known). first: the call is not yet counted in the stats.
+func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions, ungated, first bool) (*worker.Result, error) {
 	start := p.now()
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
-		r := p.begin(ctx, call.Tool)
-		ws, err := p.acquire(ctx, call, opts, r, avoid, attempt == 0)
+		r := p.begin(ctx, call.Tool, ungated)
+		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
 		if err != nil {
 			return nil, err
 		}
@@ -148,42 +155,59 @@ func (p *Pool) ExecuteStream(ctx context.Context, call *worker.Call, opts CallOp
 			yield(worker.Chunk{}, p.rejectInvalid(err))
 			return
 		}
-		ctx, opts, done, err := p.admit(ctx, call.Tool, opts)
-		if err != nil {
-			yield(worker.Chunk{}, err)
-			return
-		}
-		if done != nil {
-			defer done()
-			inner := yield
-			yield = func(c worker.Chunk, err error) bool { return inner(c, toolTimeoutErr(ctx, call.Tool, err)) }
-		}
-		start := p.now()
-		var avoid *workerState
-		for attempt := 0; ; attempt++ {
-			r := p.begin(ctx, call.Tool)
-			ws, err := p.acquire(ctx, call, opts, r, avoid, attempt == 0)
+		for counted := false; ; counted = true {
+			actx, aopts, done, err := p.admit(ctx, call.Tool, opts, counted)
 			if err != nil {
 				yield(worker.Chunk{}, err)
 				return
 			}
-			retry, stopped, err, werr := p.streamAttempt(ctx, r, ws, call, opts, attempt, start, yield)
-			if stopped {
-				return
-			}
-			if !retry {
-				if err != nil {
-					yield(worker.Chunk{}, err)
+			if done == nil {
+				if p.stream(actx, call, aopts, true, !counted, yield) {
+					continue // its tool's limits became known meanwhile
 				}
 				return
 			}
-			if berr := p.backoff(ctx, attempt); berr != nil {
-				p.recordAbandoned(werr)
-				yield(worker.Chunk{}, werr)
-				return
-			}
-			avoid = ws
+			defer done() // reached once: the loop ends here
+			p.stream(actx, call, aopts, false, !counted, func(c worker.Chunk, err error) bool {
+				return yield(c, toolTimeoutErr(actx, call.Tool, err))
+			})
+			return
 		}
+	}
+}
+
+// stream is ExecuteStream once the call has passed its tool's limits
+// (ungated and first as for execute). It reports readmit when the call
+// must go back through admit: nothing was yielded then.
+func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, ungated, first bool, yield func(worker.Chunk, error) bool) (readmit bool) {
+	start := p.now()
+	var avoid *workerState
+	for attempt := 0; ; attempt++ {
+		r := p.begin(ctx, call.Tool, ungated)
+		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
+		if err == errReadmit {
+			return true
+		}
+		if err != nil {
+			yield(worker.Chunk{}, err)
+			return false
+		}
+		retry, stopped, err, werr := p.streamAttempt(ctx, r, ws, call, opts, attempt, start, yield)
+		if stopped {
+			return false
+		}
+		if !retry {
+			if err != nil {
+				yield(worker.Chunk{}, err)
+			}
+			return false
+		}
+		if berr := p.backoff(ctx, attempt); berr != nil {
+			p.recordAbandoned(werr)
+			yield(worker.Chunk{}, werr)
+			return false
+		}
+		avoid = ws
 	}
 }
 

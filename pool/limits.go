@@ -220,8 +220,15 @@ func (p *Pool) gateWaiting() int {
 // then its concurrency slot. The queue timeout covers both waits, for the
 // tool's slot and then for a worker's: the returned options carry what is
 // left of it. done must be called when the call ends; err is the (already
-// recorded) reason the call did not get in.
-func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions) (context.Context, CallOptions, func(), error) {
+// recorded) reason the call did not get in. counted: the call is already
+// in the stats' requests (it comes back because its tool's limits became
+// known after it was first admitted).
+//
+// A nil done means the tool had no known limits. That includes a call made
+// before any worker reported its tools: the dispatcher checks again when it
+// would hand the call a slot, and sends it back here if limits are known by
+// then (see limitsLearnedLocked).
+func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions, counted bool) (context.Context, CallOptions, func(), error) {
 	lim := p.limitFor(tool)
 	if lim == (toolLimit{}) {
 		return ctx, opts, nil, nil
@@ -236,6 +243,10 @@ func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions) (contex
 		if err != nil {
 			err = toolTimeoutErr(ctx, tool, err)
 			cancel()
+			if counted {
+				p.recordAbandoned(err)
+				return nil, opts, nil, err
+			}
 			return nil, opts, nil, p.rejectInvalid(err)
 		}
 		if waited > 0 {

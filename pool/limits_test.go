@@ -271,3 +271,102 @@ func TestCallsWaitingOnToolLimitsAreBoundedByMaxQueue(t *testing.T) {
 		t.Fatalf("stats %+v; want 1 saturated", s.Failed)
 	}
 }
+
+// Calls queued before any worker is ready could not know the tool's limit:
+// it arrives with the first worker's tools. They must still respect it.
+func TestToolLimitHoldsForCallsQueuedBeforeAnyWorkerIsReady(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	g := newGate()
+	var running, most atomic.Int32
+	var outs []<-chan outcome
+	for i := range 5 {
+		outs = append(outs, h.goExecute(context.Background(), &worker.Call{Tool: "limited", RequestID: strconv.Itoa(i)}, pool.CallOptions{}))
+	}
+	h.waitStats("5 calls queued for a worker to become ready", func(s pool.Stats) bool { return s.Queued == 5 })
+	h.add("w1", 5, limitedTool(g, 1, &running, &most))
+	g.waitEntered(t)
+	h.waitStats("the other 4 calls waiting on the tool's limit", func(s pool.Stats) bool {
+		return s.Queued == 0 && s.LimitQueued == 4 && s.InFlight == 1
+	})
+	for i := range 5 {
+		if i > 0 {
+			g.waitEntered(t)
+		}
+		g.release <- struct{}{}
+	}
+	for _, ch := range outs {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d calls of a max_concurrency=1 tool ran at once", m)
+	}
+	checkBalanced(t, h.waitStats("idle", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 }))
+	if s := h.p.Stats(); s.Requests != 5 || s.Succeeded != 5 {
+		t.Fatalf("stats %+v; want 5 requests, 5 succeeded (a call re-admitted once counts once)", s)
+	}
+}
+
+// The same for streams: the limit is the tool's, whichever way it is called.
+func TestToolLimitHoldsForStreamsQueuedBeforeAnyWorkerIsReady(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	g := newGate()
+	var running, most atomic.Int32
+	stream := fake.WithStreamTool("limited", func(ctx context.Context, c *worker.Call, yield func(worker.Chunk) error) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		g.entered <- c.RequestID
+		select {
+		case <-g.release:
+			return yield(worker.Chunk{JSON: json.RawMessage(`"ok"`)})
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	// The spec (max_concurrency=1) is reported for the name; the stream serves it.
+	spec := fake.WithToolSpec(worker.ToolSpec{Name: "limited", MaxConcurrency: 1}, fake.Echo)
+	outs := make([]chan error, 3)
+	for i := range outs {
+		outs[i] = make(chan error, 1)
+		go func() {
+			var last error
+			for _, err := range h.p.ExecuteStream(context.Background(), &worker.Call{Tool: "limited", RequestID: strconv.Itoa(i)}, pool.CallOptions{}) {
+				last = err
+			}
+			outs[i] <- last
+		}()
+	}
+	h.waitStats("3 streams queued for a worker to become ready", func(s pool.Stats) bool { return s.Queued == 3 })
+	h.add("w1", 3, spec, stream)
+	g.waitEntered(t)
+	h.waitStats("the other 2 streams waiting on the tool's limit", func(s pool.Stats) bool {
+		return s.Queued == 0 && s.LimitQueued == 2 && s.InFlight == 1
+	})
+	for i := range 3 {
+		if i > 0 {
+			g.waitEntered(t)
+		}
+		g.release <- struct{}{}
+	}
+	for _, ch := range outs {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a stream did not end")
+		}
+	}
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d streams of a max_concurrency=1 tool ran at once", m)
+	}
+	checkBalanced(t, h.waitStats("idle", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 }))
+}

@@ -386,12 +386,14 @@ func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
 }
 
 func (w *Worker) startupError(err error) error {
+	kind := worker.StartupUnreachable
 	hint := "check that the agent runs (snakepit serve) and listens on " + w.endpoint +
 		" beyond loopback (--allow-non-loopback), and that both sides use the same token and TLS settings"
 	if status.Code(err) == codes.Unauthenticated {
+		kind = worker.StartupAuth
 		hint = "the agent rejected the token: give the host and the agent the same token (token file or $" + auth.EnvAgentToken + ")"
 	}
-	return &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("agent %s: %w", w.endpoint, err), Hint: hint}
+	return &worker.StartupError{WorkerID: w.spec.ID, Cause: fmt.Errorf("agent %s: %w", w.endpoint, err), Kind: kind, Hint: hint}
 }
 
 // watchConn ends the lifetime as soon as the connection leaves READY: a

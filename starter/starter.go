@@ -19,6 +19,9 @@
 //     Signal is SIGKILL — the OOM killer, an operator —, SIGTERM, SIGINT,
 //     SIGHUP, SIGQUIT) does not count; its backoff doubles only up to 1 s.
 //     A crash signal (SIGSEGV, SIGABRT, …) is the code's own and counts.
+//     Nor does a start that failed for a host resource (EMFILE, ENFILE,
+//     ENOMEM, EAGAIN; worker.StartupResource): its backoff doubles up to
+//     MaxBackoff and the log names the limit to raise.
 //   - An optional start gate bounds how many workers are between spawn and
 //     ready at once across the pool.
 //
@@ -248,6 +251,15 @@ func (a *attempts) Serve(ctx context.Context) error {
 	case wasReady:
 		a.startFails = 0
 		a.delay = s.opts.InitialBackoff
+	case hostResourceShort(err):
+		// Not the adapter's fault either: the host is out of file
+		// descriptors, memory or processes. No budget spent — giving the
+		// worker up would blame its code — but the full backoff applies,
+		// since such a shortage rarely clears within a second.
+		a.delay = min(max(a.delay*2, s.opts.InitialBackoff), s.opts.MaxBackoff)
+		limit, _ := worker.ResourceLimit(err)
+		s.log.Warn("worker could not start for lack of a host resource; retrying", "after", a.delay, "limit", limit, "err", err)
+		return err
 	case killedFromOutside(err):
 		// Not the adapter's fault: no budget spent. The backoff still grows,
 		// to at most outsideKillMaxBackoff, so an import the OOM killer
@@ -274,6 +286,17 @@ func (a *attempts) Serve(ctx context.Context) error {
 	}
 	s.log.Warn("worker lifetime ended; restarting", "after", a.delay, "err", err)
 	return err
+}
+
+// hostResourceShort: the start failed because the host ran out of a
+// resource (see worker.StartupResource).
+func hostResourceShort(err error) bool {
+	var se *worker.StartupError
+	if errors.As(err, &se) {
+		return se.Class() == worker.StartupResource
+	}
+	_, ok := worker.ResourceLimit(err)
+	return ok
 }
 
 // outsideKillMaxBackoff caps the pause after starts killed from outside.

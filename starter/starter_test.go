@@ -3,7 +3,10 @@ package starter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -311,5 +314,51 @@ func TestFailureBeforeStartingAfterAReadyLifetimeCountsAsBrokenStart(t *testing.
 	}
 	if n := w.lifetimes(); n != 4 {
 		t.Fatalf("%d lifetimes before giving up, want 1 ready + 3 failed", n)
+	}
+}
+
+// spawnShort is a start that failed because the host ran out of file
+// descriptors while spawning; the worker type leaves the kind to the cause.
+func spawnShort(_ context.Context, spec worker.Spec) error {
+	spec.Events.Starting(spec.ID)
+	err := &worker.StartupError{WorkerID: spec.ID, Cause: fmt.Errorf("snakepit: cannot start python3: %w", &os.SyscallError{Syscall: "pipe2", Err: syscall.EMFILE})}
+	spec.Events.Exited(spec.ID, err)
+	return err
+}
+
+// spawnShortPlain is the same from a worker type returning a bare error.
+func spawnShortPlain(_ context.Context, spec worker.Spec) error {
+	spec.Events.Starting(spec.ID)
+	err := fmt.Errorf("fork/exec: %w", syscall.EAGAIN)
+	spec.Events.Exited(spec.ID, err)
+	return err
+}
+
+func TestHostResourceShortageIsNotABrokenStart(t *testing.T) {
+	ev := &events{}
+	var mu sync.Mutex
+	gave := 0
+	script := []func(context.Context, worker.Spec) error{}
+	for i := range 6 { // twice the give-up budget
+		script = append(script, []func(context.Context, worker.Spec) error{spawnShort, spawnShortPlain}[i%2])
+	}
+	script = append(script, readyUntilStopped)
+	const initial, most = 5 * time.Millisecond, 40 * time.Millisecond
+	s, w := newScripted(t, ev, Options{InitialBackoff: initial, MaxBackoff: most, StartupFailures: 3,
+		OnGiveUp: func(string, error, time.Time) { mu.Lock(); gave++; mu.Unlock() }}, script...)
+	began := time.Now()
+	stop := run(t, s)
+	defer stop()
+	testutil.Eventually(t, 10*time.Second, "ready after six starts short of file descriptors", func() bool { _, r, _ := ev.counts(); return r == 1 })
+	took := time.Since(began)
+	mu.Lock()
+	defer mu.Unlock()
+	if gave != 0 || w.lifetimes() != 7 {
+		t.Fatalf("gave up %d times after %d lifetimes; a host resource shortage must not spend the start budget", gave, w.lifetimes())
+	}
+	// The retries back off (10, 20, 40, 40, 40, 40 ms, each at least 80%
+	// of that after jitter) instead of spinning against the limit.
+	if low := time.Duration(0.8 * float64(10+20+4*40) * float64(time.Millisecond)); took < low {
+		t.Fatalf("six retries took %s; with backoff they take at least %s", took, low)
 	}
 }

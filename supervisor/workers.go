@@ -23,8 +23,6 @@ var (
 	ErrNotServing   = errors.New("snakepit: the pool is not serving (not started yet, or stopping); add and remove workers while the App runs")
 	ErrWorkerExists = errors.New("snakepit: a worker with this id is already in the pool; remove it first or pick another id")
 	ErrNoSuchWorker = errors.New("snakepit: no worker with this id is in the pool")
-	// ErrInvalidWorker: AddWorker was given an empty id or a nil Factory.
-	ErrInvalidWorker = errors.New("snakepit: AddWorker needs a non-empty worker id and a non-nil worker.Factory")
 )
 
 // WorkersOptions configure the pool's worker supervisor.

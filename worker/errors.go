@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 )
 
 // Sentinel errors. Concrete error types below match them with errors.Is.
@@ -85,18 +86,99 @@ func (e *CrashError) Error() string {
 // Is makes errors.Is(err, ErrWorkerCrashed) true.
 func (e *CrashError) Is(target error) bool { return target == ErrWorkerCrashed }
 
+// StartupKind classifies a failed start, so that what is retried, counted
+// and suggested fits the cause: a broken adapter needs a code or
+// configuration fix, a full file table needs a higher limit, not a fix.
+type StartupKind uint8
+
+const (
+	// StartupUnclassified: the worker type did not say (and the cause is
+	// no host resource error).
+	StartupUnclassified StartupKind = iota
+	// StartupAdapter: the adapter could not be imported or set up (an
+	// ImportError, a bad Config.Adapter path, setup() raised, an invalid
+	// tool declaration).
+	StartupAdapter
+	// StartupInterpreter: the interpreter cannot run the worker at all
+	// (not found, lacks grpcio/protobuf, snakepit_bridge not importable).
+	StartupInterpreter
+	// StartupResource: the host ran out of a resource while starting the
+	// process (EMFILE, ENFILE, ENOMEM, EAGAIN): not the adapter's fault,
+	// so it does not count toward giving the worker up.
+	StartupResource
+	// StartupTimeout: no handshake within the startup timeout.
+	StartupTimeout
+	// StartupAuth: the peer rejected our credentials (a remote agent's token).
+	StartupAuth
+	// StartupUnreachable: the peer could not be reached (a remote agent).
+	StartupUnreachable
+)
+
+func (k StartupKind) String() string {
+	switch k {
+	case StartupAdapter:
+		return "adapter"
+	case StartupInterpreter:
+		return "interpreter"
+	case StartupResource:
+		return "host resource"
+	case StartupTimeout:
+		return "timeout"
+	case StartupAuth:
+		return "authentication"
+	case StartupUnreachable:
+		return "unreachable"
+	}
+	return "unclassified"
+}
+
+// ResourceLimit says which host limit err ran into, when it is one of the
+// errors the kernel returns for an exhausted resource (EMFILE, ENFILE,
+// ENOMEM, EAGAIN from fork, pipe or socket creation), phrased as what to
+// raise; ok is false for any other error.
+func ResourceLimit(err error) (limit string, ok bool) {
+	switch {
+	case err == nil:
+		return "", false
+	case errors.Is(err, syscall.EMFILE):
+		return "the process's open-file limit is reached (EMFILE): raise it (ulimit -n, RLIMIT_NOFILE, LimitNOFILE= in a systemd unit)", true
+	case errors.Is(err, syscall.ENFILE):
+		return "the system-wide open-file table is full (ENFILE): raise fs.file-max or close files elsewhere on the host", true
+	case errors.Is(err, syscall.ENOMEM):
+		return "the host is out of memory (ENOMEM): free memory or raise the memory limit of the container or cgroup", true
+	case errors.Is(err, syscall.EAGAIN):
+		return "the process or thread limit is reached (EAGAIN): raise it (ulimit -u, RLIMIT_NPROC, or the cgroup's pids.max / TasksMax=)", true
+	}
+	return "", false
+}
+
 // StartupError reports a lifetime that ended before it became ready.
 type StartupError struct {
 	WorkerID string
 	PID      int
 	Cause    error    // what went wrong (process exited, handshake timeout, ...)
 	Stderr   []string // the process's last stderr lines, oldest first
-	Hint     string   // what to do next
+	Hint     string   // what to do next; empty: derived from the kind
+	// Kind classifies the failure (see Class, which also recognises a host
+	// resource error in Cause when Kind is unset).
+	Kind StartupKind
 	// Signal names the signal that ended the process before it became
 	// ready ("" if it exited or is still running). A start ended by a signal
 	// from outside (SIGKILL from the OOM killer or an operator, SIGTERM, …)
 	// is not the adapter's fault; see Starter's give-up rule.
 	Signal string
+}
+
+// Class is Kind, or StartupResource when Kind is unset and Cause is a host
+// resource error (worker types need not classify those themselves).
+func (e *StartupError) Class() StartupKind {
+	if e.Kind != StartupUnclassified {
+		return e.Kind
+	}
+	if _, ok := ResourceLimit(e.Cause); ok {
+		return StartupResource
+	}
+	return StartupUnclassified
 }
 
 func (e *StartupError) Error() string {
@@ -112,8 +194,12 @@ func (e *StartupError) Error() string {
 		b.WriteString("\n  last stderr lines:\n    ")
 		b.WriteString(strings.Join(e.Stderr, "\n    "))
 	}
-	if e.Hint != "" {
-		fmt.Fprintf(&b, "\n  hint: %s", e.Hint)
+	hint := e.Hint
+	if hint == "" {
+		hint, _ = ResourceLimit(e.Cause)
+	}
+	if hint != "" {
+		fmt.Fprintf(&b, "\n  hint: %s", hint)
 	}
 	return b.String()
 }

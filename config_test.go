@@ -1,0 +1,76 @@
+package snakepit_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker/fake"
+)
+
+// An adapter name the Python side could never load fails New with
+// ErrInvalidConfig; both forms load_adapter_class accepts pass.
+func TestAdapterNameIsValidatedByNew(t *testing.T) {
+	for _, bad := range []string{"not a class path", "NoModule", "pkg.", ".Class", "pkg:", "a:b:C", "pkg.mod-ule.Class", "pkg..Class"} {
+		_, err := snakepit.New(snakepit.Config{Adapter: bad, RegistryPath: filepath.Join(t.TempDir(), "r.db"), Logger: testutil.Logger()})
+		if !errors.Is(err, snakepit.ErrInvalidConfig) || !strings.Contains(err.Error(), "package.module:Class") {
+			t.Errorf("Adapter %q: %v; want ErrInvalidConfig naming the accepted forms", bad, err)
+		}
+	}
+	for _, good := range []string{"pkg.Class", "pkg.mod.Class", "pkg.mod:Class", "pkg:Outer.Inner", "_p.C1"} {
+		cfg := snakepit.Config{Adapter: good, WorkerFactory: &fake.Factory{}, RegistryPath: filepath.Join(t.TempDir(), "r.db"), Logger: testutil.Logger()}
+		if _, err := snakepit.New(cfg); err != nil {
+			t.Errorf("Adapter %q: %v", good, err)
+		}
+	}
+}
+
+// Config.ReadyTimeout is how long a call made while no worker is ready
+// waits, and it is validated like the other durations.
+func TestReadyTimeoutBoundsTheWaitForAReadyWorker(t *testing.T) {
+	cfg := snakepit.Config{ReadyTimeout: -time.Second, WorkerFactory: &fake.Factory{}, RegistryPath: filepath.Join(t.TempDir(), "r.db")}
+	if _, err := snakepit.New(cfg); !errors.Is(err, snakepit.ErrInvalidConfig) || !strings.Contains(err.Error(), "ReadyTimeout") {
+		t.Fatalf("negative ReadyTimeout: %v; want ErrInvalidConfig naming it", err)
+	}
+	f := &fake.Factory{Options: []fake.Option{fake.WithReadyDelay(time.Hour), fake.WithTool("echo", fake.Echo)}}
+	cfg = fakeConfig(t, f, 1)
+	cfg.ReadyTimeout = 100 * time.Millisecond
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return after cancellation")
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		began := time.Now()
+		_, err = app.Execute(context.Background(), "echo", nil)
+		if !errors.Is(err, snakepit.ErrNotStarted) {
+			if !errors.Is(err, snakepit.ErrNotReady) || !strings.Contains(err.Error(), "ReadyTimeout (100ms)") {
+				t.Fatalf("a call with no worker ready: %v; want ErrNotReady after ReadyTimeout", err)
+			}
+			if d := time.Since(began); d > 3*time.Second {
+				t.Fatalf("the call waited %s; ReadyTimeout is 100ms", d)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the App did not start serving")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
