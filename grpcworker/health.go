@@ -1,0 +1,107 @@
+package grpcworker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+func (w *Worker) healthTicker() *time.Ticker {
+	if w.f.opts.HealthInterval <= 0 {
+		return nil
+	}
+	return time.NewTicker(w.f.opts.HealthInterval)
+}
+
+func tickC(t *time.Ticker) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// healthCheck pings lt; false once HealthMisses pings in a row have failed.
+// A lifetime whose cancelled calls keep running past HungGrace is asked to
+// be replaced.
+func (w *Worker) healthCheck(ctx context.Context, lt *lifetime, misses *int) bool {
+	o := &w.f.opts
+	pctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
+	resp, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "health"})
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		*misses = 0
+		w.checkAbandoned(lt, resp)
+		return true
+	}
+	*misses++
+	w.log.Warn("worker health check failed", "pid", lt.p.PID(), "misses", *misses, "of", o.HealthMisses, "err", err)
+	return *misses < o.HealthMisses
+}
+
+// afterDeadline decides what a call that ran out of time means. gRPC gives
+// up on the client side at the deadline whatever Python is doing, so the
+// worker must prove it is still responsive: a worker that cannot answer a
+// ping within HungGrace is hung (a wedged interpreter, a stopped process)
+// and is killed, so its Starter restarts it; the caller gets
+// ErrWorkerTimeout instead of its own ctx error.
+func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
+	grace := w.f.opts.HungGrace
+	pctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	_, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "after-deadline"})
+	if err == nil {
+		w.checkAbandonedLater(lt)
+		return ctxErr
+	}
+	select {
+	case <-lt.p.Exited():
+		return lt.crashError(w.spec.ID)
+	default:
+	}
+	reason := fmt.Sprintf("call %q ran out of time and the worker did not answer a ping within %s; considered hung", tool, grace)
+	lt.requestKill(reason)
+	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
+}
+
+// checkAbandoned asks for a replacement of lt when a cancelled call has kept
+// running for HungGrace: Python cannot stop a thread, so only a new process
+// gets rid of it. The abandoned call keeps its Python capacity slot until
+// then (capacity is exact), so calls sent to lt meanwhile may wait for it.
+func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
+	if resp.GetAbandonedCalls() == 0 {
+		return
+	}
+	age := time.Duration(resp.GetOldestAbandonedSeconds() * float64(time.Second))
+	if age < w.f.opts.HungGrace {
+		return
+	}
+	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); replacing the process",
+		"pid", lt.p.PID(), "abandoned_calls", resp.GetAbandonedCalls(), "request_ids", resp.GetAbandonedRequestIds(), "oldest", age.Round(time.Millisecond))
+	lt.requestReplace(reasonIgnored)
+}
+
+// checkAbandonedLater looks again once a cancelled call has had HungGrace
+// to finish, without holding up the caller, whose call is already over.
+func (w *Worker) checkAbandonedLater(lt *lifetime) {
+	o := &w.f.opts
+	time.AfterFunc(o.HungGrace+abandonSlack, func() {
+		lt.mu.Lock()
+		over := lt.over
+		lt.mu.Unlock()
+		if over {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), o.HealthTimeout)
+		defer cancel()
+		if resp, err := lt.client.Ping(ctx, &pb.PingRequest{Message: "abandoned?"}); err == nil {
+			w.checkAbandoned(lt, resp)
+		}
+	})
+}
+
+// abandonSlack covers the delay between the host's deadline and Python
+// noticing the cancellation, from which Python counts the call's age.
+const abandonSlack = 200 * time.Millisecond
