@@ -224,7 +224,7 @@ func (a *App) newRun() (*run, error) {
 			return nil
 		},
 		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
-		ReplaceConcurrency: cfg.ReplaceConcurrency,
+		RecycleConcurrency: cfg.RecycleConcurrency,
 		OnStartFailed:      func(err error) { r.fail(&StartError{Child: "workers", Err: err}) },
 	})
 	if err != nil {
@@ -265,9 +265,9 @@ func (o runObserver) Exited(id string, err error) {
 	}
 }
 
-// Replaced keeps the registrations: the new process made its own before it
+// Recycled keeps the registrations: the new process made its own before it
 // took over, under the same worker id.
-func (runObserver) Replaced(string, worker.Info, string) {}
+func (runObserver) Recycled(string, worker.Info, string) {}
 
 // newWatcher builds the remote worker factory (reading the agents' token
 // now, so a missing one fails New) and the discovery loop that joins and
@@ -510,12 +510,12 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 	return rep, a.serveEr
 }
 
-// Reload replaces every worker's process with a fresh one running the
+// Reload recycles every worker's process: a fresh one running the
 // adapter's current code (a new interpreter imports the module again),
-// make-before-break and at most Config.ReplaceConcurrency workers at once:
+// make-before-break and at most Config.RecycleConcurrency workers at once:
 // each worker's new process must be ready before its old one stops taking
 // calls; the old one then finishes its in-flight calls and stops. No call
-// fails because of a reload. Each replacement counts as a recycle with
+// fails because of a reload. Each counts as a recycle with
 // reason "reload" in Stats().Pool.RecycleReasons (not as a restart); the
 // worker's sessions lose their Python-side state, as after any recycle.
 //
@@ -531,12 +531,12 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // returns a *ReloadError naming the worker; errors.As(err, &startupErr)
 // finds the new process's *StartupError (with its stderr) through it.
 //
-// When ctx ends, no further worker is started, replacements waiting or
+// When ctx ends, no further worker is started, recycles waiting or
 // still starting are withdrawn (their old processes keep serving), and
 // Reload returns an error matching ctx.Err(). Before Start it fails with
 // ErrNotStarted, before the App is ready it waits for readiness (or ctx),
 // once the App is stopping or stopped it fails with ErrPoolStopping.
-// Workers whose type cannot replace a process (not a worker.Replacer, e.g.
+// Workers whose type cannot recycle a process (not a worker.Recycler, e.g.
 // remote workers, whose code is reloaded on their agent) are listed in
 // ReloadReport.NotReplaceable; only a pool of nothing but such workers
 // fails with ErrReloadUnsupported. Concurrent Reloads run one after the

@@ -87,7 +87,7 @@ type Config struct {
 	// recycle together.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
-	// RecycleAboveRSS replaces a worker process, make-before-break
+	// RecycleAboveRSS recycles a worker process, make-before-break
 	// (Stats.RecycleReasons["memory"]), once the resident memory of its
 	// whole process tree — the worker plus every descendant, summed from
 	// /proc/PID/statm — exceeds this many bytes (0: never). Shared pages
@@ -97,11 +97,11 @@ type Config struct {
 	// MemoryCheckInterval is how often RecycleAboveRSS is measured
 	// (default 10 s, grpcworker.DefaultMemoryCheckInterval), jittered to
 	// [d, 1.2d] per period. Measuring does not wait for calls to finish:
-	// the replacement is make-before-break, so no call is disturbed.
+	// the recycle is make-before-break, so no call is disturbed.
 	MemoryCheckInterval time.Duration
-	// ReplaceConcurrency bounds how many workers replace their process at
+	// RecycleConcurrency bounds how many workers recycle their process at
 	// once — recycles and App.Reload alike (default 1).
-	ReplaceConcurrency int
+	RecycleConcurrency int
 	StartupFailures    int // consecutive failed starts before a worker is given up (default 3)
 	// RetryGivenUpAfter is how long a given-up worker rests before it is
 	// tried again (default 30 s), so a fixed environment heals the pool
@@ -182,8 +182,8 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
-	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.ReplaceConcurrency < 0 {
-		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and ReplaceConcurrency must not be negative", ErrInvalidConfig)
+	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.RecycleConcurrency < 0 {
+		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and RecycleConcurrency must not be negative", ErrInvalidConfig)
 	}
 	if c.RecycleAboveRSS < 0 {
 		return fmt.Errorf("%w: RecycleAboveRSS is negative (%d); use 0 for no memory limit", ErrInvalidConfig, c.RecycleAboveRSS)

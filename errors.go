@@ -113,7 +113,7 @@ var (
 	// ErrDuplicateHostTool: RegisterHostTool was given a name already taken.
 	ErrDuplicateHostTool = bridge.ErrDuplicateTool
 	// ErrReloadUnsupported: Reload with a worker type that does not
-	// implement worker.Replacer.
+	// implement worker.Recycler.
 	ErrReloadUnsupported = supervisor.ErrReloadUnsupported
 	// ErrRegistry: the process registry cannot be opened or used for any
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).

@@ -38,7 +38,7 @@ const (
 //	snakepit_worker_restarts_total                   worker lifetimes that ended with an error
 //	snakepit_worker_restarts_by_reason_total{reason} the same split by reason: at most 32 values
 //	                                                 of at most 80 characters, the rest under "other"
-//	snakepit_worker_recycles_total{reason}           planned process replacements (request quota, maximum
+//	snakepit_worker_recycles_total{reason}           make-before-break process recycles (request quota, maximum
 //	                                                 age, tool ignored cancellation), not restarts
 //	snakepit_orphans_reaped_total                    processes of earlier runs the startup reaper stopped
 //
@@ -84,7 +84,7 @@ func NewCollector(app *App) prometheus.Collector {
 		failed:         d("snakepit_requests_failed_total", "Calls that failed, by kind of failure.", "kind"),
 		retries:        d("snakepit_retries_total", "Extra attempts made after a worker crashed or vanished under a call."),
 		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here."),
-		recycles:       d("snakepit_worker_recycles_total", "Planned worker process replacements, by reason (request quota, maximum age, tool ignored cancellation, ...).", "reason"),
+		recycles:       d("snakepit_worker_recycles_total", "Worker process recycles (make-before-break), by reason (request quota, maximum age, tool ignored cancellation, ...).", "reason"),
 		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under \"other\").", "reason"),
 		reaped:         d("snakepit_orphans_reaped_total", "Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants)."),
 

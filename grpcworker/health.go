@@ -25,7 +25,7 @@ func tickC(t *time.Ticker) <-chan time.Time {
 
 // healthCheck pings lt; false once HealthMisses pings in a row have failed.
 // A lifetime whose cancelled calls keep running past HungGrace is asked to
-// be replaced.
+// be recycled.
 func (w *Worker) healthCheck(ctx context.Context, lt *lifetime, misses *int) bool {
 	o := &w.f.opts
 	pctx, cancel := context.WithTimeout(ctx, o.HealthTimeout)
@@ -66,7 +66,7 @@ func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
 	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
 
-// checkAbandoned asks for a replacement of lt when a cancelled call has kept
+// checkAbandoned asks for a recycle of lt when a cancelled call has kept
 // running for HungGrace: Python cannot stop a thread, so only a new process
 // gets rid of it. The abandoned call keeps its Python capacity slot until
 // then (capacity is exact), so calls sent to lt meanwhile may wait for it.
@@ -78,9 +78,9 @@ func (w *Worker) checkAbandoned(lt *lifetime, resp *pb.PingResponse) {
 	if age < w.f.opts.HungGrace {
 		return
 	}
-	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); replacing the process",
+	w.log.Warn("a cancelled call is still running in the worker (the tool ignores cancellation); recycling the process",
 		"pid", lt.p.PID(), "abandoned_calls", resp.GetAbandonedCalls(), "request_ids", resp.GetAbandonedRequestIds(), "oldest", age.Round(time.Millisecond))
-	lt.requestReplace(reasonIgnored)
+	lt.requestRecycle(reasonIgnored)
 }
 
 // checkAbandonedLater looks again once a cancelled call has had HungGrace

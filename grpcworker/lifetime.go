@@ -17,10 +17,10 @@ type lifetime struct {
 	conn   *grpc.ClientConn
 	client pb.WorkerServiceClient
 	tools  []worker.ToolSpec
-	quota  int         // calls after which a replacement is asked for; 0: never
+	quota  int         // calls after which a recycle is asked for; 0: never
 	kill   chan string // Kill requests; buffered 1
 
-	replace chan string // planned replacement requested; buffered 1
+	recycle chan string // a recycle by plan requested; buffered 1
 
 	mu       sync.Mutex
 	reason   string // why the host ended it, if it did
@@ -43,25 +43,25 @@ func (lt *lifetime) begin() bool {
 	return true
 }
 
-// end finishes an admitted call. Reaching the quota asks for a replacement;
+// end finishes an admitted call. Reaching the quota asks for a recycle;
 // the lifetime keeps serving until its successor is ready, so the quota is
-// a point at which replacing starts, not a hard cap.
+// a point at which recycling starts, not a hard cap.
 func (lt *lifetime) end() {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	lt.inflight--
 	lt.served++
 	if lt.quota > 0 && lt.served == lt.quota {
-		lt.requestReplace(reasonRequests)
+		lt.requestRecycle(reasonRequests)
 	}
 	if lt.draining && lt.inflight == 0 {
 		close(lt.drained)
 	}
 }
 
-func (lt *lifetime) requestReplace(reason string) {
+func (lt *lifetime) requestRecycle(reason string) {
 	select {
-	case lt.replace <- reason:
+	case lt.recycle <- reason:
 	default:
 	}
 }

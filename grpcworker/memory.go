@@ -14,7 +14,7 @@ type memoryWatch struct {
 	every time.Duration
 	t     *time.Timer
 	// off: this lifetime is not watched (no limit, or a fresh process
-	// already above it, which a replacement would not cure).
+	// already above it, which a recycle would not cure).
 	off bool
 }
 
@@ -64,6 +64,6 @@ func (m *memoryWatch) over(w *Worker, lt *lifetime) bool {
 	if err != nil || rss <= m.limit {
 		return false
 	}
-	w.log.Info("worker process tree above RecycleAboveRSS; replacing it", "pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
+	w.log.Info("worker process tree above RecycleAboveRSS; recycling it", "pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
 	return true
 }

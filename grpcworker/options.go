@@ -56,7 +56,7 @@ type Options struct {
 	// in long-running Python code.
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
-	// RecycleAboveRSS replaces the process (make-before-break, reason
+	// RecycleAboveRSS recycles the process (make-before-break, reason
 	// "memory") once the resident memory of its whole tree — the worker
 	// and every descendant, summed from /proc — exceeds this many bytes
 	// (0: never). It is measured every MemoryCheckInterval (default
@@ -190,7 +190,7 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 	if log == nil {
 		log = f.opts.Logger
 	}
-	gate := spec.ReplaceGate
+	gate := spec.RecycleGate
 	if gate == nil {
 		gate = make(chan struct{}, 1)
 	}
@@ -198,8 +198,8 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 		spec:     spec,
 		f:        f,
 		gate:     gate,
-		reqs:     make(chan *replaceReq),
-		withdraw: make(chan *replaceReq),
+		reqs:     make(chan *recycleReq),
+		withdraw: make(chan *recycleReq),
 		log:      log.With("worker_id", spec.ID, "run_id", spec.RunID),
 	}, nil
 }

@@ -9,13 +9,13 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
-// replaceReq is one Replace call waiting for its answer.
-type replaceReq struct {
+// recycleReq is one Recycle call waiting for its answer.
+type recycleReq struct {
 	reason string
 	reply  chan error // buffered 1; answered exactly once by the loop
 }
 
-// Why a lifetime is replaced by plan; these are the keys of
+// Why a lifetime is recycled by plan; these are the keys of
 // Stats.RecycleReasons, so they stay few and fixed.
 const (
 	reasonRequests = "request quota"
@@ -24,28 +24,28 @@ const (
 	reasonMemory   = "memory"
 )
 
-var _ worker.Replacer = (*Worker)(nil)
+var _ worker.Recycler = (*Worker)(nil)
 
-// Replace implements worker.Replacer: a new process is started (running the
+// Recycle implements worker.Recycler: a new process is started (running the
 // adapter's current code: it imports the module afresh) while the current
 // one keeps serving; once it is ready it takes every new call and the old
-// one drains and stops. It holds a slot of the Spec's ReplaceGate while the
-// new process starts. Replace returns nil once the new process took over;
+// one drains and stops. It holds a slot of the Spec's RecycleGate while the
+// new process starts. Recycle returns nil once the new process took over;
 // the new process's *worker.StartupError if it failed to start (the current
 // process keeps serving; nothing is retried); an error matching
 // worker.ErrWorkerUnavailable if there is no running process, or the
 // lifetime ended before the new process took over; ctx.Err() if ctx ended
 // first — the request is withdrawn and a new process still starting for
 // it alone is stopped.
-func (w *Worker) Replace(ctx context.Context, reason string) error {
+func (w *Worker) Recycle(ctx context.Context, reason string) error {
 	w.mu.Lock()
 	cur, done := w.cur, w.loopDone
 	w.mu.Unlock()
-	notRunning := fmt.Errorf("%w: worker %s has no running process to replace", worker.ErrWorkerUnavailable, w.spec.ID)
+	notRunning := fmt.Errorf("%w: worker %s has no running process to recycle", worker.ErrWorkerUnavailable, w.spec.ID)
 	if cur == nil || done == nil {
 		return notRunning
 	}
-	r := &replaceReq{reason: reason, reply: make(chan error, 1)}
+	r := &recycleReq{reason: reason, reply: make(chan error, 1)}
 	select {
 	case w.reqs <- r:
 	case <-done:
@@ -68,7 +68,7 @@ func (w *Worker) Replace(ctx context.Context, reason string) error {
 }
 
 // without returns rs without r (rs is modified).
-func without(rs []*replaceReq, r *replaceReq) []*replaceReq {
+func without(rs []*recycleReq, r *recycleReq) []*recycleReq {
 	for i, x := range rs {
 		if x == r {
 			return append(rs[:i], rs[i+1:]...)
@@ -77,13 +77,13 @@ func without(rs []*replaceReq, r *replaceReq) []*replaceReq {
 	return rs
 }
 
-// Bounds of the pause before a failed replacement is tried again.
+// Bounds of the pause before a failed planned recycle is tried again.
 const (
-	replaceRetryMin = time.Second
-	replaceRetryMax = 30 * time.Second
+	recycleRetryMin = time.Second
+	recycleRetryMax = 30 * time.Second
 )
 
-// retire drains a replaced lifetime: it takes no new calls, its in-flight
+// retire drains a recycled lifetime: it takes no new calls, its in-flight
 // calls finish (they have their own deadlines), then it stops gracefully.
 // Health checks and Kill keep working meanwhile, so a process that wedges
 // while draining (SIGSTOP, a deadlock) fails its calls instead of holding
@@ -109,13 +109,13 @@ func (w *Worker) retire(ctx context.Context, lt *lifetime) {
 			return
 		case reason := <-lt.kill:
 			lt.setReason(reason)
-			w.log.Warn("killing replaced worker process", "pid", lt.p.PID(), "reason", reason)
+			w.log.Warn("killing the retiring worker process", "pid", lt.p.PID(), "reason", reason)
 			lt.p.Kill()
 			return
 		case <-tickC(tick):
 			if !w.healthCheck(ctx, lt, &misses) {
 				lt.setReason(fmt.Sprintf("health check failed %d times in a row while draining", misses))
-				w.log.Warn("killing replaced worker process", "pid", lt.p.PID(), "reason", "health check failed while draining")
+				w.log.Warn("killing the retiring worker process", "pid", lt.p.PID(), "reason", "health check failed while draining")
 				lt.p.Kill()
 				return
 			}
@@ -123,7 +123,7 @@ func (w *Worker) retire(ctx context.Context, lt *lifetime) {
 	}
 }
 
-// successor is a replacement process being started in the background.
+// successor is a recycle's new process being started in the background.
 type successor struct {
 	cancel context.CancelFunc
 	done   chan struct{}

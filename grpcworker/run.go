@@ -11,9 +11,9 @@ import (
 // run serves lifetime lt and its planned successors until the App stops
 // (nil) or the current process dies or is killed (its *worker.CrashError).
 //
-// A planned replacement is make-before-break: the successor process starts
+// A recycle is make-before-break: the successor process starts
 // while lt keeps serving, and only once it is ready does it take new calls;
-// lt then drains on its own (see retire). At most ReplaceGate's capacity of
+// lt then drains on its own (see retire). At most RecycleGate's capacity of
 // workers in the pool are starting a successor at once.
 //
 // Every decision is a runState method; run only waits for the next event.
@@ -33,21 +33,21 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 	if tick != nil {
 		defer tick.Stop()
 	}
-	r := &runState{w: w, ctx: ctx, retireCtx: retireCtx, lt: lt, backoff: replaceRetryMin,
+	r := &runState{w: w, ctx: ctx, retireCtx: retireCtx, lt: lt, backoff: recycleRetryMin,
 		aged: newAgeTimer(w.f.opts.RecycleAfter), mem: w.newMemoryWatch(lt)}
 	defer r.close()
 	for {
 		select {
 		case <-ctx.Done():
 			return r.stop()
-		case why := <-r.lt.replace:
+		case why := <-r.lt.recycle:
 			r.plan(why)
 		case req := <-w.reqs:
 			r.queue(req)
 		case req := <-w.withdraw:
 			r.withdraw(req)
 		case <-r.aged.c():
-			r.lt.requestReplace(reasonAge)
+			r.lt.requestRecycle(reasonAge)
 		case <-r.mem.c():
 			r.checkMemory()
 		case r.gate() <- struct{}{}:
@@ -70,20 +70,20 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 }
 
 // runState is what run decides with: the lifetime serving calls and the
-// replacement under way. Only run's goroutine touches it.
+// recycle under way. Only run's goroutine touches it.
 type runState struct {
 	w         *Worker
 	ctx       context.Context // the run's; successors start under it
-	retireCtx context.Context // bounds how long replaced processes drain
+	retireCtx context.Context // bounds how long recycled processes drain
 	lt        *lifetime       // the current lifetime
 
 	succ       *successor
 	succReason string        // why succ was started
-	planned    string        // a replacement by plan (quota, age, memory, ...) is wanted
-	queued     []*replaceReq // Replace calls not yet covered by a successor
-	covering   []*replaceReq // Replace calls the running successor answers
-	held       bool          // we hold a slot of the replace gate
-	retry      *time.Timer   // a failed planned replacement waits for it before the next try
+	planned    string        // a recycle by plan (quota, age, memory, ...) is wanted
+	queued     []*recycleReq // Recycle calls not yet covered by a successor
+	covering   []*recycleReq // Recycle calls the running successor answers
+	held       bool          // we hold a slot of the recycle gate
+	retry      *time.Timer   // a failed planned recycle waits for it before the next try
 	backoff    time.Duration
 	misses     int // health pings failed in a row
 	aged       *ageTimer
@@ -91,7 +91,7 @@ type runState struct {
 	ended      error // why the lifetime ended, for requests still waiting
 }
 
-// gate is the replace gate while a successor is wanted and none is
+// gate is the recycle gate while a successor is wanted and none is
 // starting, nil (never ready) otherwise.
 func (r *runState) gate() chan<- struct{} {
 	if (r.planned != "" && r.retry == nil || len(r.queued) > 0) && r.succ == nil && !r.held {
@@ -121,14 +121,14 @@ func (r *runState) release() {
 	}
 }
 
-func answer(rs []*replaceReq, err error) {
+func answer(rs []*recycleReq, err error) {
 	for _, req := range rs {
 		req.reply <- err
 	}
 }
 
 // close ends what the run still holds: a successor not yet in service,
-// the gate slot, and Replace calls still waiting, which learn why.
+// the gate slot, and Recycle calls still waiting, which learn why.
 func (r *runState) close() {
 	if r.succ != nil {
 		r.succ.abort(r.w)
@@ -141,7 +141,7 @@ func (r *runState) close() {
 	if r.ended != nil {
 		why = r.ended.Error()
 	}
-	answer(append(r.covering, r.queued...), fmt.Errorf("%w: worker %s: the lifetime ended before its replacement took over: %s", worker.ErrWorkerUnavailable, r.w.spec.ID, why))
+	answer(append(r.covering, r.queued...), fmt.Errorf("%w: worker %s: the lifetime ended before its recycle's new process took over: %s", worker.ErrWorkerUnavailable, r.w.spec.ID, why))
 	r.mem.stop()
 	r.aged.stop()
 }
@@ -170,23 +170,23 @@ func (r *runState) kill(reason string) error {
 	return r.exited()
 }
 
-// plan records why a replacement by plan is wanted; while one is
+// plan records why a recycle by plan is wanted; while one is
 // pending, further reasons change nothing.
 func (r *runState) plan(why string) {
 	if r.planned == "" {
 		r.planned = why
-		r.w.log.Info("replacing the worker process (the current one keeps serving until its successor is ready)", "pid", r.lt.p.PID(), "reason", why)
+		r.w.log.Info("recycling the worker process (the current one keeps serving until its successor is ready)", "pid", r.lt.p.PID(), "reason", why)
 	}
 }
 
-func (r *runState) queue(req *replaceReq) {
+func (r *runState) queue(req *recycleReq) {
 	r.queued = append(r.queued, req)
-	r.w.log.Info("replacing the worker process on request (the current one keeps serving until its successor is ready)", "pid", r.lt.p.PID(), "reason", req.reason)
+	r.w.log.Info("recycling the worker process on request (the current one keeps serving until its successor is ready)", "pid", r.lt.p.PID(), "reason", req.reason)
 }
 
-// withdraw forgets a Replace call whose caller gave up. A successor
+// withdraw forgets a Recycle call whose caller gave up. A successor
 // started for requests alone is stopped once none of them is left.
-func (r *runState) withdraw(req *replaceReq) {
+func (r *runState) withdraw(req *recycleReq) {
 	r.queued = without(r.queued, req)
 	wasCovering := len(r.covering) > 0
 	r.covering = without(r.covering, req)
@@ -194,15 +194,15 @@ func (r *runState) withdraw(req *replaceReq) {
 		r.succ.abort(r.w)
 		r.succ = nil
 		r.release()
-		r.w.log.Info("replacement withdrawn; the current process keeps serving", "pid", r.lt.p.PID())
+		r.w.log.Info("recycle withdrawn; the current process keeps serving", "pid", r.lt.p.PID())
 	}
 }
 
-// checkMemory asks for a replacement when the process tree is above
-// RecycleAboveRSS; not measured while a replacement is already under way.
+// checkMemory asks for a recycle when the process tree is above
+// RecycleAboveRSS; not measured while a recycle is already under way.
 func (r *runState) checkMemory() {
 	if r.planned == "" && r.succ == nil && r.mem.over(r.w, r.lt) {
-		r.lt.requestReplace(reasonMemory)
+		r.lt.requestRecycle(reasonMemory)
 	}
 	r.mem.reset()
 }
@@ -224,7 +224,7 @@ func (r *runState) startSuccessor() {
 func (r *runState) successorStarted() {
 	next, err := r.succ.lt, r.succ.err
 	// Its context only bounded the start; left uncancelled it would stay
-	// among ctx's children for the whole lifetime, one per replacement (a
+	// among ctx's children for the whole lifetime, one per recycle (a
 	// slow leak of ~0.5 KiB each).
 	r.succ.cancel()
 	r.succ = nil
@@ -238,21 +238,21 @@ func (r *runState) successorStarted() {
 
 func (r *runState) successorFailed(err error) {
 	if len(r.covering) > 0 {
-		r.w.log.Warn("the requested replacement process failed to start; the current one keeps serving", "reason", r.succReason, "err", err)
+		r.w.log.Warn("the requested recycle's new process failed to start; the current one keeps serving", "reason", r.succReason, "err", err)
 		answer(r.covering, err)
 		r.covering = nil
 	}
 	if r.planned != "" {
-		r.w.log.Warn("the replacement process failed to start; the current one keeps serving", "retry_after", r.backoff, "err", err)
+		r.w.log.Warn("the planned recycle's new process failed to start; the current one keeps serving", "retry_after", r.backoff, "err", err)
 		r.retry = time.NewTimer(r.backoff)
-		r.backoff = min(2*r.backoff, replaceRetryMax)
+		r.backoff = min(2*r.backoff, recycleRetryMax)
 	}
 }
 
 // takeOver makes next the current lifetime and retires the old one.
 func (r *runState) takeOver(next *lifetime) {
 	w := r.w
-	r.backoff = replaceRetryMin
+	r.backoff = recycleRetryMin
 	if r.retry != nil {
 		r.retry.Stop()
 		r.retry = nil
@@ -263,8 +263,8 @@ func (r *runState) takeOver(next *lifetime) {
 	r.misses = 0
 	r.aged.reset(w.f.opts.RecycleAfter)
 	r.mem.restart(w, next)
-	w.log.Info("worker process replaced", "old_pid", old.p.PID(), "pid", next.p.PID(), "reason", r.succReason)
-	w.spec.Events.Replaced(w.spec.ID, worker.Info{PID: next.p.PID(), Tools: next.tools}, r.succReason)
+	w.log.Info("worker process recycled", "old_pid", old.p.PID(), "pid", next.p.PID(), "reason", r.succReason)
+	w.spec.Events.Recycled(w.spec.ID, worker.Info{PID: next.p.PID(), Tools: next.tools}, r.succReason)
 	r.planned = ""
 	answer(r.covering, nil)
 	r.covering = nil

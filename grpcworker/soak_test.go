@@ -86,7 +86,7 @@ type nopEvents struct{}
 func (nopEvents) Starting(string)                      {}
 func (nopEvents) Ready(string, worker.Info)            {}
 func (nopEvents) Exited(string, error)                 {}
-func (nopEvents) Replaced(string, worker.Info, string) {}
+func (nopEvents) Recycled(string, worker.Info, string) {}
 
 // BenchmarkReplacementHeap replaces one worker's process b.N times
 // (make-before-break, as a recycle or reload does) and reports how much
@@ -129,7 +129,7 @@ func BenchmarkReplacementHeap(b *testing.B) {
 	replace := func(n int) {
 		for range n {
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			err := gw.Replace(rctx, "soak")
+			err := gw.Recycle(rctx, "soak")
 			rcancel()
 			if err != nil {
 				b.Fatal(err)

@@ -243,7 +243,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	}
 	return &lifetime{p: p, target: hs.Target(), conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
-		kill:  make(chan string, 1), replace: make(chan string, 1), drained: make(chan struct{})}, nil
+		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}, nil
 }
 
 // exitAdapter is the status snakepit_bridge.server exits with when the

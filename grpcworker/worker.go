@@ -8,11 +8,12 @@
 // group, parent-death signal, group-pinned reap). One Serve is one lifetime:
 // it ends when the App stops, or when the current process dies, misses its
 // health pings, or cannot answer after a call's deadline (hung). Within a
-// lifetime the process is replaced by plan — request quota, age, memory
+// lifetime the process is recycled by plan — request quota, age, memory
 // (RecycleAboveRSS), a sync tool that kept running after its call was
-// cancelled, or on request (Replace: a reload) — make-before-break: the
-// successor starts while the current process serves and takes over once
-// ready; the old one drains with its own health checks, then stops. Serve
+// cancelled, or on request (Recycle: a reload) — make-before-break: the
+// successor (the new process) starts while the current one serves and
+// takes over once ready; the old one retires: it drains with its own
+// health checks, then stops. Serve
 // returns only after every process it started is reaped.
 //
 // # What the Python side imports
@@ -45,7 +46,7 @@ type Worker struct {
 	spec worker.Spec
 	f    *Factory
 	log  *slog.Logger
-	gate chan struct{} // spec.ReplaceGate, or a private one
+	gate chan struct{} // spec.RecycleGate, or a private one
 
 	mu       sync.Mutex
 	cur      *lifetime          // the lifetime new calls go to; nil when none is ready
@@ -53,10 +54,10 @@ type Worker struct {
 	seq      int                // lifetimes started, for registry keys of successors
 
 	loopDone chan struct{} // closed when the running lifetime's loop ends; nil before the first
-	reqs     chan *replaceReq
-	withdraw chan *replaceReq
+	reqs     chan *recycleReq
+	withdraw chan *recycleReq
 
-	retiring sync.WaitGroup // replaced lifetimes still draining
+	retiring sync.WaitGroup // recycled lifetimes still draining (retiring)
 }
 
 var _ worker.Worker = (*Worker)(nil)
@@ -106,7 +107,7 @@ func (w *Worker) clearCurrent(lt *lifetime) {
 
 // Kill implements worker.Worker: the current process group is killed at once
 // and the reason is recorded in the lifetime's CrashError; with no current
-// process, the one starting is killed. A replaced process still draining is
+// process, the one starting is killed. A recycled process still draining is
 // watched by its own health checks.
 func (w *Worker) Kill(reason string) {
 	w.mu.Lock()
@@ -122,7 +123,7 @@ func (w *Worker) Kill(reason string) {
 }
 
 // Serve implements suture.Service: one call is one worker lifetime, which
-// may span several processes when they are replaced by plan. It returns
+// may span several processes when they are recycled. It returns
 // after every process it started is reaped.
 func (w *Worker) Serve(ctx context.Context) error {
 	defer w.retiring.Wait()
@@ -140,7 +141,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 	}
 	w.mu.Lock()
 	w.cur = lt
-	w.loopDone = make(chan struct{}) // Replace requests go to this run
+	w.loopDone = make(chan struct{}) // Recycle requests go to this run
 	w.mu.Unlock()
 	w.log.Info("worker ready", "pid", lt.p.PID(), "tools", len(lt.tools))
 	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools})

@@ -51,7 +51,7 @@ func (r *recorder) Exited(id string, err error) {
 	r.mu.Unlock()
 	r.add("exited")
 }
-func (r *recorder) Replaced(_ string, _ worker.Info, reason string) {
+func (r *recorder) Recycled(_ string, _ worker.Info, reason string) {
 	r.add("replaced")
 	r.add("replaced:" + reason)
 }

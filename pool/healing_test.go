@@ -132,7 +132,7 @@ func TestReplacedWorkerStaysReadyLosesSessionsAndCountsAsRecycle(t *testing.T) {
 	h, _, ws := affinityHarness(t, pool.Options{})
 	first, _ := h.who("s", pool.AffinityHint)
 	info := worker.Info{Tools: []worker.ToolSpec{{Name: "whoami"}, {Name: "block"}}}
-	h.p.Replaced(first, info, "request quota")
+	h.p.Recycled(first, info, "request quota")
 	s := h.p.Stats()
 	if s.Workers.Idle != len(ws) || s.Recycles != 1 || s.RecycleReasons["request quota"] != 1 || s.Restarts != 0 {
 		t.Fatalf("after Replaced: workers %+v, recycles %d %v, restarts %d", s.Workers, s.Recycles, s.RecycleReasons, s.Restarts)

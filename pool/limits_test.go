@@ -177,7 +177,7 @@ func TestLimitsFollowTheWorkersLatestDeclaration(t *testing.T) {
 	h.waitStats("b waits on the limit", func(s pool.Stats) bool { return s.LimitQueued == 1 })
 
 	// New code (a reload) declares a higher limit: the waiter gets in at once.
-	h.p.Replaced("w1", worker.Info{Tools: []worker.ToolSpec{{Name: "limited", MaxConcurrency: 3}}}, "reload")
+	h.p.Recycled("w1", worker.Info{Tools: []worker.ToolSpec{{Name: "limited", MaxConcurrency: 3}}}, "reload")
 	g.waitEntered(t)
 	g.release <- struct{}{}
 	g.release <- struct{}{}

@@ -283,10 +283,10 @@ func (p *Pool) Exited(id string, err error) {
 	p.lifetimeEndedLocked(ws)
 }
 
-// Replaced implements worker.Events: a new process took over without a gap.
+// Recycled implements worker.Events: a new process took over without a gap.
 // The worker stays in rotation; its sessions lost their state, exactly as
 // after a restart, and calls still running on the old process finish there.
-func (p *Pool) Replaced(id string, info worker.Info, reason string) {
+func (p *Pool) Recycled(id string, info worker.Info, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.st.recycles++

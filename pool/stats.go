@@ -36,7 +36,7 @@ type Stats struct {
 	// replacements are not restarts: see Recycles.
 	Restarts       uint64
 	RestartReasons map[string]int
-	// Recycles counts planned process replacements (request quota, age,
+	// Recycles counts make-before-break process recycles (request quota, age,
 	// memory, a tool that ignored cancellation, App.Reload);
 	// RecycleReasons splits them.
 	Recycles       uint64

@@ -170,9 +170,9 @@ func (s *Starter) Exited(id string, err error) {
 	s.events.Exited(id, err)
 }
 
-// Replaced implements worker.Events.
-func (s *Starter) Replaced(id string, info worker.Info, reason string) {
-	s.events.Replaced(id, info, reason)
+// Recycled implements worker.Events.
+func (s *Starter) Recycled(id string, info worker.Info, reason string) {
+	s.events.Recycled(id, info, reason)
 }
 
 func (s *Starter) acquireGate(ctx context.Context) bool {

@@ -37,7 +37,7 @@ func (e *events) Exited(_ string, err error) {
 	e.exits = append(e.exits, err)
 	e.mu.Unlock()
 }
-func (e *events) Replaced(string, worker.Info, string) {}
+func (e *events) Recycled(string, worker.Info, string) {}
 func (e *events) counts() (int, int, int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -10,7 +10,7 @@ import (
 	"github.com/snakepit-go/snakepit/worker"
 )
 
-// ReloadReason is the reason a reload gives each replacement: the key of
+// ReloadReason is the reason a reload gives each recycle: the key of
 // Stats.RecycleReasons it counts under.
 const ReloadReason = "reload"
 
@@ -21,8 +21,8 @@ type ReloadReport struct {
 	// Skipped lists workers that had no running process (starting,
 	// restarting, given up): their next start runs the current code.
 	Skipped []string
-	// NotReplaceable lists workers whose type cannot replace a process on
-	// request (not a worker.Replacer), e.g. remote workers: their code is
+	// NotReplaceable lists workers whose type cannot recycle a process on
+	// request (not a worker.Recycler), e.g. remote workers: their code is
 	// reloaded where it runs (the agent's own Reload, or a rollout).
 	NotReplaceable []string
 	// Duration is the whole reload's.
@@ -47,21 +47,21 @@ func (e *ReloadError) Error() string {
 
 func (e *ReloadError) Unwrap() error { return e.Err }
 
-// ErrReloadUnsupported: no worker of the pool can replace its process on
-// request (none implements worker.Replacer); nothing was replaced. Workers
+// ErrReloadUnsupported: no worker of the pool can recycle its process on
+// request (none implements worker.Recycler); nothing was replaced. Workers
 // that cannot, beside ones that can, are listed in
 // ReloadReport.NotReplaceable instead.
-var ErrReloadUnsupported = errors.New("snakepit: the worker type cannot replace its process on request (it does not implement worker.Replacer)")
+var ErrReloadUnsupported = errors.New("snakepit: the worker type cannot recycle its process on request (it does not implement worker.Recycler)")
 
 // ErrNotRunning: the workers are not running (not started, or stopped).
 var ErrNotRunning = errors.New("snakepit: the workers are not running")
 
-// Reload replaces every worker's process, make-before-break, at most
-// ReplaceConcurrency workers at once, in worker order, and returns once
+// Reload recycles every worker's process, make-before-break, at most
+// RecycleConcurrency workers at once, in worker order, and returns once
 // each new process has taken over (the old ones drain in the background).
-// The first failure stops it: no further worker is started, replacements
+// The first failure stops it: no further worker is started, recycles
 // already under way finish, and it returns a *ReloadError. A ctx that ends
-// stops it the same way, withdrawing the replacements still waiting or
+// stops it the same way, withdrawing the recycles still waiting or
 // starting, and returns ctx's error. One Reload runs at a time; a second
 // waits for the first.
 func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
@@ -81,10 +81,10 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	}
 	var notReplaceable []string
 	var unsupported error
-	reps := make([]worker.Replacer, 0, len(starters))
+	reps := make([]worker.Recycler, 0, len(starters))
 	ids := make([]string, 0, len(starters))
 	for _, s := range starters {
-		r, ok := s.Worker().(worker.Replacer)
+		r, ok := s.Worker().(worker.Recycler)
 		if !ok {
 			notReplaceable = append(notReplaceable, s.Worker().ID())
 			unsupported = fmt.Errorf("%w: worker %s is a %T", ErrReloadUnsupported, s.Worker().ID(), s.Worker())
@@ -113,11 +113,11 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		next++
 		return next - 1
 	}
-	for range w.opts.ReplaceConcurrency {
+	for range w.opts.RecycleConcurrency {
 		wg.Go(func() {
 			for i := take(); i >= 0; i = take() {
 				id := ids[i]
-				err := reps[i].Replace(ctx, ReloadReason)
+				err := reps[i].Recycle(ctx, ReloadReason)
 				mu.Lock()
 				switch {
 				case err == nil:
@@ -147,7 +147,7 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	}
 	rep.Duration = time.Since(begun)
 	if w.stopping.Load() {
-		// Replacements refused because the pool began to stop look like
+		// Recycles refused because the pool began to stop look like
 		// "no running process"; that is not a reload that succeeded.
 		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers replaced)", ErrNotRunning, len(rep.Replaced), len(reps))
 	}

@@ -34,13 +34,13 @@ type replaceLog struct {
 	now, max int
 }
 
-func (r *replacing) Replace(ctx context.Context, reason string) error {
+func (r *replacing) Recycle(ctx context.Context, reason string) error {
 	select {
-	case r.spec.ReplaceGate <- struct{}{}:
+	case r.spec.RecycleGate <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-r.spec.ReplaceGate }()
+	defer func() { <-r.spec.RecycleGate }()
 	l := r.log
 	l.mu.Lock()
 	l.events = append(l.events, "start "+r.spec.ID)
@@ -60,7 +60,7 @@ func (r *replacing) Replace(ctx context.Context, reason string) error {
 	if fail {
 		return &worker.StartupError{WorkerID: r.spec.ID, Cause: errors.New("ImportError: broken on purpose")}
 	}
-	r.spec.Events.Replaced(r.spec.ID, worker.Info{}, reason)
+	r.spec.Events.Recycled(r.spec.ID, worker.Info{}, reason)
 	return nil
 }
 
@@ -84,7 +84,7 @@ func startMixed(t *testing.T, n, concurrency int, log *replaceLog, canReplace fu
 		return &replacing{Worker: fake.New(spec), spec: spec, log: log}, nil
 	})
 	w, err := supervisor.NewWorkers(supervisor.WorkersOptions{Count: n, RunID: "run-reload-test", Factory: f, Pool: p,
-		ReplaceConcurrency: concurrency, Logger: testutil.Logger()})
+		RecycleConcurrency: concurrency, Logger: testutil.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func startMixed(t *testing.T, n, concurrency int, log *replaceLog, canReplace fu
 	return w, p
 }
 
-// Reload walks the workers in order, at most ReplaceConcurrency at once,
+// Reload walks the workers in order, at most RecycleConcurrency at once,
 // and stops at the first failure: replacements already under way finish,
 // no further one starts, and the error names the worker and wraps its
 // StartupError.
@@ -117,7 +117,7 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 	events, most := append([]string(nil), log.events...), log.max
 	log.mu.Unlock()
 	if most > 2 {
-		t.Fatalf("%d replacements at once, want at most ReplaceConcurrency 2", most)
+		t.Fatalf("%d replacements at once, want at most RecycleConcurrency 2", most)
 	}
 	// The fake logs "failed w2" just before its Replace returns, and Reload
 	// learns of the failure just after: in that window the other of the 2

@@ -39,9 +39,9 @@ type WorkersOptions struct {
 	// StartConcurrency bounds workers between spawn and ready at once;
 	// default 2×CPUs (Python start is CPU-bound).
 	StartConcurrency int
-	// ReplaceConcurrency bounds how many workers replace their process
+	// RecycleConcurrency bounds how many workers recycle their process
 	// (make-before-break recycling) at once; default 1.
-	ReplaceConcurrency int
+	RecycleConcurrency int
 	// DrainGrace is how long in-flight calls may finish at stop before they
 	// are cancelled; default 2 s.
 	DrainGrace time.Duration
@@ -71,9 +71,9 @@ func (f fanout) Ready(id string, info worker.Info) {
 	f.b.Ready(id, info)
 }
 func (f fanout) Exited(id string, err error) { f.a.Exited(id, err); f.b.Exited(id, err) }
-func (f fanout) Replaced(id string, info worker.Info, reason string) {
-	f.a.Replaced(id, info, reason)
-	f.b.Replaced(id, info, reason)
+func (f fanout) Recycled(id string, info worker.Info, reason string) {
+	f.a.Recycled(id, info, reason)
+	f.b.Recycled(id, info, reason)
 }
 
 // Workers is the pool's subtree: the dispatcher plus a suture supervisor
@@ -100,7 +100,7 @@ type Workers struct {
 	sopts       starter.Options
 	events      worker.Events
 	rec         childproc.Recorder
-	replaceGate chan struct{}
+	recycleGate chan struct{}
 	removing    sync.WaitGroup
 	leaving     map[string]bool // ids RemoveWorker is still draining or stopping
 }
@@ -125,8 +125,8 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 	if opts.Starter.StopTimeout <= 0 {
 		opts.Starter.StopTimeout = 5 * time.Second
 	}
-	if opts.ReplaceConcurrency <= 0 {
-		opts.ReplaceConcurrency = 1
+	if opts.RecycleConcurrency <= 0 {
+		opts.RecycleConcurrency = 1
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = opts.Starter.StopTimeout + time.Second
@@ -184,7 +184,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 	sopts.OnGiveUp = func(id string, err error, retryAt time.Time) {
 		o.Pool.WorkerFailed(id, err, retryAt)
 	}
-	replaceGate := make(chan struct{}, o.ReplaceConcurrency)
+	recycleGate := make(chan struct{}, o.RecycleConcurrency)
 	var events worker.Events = o.Pool
 	if o.Observer != nil {
 		events = fanout{o.Pool, o.Observer}
@@ -194,7 +194,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 		rec = o.Recorder()
 	}
 	w.mu.Lock()
-	w.sopts, w.events, w.rec, w.replaceGate = sopts, events, rec, replaceGate
+	w.sopts, w.events, w.rec, w.recycleGate = sopts, events, rec, recycleGate
 	w.serving = true
 	for i := 0; i < o.Count; i++ {
 		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory, true); err != nil {
@@ -255,7 +255,7 @@ func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
 	o := w.opts
 	spec := worker.Spec{
 		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
-		Events: w.events, Logger: o.Logger, ReplaceGate: w.replaceGate,
+		Events: w.events, Logger: o.Logger, RecycleGate: w.recycleGate,
 		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
 			Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
 	}

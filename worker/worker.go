@@ -12,10 +12,10 @@
 //   - During Serve the worker reports its lifecycle to the Events it was
 //     built with: Starting, then Ready once it can take calls, then Exited
 //     exactly once when the lifetime ends (before Serve returns). A worker
-//     that replaces its process without a gap (make-before-break: the new
+//     that recycles its process without a gap (make-before-break: the new
 //     process is ready before the old one stops taking calls) reports
-//     Replaced instead of Exited+Starting+Ready, and stays in the same Serve.
-//   - Planned replacements are bounded pool-wide by Spec.ReplaceGate: hold a
+//     Recycled instead of Exited+Starting+Ready, and stays in the same Serve.
+//   - Recycles are bounded pool-wide by Spec.RecycleGate: hold a
 //     slot of it from the start of the new process until it took over.
 //   - Execute and ExecuteStream may be called only between Ready and Exited;
 //     outside that window they return ErrWorkerUnavailable. They must be safe
@@ -86,10 +86,10 @@ type Spec struct {
 	// id, reaping); a worker type that spawns processes must use it. See
 	// package childproc.
 	Launcher *childproc.Launcher
-	// ReplaceGate bounds how many workers of the pool replace their process
+	// RecycleGate bounds how many workers of the pool recycle their process
 	// at once (a counting semaphore: send to take a slot, receive to give it
 	// back). nil means no bound.
-	ReplaceGate chan struct{}
+	RecycleGate chan struct{}
 }
 
 // Factory builds workers. It is called once per worker id, not per restart.
@@ -124,12 +124,12 @@ type Events interface {
 	// the reason (a *CrashError, a *StartupError, a *RecycledError for a
 	// planned break-before-make replacement, ...).
 	Exited(id string, err error)
-	// Replaced: a new process took over from the previous one without a gap
+	// Recycled: a new process took over from the previous one without a gap
 	// (the old one takes no new calls and drains on its own). Sessions served
 	// by the old process lost their worker-side state. reason says why; the
 	// Python worker's reasons are "request quota", "maximum age",
 	// "memory", "tool ignored cancellation" and "reload".
-	Replaced(id string, info Info, reason string)
+	Recycled(id string, info Info, reason string)
 }
 
 // Call is one tool invocation.
@@ -195,17 +195,17 @@ type ToolSpec struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
-// Replacer is implemented by worker types that can replace their process
+// Recycler is implemented by worker types that can recycle their process
 // on request without a gap (make-before-break); App.Reload uses it.
-type Replacer interface {
-	// Replace starts a new process (running the current code) while the
+type Recycler interface {
+	// Recycle starts a new process (running the current code) while the
 	// current one serves; once the new one is ready it takes every new
-	// call and the old one drains. The worker reports Replaced(reason).
+	// call and the old one drains. The worker reports Recycled(reason).
 	// It returns nil once the new process took over; the new process's
 	// *StartupError if it could not start (the current process keeps
 	// serving and nothing is retried); an error matching
-	// ErrWorkerUnavailable when there is no running process to replace or
+	// ErrWorkerUnavailable when there is no running process to recycle or
 	// the lifetime ended first; ctx.Err() when ctx ended first (the
 	// request is withdrawn).
-	Replace(ctx context.Context, reason string) error
+	Recycle(ctx context.Context, reason string) error
 }

@@ -605,4 +605,4 @@ type nopEvents struct{}
 func (nopEvents) Starting(string)                      {}
 func (nopEvents) Ready(string, worker.Info)            {}
 func (nopEvents) Exited(id string, _ error)            {}
-func (nopEvents) Replaced(string, worker.Info, string) {}
+func (nopEvents) Recycled(string, worker.Info, string) {}

@@ -49,7 +49,7 @@ func (r *recorder) Exited(id string, err error) {
 	r.log("exited " + id)
 }
 
-func (r *recorder) Replaced(id string, _ worker.Info, reason string) {
+func (r *recorder) Recycled(id string, _ worker.Info, reason string) {
 	r.log("replaced " + id)
 }
 
@@ -363,4 +363,4 @@ type countingEvents struct {
 func (c *countingEvents) Starting(string)                      { c.mu.Lock(); c.starting++; c.mu.Unlock() }
 func (c *countingEvents) Ready(string, worker.Info)            { c.mu.Lock(); c.ready++; c.mu.Unlock() }
 func (c *countingEvents) Exited(string, error)                 { c.mu.Lock(); c.exited++; c.mu.Unlock() }
-func (c *countingEvents) Replaced(string, worker.Info, string) {}
+func (c *countingEvents) Recycled(string, worker.Info, string) {}

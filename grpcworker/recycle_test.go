@@ -118,7 +118,7 @@ func TestReplaceOnRequestAndWithoutAProcess(t *testing.T) {
 	old := fx.w.PID()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := fx.w.Replace(ctx, "reload"); err != nil {
+	if err := fx.w.Recycle(ctx, "reload"); err != nil {
 		t.Fatalf("Replace: %v", err)
 	}
 	if next := fx.w.PID(); next == old || next == 0 || !fx.ev.has("replaced:reload") {
@@ -130,7 +130,7 @@ func TestReplaceOnRequestAndWithoutAProcess(t *testing.T) {
 	if err := fx.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.w.Replace(ctx, "reload"); !errors.Is(err, worker.ErrWorkerUnavailable) {
+	if err := fx.w.Recycle(ctx, "reload"); !errors.Is(err, worker.ErrWorkerUnavailable) {
 		t.Fatalf("Replace after stop = %v, want ErrWorkerUnavailable", err)
 	}
 }
