@@ -93,13 +93,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if *adminAddr != "" {
 		if admin, err = startAdmin(app, *adminAddr, cfg.Logger); err != nil {
 			fmt.Fprintln(stderr, "snakepit serve:", err)
-			code = 1
-			stopServe()
-			<-served
-			stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_, _ = app.Stop(stopCtx)
-			return code
+			_ = stopInOrder(stopServe, served, nil, app)
+			return 1
 		}
 	}
 	fmt.Fprintf(stdout, "ready run_id=%s workers=%d addr=%s capacity=%d\n", app.RunID(), pf.workers, srv.Addr(), app.Stats().Pool.Capacity)
@@ -110,6 +105,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		code = 1
 		served <- nil
 	}
+	if err := stopInOrder(stopServe, served, admin, app); err != nil {
+		fmt.Fprintln(stderr, err)
+		code = 1
+	}
+	return code
+}
+
+// stopInOrder stops what cmdServe started, in the order its doc promises:
+// the agent endpoint (its in-flight calls finish), the admin endpoint if
+// any, then the App, whose Stop error it returns.
+func stopInOrder(stopServe context.CancelFunc, served <-chan error, admin *adminServer, app *snakepit.App) error {
 	stopServe()
 	<-served
 	stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -117,9 +123,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if admin != nil {
 		_ = admin.Shutdown(stopCtx)
 	}
-	if _, err := app.Stop(stopCtx); err != nil {
-		fmt.Fprintln(stderr, err)
-		code = 1
-	}
-	return code
+	_, err := app.Stop(stopCtx)
+	return err
 }
