@@ -51,7 +51,8 @@ type Options struct {
 	// sweep time because the registry is only open once its service is
 	// ready (pass registry.Service.Registry). nil means /proc scan only.
 	Registry func() *registry.Registry
-	// Logger; default slog.Default().
+	// Logger; default slog.Default(). It should carry the run's
+	// attributes (the App's carries run_id): records do not repeat them.
 	Logger *slog.Logger
 	// KillGrace between SIGTERM and SIGKILL; default 2s.
 	KillGrace time.Duration
@@ -121,7 +122,7 @@ func New(opts Options) *Service {
 	}
 	return &Service{
 		opts:  opts,
-		log:   opts.Logger.With("component", "cleanup", "run_id", opts.RunID),
+		log:   opts.Logger.With("component", "cleanup"),
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 	}

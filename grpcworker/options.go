@@ -200,7 +200,7 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 		gate:     gate,
 		reqs:     make(chan *replaceReq),
 		withdraw: make(chan *replaceReq),
-		log:      log.With("worker_id", spec.ID, "run_id", spec.RunID),
+		log:      log.With("worker_id", spec.ID),
 	}, nil
 }
 

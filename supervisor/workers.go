@@ -257,7 +257,7 @@ func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
 		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
 		Events: w.events, Logger: o.Logger, ReplaceGate: w.replaceGate,
 		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
-			Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
+			Logger: o.Logger.With("worker_id", id)},
 	}
 	sopts := w.sopts
 	if !gated {
