@@ -41,7 +41,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -734,11 +733,5 @@ func Decode[T any](r *Result, err error) (T, error) {
 	if err != nil {
 		return v, err
 	}
-	if r.JSON == nil {
-		return v, &worker.DecodeError{Reason: "the tool returned bytes, not JSON; use Result.Binary"}
-	}
-	if uerr := json.Unmarshal(r.JSON, &v); uerr != nil {
-		return v, &worker.DecodeError{Reason: uerr.Error()}
-	}
-	return v, nil
+	return v, r.Decode(&v)
 }

@@ -71,7 +71,7 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	if _, err := app.Execute(ctx, "nope", nil); !errors.Is(err, snakepit.ErrUnknownTool) {
 		t.Fatalf("unknown tool: %v", err)
 	}
-	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithAffinity("sideways")); err == nil {
+	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithAffinity(snakepit.Affinity(7))); err == nil {
 		t.Fatal("bad affinity mode accepted")
 	}
 	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithQueueTimeout(-time.Second)); !errors.Is(err, snakepit.ErrInvalidConfig) {
