@@ -203,7 +203,7 @@ func (a *App) newRun() (*run, error) {
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
 	var err error
-	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, StopWait: stop.cancelWait, Logger: a.log})
+	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
