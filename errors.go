@@ -84,7 +84,7 @@ type (
 func HostCallFrom(ctx context.Context) (HostCall, bool) { return bridge.CallFromContext(ctx) }
 
 // ErrInvalidConfig: a Config field or call option is out of range.
-var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
+var ErrInvalidConfig = worker.ErrInvalidConfig
 
 // ErrNotStarted: a call was made before Start, or before the App was added
 // to a running supervisor. Calls made after that wait for readiness.

@@ -84,8 +84,9 @@ func PythonStopGrace(stopGrace time.Duration) time.Duration {
 // scan of /proc per worker, cheap at this pace, and memory leaks are slow.
 const DefaultMemoryCheckInterval = 10 * time.Second
 
-// ErrBadOptions: the worker options are unusable.
-var ErrBadOptions = errors.New("snakepit: invalid worker options")
+// ErrBadOptions: the worker options are unusable. It is
+// snakepit.ErrInvalidConfig (worker.ErrInvalidConfig).
+var ErrBadOptions = worker.ErrInvalidConfig
 
 // adapterRE is what snakepit_bridge.server's load_adapter_class accepts:
 // a module path and a class, joined by the last '.' or by one ':' (after
