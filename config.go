@@ -178,7 +178,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: Adapter: %w", ErrInvalidConfig, err)
 	}
 	if c.StopGrace == 0 {
-		c.StopGrace = 2 * time.Second
+		c.StopGrace = worker.DefaultStopGrace
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout

@@ -83,6 +83,13 @@ type (
 // is false outside a host tool call.
 func HostCallFrom(ctx context.Context) (HostCall, bool) { return bridge.CallFromContext(ctx) }
 
+// Defaults of Config fields that other packages share.
+const (
+	DefaultMaxMessageBytes = worker.DefaultMaxMessageBytes // Config.MaxMessageBytes
+	DefaultHungGrace       = worker.DefaultHungGrace       // Config.HungGrace
+	DefaultStopGrace       = worker.DefaultStopGrace       // Config.StopGrace
+)
+
 // ErrInvalidConfig: a Config field or call option is out of range.
 var ErrInvalidConfig = worker.ErrInvalidConfig
 

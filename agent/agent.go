@@ -148,7 +148,7 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 		opts.StopGrace = DefaultStopGrace
 	}
 	if opts.MaxMessageBytes <= 0 {
-		opts.MaxMessageBytes = 16 << 20
+		opts.MaxMessageBytes = worker.DefaultMaxMessageBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -113,7 +113,7 @@ func (o *Options) setDefaults() error {
 		o.StartupTimeout = 30 * time.Second
 	}
 	if o.StopGrace == 0 {
-		o.StopGrace = 2 * time.Second
+		o.StopGrace = worker.DefaultStopGrace
 	}
 	if o.HealthInterval == 0 {
 		o.HealthInterval = 5 * time.Second
@@ -127,13 +127,13 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	if o.HungGrace == 0 {
-		o.HungGrace = 2 * time.Second
+		o.HungGrace = worker.DefaultHungGrace
 	}
 	if o.HealthMisses == 0 {
 		o.HealthMisses = 3
 	}
 	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = 16 << 20
+		o.MaxMessageBytes = worker.DefaultMaxMessageBytes
 	}
 	if o.MemoryCheckInterval == 0 {
 		o.MemoryCheckInterval = DefaultMemoryCheckInterval

@@ -64,8 +64,8 @@ const (
 	DefaultHealthInterval  = 2 * time.Second
 	DefaultHealthTimeout   = time.Second
 	DefaultHealthMisses    = 3
-	DefaultHungGrace       = 2 * time.Second
-	DefaultMaxMessageBytes = 16 << 20
+	DefaultHungGrace       = worker.DefaultHungGrace
+	DefaultMaxMessageBytes = worker.DefaultMaxMessageBytes
 	// keepaliveTime: an idle connection is pinged this often, so a peer
 	// that vanished without closing (a partition) is noticed.
 	keepaliveTime    = 10 * time.Second

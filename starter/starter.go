@@ -78,7 +78,7 @@ func (o *Options) setDefaults() {
 		o.StartupFailures = 3
 	}
 	if o.StopTimeout <= 0 {
-		o.StopTimeout = 5 * time.Second
+		o.StopTimeout = DefaultStopTimeout
 	}
 	if o.RetryGivenUpAfter <= 0 {
 		o.RetryGivenUpAfter = defaultRetryGivenUpAfter
@@ -105,6 +105,9 @@ func (o *Options) validate() error {
 	}
 	return nil
 }
+
+// DefaultStopTimeout is Options.StopTimeout's default.
+const DefaultStopTimeout = 5 * time.Second
 
 // defaultRetryGivenUpAfter is how long a given-up worker rests before its
 // next try: long enough not to burn CPU on a broken adapter, short enough

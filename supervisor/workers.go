@@ -123,7 +123,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 		opts.StartConcurrency = 2 * runtime.NumCPU()
 	}
 	if opts.Starter.StopTimeout <= 0 {
-		opts.Starter.StopTimeout = 5 * time.Second
+		opts.Starter.StopTimeout = starter.DefaultStopTimeout
 	}
 	if opts.ReplaceConcurrency <= 0 {
 		opts.ReplaceConcurrency = 1
