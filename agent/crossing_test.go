@@ -15,6 +15,8 @@ import (
 
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/agent"
+	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/remote"
@@ -240,5 +242,53 @@ func TestToolListChangeReachesTheHost(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "echo's new limit on the host", func() bool { return limit("echo") == 1 })
 	if host.Stats().Pool.Restarts != 0 {
 		t.Fatal("the remote worker reconnected to learn the tools; want them refreshed in place")
+	}
+}
+
+// Once its stop began, an agent starts no new call: it answers UNAVAILABLE
+// (nothing ran), which a host retries elsewhere for any call, while the
+// call already running finishes.
+func TestDrainingAgentStartsNoNewCall(t *testing.T) {
+	tok := tokenFile(t)
+	f := tools()
+	release := make(chan struct{})
+	f.Options = append(f.Options, fake.WithTool("slow", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
+		select {
+		case <-release:
+			return &worker.Result{JSON: json.RawMessage(`"ok"`)}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
+	app := startApp(t, 2, f)
+	srv, err := agent.Listen(app, agent.Options{Listen: "127.0.0.1:0", TokenFile: tok, StopGrace: 10 * time.Second, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stopAgent := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { stopAgent(); <-served }()
+	running := make(chan error, 1)
+	go func() {
+		_, err := srv.Execute(context.Background(), &pb.ExecuteToolRequest{ToolName: "slow", ArgsJson: []byte("{}")})
+		running <- err
+	}()
+	testutil.Eventually(t, 5*time.Second, "the call running", func() bool { return app.Stats().Pool.InFlight == 1 })
+	stopAgent()
+	var resp *agentpb.ExecuteResponse
+	testutil.Eventually(t, 5*time.Second, "a new call refused as not run", func() bool {
+		resp, err = srv.Execute(context.Background(), &pb.ExecuteToolRequest{ToolName: "echo", ArgsJson: []byte("{}")})
+		return err == nil && resp.GetError() != nil
+	})
+	if k := resp.GetError().GetKind(); k != agentpb.AgentError_UNAVAILABLE {
+		t.Fatalf("a call to a draining agent answered %s (%s); want UNAVAILABLE", k, resp.GetError().GetMessage())
+	}
+	if app.Stats().Pool.InFlight != 1 {
+		t.Fatal("the draining agent started the new call")
+	}
+	close(release)
+	if err := <-running; err != nil {
+		t.Fatalf("the call running at the stop = %v", err)
 	}
 }
