@@ -28,7 +28,15 @@
 // serve health on a separate plaintext port (Options.HealthListen), which
 // carries nothing but the serving status. Stop sets every health service
 // NOT_SERVING first, so hosts and Kubernetes stop sending before the
-// in-flight calls are given Options.StopGrace to finish.
+// in-flight calls are given Options.StopGrace to finish; a call that
+// arrives after that is answered UNAVAILABLE (nothing ran), which a host
+// retries elsewhere whatever the call's idempotency.
+//
+// A host's call options (session, affinity mode, queue timeout,
+// idempotency, request id) apply to this App's pool (callOptions); its
+// deadline is the call's gRPC deadline, its trace context arrives in the
+// request's metadata. wireError sorts this App's errors into the kinds a
+// host maps back to the same errors.Is values.
 package agent
 
 import (

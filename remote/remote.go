@@ -5,23 +5,40 @@
 // Contract, as for local workers (package worker):
 //   - One Serve is one connection lifetime: connect, wait until the agent's
 //     health is SERVING, Describe (tools, capacity), Ready; then health
-//     checks every HealthInterval. The lifetime ends — *worker.CrashError
-//     with PID 0 and the reason — when the connection drops, HealthMisses
-//     checks in a row fail (an agent with no ready worker answers
-//     NOT_SERVING, which counts), the agent reports it is stopping, or the
-//     pool kills it as hung. The Starter then reconnects with backoff. An
-//     agent that cannot be reached fails the start at once, one that is up
-//     but NOT_SERVING is waited for up to StartupTimeout; either is a
-//     *worker.StartupError and counts toward the give-up budget.
-//   - A call under a connection that drops fails with ErrWorkerCrashed. A
-//     call whose agent-side Python process crashed fails with a
-//     *worker.CrashError whose Agent is set: the call is lost, this worker
-//     stays in rotation. Idempotent calls are retried by the pool either way.
+//     checks every HealthInterval, each SERVING one followed by a Describe
+//     whose changed tools or capacity are reported with Ready again (the
+//     agent reloaded: the pool's tool limits follow). The lifetime ends —
+//     *worker.CrashError with PID 0 and the reason — when the connection
+//     drops, HealthMisses checks in a row fail, the agent reports it is
+//     stopping, or the pool kills it as hung. Only checks that fail or time
+//     out cut the connection; an agent that answers NOT_SERVING (no ready
+//     worker) that many times is drained instead: no new calls, its queued
+//     ones finish. The Starter then reconnects with backoff. An agent that
+//     cannot be reached fails the start at once, unless this worker was
+//     ready before (a restart at the same address): then it is redialed,
+//     at most every reconnectMaxDelay, for up to StartupTimeout. One that
+//     is up but NOT_SERVING is waited for up to StartupTimeout. Either
+//     failure is a *worker.StartupError and counts toward the give-up budget.
+//   - A call that provably never reached the agent — its request was never
+//     written to a connection (the agent's GOAWAY, a refused dial, our own
+//     close), the agent refused the stream unprocessed, or the agent
+//     answered that it starts nothing (draining) — fails with
+//     worker.ErrWorkerUnavailable, which the pool retries elsewhere for any
+//     call. A call under a connection that drops after it was sent fails
+//     with ErrWorkerCrashed (it may have run). A call whose agent-side
+//     Python process crashed fails with a *worker.CrashError whose Agent is
+//     set: the call is lost, this worker stays in rotation. Idempotent
+//     calls are retried by the pool either way.
 //   - A call past its deadline makes the worker ping the agent within
 //     HungGrace; an agent that cannot answer is considered hung: the
-//     lifetime ends and the call gets ErrWorkerTimeout.
-//   - Session ids travel to the agent, whose own pool keeps affinity among
-//     its processes; the host's pool keeps the session on this worker.
+//     lifetime ends and the call gets ErrWorkerTimeout. One that answers,
+//     SERVING or not, is alive: the caller gets its own context error.
+//   - The call's pool options (affinity mode, queue timeout, idempotency),
+//     put in its context by the App (internal/wire), travel in
+//     ExecuteToolRequest.options with its session and request ids; the
+//     deadline is the gRPC deadline and the trace context is in the
+//     metadata. The agent's pool applies them, and its typed errors come
+//     back as the same errors.Is values (agentError).
 //
 // Sharp edges: a remote worker owns no process, so it has no registry
 // record and the host's cleanup has nothing of it to sweep; the agent's
