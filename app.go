@@ -62,6 +62,7 @@ import (
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/remote"
@@ -617,7 +618,8 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 	if ferr := r.failure(); ferr != nil {
 		return nil, ferr
 	}
-	res, err := r.pool.Execute(ctx, call, co)
+	// A remote worker sends the options on to its agent's pool (internal/wire).
+	res, err := r.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
 	return res, r.callError(err)
 }
 
@@ -633,7 +635,7 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 	if ferr := r.failure(); ferr != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, ferr) }
 	}
-	seq := r.pool.ExecuteStream(ctx, call, co)
+	seq := r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
 	return func(yield func(Chunk, error) bool) {
 		for c, err := range seq {
 			if !yield(c, r.callError(err)) {
