@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
 
 all: build
 
@@ -61,6 +61,13 @@ agent-flood: deps-python
 REPLACE_ROUNDS ?= 10000
 soak-replace:
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench BenchmarkReplacementHeap -benchtime $(REPLACE_ROUNDS)x ./grpcworker/
+
+## agent-rollout: 20 graceful agent stops (SIGTERM, then a new agent at the same static address) under
+## 16 non-idempotent callers; no call may fail and each restarted agent must take calls within 2 s of its
+## ready line (ROLLOUT: line; docs/SCALING.md). make test runs 2.
+agent-rollout: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_ROLLOUT_ROUNDS=$${SNAKEPIT_ROLLOUT_ROUNDS:-20} \
+	  $(GO) test -race -count=1 -timeout 15m -run 'TestAgentRolloutUnderLoad' -v ./test/remote/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

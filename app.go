@@ -41,7 +41,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -63,6 +62,7 @@ import (
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/remote"
@@ -204,7 +204,7 @@ func (a *App) newRun() (*run, error) {
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
 	var err error
-	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, StopWait: stop.cancelWait, Logger: a.log})
+	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
@@ -618,7 +618,8 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 	if ferr := r.failure(); ferr != nil {
 		return nil, ferr
 	}
-	res, err := r.pool.Execute(ctx, call, co)
+	// A remote worker sends the options on to its agent's pool (internal/wire).
+	res, err := r.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
 	return res, r.callError(err)
 }
 
@@ -634,7 +635,7 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 	if ferr := r.failure(); ferr != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, ferr) }
 	}
-	seq := r.pool.ExecuteStream(ctx, call, co)
+	seq := r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
 	return func(yield func(Chunk, error) bool) {
 		for c, err := range seq {
 			if !yield(c, r.callError(err)) {
@@ -734,11 +735,5 @@ func Decode[T any](r *Result, err error) (T, error) {
 	if err != nil {
 		return v, err
 	}
-	if r.JSON == nil {
-		return v, &worker.DecodeError{Reason: "the tool returned bytes, not JSON; use Result.Binary"}
-	}
-	if uerr := json.Unmarshal(r.JSON, &v); uerr != nil {
-		return v, &worker.DecodeError{Reason: uerr.Error()}
-	}
-	return v, nil
+	return v, r.Decode(&v)
 }

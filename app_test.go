@@ -40,12 +40,13 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"negative rss":      {RecycleAboveRSS: -1},
 		"tiny rss":          {RecycleAboveRSS: 1 << 20},
 		"negative mem poll": {MemoryCheckInterval: -time.Second},
+		"negative affinity": {SessionAffinityTTL: -time.Second},
 	} {
 		if name != "bad adapter" {
 			cfg.WorkerFactory = &fake.Factory{}
 		}
-		if _, err := snakepit.New(cfg); err == nil {
-			t.Errorf("%s: New accepted %+v", name, cfg)
+		if _, err := snakepit.New(cfg); !errors.Is(err, snakepit.ErrInvalidConfig) {
+			t.Errorf("%s: New(%+v) = %v; want ErrInvalidConfig", name, cfg, err)
 		}
 	}
 }
@@ -71,7 +72,7 @@ func TestCustomWorkerTypeThroughConfig(t *testing.T) {
 	if _, err := app.Execute(ctx, "nope", nil); !errors.Is(err, snakepit.ErrUnknownTool) {
 		t.Fatalf("unknown tool: %v", err)
 	}
-	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithAffinity("sideways")); err == nil {
+	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithAffinity(snakepit.Affinity(7))); err == nil {
 		t.Fatal("bad affinity mode accepted")
 	}
 	if _, err := app.Execute(ctx, "echo", nil, snakepit.WithQueueTimeout(-time.Second)); !errors.Is(err, snakepit.ErrInvalidConfig) {

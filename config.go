@@ -112,9 +112,15 @@ type Config struct {
 	MaxQueue     int           // waiting calls beyond which ErrPoolSaturated (default 1000)
 	QueueTimeout time.Duration // how long a call may wait for a worker (default 5 s)
 
-	SessionTTL      time.Duration // default 1 h
-	MaxSessions     int           // default 10,000
-	MaxMessageBytes int           // gRPC message limit (default 16 MiB, at least MinMessageBytes)
+	// SessionTTL is how long the host keeps a session's state (the store
+	// Python tools read and write through ctx) after its last use; default 1 h.
+	SessionTTL time.Duration
+	// SessionAffinityTTL is how long a session sticks to the worker that
+	// served it last (see WithAffinity); after that its next call may go
+	// to any worker. Default 60 s.
+	SessionAffinityTTL time.Duration
+	MaxSessions        int // default 10,000
+	MaxMessageBytes    int // gRPC message limit (default 16 MiB, at least MinMessageBytes)
 
 	// WorkerFactory replaces the Python gRPC worker with another worker type.
 	WorkerFactory worker.Factory
@@ -172,12 +178,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: Adapter: %w", ErrInvalidConfig, err)
 	}
 	if c.StopGrace == 0 {
-		c.StopGrace = 2 * time.Second
+		c.StopGrace = worker.DefaultStopGrace
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "ReadyTimeout": c.ReadyTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
+	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "ReadyTimeout": c.ReadyTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "SessionAffinityTTL": c.SessionAffinityTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}

@@ -67,6 +67,11 @@ type (
 	StopRecord = supervisor.StopRecord
 	// CleanupReport is the last-resort sweep's part of a StopReport.
 	CleanupReport = cleanup.Report
+	// Survivor is a process of the run that the last-resort sweep found.
+	Survivor = cleanup.Survivor
+	// DecodeError: a result that could not be decoded into the value asked
+	// for (errors.Is ErrDecode).
+	DecodeError = worker.DecodeError
 	// ReloadReport says which workers a Reload replaced and how long it took.
 	ReloadReport = supervisor.ReloadReport
 	// ReloadError: a Reload stopped at a worker whose new process failed to
@@ -78,8 +83,15 @@ type (
 // is false outside a host tool call.
 func HostCallFrom(ctx context.Context) (HostCall, bool) { return bridge.CallFromContext(ctx) }
 
+// Defaults of Config fields that other packages share.
+const (
+	DefaultMaxMessageBytes = worker.DefaultMaxMessageBytes // Config.MaxMessageBytes
+	DefaultHungGrace       = worker.DefaultHungGrace       // Config.HungGrace
+	DefaultStopGrace       = worker.DefaultStopGrace       // Config.StopGrace
+)
+
 // ErrInvalidConfig: a Config field or call option is out of range.
-var ErrInvalidConfig = errors.New("snakepit: invalid configuration")
+var ErrInvalidConfig = worker.ErrInvalidConfig
 
 // ErrNotStarted: a call was made before Start, or before the App was added
 // to a running supervisor. Calls made after that wait for readiness.
@@ -94,12 +106,17 @@ var ErrAlreadyStarted = errors.New("snakepit: the App is already running")
 
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (
-	ErrWorkerCrashed            = worker.ErrWorkerCrashed
-	ErrWorkerTimeout            = worker.ErrWorkerTimeout
-	ErrStartup                  = worker.ErrStartup
-	ErrToolFailed               = worker.ErrToolFailed
-	ErrUnknownTool              = worker.ErrUnknownTool
-	ErrInvalidArgs              = worker.ErrInvalidArgs
+	ErrWorkerCrashed = worker.ErrWorkerCrashed
+	ErrWorkerTimeout = worker.ErrWorkerTimeout
+	ErrStartup       = worker.ErrStartup
+	ErrToolFailed    = worker.ErrToolFailed
+	ErrUnknownTool   = worker.ErrUnknownTool
+	ErrInvalidArgs   = worker.ErrInvalidArgs
+	ErrDecode        = worker.ErrDecode
+	// ErrWorkerUnavailable: the worker had no running process for the
+	// call; nothing was sent (the pool retries such a call elsewhere, so a
+	// caller sees it only from a worker used directly).
+	ErrWorkerUnavailable        = worker.ErrWorkerUnavailable
 	ErrMessageTooLarge          = worker.ErrMessageTooLarge
 	ErrPoolSaturated            = pool.ErrPoolSaturated
 	ErrQueueTimeout             = pool.ErrQueueTimeout

@@ -97,7 +97,7 @@ func ExampleWithSession() {
 	// The worker sees the session id; the pool prefers the worker that
 	// served the session last ("strict-queue" waits for it).
 	res, err := app.Execute(ctx, "greet", map[string]any{"name": "bob"},
-		snakepit.WithSession("user-42"), snakepit.WithAffinity("strict-queue"))
+		snakepit.WithSession("user-42"), snakepit.WithAffinity(snakepit.AffinityStrictQueue))
 	fmt.Println(string(res.JSON), err)
 	// Output: {"message":"hello, bob","session":"user-42"} <nil>
 }

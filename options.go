@@ -22,16 +22,35 @@ type callOptions struct {
 // context, and the pool prefers the worker that served the session last.
 func WithSession(id string) CallOption { return func(o *callOptions) { o.session = id } }
 
-// WithAffinity sets how strictly a session call sticks to its worker:
-// "hint" (default), "strict-queue" or "strict-fail-fast".
-func WithAffinity(mode string) CallOption {
+// Affinity says how strictly a session call sticks to the worker that
+// served its session last.
+type Affinity = pool.AffinityMode
+
+// The affinity modes.
+const (
+	// AffinityHint (the default) prefers the session's worker when it has a
+	// free slot and otherwise takes any worker.
+	AffinityHint = pool.AffinityHint
+	// AffinityStrictQueue waits (FIFO, under the queue timeout) for the
+	// session's worker only.
+	AffinityStrictQueue = pool.AffinityStrictQueue
+	// AffinityStrictFailFast uses the session's worker only and fails with
+	// ErrSessionWorkerBusy when it has no free slot.
+	AffinityStrictFailFast = pool.AffinityStrictFailFast
+)
+
+// ParseAffinity reads a mode as written in flags and configuration:
+// "hint" (or ""), "strict-queue" or "strict-fail-fast".
+func ParseAffinity(s string) (Affinity, error) { return pool.ParseAffinity(s) }
+
+// WithAffinity sets how strictly a session call sticks to its worker.
+func WithAffinity(mode Affinity) CallOption {
 	return func(o *callOptions) {
-		m, err := pool.ParseAffinity(mode)
-		if err != nil {
-			o.err = err
+		if mode > AffinityStrictFailFast {
+			o.err = fmt.Errorf("%w: unknown affinity mode %d; use AffinityHint, AffinityStrictQueue or AffinityStrictFailFast", ErrInvalidConfig, mode)
 			return
 		}
-		o.pool.Affinity = m
+		o.pool.Affinity = mode
 	}
 }
 

@@ -28,7 +28,15 @@
 // serve health on a separate plaintext port (Options.HealthListen), which
 // carries nothing but the serving status. Stop sets every health service
 // NOT_SERVING first, so hosts and Kubernetes stop sending before the
-// in-flight calls are given Options.StopGrace to finish.
+// in-flight calls are given Options.StopGrace to finish; a call that
+// arrives after that is answered UNAVAILABLE (nothing ran), which a host
+// retries elsewhere whatever the call's idempotency.
+//
+// A host's call options (session, affinity mode, queue timeout,
+// idempotency, request id) apply to this App's pool (callOptions); its
+// deadline is the call's gRPC deadline, its trace context arrives in the
+// request's metadata. wireError sorts this App's errors into the kinds a
+// host maps back to the same errors.Is values.
 package agent
 
 import (
@@ -42,6 +50,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -56,6 +65,7 @@ import (
 	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/wire"
+	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -133,6 +143,10 @@ type Server struct {
 	health *health.Server
 	host   string
 	once   sync.Once
+	// draining is set when the stop begins: calls that arrive after it
+	// are answered UNAVAILABLE (nothing ran) rather than started, so the
+	// host retries them elsewhere whatever their idempotency.
+	draining atomic.Bool
 
 	agentpb.UnimplementedAgentServiceServer
 }
@@ -148,7 +162,7 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 		opts.StopGrace = DefaultStopGrace
 	}
 	if opts.MaxMessageBytes <= 0 {
-		opts.MaxMessageBytes = 16 << 20
+		opts.MaxMessageBytes = worker.DefaultMaxMessageBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -248,6 +262,7 @@ loop:
 func (s *Server) stop() {
 	s.once.Do(func() {
 		s.health.Shutdown() // every service NOT_SERVING, liveness included
+		s.draining.Store(true)
 		done := make(chan struct{})
 		go func() { s.srv.GracefulStop(); close(done) }()
 		t := time.NewTimer(s.opts.StopGrace)
@@ -292,10 +307,24 @@ func (s *Server) Describe(context.Context, *agentpb.DescribeRequest) (*agentpb.D
 	return resp, nil
 }
 
+// callOptions are the host caller's options, applied to this App's pool
+// (docs/SCALING.md lists what crosses). The deadline crosses as the gRPC
+// deadline, the trace context in the metadata (withCallerTrace).
 func callOptions(req *pb.ExecuteToolRequest) []snakepit.CallOption {
 	var o []snakepit.CallOption
 	if req.GetSessionId() != "" {
 		o = append(o, snakepit.WithSession(req.GetSessionId()))
+	}
+	po := wire.OptionsFromPB(req.GetOptions())
+	if po.Idempotent {
+		o = append(o, snakepit.Idempotent())
+	}
+	if po.Affinity != pool.AffinityHint {
+		// A mode this version does not know fails the call (ErrInvalidConfig).
+		o = append(o, snakepit.WithAffinity(po.Affinity))
+	}
+	if po.QueueTimeout > 0 {
+		o = append(o, snakepit.WithQueueTimeout(po.QueueTimeout))
 	}
 	if req.GetRequestId() != "" {
 		// The host's id, so one call reads the same in both hosts' logs.
@@ -314,8 +343,14 @@ func args(req *pb.ExecuteToolRequest) json.RawMessage {
 	return json.RawMessage(req.GetArgsJson())
 }
 
+// errDraining answers a call that arrived once the stop began.
+var errDraining = fmt.Errorf("%w: the agent is stopping (draining) and starts no new calls; nothing ran", snakepit.ErrPoolStopping)
+
 // Execute implements agentpb.AgentServiceServer.
 func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agentpb.ExecuteResponse, error) {
+	if s.draining.Load() {
+		return &agentpb.ExecuteResponse{Error: wireError(errDraining)}, nil
+	}
 	res, err := s.app.Execute(withCallerTrace(ctx, req), req.GetToolName(), args(req), callOptions(req)...)
 	if err != nil {
 		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
@@ -325,6 +360,9 @@ func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agen
 
 // ExecuteStream implements agentpb.AgentServiceServer.
 func (s *Server) ExecuteStream(req *pb.ExecuteToolRequest, stream agentpb.AgentService_ExecuteStreamServer) error {
+	if s.draining.Load() {
+		return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(errDraining)})
+	}
 	for c, err := range s.app.ExecuteStream(withCallerTrace(stream.Context(), req), req.GetToolName(), args(req), callOptions(req)...) {
 		if err != nil {
 			return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(err)})
@@ -373,11 +411,19 @@ func wireError(err error) *agentpb.AgentError {
 		e.Kind = agentpb.AgentError_QUEUE_TIMEOUT
 	case errors.Is(err, snakepit.ErrPoolSaturated):
 		e.Kind = agentpb.AgentError_SATURATED
-	case errors.Is(err, snakepit.ErrInvalidArgs), errors.Is(err, snakepit.ErrInvalidCall):
+	case errors.Is(err, snakepit.ErrSessionWorkerBusy):
+		e.Kind = agentpb.AgentError_SESSION_BUSY
+	case errors.Is(err, snakepit.ErrSessionWorkerUnavailable):
+		e.Kind = agentpb.AgentError_SESSION_UNAVAILABLE
+	case errors.Is(err, snakepit.ErrInvalidArgs):
 		e.Kind = agentpb.AgentError_INVALID_ARGS
+	case errors.Is(err, snakepit.ErrInvalidCall):
+		e.Kind = agentpb.AgentError_INVALID_CALL
 	case errors.Is(err, snakepit.ErrMessageTooLarge):
 		e.Kind = agentpb.AgentError_MESSAGE_TOO_LARGE
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded):
+		e.Kind = agentpb.AgentError_DEADLINE_EXCEEDED
+	case errors.Is(err, context.Canceled):
 		e.Kind = agentpb.AgentError_CANCELLED
 	default:
 		e.Kind = agentpb.AgentError_OTHER

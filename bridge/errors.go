@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
 )
 
 // Sentinel errors. The concrete types below match them with errors.Is.
@@ -22,8 +24,9 @@ var (
 	ErrDuplicateTool = errors.New("snakepit: host tool already registered")
 	// ErrInvalidHostTool: a host tool registration is missing its name or function.
 	ErrInvalidHostTool = errors.New("snakepit: invalid host tool")
-	// ErrInvalidOptions: New was given options it cannot work with.
-	ErrInvalidOptions = errors.New("snakepit: invalid bridge options")
+	// ErrInvalidOptions: New was given options it cannot work with. It is
+	// snakepit.ErrInvalidConfig (worker.ErrInvalidConfig).
+	ErrInvalidOptions = worker.ErrInvalidConfig
 	// errAlreadyServing: Serve was called while another Serve of the same
 	// Server is running.
 	errAlreadyServing = errors.New("snakepit: bridge Serve is already running; a Server serves one listener at a time — create another Server for a second one")

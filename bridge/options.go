@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit/internal/auth"
+	"github.com/snakepit-go/snakepit/worker"
 )
 
 // Defaults applied by New to zero-valued Options fields.
@@ -12,7 +13,7 @@ const (
 	defaultSessionTTL      = time.Hour
 	defaultSweepInterval   = 60 * time.Second
 	defaultMaxSessions     = 10_000
-	defaultMaxMessageBytes = 16 << 20
+	defaultMaxMessageBytes = worker.DefaultMaxMessageBytes
 	defaultStopGrace       = time.Second
 )
 

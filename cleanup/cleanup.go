@@ -51,7 +51,8 @@ type Options struct {
 	// sweep time because the registry is only open once its service is
 	// ready (pass registry.Service.Registry). nil means /proc scan only.
 	Registry func() *registry.Registry
-	// Logger; default slog.Default().
+	// Logger; default slog.Default(). It should carry the run's
+	// attributes (the App's carries run_id): records do not repeat them.
 	Logger *slog.Logger
 	// KillGrace between SIGTERM and SIGKILL; default 2s.
 	KillGrace time.Duration
@@ -77,13 +78,22 @@ func (e *SurvivorsError) Error() string {
 
 func (e *SurvivorsError) Is(target error) bool { return target == ErrSurvivors }
 
+// Survivor is a process of the run the sweep found alive.
+type Survivor struct {
+	PID       int
+	PPID      int
+	PGID      int
+	StartTime uint64 // clock ticks after boot (/proc/PID/stat field 22)
+	Cmdline   string // argv joined by spaces, for logs only
+}
+
 // Report is the result of one Sweep.
 type Report struct {
 	RunID  string
 	RanAt  time.Time
-	Found  []proc.Process // survivors, as found before they were signalled
-	Killed int            // how many of them the sweep stopped (others were gone by then)
-	Errors []string       // what could not be done; the processes involved may still be alive
+	Found  []Survivor // survivors, as found before they were signalled
+	Killed int        // how many of them the sweep stopped (others were gone by then)
+	Errors []string   // what could not be done; the processes involved may still be alive
 }
 
 // Err is non-nil, matching ErrSurvivors, when the sweep found anything.
@@ -121,7 +131,7 @@ func New(opts Options) *Service {
 	}
 	return &Service{
 		opts:  opts,
-		log:   opts.Logger.With("component", "cleanup", "run_id", opts.RunID),
+		log:   opts.Logger.With("component", "cleanup"),
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -230,7 +240,9 @@ func (s *Service) Sweep() Report {
 		if len(candidates) == 0 {
 			break
 		}
-		rep.Found = append(rep.Found, candidates...)
+		for _, p := range candidates {
+			rep.Found = append(rep.Found, Survivor{PID: p.PID, PPID: p.PPID, PGID: p.PGID, StartTime: p.StartTime, Cmdline: p.Cmdline})
+		}
 		killed, errs := stopAll(candidates, boot, s.opts.KillGrace)
 		rep.Killed += killed
 		rep.Errors = append(rep.Errors, errs...)

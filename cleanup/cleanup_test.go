@@ -187,14 +187,14 @@ func TestNoRunIDSweepsNothing(t *testing.T) {
 }
 
 func TestSurvivorsErrorMessage(t *testing.T) {
-	rep := cleanup.Report{RunID: "r", Found: []proc.Process{{PID: 7}}, Killed: 1}
+	rep := cleanup.Report{RunID: "r", Found: []cleanup.Survivor{{PID: 7}}, Killed: 1}
 	var se *cleanup.SurvivorsError
 	if err := rep.Err(); !errors.As(err, &se) || se.RunID != "r" || len(se.PIDs) != 1 || !strings.Contains(err.Error(), "7") {
 		t.Fatalf("Err() = %v", err)
 	}
 }
 
-func hasPID(ps []proc.Process, pid int) bool {
+func hasPID(ps []cleanup.Survivor, pid int) bool {
 	for _, p := range ps {
 		if p.PID == pid {
 			return true

@@ -84,8 +84,9 @@ func PythonStopGrace(stopGrace time.Duration) time.Duration {
 // scan of /proc per worker, cheap at this pace, and memory leaks are slow.
 const DefaultMemoryCheckInterval = 10 * time.Second
 
-// ErrBadOptions: the worker options are unusable.
-var ErrBadOptions = errors.New("snakepit: invalid worker options")
+// ErrBadOptions: the worker options are unusable. It is
+// snakepit.ErrInvalidConfig (worker.ErrInvalidConfig).
+var ErrBadOptions = worker.ErrInvalidConfig
 
 // adapterRE is what snakepit_bridge.server's load_adapter_class accepts:
 // a module path and a class, joined by the last '.' or by one ':' (after
@@ -112,7 +113,7 @@ func (o *Options) setDefaults() error {
 		o.StartupTimeout = 30 * time.Second
 	}
 	if o.StopGrace == 0 {
-		o.StopGrace = 2 * time.Second
+		o.StopGrace = worker.DefaultStopGrace
 	}
 	if o.HealthInterval == 0 {
 		o.HealthInterval = 5 * time.Second
@@ -126,13 +127,13 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	if o.HungGrace == 0 {
-		o.HungGrace = 2 * time.Second
+		o.HungGrace = worker.DefaultHungGrace
 	}
 	if o.HealthMisses == 0 {
 		o.HealthMisses = 3
 	}
 	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = 16 << 20
+		o.MaxMessageBytes = worker.DefaultMaxMessageBytes
 	}
 	if o.MemoryCheckInterval == 0 {
 		o.MemoryCheckInterval = DefaultMemoryCheckInterval
@@ -200,7 +201,7 @@ func (f *Factory) NewWorker(spec worker.Spec) (worker.Worker, error) {
 		gate:     gate,
 		reqs:     make(chan *recycleReq),
 		withdraw: make(chan *recycleReq),
-		log:      log.With("worker_id", spec.ID, "run_id", spec.RunID),
+		log:      log.With("worker_id", spec.ID),
 	}, nil
 }
 

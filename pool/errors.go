@@ -28,7 +28,8 @@ var (
 	// ErrInvalidCall: the call was rejected before reaching a worker (see *InvalidCallError).
 	ErrInvalidCall = errors.New("snakepit: invalid call")
 	// ErrInvalidOptions: Options holds an invalid value (see *OptionsError).
-	ErrInvalidOptions = errors.New("snakepit: invalid pool options")
+	// It is snakepit.ErrInvalidConfig (worker.ErrInvalidConfig).
+	ErrInvalidOptions = worker.ErrInvalidConfig
 )
 
 // InvalidCallError says why a call was rejected before reaching a worker.

@@ -3,6 +3,8 @@ package pool
 import (
 	"log/slog"
 	"time"
+
+	"github.com/snakepit-go/snakepit/worker"
 )
 
 // Defaults for zero-valued Options fields.
@@ -10,7 +12,7 @@ const (
 	defaultMaxQueue        = 1000
 	defaultQueueTimeout    = 5 * time.Second
 	DefaultCapacity        = 1
-	DefaultHungGrace       = 2 * time.Second
+	DefaultHungGrace       = worker.DefaultHungGrace
 	defaultRetryAttempts   = 2
 	defaultRetryBackoff    = 50 * time.Millisecond
 	defaultReadyTimeout    = 30 * time.Second

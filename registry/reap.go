@@ -49,7 +49,7 @@ func (r *Registry) ReapOrphans(ctx context.Context) (ReapReport, error) {
 	rp.sweep(ctx)
 	rp.forget()
 	rep := rp.rep
-	r.log.Info("orphan reaping done", "run_id", r.runID, "dead_runs", rep.Runs, "reaped", rep.Reaped,
+	r.log.Info("orphan reaping done", "dead_runs", rep.Runs, "reaped", rep.Reaped,
 		"descendants", rep.Descendants, "skipped_reused_pid", rep.SkippedReused, "already_gone", rep.AlreadyGone,
 		"failures", len(rp.errs), "took", time.Since(began).Round(time.Millisecond))
 	if len(rp.errs) > 0 {

@@ -30,7 +30,8 @@ type Options struct {
 	// RunID of this run; default NewRunID(). Must be fresh: the reaper never
 	// touches the current run, so reusing a dead run's id adopts its records.
 	RunID string
-	// Logger; default slog.Default().
+	// Logger; default slog.Default(). It should carry the run's
+	// attributes (the App's carries run_id): records do not repeat them.
 	Logger *slog.Logger
 	// LockTimeout bounds the wait for the file lock; default 1s.
 	LockTimeout time.Duration
@@ -497,7 +498,7 @@ func (r *Registry) Reserve(workerID string) error {
 	})
 	if err == nil && stale != nil {
 		r.log.Warn("replaced the record of an exited worker that was never unregistered (the spawner should Unregister after reaping)",
-			"worker_id", workerID, "run_id", r.runID, "pid", stale.PID)
+			"worker_id", workerID, "pid", stale.PID)
 	}
 	return err
 }
@@ -519,7 +520,7 @@ func (r *Registry) Activate(workerID string, pid int) error {
 	}
 	if !st.Zombie() && !carriesRunIDSoon(pid, r.runID) {
 		r.log.Warn("activated process does not carry the run id in argv or environ; orphan reaping will refuse to signal it",
-			"worker_id", workerID, "pid", pid, "run_id", r.runID)
+			"worker_id", workerID, "pid", pid)
 	}
 	key := recordKey(r.runID, workerID)
 	now := time.Now().UTC()
@@ -635,7 +636,7 @@ func (r *Registry) Close() error {
 		return tx.Bucket(bucketRuns).Delete([]byte(r.runID))
 	})
 	if left > 0 {
-		r.log.Warn("closing the registry with worker records left; the next start will reap them", "run_id", r.runID, "records", left)
+		r.log.Warn("closing the registry with worker records left; the next start will reap them", "records", left)
 	}
 	if cerr := r.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)

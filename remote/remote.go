@@ -5,23 +5,40 @@
 // Contract, as for local workers (package worker):
 //   - One Serve is one connection lifetime: connect, wait until the agent's
 //     health is SERVING, Describe (tools, capacity), Ready; then health
-//     checks every HealthInterval. The lifetime ends — *worker.CrashError
-//     with PID 0 and the reason — when the connection drops, HealthMisses
-//     checks in a row fail (an agent with no ready worker answers
-//     NOT_SERVING, which counts), the agent reports it is stopping, or the
-//     pool kills it as hung. The Starter then reconnects with backoff. An
-//     agent that cannot be reached fails the start at once, one that is up
-//     but NOT_SERVING is waited for up to StartupTimeout; either is a
-//     *worker.StartupError and counts toward the give-up budget.
-//   - A call under a connection that drops fails with ErrWorkerCrashed. A
-//     call whose agent-side Python process crashed fails with a
-//     *worker.CrashError whose Agent is set: the call is lost, this worker
-//     stays in rotation. Idempotent calls are retried by the pool either way.
+//     checks every HealthInterval, each SERVING one followed by a Describe
+//     whose changed tools or capacity are reported with Ready again (the
+//     agent reloaded: the pool's tool limits follow). The lifetime ends —
+//     *worker.CrashError with PID 0 and the reason — when the connection
+//     drops, HealthMisses checks in a row fail, the agent reports it is
+//     stopping, or the pool kills it as hung. Only checks that fail or time
+//     out cut the connection; an agent that answers NOT_SERVING (no ready
+//     worker) that many times is drained instead: no new calls, its queued
+//     ones finish. The Starter then reconnects with backoff. An agent that
+//     cannot be reached fails the start at once, unless this worker was
+//     ready before (a restart at the same address): then it is redialed,
+//     at most every reconnectMaxDelay, for up to StartupTimeout. One that
+//     is up but NOT_SERVING is waited for up to StartupTimeout. Either
+//     failure is a *worker.StartupError and counts toward the give-up budget.
+//   - A call that provably never reached the agent — its request was never
+//     written to a connection (the agent's GOAWAY, a refused dial, our own
+//     close), the agent refused the stream unprocessed, or the agent
+//     answered that it starts nothing (draining) — fails with
+//     worker.ErrWorkerUnavailable, which the pool retries elsewhere for any
+//     call. A call under a connection that drops after it was sent fails
+//     with ErrWorkerCrashed (it may have run). A call whose agent-side
+//     Python process crashed fails with a *worker.CrashError whose Agent is
+//     set: the call is lost, this worker stays in rotation. Idempotent
+//     calls are retried by the pool either way.
 //   - A call past its deadline makes the worker ping the agent within
 //     HungGrace; an agent that cannot answer is considered hung: the
-//     lifetime ends and the call gets ErrWorkerTimeout.
-//   - Session ids travel to the agent, whose own pool keeps affinity among
-//     its processes; the host's pool keeps the session on this worker.
+//     lifetime ends and the call gets ErrWorkerTimeout. One that answers,
+//     SERVING or not, is alive: the caller gets its own context error.
+//   - The call's pool options (affinity mode, queue timeout, idempotency),
+//     put in its context by the App (internal/wire), travel in
+//     ExecuteToolRequest.options with its session and request ids; the
+//     deadline is the gRPC deadline and the trace context is in the
+//     metadata. The agent's pool applies them, and its typed errors come
+//     back as the same errors.Is values (agentError).
 //
 // Sharp edges: a remote worker owns no process, so it has no registry
 // record and the host's cleanup has nothing of it to sweep; the agent's
@@ -39,19 +56,24 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/pool"
@@ -64,13 +86,18 @@ const (
 	DefaultHealthInterval  = 2 * time.Second
 	DefaultHealthTimeout   = time.Second
 	DefaultHealthMisses    = 3
-	DefaultHungGrace       = 2 * time.Second
-	DefaultMaxMessageBytes = 16 << 20
+	DefaultHungGrace       = worker.DefaultHungGrace
+	DefaultMaxMessageBytes = worker.DefaultMaxMessageBytes
 	// keepaliveTime: an idle connection is pinged this often, so a peer
 	// that vanished without closing (a partition) is noticed.
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 5 * time.Second
 	startupPoll      = 100 * time.Millisecond
+	// reconnectMaxDelay caps grpc-go's pause between dials of an agent
+	// that is down (its default grows to 120 s): a restarted agent is
+	// found within about this long of listening, and a dead address is
+	// dialed at most this often.
+	reconnectMaxDelay = time.Second
 )
 
 // EnvToken is where the token is read from when Options.TokenFile is empty.
@@ -165,6 +192,9 @@ type Worker struct {
 
 	mu  sync.Mutex
 	cur *lifetime
+	// served: a lifetime of this worker was ready once, so the agent
+	// exists and an unreachable one is most likely restarting.
+	served atomic.Bool
 }
 
 // lifetime is one connection to the agent.
@@ -173,6 +203,7 @@ type lifetime struct {
 	agent  agentpb.AgentServiceClient
 	health healthpb.HealthClient
 	tools  []worker.ToolSpec
+	capac  int           // capacity the agent advertised
 	ended  chan struct{} // closed by end or leave
 	once   sync.Once
 	reason string // why it ended; valid once ended is closed
@@ -299,6 +330,10 @@ func (w *Worker) dial() (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: startupPoll, Multiplier: backoff.DefaultConfig.Multiplier, Jitter: backoff.DefaultConfig.Jitter, MaxDelay: reconnectMaxDelay}}),
+		// Tells a call that never left this host from one that may have run.
+		grpc.WithStatsHandler(sendStats{}),
 		// An idle channel must stay READY: watchConn reads any other state
 		// as the agent being gone.
 		grpc.WithIdleTimeout(0),
@@ -322,6 +357,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 	w.mu.Lock()
 	w.cur = lt
 	w.mu.Unlock()
+	w.served.Store(true)
 	ev.Ready(w.spec.ID, info)
 	w.log.Info("remote worker ready", "capacity", info.Capacity, "tools", len(info.Tools))
 
@@ -344,24 +380,28 @@ func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
 	lt := &lifetime{cc: cc, agent: agentpb.NewAgentServiceClient(cc), health: healthpb.NewHealthClient(cc), ended: make(chan struct{})}
 	sctx, cancel := context.WithTimeout(ctx, o.StartupTimeout)
 	defer cancel()
+	// An agent that served before and cannot be reached now is most
+	// likely restarting (a static address keeps its name): wait for it
+	// within StartupTimeout, grpc-go redialing at most every
+	// reconnectMaxDelay, rather than fail at once and be given up.
+	rejoin := w.served.Load()
 	var last error
 	for {
 		cctx, ccancel := context.WithTimeout(sctx, o.HealthTimeout)
-		resp, err := lt.health.Check(cctx, &healthpb.HealthCheckRequest{})
+		resp, err := lt.health.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(rejoin))
 		ccancel()
 		switch {
 		case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
-			d, err := lt.agent.Describe(sctx, &agentpb.DescribeRequest{})
+			info, err := w.describe(sctx, lt)
 			if err != nil {
 				lt.end("describe failed")
 				return nil, worker.Info{}, w.startupError(err)
 			}
-			lt.tools = wire.ToolSpecsFromPB(d.GetTools())
-			capacity := int(d.GetCapacity())
-			w.log.Debug("agent described", "agent_id", d.GetAgentId(), "hostname", d.GetHostname(), "capacity", capacity)
-			return lt, worker.Info{Tools: lt.tools, Capacity: capacity}, nil
+			return lt, info, nil
 		case err == nil:
 			last = fmt.Errorf("agent health is %s (no ready worker yet)", resp.GetStatus())
+		case rejoin && ctx.Err() == nil && sctx.Err() == nil && status.Code(err) != codes.Unauthenticated:
+			last = err
 		case ctx.Err() == nil && sctx.Err() == nil:
 			// Unreachable, refused, rejected: fail now and let the Starter's
 			// backoff (and discovery, told at once) decide; only an agent
@@ -383,6 +423,17 @@ func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
 			return nil, worker.Info{}, w.startupError(fmt.Errorf("not healthy within StartupTimeout (%s): %w", o.StartupTimeout, last))
 		}
 	}
+}
+
+// describe asks the agent for its tools and capacity and records them.
+func (w *Worker) describe(ctx context.Context, lt *lifetime) (worker.Info, error) {
+	d, err := lt.agent.Describe(ctx, &agentpb.DescribeRequest{})
+	if err != nil {
+		return worker.Info{}, err
+	}
+	lt.tools, lt.capac = wire.ToolSpecsFromPB(d.GetTools()), int(d.GetCapacity())
+	w.log.Debug("agent described", "agent_id", d.GetAgentId(), "hostname", d.GetHostname(), "capacity", lt.capac)
+	return worker.Info{Tools: lt.tools, Capacity: lt.capac}, nil
 }
 
 func (w *Worker) startupError(err error) error {
@@ -438,21 +489,37 @@ func (w *Worker) run(ctx context.Context, lt *lifetime) error {
 		case <-lt.ended:
 			return w.crash(lt)
 		case <-tick:
-			if err := w.check(ctx, lt, o.HealthTimeout); err != nil && ctx.Err() == nil {
+			err := w.check(ctx, lt, o.HealthTimeout)
+			switch {
+			case ctx.Err() != nil:
+			case err != nil:
 				misses++
 				w.log.Warn("agent health check failed", "misses", misses, "of", o.HealthMisses, "err", err)
-				if misses >= o.HealthMisses {
-					lt.end(fmt.Sprintf("%d health checks failed in a row, last: %v", misses, err))
+				if misses < o.HealthMisses {
+					break
 				}
-			} else {
+				reason := fmt.Sprintf("%d health checks failed in a row, last: %v", misses, err)
+				if errors.Is(err, errNotServing) {
+					// Alive but without a ready worker: drain (its queued calls
+					// are its own to finish) and come back once it serves.
+					lt.leave(reason)
+				} else {
+					lt.end(reason)
+				}
+			default:
 				misses = 0
+				w.refreshTools(ctx, lt)
 			}
 		}
 	}
 }
 
-// check is one health check; NOT_SERVING (no ready worker on the agent) is
-// a failure too.
+// errNotServing: the agent answered its health check, NOT_SERVING (no
+// ready worker, or stopping). It is alive: not hung.
+var errNotServing = errors.New("agent health is NOT_SERVING")
+
+// check is one health check: nil when SERVING, errNotServing when the agent
+// answered otherwise, the call's error when it did not answer.
 func (w *Worker) check(ctx context.Context, lt *lifetime, timeout time.Duration) error {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -460,10 +527,41 @@ func (w *Worker) check(ctx context.Context, lt *lifetime, timeout time.Duration)
 	if err != nil {
 		return err
 	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("agent health is %s", resp.GetStatus())
+	if st := resp.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("%w (%s)", errNotServing, st)
 	}
 	return nil
+}
+
+// refreshTools asks the agent for its tools again and reports them when
+// they changed (the agent reloaded its code): the pool's per-tool limits
+// and its tool list follow without a reconnect. A failed Describe changes
+// nothing; the health checks judge the connection.
+func (w *Worker) refreshTools(ctx context.Context, lt *lifetime) {
+	cctx, cancel := context.WithTimeout(ctx, w.f.opts.HealthTimeout)
+	defer cancel()
+	d, err := lt.agent.Describe(cctx, &agentpb.DescribeRequest{})
+	if err != nil || lt.over() {
+		return
+	}
+	tools, capac := wire.ToolSpecsFromPB(d.GetTools()), int(d.GetCapacity())
+	if capac == lt.capac && slices.EqualFunc(tools, lt.tools, sameTool) {
+		return
+	}
+	lt.tools, lt.capac = tools, capac
+	w.log.Info("agent's tools changed; reporting them to the pool", "tools", len(tools), "capacity", capac)
+	// A second Ready of the same lifetime replaces its tools and capacity;
+	// sessions and calls in flight are untouched.
+	w.spec.Events.Ready(w.spec.ID, worker.Info{Tools: tools, Capacity: capac})
+}
+
+func sameTool(a, b worker.ToolSpec) bool {
+	return a.Name == b.Name && a.Description == b.Description && a.SupportsStreaming == b.SupportsStreaming &&
+		a.MaxConcurrency == b.MaxConcurrency && a.Timeout == b.Timeout &&
+		slices.EqualFunc(a.Parameters, b.Parameters, func(x, y worker.ParamSpec) bool {
+			return x.Name == y.Name && x.Type == y.Type && x.Required == y.Required &&
+				string(x.Default) == string(y.Default) && x.Description == y.Description
+		})
 }
 
 func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
@@ -474,6 +572,55 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
+// sendTrack follows one call through grpc-go's attempts: sent is whether
+// the current attempt put its request headers on a connection. grpc-go
+// starts another attempt (stats.Begin again: its transparent retry; no
+// retry policy is configured) only after one that never reached the agent
+// or that the agent refused unprocessed (a GOAWAY naming a lower stream,
+// REFUSED_STREAM). So a call whose last attempt sent no headers provably
+// never reached the agent's handler, let alone its Python.
+type sendTrack struct{ sent atomic.Bool }
+
+type sendKey struct{}
+
+func (t *sendTrack) notSent() bool { return !t.sent.Load() }
+
+// tracked returns ctx carrying a new sendTrack.
+func tracked(ctx context.Context) (context.Context, *sendTrack) {
+	t := &sendTrack{}
+	return context.WithValue(ctx, sendKey{}, t), t
+}
+
+// sendStats is the stats.Handler that feeds sendTrack.
+type sendStats struct{}
+
+func (sendStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (sendStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	t, _ := ctx.Value(sendKey{}).(*sendTrack)
+	if t == nil {
+		return
+	}
+	switch s.(type) {
+	case *stats.Begin:
+		t.sent.Store(false)
+	case *stats.OutHeader:
+		t.sent.Store(true)
+	}
+}
+
+func (sendStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (sendStats) HandleConn(context.Context, stats.ConnStats) {}
+
+// request is the wire form of call with the caller's pool options, which
+// the agent's pool applies (docs/SCALING.md, "What crosses an agent").
+func request(ctx context.Context, call *worker.Call) *pb.ExecuteToolRequest {
+	req := wire.Request(call)
+	req.Options = wire.OptionsToPB(wire.CallOptionsFrom(ctx))
+	return req
+}
+
 // Execute implements worker.Worker.
 func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
 	lt, err := w.lifetimeFor(call.Tool)
@@ -481,9 +628,10 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 		return nil, err
 	}
 	defer lt.exit()
-	resp, err := lt.agent.Execute(ctx, wire.Request(call))
+	tctx, track := tracked(ctx)
+	resp, err := lt.agent.Execute(tctx, request(ctx, call))
 	if err != nil {
-		return nil, w.callError(ctx, lt, call.Tool, err)
+		return nil, w.callError(ctx, lt, call.Tool, track, err)
 	}
 	if e := resp.GetError(); e != nil {
 		return nil, w.agentError(ctx, lt, call.Tool, e)
@@ -502,9 +650,10 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 	defer lt.exit()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := lt.agent.ExecuteStream(sctx, wire.Request(call))
+	sctx, track := tracked(sctx)
+	stream, err := lt.agent.ExecuteStream(sctx, request(ctx, call))
 	if err != nil {
-		return w.callError(ctx, lt, call.Tool, err)
+		return w.callError(ctx, lt, call.Tool, track, err)
 	}
 	for {
 		msg, err := stream.Recv()
@@ -512,7 +661,7 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 			return fmt.Errorf("snakepit: agent %s closed the stream of %q without its final marker", w.endpoint, call.Tool)
 		}
 		if err != nil {
-			return w.callError(ctx, lt, call.Tool, err)
+			return w.callError(ctx, lt, call.Tool, track, err)
 		}
 		if msg.GetIsFinal() {
 			if e := msg.GetError(); e != nil {
@@ -529,15 +678,25 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 }
 
 // callError maps a transport failure: the connection is what failed, so a
-// dropped one is a crash of this worker.
-func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err error) error {
+// dropped one is a crash of this worker — unless the request never left
+// this host, which the pool retries elsewhere for any call.
+func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, track *sendTrack, err error) error {
+	code := status.Code(err)
+	if ctx.Err() == nil && track.notSent() && (code == codes.Unavailable || code == codes.Canceled) {
+		// No connection to send on (the agent's GOAWAY, a refused dial, our
+		// own close), or the agent refused the stream unprocessed: nothing
+		// ran. The connection is not usable, so leave rotation too.
+		lt.leave("the agent is gone or draining: " + status.Convert(err).Message())
+		return fmt.Errorf("%w: agent %s: the call to %q was never sent (%s); nothing ran",
+			worker.ErrWorkerUnavailable, w.endpoint, tool, status.Convert(err).Message())
+	}
 	if lt.over() {
 		return w.crash(lt)
 	}
-	if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
+	if ctx.Err() != nil || code == codes.DeadlineExceeded {
 		return w.afterDeadline(ctx, lt, tool)
 	}
-	switch status.Code(err) {
+	switch code {
 	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown:
 		lt.leave("connection lost under a call: " + status.Convert(err).Message())
 		return w.crash(lt)
@@ -563,10 +722,13 @@ func (w *Worker) afterDeadline(ctx context.Context, lt *lifetime, tool string) e
 		ctxErr = context.DeadlineExceeded
 	}
 	grace := w.f.opts.HungGrace
-	if err := w.check(context.Background(), lt, grace); err == nil || lt.over() {
-		if lt.over() {
-			return w.crash(lt)
-		}
+	err := w.check(context.Background(), lt, grace)
+	if lt.over() {
+		return w.crash(lt)
+	}
+	if err == nil || errors.Is(err, errNotServing) {
+		// It answered: alive. NOT_SERVING (say, its only worker is
+		// restarting) is the health loop's to act on, by draining.
 		return ctxErr
 	}
 	reason := fmt.Sprintf("call %q ran out of time and the agent did not answer a health check within %s; considered hung", tool, grace)
@@ -601,6 +763,18 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 		return &worker.ArgsError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
 	case agentpb.AgentError_MESSAGE_TOO_LARGE:
 		return fmt.Errorf("%w: on agent %s: %s", worker.ErrMessageTooLarge, w.endpoint, msg)
+	case agentpb.AgentError_SESSION_BUSY:
+		return fmt.Errorf("%w: on agent %s: %s", pool.ErrSessionWorkerBusy, w.endpoint, msg)
+	case agentpb.AgentError_SESSION_UNAVAILABLE:
+		return fmt.Errorf("%w: on agent %s: %s", pool.ErrSessionWorkerUnavailable, w.endpoint, msg)
+	case agentpb.AgentError_INVALID_CALL:
+		return &pool.InvalidCallError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
+	case agentpb.AgentError_DEADLINE_EXCEEDED:
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// The tool's declared timeout, applied on the agent.
+		return fmt.Errorf("snakepit: on agent %s, the call to %q ran out of time: %s: %w", w.endpoint, tool, msg, context.DeadlineExceeded)
 	case agentpb.AgentError_CANCELLED:
 		if err := ctx.Err(); err != nil {
 			return err

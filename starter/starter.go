@@ -78,7 +78,7 @@ func (o *Options) setDefaults() {
 		o.StartupFailures = 3
 	}
 	if o.StopTimeout <= 0 {
-		o.StopTimeout = 5 * time.Second
+		o.StopTimeout = DefaultStopTimeout
 	}
 	if o.RetryGivenUpAfter <= 0 {
 		o.RetryGivenUpAfter = defaultRetryGivenUpAfter
@@ -87,6 +87,27 @@ func (o *Options) setDefaults() {
 		o.Logger = slog.Default()
 	}
 }
+
+// validate rejects negative values (zero means the default): a negative
+// budget or backoff is a mistake to report, not to replace silently.
+func (o *Options) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"InitialBackoff", int64(o.InitialBackoff)}, {"MaxBackoff", int64(o.MaxBackoff)},
+		{"StartupFailures", int64(o.StartupFailures)}, {"RetryGivenUpAfter", int64(o.RetryGivenUpAfter)},
+		{"StopTimeout", int64(o.StopTimeout)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: starter option %s is negative (%d); use 0 for the default", worker.ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	return nil
+}
+
+// DefaultStopTimeout is Options.StopTimeout's default.
+const DefaultStopTimeout = 5 * time.Second
 
 // defaultRetryGivenUpAfter is how long a given-up worker rests before its
 // next try: long enough not to burn CPU on a broken adapter, short enough
@@ -110,6 +131,9 @@ type Starter struct {
 // New builds the worker through f and wraps it. spec.Events receives the
 // worker's events (forwarded by the Starter).
 func New(f worker.Factory, spec worker.Spec, opts Options) (*Starter, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	opts.setDefaults()
 	s := &Starter{events: spec.Events, opts: opts, log: opts.Logger.With("worker_id", spec.ID)}
 	inner := spec

@@ -362,3 +362,14 @@ func TestHostResourceShortageIsNotABrokenStart(t *testing.T) {
 		t.Fatalf("six retries took %s; with backoff they take at least %s", took, low)
 	}
 }
+
+func TestNegativeOptionsAreRejectedNotDefaulted(t *testing.T) {
+	for _, o := range []Options{
+		{InitialBackoff: -1}, {MaxBackoff: -1}, {StartupFailures: -1}, {RetryGivenUpAfter: -1}, {StopTimeout: -1},
+	} {
+		_, err := New(&fake.Factory{}, worker.Spec{ID: "w0", Events: &events{}}, o)
+		if !errors.Is(err, worker.ErrInvalidConfig) {
+			t.Errorf("starter.New(%+v) = %v; want ErrInvalidConfig", o, err)
+		}
+	}
+}

@@ -123,7 +123,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 		opts.StartConcurrency = 2 * runtime.NumCPU()
 	}
 	if opts.Starter.StopTimeout <= 0 {
-		opts.Starter.StopTimeout = 5 * time.Second
+		opts.Starter.StopTimeout = starter.DefaultStopTimeout
 	}
 	if opts.RecycleConcurrency <= 0 {
 		opts.RecycleConcurrency = 1
@@ -257,7 +257,7 @@ func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
 		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
 		Events: w.events, Logger: o.Logger, RecycleGate: w.recycleGate,
 		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
-			Logger: o.Logger.With("worker_id", id, "run_id", o.RunID)},
+			Logger: o.Logger.With("worker_id", id)},
 	}
 	sopts := w.sopts
 	if !gated {

@@ -23,6 +23,10 @@ var (
 	ErrUnknownTool = errors.New("snakepit: unknown tool")
 	// ErrInvalidArgs: the arguments could not be encoded; nothing was sent.
 	ErrInvalidArgs = errors.New("snakepit: invalid arguments")
+	// ErrInvalidConfig: a configuration value or option is out of range.
+	// It is the one sentinel for every package's options (snakepit's
+	// Config, pool, bridge, grpcworker, starter), re-exported by each.
+	ErrInvalidConfig = errors.New("snakepit: invalid configuration")
 	// ErrDecode: a result could not be decoded into the requested value.
 	ErrDecode = errors.New("snakepit: cannot decode result")
 	// ErrRecycled: a worker lifetime ended by plan (request count or age), not by failure.

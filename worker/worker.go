@@ -155,7 +155,7 @@ type Result struct {
 // Decode unmarshals a JSON result into v.
 func (r *Result) Decode(v any) error {
 	if r == nil || r.JSON == nil {
-		return &DecodeError{Reason: "result carries no JSON value (binary or empty)"}
+		return &DecodeError{Reason: "the tool returned bytes (or nothing), not JSON; use Result.Binary"}
 	}
 	if err := json.Unmarshal(r.JSON, v); err != nil {
 		return &DecodeError{Reason: err.Error()}

@@ -37,18 +37,22 @@ const (
 type AgentError_Kind int32
 
 const (
-	AgentError_KIND_UNSPECIFIED  AgentError_Kind = 0
-	AgentError_TOOL_FAILED       AgentError_Kind = 1 // the tool raised: tool_error is set
-	AgentError_UNKNOWN_TOOL      AgentError_Kind = 2 // available lists the tools
-	AgentError_WORKER_CRASHED    AgentError_Kind = 3 // the agent's worker process died under the call
-	AgentError_WORKER_TIMEOUT    AgentError_Kind = 4 // the agent's worker hung past its grace and was killed
-	AgentError_UNAVAILABLE       AgentError_Kind = 5 // nothing ran: the agent is stopping or has no ready worker
-	AgentError_QUEUE_TIMEOUT     AgentError_Kind = 6 // nothing ran: no slot freed on the agent in time
-	AgentError_SATURATED         AgentError_Kind = 7 // nothing ran: the agent's queue is full
-	AgentError_INVALID_ARGS      AgentError_Kind = 8
-	AgentError_MESSAGE_TOO_LARGE AgentError_Kind = 9
-	AgentError_CANCELLED         AgentError_Kind = 10 // the call's context ended on the agent
-	AgentError_OTHER             AgentError_Kind = 11
+	AgentError_KIND_UNSPECIFIED    AgentError_Kind = 0
+	AgentError_TOOL_FAILED         AgentError_Kind = 1 // the tool raised: tool_error is set
+	AgentError_UNKNOWN_TOOL        AgentError_Kind = 2 // available lists the tools
+	AgentError_WORKER_CRASHED      AgentError_Kind = 3 // the agent's worker process died under the call
+	AgentError_WORKER_TIMEOUT      AgentError_Kind = 4 // the agent's worker hung past its grace and was killed
+	AgentError_UNAVAILABLE         AgentError_Kind = 5 // nothing ran: the agent is stopping or has no ready worker
+	AgentError_QUEUE_TIMEOUT       AgentError_Kind = 6 // nothing ran: no slot freed on the agent in time
+	AgentError_SATURATED           AgentError_Kind = 7 // nothing ran: the agent's queue is full
+	AgentError_INVALID_ARGS        AgentError_Kind = 8
+	AgentError_MESSAGE_TOO_LARGE   AgentError_Kind = 9
+	AgentError_CANCELLED           AgentError_Kind = 10 // the call was cancelled on the agent
+	AgentError_OTHER               AgentError_Kind = 11
+	AgentError_SESSION_BUSY        AgentError_Kind = 12 // nothing ran: strict-fail-fast, the session's process is busy
+	AgentError_SESSION_UNAVAILABLE AgentError_Kind = 13 // nothing ran: strict affinity, the session's process is gone
+	AgentError_DEADLINE_EXCEEDED   AgentError_Kind = 14 // the call's deadline (or its tool's declared timeout) passed on the agent
+	AgentError_INVALID_CALL        AgentError_Kind = 15 // nothing ran: the agent's pool rejected the call (e.g. an option out of range)
 )
 
 // Enum value maps for AgentError_Kind.
@@ -66,20 +70,28 @@ var (
 		9:  "MESSAGE_TOO_LARGE",
 		10: "CANCELLED",
 		11: "OTHER",
+		12: "SESSION_BUSY",
+		13: "SESSION_UNAVAILABLE",
+		14: "DEADLINE_EXCEEDED",
+		15: "INVALID_CALL",
 	}
 	AgentError_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED":  0,
-		"TOOL_FAILED":       1,
-		"UNKNOWN_TOOL":      2,
-		"WORKER_CRASHED":    3,
-		"WORKER_TIMEOUT":    4,
-		"UNAVAILABLE":       5,
-		"QUEUE_TIMEOUT":     6,
-		"SATURATED":         7,
-		"INVALID_ARGS":      8,
-		"MESSAGE_TOO_LARGE": 9,
-		"CANCELLED":         10,
-		"OTHER":             11,
+		"KIND_UNSPECIFIED":    0,
+		"TOOL_FAILED":         1,
+		"UNKNOWN_TOOL":        2,
+		"WORKER_CRASHED":      3,
+		"WORKER_TIMEOUT":      4,
+		"UNAVAILABLE":         5,
+		"QUEUE_TIMEOUT":       6,
+		"SATURATED":           7,
+		"INVALID_ARGS":        8,
+		"MESSAGE_TOO_LARGE":   9,
+		"CANCELLED":           10,
+		"OTHER":               11,
+		"SESSION_BUSY":        12,
+		"SESSION_UNAVAILABLE": 13,
+		"DEADLINE_EXCEEDED":   14,
+		"INVALID_CALL":        15,
 	}
 )
 
@@ -456,7 +468,7 @@ const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x12#\n" +
 	"\rready_workers\x18\x04 \x01(\rR\freadyWorkers\x12+\n" +
-	"\x05tools\x18\x05 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\"\xf7\x03\n" +
+	"\x05tools\x18\x05 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\"\xcb\x04\n" +
 	"\n" +
 	"AgentError\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".snakepit.agent.v1.AgentError.KindR\x04kind\x12\x18\n" +
@@ -467,7 +479,7 @@ const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03pid\x18\x06 \x01(\x03R\x03pid\x12\x1b\n" +
 	"\texit_code\x18\a \x01(\x05R\bexitCode\x12\x16\n" +
-	"\x06signal\x18\b \x01(\tR\x06signal\"\xdd\x01\n" +
+	"\x06signal\x18\b \x01(\tR\x06signal\"\xb1\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTOOL_FAILED\x10\x01\x12\x10\n" +
@@ -481,7 +493,11 @@ const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\x11MESSAGE_TOO_LARGE\x10\t\x12\r\n" +
 	"\tCANCELLED\x10\n" +
 	"\x12\t\n" +
-	"\x05OTHER\x10\v\"t\n" +
+	"\x05OTHER\x10\v\x12\x10\n" +
+	"\fSESSION_BUSY\x10\f\x12\x17\n" +
+	"\x13SESSION_UNAVAILABLE\x10\r\x12\x15\n" +
+	"\x11DEADLINE_EXCEEDED\x10\x0e\x12\x10\n" +
+	"\fINVALID_CALL\x10\x0f\"t\n" +
 	"\x0fExecuteResponse\x12,\n" +
 	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x123\n" +
 	"\x05error\x18\x02 \x01(\v2\x1d.snakepit.agent.v1.AgentErrorR\x05error\"\x99\x01\n" +

@@ -31,6 +31,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CallOptions_Affinity int32
+
+const (
+	CallOptions_AFFINITY_HINT             CallOptions_Affinity = 0
+	CallOptions_AFFINITY_STRICT_QUEUE     CallOptions_Affinity = 1
+	CallOptions_AFFINITY_STRICT_FAIL_FAST CallOptions_Affinity = 2
+)
+
+// Enum value maps for CallOptions_Affinity.
+var (
+	CallOptions_Affinity_name = map[int32]string{
+		0: "AFFINITY_HINT",
+		1: "AFFINITY_STRICT_QUEUE",
+		2: "AFFINITY_STRICT_FAIL_FAST",
+	}
+	CallOptions_Affinity_value = map[string]int32{
+		"AFFINITY_HINT":             0,
+		"AFFINITY_STRICT_QUEUE":     1,
+		"AFFINITY_STRICT_FAIL_FAST": 2,
+	}
+)
+
+func (x CallOptions_Affinity) Enum() *CallOptions_Affinity {
+	p := new(CallOptions_Affinity)
+	*p = x
+	return p
+}
+
+func (x CallOptions_Affinity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallOptions_Affinity) Descriptor() protoreflect.EnumDescriptor {
+	return file_snakepit_v1_snakepit_proto_enumTypes[0].Descriptor()
+}
+
+func (CallOptions_Affinity) Type() protoreflect.EnumType {
+	return &file_snakepit_v1_snakepit_proto_enumTypes[0]
+}
+
+func (x CallOptions_Affinity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallOptions_Affinity.Descriptor instead.
+func (CallOptions_Affinity) EnumDescriptor() ([]byte, []int) {
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9, 0}
+}
+
 // Payload is one tool value: a JSON document (None is JSON null) or raw bytes.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -592,7 +641,11 @@ type ExecuteToolRequest struct {
 	RequestId  string                 `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Call metadata, e.g. the caller's W3C trace context under "traceparent"
 	// and "tracestate"; the tool sees it as SessionContext.metadata.
-	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How a pool that receives the call should run it: set only by a snakepit
+	// host for a `snakepit serve` agent, whose own pool applies them (see
+	// docs/SCALING.md). A Python worker ignores it.
+	Options       *CallOptions `protobuf:"bytes,7,opt,name=options,proto3" json:"options,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +722,75 @@ func (x *ExecuteToolRequest) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *ExecuteToolRequest) GetOptions() *CallOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// CallOptions are the caller's options that mean something to a pool
+// (snakepit.CallOption). Zero fields: the receiving pool's defaults.
+type CallOptions struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Idempotent     bool                   `protobuf:"varint,1,opt,name=idempotent,proto3" json:"idempotent,omitempty"`                                   // snakepit.Idempotent()
+	Affinity       CallOptions_Affinity   `protobuf:"varint,2,opt,name=affinity,proto3,enum=snakepit.v1.CallOptions_Affinity" json:"affinity,omitempty"` // snakepit.WithAffinity, for a call with a session
+	QueueTimeoutUs uint64                 `protobuf:"varint,3,opt,name=queue_timeout_us,json=queueTimeoutUs,proto3" json:"queue_timeout_us,omitempty"`   // snakepit.WithQueueTimeout; 0: the pool's default
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallOptions) Reset() {
+	*x = CallOptions{}
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallOptions) ProtoMessage() {}
+
+func (x *CallOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallOptions.ProtoReflect.Descriptor instead.
+func (*CallOptions) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CallOptions) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
+}
+
+func (x *CallOptions) GetAffinity() CallOptions_Affinity {
+	if x != nil {
+		return x.Affinity
+	}
+	return CallOptions_AFFINITY_HINT
+}
+
+func (x *CallOptions) GetQueueTimeoutUs() uint64 {
+	if x != nil {
+		return x.QueueTimeoutUs
+	}
+	return 0
+}
+
 type ExecuteToolResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Result        *Payload               `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
@@ -680,7 +802,7 @@ type ExecuteToolResponse struct {
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +814,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +827,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecuteToolResponse) GetResult() *Payload {
@@ -741,7 +863,7 @@ type ToolChunk struct {
 
 func (x *ToolChunk) Reset() {
 	*x = ToolChunk{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +875,7 @@ func (x *ToolChunk) String() string {
 func (*ToolChunk) ProtoMessage() {}
 
 func (x *ToolChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +888,7 @@ func (x *ToolChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolChunk.ProtoReflect.Descriptor instead.
 func (*ToolChunk) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{10}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ToolChunk) GetSeq() uint64 {
@@ -810,7 +932,7 @@ type SessionInfo struct {
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +944,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +957,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{11}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SessionInfo) GetSessionId() string {
@@ -884,7 +1006,7 @@ type InitializeSessionRequest struct {
 
 func (x *InitializeSessionRequest) Reset() {
 	*x = InitializeSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1018,7 @@ func (x *InitializeSessionRequest) String() string {
 func (*InitializeSessionRequest) ProtoMessage() {}
 
 func (x *InitializeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1031,7 @@ func (x *InitializeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeSessionRequest.ProtoReflect.Descriptor instead.
 func (*InitializeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{12}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InitializeSessionRequest) GetSessionId() string {
@@ -942,7 +1064,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1076,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1089,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{13}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -986,7 +1108,7 @@ type CleanupSessionRequest struct {
 
 func (x *CleanupSessionRequest) Reset() {
 	*x = CleanupSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1120,7 @@ func (x *CleanupSessionRequest) String() string {
 func (*CleanupSessionRequest) ProtoMessage() {}
 
 func (x *CleanupSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1133,7 @@ func (x *CleanupSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupSessionRequest.ProtoReflect.Descriptor instead.
 func (*CleanupSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{14}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CleanupSessionRequest) GetSessionId() string {
@@ -1030,7 +1152,7 @@ type CleanupSessionResponse struct {
 
 func (x *CleanupSessionResponse) Reset() {
 	*x = CleanupSessionResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1164,7 @@ func (x *CleanupSessionResponse) String() string {
 func (*CleanupSessionResponse) ProtoMessage() {}
 
 func (x *CleanupSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1177,7 @@ func (x *CleanupSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupSessionResponse.ProtoReflect.Descriptor instead.
 func (*CleanupSessionResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{15}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CleanupSessionResponse) GetExisted() bool {
@@ -1075,7 +1197,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1209,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1222,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{16}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatRequest) GetWorkerId() string {
@@ -1127,7 +1249,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1261,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1274,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{17}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HeartbeatResponse) GetSessionValid() bool {
@@ -1180,7 +1302,7 @@ type RegisterToolsRequest struct {
 
 func (x *RegisterToolsRequest) Reset() {
 	*x = RegisterToolsRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1314,7 @@ func (x *RegisterToolsRequest) String() string {
 func (*RegisterToolsRequest) ProtoMessage() {}
 
 func (x *RegisterToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1327,7 @@ func (x *RegisterToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterToolsRequest.ProtoReflect.Descriptor instead.
 func (*RegisterToolsRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{18}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterToolsRequest) GetWorkerId() string {
@@ -1238,7 +1360,7 @@ type RegisterToolsResponse struct {
 
 func (x *RegisterToolsResponse) Reset() {
 	*x = RegisterToolsResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1372,7 @@ func (x *RegisterToolsResponse) String() string {
 func (*RegisterToolsResponse) ProtoMessage() {}
 
 func (x *RegisterToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1385,7 @@ func (x *RegisterToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterToolsResponse.ProtoReflect.Descriptor instead.
 func (*RegisterToolsResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{19}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RegisterToolsResponse) GetNames() []string {
@@ -1281,7 +1403,7 @@ type ListHostToolsRequest struct {
 
 func (x *ListHostToolsRequest) Reset() {
 	*x = ListHostToolsRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1415,7 @@ func (x *ListHostToolsRequest) String() string {
 func (*ListHostToolsRequest) ProtoMessage() {}
 
 func (x *ListHostToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1428,7 @@ func (x *ListHostToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostToolsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostToolsRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{20}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{21}
 }
 
 type ListHostToolsResponse struct {
@@ -1318,7 +1440,7 @@ type ListHostToolsResponse struct {
 
 func (x *ListHostToolsResponse) Reset() {
 	*x = ListHostToolsResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1452,7 @@ func (x *ListHostToolsResponse) String() string {
 func (*ListHostToolsResponse) ProtoMessage() {}
 
 func (x *ListHostToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1465,7 @@ func (x *ListHostToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostToolsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostToolsResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{21}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListHostToolsResponse) GetTools() []*ToolSpec {
@@ -1365,7 +1487,7 @@ type ExecuteHostToolRequest struct {
 
 func (x *ExecuteHostToolRequest) Reset() {
 	*x = ExecuteHostToolRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1499,7 @@ func (x *ExecuteHostToolRequest) String() string {
 func (*ExecuteHostToolRequest) ProtoMessage() {}
 
 func (x *ExecuteHostToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1512,7 @@ func (x *ExecuteHostToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteHostToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteHostToolRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{22}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExecuteHostToolRequest) GetToolName() string {
@@ -1431,7 +1553,7 @@ type ExecuteHostToolResponse struct {
 
 func (x *ExecuteHostToolResponse) Reset() {
 	*x = ExecuteHostToolResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1565,7 @@ func (x *ExecuteHostToolResponse) String() string {
 func (*ExecuteHostToolResponse) ProtoMessage() {}
 
 func (x *ExecuteHostToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1578,7 @@ func (x *ExecuteHostToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteHostToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteHostToolResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{23}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecuteHostToolResponse) GetResult() *Payload {
@@ -1516,7 +1638,7 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x05tools\x18\x01 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\x12\x18\n" +
 	"\aadapter\x18\x02 \x01(\tR\aadapter\x12%\n" +
 	"\x0epython_version\x18\x03 \x01(\tR\rpythonVersion\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x03R\x03pid\"\xa5\x03\n" +
+	"\x03pid\x18\x04 \x01(\x03R\x03pid\"\xd9\x03\n" +
 	"\x12ExecuteToolRequest\x12\x1b\n" +
 	"\ttool_name\x18\x01 \x01(\tR\btoolName\x12\x1b\n" +
 	"\targs_json\x18\x02 \x01(\fR\bargsJson\x12P\n" +
@@ -1526,13 +1648,24 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\x12I\n" +
-	"\bmetadata\x18\x06 \x03(\v2-.snakepit.v1.ExecuteToolRequest.MetadataEntryR\bmetadata\x1a=\n" +
+	"\bmetadata\x18\x06 \x03(\v2-.snakepit.v1.ExecuteToolRequest.MetadataEntryR\bmetadata\x122\n" +
+	"\aoptions\x18\a \x01(\v2\x18.snakepit.v1.CallOptionsR\aoptions\x1a=\n" +
 	"\x0fBinaryArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x01\n" +
+	"\vCallOptions\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\x01 \x01(\bR\n" +
+	"idempotent\x12=\n" +
+	"\baffinity\x18\x02 \x01(\x0e2!.snakepit.v1.CallOptions.AffinityR\baffinity\x12(\n" +
+	"\x10queue_timeout_us\x18\x03 \x01(\x04R\x0equeueTimeoutUs\"W\n" +
+	"\bAffinity\x12\x11\n" +
+	"\rAFFINITY_HINT\x10\x00\x12\x19\n" +
+	"\x15AFFINITY_STRICT_QUEUE\x10\x01\x12\x1d\n" +
+	"\x19AFFINITY_STRICT_FAIL_FAST\x10\x02\"\x92\x01\n" +
 	"\x13ExecuteToolResponse\x12,\n" +
 	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x12,\n" +
 	"\x05error\x18\x02 \x01(\v2\x16.snakepit.v1.ToolErrorR\x05error\x12\x1f\n" +
@@ -1624,79 +1757,84 @@ func file_snakepit_v1_snakepit_proto_rawDescGZIP() []byte {
 	return file_snakepit_v1_snakepit_proto_rawDescData
 }
 
-var file_snakepit_v1_snakepit_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_snakepit_v1_snakepit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_snakepit_v1_snakepit_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_snakepit_v1_snakepit_proto_goTypes = []any{
-	(*Payload)(nil),                  // 0: snakepit.v1.Payload
-	(*ToolError)(nil),                // 1: snakepit.v1.ToolError
-	(*ParamSpec)(nil),                // 2: snakepit.v1.ParamSpec
-	(*ToolSpec)(nil),                 // 3: snakepit.v1.ToolSpec
-	(*PingRequest)(nil),              // 4: snakepit.v1.PingRequest
-	(*PingResponse)(nil),             // 5: snakepit.v1.PingResponse
-	(*DescribeToolsRequest)(nil),     // 6: snakepit.v1.DescribeToolsRequest
-	(*DescribeToolsResponse)(nil),    // 7: snakepit.v1.DescribeToolsResponse
-	(*ExecuteToolRequest)(nil),       // 8: snakepit.v1.ExecuteToolRequest
-	(*ExecuteToolResponse)(nil),      // 9: snakepit.v1.ExecuteToolResponse
-	(*ToolChunk)(nil),                // 10: snakepit.v1.ToolChunk
-	(*SessionInfo)(nil),              // 11: snakepit.v1.SessionInfo
-	(*InitializeSessionRequest)(nil), // 12: snakepit.v1.InitializeSessionRequest
-	(*GetSessionRequest)(nil),        // 13: snakepit.v1.GetSessionRequest
-	(*CleanupSessionRequest)(nil),    // 14: snakepit.v1.CleanupSessionRequest
-	(*CleanupSessionResponse)(nil),   // 15: snakepit.v1.CleanupSessionResponse
-	(*HeartbeatRequest)(nil),         // 16: snakepit.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 17: snakepit.v1.HeartbeatResponse
-	(*RegisterToolsRequest)(nil),     // 18: snakepit.v1.RegisterToolsRequest
-	(*RegisterToolsResponse)(nil),    // 19: snakepit.v1.RegisterToolsResponse
-	(*ListHostToolsRequest)(nil),     // 20: snakepit.v1.ListHostToolsRequest
-	(*ListHostToolsResponse)(nil),    // 21: snakepit.v1.ListHostToolsResponse
-	(*ExecuteHostToolRequest)(nil),   // 22: snakepit.v1.ExecuteHostToolRequest
-	(*ExecuteHostToolResponse)(nil),  // 23: snakepit.v1.ExecuteHostToolResponse
-	nil,                              // 24: snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
-	nil,                              // 25: snakepit.v1.ExecuteToolRequest.MetadataEntry
-	nil,                              // 26: snakepit.v1.SessionInfo.MetadataEntry
-	nil,                              // 27: snakepit.v1.InitializeSessionRequest.MetadataEntry
+	(CallOptions_Affinity)(0),        // 0: snakepit.v1.CallOptions.Affinity
+	(*Payload)(nil),                  // 1: snakepit.v1.Payload
+	(*ToolError)(nil),                // 2: snakepit.v1.ToolError
+	(*ParamSpec)(nil),                // 3: snakepit.v1.ParamSpec
+	(*ToolSpec)(nil),                 // 4: snakepit.v1.ToolSpec
+	(*PingRequest)(nil),              // 5: snakepit.v1.PingRequest
+	(*PingResponse)(nil),             // 6: snakepit.v1.PingResponse
+	(*DescribeToolsRequest)(nil),     // 7: snakepit.v1.DescribeToolsRequest
+	(*DescribeToolsResponse)(nil),    // 8: snakepit.v1.DescribeToolsResponse
+	(*ExecuteToolRequest)(nil),       // 9: snakepit.v1.ExecuteToolRequest
+	(*CallOptions)(nil),              // 10: snakepit.v1.CallOptions
+	(*ExecuteToolResponse)(nil),      // 11: snakepit.v1.ExecuteToolResponse
+	(*ToolChunk)(nil),                // 12: snakepit.v1.ToolChunk
+	(*SessionInfo)(nil),              // 13: snakepit.v1.SessionInfo
+	(*InitializeSessionRequest)(nil), // 14: snakepit.v1.InitializeSessionRequest
+	(*GetSessionRequest)(nil),        // 15: snakepit.v1.GetSessionRequest
+	(*CleanupSessionRequest)(nil),    // 16: snakepit.v1.CleanupSessionRequest
+	(*CleanupSessionResponse)(nil),   // 17: snakepit.v1.CleanupSessionResponse
+	(*HeartbeatRequest)(nil),         // 18: snakepit.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 19: snakepit.v1.HeartbeatResponse
+	(*RegisterToolsRequest)(nil),     // 20: snakepit.v1.RegisterToolsRequest
+	(*RegisterToolsResponse)(nil),    // 21: snakepit.v1.RegisterToolsResponse
+	(*ListHostToolsRequest)(nil),     // 22: snakepit.v1.ListHostToolsRequest
+	(*ListHostToolsResponse)(nil),    // 23: snakepit.v1.ListHostToolsResponse
+	(*ExecuteHostToolRequest)(nil),   // 24: snakepit.v1.ExecuteHostToolRequest
+	(*ExecuteHostToolResponse)(nil),  // 25: snakepit.v1.ExecuteHostToolResponse
+	nil,                              // 26: snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
+	nil,                              // 27: snakepit.v1.ExecuteToolRequest.MetadataEntry
+	nil,                              // 28: snakepit.v1.SessionInfo.MetadataEntry
+	nil,                              // 29: snakepit.v1.InitializeSessionRequest.MetadataEntry
 }
 var file_snakepit_v1_snakepit_proto_depIdxs = []int32{
-	2,  // 0: snakepit.v1.ToolSpec.parameters:type_name -> snakepit.v1.ParamSpec
-	3,  // 1: snakepit.v1.DescribeToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
-	24, // 2: snakepit.v1.ExecuteToolRequest.binary_args:type_name -> snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
-	25, // 3: snakepit.v1.ExecuteToolRequest.metadata:type_name -> snakepit.v1.ExecuteToolRequest.MetadataEntry
-	0,  // 4: snakepit.v1.ExecuteToolResponse.result:type_name -> snakepit.v1.Payload
-	1,  // 5: snakepit.v1.ExecuteToolResponse.error:type_name -> snakepit.v1.ToolError
-	0,  // 6: snakepit.v1.ToolChunk.data:type_name -> snakepit.v1.Payload
-	1,  // 7: snakepit.v1.ToolChunk.error:type_name -> snakepit.v1.ToolError
-	26, // 8: snakepit.v1.SessionInfo.metadata:type_name -> snakepit.v1.SessionInfo.MetadataEntry
-	27, // 9: snakepit.v1.InitializeSessionRequest.metadata:type_name -> snakepit.v1.InitializeSessionRequest.MetadataEntry
-	3,  // 10: snakepit.v1.RegisterToolsRequest.tools:type_name -> snakepit.v1.ToolSpec
-	3,  // 11: snakepit.v1.ListHostToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
-	0,  // 12: snakepit.v1.ExecuteHostToolResponse.result:type_name -> snakepit.v1.Payload
-	1,  // 13: snakepit.v1.ExecuteHostToolResponse.error:type_name -> snakepit.v1.ToolError
-	4,  // 14: snakepit.v1.WorkerService.Ping:input_type -> snakepit.v1.PingRequest
-	6,  // 15: snakepit.v1.WorkerService.DescribeTools:input_type -> snakepit.v1.DescribeToolsRequest
-	8,  // 16: snakepit.v1.WorkerService.ExecuteTool:input_type -> snakepit.v1.ExecuteToolRequest
-	8,  // 17: snakepit.v1.WorkerService.ExecuteStreamingTool:input_type -> snakepit.v1.ExecuteToolRequest
-	12, // 18: snakepit.v1.HostService.InitializeSession:input_type -> snakepit.v1.InitializeSessionRequest
-	13, // 19: snakepit.v1.HostService.GetSession:input_type -> snakepit.v1.GetSessionRequest
-	14, // 20: snakepit.v1.HostService.CleanupSession:input_type -> snakepit.v1.CleanupSessionRequest
-	16, // 21: snakepit.v1.HostService.Heartbeat:input_type -> snakepit.v1.HeartbeatRequest
-	18, // 22: snakepit.v1.HostService.RegisterTools:input_type -> snakepit.v1.RegisterToolsRequest
-	20, // 23: snakepit.v1.HostService.ListHostTools:input_type -> snakepit.v1.ListHostToolsRequest
-	22, // 24: snakepit.v1.HostService.ExecuteHostTool:input_type -> snakepit.v1.ExecuteHostToolRequest
-	5,  // 25: snakepit.v1.WorkerService.Ping:output_type -> snakepit.v1.PingResponse
-	7,  // 26: snakepit.v1.WorkerService.DescribeTools:output_type -> snakepit.v1.DescribeToolsResponse
-	9,  // 27: snakepit.v1.WorkerService.ExecuteTool:output_type -> snakepit.v1.ExecuteToolResponse
-	10, // 28: snakepit.v1.WorkerService.ExecuteStreamingTool:output_type -> snakepit.v1.ToolChunk
-	11, // 29: snakepit.v1.HostService.InitializeSession:output_type -> snakepit.v1.SessionInfo
-	11, // 30: snakepit.v1.HostService.GetSession:output_type -> snakepit.v1.SessionInfo
-	15, // 31: snakepit.v1.HostService.CleanupSession:output_type -> snakepit.v1.CleanupSessionResponse
-	17, // 32: snakepit.v1.HostService.Heartbeat:output_type -> snakepit.v1.HeartbeatResponse
-	19, // 33: snakepit.v1.HostService.RegisterTools:output_type -> snakepit.v1.RegisterToolsResponse
-	21, // 34: snakepit.v1.HostService.ListHostTools:output_type -> snakepit.v1.ListHostToolsResponse
-	23, // 35: snakepit.v1.HostService.ExecuteHostTool:output_type -> snakepit.v1.ExecuteHostToolResponse
-	25, // [25:36] is the sub-list for method output_type
-	14, // [14:25] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: snakepit.v1.ToolSpec.parameters:type_name -> snakepit.v1.ParamSpec
+	4,  // 1: snakepit.v1.DescribeToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
+	26, // 2: snakepit.v1.ExecuteToolRequest.binary_args:type_name -> snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
+	27, // 3: snakepit.v1.ExecuteToolRequest.metadata:type_name -> snakepit.v1.ExecuteToolRequest.MetadataEntry
+	10, // 4: snakepit.v1.ExecuteToolRequest.options:type_name -> snakepit.v1.CallOptions
+	0,  // 5: snakepit.v1.CallOptions.affinity:type_name -> snakepit.v1.CallOptions.Affinity
+	1,  // 6: snakepit.v1.ExecuteToolResponse.result:type_name -> snakepit.v1.Payload
+	2,  // 7: snakepit.v1.ExecuteToolResponse.error:type_name -> snakepit.v1.ToolError
+	1,  // 8: snakepit.v1.ToolChunk.data:type_name -> snakepit.v1.Payload
+	2,  // 9: snakepit.v1.ToolChunk.error:type_name -> snakepit.v1.ToolError
+	28, // 10: snakepit.v1.SessionInfo.metadata:type_name -> snakepit.v1.SessionInfo.MetadataEntry
+	29, // 11: snakepit.v1.InitializeSessionRequest.metadata:type_name -> snakepit.v1.InitializeSessionRequest.MetadataEntry
+	4,  // 12: snakepit.v1.RegisterToolsRequest.tools:type_name -> snakepit.v1.ToolSpec
+	4,  // 13: snakepit.v1.ListHostToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
+	1,  // 14: snakepit.v1.ExecuteHostToolResponse.result:type_name -> snakepit.v1.Payload
+	2,  // 15: snakepit.v1.ExecuteHostToolResponse.error:type_name -> snakepit.v1.ToolError
+	5,  // 16: snakepit.v1.WorkerService.Ping:input_type -> snakepit.v1.PingRequest
+	7,  // 17: snakepit.v1.WorkerService.DescribeTools:input_type -> snakepit.v1.DescribeToolsRequest
+	9,  // 18: snakepit.v1.WorkerService.ExecuteTool:input_type -> snakepit.v1.ExecuteToolRequest
+	9,  // 19: snakepit.v1.WorkerService.ExecuteStreamingTool:input_type -> snakepit.v1.ExecuteToolRequest
+	14, // 20: snakepit.v1.HostService.InitializeSession:input_type -> snakepit.v1.InitializeSessionRequest
+	15, // 21: snakepit.v1.HostService.GetSession:input_type -> snakepit.v1.GetSessionRequest
+	16, // 22: snakepit.v1.HostService.CleanupSession:input_type -> snakepit.v1.CleanupSessionRequest
+	18, // 23: snakepit.v1.HostService.Heartbeat:input_type -> snakepit.v1.HeartbeatRequest
+	20, // 24: snakepit.v1.HostService.RegisterTools:input_type -> snakepit.v1.RegisterToolsRequest
+	22, // 25: snakepit.v1.HostService.ListHostTools:input_type -> snakepit.v1.ListHostToolsRequest
+	24, // 26: snakepit.v1.HostService.ExecuteHostTool:input_type -> snakepit.v1.ExecuteHostToolRequest
+	6,  // 27: snakepit.v1.WorkerService.Ping:output_type -> snakepit.v1.PingResponse
+	8,  // 28: snakepit.v1.WorkerService.DescribeTools:output_type -> snakepit.v1.DescribeToolsResponse
+	11, // 29: snakepit.v1.WorkerService.ExecuteTool:output_type -> snakepit.v1.ExecuteToolResponse
+	12, // 30: snakepit.v1.WorkerService.ExecuteStreamingTool:output_type -> snakepit.v1.ToolChunk
+	13, // 31: snakepit.v1.HostService.InitializeSession:output_type -> snakepit.v1.SessionInfo
+	13, // 32: snakepit.v1.HostService.GetSession:output_type -> snakepit.v1.SessionInfo
+	17, // 33: snakepit.v1.HostService.CleanupSession:output_type -> snakepit.v1.CleanupSessionResponse
+	19, // 34: snakepit.v1.HostService.Heartbeat:output_type -> snakepit.v1.HeartbeatResponse
+	21, // 35: snakepit.v1.HostService.RegisterTools:output_type -> snakepit.v1.RegisterToolsResponse
+	23, // 36: snakepit.v1.HostService.ListHostTools:output_type -> snakepit.v1.ListHostToolsResponse
+	25, // 37: snakepit.v1.HostService.ExecuteHostTool:output_type -> snakepit.v1.ExecuteHostToolResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_snakepit_v1_snakepit_proto_init() }
@@ -1713,13 +1851,14 @@ func file_snakepit_v1_snakepit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snakepit_v1_snakepit_proto_rawDesc), len(file_snakepit_v1_snakepit_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   28,
+			NumEnums:      1,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_snakepit_v1_snakepit_proto_goTypes,
 		DependencyIndexes: file_snakepit_v1_snakepit_proto_depIdxs,
+		EnumInfos:         file_snakepit_v1_snakepit_proto_enumTypes,
 		MessageInfos:      file_snakepit_v1_snakepit_proto_msgTypes,
 	}.Build()
 	File_snakepit_v1_snakepit_proto = out.File

@@ -21,6 +21,7 @@ type agentFlags struct {
 	ca        string
 	cert      string
 	key       string
+	name      string
 	interval  time.Duration
 }
 
@@ -30,6 +31,7 @@ func (a *agentFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.ca, "agent-tls-ca", "", "PEM CA that signed the agents' certificates: connect with TLS")
 	fs.StringVar(&a.cert, "agent-tls-cert", "", "PEM client certificate for agents that require one (with --agent-tls-key)")
 	fs.StringVar(&a.key, "agent-tls-key", "", "PEM private key of --agent-tls-cert")
+	fs.StringVar(&a.name, "agent-tls-server-name", "", "name every agent's certificate must carry (default: the host part of the address dialed; set it with dns: discovery, which dials pod IPs)")
 	fs.DurationVar(&a.interval, "discovery-interval", discovery.DefaultInterval, "how often --agents is looked up again")
 }
 
@@ -48,8 +50,8 @@ func (a *agentFlags) apply(cfg *snakepit.Config, workersSet bool) error {
 		cfg.Workers = 0
 	}
 	cfg.Remote.TokenFile = a.tokenFile
-	if a.ca != "" || a.cert != "" || a.key != "" {
-		if cfg.Remote.TLS, err = remote.LoadClientTLS(a.ca, a.cert, a.key, ""); err != nil {
+	if a.ca != "" || a.cert != "" || a.key != "" || a.name != "" {
+		if cfg.Remote.TLS, err = remote.LoadClientTLS(a.ca, a.cert, a.key, a.name); err != nil {
 			return err
 		}
 	}

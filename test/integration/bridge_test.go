@@ -76,7 +76,7 @@ func TestSessionsReachPythonAndHeartbeatsSeeTheirValidity(t *testing.T) {
 	ctx := ctxT(t)
 	count := func(session string) float64 {
 		t.Helper()
-		out, err := snakepit.Decode[map[string]any](app.Execute(ctx, "session_counter", nil, snakepit.WithSession(session), snakepit.WithAffinity("strict-queue")))
+		out, err := snakepit.Decode[map[string]any](app.Execute(ctx, "session_counter", nil, snakepit.WithSession(session), snakepit.WithAffinity(snakepit.AffinityStrictQueue)))
 		if err != nil {
 			t.Fatalf("session_counter(%s): %v", session, err)
 		}

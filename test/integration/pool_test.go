@@ -129,10 +129,10 @@ func TestSessionAffinityAfterTheSessionsWorkerRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The crash lands on the session's worker because the affinity is strict.
-	if _, err := app.Execute(ctx, "crash", map[string]any{"code": 1}, snakepit.WithSession("s"), snakepit.WithAffinity("strict-queue")); !errors.Is(err, snakepit.ErrWorkerCrashed) {
+	if _, err := app.Execute(ctx, "crash", map[string]any{"code": 1}, snakepit.WithSession("s"), snakepit.WithAffinity(snakepit.AffinityStrictQueue)); !errors.Is(err, snakepit.ErrWorkerCrashed) {
 		t.Fatalf("crash: %v", err)
 	}
-	if _, err := app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s"), snakepit.WithAffinity("strict-fail-fast")); !errors.Is(err, snakepit.ErrSessionWorkerUnavailable) {
+	if _, err := app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s"), snakepit.WithAffinity(snakepit.AffinityStrictFailFast)); !errors.Is(err, snakepit.ErrSessionWorkerUnavailable) {
 		t.Fatalf("strict-fail-fast after the session's worker restarted: want ErrSessionWorkerUnavailable, got %v", err)
 	}
 	again, err := snakepit.Decode[map[string]any](app.Execute(ctx, "session_counter", nil, snakepit.WithSession("s")))
@@ -142,7 +142,7 @@ func TestSessionAffinityAfterTheSessionsWorkerRestarts(t *testing.T) {
 	if again["pid"] == first["pid"] && again["count"].(float64) != 1 {
 		t.Fatalf("unexpected session state after restart: first %v, again %v", first, again)
 	}
-	if _, err := app.Execute(ctx, "ping", nil, snakepit.WithAffinity("sticky")); err == nil {
+	if _, err := app.Execute(ctx, "ping", nil, snakepit.WithAffinity(snakepit.Affinity(9))); err == nil {
 		t.Fatal("unknown affinity mode accepted")
 	}
 }

@@ -31,6 +31,9 @@ type logRecord struct {
 	Level slog.Level
 	Msg   string
 	Attrs map[string]string
+	// Dups lists keys the record carries more than once: a JSON handler
+	// would write them twice.
+	Dups []string
 }
 
 func (r logRecord) String() string {
@@ -96,10 +99,10 @@ func (h *recHandler) Enabled(context.Context, slog.Level) bool { return true }
 func (h *recHandler) Handle(ctx context.Context, r slog.Record) error {
 	rec := logRecord{Level: r.Level, Msg: r.Message, Attrs: map[string]string{}}
 	for _, a := range h.attrs {
-		flatten(rec.Attrs, "", a)
+		rec.Dups = flatten(rec.Attrs, "", a, rec.Dups)
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		flatten(rec.Attrs, h.prefix, a)
+		rec.Dups = flatten(rec.Attrs, h.prefix, a, rec.Dups)
 		return true
 	})
 	h.store.mu.Lock()
@@ -111,7 +114,8 @@ func (h *recHandler) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 
-func flatten(into map[string]string, prefix string, a slog.Attr) {
+// flatten adds a to into and returns dups with the keys already there.
+func flatten(into map[string]string, prefix string, a slog.Attr, dups []string) []string {
 	v := a.Value.Resolve()
 	if v.Kind() == slog.KindGroup {
 		p := prefix
@@ -119,11 +123,15 @@ func flatten(into map[string]string, prefix string, a slog.Attr) {
 			p = prefix + a.Key + "."
 		}
 		for _, g := range v.Group() {
-			flatten(into, p, g)
+			dups = flatten(into, p, g, dups)
 		}
-		return
+		return dups
+	}
+	if _, seen := into[prefix+a.Key]; seen {
+		dups = append(dups, prefix+a.Key)
 	}
 	into[prefix+a.Key] = v.String()
+	return dups
 }
 
 func (h *recHandler) WithAttrs(as []slog.Attr) slog.Handler {
@@ -175,6 +183,19 @@ func assertNoStartFailures(t testing.TB, logs *logStore) {
 	}
 }
 
+// assertNoDuplicateKeys fails t for a record that carries a key twice
+// (run_id and worker_id are attached once, where they become known).
+func assertNoDuplicateKeys(t testing.TB, logs *logStore) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, r := range logs.find(func(r logRecord) bool { return len(r.Dups) > 0 }) {
+		if !seen[r.Msg] {
+			seen[r.Msg] = true
+			t.Errorf("log record with duplicate keys %v: %s", r.Dups, r)
+		}
+	}
+}
+
 // ---------------------------------------------------------------------------
 // Apps
 
@@ -213,7 +234,7 @@ func newInstanceLogging(t *testing.T, cfg snakepit.Config, logger func() (*slog.
 		t.Fatalf("snakepit.New: %v", err)
 	}
 	in := &instance{App: app, path: cfg.RegistryPath, logs: logs}
-	t.Cleanup(func() { assertNoStartFailures(t, logs) })
+	t.Cleanup(func() { assertNoStartFailures(t, logs); assertNoDuplicateKeys(t, logs) })
 	t.Cleanup(func() { testutil.KillRunSurvivors(t, app.RunID()) })
 	return in
 }

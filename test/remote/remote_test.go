@@ -185,9 +185,9 @@ func commonPort(t *testing.T, ips ...string) int {
 }
 
 // load runs callers making calls of worker_info, which answers with the
-// run id of the agent whose Python served it. Every third caller does not
-// mark its calls idempotent: those see ErrWorkerCrashed when their agent
-// dies under them; the others are retried.
+// run id of the agent whose Python served it, with the options opts gives
+// caller i. A non-idempotent call sees ErrWorkerCrashed when its agent dies
+// under it; an idempotent one is retried.
 type load struct {
 	total, ok, crashed atomic.Int64
 	mu                 sync.Mutex
@@ -207,13 +207,10 @@ func (l *load) resume() { l.gate.Unlock() }
 // callerPause is each caller's pause between calls.
 const callerPause = 50 * time.Millisecond
 
-func startLoad(app *snakepit.App, callers int) *load {
+func startLoad(app *snakepit.App, callers int, opts func(i int) []snakepit.CallOption) *load {
 	l := &load{byRun: map[string]int{}, firstSeen: map[string]time.Time{}, stop: make(chan struct{})}
 	for i := range callers {
-		var opts []snakepit.CallOption
-		if i%3 != 0 {
-			opts = append(opts, snakepit.Idempotent())
-		}
+		opts := opts(i)
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -341,7 +338,13 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 		}
 	}
 
-	l := startLoad(app, callers)
+	// Every third caller's calls are not idempotent.
+	l := startLoad(app, callers, func(i int) []snakepit.CallOption {
+		if i%3 != 0 {
+			return []snakepit.CallOption{snakepit.Idempotent()}
+		}
+		return nil
+	})
 	defer func() {
 		select {
 		case <-l.stop:

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0esnakepit.proto\x12\x0bsnakepit.v1\"4\n\x07Payload\x12\x0e\n\x04json\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06\x62inary\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05value\"=\n\tToolError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"d\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x04 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xa7\x01\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12*\n\nparameters\x18\x03 \x03(\x0b\x32\x16.snakepit.v1.ParamSpec\x12\x1a\n\x12supports_streaming\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"\x1e\n\x0bPingRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xb1\x01\n\x0cPingResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x61\x62\x61ndoned_calls\x18\x05 \x01(\r\x12 \n\x18oldest_abandoned_seconds\x18\x06 \x01(\x01\x12\x1d\n\x15\x61\x62\x61ndoned_request_ids\x18\x07 \x03(\t\"\x16\n\x14\x44\x65scribeToolsRequest\"s\n\x15\x44\x65scribeToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x03\"\xcd\x02\n\x12\x45xecuteToolRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\x0c\x12\x44\n\x0b\x62inary_args\x18\x03 \x03(\x0b\x32/.snakepit.v1.ExecuteToolRequest.BinaryArgsEntry\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12?\n\x08metadata\x18\x06 \x03(\x0b\x32-.snakepit.v1.ExecuteToolRequest.MetadataEntry\x1a\x31\n\x0f\x42inaryArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x13\x45xecuteToolResponse\x12$\n\x06result\x18\x01 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.snakepit.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\"u\n\tToolChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.snakepit.v1.ToolError\"\xd9\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x02 \x01(\x03\x12\x1d\n\x15last_accessed_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x38\n\x08metadata\x18\x05 \x03(\x0b\x32&.snakepit.v1.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x01\n\x18InitializeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x45\n\x08metadata\x18\x02 \x03(\x0b\x32\x33.snakepit.v1.InitializeSessionRequest.MetadataEntry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"+\n\x15\x43leanupSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\")\n\x16\x43leanupSessionResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"9\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"G\n\x11HeartbeatResponse\x12\x15\n\rsession_valid\x18\x01 \x01(\x08\x12\x1b\n\x13server_time_unix_ms\x18\x02 \x01(\x03\"c\n\x14RegisterToolsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12$\n\x05tools\x18\x03 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\"&\n\x15RegisterToolsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"\x16\n\x14ListHostToolsRequest\"=\n\x15ListHostToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\"e\n\x16\x45xecuteHostToolRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"f\n\x17\x45xecuteHostToolResponse\x12$\n\x06result\x18\x01 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.snakepit.v1.ToolError2\xc9\x02\n\rWorkerService\x12;\n\x04Ping\x12\x18.snakepit.v1.PingRequest\x1a\x19.snakepit.v1.PingResponse\x12V\n\rDescribeTools\x12!.snakepit.v1.DescribeToolsRequest\x1a\".snakepit.v1.DescribeToolsResponse\x12P\n\x0b\x45xecuteTool\x12\x1f.snakepit.v1.ExecuteToolRequest\x1a .snakepit.v1.ExecuteToolResponse\x12Q\n\x14\x45xecuteStreamingTool\x12\x1f.snakepit.v1.ExecuteToolRequest\x1a\x16.snakepit.v1.ToolChunk0\x01\x32\xe0\x04\n\x0bHostService\x12T\n\x11InitializeSession\x12%.snakepit.v1.InitializeSessionRequest\x1a\x18.snakepit.v1.SessionInfo\x12\x46\n\nGetSession\x12\x1e.snakepit.v1.GetSessionRequest\x1a\x18.snakepit.v1.SessionInfo\x12Y\n\x0e\x43leanupSession\x12\".snakepit.v1.CleanupSessionRequest\x1a#.snakepit.v1.CleanupSessionResponse\x12J\n\tHeartbeat\x12\x1d.snakepit.v1.HeartbeatRequest\x1a\x1e.snakepit.v1.HeartbeatResponse\x12V\n\rRegisterTools\x12!.snakepit.v1.RegisterToolsRequest\x1a\".snakepit.v1.RegisterToolsResponse\x12V\n\rListHostTools\x12!.snakepit.v1.ListHostToolsRequest\x1a\".snakepit.v1.ListHostToolsResponse\x12\\\n\x0f\x45xecuteHostTool\x12#.snakepit.v1.ExecuteHostToolRequest\x1a$.snakepit.v1.ExecuteHostToolResponseB.Z,github.com/snakepit-go/snakepit/bridge/pb;pbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0esnakepit.proto\x12\x0bsnakepit.v1\"4\n\x07Payload\x12\x0e\n\x04json\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06\x62inary\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05value\"=\n\tToolError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"d\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x04 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xa7\x01\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12*\n\nparameters\x18\x03 \x03(\x0b\x32\x16.snakepit.v1.ParamSpec\x12\x1a\n\x12supports_streaming\x18\x04 \x01(\x08\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\"\x1e\n\x0bPingRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xb1\x01\n\x0cPingResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x61\x62\x61ndoned_calls\x18\x05 \x01(\r\x12 \n\x18oldest_abandoned_seconds\x18\x06 \x01(\x01\x12\x1d\n\x15\x61\x62\x61ndoned_request_ids\x18\x07 \x03(\t\"\x16\n\x14\x44\x65scribeToolsRequest\"s\n\x15\x44\x65scribeToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x03\"\xf8\x02\n\x12\x45xecuteToolRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\x0c\x12\x44\n\x0b\x62inary_args\x18\x03 \x03(\x0b\x32/.snakepit.v1.ExecuteToolRequest.BinaryArgsEntry\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12?\n\x08metadata\x18\x06 \x03(\x0b\x32-.snakepit.v1.ExecuteToolRequest.MetadataEntry\x12)\n\x07options\x18\x07 \x01(\x0b\x32\x18.snakepit.v1.CallOptions\x1a\x31\n\x0f\x42inaryArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\x0b\x43\x61llOptions\x12\x12\n\nidempotent\x18\x01 \x01(\x08\x12\x33\n\x08\x61\x66\x66inity\x18\x02 \x01(\x0e\x32!.snakepit.v1.CallOptions.Affinity\x12\x18\n\x10queue_timeout_us\x18\x03 \x01(\x04\"W\n\x08\x41\x66\x66inity\x12\x11\n\rAFFINITY_HINT\x10\x00\x12\x19\n\x15\x41\x46\x46INITY_STRICT_QUEUE\x10\x01\x12\x1d\n\x19\x41\x46\x46INITY_STRICT_FAIL_FAST\x10\x02\"w\n\x13\x45xecuteToolResponse\x12$\n\x06result\x18\x01 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.snakepit.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x01\"u\n\tToolChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.snakepit.v1.ToolError\"\xd9\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x02 \x01(\x03\x12\x1d\n\x15last_accessed_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\x12\x38\n\x08metadata\x18\x05 \x03(\x0b\x32&.snakepit.v1.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x01\n\x18InitializeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x45\n\x08metadata\x18\x02 \x03(\x0b\x32\x33.snakepit.v1.InitializeSessionRequest.MetadataEntry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"+\n\x15\x43leanupSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\")\n\x16\x43leanupSessionResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"9\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"G\n\x11HeartbeatResponse\x12\x15\n\rsession_valid\x18\x01 \x01(\x08\x12\x1b\n\x13server_time_unix_ms\x18\x02 \x01(\x03\"c\n\x14RegisterToolsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12$\n\x05tools\x18\x03 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\"&\n\x15RegisterToolsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"\x16\n\x14ListHostToolsRequest\"=\n\x15ListHostToolsResponse\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolSpec\"e\n\x16\x45xecuteHostToolRequest\x12\x11\n\ttool_name\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"f\n\x17\x45xecuteHostToolResponse\x12$\n\x06result\x18\x01 \x01(\x0b\x32\x14.snakepit.v1.Payload\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.snakepit.v1.ToolError2\xc9\x02\n\rWorkerService\x12;\n\x04Ping\x12\x18.snakepit.v1.PingRequest\x1a\x19.snakepit.v1.PingResponse\x12V\n\rDescribeTools\x12!.snakepit.v1.DescribeToolsRequest\x1a\".snakepit.v1.DescribeToolsResponse\x12P\n\x0b\x45xecuteTool\x12\x1f.snakepit.v1.ExecuteToolRequest\x1a .snakepit.v1.ExecuteToolResponse\x12Q\n\x14\x45xecuteStreamingTool\x12\x1f.snakepit.v1.ExecuteToolRequest\x1a\x16.snakepit.v1.ToolChunk0\x01\x32\xe0\x04\n\x0bHostService\x12T\n\x11InitializeSession\x12%.snakepit.v1.InitializeSessionRequest\x1a\x18.snakepit.v1.SessionInfo\x12\x46\n\nGetSession\x12\x1e.snakepit.v1.GetSessionRequest\x1a\x18.snakepit.v1.SessionInfo\x12Y\n\x0e\x43leanupSession\x12\".snakepit.v1.CleanupSessionRequest\x1a#.snakepit.v1.CleanupSessionResponse\x12J\n\tHeartbeat\x12\x1d.snakepit.v1.HeartbeatRequest\x1a\x1e.snakepit.v1.HeartbeatResponse\x12V\n\rRegisterTools\x12!.snakepit.v1.RegisterToolsRequest\x1a\".snakepit.v1.RegisterToolsResponse\x12V\n\rListHostTools\x12!.snakepit.v1.ListHostToolsRequest\x1a\".snakepit.v1.ListHostToolsResponse\x12\\\n\x0f\x45xecuteHostTool\x12#.snakepit.v1.ExecuteHostToolRequest\x1a$.snakepit.v1.ExecuteHostToolResponseB.Z,github.com/snakepit-go/snakepit/bridge/pb;pbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'snakepit_pb2', globals())
@@ -46,47 +46,51 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _DESCRIBETOOLSRESPONSE._serialized_start=656
   _DESCRIBETOOLSRESPONSE._serialized_end=771
   _EXECUTETOOLREQUEST._serialized_start=774
-  _EXECUTETOOLREQUEST._serialized_end=1107
-  _EXECUTETOOLREQUEST_BINARYARGSENTRY._serialized_start=1009
-  _EXECUTETOOLREQUEST_BINARYARGSENTRY._serialized_end=1058
-  _EXECUTETOOLREQUEST_METADATAENTRY._serialized_start=1060
-  _EXECUTETOOLREQUEST_METADATAENTRY._serialized_end=1107
-  _EXECUTETOOLRESPONSE._serialized_start=1109
-  _EXECUTETOOLRESPONSE._serialized_end=1228
-  _TOOLCHUNK._serialized_start=1230
-  _TOOLCHUNK._serialized_end=1347
-  _SESSIONINFO._serialized_start=1350
-  _SESSIONINFO._serialized_end=1567
-  _SESSIONINFO_METADATAENTRY._serialized_start=1060
-  _SESSIONINFO_METADATAENTRY._serialized_end=1107
-  _INITIALIZESESSIONREQUEST._serialized_start=1570
-  _INITIALIZESESSIONREQUEST._serialized_end=1757
-  _INITIALIZESESSIONREQUEST_METADATAENTRY._serialized_start=1060
-  _INITIALIZESESSIONREQUEST_METADATAENTRY._serialized_end=1107
-  _GETSESSIONREQUEST._serialized_start=1759
-  _GETSESSIONREQUEST._serialized_end=1798
-  _CLEANUPSESSIONREQUEST._serialized_start=1800
-  _CLEANUPSESSIONREQUEST._serialized_end=1843
-  _CLEANUPSESSIONRESPONSE._serialized_start=1845
-  _CLEANUPSESSIONRESPONSE._serialized_end=1886
-  _HEARTBEATREQUEST._serialized_start=1888
-  _HEARTBEATREQUEST._serialized_end=1945
-  _HEARTBEATRESPONSE._serialized_start=1947
-  _HEARTBEATRESPONSE._serialized_end=2018
-  _REGISTERTOOLSREQUEST._serialized_start=2020
-  _REGISTERTOOLSREQUEST._serialized_end=2119
-  _REGISTERTOOLSRESPONSE._serialized_start=2121
-  _REGISTERTOOLSRESPONSE._serialized_end=2159
-  _LISTHOSTTOOLSREQUEST._serialized_start=2161
-  _LISTHOSTTOOLSREQUEST._serialized_end=2183
-  _LISTHOSTTOOLSRESPONSE._serialized_start=2185
-  _LISTHOSTTOOLSRESPONSE._serialized_end=2246
-  _EXECUTEHOSTTOOLREQUEST._serialized_start=2248
-  _EXECUTEHOSTTOOLREQUEST._serialized_end=2349
-  _EXECUTEHOSTTOOLRESPONSE._serialized_start=2351
-  _EXECUTEHOSTTOOLRESPONSE._serialized_end=2453
-  _WORKERSERVICE._serialized_start=2456
-  _WORKERSERVICE._serialized_end=2785
-  _HOSTSERVICE._serialized_start=2788
-  _HOSTSERVICE._serialized_end=3396
+  _EXECUTETOOLREQUEST._serialized_end=1150
+  _EXECUTETOOLREQUEST_BINARYARGSENTRY._serialized_start=1052
+  _EXECUTETOOLREQUEST_BINARYARGSENTRY._serialized_end=1101
+  _EXECUTETOOLREQUEST_METADATAENTRY._serialized_start=1103
+  _EXECUTETOOLREQUEST_METADATAENTRY._serialized_end=1150
+  _CALLOPTIONS._serialized_start=1153
+  _CALLOPTIONS._serialized_end=1354
+  _CALLOPTIONS_AFFINITY._serialized_start=1267
+  _CALLOPTIONS_AFFINITY._serialized_end=1354
+  _EXECUTETOOLRESPONSE._serialized_start=1356
+  _EXECUTETOOLRESPONSE._serialized_end=1475
+  _TOOLCHUNK._serialized_start=1477
+  _TOOLCHUNK._serialized_end=1594
+  _SESSIONINFO._serialized_start=1597
+  _SESSIONINFO._serialized_end=1814
+  _SESSIONINFO_METADATAENTRY._serialized_start=1103
+  _SESSIONINFO_METADATAENTRY._serialized_end=1150
+  _INITIALIZESESSIONREQUEST._serialized_start=1817
+  _INITIALIZESESSIONREQUEST._serialized_end=2004
+  _INITIALIZESESSIONREQUEST_METADATAENTRY._serialized_start=1103
+  _INITIALIZESESSIONREQUEST_METADATAENTRY._serialized_end=1150
+  _GETSESSIONREQUEST._serialized_start=2006
+  _GETSESSIONREQUEST._serialized_end=2045
+  _CLEANUPSESSIONREQUEST._serialized_start=2047
+  _CLEANUPSESSIONREQUEST._serialized_end=2090
+  _CLEANUPSESSIONRESPONSE._serialized_start=2092
+  _CLEANUPSESSIONRESPONSE._serialized_end=2133
+  _HEARTBEATREQUEST._serialized_start=2135
+  _HEARTBEATREQUEST._serialized_end=2192
+  _HEARTBEATRESPONSE._serialized_start=2194
+  _HEARTBEATRESPONSE._serialized_end=2265
+  _REGISTERTOOLSREQUEST._serialized_start=2267
+  _REGISTERTOOLSREQUEST._serialized_end=2366
+  _REGISTERTOOLSRESPONSE._serialized_start=2368
+  _REGISTERTOOLSRESPONSE._serialized_end=2406
+  _LISTHOSTTOOLSREQUEST._serialized_start=2408
+  _LISTHOSTTOOLSREQUEST._serialized_end=2430
+  _LISTHOSTTOOLSRESPONSE._serialized_start=2432
+  _LISTHOSTTOOLSRESPONSE._serialized_end=2493
+  _EXECUTEHOSTTOOLREQUEST._serialized_start=2495
+  _EXECUTEHOSTTOOLREQUEST._serialized_end=2596
+  _EXECUTEHOSTTOOLRESPONSE._serialized_start=2598
+  _EXECUTEHOSTTOOLRESPONSE._serialized_end=2700
+  _WORKERSERVICE._serialized_start=2703
+  _WORKERSERVICE._serialized_end=3032
+  _HOSTSERVICE._serialized_start=3035
+  _HOSTSERVICE._serialized_end=3643
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,122 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/snakepit-go/snakepit/agent/agentpb"
+	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/worker"
+)
+
+type nopEvents struct{}
+
+func (nopEvents) Starting(string)                      {}
+func (nopEvents) Ready(string, worker.Info)            {}
+func (nopEvents) Exited(string, error)                 {}
+func (nopEvents) Recycled(string, worker.Info, string) {}
+
+// connected returns a remote worker whose current lifetime is a connection
+// to addr, as Serve would have made it (no health wait, no Describe).
+func connected(t *testing.T, addr string) (*Worker, *lifetime) {
+	t.Helper()
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("remote-test-token-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewFactory(Options{TokenFile: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ww, err := f.For(addr).NewWorker(worker.Spec{ID: WorkerID(addr), Events: nopEvents{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := ww.(*Worker)
+	cc, err := w.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := &lifetime{cc: cc, agent: agentpb.NewAgentServiceClient(cc), health: healthpb.NewHealthClient(cc), ended: make(chan struct{})}
+	t.Cleanup(func() { lt.end("test over") })
+	w.cur = lt
+	return w, lt
+}
+
+// A call that could not be sent (nothing listens: the agent is gone) ran
+// nowhere: ErrWorkerUnavailable, which the pool retries for any call, and
+// the worker leaves rotation.
+func TestCallNeverSentIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	w, lt := connected(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = w.Execute(ctx, &worker.Call{Tool: "echo"})
+	if !errors.Is(err, worker.ErrWorkerUnavailable) || errors.Is(err, worker.ErrWorkerCrashed) {
+		t.Fatalf("a call to an address nobody listens on = %v; want ErrWorkerUnavailable, not ErrWorkerCrashed", err)
+	}
+	if !lt.over() {
+		t.Fatal("the worker stayed in rotation after its connection could not send a call")
+	}
+	err = w.ExecuteStream(ctx, &worker.Call{Tool: "count"}, func(worker.Chunk) error { return nil })
+	if !errors.Is(err, worker.ErrWorkerUnavailable) {
+		t.Fatalf("a stream on a left lifetime = %v; want ErrWorkerUnavailable", err)
+	}
+}
+
+// blockingAgent takes a call and holds it until the connection goes.
+type blockingAgent struct {
+	agentpb.UnimplementedAgentServiceServer
+	entered chan struct{}
+}
+
+func (a *blockingAgent) Execute(ctx context.Context, _ *pb.ExecuteToolRequest) (*agentpb.ExecuteResponse, error) {
+	close(a.entered)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A call the agent received may have run: when the connection drops under
+// it, it is ErrWorkerCrashed (retried only if idempotent).
+func TestCallSentThenDroppedIsCrash(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	a := &blockingAgent{entered: make(chan struct{})}
+	agentpb.RegisterAgentServiceServer(srv, a)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() { srv.Stop(); <-served }()
+	w, _ := connected(t, ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := make(chan error, 1)
+	go func() {
+		_, err := w.Execute(ctx, &worker.Call{Tool: "echo"})
+		out <- err
+	}()
+	select {
+	case <-a.entered:
+	case <-ctx.Done():
+		t.Fatal("the call never reached the agent")
+	}
+	srv.Stop() // the agent vanishes with the call running
+	if err := <-out; !errors.Is(err, worker.ErrWorkerCrashed) || errors.Is(err, worker.ErrWorkerUnavailable) {
+		t.Fatalf("a call dropped after it reached the agent = %v; want ErrWorkerCrashed", err)
+	}
+}
