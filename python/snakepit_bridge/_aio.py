@@ -86,7 +86,7 @@ class _SyncStream:
     """
 
     def __init__(
-        self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context, request_id: str = ""
+        self, it: Any, executor: Any, ctx: contextvars.Context, request_id: str = ""
     ) -> None:
         self._it = it
         self._executor = executor
@@ -108,13 +108,14 @@ class _SyncStream:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self._it, "close", None)
+        close: Optional[Callable[[], Any]] = getattr(self._it, "close", None)
         if close is None:
             return
+        close_it: Callable[[], Any] = close
 
         def do_close() -> None:
             try:
-                self._ctx.run(close)
+                self._ctx.run(close_it)
             except Exception:
                 log.exception("closing the stream generator failed")
 

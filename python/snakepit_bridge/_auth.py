@@ -36,19 +36,13 @@ _compare = hmac.compare_digest
 Continuation = Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]]
 
 
-def _deny_sync(request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
-
-
-async def _deny_aio(request: Any, context: Any) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
-
-
 class TokenCheck:
     """The token check, shared by both interceptors."""
 
-    # How a denied call ends, per flavour (a function, or a coroutine function).
-    _deny: Callable[[Any, Any], Any] = staticmethod(_deny_sync)
+    @staticmethod
+    def _deny(request: Any, context: Any) -> Any:
+        """How a denied call ends (grpcio's sync server)."""
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
     def __init__(self, token: str) -> None:
         if not token:
@@ -97,7 +91,9 @@ class SyncTokenInterceptor(TokenCheck, grpc.ServerInterceptor):
 class TokenInterceptor(TokenCheck, grpc.aio.ServerInterceptor):
     """The token check on grpc.aio."""
 
-    _deny = staticmethod(_deny_aio)
+    @staticmethod
+    async def _deny(request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
     async def intercept_service(
         self,

@@ -120,7 +120,9 @@ def _fast_loads(data: Any) -> Any:
 def _make_loads() -> Callable[[Any], Any]:
     """_fast_loads where the scanner is there, else plain json.loads (the
     fallback is pinned by tests/test_codec_fallback.py)."""
-    return _fast_loads if _find_scanner() is not None else json.loads
+    if _find_scanner() is None:
+        return json.loads
+    return _fast_loads
 
 
 _loads = _make_loads()
@@ -149,10 +151,11 @@ def _result_encoder() -> Callable[[Any], str]:
     encode_str = getattr(json.encoder, "encode_basestring", None)
     if make is None or encode_str is None:
         return py
+    make_c: Callable[..., Any] = make
 
     def new_encoder() -> Any:
         markers: Dict[int, Any] = {}
-        return make(markers, _no_default, encode_str, None, ":", ",", False, False, False), markers
+        return make_c(markers, _no_default, encode_str, None, ":", ",", False, False, False), markers
 
     try:
         c, _ = new_encoder()
