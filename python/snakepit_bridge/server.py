@@ -261,7 +261,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             # executor's threads (asyncio.to_thread, run_in_executor), which
             # a tool may keep busy for any time; teardown() would never run
             # and the host would have to SIGKILL. _run_loop does not wait.
-            _run_loop(serve_aio(proc, aio_servicer, args, token, grace, _StartupFailed))
+            _run_loop(serve_aio(proc, aio_servicer, args, token, grace))
         else:
             servicer = WorkerServicer(adapter, slots=CallSlots(threads), **common)
             _serve(proc, servicer, args, token, grace)
