@@ -72,12 +72,23 @@ agent-rollout: deps-python
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests
 
-lint:
+lint: lint-python
 	$(GO) vet ./...
 	cd deploy && $(GO) vet ./...
 	@test -x $(TOOLS_BIN)/staticcheck || GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(TOOLS_BIN)/staticcheck ./...
 	cd test/bench && $(GO) vet ./... && $(TOOLS_BIN)/staticcheck ./...
+
+## lint-python: mypy over python/snakepit_bridge (settings: python/pyproject.toml [tool.mypy]);
+## uses the test Python's mypy (scripts/install-python-deps.sh installs it), else mypy on PATH
+.PHONY: lint-python
+lint-python:
+	@py="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE) 2>/dev/null)}"; py="$${py:-python3}"; \
+	if "$$py" -m mypy --version >/dev/null 2>&1; then mypy="$$py -m mypy"; \
+	elif command -v mypy >/dev/null 2>&1; then mypy=mypy; \
+	else echo "lint-python: mypy is not installed (not importable by $$py, not on PATH)." >&2; \
+	  echo "  run scripts/install-python-deps.sh, or: apt-get install -y mypy / pip install mypy" >&2; exit 1; fi; \
+	echo "cd python && $$mypy"; cd python && $$mypy
 
 demo: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit demo
@@ -118,7 +129,9 @@ bench-ab: deps-python
 test-bench-smoke:
 	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 5m .
 
-## proto: needs protoc (Debian: protobuf-compiler) and grpc_python_plugin (Debian: protobuf-compiler-grpc)
+## proto: needs protoc >= 3.20 for --pyi_out (Debian: protobuf-compiler) and grpc_python_plugin
+## (Debian: protobuf-compiler-grpc). The Python message stubs (.pyi) are generated; the grpc
+## plugin writes none, so mypy infers snakepit_pb2_grpc from its source.
 proto:
 	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
@@ -127,7 +140,7 @@ proto:
 	  --go-grpc_out=bridge/pb --go-grpc_opt=paths=source_relative,Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb \
 	  $(PROTO_SRC)
 	mv bridge/pb/snakepit/v1/*.go bridge/pb/ && rm -rf bridge/pb/snakepit
-	protoc -I proto/snakepit/v1 --python_out=$(PY_PB_DIR) \
+	protoc -I proto/snakepit/v1 --python_out=$(PY_PB_DIR) --pyi_out=$(PY_PB_DIR) \
 	  --grpc_out=$(PY_PB_DIR) --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) \
 	  proto/snakepit/v1/snakepit.proto
 	sed -i 's/^import snakepit_pb2 as/from . import snakepit_pb2 as/' $(PY_PB_DIR)/snakepit_pb2_grpc.py

@@ -12,6 +12,11 @@
 #   5. as root with apt-get: the Debian packages python3-grpcio python3-protobuf
 #      python3-pytest (apt-get update only if the install fails without it);
 #   6. a new .venv (python3 -m venv) with pip-installed grpcio protobuf pytest.
+#
+# Then mypy (for `make lint-python`), for the chosen interpreter: pip-installed
+# into a virtualenv, or the Debian package mypy as root with apt-get; an
+# explicit $SNAKEPIT_PYTHON is never modified. A mypy that cannot be installed
+# is reported, not fatal here (the tests run without it; lint-python fails).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,14 +34,40 @@ works() {
   "$1" -c 'import sys; assert sys.version_info >= (3, 9); import grpc, google.protobuf, pytest' >/dev/null 2>&1
 }
 
-choose() { # choose PY WHY
+choose() { # choose PY WHY [venv|system|explicit]
   local abs
   # sys.executable resolves shims (pyenv) and relative paths to the real interpreter.
   abs="$("$1" -c 'import sys; print(sys.executable)')"
   printf '%s\n' "$abs" >"$out_file.tmp"
   mv "$out_file.tmp" "$out_file"
   echo "install-python-deps: using $abs ($2)"
+  ensure_mypy "$abs" "${3:-system}"
   exit 0
+}
+
+# ensure_mypy PY KIND: make `PY -m mypy` work for make lint-python, if it is ours to change.
+ensure_mypy() {
+  "$1" -m mypy --version >/dev/null 2>&1 && return 0
+  case "$2" in
+    venv)
+      echo "install-python-deps: installing mypy into $1 with pip (log: $log_file)"
+      "$1" -m pip install --quiet --disable-pip-version-check mypy >>"$log_file" 2>&1 || true
+      ;;
+    system)
+      if [[ "$(id -u)" == 0 && "$1" == /usr/bin/python3* ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-python-deps: installing mypy with apt-get (log: $log_file)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q mypy >>"$log_file" 2>&1 ||
+          { apt-get update -q >>"$log_file" 2>&1 && apt-get install -y -q mypy >>"$log_file" 2>&1; } || true
+      fi
+      ;;
+  esac
+  "$1" -m mypy --version >/dev/null 2>&1 && return 0
+  command -v mypy >/dev/null 2>&1 && return 0 # lint-python falls back to mypy on PATH
+  echo "install-python-deps: WARNING: no mypy for $1; make lint-python will fail until one of:" >&2
+  echo "  apt-get install -y mypy        # Debian/Ubuntu, as root" >&2
+  echo "  $1 -m pip install mypy" >&2
+  return 0
 }
 
 pip_into() { # pip_into PY: install the packages into that environment
@@ -47,7 +78,7 @@ pip_into() { # pip_into PY: install the packages into that environment
 # 1. explicit choice
 if [[ -n "${SNAKEPIT_PYTHON:-}" ]]; then
   if works "$SNAKEPIT_PYTHON"; then
-    choose "$SNAKEPIT_PYTHON" "from \$SNAKEPIT_PYTHON"
+    choose "$SNAKEPIT_PYTHON" "from \$SNAKEPIT_PYTHON" explicit
   fi
   tried+=("\$SNAKEPIT_PYTHON=$SNAKEPIT_PYTHON: cannot import grpc, google.protobuf and pytest (or is older than 3.9); left unchanged")
 fi
@@ -60,10 +91,10 @@ for entry in "${venv_candidates[@]}"; do
   py="${entry%%|*}" why="${entry#*|}"
   [[ -x "$py" ]] || continue
   if works "$py"; then
-    choose "$py" "$why"
+    choose "$py" "$why" venv
   fi
   if pip_into "$py" && works "$py"; then
-    choose "$py" "$why; installed ${pkgs[*]} with pip"
+    choose "$py" "$why; installed ${pkgs[*]} with pip" venv
   fi
   tried+=("$py ($why): pip install ${pkgs[*]} failed (see $log_file)")
 done
@@ -100,7 +131,7 @@ done
 if [[ -n "$base" && ! -x "$root/.venv/bin/python" ]]; then
   echo "install-python-deps: creating $root/.venv with $base (log: $log_file)"
   if "$base" -m venv "$root/.venv" >>"$log_file" 2>&1 && pip_into "$root/.venv/bin/python" && works "$root/.venv/bin/python"; then
-    choose "$root/.venv/bin/python" "new project .venv; installed ${pkgs[*]} with pip"
+    choose "$root/.venv/bin/python" "new project .venv; installed ${pkgs[*]} with pip" venv
   fi
   tried+=("$base -m venv .venv + pip install ${pkgs[*]}: failed (see $log_file)")
 elif [[ -z "$base" ]]; then

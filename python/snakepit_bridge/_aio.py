@@ -16,16 +16,16 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-import hmac
 import inspect
-import logging
-import signal
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import grpc
 
-from ._threads import ToolThreads
+from ._auth import TokenInterceptor
+from ._logging import log
+from ._process import _StartupFailed, _StopSignals
+from ._threads import DEFAULT_THREADS, ToolThreads
 from .adapter import ToolInfo, ToolKind
 from .codec import (
     ArgumentsError,
@@ -36,15 +36,12 @@ from .codec import (
     tool_error,
 )
 from ._servicer import ServicerBase
-from .context import MAX_MESSAGE_BYTES, TOKEN_METADATA_KEY, HostClient, _current
+from .context import MAX_MESSAGE_BYTES, HostClient, _current
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
 
 __all__ = ["AioWorkerServicer", "TokenInterceptor", "create_aio_server", "serve_aio"]
 
-DEFAULT_THREADS = 8
-
-log = logging.getLogger("snakepit.worker")
 
 
 # --------------------------------------------------------------------------
@@ -89,7 +86,7 @@ class _SyncStream:
     """
 
     def __init__(
-        self, it: Any, executor: concurrent.futures.Executor, ctx: contextvars.Context, request_id: str = ""
+        self, it: Any, executor: Any, ctx: contextvars.Context, request_id: str = ""
     ) -> None:
         self._it = it
         self._executor = executor
@@ -111,13 +108,14 @@ class _SyncStream:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self._it, "close", None)
+        close: Optional[Callable[[], Any]] = getattr(self._it, "close", None)
         if close is None:
             return
+        close_it: Callable[[], Any] = close
 
         def do_close() -> None:
             try:
-                self._ctx.run(close)
+                self._ctx.run(close_it)
             except Exception:
                 log.exception("closing the stream generator failed")
 
@@ -360,51 +358,9 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
             _current.reset(token)
 
 
-# --------------------------------------------------------------------------
-# Auth
-
-
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects every RPC whose ``x-snakepit-token`` metadata is not the token."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token.encode("utf-8")
-
-    def _authorized(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key == TOKEN_METADATA_KEY:
-                given = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._token)
-        return False
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or self._authorized(handler_call_details.invocation_metadata):
-            return handler
-        log.warning("rejected %s: missing or wrong %s", handler_call_details.method, TOKEN_METADATA_KEY)
-
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"missing or invalid {TOKEN_METADATA_KEY} metadata"
-            )
-
-        # No deserializer: a rejected request is never parsed.
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(deny)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(deny)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(deny)
-        return grpc.stream_stream_rpc_method_handler(deny)
-
-
 def create_aio_server(
     servicer: AioWorkerServicer, *, host: str = "127.0.0.1", port: int = 0, token: str = ""
-) -> "tuple[grpc.aio.Server, int]":
+) -> Tuple[grpc.aio.Server, int]:
     """A grpc.aio server for ``servicer`` bound to ``host:port`` (not started).
 
     Must be called with an event loop running. Returns (server, bound port).
@@ -426,19 +382,16 @@ def create_aio_server(
     return server, bound
 
 
-
-async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: str, grace: float, startup_failed: type) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: Dict[str, str] = {}
-
-    def request_stop(sig: signal.Signals) -> None:
-        received.setdefault("signal", sig.name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop, sig)
-
+async def serve_aio(
+    proc: Any,
+    servicer: AioWorkerServicer,
+    args: Any,
+    token: str,
+    grace: float,
+    startup_failed: Type[Exception] = _StartupFailed,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then stop within ``grace`` (server.py's contract)."""
+    stop = _StopSignals(asyncio.get_running_loop())
     try:
         server, port = create_aio_server(servicer, host=args.host, port=args.port, token=token)
         await server.start()
@@ -447,8 +400,7 @@ async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: st
     servicer._announce_ready(proc, args.host, port, "grpc.aio server")
 
     await stop.wait()
-    _ignore_further_stop_signals(loop)
-    log.info("received %s: stopping (grace %.1fs)", received.get("signal", "stop"), grace)
+    log.info("received %s: stopping (grace %.1fs)", stop.received, grace)
     # grpc.aio's stop waits out the whole grace while a client keeps its
     # connection open, even with no call in flight; an idle worker must not
     # sit on it, so the stop is cut short once the last call is over (a
@@ -460,24 +412,3 @@ async def serve_aio(proc: Any, servicer: AioWorkerServicer, args: Any, token: st
         await server.stop(0)
     await stopping
     idle.cancel()
-
-
-def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-    """Make later SIGTERM/SIGINT harmless once a stop is under way.
-
-    A killed host delivers its parent-death SIGTERM once per exiting thread,
-    so several arrive within milliseconds. asyncio restores the default
-    action (terminate) when its loop closes; a second SIGTERM after that
-    would kill the worker before it has killed its descendants. The host's
-    SIGKILL after its grace period remains the backstop.
-    """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-        # Drop asyncio's record without calling remove_signal_handler, which
-        # would first put the default action back (a window for the kill).
-        handlers = getattr(loop, "_signal_handlers", None)
-        if isinstance(handlers, dict):
-            handlers.pop(sig, None)
-        else:
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)

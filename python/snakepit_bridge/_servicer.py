@@ -1,22 +1,20 @@
-"""What both WorkerService flavours (the grpcio sync server in server.py and
+"""What both WorkerService flavours (the grpcio sync server in _sync.py and
 grpc.aio in _aio.py) share: the tool list, call preparation and the replies
 that do not depend on how a call is run. One place, so the two cannot drift
 apart on what the host is told or how arguments are checked."""
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from ._logging import log
 from .adapter import ToolInfo, collect_tools
 from .codec import ArgumentsError, decode_args, tool_error
 from .context import HostClient, SessionContext
 from .pb import snakepit_pb2 as pb
-
-log = logging.getLogger("snakepit.worker")
 
 
 class ServicerBase:

@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import logging
 import queue
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from ._logging import log
+
 IDLE_EXIT_S = 60.0
 
-log = logging.getLogger("snakepit.worker")
+# Sync tool calls run at once when neither --max-workers nor
+# SNAKEPIT_WORKER_THREADS says otherwise (both server flavours).
+DEFAULT_THREADS = 8
 
 
 # --------------------------------------------------------------------------

@@ -553,9 +553,9 @@ def type_name(ann: Any) -> str:
     if isinstance(ann, type):
         # Subclasses (IntEnum, a str subclass, OrderedDict) travel as their
         # base. bool is checked first because it is a subclass of int.
-        for base in (bool, int, float, str, bytes, bytearray, dict, list, tuple, set, frozenset):
-            if issubclass(ann, base):
-                return _SIMPLE_TYPES[base]
+        for simple in (bool, int, float, str, bytes, bytearray, dict, list, tuple, set, frozenset):
+            if issubclass(ann, simple):
+                return _SIMPLE_TYPES[simple]
         if issubclass(ann, collections.abc.Mapping):
             return "dict"
     return "any"

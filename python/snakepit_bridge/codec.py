@@ -77,13 +77,35 @@ def decode_args(args_json: bytes, binary_args: Optional[Mapping[str, bytes]] = N
     return kwargs
 
 
-def _loads(data: bytes) -> Any:
+_JSON_SPACE = " \t\n\r"
+
+
+def _find_scanner() -> Optional[Callable[[str, int], Any]]:
+    """The scanner json.loads itself uses (``JSONDecoder().scan_once``, the C
+    scanner on CPython), if this ``json`` has one that behaves as expected;
+    it is not documented API."""
+    scan_once = getattr(json.JSONDecoder(), "scan_once", None)
+    if not callable(scan_once):
+        return None
+    try:
+        probe = r'{"a":[1.5,"\u00e9",null,true]} '
+        if scan_once(probe, 0) != ({"a": [1.5, "é", None, True]}, len(probe) - 1):
+            return None
+    except Exception:
+        return None
+    return scan_once
+
+
+_scan_once: Any = _find_scanner()
+
+
+def _fast_loads(data: Any) -> Any:
     """json.loads(data), cheaper for the usual arguments: UTF-8 text of one
     object. json.loads on bytes detects the encoding and matches whitespace
-    with regexes before the C scanner runs; that is most of its cost for
-    small requests. Anything unusual (another encoding, a syntax error,
-    trailing data) goes to json.loads itself, so results and error messages
-    are exactly its own."""
+    with regexes before its scanner runs; that is most of its cost for
+    small requests, so this calls the scanner directly. Anything unusual
+    (another encoding, a syntax error, trailing data) goes to json.loads
+    itself, so results and error messages are exactly its own."""
     if type(data) is bytes and data[:1] == b"{":
         try:
             text = data.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
@@ -95,8 +117,15 @@ def _loads(data: bytes) -> Any:
     return json.loads(data)
 
 
-_scan_once = json.JSONDecoder().scan_once  # json.loads's own defaults
-_JSON_SPACE = " \t\n\r"
+def _make_loads() -> Callable[[Any], Any]:
+    """_fast_loads where the scanner is there, else plain json.loads (the
+    fallback is pinned by tests/test_codec_fallback.py)."""
+    if _find_scanner() is None:
+        return json.loads
+    return _fast_loads
+
+
+_loads = _make_loads()
 
 
 def _no_default(obj: Any) -> Any:
@@ -113,17 +142,20 @@ def _result_encoder() -> Callable[[Any], str]:
     entries behind on an error). Without the record a circular value would
     recurse to the interpreter's limit, which overflows small thread stacks
     on 3.13. Without the C accelerator, a shared JSONEncoder does the same
-    work in Python.
+    work in Python. ``c_make_encoder`` is not documented API: without it, or
+    if it does not behave as expected, results take the portable path
+    (pinned by tests/test_codec_fallback.py).
     """
     py = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
     make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
+    encode_str = getattr(json.encoder, "encode_basestring", None)
+    if make is None or encode_str is None:
         return py
-    encode_str = json.encoder.encode_basestring
+    make_c: Callable[..., Any] = make
 
     def new_encoder() -> Any:
         markers: Dict[int, Any] = {}
-        return make(markers, _no_default, encode_str, None, ":", ",", False, False, False), markers
+        return make_c(markers, _no_default, encode_str, None, ":", ",", False, False, False), markers
 
     try:
         c, _ = new_encoder()

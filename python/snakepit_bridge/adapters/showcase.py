@@ -145,7 +145,7 @@ class ShowcaseAdapter(BaseAdapter):
     @tool(description="The caller's trace context as this tool sees it; also logs one line carrying the trace id")
     def trace_context(self, ctx: SessionContext) -> Dict[str, str]:
         self._tick()
-        logging.getLogger("snakepit.showcase").warning("trace_context called")
+        logging.getLogger(__name__).warning("trace_context called")
         return {"traceparent": ctx.traceparent, "tracestate": ctx.tracestate, "trace_id": ctx.trace_id, "span_id": ctx.span_id}
 
     @tool(description="Wait forever (async) until cancelled")

@@ -1,0 +1,233 @@
+"""Process plumbing of a worker: the command line and environment, the
+handshake pipe and stdout, the exit paths, host-death watchers and signals.
+
+Everything here is about the process, not about serving calls; the
+contract it implements is described in server.py's docstring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+from . import _procs
+from ._logging import log
+
+HANDSHAKE_PREFIX = "SNAKEPIT_READY 1 tcp"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_ADAPTER = 3
+
+DEFAULT_STOP_GRACE_S = 1.5
+PPID_POLL_INTERVAL_S = 0.25
+
+
+class _StartupFailed(Exception):
+    """The server could not start (e.g. the port cannot be bound): exit 1."""
+
+
+class _Process:
+    """Process-wide state of the worker: the handshake fd and the exit paths."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.handshake_fd: Optional[int] = None
+        self._exiting = threading.Lock()
+
+    def redirect_stdout(self) -> None:
+        # Keep a private copy of the handshake pipe (os.dup makes it
+        # non-inheritable), then point fd 1 at stderr for everything else,
+        # children included. The copy is never closed: the host may treat
+        # EOF on stdout as the process ending.
+        sys.stdout.flush()
+        self.handshake_fd = os.dup(1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+
+    def handshake(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        line = f"{HANDSHAKE_PREFIX} {shown}:{port}\n".encode()
+        fd = self.handshake_fd if self.handshake_fd is not None else 1
+        while line:
+            n = os.write(fd, line)
+            line = line[n:]
+
+    def claim_exit(self) -> None:
+        """Become the one exit path, or wait for the other one to end the
+        process. die_now (a watcher thread) and the main thread's orderly
+        exit must never overlap: the main thread returning would end the
+        process while die_now is between its SIGSTOP and SIGKILL rounds,
+        leaving descendants stopped forever."""
+        self._exiting.acquire()
+
+    def die_now(self, reason: str, code: int = EXIT_OK) -> None:
+        """Exit immediately from any thread, killing descendants first."""
+        if not self._exiting.acquire(blocking=False):
+            return  # another path is already exiting
+        try:
+            os.write(2, f"snakepit[{self.worker_id}]: {reason}; exiting now\n".encode())
+        except OSError:
+            pass
+        try:
+            _procs.kill_descendants()
+        finally:
+            os._exit(code)
+
+    def watch_stdin(self) -> None:
+        try:
+            st = os.fstat(0)
+        except OSError:
+            log.warning("no stdin: host death is detected by parent pid only")
+            return
+        try:
+            null = os.stat(os.devnull)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev:
+                log.warning("stdin is %s: host death is detected by parent pid only", os.devnull)
+                return
+        except OSError:
+            pass
+        while True:
+            try:
+                data = os.read(0, 65536)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.die_now(f"stdin failed ({e}): host gone")
+                return
+            if not data:
+                self.die_now("stdin reached EOF: host gone")
+                return
+
+    def watch_parent(self, start_ppid: int) -> None:
+        while True:
+            time.sleep(PPID_POLL_INTERVAL_S)
+            ppid = os.getppid()
+            if ppid != start_ppid:
+                self.die_now(f"parent pid changed from {start_ppid} to {ppid}: host gone")
+                return
+
+    def start_host_watchers(self) -> None:
+        start_ppid = os.getppid()
+        threading.Thread(target=self.watch_stdin, name="snakepit-stdin-watch", daemon=True).start()
+        threading.Thread(
+            target=self.watch_parent, args=(start_ppid,), name="snakepit-ppid-watch", daemon=True
+        ).start()
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m snakepit_bridge.server",
+        description="A snakepit Python worker: serves one adapter's tools over gRPC.",
+    )
+    p.add_argument("--adapter", required=True, help="the adapter class, as module.Class")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (0: pick a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.add_argument("--bridge-address", default="", help="HOST:PORT of the host's bridge server")
+    p.add_argument("--worker-id", default="", help="this worker's id")
+    p.add_argument("--snakepit-run-id", default="", help="the host application's run id")
+    p.add_argument(
+        "--max-workers",
+        type=int,
+        default=0,
+        help="threads for sync tools (default: $SNAKEPIT_WORKER_THREADS or 8)",
+    )
+    args = p.parse_args(argv)
+    if args.host == "localhost":
+        # The handshake must carry an address, not a name the host would
+        # have to resolve (and might resolve to a different interface).
+        args.host = "127.0.0.1"
+    if args.host != "::1" and not args.host.startswith("127."):
+        p.error(f"--host must be a loopback address, got {args.host!r}")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port out of range: {args.port}")
+    return args
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number", name, raw)
+        return default
+    return max(v, 0.0)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return max(int(raw), 1)
+    except ValueError:
+        log.warning("ignoring %s=%r: not an integer", name, raw)
+        return default
+
+
+def _fail(message: str, code: int) -> int:
+    try:
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    return code
+
+
+def _on_sighup(signum: int, frame: Any) -> None:
+    log.debug("ignoring SIGHUP (orphaned process group)")
+
+
+def _ignore_further_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Make later SIGTERM/SIGINT harmless once a stop is under way.
+
+    A killed host delivers its parent-death SIGTERM once per exiting thread,
+    so several arrive within milliseconds. asyncio restores the default
+    action (terminate) when its loop closes; a second SIGTERM after that
+    would kill the worker before it has killed its descendants. The host's
+    SIGKILL after its grace period remains the backstop.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+        # Drop asyncio's record without calling remove_signal_handler, which
+        # would first put the default action back (a window for the kill).
+        handlers = getattr(loop, "_signal_handlers", None)
+        if isinstance(handlers, dict):
+            handlers.pop(sig, None)
+        else:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT as a stop request on ``loop`` (both server flavours).
+
+    ``await wait()`` returns at the first one and makes later ones harmless
+    (see _ignore_further_stop_signals); ``received`` names the signal.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        self.received = "stop"
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request, sig)
+
+    def _request(self, sig: signal.Signals) -> None:
+        if not self._event.is_set():
+            self.received = sig.name
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        _ignore_further_stop_signals(self._loop)
