@@ -521,12 +521,12 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 //
 // Reload returns once every worker's new process has taken over (old
 // processes may still be draining). The ReloadReport lists the workers
-// replaced, and those skipped because they had no running process (a
+// recycled, and those skipped because they had no running process (a
 // worker starting, restarting or given up starts with the current code
 // anyway).
 //
 // If a new process fails to import the adapter or to become ready, the
-// reload stops there: that worker and those not yet replaced keep their
+// reload stops there: that worker and those not yet recycled keep their
 // old processes, which keep serving, nothing is retried, and Reload
 // returns a *ReloadError naming the worker; errors.As(err, &startupErr)
 // finds the new process's *StartupError (with its stderr) through it.
@@ -538,7 +538,7 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // once the App is stopping or stopped it fails with ErrPoolStopping.
 // Workers whose type cannot recycle a process (not a worker.Recycler, e.g.
 // remote workers, whose code is reloaded on their agent) are listed in
-// ReloadReport.NotReplaceable; only a pool of nothing but such workers
+// ReloadReport.NotRecyclable; only a pool of nothing but such workers
 // fails with ErrReloadUnsupported. Concurrent Reloads run one after the
 // other. A Reload that the App's stop cuts short returns ErrPoolStopping;
 // on an App that failed to start it returns the start error.

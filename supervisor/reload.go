@@ -16,21 +16,21 @@ const ReloadReason = "reload"
 
 // ReloadReport says what a Reload did.
 type ReloadReport struct {
-	// Replaced lists the workers whose new process took over, in order.
-	Replaced []string
+	// Recycled lists the workers whose new process took over, in order.
+	Recycled []string
 	// Skipped lists workers that had no running process (starting,
 	// restarting, given up): their next start runs the current code.
 	Skipped []string
-	// NotReplaceable lists workers whose type cannot recycle a process on
+	// NotRecyclable lists workers whose type cannot recycle a process on
 	// request (not a worker.Recycler), e.g. remote workers: their code is
 	// reloaded where it runs (the agent's own Reload, or a rollout).
-	NotReplaceable []string
+	NotRecyclable []string
 	// Duration is the whole reload's.
 	Duration time.Duration
 }
 
 // ReloadError: a reload stopped because a worker's new process failed to
-// start. That worker and every worker not yet replaced keep their old
+// start. That worker and every worker not yet recycled keep their old
 // processes, which go on serving. Err is the new process's error (a
 // *worker.StartupError: errors.As finds it).
 type ReloadError struct {
@@ -41,16 +41,16 @@ type ReloadError struct {
 }
 
 func (e *ReloadError) Error() string {
-	return fmt.Sprintf("snakepit: reload stopped at worker %s (%d of %d workers replaced; the others keep serving on their old processes): %v",
-		e.WorkerID, len(e.Report.Replaced), e.Total, e.Err)
+	return fmt.Sprintf("snakepit: reload stopped at worker %s (%d of %d workers recycled; the others keep serving on their old processes): %v",
+		e.WorkerID, len(e.Report.Recycled), e.Total, e.Err)
 }
 
 func (e *ReloadError) Unwrap() error { return e.Err }
 
 // ErrReloadUnsupported: no worker of the pool can recycle its process on
-// request (none implements worker.Recycler); nothing was replaced. Workers
+// request (none implements worker.Recycler); nothing was recycled. Workers
 // that cannot, beside ones that can, are listed in
-// ReloadReport.NotReplaceable instead.
+// ReloadReport.NotRecyclable instead.
 var ErrReloadUnsupported = errors.New("snakepit: the worker type cannot recycle its process on request (it does not implement worker.Recycler)")
 
 // ErrNotRunning: the workers are not running (not started, or stopped).
@@ -79,14 +79,14 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	if !running {
 		return ReloadReport{}, ErrNotRunning
 	}
-	var notReplaceable []string
+	var notRecyclable []string
 	var unsupported error
 	reps := make([]worker.Recycler, 0, len(starters))
 	ids := make([]string, 0, len(starters))
 	for _, s := range starters {
 		r, ok := s.Worker().(worker.Recycler)
 		if !ok {
-			notReplaceable = append(notReplaceable, s.Worker().ID())
+			notRecyclable = append(notRecyclable, s.Worker().ID())
 			unsupported = fmt.Errorf("%w: worker %s is a %T", ErrReloadUnsupported, s.Worker().ID(), s.Worker())
 			continue
 		}
@@ -94,13 +94,13 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		ids = append(ids, s.Worker().ID())
 	}
 	if len(reps) == 0 && unsupported != nil {
-		return ReloadReport{NotReplaceable: notReplaceable}, unsupported
+		return ReloadReport{NotRecyclable: notRecyclable}, unsupported
 	}
 	var (
 		mu       sync.Mutex
 		next     int
 		failed   *ReloadError
-		replaced = make([]bool, len(reps))
+		recycled = make([]bool, len(reps))
 		skipped  = make([]bool, len(reps))
 		wg       sync.WaitGroup
 	)
@@ -121,7 +121,7 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 				mu.Lock()
 				switch {
 				case err == nil:
-					replaced[i] = true
+					recycled[i] = true
 				case errors.Is(err, worker.ErrWorkerUnavailable):
 					skipped[i] = true
 					w.log.Info("reload: worker has no running process; its next start runs the current code", "worker_id", id, "err", err)
@@ -136,10 +136,10 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		})
 	}
 	wg.Wait()
-	rep := ReloadReport{NotReplaceable: notReplaceable}
+	rep := ReloadReport{NotRecyclable: notRecyclable}
 	for i, id := range ids {
-		if replaced[i] {
-			rep.Replaced = append(rep.Replaced, id)
+		if recycled[i] {
+			rep.Recycled = append(rep.Recycled, id)
 		}
 		if skipped[i] {
 			rep.Skipped = append(rep.Skipped, id)
@@ -149,17 +149,17 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	if w.stopping.Load() {
 		// Recycles refused because the pool began to stop look like
 		// "no running process"; that is not a reload that succeeded.
-		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers replaced)", ErrNotRunning, len(rep.Replaced), len(reps))
+		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers recycled)", ErrNotRunning, len(rep.Recycled), len(reps))
 	}
 	if failed != nil {
 		failed.Report = rep
 		w.log.Error("reload stopped: a new worker process failed to start; the remaining workers keep their old processes",
-			"worker_id", failed.WorkerID, "replaced", len(rep.Replaced), "of", len(reps), "err", failed.Err)
+			"worker_id", failed.WorkerID, "recycled", len(rep.Recycled), "of", len(reps), "err", failed.Err)
 		return rep, failed
 	}
 	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("snakepit: reload interrupted after %d of %d workers: %w", len(rep.Replaced), len(reps), err)
+		return rep, fmt.Errorf("snakepit: reload interrupted after %d of %d workers: %w", len(rep.Recycled), len(reps), err)
 	}
-	w.log.Info("reload complete", "replaced", len(rep.Replaced), "skipped", len(rep.Skipped), "duration", rep.Duration.Round(time.Millisecond))
+	w.log.Info("reload complete", "recycled", len(rep.Recycled), "skipped", len(rep.Skipped), "duration", rep.Duration.Round(time.Millisecond))
 	return rep, nil
 }

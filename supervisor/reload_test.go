@@ -145,10 +145,10 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 			want = append(want, id) // begun before the failure: it finishes
 		}
 	}
-	if got := fmt.Sprint(rep.Replaced); got != fmt.Sprint(want) {
+	if got := fmt.Sprint(rep.Recycled); got != fmt.Sprint(want) {
 		t.Fatalf("replaced %s, want every other worker begun before w2 failed, %v (events %v)", got, want, events)
 	}
-	if s := p.Stats(); s.RecycleReasons[supervisor.ReloadReason] != len(rep.Replaced) || s.Restarts != 0 {
+	if s := p.Stats(); s.RecycleReasons[supervisor.ReloadReason] != len(rep.Recycled) || s.Restarts != 0 {
 		t.Fatalf("stats %+v: want one reload recycle per replaced worker, no restart", s)
 	}
 
@@ -156,7 +156,7 @@ func TestReloadIsBoundedAndStopsAtTheFirstFailure(t *testing.T) {
 	log.mu.Lock()
 	log.fail = nil
 	log.mu.Unlock()
-	if rep, err := w.Reload(context.Background()); err != nil || len(rep.Replaced) != 6 {
+	if rep, err := w.Reload(context.Background()); err != nil || len(rep.Recycled) != 6 {
 		t.Fatalf("second Reload = %+v, %v; want all 6 replaced", rep, err)
 	}
 }
@@ -170,13 +170,13 @@ func TestReloadReplacesWhatItCanAndListsTheRest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Reload = %v; workers that cannot replace must not fail the others", err)
 	}
-	if fmt.Sprint(rep.Replaced) != "[w0 w2]" || fmt.Sprint(rep.NotReplaceable) != "[w1 w3]" {
+	if fmt.Sprint(rep.Recycled) != "[w0 w2]" || fmt.Sprint(rep.NotRecyclable) != "[w1 w3]" {
 		t.Fatalf("report %+v; want w0, w2 replaced and w1, w3 not replaceable", rep)
 	}
 
 	none, _ := startMixed(t, 2, 1, log, func(string) bool { return false })
 	rep, err = none.Reload(context.Background())
-	if !errors.Is(err, supervisor.ErrReloadUnsupported) || len(rep.NotReplaceable) != 2 {
+	if !errors.Is(err, supervisor.ErrReloadUnsupported) || len(rep.NotRecyclable) != 2 {
 		t.Fatalf("Reload with no replaceable worker = %+v, %v; want ErrReloadUnsupported", rep, err)
 	}
 }

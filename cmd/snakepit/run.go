@@ -121,10 +121,10 @@ func reloadOnSIGHUP(app *snakepit.App, hups <-chan os.Signal, stopping <-chan st
 			rep, err := app.Reload(ctx)
 			if err != nil {
 				// The error carries the new process's last stderr lines.
-				fmt.Fprintf(stderr, "reload failed: replaced=%d: %v\n", len(rep.Replaced), err)
+				fmt.Fprintf(stderr, "reload failed: recycled=%d: %v\n", len(rep.Recycled), err)
 				continue
 			}
-			fmt.Fprintf(stderr, "reload: ok replaced=%d skipped=%d not_replaceable=%d duration=%s\n", len(rep.Replaced), len(rep.Skipped), len(rep.NotReplaceable), rep.Duration.Round(time.Millisecond))
+			fmt.Fprintf(stderr, "reload: ok recycled=%d skipped=%d not_recyclable=%d duration=%s\n", len(rep.Recycled), len(rep.Skipped), len(rep.NotRecyclable), rep.Duration.Round(time.Millisecond))
 		}
 	}()
 	return done

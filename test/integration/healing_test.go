@@ -115,7 +115,7 @@ func TestGivenUpWorkerIsRetriedAndVisibleInStats(t *testing.T) {
 	}
 	// A reload replaces the running worker and skips the given-up one,
 	// which has no process to replace.
-	if rep, err := app.Reload(ctxT(t)); err != nil || fmt.Sprint(rep.Replaced, rep.Skipped) != "[w0] [w1]" {
+	if rep, err := app.Reload(ctxT(t)); err != nil || fmt.Sprint(rep.Recycled, rep.Skipped) != "[w0] [w1]" {
 		t.Fatalf("Reload with w1 given up = %+v, %v; want w0 replaced and w1 skipped", rep, err)
 	}
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {

@@ -187,7 +187,7 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 		if err != nil {
 			t.Fatalf("Reload %d: %v", r, err)
 		}
-		if len(rep.Replaced) != workers || len(rep.Skipped) != 0 {
+		if len(rep.Recycled) != workers || len(rep.Skipped) != 0 {
 			t.Fatalf("Reload %d report %+v, want all %d workers replaced", r, rep, workers)
 		}
 		total += rep.Duration
@@ -243,7 +243,7 @@ func TestReloadUnderLoadFailsNoCallAndABrokenReloadKeepsTheOldWorkers(t *testing
 	if !errors.As(err, &re) || !errors.As(err, &se) {
 		t.Fatalf("Reload to broken code = %v, want a *ReloadError wrapping a *StartupError", err)
 	}
-	if re.WorkerID != "w0" || len(re.Report.Replaced) != 0 || !strings.Contains(strings.Join(se.Stderr, "\n"), "broken on purpose") {
+	if re.WorkerID != "w0" || len(re.Report.Recycled) != 0 || !strings.Contains(strings.Join(se.Stderr, "\n"), "broken on purpose") {
 		t.Fatalf("ReloadError %+v / StartupError stderr %q: want w0, nothing replaced, the ImportError quoted", re, se.Stderr)
 	}
 	if len(failures) > 0 {

@@ -66,7 +66,7 @@ func TestRunCommandReloadsOnSIGHUP(t *testing.T) {
 	}
 	must(t, h.cmd.Process.Signal(syscall.SIGHUP))
 	waitFor(t, 30*time.Second, "the reload to be reported", func() bool {
-		return strings.Contains(h.stderr.String(), "reload: ok replaced=2")
+		return strings.Contains(h.stderr.String(), "reload: ok recycled=2")
 	})
 	waitFor(t, 20*time.Second, "the old worker processes to be replaced", func() bool {
 		now := pidSet(workerProcs(t, h.runID))

@@ -204,7 +204,7 @@ func TestStopRacingReloadWaitReadyAndCalls(t *testing.T) {
 					}
 					return
 				}
-				if len(rep.Replaced) == 0 {
+				if len(rep.Recycled) == 0 {
 					errs <- errors.New("Reload succeeded without replacing a worker")
 					return
 				}

@@ -219,7 +219,7 @@ func TestScrubbedDaemonDiesWhenItsWorkerIsRetired(t *testing.T) {
 	}
 	old := identify(t, d.Parent)
 	rep, err := in.Reload(ctxFor(t, 30*time.Second))
-	if err != nil || len(rep.Replaced) != 1 {
+	if err != nil || len(rep.Recycled) != 1 {
 		t.Fatalf("Reload = %+v, %v", rep, err)
 	}
 	waitFor(t, 10*time.Second, "the retired worker and its scrubbed daemon to die", func() bool { return !old.alive() && !d.alive() })
