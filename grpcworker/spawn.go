@@ -102,6 +102,9 @@ func (w *Worker) environ() []string {
 	// After Env: the host's StopGrace decides when it SIGKILLs, so Python's
 	// grace must follow it, whatever the environment says.
 	set("SNAKEPIT_STOP_GRACE_S", strconv.FormatFloat(PythonStopGrace(o.StopGrace).Seconds(), 'f', -1, 64))
+	// Python's server and its channel to the host use the host's limit, so
+	// a message one end accepts is never refused by the other.
+	set("SNAKEPIT_MAX_MESSAGE_BYTES", strconv.Itoa(o.MaxMessageBytes))
 	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {

@@ -60,3 +60,17 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Issue 18 (3): Python's server and host channel take their message limit
+// from MaxMessageBytes (they used a fixed 256 MiB).
+func TestPythonMessageLimitFollowsMaxMessageBytes(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.MaxMessageBytes = 3 << 20 })
+	fx.waitReady(t)
+	env, err := proc.Environ(fx.w.current().p.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(env, "SNAKEPIT_MAX_MESSAGE_BYTES=3145728") {
+		t.Fatalf("worker environment lacks SNAKEPIT_MAX_MESSAGE_BYTES=3145728")
+	}
+}

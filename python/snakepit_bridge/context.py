@@ -23,6 +23,7 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -49,9 +50,21 @@ __all__ = [
 #: The metadata entry that carries the run's token, in both directions.
 TOKEN_METADATA_KEY = "x-snakepit-token"
 
-#: Message size limit for both the worker server and the host channel. gRPC's
-#: 4 MiB default is too small for binary arguments and results.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+def _max_message_bytes() -> int:
+    """The host's Config.MaxMessageBytes, which it always passes in
+    SNAKEPIT_MAX_MESSAGE_BYTES, so both ends of every channel agree. The
+    fallback (a worker started by hand) is gRPC's 4 MiB raised to the
+    host's default, 16 MiB."""
+    raw = os.environ.get("SNAKEPIT_MAX_MESSAGE_BYTES", "")
+    try:
+        n = int(raw)
+    except ValueError:
+        return 16 << 20
+    return n if n > 0 else 16 << 20
+
+
+#: Message size limit for both the worker server and the host channel.
+MAX_MESSAGE_BYTES = _max_message_bytes()
 
 #: The metadata entries of the caller's W3C trace context.
 TRACEPARENT_KEY = "traceparent"
