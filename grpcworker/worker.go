@@ -2,7 +2,7 @@
 // processes through childproc, waits for their handshake, calls their tools
 // over gRPC, watches their health, and stops and reaps them.
 //
-// Contract (DESIGN §4–§5): argv never goes through a shell and carries the
+// Contract (the host side of the one at the top of python/snakepit_bridge/server.py): argv never goes through a shell and carries the
 // run id; the auth token travels only in the environment; every process is
 // started by the worker's childproc.Launcher (registry record, own process
 // group, parent-death signal, group-pinned reap). One Serve is one lifetime:

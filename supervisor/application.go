@@ -38,7 +38,7 @@ type Child struct {
 	Name    string
 	Service suture.Service
 	// StopTimeout bounds RemoveAndWait for this child; it must exceed the
-	// child's own inner timeouts (the nesting of DESIGN §3).
+	// child's own inner timeouts (the nesting in docs/GUARANTEES.md §3a).
 	StopTimeout time.Duration
 }
 

@@ -16,10 +16,10 @@ the worker's capacity, ``--max-workers``).
 
 Capacity means what it says: a call whose caller gave up while its tool
 still runs is *abandoned*, and it KEEPS its slot until its tool actually
-returns (or the process is replaced), because the tool still uses the
+returns (or the process is recycled), because the tool still uses the
 process (CPU, memory, whatever state it holds) and an adapter written for
 one call at a time must never see two. An abandoned call is reported
-(``abandoned()``, in Ping, with its request id) so the host can replace the
+(``abandoned()``, in Ping, with its request id) so the host can recycle the
 process that carries it. A later call waits for a slot; its caller may give
 up while it waits, and then it is dropped without ever running.
 """

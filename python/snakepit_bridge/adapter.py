@@ -16,7 +16,7 @@ Contract:
   also after cancellation. A sync tool cannot be interrupted; one whose
   caller gave up (cancelled, deadline passed) but that keeps running is
   *abandoned*: it keeps its slot until its function actually returns (or
-  the host replaces the process, which it does once such a call outlives
+  the host recycles the process, which it does once such a call outlives
   ``HungGrace``). A later call waits for a free slot meanwhile; if its own
   caller gives up while it waits, it is dropped without running. So with
   capacity 1 a sync tool never runs while another sync call is in the same

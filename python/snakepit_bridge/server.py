@@ -1,6 +1,6 @@
 """The worker process: ``python -m snakepit_bridge.server``.
 
-Contract with the host (DESIGN.md §4):
+Contract with the host (its Go side: the grpcworker package doc):
 
     python -m snakepit_bridge.server --adapter module.Class --port 0 \\
         --bridge-address HOST:PORT --worker-id ID --snakepit-run-id RUNID \\
