@@ -143,7 +143,13 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_WORKER_CRASHED:
 		return &worker.CrashError{WorkerID: e.GetWorkerId(), PID: int(e.GetPid()), ExitCode: int(e.GetExitCode()), Signal: e.GetSignal(), Agent: w.endpoint}
 	case agentpb.AgentError_WORKER_TIMEOUT:
-		return fmt.Errorf("%w: on agent %s: %s", worker.ErrWorkerTimeout, w.endpoint, msg)
+		// The agent's pool decided it; the caller gets the same shape as
+		// from a hung local worker.
+		cerr := ctx.Err()
+		if cerr == nil {
+			cerr = context.DeadlineExceeded
+		}
+		return &pool.WorkerTimeoutError{WorkerID: e.GetWorkerId(), Tool: tool, Agent: w.endpoint, Err: cerr, WorkerErr: errors.New(msg)}
 	case agentpb.AgentError_UNAVAILABLE:
 		// The agent is stopping or has no ready worker: nothing ran. Leave
 		// rotation and reconnect once it is healthy again.
