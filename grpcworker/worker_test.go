@@ -237,7 +237,7 @@ func TestKillRecordsReasonInCrashError(t *testing.T) {
 	select {
 	case err := <-fx.done:
 		var ce *worker.CrashError
-		if !errors.As(err, &ce) || ce.Reason != "test says so" || ce.Signal != "SIGKILL" {
+		if !errors.As(err, &ce) || ce.Reason != "test says so" || ce.Signal != syscall.SIGKILL {
 			t.Fatalf("Serve returned %v, want a CrashError with the reason and SIGKILL", err)
 		}
 		fx.done <- err

@@ -141,7 +141,7 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_UNKNOWN_TOOL:
 		return &worker.UnknownToolError{Tool: tool, Available: e.GetAvailable()}
 	case agentpb.AgentError_WORKER_CRASHED:
-		return &worker.CrashError{WorkerID: e.GetWorkerId(), PID: int(e.GetPid()), ExitCode: int(e.GetExitCode()), Signal: e.GetSignal(), Agent: w.endpoint}
+		return &worker.CrashError{WorkerID: e.GetWorkerId(), PID: int(e.GetPid()), ExitCode: int(e.GetExitCode()), Signal: worker.SignalNamed(e.GetSignal()), Agent: w.endpoint}
 	case agentpb.AgentError_WORKER_TIMEOUT:
 		// The agent's pool decided it; the caller gets the same shape as
 		// from a hung local worker.
