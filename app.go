@@ -275,9 +275,6 @@ func (runObserver) Recycled(string, worker.Info, string) {}
 func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
 	cfg, stop := a.cfg, a.stop
 	ro := cfg.Remote
-	if ro.HungGrace == 0 {
-		ro.HungGrace = cfg.HungGrace
-	}
 	if ro.MaxMessageBytes == 0 {
 		ro.MaxMessageBytes = cfg.MaxMessageBytes
 	}

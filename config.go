@@ -74,8 +74,9 @@ type Config struct {
 	StopTimeout    time.Duration
 	HealthInterval time.Duration // worker ping period (default 5 s; negative disables)
 	HealthMisses   int           // failed pings before a restart (default 3)
-	// HungGrace: a call past its deadline whose worker does not answer
-	// within this long gets ErrWorkerTimeout and the worker is restarted (default 2 s).
+	// HungGrace: a call whose worker has not returned it (or, after its
+	// deadline, not proved alive) this long after its context ended gets a
+	// *WorkerTimeoutError and the worker is restarted (default 2 s).
 	HungGrace time.Duration
 	// RecycleAfterRequests / RecycleAfter restart a worker process after it
 	// served that many calls / reached that age (0: never), letting its
@@ -139,8 +140,9 @@ type Config struct {
 	// triggers a poll at once.
 	DiscoveryInterval time.Duration
 	// Remote configures the remote workers: the agents' token (a file, or
-	// $SNAKEPIT_AGENT_TOKEN), TLS, health checks. Its zero HungGrace and
-	// MaxMessageBytes take this Config's.
+	// $SNAKEPIT_AGENT_TOKEN), TLS, health checks. Its zero
+	// MaxMessageBytes takes this Config's; whether a remote worker is hung
+	// is the pool's decision, after HungGrace.
 	Remote remote.Options
 
 	// Metrics, when set, gets the App's Prometheus collector (see

@@ -400,9 +400,13 @@ func wireError(err error) *agentpb.AgentError {
 		e.Available = ue.Available
 	case errors.Is(err, snakepit.ErrWorkerTimeout):
 		e.Kind = agentpb.AgentError_WORKER_TIMEOUT
+		var wte *snakepit.WorkerTimeoutError
+		if errors.As(err, &wte) {
+			e.WorkerId = wte.WorkerID
+		}
 	case errors.As(err, &ce):
 		e.Kind = agentpb.AgentError_WORKER_CRASHED
-		e.WorkerId, e.Pid, e.ExitCode, e.Signal = ce.WorkerID, int64(ce.PID), int32(ce.ExitCode), ce.Signal
+		e.WorkerId, e.Pid, e.ExitCode, e.Signal = ce.WorkerID, int64(ce.PID), int32(ce.ExitCode), worker.SignalName(ce.Signal)
 	case errors.Is(err, snakepit.ErrWorkerCrashed):
 		e.Kind = agentpb.AgentError_WORKER_CRASHED
 	case errors.Is(err, snakepit.ErrPoolStopping), errors.Is(err, snakepit.ErrNotReady), errors.Is(err, snakepit.ErrNotStarted), errors.Is(err, worker.ErrWorkerUnavailable):

@@ -396,18 +396,15 @@ func (p *Process) Kill() {
 	<-p.exited
 }
 
-// ExitStatus is the exit code (-1 if killed by a signal) and the signal's
-// name ("" if it exited); valid once Exited is closed.
-func (p *Process) ExitStatus() (code int, signal string) {
+// ExitStatus is the exit code (-1 if killed by a signal) and the signal
+// (0 if it exited); valid once Exited is closed.
+func (p *Process) ExitStatus() (code int, signal syscall.Signal) {
 	st := p.state
 	if st == nil {
-		return -1, ""
+		return -1, 0
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		if name := unix.SignalName(ws.Signal()); name != "" {
-			return -1, name
-		}
-		return -1, ws.Signal().String()
+		return -1, ws.Signal()
 	}
-	return st.ExitCode(), ""
+	return st.ExitCode(), 0
 }

@@ -59,7 +59,7 @@ func TestProcessIsRecordedGroupedCarriesTheRunIDAndIsReaped(t *testing.T) {
 		t.Fatalf("pgid %d, want its own group", st.PGID)
 	}
 	p.Stop(time.Second)
-	if code, sig := p.ExitStatus(); sig != "SIGTERM" && code != 0 {
+	if code, sig := p.ExitStatus(); sig != syscall.SIGTERM && code != 0 {
 		t.Fatalf("exit %d %s", code, sig)
 	}
 	if got := rec.String(); got != "reserve w0, activate w0, unregister w0" {
@@ -91,7 +91,7 @@ time.sleep(60)`), childproc.Options{Stdout: func(s string) { done <- s }})
 		t.Fatal("the child blocked writing its long stderr line")
 	}
 	p.Stop(5 * time.Second)
-	if code, sig := p.ExitStatus(); code != 0 || sig != "" {
+	if code, sig := p.ExitStatus(); code != 0 || sig != 0 {
 		t.Fatalf("exit %d %s, want a graceful exit 0", code, sig)
 	}
 	if tail := p.StderrTail(0); len(tail) == 0 || !strings.Contains(tail[len(tail)-1], "more bytes dropped") {
@@ -110,7 +110,7 @@ func TestKillReachesTheWholeGroup(t *testing.T) {
 		return len(ps) == 2
 	})
 	p.Stop(200 * time.Millisecond) // ignores SIGTERM: SIGKILL after the grace
-	if _, sig := p.ExitStatus(); sig != "SIGKILL" {
+	if _, sig := p.ExitStatus(); sig != syscall.SIGKILL {
 		t.Fatalf("signal %q, want SIGKILL", sig)
 	}
 	testutil.Eventually(t, 2*time.Second, "the group mate gone", func() bool {

@@ -2,15 +2,11 @@ package grpcworker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/internal/callpath"
 	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -20,35 +16,23 @@ import (
 // transport error.
 const crashWait = 2 * time.Second
 
-// callError maps an RPC failure to the caller's error: its own ctx error, a
-// CrashError when the process died under the call, or a wrapped status.
-func (w *Worker) callError(ctx context.Context, lt *lifetime, tool string, err error) error {
-	select {
-	case <-lt.p.Exited():
-		return lt.crashError(w.spec.ID)
-	default:
+// Execute implements worker.Worker.
+func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
+	return callpath.Execute(ctx, call, w.admit)
+}
+
+// ExecuteStream implements worker.Worker.
+func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield func(worker.Chunk) error) error {
+	return callpath.ExecuteStream(ctx, call, yield, w.admit)
+}
+
+// admit gives the call path a conn on the current lifetime.
+func (w *Worker) admit(tool string) (callpath.Conn[*pb.ToolError], error) {
+	lt, err := w.lifetimeFor(tool)
+	if err != nil {
+		return nil, err
 	}
-	if ctx.Err() != nil {
-		return w.afterDeadline(ctx.Err(), lt, tool)
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.Canceled, codes.Internal, codes.Unknown:
-		t := time.NewTimer(crashWait)
-		defer t.Stop()
-		select {
-		case <-lt.p.Exited():
-			return lt.crashError(w.spec.ID)
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	case codes.DeadlineExceeded:
-		return w.afterDeadline(context.DeadlineExceeded, lt, tool)
-	case codes.ResourceExhausted:
-		return fmt.Errorf("%w: call to %q on worker %s: %s; raise Config.MaxMessageBytes (now %d bytes) or pass large values in smaller pieces",
-			worker.ErrMessageTooLarge, tool, w.spec.ID, status.Convert(err).Message(), w.f.opts.MaxMessageBytes)
-	}
-	return fmt.Errorf("snakepit: worker %s: call to %q failed: %w", w.spec.ID, tool, err)
+	return &conn{w: w, lt: lt}, nil
 }
 
 // lifetimeFor admits a call to the current lifetime; the caller must call
@@ -69,67 +53,67 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-// Execute implements worker.Worker.
-func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result, error) {
-	lt, err := w.lifetimeFor(call.Tool)
+// conn is one call admitted to lt: the process's side of the call path.
+type conn struct {
+	w  *Worker
+	lt *lifetime
+}
+
+func (c *conn) Unary(ctx context.Context, call *worker.Call) (callpath.Reply[*pb.ToolError], error) {
+	return c.lt.client.ExecuteTool(ctx, wire.Request(call))
+}
+
+func (c *conn) Stream(ctx context.Context, call *worker.Call) (callpath.Recv[*pb.ToolError], error) {
+	s, err := c.lt.client.ExecuteStreamingTool(ctx, wire.Request(call))
 	if err != nil {
 		return nil, err
 	}
-	defer lt.end()
-	resp, err := lt.client.ExecuteTool(ctx, wire.Request(call))
-	if err != nil {
-		return nil, w.callError(ctx, lt, call.Tool, err)
-	}
-	if te := resp.GetError(); te != nil {
-		return nil, w.toolError(lt, call.Tool, te)
-	}
-	res := &worker.Result{}
-	res.JSON, res.Binary = wire.Value(resp.GetResult())
-	return res, nil
+	return func() (callpath.Chunk[*pb.ToolError], error) { return s.Recv() }, nil
 }
 
-// ExecuteStream implements worker.Worker.
-func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield func(worker.Chunk) error) error {
-	lt, err := w.lifetimeFor(call.Tool)
-	if err != nil {
-		return err
-	}
-	defer lt.end()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := lt.client.ExecuteStreamingTool(sctx, wire.Request(call))
-	if err != nil {
-		return w.callError(ctx, lt, call.Tool, err)
-	}
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("snakepit: worker %s closed the stream of %q without its final marker", w.spec.ID, call.Tool)
-		}
-		if err != nil {
-			return w.callError(ctx, lt, call.Tool, err)
-		}
-		if msg.GetIsFinal() {
-			if te := msg.GetError(); te != nil {
-				return w.toolError(lt, call.Tool, te)
-			}
-			return nil
-		}
-		c := worker.Chunk{Seq: msg.GetSeq()}
-		c.JSON, c.Binary = wire.Value(msg.GetData())
-		if err := yield(c); err != nil {
-			return err
-		}
-	}
-}
-
-func (w *Worker) toolError(lt *lifetime, tool string, te *pb.ToolError) error {
+func (c *conn) Report(_ context.Context, tool string, te *pb.ToolError) error {
 	if te.GetType() == "UnknownTool" {
-		names := make([]string, 0, len(lt.tools))
-		for _, t := range lt.tools {
+		names := make([]string, 0, len(c.lt.tools))
+		for _, t := range c.lt.tools {
 			names = append(names, t.Name)
 		}
 		return &worker.UnknownToolError{Tool: tool, Available: names}
 	}
-	return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+	return &worker.ToolError{Tool: tool, WorkerID: c.w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
 }
+
+func (c *conn) Release() { c.lt.end() }
+
+func (c *conn) Name() string { return "worker " + c.w.spec.ID }
+
+func (c *conn) Over() <-chan struct{} { return c.lt.p.Exited() }
+
+func (c *conn) Crash() error { return c.lt.crashError(c.w.spec.ID) }
+
+func (c *conn) Refused(context.Context, string, error) error { return nil }
+
+// Lost: a dropped connection most likely means the process died; wait a
+// little for the reaper so the caller gets the exit status.
+func (c *conn) Lost(ctx context.Context, _ error) error {
+	t := time.NewTimer(crashWait)
+	defer t.Stop()
+	select {
+	case <-c.lt.p.Exited():
+		return c.Crash()
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conn) Probe(ctx context.Context) error {
+	_, err := c.lt.client.Ping(ctx, &pb.PingRequest{Message: "after-deadline"})
+	return err
+}
+
+// Alive: the process answers, but Python cannot stop a thread; see whether
+// the cancelled call is still running once it has had HungGrace to end.
+func (c *conn) Alive() { c.w.checkAbandonedLater(c.lt) }
+
+func (c *conn) MaxMessageBytes() int { return c.w.f.opts.MaxMessageBytes }

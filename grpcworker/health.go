@@ -2,11 +2,9 @@ package grpcworker
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/snakepit-go/snakepit/bridge/pb"
-	"github.com/snakepit-go/snakepit/worker"
 )
 
 func (w *Worker) healthTicker() *time.Ticker {
@@ -39,31 +37,6 @@ func (w *Worker) healthCheck(ctx context.Context, lt *lifetime, misses *int) boo
 	*misses++
 	w.log.Warn("worker health check failed", "pid", lt.p.PID(), "misses", *misses, "of", o.HealthMisses, "err", err)
 	return *misses < o.HealthMisses
-}
-
-// afterDeadline decides what a call that ran out of time means. gRPC gives
-// up on the client side at the deadline whatever Python is doing, so the
-// worker must prove it is still responsive: a worker that cannot answer a
-// ping within HungGrace is hung (a wedged interpreter, a stopped process)
-// and is killed, so its Starter restarts it; the caller gets
-// ErrWorkerTimeout instead of its own ctx error.
-func (w *Worker) afterDeadline(ctxErr error, lt *lifetime, tool string) error {
-	grace := w.f.opts.HungGrace
-	pctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	_, err := lt.client.Ping(pctx, &pb.PingRequest{Message: "after-deadline"})
-	if err == nil {
-		w.checkAbandonedLater(lt)
-		return ctxErr
-	}
-	select {
-	case <-lt.p.Exited():
-		return lt.crashError(w.spec.ID)
-	default:
-	}
-	reason := fmt.Sprintf("call %q ran out of time and the worker did not answer a ping within %s; considered hung", tool, grace)
-	lt.requestKill(reason)
-	return fmt.Errorf("%w: worker %s: %s (it is being restarted): %w", worker.ErrWorkerTimeout, w.spec.ID, reason, ctxErr)
 }
 
 // checkAbandoned asks for a recycle of lt when a cancelled call has kept

@@ -46,8 +46,10 @@ type Options struct {
 	HealthInterval time.Duration // ping period; default 5 s; negative disables
 	HealthTimeout  time.Duration // one ping's deadline; default min(2 s, HealthInterval)
 	HealthMisses   int           // consecutive failed pings before a restart; default 3
-	// HungGrace: after a call's deadline or cancellation, the worker must
-	// answer a ping within this long or it is killed as hung; default 2 s.
+	// HungGrace: a cancelled call still running in Python this long after
+	// its cancellation gets the process recycled (checkAbandoned); default
+	// 2 s. Whether the worker is hung is the pool's decision, after its own
+	// HungGrace (the App passes both the same value).
 	HungGrace time.Duration
 	// RecycleAfterRequests ends a lifetime after it has served this many
 	// calls (0: never); RecycleAfter ends it at this age (0: never). A

@@ -3,6 +3,7 @@ package grpcworker
 import (
 	"context"
 	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +60,7 @@ func TestKillDuringStartupKillsTheStartingProcess(t *testing.T) {
 	select {
 	case err := <-fx.done:
 		se, ok := err.(*worker.StartupError)
-		if !ok || se.Signal != "SIGKILL" {
+		if !ok || se.Signal != syscall.SIGKILL {
 			t.Fatalf("Serve returned %v, want a StartupError naming SIGKILL", err)
 		}
 		fx.done <- err

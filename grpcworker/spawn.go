@@ -201,8 +201,8 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	case <-p.Exited():
 		code, sig := p.ExitStatus()
 		cause := fmt.Errorf("the process exited with status %d before its handshake", code)
-		if sig != "" {
-			cause = fmt.Errorf("the process was killed by %s before its handshake", sig)
+		if sig != 0 {
+			cause = fmt.Errorf("the process was killed by %s before its handshake", worker.SignalName(sig))
 		}
 		kind, hint := classifyExit(code, p.StderrTail(0))
 		return nil, w.startupError(p, cause, kind, hint)

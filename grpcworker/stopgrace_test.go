@@ -47,7 +47,7 @@ func TestPythonStopGraceFollowsStopGraceAndTheWorkerExitsByItself(t *testing.T) 
 	if err := fx.stop(t); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	if code, sig := lt.p.ExitStatus(); code != 0 || sig != "" {
+	if code, sig := lt.p.ExitStatus(); code != 0 || sig != 0 {
 		t.Fatalf("worker ended with code %d signal %q; want a clean exit 0 within StopGrace", code, sig)
 	}
 }

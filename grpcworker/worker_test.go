@@ -30,30 +30,46 @@ func TestMain(m *testing.M) {
 	testutil.Main(m)
 }
 
-// recorder collects lifecycle events in order.
+// recorder collects lifecycle events in order, and passes them on to next
+// (a pool) when set.
 type recorder struct {
 	mu     sync.Mutex
 	events []string
 	info   worker.Info
 	exits  []error
+	next   worker.Events
 }
 
-func (r *recorder) Starting(id string) { r.add("starting") }
+func (r *recorder) Starting(id string) {
+	r.add("starting")
+	if r.next != nil {
+		r.next.Starting(id)
+	}
+}
 func (r *recorder) Ready(id string, info worker.Info) {
 	r.mu.Lock()
 	r.info = info
 	r.mu.Unlock()
 	r.add("ready")
+	if r.next != nil {
+		r.next.Ready(id, info)
+	}
 }
 func (r *recorder) Exited(id string, err error) {
 	r.mu.Lock()
 	r.exits = append(r.exits, err)
 	r.mu.Unlock()
 	r.add("exited")
+	if r.next != nil {
+		r.next.Exited(id, err)
+	}
 }
-func (r *recorder) Recycled(_ string, _ worker.Info, reason string) {
+func (r *recorder) Recycled(id string, info worker.Info, reason string) {
 	r.add("replaced")
 	r.add("replaced:" + reason)
+	if r.next != nil {
+		r.next.Recycled(id, info, reason)
+	}
 }
 func (r *recorder) add(s string) {
 	r.mu.Lock()
@@ -113,6 +129,13 @@ func startWorker(t *testing.T, mutate func(*Options)) *fixture {
 // startWorkerCapacity is startWorker with the Spec's Capacity (0: unset).
 func startWorkerCapacity(t *testing.T, capacity int, mutate func(*Options)) *fixture {
 	t.Helper()
+	return startWorkerEvents(t, capacity, nil, mutate)
+}
+
+// startWorkerEvents is startWorkerCapacity whose lifecycle events also go
+// to next (nil: only to the fixture's recorder).
+func startWorkerEvents(t *testing.T, capacity int, next worker.Events, mutate func(*Options)) *fixture {
+	t.Helper()
 	opts := Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(),
 		PackageDir: t.TempDir(), StopGrace: 2 * time.Second}
 	if mutate != nil {
@@ -123,7 +146,7 @@ func startWorkerCapacity(t *testing.T, capacity int, mutate func(*Options)) *fix
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := &recorder{}
+	ev := &recorder{next: next}
 	runID := "test-" + strings.ToLower(auth.Reveal(auth.NewToken())[:8])
 	w, err := f.NewWorker(worker.Spec{ID: "w0", RunID: runID, Capacity: capacity, Events: ev, Logger: testutil.Logger(),
 		Launcher: &childproc.Launcher{RunID: runID, WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}})
@@ -214,7 +237,7 @@ func TestKillRecordsReasonInCrashError(t *testing.T) {
 	select {
 	case err := <-fx.done:
 		var ce *worker.CrashError
-		if !errors.As(err, &ce) || ce.Reason != "test says so" || ce.Signal != "SIGKILL" {
+		if !errors.As(err, &ce) || ce.Reason != "test says so" || ce.Signal != syscall.SIGKILL {
 			t.Fatalf("Serve returned %v, want a CrashError with the reason and SIGKILL", err)
 		}
 		fx.done <- err

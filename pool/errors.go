@@ -145,11 +145,17 @@ func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
 func (e *NotReadyError) Unwrap() error { return e.Cause }
 
 // WorkerTimeoutError reports a call that stayed inside a worker longer than
-// HungGrace after its context ended; the worker was killed.
+// HungGrace after its context ended; the worker was killed. It is the one
+// shape of "this worker is hung", whichever way the worker failed to return
+// the call (see the pool's watchdog, the only place that decides it).
 type WorkerTimeoutError struct {
 	WorkerID string
 	Tool     string
 	Grace    time.Duration
+	// Agent is set when the hung worker ran behind a remote agent, whose
+	// pool decided it (package remote): WorkerID is the agent's, Grace is
+	// not known here, and the remote worker stays in rotation.
+	Agent string
 	// Err is the call's context error (context.DeadlineExceeded, or
 	// context.Canceled when the caller or a pool stop cancelled it).
 	Err error
@@ -158,6 +164,10 @@ type WorkerTimeoutError struct {
 }
 
 func (e *WorkerTimeoutError) Error() string {
+	if e.Agent != "" {
+		return fmt.Sprintf("snakepit: on agent %s, worker %s did not return from tool %q after the call's context ended (%v); it was killed as hung and is being restarted — raise the call's deadline if the tool is just slow",
+			e.Agent, e.WorkerID, e.Tool, e.Err)
+	}
 	return fmt.Sprintf("snakepit: worker %s did not return from tool %q within %s after the call's context ended (%v); it was killed as hung and is being restarted — raise the call's deadline if the tool is just slow",
 		e.WorkerID, e.Tool, e.Grace, e.Err)
 }

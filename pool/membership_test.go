@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,7 +117,7 @@ func TestReadyAdvertisesCapacity(t *testing.T) {
 func TestCrashBehindKeepsWorker(t *testing.T) {
 	h := newHarness(t, pool.Options{})
 	p := h.p
-	w := &infoWorker{id: "r", err: &worker.CrashError{WorkerID: "w0", PID: 7, Signal: "SIGKILL", Agent: "10.0.0.1:7070"}}
+	w := &infoWorker{id: "r", err: &worker.CrashError{WorkerID: "w0", PID: 7, Signal: syscall.SIGKILL, Agent: "10.0.0.1:7070"}}
 	p.Add(w, 1)
 	p.Ready("r", worker.Info{})
 	_, err := p.Execute(context.Background(), call("x", ""), pool.CallOptions{})

@@ -610,8 +610,8 @@ func restartReason(err error) string {
 		switch {
 		case ce.Reason != "":
 			return ce.Reason
-		case ce.Signal != "":
-			return "signal " + ce.Signal
+		case ce.Signal != 0:
+			return "signal " + worker.SignalName(ce.Signal)
 		default:
 			return "exit status " + itoa(ce.ExitCode)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/snakepit-go/snakepit/agent/agentpb"
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -118,5 +119,22 @@ func TestCallSentThenDroppedIsCrash(t *testing.T) {
 	srv.Stop() // the agent vanishes with the call running
 	if err := <-out; !errors.Is(err, worker.ErrWorkerCrashed) || errors.Is(err, worker.ErrWorkerUnavailable) {
 		t.Fatalf("a call dropped after it reached the agent = %v; want ErrWorkerCrashed", err)
+	}
+}
+
+// An agent whose own pool killed a worker as hung reports WORKER_TIMEOUT;
+// the caller gets the same *pool.WorkerTimeoutError as from a local hung
+// worker, naming the agent, and this worker stays in rotation.
+func TestAgentsWorkerTimeoutIsTheSameTypedError(t *testing.T) {
+	w, lt := connected(t, "127.0.0.1:1")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := w.agentError(ctx, lt, "hang", &agentpb.AgentError{Kind: agentpb.AgentError_WORKER_TIMEOUT, WorkerId: "w3", Message: "killed as hung"})
+	var wte *pool.WorkerTimeoutError
+	if !errors.As(err, &wte) || !errors.Is(err, worker.ErrWorkerTimeout) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("WORKER_TIMEOUT = %v; want *pool.WorkerTimeoutError", err)
+	}
+	if wte.WorkerID != "w3" || wte.Agent != "127.0.0.1:1" || wte.Tool != "hang" || lt.over() {
+		t.Fatalf("WorkerTimeoutError = %+v (lifetime over: %v); want w3 on the agent, the connection kept", wte, lt.over())
 	}
 }

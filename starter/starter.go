@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/thejerf/suture/v4"
@@ -334,7 +335,7 @@ func killedFromOutside(err error) bool {
 		return false
 	}
 	switch se.Signal {
-	case "SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT":
+	case syscall.SIGKILL, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
 		return true
 	}
 	return false

@@ -200,7 +200,7 @@ func newScripted(t *testing.T, ev worker.Events, opts Options, script ...func(co
 // killer, an operator, a chaos test).
 func killedBeforeHandshake(_ context.Context, spec worker.Spec) error {
 	spec.Events.Starting(spec.ID)
-	err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("the process was killed by SIGKILL before its handshake"), Signal: "SIGKILL"}
+	err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("the process was killed by SIGKILL before its handshake"), Signal: syscall.SIGKILL}
 	spec.Events.Exited(spec.ID, err)
 	return err
 }
@@ -237,7 +237,7 @@ func TestOutsideKillsDuringStartupAreNotBrokenStarts(t *testing.T) {
 func TestCrashSignalDuringStartupCountsAsBrokenStart(t *testing.T) {
 	segv := func(_ context.Context, spec worker.Spec) error {
 		spec.Events.Starting(spec.ID)
-		err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("segfault while importing"), Signal: "SIGSEGV"}
+		err := &worker.StartupError{WorkerID: spec.ID, Cause: errors.New("segfault while importing"), Signal: syscall.SIGSEGV}
 		spec.Events.Exited(spec.ID, err)
 		return err
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"errors"
+	"syscall"
 	"testing"
 )
 
@@ -80,7 +81,7 @@ func TestErrorsMatchTheirSentinels(t *testing.T) {
 			t.Errorf("%T does not match %v", err, want)
 		}
 	}
-	ce := &CrashError{WorkerID: "w0", PID: 12, ExitCode: -1, Signal: "SIGKILL", Reason: "health check failed"}
+	ce := &CrashError{WorkerID: "w0", PID: 12, ExitCode: -1, Signal: syscall.SIGKILL, Reason: "health check failed"}
 	if msg := ce.Error(); msg != "snakepit: worker w0 (pid 12) was killed by SIGKILL (health check failed); it is being restarted — retry the call, or mark it idempotent to retry automatically" {
 		t.Errorf("CrashError message: %s", msg)
 	}

@@ -41,8 +41,9 @@ type CrashError struct {
 	PID      int
 	// ExitCode is the exit status, or -1 when the process was killed by a signal.
 	ExitCode int
-	// Signal names the signal that killed the process, e.g. "SIGKILL" ("" if it exited).
-	Signal string
+	// Signal is the signal that killed the process (0 if it exited);
+	// messages name it (SignalName).
+	Signal syscall.Signal
 	// Reason says why the host ended the process, when it did (e.g. "health check failed").
 	Reason string
 	// Agent is set when the process that died ran behind a remote agent
@@ -72,8 +73,8 @@ func (e *CrashError) Error() string {
 		fmt.Fprintf(&b, "worker %s (pid %d) ", e.WorkerID, e.PID)
 	}
 	switch {
-	case e.Signal != "":
-		fmt.Fprintf(&b, "was killed by %s", e.Signal)
+	case e.Signal != 0:
+		fmt.Fprintf(&b, "was killed by %s", SignalName(e.Signal))
 	case e.PID == 0 && e.Reason != "":
 		// No process of ours (a connection to an agent): the reason is all.
 		b.WriteString("ended")
@@ -166,11 +167,11 @@ type StartupError struct {
 	// Kind classifies the failure (see Class, which also recognises a host
 	// resource error in Cause when Kind is unset).
 	Kind StartupKind
-	// Signal names the signal that ended the process before it became
-	// ready ("" if it exited or is still running). A start ended by a signal
+	// Signal is the signal that ended the process before it became ready
+	// (0 if it exited or is still running). A start ended by a signal
 	// from outside (SIGKILL from the OOM killer or an operator, SIGTERM, …)
 	// is not the adapter's fault; see Starter's give-up rule.
-	Signal string
+	Signal syscall.Signal
 }
 
 // Class is Kind, or StartupResource when Kind is unset and Cause is a host

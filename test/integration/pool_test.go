@@ -217,8 +217,9 @@ func TestCallOnAHungWorkerReturnsWorkerTimeoutAndTheWorkerIsRestarted(t *testing
 	}
 	select {
 	case err := <-res:
-		if !errors.Is(err, snakepit.ErrWorkerTimeout) {
-			t.Fatalf("want ErrWorkerTimeout, got %v", err)
+		var wte *snakepit.WorkerTimeoutError
+		if !errors.As(err, &wte) || !errors.Is(err, snakepit.ErrWorkerTimeout) {
+			t.Fatalf("want a *WorkerTimeoutError (ErrWorkerTimeout), got %v", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("call on a hung worker never returned")

@@ -47,6 +47,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/snakepit-go/snakepit/worker"
@@ -306,7 +307,7 @@ func (w *Worker) end(l *lifetime, err error) bool {
 	l.endErr = err
 	cause := err
 	if cause == nil {
-		cause = w.crash("", 0, "worker stopped")
+		cause = w.crash(0, 0, "worker stopped")
 	}
 	for c := l.head; c != nil; c = c.next {
 		c.cancel(cause)
@@ -330,8 +331,8 @@ func (w *Worker) drained(l *lifetime) <-chan struct{} {
 	return l.drained
 }
 
-func (w *Worker) crash(signal string, code int, reason string) *worker.CrashError {
-	if signal != "" {
+func (w *Worker) crash(signal syscall.Signal, code int, reason string) *worker.CrashError {
+	if signal != 0 {
 		code = -1
 	}
 	return &worker.CrashError{WorkerID: w.spec.ID, PID: w.cfg.pid, ExitCode: code, Signal: signal, Reason: reason}
@@ -344,7 +345,7 @@ func (w *Worker) Crash() {
 	l := w.life
 	w.mu.Unlock()
 	if l != nil {
-		w.end(l, w.crash("", 1, ""))
+		w.end(l, w.crash(0, 1, ""))
 	}
 }
 
@@ -355,7 +356,7 @@ func (w *Worker) Kill(reason string) {
 	w.kills = append(w.kills, reason)
 	w.mu.Unlock()
 	if l != nil {
-		w.end(l, w.crash("SIGKILL", -1, reason))
+		w.end(l, w.crash(syscall.SIGKILL, -1, reason))
 	}
 }
 
@@ -425,10 +426,10 @@ func (w *Worker) outcome(ended bool, endErr error, err error) error {
 		if errors.As(endErr, &ce) {
 			return ce
 		}
-		return w.crash("", 1, "")
+		return w.crash(0, 1, "")
 	}
 	if err != nil {
-		return w.crash("", 0, "worker stopped")
+		return w.crash(0, 0, "worker stopped")
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,7 +177,7 @@ func TestKillReleasesHungCall(t *testing.T) {
 	}
 	w.Kill("hung")
 	var ce *worker.CrashError
-	if err := <-callErr; !errors.As(err, &ce) || ce.Signal != "SIGKILL" || ce.Reason != "hung" {
+	if err := <-callErr; !errors.As(err, &ce) || ce.Signal != syscall.SIGKILL || ce.Reason != "hung" {
 		t.Fatalf("after Kill: %v", err)
 	}
 	if err := get(t, done); !errors.As(err, &ce) {
