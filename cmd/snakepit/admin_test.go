@@ -105,7 +105,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not the JSON of Stats: %v\n%s", err, body)
 	}
-	if st.RunID != app.RunID() || st.Pool.Requests != 3 || st.Pool.Succeeded != 3 || st.Pool.Workers.Idle != 2 {
+	if st.RunID != app.RunID() || st.Pool.Requests != 3 || st.Pool.Outcomes[snakepit.OutcomeSuccess] != 3 || st.Pool.Workers.Idle != 2 {
 		t.Errorf("/status = %+v", st)
 	}
 
