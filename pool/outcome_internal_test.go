@@ -46,7 +46,9 @@ func TestOutcomeOfPrefersTheMostSpecificCause(t *testing.T) {
 // give (pool's and grpcworker's hung watchdogs, grpcworker's health checks,
 // the remote worker's lifetime ends).
 func TestRestartReasonsAreBounded(t *testing.T) {
-	crash := func(reason string) error { return &worker.CrashError{WorkerID: "w", ExitCode: -1, Signal: "SIGKILL", Reason: reason} }
+	crash := func(reason string) error {
+		return &worker.CrashError{WorkerID: "w", ExitCode: -1, Signal: "SIGKILL", Reason: reason}
+	}
 	for _, c := range []struct {
 		err  error
 		want string
