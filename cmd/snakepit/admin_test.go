@@ -114,9 +114,8 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/metrics: %d %s", code, hdr.Get("Content-Type"))
 	}
 	for _, want := range []string{
-		`snakepit_requests_total{instance="admin-test"} 3`,
-		`snakepit_requests_succeeded_total{instance="admin-test"} 3`,
-		`snakepit_requests_failed_total{instance="admin-test",kind="tool_error"} 0`,
+		`snakepit_requests_total{instance="admin-test",outcome="success"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="tool_error"} 0`,
 		`snakepit_workers{instance="admin-test",state="idle"} 2`,
 		`snakepit_queue_depth{instance="admin-test"} 0`,
 		`snakepit_call_duration_seconds_count{instance="admin-test"} 3`,
