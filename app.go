@@ -606,15 +606,12 @@ func (a *App) waitRun(ctx context.Context, r *run) error {
 // supervisor should WaitReady first: until the supervisor calls Serve, the
 // App is not started).
 func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
-	call, co, err := a.prepare(tool, args, opts)
+	r := a.cur.Load()
+	call, co, err := a.prepare(r, tool, args, opts)
 	if err != nil {
 		return nil, err
 	}
 	call.Metadata = traceMetadata(ctx)
-	r := a.cur.Load()
-	if ferr := r.failure(); ferr != nil {
-		return nil, ferr
-	}
 	// A remote worker sends the options on to its agent's pool (internal/wire).
 	res, err := r.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
 	return res, r.callError(err)
@@ -623,15 +620,12 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 // ExecuteStream calls a streaming tool; range over the result to receive its
 // chunks in order. Breaking out of the loop cancels the stream in Python.
 func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...CallOption) iter.Seq2[Chunk, error] {
-	call, co, err := a.prepare(tool, args, opts)
+	r := a.cur.Load()
+	call, co, err := a.prepare(r, tool, args, opts)
 	if err != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
 	}
 	call.Metadata = traceMetadata(ctx)
-	r := a.cur.Load()
-	if ferr := r.failure(); ferr != nil {
-		return func(yield func(Chunk, error) bool) { yield(Chunk{}, ferr) }
-	}
 	seq := r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
 	return func(yield func(Chunk, error) bool) {
 		for c, err := range seq {
@@ -658,20 +652,30 @@ func traceMetadata(ctx context.Context) map[string]string {
 	return m
 }
 
-func (a *App) prepare(tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+// prepare builds the call for run r's pool, or refuses it: every call
+// refused here is counted in r's pool (pool.Refused), like the calls the
+// pool itself ends, so that each call made counts once.
+func (a *App) prepare(r *run, tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+	refuse := func(err error) (*worker.Call, pool.CallOptions, error) {
+		r.pool.Refused(OutcomeOf(err))
+		return nil, pool.CallOptions{}, err
+	}
 	if !a.running.Load() {
-		return nil, pool.CallOptions{}, ErrNotStarted
+		return refuse(ErrNotStarted)
 	}
 	var o callOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.err != nil {
-		return nil, pool.CallOptions{}, o.err
+		return refuse(o.err)
 	}
 	raw, err := worker.EncodeArgs(tool, args)
 	if err != nil {
-		return nil, pool.CallOptions{}, err
+		return refuse(err)
+	}
+	if ferr := r.failure(); ferr != nil {
+		return refuse(ferr)
 	}
 	id := o.requestID
 	if id == "" {

@@ -1,24 +1,10 @@
 package snakepit
 
 import (
-	"slices"
-	"strings"
-	"sync"
-	"unicode/utf8"
-
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// Restart reasons become label values, and a reason may carry a tool name or
-// an error text: their cardinality is capped.
-const (
-	// maxReasonLen is the longest reason label value, in characters.
-	maxReasonLen = 80
-	// maxReasons is how many distinct reason values are exported; later
-	// ones are counted under reason="other".
-	maxReasons = 32
-	// otherReason is the overflow bucket of the reason label.
-	otherReason = "other"
+	"github.com/snakepit-go/snakepit/pool"
+	"github.com/snakepit-go/snakepit/worker"
 )
 
 // NewCollector returns a prometheus.Collector that exports app's Stats.
@@ -29,18 +15,19 @@ const (
 //
 // Counters (cumulative since New):
 //
-//	snakepit_requests_total                          calls made (retries not counted again)
-//	snakepit_requests_succeeded_total                calls that returned a result
-//	snakepit_requests_failed_total{kind}             failed calls: tool_error, crashed, worker_timeout,
-//	                                                 queue_timeout, saturated, cancelled, not_ready,
-//	                                                 stopping, affinity, invalid, other
+//	snakepit_requests_total{outcome}                 calls made (retries not counted again), refused ones
+//	                                                 included, each under the one Outcome that ended it
+//	                                                 (OutcomeOf): every value of pool.Outcomes() is exported
 //	snakepit_retries_total                           extra attempts after a crash or a vanished worker
 //	snakepit_worker_restarts_total                   worker lifetimes that ended with an error
-//	snakepit_worker_restarts_by_reason_total{reason} the same split by reason: at most 32 values
-//	                                                 of at most 80 characters, the rest under "other"
-//	snakepit_worker_recycles_total{reason}           make-before-break process recycles (request quota, maximum
-//	                                                 age, tool ignored cancellation), not restarts
+//	snakepit_worker_restarts_by_reason_total{reason} the same split by reason, one of pool.RestartReasons()
+//	snakepit_worker_recycles_total{reason}           make-before-break process recycles, not restarts, by
+//	                                                 reason, one of worker.RecycleReasons()
 //	snakepit_orphans_reaped_total                    processes of earlier runs the startup reaper stopped
+//
+// The label values are fixed sets, so every series exists from the first
+// scrape, at zero. Error texts are not label values: Stats().Pool's
+// RestartDetail and RecycleDetail keep the latest one of each reason.
 //
 // Gauges:
 //
@@ -79,13 +66,11 @@ func NewCollector(app *App) prometheus.Collector {
 	return &collector{
 		app: app,
 
-		requests:       d("snakepit_requests_total", "Calls made (retries are not counted again)."),
-		succeeded:      d("snakepit_requests_succeeded_total", "Calls that returned a result."),
-		failed:         d("snakepit_requests_failed_total", "Calls that failed, by kind of failure.", "kind"),
+		requests:       d("snakepit_requests_total", "Calls made (retries are not counted again), by how they ended.", "outcome"),
 		retries:        d("snakepit_retries_total", "Extra attempts made after a worker crashed or vanished under a call."),
 		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here."),
-		recycles:       d("snakepit_worker_recycles_total", "Worker process recycles (make-before-break), by reason (request quota, maximum age, tool ignored cancellation, ...).", "reason"),
-		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under \"other\").", "reason"),
+		recycles:       d("snakepit_worker_recycles_total", "Worker process recycles (make-before-break), by reason.", "reason"),
+		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason.", "reason"),
 		reaped:         d("snakepit_orphans_reaped_total", "Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants)."),
 
 		workers:    d("snakepit_workers", "Workers by state.", "state"),
@@ -93,28 +78,20 @@ func NewCollector(app *App) prometheus.Collector {
 		inFlight:   d("snakepit_in_flight", "Calls running on a worker."),
 		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included."),
 		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included."),
-
-		admitted: map[string]bool{},
 	}
 }
 
 type collector struct {
 	app *App
 
-	requests, succeeded, failed, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
-	workers, queue, inFlight, duration, latencyMax                                   *prometheus.Desc
-
-	mu sync.Mutex
-	// admitted holds the reason values exported under their own name. A
-	// value once admitted stays admitted, and one turned away once stays in
-	// "other", so every series, "other" included, only ever grows.
-	admitted map[string]bool
+	requests, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
+	workers, queue, inFlight, duration, latencyMax                *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.requests, c.succeeded, c.failed, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
+		c.requests, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
 		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax,
 	} {
 		ch <- d
@@ -139,34 +116,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(d, prometheus.GaugeValue, v, labels...)
 	}
 
-	counter(c.requests, float64(p.Requests))
-	counter(c.succeeded, float64(p.Succeeded))
-	f := p.Failed
-	for _, k := range []struct {
-		kind string
-		n    uint64
-	}{
-		{"tool_error", f.ToolErrors},
-		{"crashed", f.Crashed},
-		{"worker_timeout", f.WorkerTimeouts},
-		{"queue_timeout", f.QueueTimeouts},
-		{"saturated", f.Saturated},
-		{"cancelled", f.Cancelled},
-		{"not_ready", f.NotReady},
-		{"stopping", f.Stopping},
-		{"affinity", f.Affinity},
-		{"invalid", f.Invalid},
-		{"other", f.Other},
-	} {
-		counter(c.failed, float64(k.n), k.kind)
+	for _, o := range pool.Outcomes() {
+		counter(c.requests, float64(p.Outcomes[o]), string(o))
 	}
 	counter(c.retries, float64(p.Retries))
 	counter(c.restarts, float64(p.Restarts))
-	for _, r := range c.reasons(p.RestartReasons) {
-		counter(c.restartReasons, float64(r.n), r.reason)
+	for _, r := range pool.RestartReasons() {
+		counter(c.restartReasons, float64(p.RestartReasons[r]), r)
 	}
-	for _, r := range c.reasons(p.RecycleReasons) {
-		counter(c.recycles, float64(r.n), r.reason)
+	for _, r := range worker.RecycleReasons() {
+		counter(c.recycles, float64(p.RecycleReasons[r]), r)
 	}
 	counter(c.reaped, float64(s.Reap.Reaped+s.Reap.Descendants))
 
@@ -190,73 +149,4 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
-}
-
-type reasonCount struct {
-	reason string
-	n      int
-}
-
-// reasons folds the pool's restart reasons into at most maxReasons label
-// values plus "other", in a stable order.
-func (c *collector) reasons(raw map[string]int) []reasonCount {
-	counts := make(map[string]int, len(raw))
-	for r, n := range raw {
-		counts[reasonLabel(r)] += n
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// Admit new values the most frequent first, then by name, so which
-	// ones make the cut does not depend on map iteration.
-	fresh := make([]string, 0, len(counts))
-	for r := range counts {
-		if r != otherReason && !c.admitted[r] {
-			fresh = append(fresh, r)
-		}
-	}
-	slices.SortFunc(fresh, func(a, b string) int {
-		if d := counts[b] - counts[a]; d != 0 {
-			return d
-		}
-		return strings.Compare(a, b)
-	})
-	for _, r := range fresh {
-		if len(c.admitted) >= maxReasons {
-			break
-		}
-		c.admitted[r] = true
-	}
-	out := make([]reasonCount, 0, min(len(counts), maxReasons+1))
-	other := 0
-	for r, n := range counts {
-		if c.admitted[r] {
-			out = append(out, reasonCount{r, n})
-		} else {
-			other += n
-		}
-	}
-	slices.SortFunc(out, func(a, b reasonCount) int { return strings.Compare(a.reason, b.reason) })
-	if other > 0 {
-		out = append(out, reasonCount{otherReason, other})
-	}
-	return out
-}
-
-// reasonLabel makes a reason a valid, bounded label value.
-func reasonLabel(r string) string {
-	r = strings.ToValidUTF8(r, "\uFFFD")
-	if r == "" {
-		return "unknown"
-	}
-	if utf8.RuneCountInString(r) <= maxReasonLen {
-		return r
-	}
-	n := 0
-	for i := range r {
-		if n == maxReasonLen {
-			return r[:i]
-		}
-		n++
-	}
-	return r
 }

@@ -3,12 +3,10 @@ package snakepit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -75,13 +73,19 @@ func TestMetricsReflectCalls(t *testing.T) {
 	if _, err := app.Execute(ctx, "boom", nil); !errors.Is(err, ErrToolFailed) {
 		t.Fatalf("boom: %v", err)
 	}
-	// A context already done is rejected as an invalid call ...
+	// Arguments that are not a JSON object are refused before the pool,
+	// and still counted.
+	if _, err := app.Execute(ctx, "echo", []int{1, 2}); !errors.Is(err, ErrInvalidArgs) {
+		t.Fatalf("array args: %v", err)
+	}
+	// A context already done is rejected as an invalid call, counted as
+	// cancelled: that is what ended it ...
 	done, cancelDone := context.WithCancel(ctx)
 	cancelDone()
 	if _, err := app.Execute(done, "echo", nil); !errors.Is(err, pool.ErrInvalidCall) {
 		t.Fatalf("call with a done context: %v", err)
 	}
-	// ... one cancelled while it runs counts as cancelled.
+	// ... as is one cancelled while it runs.
 	running, cancelRunning := context.WithCancel(ctx)
 	stop := time.AfterFunc(20*time.Millisecond, cancelRunning)
 	defer stop.Stop()
@@ -95,25 +99,23 @@ func TestMetricsReflectCalls(t *testing.T) {
 	})
 
 	const want = `
-# HELP snakepit_requests_total Calls made (retries are not counted again).
+# HELP snakepit_requests_total Calls made (retries are not counted again), by how they ended.
 # TYPE snakepit_requests_total counter
-snakepit_requests_total 7
-# HELP snakepit_requests_succeeded_total Calls that returned a result.
-# TYPE snakepit_requests_succeeded_total counter
-snakepit_requests_succeeded_total 3
-# HELP snakepit_requests_failed_total Calls that failed, by kind of failure.
-# TYPE snakepit_requests_failed_total counter
-snakepit_requests_failed_total{kind="affinity"} 0
-snakepit_requests_failed_total{kind="cancelled"} 1
-snakepit_requests_failed_total{kind="crashed"} 0
-snakepit_requests_failed_total{kind="invalid"} 2
-snakepit_requests_failed_total{kind="not_ready"} 0
-snakepit_requests_failed_total{kind="other"} 0
-snakepit_requests_failed_total{kind="queue_timeout"} 0
-snakepit_requests_failed_total{kind="saturated"} 0
-snakepit_requests_failed_total{kind="stopping"} 0
-snakepit_requests_failed_total{kind="tool_error"} 1
-snakepit_requests_failed_total{kind="worker_timeout"} 0
+snakepit_requests_total{outcome="affinity"} 0
+snakepit_requests_total{outcome="cancelled"} 2
+snakepit_requests_total{outcome="crashed"} 0
+snakepit_requests_total{outcome="deadline"} 0
+snakepit_requests_total{outcome="invalid_args"} 2
+snakepit_requests_total{outcome="message_too_large"} 0
+snakepit_requests_total{outcome="not_ready"} 0
+snakepit_requests_total{outcome="other"} 0
+snakepit_requests_total{outcome="queue_timeout"} 0
+snakepit_requests_total{outcome="saturated"} 0
+snakepit_requests_total{outcome="stopping"} 0
+snakepit_requests_total{outcome="success"} 3
+snakepit_requests_total{outcome="tool_error"} 1
+snakepit_requests_total{outcome="tool_timeout"} 0
+snakepit_requests_total{outcome="worker_timeout"} 0
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
 snakepit_workers{state="busy"} 0
@@ -133,7 +135,7 @@ snakepit_in_flight 0
 snakepit_orphans_reaped_total 0
 `
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(want),
-		"snakepit_requests_total", "snakepit_requests_succeeded_total", "snakepit_requests_failed_total",
+		"snakepit_requests_total",
 		"snakepit_workers", "snakepit_queue_depth", "snakepit_in_flight", "snakepit_orphans_reaped_total",
 	); err != nil {
 		t.Fatal(err)
@@ -192,9 +194,15 @@ func TestMetricsRestartsAndInstanceLabel(t *testing.T) {
 # HELP snakepit_worker_restarts_total Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here.
 # TYPE snakepit_worker_restarts_total counter
 snakepit_worker_restarts_total{instance="metrics-test"} 1
-# HELP snakepit_worker_restarts_by_reason_total Worker lifetimes that ended with an error, by reason (at most 32 reasons, the rest under "other").
+# HELP snakepit_worker_restarts_by_reason_total Worker lifetimes that ended with an error, by reason.
 # TYPE snakepit_worker_restarts_by_reason_total counter
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="exit status 1"} 1
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="agent_lost"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="crashed"} 1
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="health"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="hung"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="killed"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="other"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="startup"} 0
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
 snakepit_workers{instance="metrics-test",state="busy"} 0
@@ -243,81 +251,5 @@ func TestMetricsRegistrationErrorFailsNew(t *testing.T) {
 	second.Instance = "second"
 	if _, err := New(second); err != nil {
 		t.Fatalf("a distinct Instance should register: %v", err)
-	}
-}
-
-func TestRestartReasonCardinalityIsCapped(t *testing.T) {
-	c := &collector{admitted: map[string]bool{}}
-	// check scrapes raw and checks what holds for every scrape.
-	check := func(raw map[string]int) map[string]int {
-		t.Helper()
-		got := map[string]int{}
-		total := 0
-		for _, r := range c.reasons(raw) {
-			if _, dup := got[r.reason]; dup {
-				t.Errorf("reason %q emitted twice", r.reason)
-			}
-			got[r.reason] = r.n
-			total += r.n
-			if !utf8.ValidString(r.reason) || utf8.RuneCountInString(r.reason) > maxReasonLen {
-				t.Errorf("bad label value %q", r.reason)
-			}
-		}
-		want := 0
-		for _, n := range raw {
-			want += n
-		}
-		if total != want {
-			t.Errorf("reason counts sum to %d, want %d", total, want)
-		}
-		if len(got) > maxReasons+1 {
-			t.Errorf("%d reason values, want at most %d plus other", len(got), maxReasons)
-		}
-		return got
-	}
-
-	raw := map[string]int{
-		"other":                  2, // a literal "other" joins the overflow bucket
-		strings.Repeat("é", 100): 1, // truncated by characters, not bytes ...
-		strings.Repeat("é", 90):  1, // ... to the same value as the line above
-		"bad utf-8 \xff":         1,
-		"":                       1,
-		"signal SIGKILL":         3,
-	}
-	first := check(raw)
-	want := map[string]int{strings.Repeat("é", 80): 2, "bad utf-8 \uFFFD": 1, "unknown": 1, "signal SIGKILL": 3, "other": 2}
-	if fmt.Sprint(first) != fmt.Sprint(want) {
-		t.Fatalf("reasons = %v, want %v", first, want)
-	}
-
-	// Past the cap: the most frequent new values are admitted first, the
-	// rest go to other.
-	for i := range 40 {
-		raw[fmt.Sprintf("crash in tool t%02d", i)] = 1
-	}
-	raw["zz frequent"] = 7
-	second := check(raw)
-	if second["zz frequent"] != 7 {
-		t.Errorf("a frequent reason lost its series: %v", second)
-	}
-	if len(second) != maxReasons+1 || second["other"] <= 2 {
-		t.Errorf("%d values, other = %d: %v", len(second), second["other"], second)
-	}
-
-	// Later scrapes: admitted values stay, new ones go to other even when
-	// frequent, and no series ever decreases.
-	raw["a brand new reason"] = 50
-	raw["signal SIGKILL"]++
-	third := check(raw)
-	if _, ok := third["a brand new reason"]; ok {
-		t.Error("a reason seen after the cap was reached got its own series")
-	}
-	for r, n := range second {
-		if third[r] < n {
-			t.Errorf("reason %q went from %d to %d", r, n, third[r])
-		}
-	}
-	if third["other"] != second["other"]+50 || third["signal SIGKILL"] != 4 {
-		t.Errorf("third scrape: %v", third)
 	}
 }

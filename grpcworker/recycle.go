@@ -15,13 +15,13 @@ type recycleReq struct {
 	reply  chan error // buffered 1; answered exactly once by the loop
 }
 
-// Why a lifetime is recycled by plan; these are the keys of
-// Stats.RecycleReasons, so they stay few and fixed.
+// Why a lifetime is recycled by plan: label values from the fixed set in
+// package worker, never free text.
 const (
-	reasonRequests = "request quota"
-	reasonAge      = "maximum age"
-	reasonIgnored  = "tool ignored cancellation"
-	reasonMemory   = "memory"
+	reasonRequests = worker.RecycleRequests
+	reasonAge      = worker.RecycleAge
+	reasonIgnored  = worker.RecycleAbandoned
+	reasonMemory   = worker.RecycleMemory
 )
 
 var _ worker.Recycler = (*Worker)(nil)

@@ -339,6 +339,7 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 // rejectLocked records a call that ends without (another) worker attempt,
 // unlocks, and drops the record.
 func (p *Pool) rejectLocked(r *callRec, err error) error {
+	err = toolTimeoutErr(r.ctx, r.tool, err) // named where it is counted
 	p.st.record(err)
 	p.dropLocked(r)
 	return err
@@ -506,6 +507,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 	if p.stopping {
 		retry = false
 	}
+	err = toolTimeoutErr(r.ctx, r.tool, err) // named where it is counted
 	reusable = reusable && !r.armed
 	p.unlinkReleaseLocked(r)
 	if retry {

@@ -64,20 +64,33 @@ func (p *Pool) backoff(ctx context.Context, attempt int) error {
 	}
 }
 
+// rejectInvalid counts a call refused before it was counted as a request.
 func (p *Pool) rejectInvalid(err error) error {
-	p.mu.Lock()
-	p.st.requests++
-	p.st.record(err)
-	p.mu.Unlock()
+	p.Refused(OutcomeOf(err))
 	return err
 }
 
+// Refused counts a call that ended with outcome o before it reached the
+// pool: the root package refuses some calls itself (arguments that do not
+// encode, bad call options, an App not started or failed to start), and
+// every call made must count once in Stats.
+func (p *Pool) Refused(o Outcome) {
+	p.mu.Lock()
+	if _, ok := p.st.outcomes[o]; !ok {
+		o = OutcomeOther // keep the set, and the metric's labels, fixed
+	}
+	p.st.requests++
+	p.st.outcomes[o]++
+	p.mu.Unlock()
+}
+
 // recordAbandoned records a call that ends between attempts (its backoff
-// was cut short by its context).
-func (p *Pool) recordAbandoned(err error) {
+// was cut short by its context), and returns err.
+func (p *Pool) recordAbandoned(err error) error {
 	p.mu.Lock()
 	p.st.record(err)
 	p.mu.Unlock()
+	return err
 }
 
 // watch starts following the caller's context for the hung-worker watchdog.
@@ -108,8 +121,7 @@ func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions)
 			return res, err
 		}
 		defer done() // reached once: the loop ends here
-		res, err := p.execute(actx, call, aopts, false, !counted)
-		return res, toolTimeoutErr(actx, call.Tool, err)
+		return p.execute(actx, call, aopts, false, !counted)
 	}
 }
 
@@ -134,8 +146,7 @@ func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions,
 			return res, nil
 		}
 		if berr := p.backoff(ctx, attempt); berr != nil {
-			p.recordAbandoned(werr)
-			return nil, werr
+			return nil, p.recordAbandoned(toolTimeoutErr(ctx, call.Tool, werr))
 		}
 		avoid = ws
 	}
@@ -168,9 +179,7 @@ func (p *Pool) ExecuteStream(ctx context.Context, call *worker.Call, opts CallOp
 				return
 			}
 			defer done() // reached once: the loop ends here
-			p.stream(actx, call, aopts, false, !counted, func(c worker.Chunk, err error) bool {
-				return yield(c, toolTimeoutErr(actx, call.Tool, err))
-			})
+			p.stream(actx, call, aopts, false, !counted, yield)
 			return
 		}
 	}
@@ -203,8 +212,7 @@ func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, 
 			return false
 		}
 		if berr := p.backoff(ctx, attempt); berr != nil {
-			p.recordAbandoned(werr)
-			yield(worker.Chunk{}, werr)
+			yield(worker.Chunk{}, p.recordAbandoned(toolTimeoutErr(ctx, call.Tool, werr)))
 			return false
 		}
 		avoid = ws

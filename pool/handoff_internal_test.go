@@ -114,7 +114,7 @@ func TestHandoffBeatsQueueTimeout(t *testing.T) {
 		t.Fatalf("worker ran %d calls; want 2", f.w.Calls())
 	}
 	s := f.p.Stats()
-	if s.InFlight != 0 || s.Failed.QueueTimeouts != 0 || s.Succeeded != 2 {
+	if s.InFlight != 0 || s.Outcomes[OutcomeQueueTimeout] != 0 || s.Outcomes[OutcomeSuccess] != 2 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -157,7 +157,7 @@ func TestHandoffToCancelledWaiterPassesSlotOn(t *testing.T) {
 		t.Fatalf("next waiter: %v", r.err)
 	}
 	s := f.p.Stats()
-	if s.InFlight != 0 || s.Queued != 0 || s.Failed.Cancelled != 1 || s.Succeeded != 2 {
+	if s.InFlight != 0 || s.Queued != 0 || s.Outcomes[OutcomeCancelled] != 1 || s.Outcomes[OutcomeSuccess] != 2 {
 		t.Fatalf("stats %+v", s)
 	}
 }

@@ -205,7 +205,11 @@ func checkBalanced(t *testing.T, s pool.Stats) {
 	if s.InFlight != 0 || s.Queued != 0 {
 		t.Errorf("in flight %d, queued %d; want 0, 0", s.InFlight, s.Queued)
 	}
-	if s.Requests != s.Succeeded+s.Failed.Total() {
-		t.Errorf("requests %d != succeeded %d + failed %d (%+v)", s.Requests, s.Succeeded, s.Failed.Total(), s.Failed)
+	var sum uint64
+	for _, n := range s.Outcomes {
+		sum += n
+	}
+	if s.Requests != sum || len(s.Outcomes) != len(pool.Outcomes()) {
+		t.Errorf("requests %d != %d, the sum of the outcomes %v", s.Requests, sum, s.Outcomes)
 	}
 }

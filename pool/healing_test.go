@@ -38,7 +38,7 @@ func TestSlowStreamConsumerIsNotWorkerTime(t *testing.T) {
 	if k := w.Kills(); len(k) != 0 {
 		t.Fatalf("the worker was killed for the consumer's own time: %q", k)
 	}
-	if s := h.p.Stats(); s.Restarts != 0 || s.Failed.WorkerTimeouts != 0 {
+	if s := h.p.Stats(); s.Restarts != 0 || s.Outcomes[pool.OutcomeWorkerTimeout] != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -132,16 +132,16 @@ func TestReplacedWorkerStaysReadyLosesSessionsAndCountsAsRecycle(t *testing.T) {
 	h, _, ws := affinityHarness(t, pool.Options{})
 	first, _ := h.who("s", pool.AffinityHint)
 	info := worker.Info{Tools: []worker.ToolSpec{{Name: "whoami"}, {Name: "block"}}}
-	h.p.Recycled(first, info, "request quota")
+	h.p.Recycled(first, info, worker.RecycleRequests)
 	s := h.p.Stats()
-	if s.Workers.Idle != len(ws) || s.Recycles != 1 || s.RecycleReasons["request quota"] != 1 || s.Restarts != 0 {
+	if s.Workers.Idle != len(ws) || s.Recycles != 1 || s.RecycleReasons[worker.RecycleRequests] != 1 || s.Restarts != 0 {
 		t.Fatalf("after Replaced: workers %+v, recycles %d %v, restarts %d", s.Workers, s.Recycles, s.RecycleReasons, s.Restarts)
 	}
 	if _, err := h.who("s", pool.AffinityStrictFailFast); !errors.Is(err, pool.ErrSessionWorkerUnavailable) {
 		t.Fatalf("a session of the replaced process must not stick to the new one: %v", err)
 	}
 	// A break-before-make recycle reported through Exited counts the same.
-	h.p.Exited(first, &worker.RecycledError{WorkerID: first, Reason: "maximum age"})
+	h.p.Exited(first, &worker.RecycledError{WorkerID: first, Reason: worker.RecycleAge})
 	if s := h.p.Stats(); s.Recycles != 2 || s.Restarts != 0 {
 		t.Fatalf("RecycledError counted as restart: %+v", s)
 	}

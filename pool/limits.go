@@ -244,8 +244,7 @@ func (p *Pool) admit(ctx context.Context, tool string, opts CallOptions, counted
 			err = toolTimeoutErr(ctx, tool, err)
 			cancel()
 			if counted {
-				p.recordAbandoned(err)
-				return nil, opts, nil, err
+				return nil, opts, nil, p.recordAbandoned(err)
 			}
 			return nil, opts, nil, p.rejectInvalid(err)
 		}

@@ -72,8 +72,8 @@ func TestToolMaxConcurrencyHoldsAcrossThePool(t *testing.T) {
 		t.Fatalf("at most %d calls of the tool ran at once; want exactly 2", m)
 	}
 	s := h.waitStats("all done", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 })
-	if s.Succeeded != 9 {
-		t.Fatalf("succeeded %d, want 9", s.Succeeded)
+	if s.Outcomes[pool.OutcomeSuccess] != 9 {
+		t.Fatalf("succeeded %d, want 9", s.Outcomes[pool.OutcomeSuccess])
 	}
 }
 
@@ -102,7 +102,7 @@ func TestToolLimitWaitEndsWithTheQueueTimeout(t *testing.T) {
 		t.Fatal(o.err)
 	}
 	s := h.waitStats("idle", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 })
-	if s.Failed.QueueTimeouts != 1 || s.Failed.Cancelled != 1 || s.Requests != 3 {
+	if s.Outcomes[pool.OutcomeQueueTimeout] != 1 || s.Outcomes[pool.OutcomeCancelled] != 1 || s.Requests != 3 {
 		t.Fatalf("stats %+v; want 3 requests, 1 queue timeout and 1 cancelled", s)
 	}
 	// The slot given back is usable again.
@@ -267,8 +267,8 @@ func TestCallsWaitingOnToolLimitsAreBoundedByMaxQueue(t *testing.T) {
 			t.Fatal(o.err)
 		}
 	}
-	if s := h.waitStats("idle", func(s pool.Stats) bool { return s.LimitQueued == 0 && s.InFlight == 0 }); s.Failed.Saturated != 1 {
-		t.Fatalf("stats %+v; want 1 saturated", s.Failed)
+	if s := h.waitStats("idle", func(s pool.Stats) bool { return s.LimitQueued == 0 && s.InFlight == 0 }); s.Outcomes[pool.OutcomeSaturated] != 1 {
+		t.Fatalf("outcomes %v; want 1 saturated", s.Outcomes)
 	}
 }
 
@@ -303,7 +303,7 @@ func TestToolLimitHoldsForCallsQueuedBeforeAnyWorkerIsReady(t *testing.T) {
 		t.Fatalf("%d calls of a max_concurrency=1 tool ran at once", m)
 	}
 	checkBalanced(t, h.waitStats("idle", func(s pool.Stats) bool { return s.InFlight == 0 && s.LimitQueued == 0 }))
-	if s := h.p.Stats(); s.Requests != 5 || s.Succeeded != 5 {
+	if s := h.p.Stats(); s.Requests != 5 || s.Outcomes[pool.OutcomeSuccess] != 5 {
 		t.Fatalf("stats %+v; want 5 requests, 5 succeeded (a call re-admitted once counts once)", s)
 	}
 }

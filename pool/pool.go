@@ -169,7 +169,7 @@ func New(opts Options) (*Pool, error) {
 		gates:     map[string]*toolGate{},
 		sweepAt:   sessionSweepMin,
 		changed:   make(chan struct{}),
-		st:        counters{restartReasons: map[string]int{}, recycleReasons: map[string]int{}},
+		st:        newCounters(),
 	}
 	p.recs.New = func() any { return newCallRec(p) }
 	p.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1)} }
@@ -266,11 +266,12 @@ func (p *Pool) Exited(id string, err error) {
 	var re *worker.RecycledError
 	switch {
 	case errors.As(err, &re):
-		p.st.recycles++
-		p.st.recycleReasons[re.Reason]++
+		p.countRecycleLocked(re.Reason)
 	case err != nil:
+		r := restartReason(err)
 		p.st.restarts++
-		p.st.restartReasons[restartReason(err)]++
+		p.st.restartReasons[r]++
+		p.st.restartDetail[r] = err.Error()
 	}
 	ws := p.workers[id]
 	if ws == nil {
@@ -289,8 +290,7 @@ func (p *Pool) Exited(id string, err error) {
 func (p *Pool) Recycled(id string, info worker.Info, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.st.recycles++
-	p.st.recycleReasons[limitReason(reason)]++
+	p.countRecycleLocked(reason)
 	ws := p.workers[id]
 	if ws == nil {
 		p.early[id] = earlyEvent{ready: true, info: info}
@@ -603,25 +603,11 @@ func (p *Pool) checkIdleLocked() {
 	}
 }
 
-// restartReason names why a lifetime ended, for Stats.RestartReasons.
-func restartReason(err error) string {
-	var ce *worker.CrashError
-	if errors.As(err, &ce) {
-		switch {
-		case ce.Reason != "":
-			return ce.Reason
-		case ce.Signal != 0:
-			return "signal " + worker.SignalName(ce.Signal)
-		default:
-			return "exit status " + itoa(ce.ExitCode)
-		}
-	}
-	var se *worker.StartupError
-	if errors.As(err, &se) {
-		return "startup failed"
-	}
-	if errors.Is(err, worker.ErrRecycled) {
-		return "recycled"
-	}
-	return typeName(err)
+// countRecycleLocked counts a recycle under its bounded reason, keeping the
+// text given for it as the detail.
+func (p *Pool) countRecycleLocked(reason string) {
+	r := recycleReason(reason)
+	p.st.recycles++
+	p.st.recycleReasons[r]++
+	p.st.recycleDetail[r] = reason
 }

@@ -136,8 +136,8 @@ func TestSaturated(t *testing.T) {
 	if !errors.Is(err, pool.ErrPoolSaturated) || !strings.Contains(err.Error(), "raise MaxQueue") {
 		t.Fatalf("err = %v; want ErrPoolSaturated saying what to do", err)
 	}
-	if s := h.p.Stats(); s.Failed.Saturated != 1 {
-		t.Fatalf("saturated count %d; want 1", s.Failed.Saturated)
+	if s := h.p.Stats(); s.Outcomes[pool.OutcomeSaturated] != 1 {
+		t.Fatalf("saturated count %d; want 1", s.Outcomes[pool.OutcomeSaturated])
 	}
 	for range 3 {
 		g.release <- struct{}{}
@@ -173,8 +173,8 @@ func TestQueueTimeout(t *testing.T) {
 		t.Fatalf("err = %v; want ErrQueueTimeout", err)
 	}
 	s := h.p.Stats()
-	if s.Failed.QueueTimeouts != 2 || s.Queued != 0 {
-		t.Fatalf("queue timeouts %d, queued %d; want 2, 0", s.Failed.QueueTimeouts, s.Queued)
+	if s.Outcomes[pool.OutcomeQueueTimeout] != 2 || s.Queued != 0 {
+		t.Fatalf("queue timeouts %d, queued %d; want 2, 0", s.Outcomes[pool.OutcomeQueueTimeout], s.Queued)
 	}
 	g.release <- struct{}{}
 	recv(t, busy)
@@ -197,8 +197,8 @@ func TestQueuedCallCancelled(t *testing.T) {
 	if o := recv(t, ch); !errors.Is(o.err, context.Canceled) {
 		t.Fatalf("err = %v; want context.Canceled", o.err)
 	}
-	if s := h.p.Stats(); s.Queued != 0 || s.Failed.Cancelled != 1 {
-		t.Fatalf("queued %d cancelled %d; want 0, 1", s.Queued, s.Failed.Cancelled)
+	if s := h.p.Stats(); s.Queued != 0 || s.Outcomes[pool.OutcomeCancelled] != 1 {
+		t.Fatalf("queued %d cancelled %d; want 0, 1", s.Queued, s.Outcomes[pool.OutcomeCancelled])
 	}
 	g.release <- struct{}{}
 	recv(t, busy)
@@ -267,8 +267,8 @@ func TestQueueTimeoutNeverAfterHandoff(t *testing.T) {
 	}
 	s := h.waitStats("all slots back", func(s pool.Stats) bool { return s.Workers.Idle == 2 })
 	checkBalanced(t, s)
-	if s.Failed.QueueTimeouts != uint64(timedOut.Load()) || s.Succeeded != uint64(ok.Load()) {
-		t.Errorf("stats %d ok / %d timeouts; callers saw %d / %d", s.Succeeded, s.Failed.QueueTimeouts, ok.Load(), timedOut.Load())
+	if s.Outcomes[pool.OutcomeQueueTimeout] != uint64(timedOut.Load()) || s.Outcomes[pool.OutcomeSuccess] != uint64(ok.Load()) {
+		t.Errorf("stats %d ok / %d timeouts; callers saw %d / %d", s.Outcomes[pool.OutcomeSuccess], s.Outcomes[pool.OutcomeQueueTimeout], ok.Load(), timedOut.Load())
 	}
 	for i, w := range workers {
 		if w.MaxInFlight() > i+1 {
@@ -299,7 +299,7 @@ func TestReadyTimeout(t *testing.T) {
 	if !errors.Is(err, pool.ErrNotReady) || !errors.As(err, &nre) {
 		t.Fatalf("err = %v; want *NotReadyError", err)
 	}
-	if s := h.p.Stats(); s.Failed.NotReady != 1 || s.Workers.Starting != 1 {
+	if s := h.p.Stats(); s.Outcomes[pool.OutcomeNotReady] != 1 || s.Workers.Starting != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -324,7 +324,7 @@ func TestAllWorkersFailed(t *testing.T) {
 		t.Fatalf("new call: %v; want the StartupError", err)
 	}
 	s := h.p.Stats()
-	if s.Workers.Failed != 1 || s.Restarts != 3 || s.RestartReasons["startup failed"] != 3 {
+	if s.Workers.Failed != 1 || s.Restarts != 3 || s.RestartReasons[pool.RestartStartup] != 3 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -347,8 +347,8 @@ func TestUnknownTool(t *testing.T) {
 	if len(tools) != 2 || tools[0].Name != "add" || tools[1].Name != "echo" {
 		t.Fatalf("Tools() = %+v", tools)
 	}
-	if s := h.p.Stats(); s.Failed.Invalid != 1 {
-		t.Fatalf("invalid count %d", s.Failed.Invalid)
+	if s := h.p.Stats(); s.Outcomes[pool.OutcomeInvalidArgs] != 1 {
+		t.Fatalf("invalid count %d", s.Outcomes[pool.OutcomeInvalidArgs])
 	}
 }
 
@@ -414,7 +414,7 @@ func TestHungWorkerKilled(t *testing.T) {
 		t.Fatalf("kills = %q", kills)
 	}
 	s := h.waitStats("restarted", func(s pool.Stats) bool { return s.Restarts == 1 && s.Workers.Idle == 1 })
-	if s.Failed.WorkerTimeouts != 1 || s.Restarts != 1 || s.RestartReasons[kills[0]] != 1 {
+	if s.Outcomes[pool.OutcomeWorkerTimeout] != 1 || s.Restarts != 1 || s.RestartReasons[pool.RestartHung] != 1 || s.RestartDetail[pool.RestartHung] == "" {
 		t.Fatalf("stats %+v", s)
 	}
 	if _, err := h.p.Execute(context.Background(), call("echo", ""), pool.CallOptions{}); err != nil {
@@ -506,7 +506,7 @@ func TestCrashMidCall(t *testing.T) {
 		t.Fatalf("call on the other worker: %v", o.err)
 	}
 	s := h.waitStats("w1 back", func(s pool.Stats) bool { return s.Restarts == 1 && s.Workers.Idle == 2 })
-	if s.Failed.Crashed != 1 || s.Succeeded != 1 || s.Restarts != 1 || s.RestartReasons["exit status 1"] != 1 || s.Retries != 0 {
+	if s.Outcomes[pool.OutcomeCrashed] != 1 || s.Outcomes[pool.OutcomeSuccess] != 1 || s.Restarts != 1 || s.RestartReasons[pool.RestartCrashed] != 1 || s.Retries != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -531,7 +531,7 @@ func TestIdempotentRetry(t *testing.T) {
 		t.Fatalf("tool ran %d times; want 2", n.Load())
 	}
 	s := h.p.Stats()
-	if s.Retries != 1 || s.Succeeded != 1 || s.Failed.Total() != 0 {
+	if s.Retries != 1 || s.Outcomes[pool.OutcomeSuccess] != 1 || s.Requests != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 
@@ -561,7 +561,7 @@ func TestRetryBounded(t *testing.T) {
 	if !errors.Is(err, worker.ErrWorkerCrashed) || n.Load() < 2 || n.Load() > 4 {
 		t.Fatalf("err %v after %d runs; want a crash after 4 attempts", err, n.Load())
 	}
-	if s := h.p.Stats(); s.Retries != 3 || s.Failed.Crashed != 1 {
+	if s := h.p.Stats(); s.Retries != 3 || s.Outcomes[pool.OutcomeCrashed] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -705,8 +705,8 @@ func TestAffinityStrict(t *testing.T) {
 	if o.err != nil || resultString(t, o.res) != first {
 		t.Fatalf("strict-queue served by %v (%v); want %s", o.res, o.err, first)
 	}
-	if s := h.p.Stats(); s.Failed.Affinity != 1 {
-		t.Fatalf("affinity failures %d", s.Failed.Affinity)
+	if s := h.p.Stats(); s.Outcomes[pool.OutcomeAffinity] != 1 {
+		t.Fatalf("affinity failures %d", s.Outcomes[pool.OutcomeAffinity])
 	}
 }
 
@@ -887,8 +887,8 @@ func TestStopLetsInFlightFinish(t *testing.T) {
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Failed.Stopping != 2 {
-		t.Fatalf("stopping failures %d", s.Failed.Stopping)
+	if s.Outcomes[pool.OutcomeStopping] != 2 {
+		t.Fatalf("stopping failures %d", s.Outcomes[pool.OutcomeStopping])
 	}
 }
 
@@ -989,7 +989,7 @@ func TestConcurrentCallsExactlyOnce(t *testing.T) {
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Requests != callers*calls || s.Succeeded != callers*calls {
+	if s.Requests != callers*calls || s.Outcomes[pool.OutcomeSuccess] != callers*calls {
 		t.Fatalf("stats %+v", s)
 	}
 }

@@ -1,20 +1,15 @@
 package pool
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/snakepit-go/snakepit/worker"
 )
 
 // Stats is a snapshot of the pool. Counters are cumulative since New. Once
-// no call is running, Requests == Succeeded + Failed.Total().
+// no call is running, Requests is the sum of Outcomes.
 type Stats struct {
 	Workers  WorkerCounts
 	Queued   int // calls waiting for a slot
@@ -26,21 +21,27 @@ type Stats struct {
 	// (draining ones excluded): what an agent advertises to its hosts.
 	Capacity int
 
-	Requests  uint64 // calls made (retries not counted again)
-	Succeeded uint64
-	Failed    FailureCounts
-	Retries   uint64 // extra attempts made after a crash or a vanished worker
+	// Requests counts calls made (retries not counted again), refused ones
+	// included; Outcomes splits them by how they ended (OutcomeOf), with
+	// every outcome present, zero or not.
+	Requests uint64
+	Outcomes map[Outcome]uint64
+	Retries  uint64 // extra attempts made after a crash or a vanished worker
 
 	// Restarts counts worker lifetimes that ended with an error (crash,
-	// kill, failed startup); RestartReasons splits them by reason. Planned
-	// replacements are not restarts: see Recycles.
+	// kill, failed startup); RestartReasons splits them by reason, one of
+	// RestartReasons(). Planned replacements are not restarts: see Recycles.
 	Restarts       uint64
 	RestartReasons map[string]int
-	// Recycles counts make-before-break process recycles (request quota, age,
-	// memory, a tool that ignored cancellation, App.Reload);
-	// RecycleReasons splits them.
+	// Recycles counts make-before-break process recycles; RecycleReasons
+	// splits them by reason, one of worker.RecycleReasons().
 	Recycles       uint64
 	RecycleReasons map[string]int
+	// RestartDetail and RecycleDetail hold, by reason, the text of the
+	// latest restart's error and of the latest recycle's reason: the free
+	// text the bounded reasons leave out.
+	RestartDetail map[string]string
+	RecycleDetail map[string]string
 	// GivenUp lists the workers that failed to start too often, with their
 	// last error and when they are tried again; sorted by worker id.
 	GivenUp []GivenUpWorker
@@ -80,27 +81,6 @@ func (g GivenUpWorker) MarshalJSON() ([]byte, error) {
 	}{g.ID, msg, g.RetryAt})
 }
 
-// FailureCounts splits failed calls by kind.
-type FailureCounts struct {
-	ToolErrors     uint64 // the tool raised (worker.ErrToolFailed)
-	Crashed        uint64 // the worker died under the call (worker.ErrWorkerCrashed)
-	WorkerTimeouts uint64 // the worker hung past HungGrace and was killed
-	QueueTimeouts  uint64 // ErrQueueTimeout
-	Saturated      uint64 // ErrPoolSaturated
-	Cancelled      uint64 // the caller's context ended (cancel or deadline)
-	NotReady       uint64 // ErrNotReady
-	Stopping       uint64 // ErrPoolStopping
-	Affinity       uint64 // ErrSessionWorkerBusy, ErrSessionWorkerUnavailable
-	Invalid        uint64 // ErrInvalidCall, unknown tool, invalid arguments
-	Other          uint64
-}
-
-// Total is the number of failed calls.
-func (f FailureCounts) Total() uint64 {
-	return f.ToolErrors + f.Crashed + f.WorkerTimeouts + f.QueueTimeouts + f.Saturated +
-		f.Cancelled + f.NotReady + f.Stopping + f.Affinity + f.Invalid + f.Other
-}
-
 // LatencyStats covers the calls that reached a worker, from the call to its
 // return (queueing included). Percentiles are over the most recent
 // latencyWindow (4096) calls; Max is over all calls.
@@ -131,43 +111,26 @@ var latencyBounds = [...]time.Duration{
 }
 
 type counters struct {
-	requests, succeeded, retries, restarts, recycles uint64
-	failed                                           FailureCounts
-	restartReasons, recycleReasons                   map[string]int
+	requests, retries, restarts, recycles uint64
+	outcomes                              map[Outcome]uint64
+	restartReasons, recycleReasons        map[string]int
+	restartDetail, recycleDetail          map[string]string
 }
 
-func (c *counters) record(err error) {
-	if err == nil {
-		c.succeeded++
-		return
+func newCounters() counters {
+	c := counters{
+		outcomes:       make(map[Outcome]uint64, len(outcomes)),
+		restartReasons: map[string]int{}, recycleReasons: map[string]int{},
+		restartDetail: map[string]string{}, recycleDetail: map[string]string{},
 	}
-	f := &c.failed
-	// Order matters: several of these wrap a context error.
-	switch {
-	case errors.Is(err, ErrInvalidCall), errors.Is(err, worker.ErrUnknownTool), errors.Is(err, worker.ErrInvalidArgs):
-		f.Invalid++
-	case errors.Is(err, ErrPoolSaturated):
-		f.Saturated++
-	case errors.Is(err, ErrQueueTimeout):
-		f.QueueTimeouts++
-	case errors.Is(err, ErrPoolStopping):
-		f.Stopping++
-	case errors.Is(err, ErrSessionWorkerBusy), errors.Is(err, ErrSessionWorkerUnavailable):
-		f.Affinity++
-	case errors.Is(err, ErrNotReady):
-		f.NotReady++
-	case errors.Is(err, worker.ErrWorkerTimeout):
-		f.WorkerTimeouts++
-	case errors.Is(err, worker.ErrToolFailed):
-		f.ToolErrors++
-	case errors.Is(err, worker.ErrWorkerCrashed):
-		f.Crashed++
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		f.Cancelled++
-	default:
-		f.Other++
+	for _, o := range outcomes {
+		c.outcomes[o] = 0
 	}
+	return c
 }
+
+// record counts how a call ended; its request was counted when it began.
+func (c *counters) record(err error) { c.outcomes[OutcomeOf(err)]++ }
 
 // Stats returns a snapshot.
 func (p *Pool) Stats() Stats {
@@ -178,13 +141,14 @@ func (p *Pool) Stats() Stats {
 		LimitQueued:    limitQueued,
 		InFlight:       p.inflight,
 		Requests:       p.st.requests,
-		Succeeded:      p.st.succeeded,
-		Failed:         p.st.failed,
+		Outcomes:       maps.Clone(p.st.outcomes),
 		Retries:        p.st.retries,
 		Restarts:       p.st.restarts,
 		RestartReasons: maps.Clone(p.st.restartReasons),
 		Recycles:       p.st.recycles,
 		RecycleReasons: maps.Clone(p.st.recycleReasons),
+		RestartDetail:  maps.Clone(p.st.restartDetail),
+		RecycleDetail:  maps.Clone(p.st.recycleDetail),
 	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
@@ -230,16 +194,4 @@ func (p *Pool) Stats() Stats {
 		s.Latency.P50, s.Latency.P90, s.Latency.P99 = pct(50), pct(90), pct(99)
 	}
 	return s
-}
-
-func typeName(err error) string { return fmt.Sprintf("%T", err) }
-
-// limitReason keeps a reason usable as a map key and a metric label value:
-// a reason built from a long message must not grow the map without bound.
-func limitReason(r string) string {
-	const maxLen = 80
-	if len(r) > maxLen {
-		return r[:maxLen]
-	}
-	return r
 }

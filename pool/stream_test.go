@@ -73,7 +73,7 @@ func TestStreamOrderedBackpressured(t *testing.T) {
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Succeeded != 1 {
+	if s.Outcomes[pool.OutcomeSuccess] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -128,7 +128,7 @@ func TestStreamErrorMidway(t *testing.T) {
 	if chunks != 2 || !errors.As(last, &te) || te.Type != "RuntimeError" {
 		t.Fatalf("%d chunks then %v", chunks, last)
 	}
-	if s := h.p.Stats(); s.Failed.ToolErrors != 1 {
+	if s := h.p.Stats(); s.Outcomes[pool.OutcomeToolError] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -156,7 +156,7 @@ func TestStreamCancel(t *testing.T) {
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Failed.Cancelled != 1 {
+	if s.Outcomes[pool.OutcomeCancelled] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }

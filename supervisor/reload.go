@@ -12,7 +12,7 @@ import (
 
 // ReloadReason is the reason a reload gives each recycle: the key of
 // Stats.RecycleReasons it counts under.
-const ReloadReason = "reload"
+const ReloadReason = worker.RecycleReload
 
 // ReloadReport says what a Reload did.
 type ReloadReport struct {

@@ -126,9 +126,8 @@ type Events interface {
 	Exited(id string, err error)
 	// Recycled: a new process took over from the previous one without a gap
 	// (the old one takes no new calls and drains on its own). Sessions served
-	// by the old process lost their worker-side state. reason says why; the
-	// Python worker's reasons are "request quota", "maximum age",
-	// "memory", "tool ignored cancellation" and "reload".
+	// by the old process lost their worker-side state. reason says why:
+	// one of RecycleReasons (the pool counts any other text as RecycleOther).
 	Recycled(id string, info Info, reason string)
 }
 

@@ -105,7 +105,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not the JSON of Stats: %v\n%s", err, body)
 	}
-	if st.RunID != app.RunID() || st.Pool.Requests != 3 || st.Pool.Succeeded != 3 || st.Pool.Workers.Idle != 2 {
+	if st.RunID != app.RunID() || st.Pool.Requests != 3 || st.Pool.Outcomes[snakepit.OutcomeSuccess] != 3 || st.Pool.Workers.Idle != 2 {
 		t.Errorf("/status = %+v", st)
 	}
 
@@ -114,9 +114,8 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/metrics: %d %s", code, hdr.Get("Content-Type"))
 	}
 	for _, want := range []string{
-		`snakepit_requests_total{instance="admin-test"} 3`,
-		`snakepit_requests_succeeded_total{instance="admin-test"} 3`,
-		`snakepit_requests_failed_total{instance="admin-test",kind="tool_error"} 0`,
+		`snakepit_requests_total{instance="admin-test",outcome="success"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="tool_error"} 0`,
 		`snakepit_workers{instance="admin-test",state="idle"} 2`,
 		`snakepit_queue_depth{instance="admin-test"} 0`,
 		`snakepit_call_duration_seconds_count{instance="admin-test"} 3`,

@@ -161,9 +161,9 @@ func TestChaosPoolHealsUnderRandomKills(t *testing.T) {
 	}
 	s := app.Stats().Pool
 	// A kill that landed before the handshake ends a lifetime with a
-	// *StartupError, counted as "startup failed".
+	// *StartupError, counted as snakepit.RestartStartup.
 	t.Logf("chaos %s: %d kills (%d of them during a worker's start-up); %d calls: %d ok (%d idempotent), %d non-idempotent crashed, %d idempotent failed, %d other failures; slowest call %s; back to %d ready %s after the chaos; restarts %d, retries %d, given up %d",
-		dur, kills, s.RestartReasons["startup failed"], total, ok, idemOK, crashed, idemFail, otherFail, slowest.Round(time.Millisecond), workers, healed.Round(time.Millisecond), s.Restarts, s.Retries, len(s.GivenUp))
+		dur, kills, s.RestartReasons[snakepit.RestartStartup], total, ok, idemOK, crashed, idemFail, otherFail, slowest.Round(time.Millisecond), workers, healed.Round(time.Millisecond), s.Restarts, s.Retries, len(s.GivenUp))
 	if idemFail > 0 || otherFail > 0 {
 		t.Errorf("%d idempotent calls failed, %d calls failed with something other than ErrWorkerCrashed; first: %v", idemFail, otherFail, firstBad)
 	}

@@ -203,7 +203,7 @@ func TestRecyclingUnderLoadKeepsThePoolServing(t *testing.T) {
 	if minReady < workers-1 {
 		t.Fatalf("ready workers dropped to %d of %d while recycling", minReady, workers)
 	}
-	if s.Restarts != 0 || s.RecycleReasons["request quota"] != int(s.Recycles) {
+	if s.Restarts != 0 || s.RecycleReasons[snakepit.RecycleRequests] != int(s.Recycles) {
 		t.Fatalf("planned recycles must not count as restarts: restarts %d %v, recycles %d %v", s.Restarts, s.RestartReasons, s.Recycles, s.RecycleReasons)
 	}
 }
@@ -355,7 +355,7 @@ func TestSyncToolIgnoringCancellationGetsItsWorkerReplaced(t *testing.T) {
 	// waited and were dropped), so the process is replaced, and only then
 	// does a sync call run at once.
 	testutil.Eventually(t, 10*time.Second, "the process carrying the abandoned threads replaced", func() bool {
-		return app.Stats().Pool.RecycleReasons["tool ignored cancellation"] >= 1
+		return app.Stats().Pool.RecycleReasons[snakepit.RecycleAbandoned] >= 1
 	})
 	if pid := workerPID(t, app); pid == old {
 		t.Fatal("calls still go to the process with the stuck threads")

@@ -37,8 +37,8 @@ func TestCallerDeadlineCancelsThePythonTool(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "hang observed its cancellation in Python", func() bool {
 		return readCounters(t, app).CancelledHangs == 1
 	})
-	if s := app.Stats().Pool; s.Failed.Cancelled != 1 {
-		t.Fatalf("stats do not count the cancelled call: %+v", s.Failed)
+	if s := app.Stats().Pool; s.Outcomes[snakepit.OutcomeDeadline] != 1 {
+		t.Fatalf("stats do not count the call under deadline: %v", s.Outcomes)
 	}
 }
 
@@ -275,7 +275,7 @@ func TestWorkerIsRecycledAfterItsRequestQuotaWithoutFailingACall(t *testing.T) {
 		}
 		return alive <= 1
 	})
-	if s := app.Stats().Pool; s.RecycleReasons["request quota"] < 2 || s.Restarts != 0 {
+	if s := app.Stats().Pool; s.RecycleReasons[snakepit.RecycleRequests] < 2 || s.Restarts != 0 {
 		t.Fatalf("recycles %v, restarts %d %v: want >= 2 quota recycles and no restart", s.RecycleReasons, s.Restarts, s.RestartReasons)
 	}
 }
