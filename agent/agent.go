@@ -158,10 +158,13 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
-	if opts.StopGrace <= 0 {
+	if opts.StopGrace < 0 || opts.MaxMessageBytes < 0 {
+		return nil, fmt.Errorf("%w: agent StopGrace and MaxMessageBytes must not be negative (0: the default)", snakepit.ErrInvalidConfig)
+	}
+	if opts.StopGrace == 0 {
 		opts.StopGrace = DefaultStopGrace
 	}
-	if opts.MaxMessageBytes <= 0 {
+	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = worker.DefaultMaxMessageBytes
 	}
 	if opts.Logger == nil {

@@ -53,6 +53,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -107,19 +108,19 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.StartupTimeout <= 0 {
+	if o.StartupTimeout == 0 {
 		o.StartupTimeout = DefaultStartupTimeout
 	}
 	if o.HealthInterval == 0 {
 		o.HealthInterval = DefaultHealthInterval
 	}
-	if o.HealthTimeout <= 0 {
+	if o.HealthTimeout == 0 {
 		o.HealthTimeout = DefaultHealthTimeout
 	}
-	if o.HealthMisses <= 0 {
+	if o.HealthMisses == 0 {
 		o.HealthMisses = DefaultHealthMisses
 	}
-	if o.MaxMessageBytes <= 0 {
+	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if o.Logger == nil {
@@ -135,6 +136,11 @@ type Factory struct {
 
 // NewFactory loads the token and applies the defaults.
 func NewFactory(opts Options) (*Factory, error) {
+	if opts.StartupTimeout < 0 || opts.HealthTimeout < 0 || opts.HealthMisses < 0 || opts.MaxMessageBytes < 0 {
+		// Zero means the default; a negative value is a mistake to report,
+		// not to replace (HealthInterval alone uses negative for "off").
+		return nil, fmt.Errorf("%w: remote options StartupTimeout, HealthTimeout, HealthMisses and MaxMessageBytes must not be negative (0: the default)", worker.ErrInvalidConfig)
+	}
 	opts.setDefaults()
 	tok, err := auth.Load(opts.TokenFile, EnvToken)
 	if err != nil {

@@ -138,3 +138,12 @@ func TestAgentsWorkerTimeoutIsTheSameTypedError(t *testing.T) {
 		t.Fatalf("WorkerTimeoutError = %+v (lifetime over: %v); want w3 on the agent, the connection kept", wte, lt.over())
 	}
 }
+
+func TestNegativeOptionsAreRejectedNotDefaulted(t *testing.T) {
+	for _, o := range []Options{{StartupTimeout: -1}, {HealthTimeout: -1}, {HealthMisses: -1}, {MaxMessageBytes: -1}} {
+		o.TokenFile = "/nonexistent" // never read: the options fail first
+		if _, err := NewFactory(o); !errors.Is(err, worker.ErrInvalidConfig) {
+			t.Errorf("NewFactory(%+v) = %v; want ErrInvalidConfig", o, err)
+		}
+	}
+}
