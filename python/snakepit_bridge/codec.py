@@ -22,6 +22,7 @@ import os
 import traceback as _tb
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from .argcheck import InvalidArgs
 from .pb import snakepit_pb2 as pb
 
 __all__ = [
@@ -33,15 +34,23 @@ __all__ = [
     "result_response",
     "tool_error",
     "error_from_exception",
+    "invalid_args_error",
 ]
+
+#: ToolError.kind of arguments that do not fit the tool (the host's
+#: ErrInvalidArgs).
+KIND_INVALID_ARGS = "invalid_args"
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 _ALLOWED = "return dict/list/str/int/float/bool/None or bytes"
 
 
-class ArgumentsError(ValueError):
+class ArgumentsError(InvalidArgs):
     """The request's arguments could not be decoded into keyword arguments."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message)
 
 
 class ResultEncodingError(TypeError):
@@ -270,11 +279,28 @@ def tool_error(type_: str, message: str, traceback: str = "") -> "pb.ToolError":
 
 
 def error_from_exception(exc: BaseException) -> "pb.ToolError":
-    """A ToolError for an exception a tool raised."""
+    """A ToolError for an exception a tool raised (InvalidArgs keeps its
+    kind: the tool judged its input bad)."""
+    if isinstance(exc, InvalidArgs):
+        return invalid_args_error(exc, format_tool_traceback(exc))
     return pb.ToolError(
         type=type(exc).__name__,
         message=str(exc),
         traceback=format_tool_traceback(exc),
+    )
+
+
+def invalid_args_error(exc: InvalidArgs, traceback: str = "") -> "pb.ToolError":
+    """The ToolError of arguments that do not fit: kind "invalid_args", with
+    the argument's path, the expected type and what was given."""
+    return pb.ToolError(
+        type="InvalidArguments" if isinstance(exc, ArgumentsError) else type(exc).__name__,
+        message=str(exc),
+        traceback=traceback,
+        kind=KIND_INVALID_ARGS,
+        arg_path=exc.path,
+        expected=exc.expected,
+        got=exc.got,
     )
 
 
