@@ -83,9 +83,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if te := resp.GetError(); te != nil {
 		return nil, w.toolError(lt, call.Tool, te)
 	}
-	res := &worker.Result{}
-	res.JSON, res.Binary = wire.Value(resp.GetResult())
-	return res, nil
+	return wire.Result(resp.GetResult()), nil
 }
 
 // ExecuteStream implements worker.Worker.
@@ -131,5 +129,5 @@ func (w *Worker) toolError(lt *lifetime, tool string, te *pb.ToolError) error {
 		}
 		return &worker.UnknownToolError{Tool: tool, Available: names}
 	}
-	return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+	return wire.ToolError(tool, w.spec.ID, te)
 }

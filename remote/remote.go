@@ -636,9 +636,7 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	if e := resp.GetError(); e != nil {
 		return nil, w.agentError(ctx, lt, call.Tool, e)
 	}
-	res := &worker.Result{}
-	res.JSON, res.Binary = wire.Value(resp.GetResult())
-	return res, nil
+	return wire.Result(resp.GetResult()), nil
 }
 
 // ExecuteStream implements worker.Worker.
@@ -742,8 +740,7 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	msg := e.GetMessage()
 	switch e.GetKind() {
 	case agentpb.AgentError_TOOL_FAILED:
-		te := e.GetToolError()
-		return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+		return wire.ToolError(tool, w.spec.ID, e.GetToolError())
 	case agentpb.AgentError_UNKNOWN_TOOL:
 		return &worker.UnknownToolError{Tool: tool, Available: e.GetAvailable()}
 	case agentpb.AgentError_WORKER_CRASHED:
@@ -760,6 +757,9 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_SATURATED:
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrPoolSaturated, w.endpoint, msg)
 	case agentpb.AgentError_INVALID_ARGS:
+		if te := e.GetToolError(); te != nil { // a Python worker behind the agent refused them
+			return wire.ToolError(tool, w.spec.ID, te)
+		}
 		return &worker.ArgsError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
 	case agentpb.AgentError_MESSAGE_TOO_LARGE:
 		return fmt.Errorf("%w: on agent %s: %s", worker.ErrMessageTooLarge, w.endpoint, msg)
