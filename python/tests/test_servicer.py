@@ -80,7 +80,7 @@ def test_none_travels_as_json_null(srv):
     assert resp.result.WhichOneof("value") == "json" and resp.result.json == b"null"
 
 
-@pytest.mark.parametrize("kind,type_name", [("set", "set"), ("nested_set", "dict"), ("object", "object")])
+@pytest.mark.parametrize("kind,type_name", [("set", "Opaque"), ("nested_set", "dict"), ("object", "object")])
 def test_serialisation_error(srv, kind, type_name):
     resp = srv.execute("data", json.dumps({"kind": kind}).encode())
     assert resp.error.type == "SerializationError"
@@ -207,7 +207,7 @@ def test_stream_bad_item(srv):
     chunks = srv.stream("gen_bad_item")
     assert [json.loads(c.data.json) for c in chunks[:-1]] == [1]
     assert chunks[-1].error.type == "SerializationError"
-    assert "yielded a value of type 'set'" in chunks[-1].error.message
+    assert "yielded a value of type 'Opaque'" in chunks[-1].error.message
 
 
 def test_stream_binary_and_flagged_iterable(srv):
