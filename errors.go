@@ -18,6 +18,8 @@ type (
 	Result   = worker.Result
 	Chunk    = worker.Chunk
 	ToolSpec = worker.ToolSpec
+	// ParamSpec is one parameter of a ToolSpec.
+	ParamSpec = worker.ParamSpec
 	// ToolError is a Python exception: type, message and traceback.
 	ToolError = worker.ToolError
 	// CrashError describes a worker that died under a call.
