@@ -17,6 +17,8 @@ import (
 // conversion when the element types differ and no value is lost (any
 // number into a float slice, an integer into an integer slice it fits);
 // into anything else (*any, [][]float64, ...) through the array's JSON form.
+// A slice of exactly the array's element type shares Binary's memory (no
+// copy, as with raw bytes): writing to one changes the other.
 
 // dtypeSize is the element size of each dtype the protocol carries.
 var dtypeSize = map[string]int{
@@ -138,16 +140,24 @@ func sameType[T number](dtype string) bool {
 }
 
 func decodeInto[T number](p *[]T, r *Result, n int, float bool) error {
-	out := make([]T, n)
 	if n == 0 {
-		*p = out
+		*p = []T{}
 		return nil
 	}
 	if littleEndian && sameType[T](r.DType) {
+		var z T
+		if uintptr(unsafe.Pointer(&r.Binary[0]))%unsafe.Alignof(z) == 0 {
+			// No copy: the slice is Binary's memory (which the Result owns;
+			// gRPC does not reuse it), as returning raw bytes would be.
+			*p = unsafe.Slice((*T)(unsafe.Pointer(&r.Binary[0])), n)
+			return nil
+		}
+		out := make([]T, n)
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), len(r.Binary)), r.Binary)
 		*p = out
 		return nil
 	}
+	out := make([]T, n)
 	b := r.Binary
 	isFloatSrc := r.DType == "float64" || r.DType == "float32"
 	if isFloatSrc && !float {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testutil"
 )
 
 const contractAdapter = "contract_adapter.ContractAdapter"
@@ -163,4 +164,50 @@ func TestAdapterWithoutToolsDoesNotStart(t *testing.T) {
 		_, _ = app.Stop(ctx)
 		cancel()
 	}
+}
+
+// BenchmarkArray4MiB compares a 4 MiB float32 numpy array returned as a typed
+// array (binary + dtype/shape, decoded into []float32) with the same 4 MiB
+// returned as raw bytes: the same array's tobytes() (what a tool sends by
+// hand) and a plain bytes object (figures in docs/BENCHMARKS.md).
+func BenchmarkArray4MiB(b *testing.B) {
+	needNumpy(b)
+	const n = 1 << 20 // float32: 4 MiB
+	app, err := snakepit.New(snakepit.Config{Workers: 1, Adapter: contractAdapter, PythonPath: healingPath(nil),
+		RegistryPath: b.TempDir() + "/r.db", Logger: testutil.Logger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := app.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _, _ = app.Stop(context.Background()) })
+	b.Run("numpy-float32-decoded", func(b *testing.B) {
+		b.SetBytes(4 * n)
+		for b.Loop() {
+			v, err := snakepit.Decode[[]float32](app.Execute(ctx, "array", map[string]any{"n": n}))
+			if err != nil || len(v) != n {
+				b.Fatal(len(v), err)
+			}
+		}
+	})
+	b.Run("numpy-tobytes-raw", func(b *testing.B) {
+		b.SetBytes(4 * n)
+		for b.Loop() {
+			r, err := app.Execute(ctx, "array_bytes", map[string]any{"n": n})
+			if err != nil || len(r.Binary) != 4*n {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("raw-bytes", func(b *testing.B) {
+		b.SetBytes(4 * n)
+		for b.Loop() {
+			r, err := app.Execute(ctx, "blob", map[string]any{"n": 4 * n})
+			if err != nil || len(r.Binary) != 4*n {
+				b.Fatal(err)
+			}
+		}
+	})
 }

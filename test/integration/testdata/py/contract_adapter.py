@@ -55,6 +55,13 @@ class ContractAdapter(BaseAdapter):
         return np.arange(n, dtype=dtype)
 
     @tool
+    def array_bytes(self, n: int) -> bytes:
+        """The same array as raw bytes, as a tool would send it by hand."""
+        import numpy as np
+
+        return np.arange(n, dtype=np.float32).tobytes()
+
+    @tool
     def matrix(self) -> Any:
         import numpy as np
 
