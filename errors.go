@@ -18,6 +18,8 @@ type (
 	Result   = worker.Result
 	Chunk    = worker.Chunk
 	ToolSpec = worker.ToolSpec
+	// ParamSpec is one parameter of a ToolSpec.
+	ParamSpec = worker.ParamSpec
 	// ToolError is a Python exception: type, message and traceback.
 	ToolError = worker.ToolError
 	// CrashError describes a worker that died under a call.
@@ -27,6 +29,10 @@ type (
 	StartupError = worker.StartupError
 	// UnknownToolError names a tool no worker offers and lists those that exist.
 	UnknownToolError = worker.UnknownToolError
+	// InvalidArgsError: the worker refused the arguments (missing,
+	// unexpected or mistyped; Path names the argument, e.g. "xs[2]") or
+	// the tool raised InvalidArgs; errors.Is ErrInvalidArgs.
+	InvalidArgsError = worker.InvalidArgsError
 	// NotReadyError: fewer workers ready than wanted, with their startup errors.
 	NotReadyError = pool.NotReadyError
 	// WorkerTimeoutError: a call's worker hung past HungGrace and was killed.

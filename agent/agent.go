@@ -358,7 +358,7 @@ func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agen
 	if err != nil {
 		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
 	}
-	return &agentpb.ExecuteResponse{Result: wire.Payload(res.JSON, res.Binary)}, nil
+	return &agentpb.ExecuteResponse{Result: wire.ResultPayload(res)}, nil
 }
 
 // ExecuteStream implements agentpb.AgentServiceServer.
@@ -392,9 +392,15 @@ func withCallerTrace(ctx context.Context, req *pb.ExecuteToolRequest) context.Co
 func wireError(err error) *agentpb.AgentError {
 	e := &agentpb.AgentError{Message: err.Error()}
 	var te *worker.ToolError
+	var ie *worker.InvalidArgsError
 	var ue *worker.UnknownToolError
 	var ce *worker.CrashError
 	switch {
+	case errors.As(err, &ie):
+		// The worker refused the arguments: the host gets the same path,
+		// expected type and message.
+		e.Kind = agentpb.AgentError_INVALID_ARGS
+		e.ToolError = wire.InvalidArgsToPB(ie)
 	case errors.As(err, &te):
 		e.Kind = agentpb.AgentError_TOOL_FAILED
 		e.ToolError = &pb.ToolError{Type: te.Type, Message: te.Message, Traceback: te.Traceback}

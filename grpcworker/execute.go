@@ -79,7 +79,7 @@ func (c *conn) Report(_ context.Context, tool string, te *pb.ToolError) error {
 		}
 		return &worker.UnknownToolError{Tool: tool, Available: names}
 	}
-	return &worker.ToolError{Tool: tool, WorkerID: c.w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+	return wire.ToolError(tool, c.w.spec.ID, te)
 }
 
 func (c *conn) Release() { c.lt.end() }

@@ -136,8 +136,7 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	msg := e.GetMessage()
 	switch e.GetKind() {
 	case agentpb.AgentError_TOOL_FAILED:
-		te := e.GetToolError()
-		return &worker.ToolError{Tool: tool, WorkerID: w.spec.ID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+		return wire.ToolError(tool, w.spec.ID, e.GetToolError())
 	case agentpb.AgentError_UNKNOWN_TOOL:
 		return &worker.UnknownToolError{Tool: tool, Available: e.GetAvailable()}
 	case agentpb.AgentError_WORKER_CRASHED:
@@ -160,6 +159,9 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_SATURATED:
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrPoolSaturated, w.endpoint, msg)
 	case agentpb.AgentError_INVALID_ARGS:
+		if te := e.GetToolError(); te != nil { // a Python worker behind the agent refused them
+			return wire.ToolError(tool, w.spec.ID, te)
+		}
 		return &worker.ArgsError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
 	case agentpb.AgentError_MESSAGE_TOO_LARGE:
 		return fmt.Errorf("%w: on agent %s: %s", worker.ErrMessageTooLarge, w.endpoint, msg)

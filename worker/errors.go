@@ -21,7 +21,10 @@ var (
 	ErrToolFailed = errors.New("snakepit: tool failed")
 	// ErrUnknownTool: no worker offers the tool (see *UnknownToolError).
 	ErrUnknownTool = errors.New("snakepit: unknown tool")
-	// ErrInvalidArgs: the arguments could not be encoded; nothing was sent.
+	// ErrInvalidArgs: the arguments do not fit the tool: they could not be
+	// encoded (*ArgsError, nothing was sent), or the worker refused them
+	// before the tool ran — missing, unexpected or mistyped — or the tool
+	// itself judged them bad (*InvalidArgsError). Never a tool failure.
 	ErrInvalidArgs = errors.New("snakepit: invalid arguments")
 	// ErrInvalidConfig: a configuration value or option is out of range.
 	// It is the one sentinel for every package's options (snakepit's
@@ -256,6 +259,35 @@ func (e *ArgsError) Error() string {
 
 // Is makes errors.Is(err, ErrInvalidArgs) true.
 func (e *ArgsError) Is(target error) bool { return target == ErrInvalidArgs }
+
+// InvalidArgsError reports arguments a worker refused: they do not fit the
+// tool's signature (a required one missing, one it does not take) or its
+// type hints, or the tool raised snakepit_bridge.InvalidArgs itself. The
+// tool did not run in the first cases; retrying the same call cannot help.
+type InvalidArgsError struct {
+	Tool     string
+	WorkerID string
+	// Path is the argument at fault: "xs", "xs[2]", "cfg.name",
+	// `opts['k']`; "" when the call as a whole is at fault.
+	Path string
+	// Expected is the type (or values) the tool wants, e.g. "int",
+	// "list[str]"; "" when not applicable (an unexpected argument).
+	Expected string
+	// Got describes what was given, e.g. "str 'x'", "bool True"; "missing"
+	// for a required argument that was not given.
+	Got string
+	// Message is the worker's whole explanation.
+	Message string
+	// Traceback is set when the tool raised InvalidArgs itself.
+	Traceback string
+}
+
+func (e *InvalidArgsError) Error() string {
+	return fmt.Sprintf("snakepit: invalid arguments for tool %q: %s (fix the arguments; App.Tools lists the tool's parameters and their types)", e.Tool, e.Message)
+}
+
+// Is makes errors.Is(err, ErrInvalidArgs) true.
+func (e *InvalidArgsError) Is(target error) bool { return target == ErrInvalidArgs }
 
 // DecodeError reports a result that could not be decoded.
 type DecodeError struct{ Reason string }

@@ -145,14 +145,26 @@ type Call struct {
 }
 
 // Result is what a unary tool returned: a JSON value, or raw bytes when the
-// tool returned bytes (then Binary is non-nil and JSON is nil).
+// tool returned bytes (then Binary is non-nil and JSON is nil), or a
+// numeric array (a numpy ndarray): Binary holds its elements in C order,
+// little-endian, DType names their type ("float64", "float32", "int64",
+// "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool")
+// and Shape the dimensions.
 type Result struct {
 	JSON   json.RawMessage
 	Binary []byte
+	DType  string
+	Shape  []uint64
 }
 
-// Decode unmarshals a JSON result into v.
+// Decode unmarshals a JSON result into v. An array result decodes into a
+// flat slice of numbers ([]float64, []float32, []int64, []int32, ...;
+// converted when no value is lost) or, through its JSON form, into
+// anything its nested JSON arrays would (e.g. [][]float64, *any).
 func (r *Result) Decode(v any) error {
+	if r != nil && r.JSON == nil && r.DType != "" {
+		return r.decodeArray(v)
+	}
 	if r == nil || r.JSON == nil {
 		return &DecodeError{Reason: "the tool returned bytes (or nothing), not JSON; use Result.Binary"}
 	}
@@ -171,7 +183,10 @@ type Chunk struct {
 
 // ParamSpec describes one tool parameter.
 type ParamSpec struct {
-	Name        string          `json:"name"`
+	Name string `json:"name"`
+	// Type is the parameter's annotation as a Python reader writes it:
+	// "int", "list[int]", "Optional[str]", "Literal['a', 'b']", "Config";
+	// "any" when it has none.
 	Type        string          `json:"type"`
 	Required    bool            `json:"required"`
 	Default     json.RawMessage `json:"default,omitempty"`
@@ -192,6 +207,12 @@ type ToolSpec struct {
 	// context has none (Python: @tool(timeout=seconds)). In JSON it is
 	// nanoseconds.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Returns is the return annotation, e.g. "dict[str, float]"; "" when
+	// the tool has none.
+	Returns string `json:"returns,omitempty"`
+	// Doc is the whole docstring (Description is its first line, unless
+	// the tool set one).
+	Doc string `json:"doc,omitempty"`
 }
 
 // Recycler is implemented by worker types that can recycle their process

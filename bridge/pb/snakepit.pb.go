@@ -81,13 +81,20 @@ func (CallOptions_Affinity) EnumDescriptor() ([]byte, []int) {
 }
 
 // Payload is one tool value: a JSON document (None is JSON null) or raw bytes.
+// A numeric array (a numpy ndarray returned at top level) travels as binary
+// with dtype and shape set: the elements in C order, little-endian.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
 	//
 	//	*Payload_Json
 	//	*Payload_Binary
-	Value         isPayload_Value `protobuf_oneof:"value"`
+	Value isPayload_Value `protobuf_oneof:"value"`
+	// The element type of an array in binary: "float64", "float32", "int64",
+	// "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool".
+	// Empty: binary is plain bytes.
+	Dtype         string   `protobuf:"bytes,3,opt,name=dtype,proto3" json:"dtype,omitempty"`
+	Shape         []uint64 `protobuf:"varint,4,rep,packed,name=shape,proto3" json:"shape,omitempty"` // the array's dimensions; with dtype only
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,6 +154,20 @@ func (x *Payload) GetBinary() []byte {
 	return nil
 }
 
+func (x *Payload) GetDtype() string {
+	if x != nil {
+		return x.Dtype
+	}
+	return ""
+}
+
+func (x *Payload) GetShape() []uint64 {
+	if x != nil {
+		return x.Shape
+	}
+	return nil
+}
+
 type isPayload_Value interface {
 	isPayload_Value()
 }
@@ -166,10 +187,19 @@ func (*Payload_Binary) isPayload_Value() {}
 // ToolError is a failure raised by a tool: the Python exception's type name,
 // its message and its formatted traceback (or the Go error for host tools).
 type ToolError struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Traceback     string                 `protobuf:"bytes,3,opt,name=traceback,proto3" json:"traceback,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Type      string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Message   string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Traceback string                 `protobuf:"bytes,3,opt,name=traceback,proto3" json:"traceback,omitempty"`
+	// What kind of failure it is, for the host to map without reading type
+	// names: "" a tool failure; "invalid_args" the arguments did not fit the
+	// tool (missing, unexpected or mistyped, or the tool raised
+	// snakepit_bridge.InvalidArgs), and then arg_path, expected and got say
+	// which argument and why.
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	ArgPath       string `protobuf:"bytes,5,opt,name=arg_path,json=argPath,proto3" json:"arg_path,omitempty"` // e.g. "xs[2]", "cfg.name"; "" for the call as a whole
+	Expected      string `protobuf:"bytes,6,opt,name=expected,proto3" json:"expected,omitempty"`              // e.g. "int", "list[str]", "one of 'a', 'b'"
+	Got           string `protobuf:"bytes,7,opt,name=got,proto3" json:"got,omitempty"`                        // what was given, e.g. "str 'x'"; "missing" for a missing argument
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -225,10 +255,38 @@ func (x *ToolError) GetTraceback() string {
 	return ""
 }
 
+func (x *ToolError) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ToolError) GetArgPath() string {
+	if x != nil {
+		return x.ArgPath
+	}
+	return ""
+}
+
+func (x *ToolError) GetExpected() string {
+	if x != nil {
+		return x.Expected
+	}
+	return ""
+}
+
+func (x *ToolError) GetGot() string {
+	if x != nil {
+		return x.Got
+	}
+	return ""
+}
+
 type ParamSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // "int", "float", "str", "bool", "list", "dict", "bytes", "any"
+	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // the annotation as written in Python, e.g. "int", "list[int]", "Optional[str]"; "any" when unannotated
 	Required      bool                   `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
 	DefaultJson   []byte                 `protobuf:"bytes,4,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"` // JSON of the default; empty when required
 	Description   string                 `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
@@ -311,6 +369,8 @@ type ToolSpec struct {
 	// host enforces them. 0: no limit.
 	MaxConcurrency uint32  `protobuf:"varint,5,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`  // calls of this tool at once, across the whole pool
 	TimeoutSeconds float64 `protobuf:"fixed64,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"` // the deadline of a call whose caller set none
+	Returns        string  `protobuf:"bytes,7,opt,name=returns,proto3" json:"returns,omitempty"`                                       // the return annotation, e.g. "dict[str, float]"; "" when unannotated
+	Doc            string  `protobuf:"bytes,8,opt,name=doc,proto3" json:"doc,omitempty"`                                               // the full docstring (description is its first line)
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -385,6 +445,20 @@ func (x *ToolSpec) GetTimeoutSeconds() float64 {
 		return x.TimeoutSeconds
 	}
 	return 0
+}
+
+func (x *ToolSpec) GetReturns() string {
+	if x != nil {
+		return x.Returns
+	}
+	return ""
+}
+
+func (x *ToolSpec) GetDoc() string {
+	if x != nil {
+		return x.Doc
+	}
+	return ""
 }
 
 type PingRequest struct {
@@ -1599,21 +1673,27 @@ var File_snakepit_v1_snakepit_proto protoreflect.FileDescriptor
 
 const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\n" +
-	"\x1asnakepit/v1/snakepit.proto\x12\vsnakepit.v1\"B\n" +
+	"\x1asnakepit/v1/snakepit.proto\x12\vsnakepit.v1\"n\n" +
 	"\aPayload\x12\x14\n" +
 	"\x04json\x18\x01 \x01(\fH\x00R\x04json\x12\x18\n" +
-	"\x06binary\x18\x02 \x01(\fH\x00R\x06binaryB\a\n" +
-	"\x05value\"W\n" +
+	"\x06binary\x18\x02 \x01(\fH\x00R\x06binary\x12\x14\n" +
+	"\x05dtype\x18\x03 \x01(\tR\x05dtype\x12\x14\n" +
+	"\x05shape\x18\x04 \x03(\x04R\x05shapeB\a\n" +
+	"\x05value\"\xb4\x01\n" +
 	"\tToolError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
-	"\ttraceback\x18\x03 \x01(\tR\ttraceback\"\x94\x01\n" +
+	"\ttraceback\x18\x03 \x01(\tR\ttraceback\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x19\n" +
+	"\barg_path\x18\x05 \x01(\tR\aargPath\x12\x1a\n" +
+	"\bexpected\x18\x06 \x01(\tR\bexpected\x12\x10\n" +
+	"\x03got\x18\a \x01(\tR\x03got\"\x94\x01\n" +
 	"\tParamSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12!\n" +
 	"\fdefault_json\x18\x04 \x01(\fR\vdefaultJson\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xf9\x01\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xa5\x02\n" +
 	"\bToolSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x126\n" +
@@ -1622,7 +1702,9 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"parameters\x12-\n" +
 	"\x12supports_streaming\x18\x04 \x01(\bR\x11supportsStreaming\x12'\n" +
 	"\x0fmax_concurrency\x18\x05 \x01(\rR\x0emaxConcurrency\x12'\n" +
-	"\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\"'\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\x12\x18\n" +
+	"\areturns\x18\a \x01(\tR\areturns\x12\x10\n" +
+	"\x03doc\x18\b \x01(\tR\x03doc\"'\n" +
 	"\vPingRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x95\x02\n" +
 	"\fPingResponse\x12\x18\n" +

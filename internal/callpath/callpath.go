@@ -103,9 +103,7 @@ func Execute[E comparable](ctx context.Context, call *worker.Call, admit func(to
 	if e := resp.GetError(); e != none {
 		return nil, c.Report(ctx, call.Tool, e)
 	}
-	res := &worker.Result{}
-	res.JSON, res.Binary = wire.Value(resp.GetResult())
-	return res, nil
+	return wire.Result(resp.GetResult()), nil
 }
 
 // ExecuteStream runs a streaming call, giving each chunk to yield.

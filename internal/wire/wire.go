@@ -20,6 +20,7 @@ func ToolSpecFromPB(s *pb.ToolSpec) worker.ToolSpec {
 		Name: s.GetName(), Description: s.GetDescription(), SupportsStreaming: s.GetSupportsStreaming(),
 		MaxConcurrency: int(min(s.GetMaxConcurrency(), math.MaxInt32)),
 		Timeout:        secondsToDuration(s.GetTimeoutSeconds()),
+		Returns:        s.GetReturns(), Doc: s.GetDoc(),
 	}
 	for _, p := range s.GetParameters() {
 		var def json.RawMessage
@@ -48,6 +49,7 @@ func ToolSpecToPB(s worker.ToolSpec) *pb.ToolSpec {
 		Name: s.Name, Description: s.Description, SupportsStreaming: s.SupportsStreaming,
 		MaxConcurrency: uint32(min(max(s.MaxConcurrency, 0), math.MaxInt32)),
 		TimeoutSeconds: max(s.Timeout, 0).Seconds(),
+		Returns:        s.Returns, Doc: s.Doc,
 	}
 	for _, p := range s.Parameters {
 		out.Parameters = append(out.Parameters, &pb.ParamSpec{
@@ -101,4 +103,49 @@ func Payload(js json.RawMessage, bin []byte) *pb.Payload {
 		return &pb.Payload{Value: &pb.Payload_Binary{Binary: bin}}
 	}
 	return &pb.Payload{Value: &pb.Payload_Json{Json: js}}
+}
+
+// KindInvalidArgs is ToolError.kind of arguments the worker refused (or the
+// tool raised InvalidArgs for): the host's ErrInvalidArgs.
+const KindInvalidArgs = "invalid_args"
+
+// ToolError maps a tool failure the worker reported: a *worker.InvalidArgsError
+// when its kind says the arguments did not fit, else a *worker.ToolError.
+// (An "UnknownTool" error is the caller's to map: it knows the tool list.)
+func ToolError(tool, workerID string, te *pb.ToolError) error {
+	if te.GetKind() == KindInvalidArgs {
+		return &worker.InvalidArgsError{
+			Tool: tool, WorkerID: workerID, Path: te.GetArgPath(), Expected: te.GetExpected(), Got: te.GetGot(),
+			Message: te.GetMessage(), Traceback: te.GetTraceback(),
+		}
+	}
+	return &worker.ToolError{Tool: tool, WorkerID: workerID, Type: te.GetType(), Message: te.GetMessage(), Traceback: te.GetTraceback()}
+}
+
+// InvalidArgsToPB is the wire form of e (an agent passing it on to its host).
+func InvalidArgsToPB(e *worker.InvalidArgsError) *pb.ToolError {
+	return &pb.ToolError{
+		Type: "InvalidArgs", Message: e.Message, Traceback: e.Traceback,
+		Kind: KindInvalidArgs, ArgPath: e.Path, Expected: e.Expected, Got: e.Got,
+	}
+}
+
+// Result is a unary call's result: JSON, bytes, or a numeric array (bytes
+// with its dtype and shape).
+func Result(p *pb.Payload) *worker.Result {
+	r := &worker.Result{}
+	r.JSON, r.Binary = Value(p)
+	if r.JSON == nil && p.GetDtype() != "" {
+		r.DType, r.Shape = p.GetDtype(), p.GetShape()
+	}
+	return r
+}
+
+// ResultPayload is the wire form of r, its array header included.
+func ResultPayload(r *worker.Result) *pb.Payload {
+	p := Payload(r.JSON, r.Binary)
+	if r.Binary != nil && r.DType != "" {
+		p.Dtype, p.Shape = r.DType, r.Shape
+	}
+	return p
 }

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"errors"
 	"math"
 	"reflect"
 	"testing"
@@ -13,7 +14,8 @@ import (
 func TestToolSpecRoundTrip(t *testing.T) {
 	in := worker.ToolSpec{
 		Name: "t", Description: "d", SupportsStreaming: true, MaxConcurrency: 3, Timeout: 1500 * time.Millisecond,
-		Parameters: []worker.ParamSpec{{Name: "a", Type: "int", Required: false, Default: []byte("2"), Description: "x"}},
+		Parameters: []worker.ParamSpec{{Name: "a", Type: "list[int]", Required: false, Default: []byte("[2]"), Description: "x"}},
+		Returns:    "dict[str, float]", Doc: "d\n\nmore",
 	}
 	if out := ToolSpecFromPB(ToolSpecToPB(in)); !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v, want %+v", out, in)
@@ -47,5 +49,30 @@ func TestValueKeepsEmptyBytesApartFromJSON(t *testing.T) {
 		if (bin != nil) != c.isBinary || string(js) != c.js || string(bin) != c.bin {
 			t.Errorf("Value(%v) = %q, %q", c.p, js, bin)
 		}
+	}
+}
+
+func TestToolErrorKinds(t *testing.T) {
+	err := ToolError("f", "w1", &pb.ToolError{Type: "InvalidArgs", Message: "m", Kind: KindInvalidArgs, ArgPath: "xs[2]", Expected: "int", Got: "str 'x'"})
+	var ie *worker.InvalidArgsError
+	if !errors.Is(err, worker.ErrInvalidArgs) || !errors.As(err, &ie) || ie.Path != "xs[2]" || ie.Expected != "int" || ie.Got != "str 'x'" {
+		t.Fatalf("invalid_args: %#v", err)
+	}
+	if back := ToolError("f", "w1", InvalidArgsToPB(ie)); !reflect.DeepEqual(back, err) {
+		t.Fatalf("round trip: %#v, want %#v", back, err)
+	}
+	if err := ToolError("f", "w1", &pb.ToolError{Type: "ValueError", Message: "m"}); !errors.Is(err, worker.ErrToolFailed) || errors.Is(err, worker.ErrInvalidArgs) {
+		t.Fatalf("tool failure: %#v", err)
+	}
+}
+
+func TestArrayResultRoundTrip(t *testing.T) {
+	in := &worker.Result{Binary: []byte{0, 0, 128, 63}, DType: "float32", Shape: []uint64{1}}
+	if out := Result(ResultPayload(in)); !reflect.DeepEqual(out, in) {
+		t.Fatalf("round trip: %+v, want %+v", out, in)
+	}
+	plain := Result(Payload(nil, []byte{1}))
+	if plain.DType != "" || plain.Shape != nil {
+		t.Fatalf("plain bytes gained an array header: %+v", plain)
 	}
 }

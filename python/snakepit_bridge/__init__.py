@@ -28,6 +28,7 @@ Importing this package has no side effects: it does not import the server.
 
 from __future__ import annotations
 
+from .argcheck import InvalidArgs, type_str
 from .adapter import BaseAdapter, ToolInfo, ToolParam, ToolSpec, collect_tools, derive_spec, tool, type_name
 from .context import (
     BridgeError,
@@ -54,6 +55,8 @@ __all__ = [
     "derive_spec",
     "collect_tools",
     "type_name",
+    "type_str",
+    "InvalidArgs",
     "SnakepitError",
     "HostToolError",
     "BridgeError",

@@ -28,11 +28,12 @@ from ._process import _StartupFailed, _StopSignals
 from ._threads import DEFAULT_THREADS, ToolThreads
 from .adapter import ToolInfo, ToolKind
 from .codec import (
-    ArgumentsError,
+    InvalidArgs,
     ResultEncodingError,
     item_chunk,
     result_response,
     error_from_exception,
+    invalid_args_error,
     tool_error,
 )
 from ._servicer import ServicerBase
@@ -233,10 +234,8 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         sctx = self._context(request)
         try:
             kwargs = self._prepare(info, request, sctx)
-        except ArgumentsError as e:
-            return pb.ExecuteToolResponse(error=tool_error("InvalidArguments", str(e)))
-        except TypeError as e:
-            return pb.ExecuteToolResponse(error=tool_error("TypeError", str(e)))
+        except InvalidArgs as e:
+            return pb.ExecuteToolResponse(error=invalid_args_error(e))
 
         token = _current.set(sctx)
         try:
@@ -309,11 +308,8 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         sctx = self._context(request)
         try:
             kwargs = self._prepare(info, request, sctx)
-        except ArgumentsError as e:
-            await final(tool_error("InvalidArguments", str(e)))
-            return
-        except TypeError as e:
-            await final(tool_error("TypeError", str(e)))
+        except InvalidArgs as e:
+            await final(invalid_args_error(e))
             return
 
         token = _current.set(sctx)

@@ -74,6 +74,8 @@ class ServicerBase:
             supports_streaming=s.supports_streaming,
             max_concurrency=s.max_concurrency,
             timeout_seconds=s.timeout,
+            returns=s.returns,
+            doc=s.doc,
             parameters=[
                 pb.ParamSpec(
                     name=p.name,
@@ -105,9 +107,10 @@ class ServicerBase:
     def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
         """Decoded, checked keyword arguments, context included.
 
-        Raises ArgumentsError (undecodable) or TypeError (they do not fit the
-        signature). Checking up front keeps a wrong call from ever running the
-        tool, and keeps TypeErrors the tool raises itself distinguishable.
+        Raises InvalidArgs (ArgumentsError when undecodable): they do not fit
+        the signature or its type hints. Checking up front keeps a wrong call
+        from ever running the tool, and keeps TypeErrors the tool raises
+        itself distinguishable.
         """
         kwargs = decode_args(request.args_json, request.binary_args)
         if info.context_param is not None:
@@ -116,8 +119,7 @@ class ServicerBase:
                     f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context"
                 )
             kwargs[info.context_param] = sctx
-        try:
-            info.fits_kwargs(kwargs)
-        except TypeError as e:
-            raise TypeError(f"bad arguments for tool {info.name!r}: {e}") from None
+        info.fits_kwargs(kwargs)
+        if info.check is not None:
+            info.check(kwargs)
         return kwargs

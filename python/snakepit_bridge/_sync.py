@@ -33,9 +33,10 @@ from ._servicer import ServicerBase
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
 from .adapter import ToolInfo, ToolKind
 from .codec import (
-    ArgumentsError,
+    InvalidArgs,
     ResultEncodingError,
     error_from_exception,
+    invalid_args_error,
     item_chunk,
     result_response,
     tool_error,
@@ -118,10 +119,8 @@ class WorkerServicer(ServicerBase):
         )
         try:
             kwargs = self._prepare(info, request, sctx)
-        except ArgumentsError as e:
-            return pb.ExecuteToolResponse(error=tool_error("InvalidArguments", str(e)))
-        except TypeError as e:
-            return pb.ExecuteToolResponse(error=tool_error("TypeError", str(e)))
+        except InvalidArgs as e:
+            return pb.ExecuteToolResponse(error=invalid_args_error(e))
 
         slots = self.slots
         call = _Call(sctx, slots)
@@ -203,10 +202,8 @@ class WorkerServicer(ServicerBase):
         sctx = self._context(request)
         try:
             kwargs = self._prepare(info, request, sctx)
-        except ArgumentsError as e:
-            return iter((pb.ToolChunk(seq=1, is_final=True, error=tool_error("InvalidArguments", str(e))),))
-        except TypeError as e:
-            return iter((pb.ToolChunk(seq=1, is_final=True, error=tool_error("TypeError", str(e))),))
+        except InvalidArgs as e:
+            return iter((pb.ToolChunk(seq=1, is_final=True, error=invalid_args_error(e)),))
         call = _Call(sctx, self.slots)
         if not context.add_callback(call.on_done):
             sctx._mark_cancelled()

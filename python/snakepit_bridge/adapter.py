@@ -42,6 +42,7 @@ import sys
 import typing
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar, Union, overload
 
+from .argcheck import InvalidArgs, compile_checker, describe, type_str
 from .context import SessionContext, spec_to_dict
 
 __all__ = [
@@ -71,6 +72,7 @@ class _ToolOptions:
     supports_streaming: bool
     max_concurrency: int = 0
     timeout: float = 0.0
+    check_args: bool = True
 
 
 @overload
@@ -86,6 +88,7 @@ def tool(
     name: Optional[str] = None,
     max_concurrency: Optional[int] = None,
     timeout: Optional[float] = None,
+    check_args: bool = True,
 ) -> Callable[[F], F]: ...
 
 
@@ -97,6 +100,7 @@ def tool(
     name: Optional[str] = None,
     max_concurrency: Optional[int] = None,
     timeout: Optional[float] = None,
+    check_args: bool = True,
 ) -> Any:
     """Mark an adapter method as a tool.
 
@@ -112,6 +116,9 @@ def tool(
             across the whole pool (all workers); the host queues the rest.
         timeout: seconds; the deadline the host gives a call of this tool
             when the caller set none. A caller's own deadline wins.
+        check_args: False turns off the type check of the arguments (see
+            :mod:`snakepit_bridge.argcheck`); missing and unexpected
+            arguments are still refused before the tool runs.
 
     Cancellation: a sync tool is told through ``ctx.cancelled`` /
     ``ctx.wait_cancelled`` and should return soon after; until it does it
@@ -131,7 +138,8 @@ def tool(
         if not callable(f):
             raise TypeError(f"@tool must decorate a function, got {type(f).__name__}")
         setattr(f, TOOL_ATTR, _ToolOptions(name, description, supports_streaming,
-                                           _check_limit(max_concurrency), _check_timeout(timeout)))
+                                           _check_limit(max_concurrency), _check_timeout(timeout),
+                                           bool(check_args)))
         return f
 
     if func is not None:
@@ -167,7 +175,7 @@ class ToolParam:
     """One public parameter of a tool."""
 
     name: str
-    type: str  # "int", "float", "str", "bool", "list", "dict", "bytes", "any"
+    type: str  # the annotation as a reader writes it: "int", "list[int]", "Optional[str]"; "any" when none
     required: bool
     default_json: bytes = b""  # JSON of the default; empty when required or not JSON-encodable
     description: str = ""
@@ -184,6 +192,8 @@ class ToolSpec:
     accepts_any_kwargs: bool = False  # has **kwargs: unknown keyword arguments are allowed
     max_concurrency: int = 0  # 0: no limit
     timeout: float = 0.0  # seconds; 0: none
+    returns: str = ""  # the return annotation, readable; "" when none
+    doc: str = ""  # the whole docstring
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly view (defaults decoded), for logs and tests."""
@@ -210,6 +220,9 @@ class ToolInfo:
     kind: str
     context_param: Optional[str]  # name of the parameter that receives the SessionContext
     signature: inspect.Signature  # of the bound method, context parameter included
+    # The compiled argument check (argcheck.compile_checker); None when no
+    # parameter is checked or the tool opted out with check_args=False.
+    check: Optional[Callable[[Dict[str, Any]], None]] = dataclasses.field(default=None, compare=False, repr=False)
     # Derived from signature (see __post_init__): what fits_kwargs checks
     # instead of a full Signature.bind on every call.
     param_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
@@ -237,17 +250,30 @@ class ToolInfo:
         object.__setattr__(self, "keyword_only_call", simple)
 
     def fits_kwargs(self, kwargs: Dict[str, Any]) -> None:
-        """Raise TypeError (Signature.bind's) unless ``func(**kwargs)`` binds.
+        """Raise InvalidArgs unless ``func(**kwargs)`` binds: a required
+        argument missing, or one the tool does not take (unless it has
+        ``**kwargs``).
 
         The common case is two set comparisons; only a call that does not
         fit (or a signature with positional-only parameters) pays for
-        ``Signature.bind``, which writes the error message.
+        finding out why.
         """
+        keys = kwargs.keys()
         if self.keyword_only_call:
-            keys = kwargs.keys()
             if keys >= self.required_names and (self.accepts_any_kwargs or keys <= self.param_names):
                 return
-        self.signature.bind(**kwargs)
+            types = {p.name: p.type for p in self.spec.parameters}
+            for name in sorted(self.required_names - keys):
+                raise InvalidArgs(name, f"missing required argument ({types.get(name, 'any')}) of tool {self.name!r}",
+                                  expected=types.get(name, ""), got="missing")
+            for name in sorted(keys - self.param_names):
+                takes = ", ".join(p.name for p in self.spec.parameters) or "no arguments"
+                raise InvalidArgs(name, f"unexpected argument; tool {self.name!r} takes: {takes}",
+                                  got=describe(kwargs[name]))
+        try:
+            self.signature.bind(**kwargs)
+        except TypeError as e:
+            raise InvalidArgs("", f"bad arguments for tool {self.name!r}: {e}") from None
 
     @property
     def name(self) -> str:
@@ -325,14 +351,17 @@ def collect_tools(adapter: object) -> Dict[str, ToolInfo]:
 
 def _make_info(bound: Callable[..., Any], raw: Callable[..., Any]) -> ToolInfo:
     opts: _ToolOptions = getattr(raw, TOOL_ATTR)
-    spec, context_param = derive_spec(raw, bound=bound)
+    spec, context_param, annotations = _derive(raw, bound)
     kind = _kind_of(raw, opts.supports_streaming)
+    # Compiled once here, so a call pays only for running the checks.
+    check = compile_checker(annotations) if opts.check_args else None
     return ToolInfo(
         spec=spec,
         func=bound,
         kind=kind,
         context_param=context_param,
         signature=inspect.signature(bound),
+        check=check,
     )
 
 
@@ -356,6 +385,15 @@ def derive_spec(
     method, whose signature already lacks ``self``; without it a leading
     parameter named ``self``/``cls`` is skipped.
     """
+    spec, context_param, _ = _derive(func, bound)
+    return spec, context_param
+
+
+def _derive(
+    func: Callable[..., Any], bound: Optional[Callable[..., Any]]
+) -> Tuple[ToolSpec, Optional[str], List[Tuple[str, Any]]]:
+    """derive_spec, plus each public parameter's resolved annotation (for
+    the argument checker)."""
     opts: Optional[_ToolOptions] = getattr(func, TOOL_ATTR, None)
     name = (opts.name if opts and opts.name else None) or func.__name__
     doc = inspect.getdoc(func) or ""
@@ -367,6 +405,7 @@ def derive_spec(
     params: List[ToolParam] = []
     context_param: Optional[str] = None
     accepts_any = False
+    annotations: List[Tuple[str, Any]] = []
     for i, p in enumerate(sig.parameters.values()):
         if bound is None and i == 0 and p.name in ("self", "cls"):
             continue
@@ -383,10 +422,11 @@ def derive_spec(
             context_param = p.name
             continue
         required = p.default is inspect.Parameter.empty
+        annotations.append((p.name, ann))
         params.append(
             ToolParam(
                 name=p.name,
-                type=type_name(ann),
+                type=type_str(ann),
                 required=required,
                 default_json=b"" if required else _default_json(p.default),
                 description=param_docs.get(p.name, ""),
@@ -404,8 +444,16 @@ def derive_spec(
         accepts_any_kwargs=accepts_any,
         max_concurrency=opts.max_concurrency if opts else 0,
         timeout=opts.timeout if opts else 0.0,
+        returns=_returns(hints.get("return", sig.return_annotation)),
+        doc=doc,
     )
-    return spec, context_param
+    return spec, context_param, annotations
+
+
+def _returns(ann: Any) -> str:
+    if ann is inspect.Signature.empty:
+        return ""
+    return type_str(ann)
 
 
 def _first_line(doc: str) -> str:

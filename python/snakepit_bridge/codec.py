@@ -6,22 +6,40 @@ Contract:
   mean ``{}``); each ``binary_args`` entry is one more keyword argument of
   type ``bytes``. A name given in both is an error, never a silent override.
 * Results: ``bytes``/``bytearray``/``memoryview`` travel as ``Payload.binary``;
-  everything else must be JSON (``None`` is JSON null). NaN and Infinity are
-  refused because the Go side cannot decode them. A value that is not JSON
-  raises :class:`ResultEncodingError` naming the tool and the Python type.
+  a numpy ndarray of a numeric dtype returned as the whole result travels
+  as ``Payload.binary`` too, with ``dtype`` and ``shape`` (C order,
+  little-endian). Everything else travels as JSON (``None`` is JSON null):
+  plain JSON types on the fast path, and through a ``default=`` hook the
+  types tools return without thinking of JSON: numpy scalars (their Python
+  value) and arrays inside a structure or streamed (nested lists),
+  datetime/date/time (ISO 8601), Decimal and UUID (strings), Enum (its
+  value), set/frozenset (a sorted list when sortable, else a list),
+  dataclasses and pydantic models (objects of their fields), and bytes
+  inside a structure (a base64 string). NaN and Infinity are refused
+  because the Go side cannot decode them. Anything else raises
+  :class:`ResultEncodingError` naming the tool, the Python type and what
+  to return instead.
 * Errors: an exception becomes a ToolError with the exception's class name,
   its message and a traceback that starts at the tool's own code.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
+import decimal
+import enum
 import json
 import json.encoder
+import sys
 import threading
 import os
 import traceback as _tb
+import uuid
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from .argcheck import InvalidArgs
 from .pb import snakepit_pb2 as pb
 
 __all__ = [
@@ -33,15 +51,27 @@ __all__ = [
     "result_response",
     "tool_error",
     "error_from_exception",
+    "invalid_args_error",
 ]
+
+#: ToolError.kind of arguments that do not fit the tool (the host's
+#: ErrInvalidArgs).
+KIND_INVALID_ARGS = "invalid_args"
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-_ALLOWED = "return dict/list/str/int/float/bool/None or bytes"
+_ALLOWED = (
+    "return dict/list/str/int/float/bool/None, bytes, a numpy array, or a structure of these "
+    "(datetime, Decimal, UUID, Enum, set, dataclass and pydantic values are converted too): "
+    "convert the value to a dict of its fields or to a string"
+)
 
 
-class ArgumentsError(ValueError):
+class ArgumentsError(InvalidArgs):
     """The request's arguments could not be decoded into keyword arguments."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message)
 
 
 class ResultEncodingError(TypeError):
@@ -195,10 +225,77 @@ def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.
     return payload
 
 
-def _fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned") -> None:
+#: numpy dtypes that travel as a typed binary array (the Go side decodes
+#: exactly these); other arrays travel as JSON lists.
+_ARRAY_DTYPES = frozenset(
+    ("float64", "float32", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool")
+)
+
+
+def _fill_array(payload: "pb.Payload", value: Any) -> bool:
+    """A top-level numpy ndarray as binary with its dtype and shape; False
+    when its dtype is not one the host decodes (it then goes as JSON)."""
+    dt = value.dtype
+    if dt.name not in _ARRAY_DTYPES:
+        return False
+    if dt.byteorder == ">":  # the wire is little-endian
+        value = value.astype(dt.newbyteorder("<"))
+    payload.binary = value.tobytes()  # C order, whatever the array's layout
+    payload.dtype = dt.name
+    payload.shape.extend(value.shape)
+    return True
+
+
+def _is_ndarray(value: Any) -> bool:
+    np = sys.modules.get("numpy")  # never imported here: a tool that returns one has
+    return np is not None and isinstance(value, np.ndarray)
+
+
+def _pydantic_dump(obj: Any) -> Any:
+    pyd = sys.modules.get("pydantic")
+    if pyd is None or not isinstance(obj, pyd.BaseModel):
+        return _NOT_CONVERTED
+    dump = getattr(obj, "model_dump", None)
+    if dump is not None:  # pydantic 2: its own JSON mode converts nested values
+        return dump(mode="json")
+    return obj.dict()  # pydantic 1: the default hook converts what is inside
+
+
+_NOT_CONVERTED = object()
+
+
+def _to_json(obj: Any) -> Any:
+    """The JSON form of a value the encoder cannot write itself (the
+    ``default=`` hook: called only for non-JSON types), or _NOT_CONVERTED."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, (decimal.Decimal, uuid.UUID)):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        try:
+            return sorted(obj)
+        except TypeError:  # mixed or unorderable members: any order
+            return list(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(obj).decode("ascii")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # Its fields, one level: the encoder converts what they hold.
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        return obj.tolist()  # a numpy scalar's Python value, an array's nested lists
+    return _pydantic_dump(obj)
+
+
+def _fill_payload(
+    payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned", arrays: bool = True
+) -> None:
     """encode_result into an existing Payload (e.g. ``response.result``):
     building a message and copying it into its parent costs more than the
-    encoding of a small result. Raises ResultEncodingError."""
+    encoding of a small result. ``arrays``: a top-level numpy array may go
+    as a typed binary array (not for streamed items, whose chunks carry no
+    header). Raises ResultEncodingError."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         payload.binary = bytes(value)
         return
@@ -207,12 +304,20 @@ def _fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: st
             payload.json = _encode(value).encode("utf-8")
             return
         except (TypeError, ValueError, RecursionError):
-            pass  # the checked path below names the problem
+            pass  # the checked path below converts, or names the problem
+    elif arrays and _is_ndarray(value) and _fill_array(payload, value):
+        return
     offending: list = []
 
     def default(obj: Any) -> Any:
-        offending.append(obj)
-        raise TypeError("not JSON-serialisable")
+        try:
+            out = _to_json(obj)
+        except Exception:  # a conversion that failed: reported as not serialisable
+            out = _NOT_CONVERTED
+        if out is _NOT_CONVERTED:
+            offending.append(obj)
+            raise TypeError("not JSON-serialisable")
+        return out
 
     try:
         data = json.dumps(value, default=default, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -231,12 +336,9 @@ def _fill_payload(payload: "pb.Payload", tool_name: str, value: Any, *, verb: st
         top = type(value).__name__
         if offending and offending[0] is not value:
             inner = type(offending[0]).__name__
-            hint = " (bytes are only allowed as the whole result)" if isinstance(
-                offending[0], (bytes, bytearray, memoryview)
-            ) else ""
             msg = (
                 f"tool {tool_name!r} {verb} a value of type {top!r} that is not JSON-serialisable: "
-                f"it contains a value of type {inner!r}{hint}; {_ALLOWED}"
+                f"it contains a value of type {inner!r}; {_ALLOWED}"
             )
         elif offending:
             msg = f"tool {tool_name!r} {verb} a value of type {top!r} that is not JSON-serialisable; {_ALLOWED}"
@@ -261,7 +363,7 @@ def result_response(tool_name: str, value: Any) -> "pb.ExecuteToolResponse":
 def item_chunk(tool_name: str, seq: int, item: Any) -> "pb.ToolChunk":
     """The ToolChunk for one streamed item. Raises ResultEncodingError."""
     chunk = pb.ToolChunk(seq=seq)
-    _fill_payload(chunk.data, tool_name, item, verb="yielded")
+    _fill_payload(chunk.data, tool_name, item, verb="yielded", arrays=False)
     return chunk
 
 
@@ -270,11 +372,28 @@ def tool_error(type_: str, message: str, traceback: str = "") -> "pb.ToolError":
 
 
 def error_from_exception(exc: BaseException) -> "pb.ToolError":
-    """A ToolError for an exception a tool raised."""
+    """A ToolError for an exception a tool raised (InvalidArgs keeps its
+    kind: the tool judged its input bad)."""
+    if isinstance(exc, InvalidArgs):
+        return invalid_args_error(exc, format_tool_traceback(exc))
     return pb.ToolError(
         type=type(exc).__name__,
         message=str(exc),
         traceback=format_tool_traceback(exc),
+    )
+
+
+def invalid_args_error(exc: InvalidArgs, traceback: str = "") -> "pb.ToolError":
+    """The ToolError of arguments that do not fit: kind "invalid_args", with
+    the argument's path, the expected type and what was given."""
+    return pb.ToolError(
+        type="InvalidArguments" if isinstance(exc, ArgumentsError) else type(exc).__name__,
+        message=str(exc),
+        traceback=traceback,
+        kind=KIND_INVALID_ARGS,
+        arg_path=exc.path,
+        expected=exc.expected,
+        got=exc.got,
     )
 
 

@@ -107,7 +107,7 @@ from ._process import (
 from ._serving import _run_loop, _serve, create_server, server_flavour
 from ._sync import WorkerServicer
 from ._threads import DEFAULT_THREADS, CallSlots, ToolThreads
-from .adapter import collect_tools
+from .adapter import BaseAdapter, collect_tools
 from .context import HostClient
 
 # Where each concern lives (this module is the worker's entry point and its
@@ -142,6 +142,21 @@ __all__ = [
 
 class AdapterLoadError(Exception):
     pass
+
+
+def _no_tools(cls: type) -> str:
+    """Why an adapter without tools cannot serve, and what to add: a worker
+    that starts with nothing to call would only fail every call later."""
+    if not issubclass(cls, BaseAdapter):
+        return (
+            f"{cls.__module__}.{cls.__qualname__} is not an adapter: it is no subclass of "
+            "snakepit_bridge.BaseAdapter and has no @tool methods; point Config.Adapter at "
+            "your adapter class, or decorate its tool methods with @snakepit_bridge.tool"
+        )
+    return (
+        f"adapter {cls.__module__}.{cls.__qualname__} defines no tools: decorate the methods "
+        "the host should call with @snakepit_bridge.tool"
+    )
 
 
 def load_adapter_class(spec: str) -> type:
@@ -219,6 +234,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         adapter_cls = load_adapter_class(args.adapter)
         adapter = adapter_cls()
         tools = collect_tools(adapter)  # before setup(): a bad tool set fails fast
+        if not tools:
+            raise AdapterLoadError(_no_tools(adapter_cls))
         flavour = server_flavour(tools, getattr(adapter, "snakepit_server", "") or "")
     except (Exception, SystemExit) as e:
         msg = f"snakepit: cannot load adapter {args.adapter!r}: {type(e).__name__}: {e}"
@@ -241,8 +258,6 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         return _fail(
             f"snakepit: adapter {args.adapter!r} failed in setup(): {type(e).__name__}: {e}\n{tb}", EXIT_ADAPTER
         )
-    if not tools:
-        log.warning("adapter %s defines no @tool methods", args.adapter)
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
     host_client = HostClient(args.bridge_address, token, worker_id)

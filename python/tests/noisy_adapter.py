@@ -26,6 +26,10 @@ class BrokenSetup(BaseAdapter):
     def setup(self) -> None:
         raise RuntimeError("model file missing")
 
+    @tool
+    def never(self) -> None:
+        """A tool, so the adapter gets as far as setup()."""
+
 
 class SlowSetup(BaseAdapter):
     def setup(self) -> None:
@@ -34,6 +38,10 @@ class SlowSetup(BaseAdapter):
         import time
 
         time.sleep(30)  # stands in for a long model load; the test stops it early
+
+    @tool
+    def never(self) -> None:
+        """A tool, so the adapter gets as far as setup()."""
 
 
 class LoopBlocker(BaseAdapter):

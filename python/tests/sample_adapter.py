@@ -18,6 +18,10 @@ from snakepit_bridge import BaseAdapter, SessionContext, current_context, tool
 _probe: contextvars.ContextVar[str] = contextvars.ContextVar("sample_probe", default="unset")
 
 
+class Opaque:
+    """A value with no JSON form."""
+
+
 class SampleAdapter(BaseAdapter):
     def __init__(self) -> None:
         self.stubborn_started = threading.Event()
@@ -67,8 +71,8 @@ class SampleAdapter(BaseAdapter):
             "bytes": b"\x00\x01\xff",
             "bytearray": bytearray(b"ab"),
             "memoryview": memoryview(b"mv"),
-            "set": {1, 2},
-            "nested_set": {"x": [1, {2}]},
+            "set": Opaque(),
+            "nested_set": {"x": [1, Opaque()]},
             "object": object(),
             "nan": float("nan"),
             "tuple": (1, 2),
@@ -196,7 +200,7 @@ class SampleAdapter(BaseAdapter):
     @tool
     def gen_bad_item(self) -> Iterator[Any]:
         yield 1
-        yield {1, 2}
+        yield Opaque()
         yield 3
 
     @tool

@@ -141,7 +141,7 @@ def test_handshake_calls_and_stdin_eof(start_worker):
     resp = w.stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="fail", args_json=b'{"message": "x"}'), metadata=w.md, timeout=5)
     assert resp.error.type == "ValueError" and resp.error.message == "x" and "raise ValueError" in resp.error.traceback
     resp = w.stub.ExecuteTool(pb.ExecuteToolRequest(tool_name="bad_result"), metadata=w.md, timeout=5)
-    assert resp.error.type == "SerializationError" and "'set'" in resp.error.message
+    assert resp.error.type == "SerializationError" and "'lock'" in resp.error.message
 
     chunks = list(w.stub.ExecuteStreamingTool(
         pb.ExecuteToolRequest(tool_name="stream_count", args_json=b'{"n": 4}'), metadata=w.md, timeout=5))

@@ -80,7 +80,7 @@ def test_none_travels_as_json_null(srv):
     assert resp.result.WhichOneof("value") == "json" and resp.result.json == b"null"
 
 
-@pytest.mark.parametrize("kind,type_name", [("set", "set"), ("nested_set", "dict"), ("object", "object")])
+@pytest.mark.parametrize("kind,type_name", [("set", "Opaque"), ("nested_set", "dict"), ("object", "object")])
 def test_serialisation_error(srv, kind, type_name):
     resp = srv.execute("data", json.dumps({"kind": kind}).encode())
     assert resp.error.type == "SerializationError"
@@ -111,11 +111,23 @@ def test_exception_becomes_tool_error(srv):
     assert "server.py" not in tb and "concurrent/futures" not in tb
 
 
-def test_bad_signature_is_type_error(srv):
+def test_bad_signature_is_invalid_args(srv):
     missing = srv.execute("add", b"{}")
-    assert missing.error.type == "TypeError" and "missing a required argument: 'a'" in missing.error.message
+    e = missing.error
+    assert (e.kind, e.type, e.arg_path, e.expected, e.got) == ("invalid_args", "InvalidArgs", "a", "int", "missing")
+    assert "missing required argument" in e.message
     extra = srv.execute("add", b'{"a": 1, "c": 3}')
-    assert extra.error.type == "TypeError" and "'c'" in extra.error.message
+    assert extra.error.kind == "invalid_args" and extra.error.arg_path == "c" and "takes: a, b" in extra.error.message
+    mistyped = srv.execute("add", b'{"a": "1"}')
+    e = mistyped.error
+    assert (e.kind, e.arg_path, e.expected, e.got) == ("invalid_args", "a", "int", "str '1'")
+    assert srv.execute("add", b'{"a": true}').error.got == "bool True"  # bool is not an int here
+    assert result(srv.execute("async_add", b'{"a": 1, "b": 2.5}')) == 3.5  # int is a float
+    # **kwargs: no unexpected-argument check.
+    assert result(srv.execute("anything", b'{"zz": 1}')) == {"got": ["zz"]}
+    # Streaming tools too.
+    chunks = list(srv.stream("gen", b'{"n": "x"}'))
+    assert chunks[-1].is_final and chunks[-1].error.kind == "invalid_args" and chunks[-1].error.arg_path == "n"
     # A TypeError raised inside the tool keeps its traceback.
     inner = srv.execute("inner_type_error")
     assert inner.error.type == "TypeError" and "len(5)" in inner.error.traceback
@@ -123,6 +135,7 @@ def test_bad_signature_is_type_error(srv):
 
 def test_invalid_arguments(srv):
     assert srv.execute("add", b"[1]").error.type == "InvalidArguments"
+    assert srv.execute("add", b"[1]").error.kind == "invalid_args"
     assert srv.execute("add", b"{bad").error.type == "InvalidArguments"
     reserved = srv.execute("whoami", b'{"ctx": 1}')
     assert reserved.error.type == "InvalidArguments" and "reserved" in reserved.error.message
@@ -194,7 +207,7 @@ def test_stream_bad_item(srv):
     chunks = srv.stream("gen_bad_item")
     assert [json.loads(c.data.json) for c in chunks[:-1]] == [1]
     assert chunks[-1].error.type == "SerializationError"
-    assert "yielded a value of type 'set'" in chunks[-1].error.message
+    assert "yielded a value of type 'Opaque'" in chunks[-1].error.message
 
 
 def test_stream_binary_and_flagged_iterable(srv):

@@ -73,10 +73,10 @@ class ShowcaseAdapter(BaseAdapter):
         self._tick()
         return None
 
-    @tool(description="Return a set, which is not JSON: exercises the SerializationError")
+    @tool(description="Return an object that has no JSON form: exercises the SerializationError")
     def bad_result(self) -> Any:
         self._tick()
-        return {1, 2, 3}
+        return {"lock": threading.Lock()}
 
     # -- failures -----------------------------------------------------------
 

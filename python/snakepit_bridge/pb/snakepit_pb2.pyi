@@ -1,9 +1,25 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CallOptions(_message.Message):
+    __slots__ = ["affinity", "idempotent", "queue_timeout_us"]
+    class Affinity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = []
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_HINT: CallOptions.Affinity
+    AFFINITY_STRICT_FAIL_FAST: CallOptions.Affinity
+    AFFINITY_STRICT_QUEUE: CallOptions.Affinity
+    IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
+    affinity: CallOptions.Affinity
+    idempotent: bool
+    queue_timeout_us: int
+    def __init__(self, idempotent: bool = ..., affinity: _Optional[_Union[CallOptions.Affinity, str]] = ..., queue_timeout_us: _Optional[int] = ...) -> None: ...
 
 class CleanupSessionRequest(_message.Message):
     __slots__ = ["session_id"]
@@ -54,7 +70,7 @@ class ExecuteHostToolResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
 
 class ExecuteToolRequest(_message.Message):
-    __slots__ = ["args_json", "binary_args", "metadata", "request_id", "session_id", "tool_name"]
+    __slots__ = ["args_json", "binary_args", "metadata", "options", "request_id", "session_id", "tool_name"]
     class BinaryArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,16 +88,18 @@ class ExecuteToolRequest(_message.Message):
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     BINARY_ARGS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
     args_json: bytes
     binary_args: _containers.ScalarMap[str, bytes]
     metadata: _containers.ScalarMap[str, str]
+    options: CallOptions
     request_id: str
     session_id: str
     tool_name: str
-    def __init__(self, tool_name: _Optional[str] = ..., args_json: _Optional[bytes] = ..., binary_args: _Optional[_Mapping[str, bytes]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, tool_name: _Optional[str] = ..., args_json: _Optional[bytes] = ..., binary_args: _Optional[_Mapping[str, bytes]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., options: _Optional[_Union[CallOptions, _Mapping]] = ...) -> None: ...
 
 class ExecuteToolResponse(_message.Message):
     __slots__ = ["duration_ms", "error", "result"]
@@ -157,12 +175,16 @@ class ParamSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., required: bool = ..., default_json: _Optional[bytes] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ["binary", "json"]
+    __slots__ = ["binary", "dtype", "json", "shape"]
     BINARY_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     binary: bytes
+    dtype: str
     json: bytes
-    def __init__(self, json: _Optional[bytes] = ..., binary: _Optional[bytes] = ...) -> None: ...
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, json: _Optional[bytes] = ..., binary: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ["message"]
@@ -238,27 +260,39 @@ class ToolChunk(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., is_final: bool = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
 
 class ToolError(_message.Message):
-    __slots__ = ["message", "traceback", "type"]
+    __slots__ = ["arg_path", "expected", "got", "kind", "message", "traceback", "type"]
+    ARG_PATH_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    GOT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    arg_path: str
+    expected: str
+    got: str
+    kind: str
     message: str
     traceback: str
     type: str
-    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., kind: _Optional[str] = ..., arg_path: _Optional[str] = ..., expected: _Optional[str] = ..., got: _Optional[str] = ...) -> None: ...
 
 class ToolSpec(_message.Message):
-    __slots__ = ["description", "max_concurrency", "name", "parameters", "supports_streaming", "timeout_seconds"]
+    __slots__ = ["description", "doc", "max_concurrency", "name", "parameters", "returns", "supports_streaming", "timeout_seconds"]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_STREAMING_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     description: str
+    doc: str
     max_concurrency: int
     name: str
     parameters: _containers.RepeatedCompositeFieldContainer[ParamSpec]
+    returns: str
     supports_streaming: bool
     timeout_seconds: float
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., supports_streaming: bool = ..., max_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., supports_streaming: bool = ..., max_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., returns: _Optional[str] = ..., doc: _Optional[str] = ...) -> None: ...
