@@ -52,8 +52,7 @@ func TestPythonCallOutcomesAreCounted(t *testing.T) {
 	}{
 		{"result", snakepit.OutcomeSuccess, ctxT(t), "echo", map[string]any{"x": 1}},
 		{"args a JSON array", snakepit.OutcomeInvalidArgs, ctxT(t), "echo", []int{1, 2}},
-		// tool_error today, invalid_args once Python reports its kind.
-		{"args the tool does not take", "", ctxT(t), "bounded_sleep", map[string]any{"nope": 1}},
+		{"args the tool does not take", snakepit.OutcomeInvalidArgs, ctxT(t), "bounded_sleep", map[string]any{"nope": 1}},
 		// The tool declares @tool(timeout=0.5) and the caller set no deadline.
 		{"the tool's declared timeout", snakepit.OutcomeToolTimeout, context.Background(), "bounded_sleep", map[string]any{"ms": 20000}},
 		{"the caller's deadline", snakepit.OutcomeDeadline, deadline(300 * time.Millisecond), "hang", nil},
