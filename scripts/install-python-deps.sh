@@ -42,27 +42,37 @@ choose() { # choose PY WHY [venv|system|explicit]
   mv "$out_file.tmp" "$out_file"
   echo "install-python-deps: using $abs ($2)"
   ensure_mypy "$abs" "${3:-system}"
+  ensure_extra "$abs" "${3:-system}" numpy numpy python3-numpy ||
+    echo "install-python-deps: note: no numpy for $abs; the tests of numpy results will be skipped" >&2
   exit 0
+}
+
+# ensure_extra PY KIND MODULE PIP_NAME DEB_NAME: make `import MODULE` work
+# for PY, if that environment is ours to change. Extras are not required to
+# run snakepit: mypy for make lint-python, numpy for the tests of numpy
+# results (they skip without it).
+ensure_extra() {
+  "$1" -c "import $3" >/dev/null 2>&1 && return 0
+  case "$2" in
+    venv)
+      echo "install-python-deps: installing $4 into $1 with pip (log: $log_file)"
+      "$1" -m pip install --quiet --disable-pip-version-check "$4" >>"$log_file" 2>&1 || true
+      ;;
+    system)
+      if [[ "$(id -u)" == 0 && "$1" == /usr/bin/python3* ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-python-deps: installing $5 with apt-get (log: $log_file)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q "$5" >>"$log_file" 2>&1 ||
+          { apt-get update -q >>"$log_file" 2>&1 && apt-get install -y -q "$5" >>"$log_file" 2>&1; } || true
+      fi
+      ;;
+  esac
+  "$1" -c "import $3" >/dev/null 2>&1
 }
 
 # ensure_mypy PY KIND: make `PY -m mypy` work for make lint-python, if it is ours to change.
 ensure_mypy() {
-  "$1" -m mypy --version >/dev/null 2>&1 && return 0
-  case "$2" in
-    venv)
-      echo "install-python-deps: installing mypy into $1 with pip (log: $log_file)"
-      "$1" -m pip install --quiet --disable-pip-version-check mypy >>"$log_file" 2>&1 || true
-      ;;
-    system)
-      if [[ "$(id -u)" == 0 && "$1" == /usr/bin/python3* ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "install-python-deps: installing mypy with apt-get (log: $log_file)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q mypy >>"$log_file" 2>&1 ||
-          { apt-get update -q >>"$log_file" 2>&1 && apt-get install -y -q mypy >>"$log_file" 2>&1; } || true
-      fi
-      ;;
-  esac
-  "$1" -m mypy --version >/dev/null 2>&1 && return 0
+  ensure_extra "$1" "$2" mypy mypy mypy && return 0
   command -v mypy >/dev/null 2>&1 && return 0 # lint-python falls back to mypy on PATH
   echo "install-python-deps: WARNING: no mypy for $1; make lint-python will fail until one of:" >&2
   echo "  apt-get install -y mypy        # Debian/Ubuntu, as root" >&2
