@@ -60,15 +60,21 @@ func TestUnknownToolListsAvailableTools(t *testing.T) {
 
 func TestArgumentsThatCannotBeEncodedFailBeforeSending(t *testing.T) {
 	app := newApp(t, snakepit.Config{Workers: 1})
-	before := app.Stats().Pool.Requests
+	before := app.Stats().Pool
 	for _, args := range []any{make(chan int), []int{1, 2}, "just a string", map[string]any{"f": func() {}}} {
 		_, err := app.Execute(ctxT(t), "echo", args)
 		if !errors.Is(err, snakepit.ErrInvalidArgs) {
 			t.Errorf("args %T: want ErrInvalidArgs, got %v", args, err)
 		}
 	}
-	if after := app.Stats().Pool.Requests; after != before {
-		t.Fatalf("invalid calls reached the pool: requests %d → %d", before, after)
+	// Refused before dispatch, yet each counted once, as invalid_args.
+	after := app.Stats().Pool
+	if after.Requests != before.Requests+4 || after.Outcomes[snakepit.OutcomeInvalidArgs] != before.Outcomes[snakepit.OutcomeInvalidArgs]+4 {
+		t.Fatalf("4 refused calls: requests %d → %d, invalid_args %d → %d; want each up by 4",
+			before.Requests, after.Requests, before.Outcomes[snakepit.OutcomeInvalidArgs], after.Outcomes[snakepit.OutcomeInvalidArgs])
+	}
+	if after.Workers.Busy != 0 || len(after.RestartReasons) != 0 {
+		t.Fatalf("a refused call disturbed the worker: %+v", after.Workers)
 	}
 }
 

@@ -137,12 +137,8 @@ func TestHungWorkerIsRestartedAfterMissedHealthChecksWithReasonInStats(t *testin
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, "restart with a health-check reason", func() bool {
-		for reason := range app.Stats().Pool.RestartReasons {
-			if strings.Contains(reason, "health check failed") {
-				return true
-			}
-		}
-		return false
+		st := app.Stats().Pool
+		return st.RestartReasons[snakepit.RestartHealth] > 0 && strings.Contains(st.RestartDetail[snakepit.RestartHealth], "health check failed")
 	})
 	testutil.Eventually(t, 20*time.Second, "a new worker serves", func() bool {
 		out, err := snakepit.Decode[map[string]any](app.Execute(ctxT(t), "worker_info", nil))
