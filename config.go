@@ -15,7 +15,7 @@ import (
 )
 
 // DefaultAdapter is the showcase adapter shipped with snakepit_bridge.
-const DefaultAdapter = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+const DefaultAdapter = "snakepit_bridge.examples.showcase.ShowcaseAdapter"
 
 // MinMessageBytes is the smallest usable Config.MaxMessageBytes: below it a
 // worker's tool descriptions (sent in one message at every start) and

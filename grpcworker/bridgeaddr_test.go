@@ -14,7 +14,7 @@ import (
 // process to a bridge that may have moved. Each process start must read the
 // address afresh.
 func TestRestartedWorkerUsesTheBridgeAddressOfItsStart(t *testing.T) {
-	f, err := NewFactory(Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(), PackageDir: t.TempDir()})
+	f, err := NewFactory(Options{Adapter: "snakepit_bridge.examples.showcase.ShowcaseAdapter", Token: auth.NewToken(), PackageDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ var adapterRE = regexp.MustCompile(`^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\
 // for its form alone, before any process is started.
 func CheckAdapter(name string) error {
 	if name == "" {
-		return errors.New("empty; name a Python class as \"package.module.Class\" (e.g. snakepit_bridge.adapters.showcase.ShowcaseAdapter)")
+		return errors.New("empty; name a Python class as \"package.module.Class\" (e.g. snakepit_bridge.examples.showcase.ShowcaseAdapter)")
 	}
 	if !adapterRE.MatchString(name) {
 		return fmt.Errorf("%q is not a class path; name the adapter class as \"package.module.Class\" or \"package.module:Class\"", name)

@@ -136,7 +136,7 @@ func startWorkerCapacity(t *testing.T, capacity int, mutate func(*Options)) *fix
 // to next (nil: only to the fixture's recorder).
 func startWorkerEvents(t *testing.T, capacity int, next worker.Events, mutate func(*Options)) *fixture {
 	t.Helper()
-	opts := Options{Adapter: "snakepit_bridge.adapters.showcase.ShowcaseAdapter", Token: auth.NewToken(),
+	opts := Options{Adapter: "snakepit_bridge.examples.showcase.ShowcaseAdapter", Token: auth.NewToken(),
 		PackageDir: t.TempDir(), StopGrace: 2 * time.Second}
 	if mutate != nil {
 		mutate(&opts)

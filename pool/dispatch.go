@@ -192,7 +192,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 	if p.stopping {
 		return nil, p.rejectLocked(r, ErrPoolStopping)
 	}
-	if p.toolsReported > 0 && p.toolCount[call.Tool] == 0 {
+	if p.toolsReported > 0 && p.toolCount[call.Tool] == 0 && p.toolCount[worker.AnyTool] == 0 {
 		return nil, p.rejectLocked(r, &worker.UnknownToolError{Tool: call.Tool, Available: p.availableToolsLocked()})
 	}
 	if p.limitsLearnedLocked(r) {
@@ -304,7 +304,7 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 			p.unlinkReleaseLocked(w.rec)
 			return nil, p.rejectLocked(w.rec, err)
 		}
-		if w.readyWait && p.toolsReported > 0 && p.toolCount[tool] == 0 {
+		if w.readyWait && p.toolsReported > 0 && p.toolCount[tool] == 0 && p.toolCount[worker.AnyTool] == 0 {
 			// Tools were unknown when this call queued; now they are not.
 			p.unlinkReleaseLocked(w.rec)
 			return nil, p.rejectLocked(w.rec, &worker.UnknownToolError{Tool: tool, Available: p.availableToolsLocked()})

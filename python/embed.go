@@ -32,7 +32,7 @@ import (
 // files is the embedded snakepit_bridge package, rooted at this directory
 // (paths look like "snakepit_bridge/server.py").
 //
-//go:embed snakepit_bridge/*.py snakepit_bridge/pb/*.py snakepit_bridge/adapters/*.py
+//go:embed snakepit_bridge/*.py snakepit_bridge/pb/*.py snakepit_bridge/examples/*.py
 var files embed.FS
 
 // digest is the first 12 hex digits of the SHA-256 over every embedded

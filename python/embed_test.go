@@ -22,8 +22,8 @@ func TestEmbeddedFiles(t *testing.T) {
 		"snakepit_bridge/pb/__init__.py",
 		"snakepit_bridge/pb/snakepit_pb2.py",
 		"snakepit_bridge/pb/snakepit_pb2_grpc.py",
-		"snakepit_bridge/adapters/__init__.py",
-		"snakepit_bridge/adapters/showcase.py",
+		"snakepit_bridge/examples/__init__.py",
+		"snakepit_bridge/examples/showcase.py",
 	}
 	have := map[string]bool{}
 	for _, n := range names {
@@ -141,7 +141,7 @@ func TestExtractedPackageImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "-c", "import snakepit_bridge.server, snakepit_bridge.adapters.showcase, snakepit_bridge.adapters.textstats, snakepit_bridge; print(snakepit_bridge.__file__)")
+	cmd := exec.Command(py, "-c", "import snakepit_bridge.server, snakepit_bridge.examples.showcase, snakepit_bridge.examples.textstats, snakepit_bridge; print(snakepit_bridge.__file__)")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+root, "PYTHONDONTWRITEBYTECODE=1")
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()

@@ -193,6 +193,13 @@ type ParamSpec struct {
 	Description string          `json:"description,omitempty"`
 }
 
+// AnyTool is the name of a tool entry that stands for every name: a
+// worker listing it accepts calls to tools it did not name (a Snakepit-style
+// adapter whose execute_tool dispatches names itself; see docs/MIGRATING.md).
+// The pool then forwards any tool name to it, and the worker answers an
+// unknown name with UnknownTool as usual.
+const AnyTool = "*"
+
 // ToolSpec describes one tool.
 type ToolSpec struct {
 	Name              string      `json:"name"`

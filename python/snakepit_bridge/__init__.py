@@ -24,6 +24,14 @@ Write an adapter, and the Go host runs it in a pool of worker processes::
 The worker process itself is ``python -m snakepit_bridge.server`` (see
 :mod:`snakepit_bridge.server` for its command line and the handshake).
 Importing this package has no side effects: it does not import the server.
+
+Adapters written for Snakepit (the Elixir project) run too: its module
+names (``snakepit_bridge.base_adapter``, ``.session_context``,
+``.base_adapter_threaded``, ``.telemetry``, ``.serialization``,
+``.logging_config``, ``.heartbeat``, ``.zero_copy``) are here, and so are
+the names Snakepit's README imports from this package
+(``ThreadSafeAdapter``, ``thread_safe_method``, ``telemetry``, …; loaded on
+first use). docs/MIGRATING.md describes how such an adapter is run.
 """
 
 from __future__ import annotations
@@ -41,6 +49,28 @@ from .context import (
 )
 
 __version__ = "0.1.0"
+
+# Snakepit's names, imported on first use (PEP 562) so that importing this
+# package stays cheap.
+_SNAKEPIT_NAMES = {
+    "ThreadSafeAdapter": "base_adapter_threaded",
+    "thread_safe_method": "base_adapter_threaded",
+    "HeartbeatClient": "heartbeat",
+    "HeartbeatConfig": "heartbeat",
+    "configure_logging": "logging_config",
+    "get_logger": "logging_config",
+    "ZeroCopyRef": "zero_copy",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _SNAKEPIT_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snakepit_bridge' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "__version__",

@@ -26,7 +26,7 @@ from ._auth import TokenInterceptor
 from ._logging import log
 from ._process import _StartupFailed, _StopSignals
 from ._threads import DEFAULT_THREADS, ToolThreads
-from .adapter import ToolInfo, ToolKind
+from .adapter import ANY_TOOL, ToolInfo, ToolKind
 from .codec import (
     InvalidArgs,
     ResultEncodingError,
@@ -220,10 +220,10 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     async def _execute(self, request: pb.ExecuteToolRequest) -> pb.ExecuteToolResponse:
         name = request.tool_name
-        info = self.tools.get(name)
+        info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
             return pb.ExecuteToolResponse(error=self._unknown_tool(name))
-        if info.streaming:
+        if info.streaming and info.stream_func is None:
             return pb.ExecuteToolResponse(
                 error=tool_error(
                     "StreamingToolCalledUnary",
@@ -258,6 +258,9 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     async def _open_stream(self, info: ToolInfo, kwargs: Dict[str, Any], request_id: str = "") -> Any:
         ctx = contextvars.copy_context()
+        if info.stream_func is not None:
+            it = await self._in_thread(info.stream_func, kwargs, request_id)
+            return _SyncStream(it, self.executor, ctx, request_id)
         if info.kind == ToolKind.ASYNC_GEN:
             return _AsyncStream(info.func(**kwargs))
         if info.kind == ToolKind.SYNC_GEN:
@@ -293,11 +296,11 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         async def final(error: Optional[pb.ToolError] = None) -> None:
             await context.write(pb.ToolChunk(seq=seq + 1, is_final=True, error=error))
 
-        info = self.tools.get(name)
+        info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
             await final(self._unknown_tool(name))
             return
-        if not info.streaming:
+        if not info.streaming and info.stream_func is None:
             await final(
                 tool_error(
                     "NotStreaming",

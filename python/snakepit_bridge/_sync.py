@@ -31,7 +31,7 @@ from ._loop_bridge import (
 )
 from ._servicer import ServicerBase
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
-from .adapter import ToolInfo, ToolKind
+from .adapter import ANY_TOOL, ToolInfo, ToolKind
 from .codec import (
     InvalidArgs,
     ResultEncodingError,
@@ -103,10 +103,10 @@ class WorkerServicer(ServicerBase):
 
     def _execute(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
         name = request.tool_name
-        info = self.tools.get(name)
+        info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
             return pb.ExecuteToolResponse(error=self._unknown_tool(name))
-        if info.spec.supports_streaming:
+        if info.spec.supports_streaming and info.stream_func is None:
             return pb.ExecuteToolResponse(
                 error=tool_error(
                     "StreamingToolCalledUnary",
@@ -157,6 +157,8 @@ class WorkerServicer(ServicerBase):
     # -- ExecuteStreamingTool ----------------------------------------------------
 
     def _open_stream(self, call: _Call, info: ToolInfo, kwargs: Dict[str, Any], request_id: str) -> Any:
+        if info.stream_func is not None:
+            return _SyncStream(info.stream_func(**kwargs))
         if info.kind == ToolKind.ASYNC_GEN:
             return _AsyncStream(self._loop, call, info.func(**kwargs))
         if info.kind == ToolKind.SYNC_GEN:
@@ -183,10 +185,10 @@ class WorkerServicer(ServicerBase):
 
     def _stream(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext, ctx: contextvars.Context) -> Iterator[pb.ToolChunk]:
         name = request.tool_name
-        info = self.tools.get(name)
+        info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
             return iter((pb.ToolChunk(seq=1, is_final=True, error=self._unknown_tool(name)),))
-        if not info.spec.supports_streaming:
+        if not info.spec.supports_streaming and info.stream_func is None:
             return iter(
                 (
                     pb.ToolChunk(
@@ -222,7 +224,7 @@ class WorkerServicer(ServicerBase):
         completed = False
         try:
             error: Optional[pb.ToolError] = None
-            if info.kind in (ToolKind.SYNC_GEN, ToolKind.SYNC_ITER):
+            if info.kind in (ToolKind.SYNC_GEN, ToolKind.SYNC_ITER) or info.stream_func is not None:
                 # The tool and its steps run on this thread: it holds a slot
                 # for the whole stream, as the host holds its pool slot, so
                 # a step stuck after the caller left is reported abandoned.

@@ -54,10 +54,17 @@ __all__ = [
     "derive_spec",
     "collect_tools",
     "TOOL_ATTR",
+    "ANY_TOOL",
 ]
 
 #: Attribute set on a function by ``@tool``; its value is a ``_ToolOptions``.
 TOOL_ATTR = "__snakepit_tool__"
+
+#: The name of the tool entry that answers every name no other tool has: a
+#: Snakepit-style adapter whose own ``execute_tool`` dispatches names it
+#: never declared (see _compat.py). The host treats a worker that lists it
+#: as offering any tool.
+ANY_TOOL = "*"
 
 #: Parameter names that receive the per-call SessionContext when unannotated.
 CONTEXT_PARAM_NAMES = ("ctx", "context")
@@ -223,6 +230,11 @@ class ToolInfo:
     # The compiled argument check (argcheck.compile_checker); None when no
     # parameter is checked or the tool opted out with check_args=False.
     check: Optional[Callable[[Dict[str, Any]], None]] = dataclasses.field(default=None, compare=False, repr=False)
+    # Set for tools that answer both RPCs whatever their spec says (the
+    # Snakepit-style adapters of _compat.py, where the caller chooses):
+    # ExecuteTool runs ``func`` (a sync function) and ExecuteStreamingTool
+    # calls this one, a sync function returning an iterator of items.
+    stream_func: Optional[Callable[..., Any]] = dataclasses.field(default=None, compare=False, repr=False)
     # Derived from signature (see __post_init__): what fits_kwargs checks
     # instead of a full Signature.bind on every call.
     param_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)

@@ -35,6 +35,7 @@ import json.encoder
 import sys
 import threading
 import os
+import re
 import traceback as _tb
 import uuid
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -305,6 +306,9 @@ def _fill_payload(
             return
         except (TypeError, ValueError, RecursionError):
             pass  # the checked path below converts, or names the problem
+    elif type(value) is Graceful:
+        _fill_graceful(payload, value.value)
+        return
     elif arrays and _is_ndarray(value) and _fill_array(payload, value):
         return
     offending: list = []
@@ -346,6 +350,95 @@ def _fill_payload(
             # e.g. dict keys that are tuples
             msg = f"tool {tool_name!r} {verb} a value of type {top!r} that is not JSON-serialisable ({e}); {_ALLOWED}"
         raise ResultEncodingError(msg) from None
+    payload.json = data.encode("utf-8")
+
+
+class Graceful:
+    """A result to encode the way Snakepit does (the Snakepit-style adapters
+    of _compat.py): what JSON cannot carry is converted where a common
+    method allows (``model_dump``, ``to_dict``, ``_asdict``, ``tolist``,
+    ``isoformat``, after this codec's own conversions) and otherwise
+    replaced by a marker object (:func:`unserializable_marker`) instead of
+    failing the call. NaN and Infinity still fail: JSON has no form for them."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+#: The keys of the marker that stands in for a value JSON cannot carry;
+#: the names Snakepit's markers use, so code that checks for them works.
+UNSERIALIZABLE_KEY = "__ffi_unserializable__"
+TYPE_KEY = "__type__"
+REPR_KEY = "__repr__"
+
+
+def unserializable_marker(obj: Any) -> Dict[str, Any]:
+    """The marker for ``obj``: its type, and its repr only when
+    SNAKEPIT_UNSERIALIZABLE_DETAIL asks for one ("type", "repr_truncated",
+    "repr_redacted_truncated"; default "none"), cut to
+    SNAKEPIT_UNSERIALIZABLE_REPR_MAXLEN characters (default 500, at most 2000)."""
+    tname = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    marker: Dict[str, Any] = {UNSERIALIZABLE_KEY: True, TYPE_KEY: tname}
+    mode = os.environ.get("SNAKEPIT_UNSERIALIZABLE_DETAIL", "none").strip().lower()
+    if mode == "type":
+        marker[REPR_KEY] = f"<unserializable {tname}>"
+    elif mode in ("repr_truncated", "repr_redacted_truncated"):
+        try:
+            text = repr(obj)
+        except Exception:
+            text = f"<repr of {tname} failed>"
+        if mode == "repr_redacted_truncated":
+            text = _redact(text)
+        try:
+            limit = max(0, min(int(os.environ.get("SNAKEPIT_UNSERIALIZABLE_REPR_MAXLEN", "500")), 2000))
+        except ValueError:
+            limit = 500
+        marker[REPR_KEY] = text[:limit]
+    return marker
+
+
+_REDACTIONS = (
+    (re.compile(r"(?i)(bearer\s+)\S+"), r"\1<REDACTED>"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-<REDACTED>"),
+    (re.compile(r"(?i)((?:api[_-]?key|token|secret|password)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1<REDACTED>"),
+)
+
+
+def _redact(text: str) -> str:
+    for pattern, repl in _REDACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def graceful_json(obj: Any) -> Any:
+    """The ``default=`` hook of the graceful encoding: never raises."""
+    try:
+        out = _to_json(obj)
+    except Exception:
+        out = _NOT_CONVERTED
+    if out is not _NOT_CONVERTED:
+        return out
+    for method in ("model_dump", "to_dict", "_asdict", "tolist", "isoformat"):
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            try:
+                return fn()
+            except Exception:
+                continue
+    return unserializable_marker(obj)
+
+
+def _fill_graceful(payload: "pb.Payload", value: Any) -> None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        payload.binary = bytes(value)
+        return
+    try:
+        data = json.dumps(value, default=graceful_json, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as e:
+        # NaN/Infinity, a circular reference, keys JSON cannot have.
+        raise ResultEncodingError(f"result is not JSON-serialisable even with markers: {e}") from None
     payload.json = data.encode("utf-8")
 
 

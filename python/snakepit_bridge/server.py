@@ -107,6 +107,7 @@ from ._process import (
 from ._serving import _run_loop, _serve, create_server, server_flavour
 from ._sync import WorkerServicer
 from ._threads import DEFAULT_THREADS, CallSlots, ToolThreads
+from ._compat import compat_tools, snakepit_style
 from .adapter import BaseAdapter, collect_tools
 from .context import HostClient
 
@@ -157,6 +158,45 @@ def _no_tools(cls: type) -> str:
         f"adapter {cls.__module__}.{cls.__qualname__} defines no tools: decorate the methods "
         "the host should call with @snakepit_bridge.tool"
     )
+
+
+def foreign_bridge() -> str:
+    """Why the Python path is unusable, or "": it holds another
+    snakepit_bridge package that is not this one (Snakepit's own, from its
+    priv/python). This package comes first on the path, so the other one
+    would be silently shadowed — its adapters never loaded, or ours run in
+    their place. Another copy of THIS package (e.g. pip-installed) is fine:
+    it is only shadowed by an identical API."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    for entry in sys.path:
+        candidate = os.path.join(entry or os.getcwd(), "snakepit_bridge")
+        if not os.path.isfile(os.path.join(candidate, "__init__.py")):
+            continue
+        real = os.path.realpath(candidate)
+        if real == here or os.path.isfile(os.path.join(real, "_servicer.py")):
+            continue
+        return (
+            f"the Python path holds another snakepit_bridge package, at {real} (Snakepit's own Python "
+            "package, from its priv/python?). snakepit provides its own snakepit_bridge, including Snakepit's "
+            "adapter API (base_adapter, session_context, base_adapter_threaded, ...), and puts it first on the "
+            "path, so the other one would be silently shadowed. Remove that directory from Config.PythonPath / "
+            "PYTHONPATH, copy your adapter modules into a package of your own (e.g. myapp/), and set "
+            "Config.Adapter to that package's class (e.g. myapp.my_adapter.MyAdapter); see docs/MIGRATING.md"
+        )
+    return ""
+
+
+def _missing_module_hint(spec: str, e: ModuleNotFoundError) -> str:
+    if spec.startswith("snakepit_bridge.adapters.") or (e.name or "").startswith("snakepit_bridge.adapters"):
+        return (
+            "\n  hint: snakepit_bridge.adapters.* are the paths of the adapters Snakepit (the Elixir project) "
+            "ships; snakepit does not ship them. Copy the adapter (e.g. Snakepit's "
+            "priv/python/snakepit_bridge/adapters/showcase/ directory) into a package of your own, e.g. "
+            "myapp/showcase/, and set Config.Adapter to myapp.showcase.ShowcaseAdapter (its imports of "
+            "snakepit_bridge.* work unchanged). snakepit's own demo adapter is "
+            "snakepit_bridge.examples.showcase.ShowcaseAdapter"
+        )
+    return f"\n  hint: is the module on PYTHONPATH? sys.path = {sys.path}"
 
 
 def load_adapter_class(spec: str) -> type:
@@ -231,16 +271,33 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
     # SystemExit too: an adapter module calling sys.exit() is a load failure.
     try:
+        foreign = foreign_bridge()
+        if foreign:
+            raise AdapterLoadError(foreign)
         adapter_cls = load_adapter_class(args.adapter)
         adapter = adapter_cls()
-        tools = collect_tools(adapter)  # before setup(): a bad tool set fails fast
+        why = snakepit_style(adapter_cls)
+        if why:
+            # Snakepit's model: the instance above only proves the class
+            # can be made and lists the tools; every call makes its own.
+            tools = compat_tools(adapter_cls, adapter)
+            log.info(
+                "adapter %s is Snakepit-style (%s): a new instance per call (set_session_context, initialize, "
+                "execute_tool, cleanup); %s",
+                args.adapter,
+                why,
+                "calls run concurrently up to the capacity" if getattr(adapter_cls, "__thread_safe__", False) is True
+                else "one call at a time (set __thread_safe__ = True to run more)",
+            )
+        else:
+            tools = collect_tools(adapter)  # before setup(): a bad tool set fails fast
         if not tools:
             raise AdapterLoadError(_no_tools(adapter_cls))
         flavour = server_flavour(tools, getattr(adapter, "snakepit_server", "") or "")
     except (Exception, SystemExit) as e:
         msg = f"snakepit: cannot load adapter {args.adapter!r}: {type(e).__name__}: {e}"
         if isinstance(e, ModuleNotFoundError):
-            msg += f"\n  hint: is the module on PYTHONPATH? sys.path = {sys.path}"
+            msg += _missing_module_hint(args.adapter, e)
         _procs.kill_descendants()
         return _fail(msg, EXIT_ADAPTER)
     try:

@@ -27,7 +27,7 @@ class AsyncAdapter(BaseAdapter):
             yield {"i": i}
 
 
-from snakepit_bridge.adapters.showcase import ShowcaseAdapter  # noqa: E402
+from snakepit_bridge.examples.showcase import ShowcaseAdapter  # noqa: E402
 
 
 class DeclaredAioShowcase(ShowcaseAdapter):

@@ -86,11 +86,12 @@ class InProcServer:
     grpc.aio server in a background loop thread ("aio"), in this process."""
 
     def __init__(
-        self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4, flavour: str = "sync"
+        self, adapter: object, token: str = "", host: Optional[HostClient] = None, threads: int = 4, flavour: str = "sync",
+        tools: Optional[dict] = None,
     ) -> None:
         self.flavour = flavour
         self.token = token
-        common = dict(adapter_name="tests.Sample", worker_id="w-test", run_id="run-test", host=host)
+        common = dict(adapter_name="tests.Sample", worker_id="w-test", run_id="run-test", host=host, tools=tools)
         if flavour == "sync":
             self.slots = CallSlots(threads)
             self.servicer = WorkerServicer(adapter, slots=self.slots, **common)

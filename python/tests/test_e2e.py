@@ -21,7 +21,7 @@ from snakepit_bridge.pb import snakepit_pb2 as pb
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
 
 READY_RE = re.compile(rb"^SNAKEPIT_READY 1 tcp 127\.0\.0\.1:(\d+)\n$")
-SHOWCASE = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
+SHOWCASE = "snakepit_bridge.examples.showcase.ShowcaseAdapter"
 
 
 class Worker:
@@ -274,7 +274,7 @@ def test_stdin_eof_exits_even_with_the_event_loop_blocked(start_worker):
 
 
 def test_textstats_loads_once(start_worker):
-    w = start_worker(adapter="snakepit_bridge.adapters.textstats.TextStatsAdapter")
+    w = start_worker(adapter="snakepit_bridge.examples.textstats.TextStatsAdapter")
     for _ in range(3):
         r = w.call("analyze", {"text": "Great tools, no crashes. The pool is great!"})
     assert r["top"][0] == {"word": "great", "count": 2} and r["label"] == "positive"

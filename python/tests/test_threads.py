@@ -11,7 +11,7 @@ import pytest
 
 from conftest import wait_for
 from snakepit_bridge._threads import CallSlots, ServerThreads, Slot, ToolThreads
-from snakepit_bridge.adapters.showcase import ShowcaseAdapter
+from snakepit_bridge.examples.showcase import ShowcaseAdapter
 from snakepit_bridge.pb import snakepit_pb2 as pb
 
 

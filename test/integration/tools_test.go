@@ -197,7 +197,7 @@ func TestStopLeavesNoProcessIncludingGrandchildren(t *testing.T) {
 }
 
 func TestTextStatsAdapterLoadsItsModelOncePerWorker(t *testing.T) {
-	app := newApp(t, snakepit.Config{Workers: 1, Adapter: "snakepit_bridge.adapters.textstats.TextStatsAdapter"})
+	app := newApp(t, snakepit.Config{Workers: 1, Adapter: "snakepit_bridge.examples.textstats.TextStatsAdapter"})
 	ctx := ctxT(t)
 	for i := 0; i < 3; i++ {
 		if _, err := app.Execute(ctx, "analyze", map[string]any{"text": "the quick brown fox is happy and great"}); err != nil {

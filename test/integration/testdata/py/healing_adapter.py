@@ -15,7 +15,7 @@ import os
 import time
 
 from snakepit_bridge import tool
-from snakepit_bridge.adapters.showcase import ShowcaseAdapter
+from snakepit_bridge.examples.showcase import ShowcaseAdapter
 
 
 class HealingAdapter(ShowcaseAdapter):

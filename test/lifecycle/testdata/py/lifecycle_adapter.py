@@ -21,7 +21,7 @@ import time
 from typing import Dict
 
 from snakepit_bridge import tool
-from snakepit_bridge.adapters.showcase import ShowcaseAdapter
+from snakepit_bridge.examples.showcase import ShowcaseAdapter
 
 
 class LifecycleAdapter(ShowcaseAdapter):
