@@ -11,7 +11,7 @@ import (
 const (
 	defaultMaxQueue        = 1000
 	defaultQueueTimeout    = 5 * time.Second
-	DefaultCapacity        = 1
+	DefaultCapacity        = worker.DefaultCapacity
 	DefaultHungGrace       = worker.DefaultHungGrace
 	defaultRetryAttempts   = 2
 	defaultRetryBackoff    = 50 * time.Millisecond
