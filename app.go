@@ -682,7 +682,9 @@ func (a *App) prepare(r *run, tool string, args any, opts []CallOption) (*worker
 		id = a.nextRequestID()
 	}
 	call := &worker.Call{Tool: tool, Args: raw, Binary: o.binary, SessionID: o.session, RequestID: id}
-	return call, o.pool, nil
+	po := o.pool
+	po.ArgsChecked = true // EncodeArgs above: one pass over the arguments
+	return call, po, nil
 }
 
 // newRequestPrefix is a random prefix that keeps generated request ids

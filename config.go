@@ -35,7 +35,9 @@ type Config struct {
 	// MinReady local workers make the App ready; the rest keep starting
 	// (default: all).
 	MinReady int
-	// Capacity is the number of concurrent calls per worker (default 1).
+	// Capacity is the number of concurrent calls per worker (default
+	// DefaultCapacity, 8; an adapter with snakepit_thread_safe = False
+	// gets 1 whatever this says).
 	Capacity int
 
 	// Adapter is the Python adapter class, "package.module.Class" or
@@ -171,7 +173,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: Capacity is %d; use at least 1", ErrInvalidConfig, c.Capacity)
 	}
 	if c.Capacity == 0 {
-		c.Capacity = 1
+		c.Capacity = worker.DefaultCapacity
 	}
 	if c.Adapter == "" {
 		c.Adapter = DefaultAdapter

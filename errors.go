@@ -94,6 +94,7 @@ const (
 	DefaultMaxMessageBytes = worker.DefaultMaxMessageBytes // Config.MaxMessageBytes
 	DefaultHungGrace       = worker.DefaultHungGrace       // Config.HungGrace
 	DefaultStopGrace       = worker.DefaultStopGrace       // Config.StopGrace
+	DefaultCapacity        = worker.DefaultCapacity        // Config.Capacity
 )
 
 // ErrInvalidConfig: a Config field or call option is out of range.

@@ -8,7 +8,10 @@ import (
 )
 
 // handshakePrefix starts the single stdout line a worker prints once its gRPC
-// server listens: "SNAKEPIT_READY <protocol> <network> <address>".
+// server listens: "SNAKEPIT_READY <protocol> <network> <address>
+// [capacity=<n>]". The capacity field is there only when the worker runs
+// fewer calls at once than the host asked for (an adapter that declared
+// itself not thread-safe); the host then sends it no more.
 const handshakePrefix = "SNAKEPIT_READY"
 
 // protocolVersion is the handshake protocol this host speaks.
@@ -19,6 +22,7 @@ type handshakeLine struct {
 	Protocol int
 	Network  string // "tcp" or "unix"
 	Address  string // host:port for tcp, a path for unix
+	Capacity int    // 0: as the host asked (--max-workers)
 }
 
 // Target is the gRPC dial target for the worker's server.
@@ -34,7 +38,7 @@ func (h handshakeLine) Target() string {
 // anywhere else is refused rather than dialled.
 func parseHandshake(line string) (handshakeLine, error) {
 	fields := strings.Fields(strings.TrimSpace(line))
-	if len(fields) != 4 || fields[0] != handshakePrefix {
+	if (len(fields) != 4 && len(fields) != 5) || fields[0] != handshakePrefix {
 		return handshakeLine{}, fmt.Errorf("not a handshake line (want %q): %q", handshakePrefix+" 1 tcp 127.0.0.1:PORT", truncate(line, 120))
 	}
 	v, err := strconv.Atoi(fields[1])
@@ -42,6 +46,14 @@ func parseHandshake(line string) (handshakeLine, error) {
 		return handshakeLine{}, fmt.Errorf("handshake protocol %q is not supported (this host speaks %d); the snakepit_bridge Python package and the Go module are out of step", fields[1], protocolVersion)
 	}
 	h := handshakeLine{Protocol: v, Network: fields[2], Address: fields[3]}
+	if len(fields) == 5 {
+		c, ok := strings.CutPrefix(fields[4], "capacity=")
+		n, err := strconv.Atoi(c)
+		if !ok || err != nil || n < 1 {
+			return handshakeLine{}, fmt.Errorf("handshake field %q: want capacity=<n>, n >= 1", truncate(fields[4], 40))
+		}
+		h.Capacity = n
+	}
 	switch h.Network {
 	case "tcp":
 		host, port, err := net.SplitHostPort(h.Address)

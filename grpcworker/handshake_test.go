@@ -14,6 +14,9 @@ func TestParseHandshake(t *testing.T) {
 		{"SNAKEPIT_READY 1 tcp [::1]:5000", "[::1]:5000"},
 		{"SNAKEPIT_READY 1 unix /tmp/x/w.sock", "unix:/tmp/x/w.sock"},
 	}
+	if h, err := parseHandshake("SNAKEPIT_READY 1 tcp 127.0.0.1:43817 capacity=1"); err != nil || h.Capacity != 1 {
+		t.Fatalf("capacity field: %+v, %v; want Capacity 1", h, err)
+	}
 	for _, g := range good {
 		h, err := parseHandshake(g.line)
 		if err != nil {
@@ -24,16 +27,18 @@ func TestParseHandshake(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"":                                     "not a handshake",
-		"hello":                                "not a handshake",
-		"SNAKEPIT_READY 2 tcp 127.0.0.1:1":     "not supported",
-		"SNAKEPIT_READY 1 tcp 10.0.0.1:80":     "loopback",
-		"SNAKEPIT_READY 1 tcp 0.0.0.0:80":      "loopback",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:0":     "valid port",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:99999": "valid port",
-		"SNAKEPIT_READY 1 udp 127.0.0.1:80":    "network",
-		"SNAKEPIT_READY 1 unix rel/path":       "absolute",
-		"SNAKEPIT_READY 1 tcp localhost":       "handshake address",
+		"":                                            "not a handshake",
+		"hello":                                       "not a handshake",
+		"SNAKEPIT_READY 2 tcp 127.0.0.1:1":            "not supported",
+		"SNAKEPIT_READY 1 tcp 10.0.0.1:80":            "loopback",
+		"SNAKEPIT_READY 1 tcp 0.0.0.0:80":             "loopback",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:0":            "valid port",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:99999":        "valid port",
+		"SNAKEPIT_READY 1 udp 127.0.0.1:80":           "network",
+		"SNAKEPIT_READY 1 unix rel/path":              "absolute",
+		"SNAKEPIT_READY 1 tcp localhost":              "handshake address",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 capacity=0": "capacity=<n>",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 threads=2":  "capacity=<n>",
 	}
 	for line, want := range bad {
 		_, err := parseHandshake(line)

@@ -12,13 +12,14 @@ import (
 
 // lifetime is one process incarnation after its handshake.
 type lifetime struct {
-	p      *childproc.Process
-	target string // the worker's gRPC address
-	conn   *grpc.ClientConn
-	client pb.WorkerServiceClient
-	tools  []worker.ToolSpec
-	quota  int         // calls after which a recycle is asked for; 0: never
-	kill   chan string // Kill requests; buffered 1
+	p        *childproc.Process
+	target   string // the worker's gRPC address
+	conn     *grpc.ClientConn
+	client   pb.WorkerServiceClient
+	tools    []worker.ToolSpec
+	capacity int         // from the handshake; 0: Spec.Capacity
+	quota    int         // calls after which a recycle is asked for; 0: never
+	kill     chan string // Kill requests; buffered 1
 
 	recycle chan string // a recycle by plan requested; buffered 1
 

@@ -390,10 +390,8 @@ func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 	p.inflight++
 	if ws.inflight >= ws.capacity {
 		p.free.remove(ws)
-	} else if ws.inFree && ws.fnext != nil {
-		// Round-robin: a worker with slots left goes to the back.
-		p.free.remove(ws)
-		p.free.pushBack(ws)
+	} else if ws.inFree {
+		p.free.place(ws) // behind the workers now less or as loaded
 	}
 	r.ws, r.gen = ws, ws.gen
 	p.calls.add(r)
@@ -444,8 +442,9 @@ func (p *Pool) offerLocked(ws *workerState) {
 		w.ws = ws
 		w.ch <- struct{}{}
 	}
-	if ws.inflight < ws.capacity && !ws.inFree {
-		p.free.pushBack(ws)
+	if ws.inflight < ws.capacity {
+		// Listed or not, its load changed: ahead of the busier workers.
+		p.free.place(ws)
 	}
 }
 

@@ -25,7 +25,7 @@ func validate(ctx context.Context, call *worker.Call, opts CallOptions) error {
 	if err := ctx.Err(); err != nil {
 		return &InvalidCallError{Tool: call.Tool, Reason: "context already done before the call: " + err.Error(), Err: err}
 	}
-	if len(call.Args) > 0 {
+	if len(call.Args) > 0 && !opts.ArgsChecked {
 		i := 0
 		for i < len(call.Args) && isSpace(call.Args[i]) {
 			i++

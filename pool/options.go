@@ -11,7 +11,7 @@ import (
 const (
 	defaultMaxQueue        = 1000
 	defaultQueueTimeout    = 5 * time.Second
-	DefaultCapacity        = 1
+	DefaultCapacity        = worker.DefaultCapacity
 	DefaultHungGrace       = worker.DefaultHungGrace
 	defaultRetryAttempts   = 2
 	defaultRetryBackoff    = 50 * time.Millisecond
@@ -170,4 +170,8 @@ type CallOptions struct {
 	// QueueTimeout overrides Options.QueueTimeout for this call; 0 means the
 	// pool default, negative is invalid.
 	QueueTimeout time.Duration
+	// ArgsChecked says call.Args came from worker.EncodeArgs, which has
+	// already checked them: the pool then does not scan them again (for a
+	// large argument the scan was most of the host's CPU per call).
+	ArgsChecked bool
 }

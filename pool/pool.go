@@ -45,7 +45,7 @@ type workerState struct {
 	lastErr      error     // last Exited error, or the WorkerFailed error
 	retryAt      time.Time // when a failed worker is tried again
 
-	// Intrusive free-list links: O(1) pick/return keeps the lock short.
+	// Intrusive free-list links, kept in order of load (freeList.place).
 	fprev, fnext *workerState
 	inFree       bool
 
@@ -64,14 +64,35 @@ func (ws *workerState) closeDrainedLocked(force bool) {
 
 type freeList struct{ head, tail *workerState }
 
-func (l *freeList) pushBack(ws *workerState) {
-	ws.fprev, ws.fnext = l.tail, nil
-	if l.tail != nil {
-		l.tail.fnext = ws
-	} else {
-		l.head = ws
+// place (re)lists ws in ascending order of in-flight calls, after the
+// workers with as many: dispatch takes the head, so a call goes to the
+// least-loaded worker (never queued behind a busy one while another is
+// idle), and equally loaded workers take turns. It walks from the tail,
+// O(workers) at worst: pools are small and the walk stops at the first
+// worker no busier than ws.
+func (l *freeList) place(ws *workerState) {
+	l.remove(ws)
+	at := l.tail
+	for at != nil && at.inflight > ws.inflight {
+		at = at.fprev
 	}
-	l.tail = ws
+	if at == nil {
+		ws.fprev, ws.fnext = nil, l.head
+		if l.head != nil {
+			l.head.fprev = ws
+		} else {
+			l.tail = ws
+		}
+		l.head = ws
+	} else {
+		ws.fprev, ws.fnext = at, at.fnext
+		if at.fnext != nil {
+			at.fnext.fprev = ws
+		} else {
+			l.tail = ws
+		}
+		at.fnext = ws
+	}
 	ws.inFree = true
 }
 

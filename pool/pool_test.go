@@ -120,6 +120,57 @@ func TestRoundRobin(t *testing.T) {
 	}
 }
 
+// With room for several calls per worker, a call goes to the least-loaded
+// ready worker: never beside a busy call while another worker is idle.
+func TestLeastLoadedDispatch(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	g1, g2 := newGate(), newGate()
+	h.add("w1", 4, g1.tool("block"))
+	h.add("w2", 4, g2.tool("block"))
+	h.ready(2)
+	entered := func() string {
+		t.Helper()
+		select {
+		case <-g1.entered:
+			return "w1"
+		case <-g2.entered:
+			return "w2"
+		case <-time.After(5 * time.Second):
+			t.Fatal("no call entered")
+			return ""
+		}
+	}
+	var outs []<-chan outcome
+	start := func() string {
+		outs = append(outs, h.goExecute(context.Background(), call("block", ""), pool.CallOptions{}))
+		return entered()
+	}
+	// Two calls spread over both workers, whichever comes first.
+	if a, b := start(), start(); a == b {
+		t.Fatalf("two calls both went to %s; want one per worker", a)
+	}
+	// w2's call ends: w2 is idle, w1 busy with one call.
+	g2.release <- struct{}{}
+	h.waitStats("one in flight", func(s pool.Stats) bool { return s.InFlight == 1 })
+	if got := start(); got != "w2" {
+		t.Fatalf("the next call went to %s beside a busy call while w2 was idle; want w2", got)
+	}
+	// Both at one call: the next two spread again.
+	if a, b := start(), start(); a == b {
+		t.Fatalf("two calls both went to %s with both workers at one call; want one each", a)
+	}
+	for range 2 {
+		g1.release <- struct{}{}
+		g2.release <- struct{}{}
+	}
+	for _, o := range outs {
+		if r := recv(t, o); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	checkBalanced(t, h.p.Stats())
+}
+
 // Rule 2: beyond MaxQueue, ErrPoolSaturated at once, and counted.
 func TestSaturated(t *testing.T) {
 	h := newHarness(t, pool.Options{MaxQueue: 2})

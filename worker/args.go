@@ -10,6 +10,7 @@ import (
 // re-encoded. Anything that is not a JSON object is an *ArgsError.
 func EncodeArgs(tool string, args any) (json.RawMessage, error) {
 	var raw []byte
+	marshalled := false // json.Marshal's output is valid JSON: no second scan
 	switch v := args.(type) {
 	case nil:
 		return json.RawMessage("{}"), nil
@@ -22,13 +23,13 @@ func EncodeArgs(tool string, args any) (json.RawMessage, error) {
 		if err != nil {
 			return nil, &ArgsError{Tool: tool, Reason: err.Error()}
 		}
-		raw = b
+		raw, marshalled = b, true
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return json.RawMessage("{}"), nil
 	}
-	if !json.Valid(raw) {
+	if !marshalled && !json.Valid(raw) {
 		return nil, &ArgsError{Tool: tool, Reason: "not valid JSON"}
 	}
 	if raw[0] != '{' {

@@ -3,6 +3,8 @@ package worker
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -84,5 +86,21 @@ func TestErrorsMatchTheirSentinels(t *testing.T) {
 	ce := &CrashError{WorkerID: "w0", PID: 12, ExitCode: -1, Signal: syscall.SIGKILL, Reason: "health check failed"}
 	if msg := ce.Error(); msg != "snakepit: worker w0 (pid 12) was killed by SIGKILL (health check failed); it is being restarted — retry the call, or mark it idempotent to retry automatically" {
 		t.Errorf("CrashError message: %s", msg)
+	}
+}
+
+// BenchmarkEncodeArgsLarge is the host's whole pass over a pre-encoded
+// argument (the App's call path scans it once, here; the pool trusts it).
+func BenchmarkEncodeArgsLarge(b *testing.B) {
+	for _, size := range []int{100 << 10, 4 << 20} {
+		raw := json.RawMessage(`{"a":1,"b":2,"pad":"` + strings.Repeat("x", size) + `"}`)
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			for range b.N {
+				if _, err := EncodeArgs("t", raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

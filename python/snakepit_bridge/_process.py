@@ -53,9 +53,15 @@ class _Process:
         os.dup2(2, 1)
         sys.stdout = sys.stderr
 
+    # Set by server.main when the adapter runs fewer calls at once than the
+    # host asked for (snakepit_thread_safe = False): the handshake tells the
+    # host, which then sends no more.
+    capacity: int = 0
+
     def handshake(self, host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
-        line = f"{HANDSHAKE_PREFIX} {shown}:{port}\n".encode()
+        extra = f" capacity={self.capacity}" if self.capacity > 0 else ""
+        line = f"{HANDSHAKE_PREFIX} {shown}:{port}{extra}\n".encode()
         fd = self.handshake_fd if self.handshake_fd is not None else 1
         while line:
             n = os.write(fd, line)

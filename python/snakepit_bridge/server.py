@@ -317,6 +317,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         )
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
+    if getattr(adapter, "snakepit_thread_safe", True) is False:
+        # The adapter's tools must run one at a time (shared state without
+        # locks, a library that is not thread-safe): one call at a time here,
+        # and the handshake tells the host so that it queues the rest.
+        threads = proc.capacity = 1
     host_client = HostClient(args.bridge_address, token, worker_id)
     grace = _env_float("SNAKEPIT_STOP_GRACE_S", DEFAULT_STOP_GRACE_S)
     executor: Optional[ToolThreads] = None

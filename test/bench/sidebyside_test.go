@@ -457,6 +457,15 @@ func setups() []setup {
 			setup{fmt.Sprintf("snakepit-mixed-aio/N=%d/cap=%d", n, 8/n), n, []int{8}, func(tb testing.TB) target { return newSnakepit(tb, n, 8/n, "DeclaredAioBenchAdapter", "aadd") }},
 		)
 	}
+	// The default Config (Capacity 0: DefaultCapacity) against raw gRPC at
+	// more callers than workers, N = 1, 2, 4 × C = 8, 32 (issue 21).
+	for _, n := range []int{1, 2, 4} {
+		out = append(out,
+			setup{fmt.Sprintf("grpc-sync-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newRaw(tb, n, 8, startServicer) }},
+			setup{fmt.Sprintf("snakepit-default/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 0, "BenchAdapter", "add") }},
+			setup{fmt.Sprintf("snakepit-cap1-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
+		)
+	}
 	return out
 }
 
