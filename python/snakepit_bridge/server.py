@@ -317,7 +317,10 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         )
 
     threads = args.max_workers if args.max_workers > 0 else _env_int("SNAKEPIT_WORKER_THREADS", DEFAULT_THREADS)
-    if getattr(adapter, "snakepit_thread_safe", True) is False:
+    serial = getattr(adapter, "snakepit_thread_safe", True) is False
+    if why and getattr(adapter_cls, "__thread_safe__", False) is not True:
+        serial = True  # Snakepit's rule: not declared thread-safe, one call at a time
+    if serial:
         # The adapter's tools must run one at a time (shared state without
         # locks, a library that is not thread-safe): one call at a time here,
         # and the handshake tells the host so that it queues the rest.
