@@ -56,7 +56,7 @@ func TestServeAndExecThroughAgents(t *testing.T) {
 	var m []string
 	select {
 	case line := <-lines:
-		m = regexp.MustCompile(`^ready run_id=(\S+) workers=1 addr=(\S+) capacity=1$`).FindStringSubmatch(line)
+		m = regexp.MustCompile(`^ready run_id=(\S+) workers=1 addr=(\S+) capacity=[1-9][0-9]*$`).FindStringSubmatch(line)
 		if m == nil {
 			t.Fatalf("ready line %q", line)
 		}

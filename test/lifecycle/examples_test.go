@@ -31,6 +31,7 @@ func runExample(t *testing.T, bin string, prefix string, args ...string) (*exec.
 		t.Fatal(err)
 	}
 	lines := make(chan string, 16)
+	drained := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -38,15 +39,22 @@ func runExample(t *testing.T, bin string, prefix string, args ...string) (*exec.
 		}
 		_, _ = io.Copy(io.Discard, out)
 		close(lines)
+		close(drained)
 	}()
 	exited := make(chan error, 1)
 	var once sync.Once
 	var waitErr error
 	reaped := make(chan struct{})
 	wait := func() { once.Do(func() { waitErr = cmd.Wait(); close(reaped) }) }
-	go func() { wait(); exited <- waitErr }()
+	// Wait closes the stdout pipe: only after every line was read, or the
+	// last lines (e.g. "stopped") could be lost.
+	go func() { <-drained; wait(); exited <- waitErr }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill() // our child, not yet reaped: its pid is ours
+		go func() {
+			for range lines { // unread lines must not keep the reader from EOF
+			}
+		}()
 		<-reaped
 	})
 	var first string
