@@ -203,9 +203,11 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if s.hln == nil {
 		open = []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"}
 	}
-	sopts = append(sopts, auth.Guard{Token: token, Open: open,
+	gopts, ln := auth.Guard{Token: token, Open: open,
 		StreamsPerConn: opts.MaxStreamsPerConn, Streams: opts.MaxStreams,
-		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.ServerOptions()...)
+		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.Armed(s.ln)
+	s.ln = ln
+	sopts = append(sopts, gopts...)
 	s.srv = grpc.NewServer(sopts...)
 	agentpb.RegisterAgentServiceServer(s.srv, s)
 	healthpb.RegisterHealthServer(s.srv, s.health)
