@@ -92,7 +92,7 @@ func (g Guard) Armed(ln net.Listener) ([]grpc.ServerOption, net.Listener) {
 	if g.Strikes < 0 {
 		return g.options(nil), ln
 	}
-	table := &strikeTable{conns: map[string]*struckConn{}}
+	table := &strikeTable{conns: map[string]*struckConn{}, penalties: map[string]penalty{}}
 	return g.options(table), strikeListener{Listener: ln, table: table}
 }
 

@@ -242,3 +242,46 @@ func TestArmedGuardClosesAConnectionAfterStrikes(t *testing.T) {
 		}
 	})
 }
+
+func TestStrikePenaltyGrowsPerSourceAndIsBounded(t *testing.T) {
+	tb := &strikeTable{conns: map[string]*struckConn{}, penalties: map[string]penalty{}}
+	if w := tb.waitFor("10.0.0.1"); w != 0 {
+		t.Fatalf("a source never struck waits %v", w)
+	}
+	want := penaltyBase
+	for range 10 {
+		tb.penalize("10.0.0.1")
+		if w := tb.waitFor("10.0.0.1"); w != want {
+			t.Fatalf("wait %v, want %v", w, want)
+		}
+		want = min(2*want, penaltyMax)
+	}
+	if w := tb.waitFor("10.0.0.2"); w != 0 {
+		t.Fatalf("another source waits %v: the penalty is per source", w)
+	}
+	for i := range maxPenalized + 10 {
+		tb.penalize(fmt.Sprintf("10.1.%d.%d", i/256, i%256))
+	}
+	if n := len(tb.penalties); n > maxPenalized {
+		t.Fatalf("%d penalized sources, bound %d", n, maxPenalized)
+	}
+}
+
+// A penalized connection's wait ends when the connection is closed (the
+// server stopping does not wait out penalties).
+func TestPenaltyWaitEndsOnClose(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &struckConn{Conn: a, table: &strikeTable{conns: map[string]*struckConn{}}, closed: make(chan struct{}), wait: time.Hour}
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 1)); done <- err }()
+	_ = c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Read on a closed connection succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read still waiting out its penalty after Close")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/stats"
 )
@@ -17,6 +18,24 @@ import (
 // reached the client (up to the stream's HTTP/2 window).
 const DefaultStrikes = 4
 
+// The penalty on a source address whose connections were closed for
+// strikes: its next connections wait before the server reads their first
+// byte, penaltyBase after one such close, doubling with each one to
+// penaltyMax, forgotten penaltyFor after the last. It costs a flood a
+// reconnect and the wait per Strikes refusals (a grpc client's calls wait
+// for the connection). The wait is on the connection's own goroutine, so
+// the accept loop and every open connection go on; a host with the token
+// connecting from the same address (NAT, loopback) waits for its new
+// connection too, at most penaltyMax.
+const (
+	penaltyBase = 20 * time.Millisecond
+	penaltyMax  = time.Second
+	penaltyFor  = 10 * time.Second
+	// maxPenalized bounds the table of penalized addresses; past it a new
+	// address is not penalized (the Strikes close still applies).
+	maxPenalized = 4096
+)
+
 // strikeTable tracks the connections a Guard's listener accepted, so that
 // the tap handle, which sees only a stream's context, can close the
 // connection under it. grpc-go passes the tap handle a context derived from
@@ -24,8 +43,50 @@ const DefaultStrikes = 4
 // (grpc server.go serveStreams → http2Server.HandleStreams →
 // operateHeaders); TagConn finds the connection by its remote address.
 type strikeTable struct {
-	mu    sync.Mutex
-	conns map[string]*struckConn // by RemoteAddr().String()
+	mu        sync.Mutex
+	conns     map[string]*struckConn // by RemoteAddr().String()
+	penalties map[string]penalty     // by source IP
+}
+
+type penalty struct {
+	wait  time.Duration
+	until time.Time
+}
+
+// penalize records a connection from ip closed for strikes.
+func (t *strikeTable) penalize(ip string) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.penalties[ip]
+	if !ok && len(t.penalties) >= maxPenalized {
+		for k, v := range t.penalties {
+			if now.After(v.until) {
+				delete(t.penalties, k)
+			}
+		}
+		if len(t.penalties) >= maxPenalized {
+			return
+		}
+	}
+	if !ok || now.After(p.until) {
+		p.wait = penaltyBase
+	} else {
+		p.wait = min(2*p.wait, penaltyMax)
+	}
+	p.until = now.Add(penaltyFor)
+	t.penalties[ip] = p
+}
+
+// waitFor is how long a new connection from ip waits (0: none).
+func (t *strikeTable) waitFor(ip string) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.penalties[ip]
+	if !ok || time.Now().After(p.until) {
+		return 0
+	}
+	return p.wait
 }
 
 // struckConn is an accepted connection and its record.
@@ -39,10 +100,31 @@ type struckConn struct {
 	// never closed by the Guard.
 	trusted atomic.Bool
 	once    sync.Once
+	closed  chan struct{}
+	// wait: the source's penalty, served before the first Read.
+	wait     time.Duration
+	waitOnce sync.Once
+	struck   sync.Once
+}
+
+func (c *struckConn) Read(b []byte) (int, error) {
+	c.waitOnce.Do(func() {
+		if c.wait <= 0 {
+			return
+		}
+		t := time.NewTimer(c.wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.closed: // the server stopped: the Read below fails at once
+		}
+	})
+	return c.Conn.Read(b)
 }
 
 func (c *struckConn) Close() error {
 	c.once.Do(func() {
+		close(c.closed)
 		c.table.mu.Lock()
 		if c.table.conns[c.key] == c {
 			delete(c.table.conns, c.key)
@@ -62,6 +144,7 @@ func (c *struckConn) strike(limit int) {
 		return
 	}
 	if int(c.strikes.Add(1)) >= limit {
+		c.struck.Do(func() { c.table.penalize(sourceIP(c.RemoteAddr())) })
 		_ = c.Close()
 	}
 }
@@ -76,11 +159,20 @@ func (l strikeListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &struckConn{Conn: c, table: l.table, key: c.RemoteAddr().String()}
+	sc := &struckConn{Conn: c, table: l.table, key: c.RemoteAddr().String(), closed: make(chan struct{}),
+		wait: l.table.waitFor(sourceIP(c.RemoteAddr()))}
 	l.table.mu.Lock()
 	l.table.conns[sc.key] = sc
 	l.table.mu.Unlock()
 	return sc, nil
+}
+
+// sourceIP is a's IP without the port (a itself if it has none).
+func sourceIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
 }
 
 type connKey struct{}
