@@ -255,7 +255,21 @@ type floodResult struct {
 	Codes    map[string]int
 	Dials    int64 // connections the agent accepted from the sender
 	Took     time.Duration
-	CPU      time.Duration // filled in by the parent: the sender's user+system time
+	CPU      time.Duration // the sender's user+system time during the flood
+}
+
+// started is the line the sender prints once its connections are dialled,
+// right before it floods: the good client's window starts there, not at
+// the sender's TestMain (which builds snakepit again, cached but not free).
+const started = "flood sender: started"
+
+// cpuTime is this process's user+system time so far.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type floodSender struct {
@@ -274,11 +288,25 @@ func startFloodSender(t *testing.T, addr, method string) *floodSender {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), senderEnv+"="+addr+" "+method+" "+out)
 	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	ready, scanned := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stdout)
+		for once := true; sc.Scan(); {
+			if once && sc.Text() == started {
+				close(ready)
+				once = false
+			}
+		}
+	}()
 	s := &floodSender{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		select {
 		case <-s.done:
@@ -287,6 +315,18 @@ func startFloodSender(t *testing.T, addr, method string) *floodSender {
 			<-s.done
 		}
 	})
+	// Wait closes stdout, so it must come after the scanner read it to its
+	// end (the sender's exit).
+	go func() {
+		<-scanned
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case <-ready:
+	case <-s.done:
+		t.Fatalf("flood sender exited before flooding: %v", cmd.ProcessState)
+	}
 	return s
 }
 
@@ -308,7 +348,6 @@ func (s *floodSender) wait(t *testing.T) floodResult {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	r.CPU = s.cmd.ProcessState.UserTime() + s.cmd.ProcessState.SystemTime()
 	return r
 }
 
@@ -355,6 +394,8 @@ func TestFloodSender(t *testing.T) {
 	codesSeen := map[string]int{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	cpu0 := cpuTime(t)
+	fmt.Println(started)
 	t0 := time.Now()
 	for i := range floodSenders {
 		wg.Go(func() {
@@ -373,7 +414,7 @@ func TestFloodSender(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	r := floodResult{Codes: codesSeen, Dials: dials.Load(), Took: time.Since(t0)}
+	r := floodResult{Codes: codesSeen, Dials: dials.Load(), Took: time.Since(t0), CPU: cpuTime(t) - cpu0}
 	for _, n := range codesSeen {
 		r.Requests += n
 	}
