@@ -69,13 +69,14 @@ type Guard struct {
 	// LimitHint tells, in the stream-limit message, which setting raises
 	// Streams (e.g. "raise --max-streams (agent.Options.MaxStreams)").
 	LimitHint string
-	// Strikes: how many streams refused for want of a valid token a
-	// connection accepted by the listener Armed returns may have before the
-	// Guard closes it; 0: DefaultStrikes; negative: never. A connection on
-	// which any stream carried the token is never closed. Streams over
-	// OpenStreams are not strikes: closing their connection frees the open
-	// slots sooner, and each new stream that takes one starts buffering a
-	// body again (measured: twice the agent's RSS growth).
+	// Strikes: how many streams without a valid token (refused, or over
+	// OpenStreams) a connection accepted by the listener Armed returns may
+	// have refused before the Guard closes it; 0: DefaultStrikes; negative:
+	// never. A connection on which any stream carried the token is never
+	// closed. The source of a connection closed so has its next
+	// connections wait (strikes.go): without that wait, a flood of open
+	// methods reconnected at once and each new stream that took a freed
+	// open slot began buffering a body again (measured: twice the RSS).
 	Strikes int
 }
 
@@ -154,6 +155,9 @@ func (t *tapper) handle(ctx context.Context, info *tap.Info) (context.Context, e
 	select {
 	case sem <- struct{}{}:
 	default:
+		if sem == t.open && conn != nil {
+			conn.strike(t.g.Strikes)
+		}
 		msg := StreamLimitMessage + " on this server (" + strconv.Itoa(cap(sem)) + " at once); retry later"
 		if sem == t.streams && t.g.LimitHint != "" {
 			msg += ", or " + t.g.LimitHint

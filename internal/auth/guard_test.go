@@ -208,6 +208,30 @@ func TestArmedGuardClosesAConnectionAfterStrikes(t *testing.T) {
 		})
 	})
 
+	t.Run("no token, open method over its bound", func(t *testing.T) {
+		g := g
+		g.Open, g.OpenStreams = []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"}, 1
+		dial, _ := serveGuarded(t, g, 1<<20, true)
+		hold, release := context.WithCancel(ctx)
+		defer release()
+		holdWatch(t, hold, dial()) // the one open slot, from another connection
+		var d dialCounter
+		c := dial(d.option())
+		for i := range strikes {
+			_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+			if !IsStreamLimit(err) && (i < strikes-1 || status.Code(err) != codes.Unavailable) {
+				t.Fatalf("call %d over the open bound: %v", i+1, err)
+			}
+		}
+		eventually(t, "a new connection after the strikes", func() error {
+			_, _ = c.Check(ctx, &healthpb.HealthCheckRequest{})
+			if n := d.n.Load(); n != 2 {
+				return fmt.Errorf("%d connections, want 2", n)
+			}
+			return nil
+		})
+	})
+
 	t.Run("with token, over the bounds", func(t *testing.T) {
 		dial, _ := serveGuarded(t, g, 1<<20, true)
 		var d dialCounter
