@@ -15,7 +15,10 @@
 //     grpc probes work: service "" (and the AgentService name) is SERVING
 //     while at least one local worker is ready, "liveness" while the agent
 //     runs. Calls open at once are bounded per connection and in total
-//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md).
+//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md). A
+//     connection is closed after auth.DefaultStrikes calls without a valid
+//     token, and its source waits to reconnect (auth.Guard.Armed); one on
+//     which a call carried the token never is.
 //   - It listens on loopback unless Options.AllowNonLoopback is set; the
 //     refusal says how to override. Without TLS the token crosses the
 //     network in clear text: set Options.TLS (LoadServerTLS, with a client
