@@ -15,7 +15,10 @@
 //     grpc probes work: service "" (and the AgentService name) is SERVING
 //     while at least one local worker is ready, "liveness" while the agent
 //     runs. Calls open at once are bounded per connection and in total
-//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md).
+//     (Options.MaxStreamsPerConn, MaxStreams; docs/SCALING.md). A
+//     connection is closed after auth.DefaultStrikes calls without a valid
+//     token, and its source waits to reconnect (auth.Guard.Armed); one on
+//     which a call carried the token never is.
 //   - It listens on loopback unless Options.AllowNonLoopback is set; the
 //     refusal says how to override. Without TLS the token crosses the
 //     network in clear text: set Options.TLS (LoadServerTLS, with a client
@@ -203,9 +206,11 @@ func Listen(app *snakepit.App, opts Options) (*Server, error) {
 	if s.hln == nil {
 		open = []string{"/" + healthpb.Health_ServiceDesc.ServiceName + "/"}
 	}
-	sopts = append(sopts, auth.Guard{Token: token, Open: open,
+	gopts, ln := auth.Guard{Token: token, Open: open,
 		StreamsPerConn: opts.MaxStreamsPerConn, Streams: opts.MaxStreams,
-		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.ServerOptions()...)
+		LimitHint: "raise --max-streams (agent.Options.MaxStreams)"}.Armed(s.ln)
+	s.ln = ln
+	sopts = append(sopts, gopts...)
 	s.srv = grpc.NewServer(sopts...)
 	agentpb.RegisterAgentServiceServer(s.srv, s)
 	healthpb.RegisterHealthServer(s.srv, s.health)

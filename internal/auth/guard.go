@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 
@@ -68,12 +69,35 @@ type Guard struct {
 	// LimitHint tells, in the stream-limit message, which setting raises
 	// Streams (e.g. "raise --max-streams (agent.Options.MaxStreams)").
 	LimitHint string
+	// Strikes: how many streams without a valid token (refused, or over
+	// OpenStreams) a connection accepted by the listener Armed returns may
+	// have refused before the Guard closes it; 0: DefaultStrikes; negative:
+	// never. A connection on which any stream carried the token is never
+	// closed. The source of a connection closed so has its next
+	// connections wait (strikes.go): without that wait, a flood of open
+	// methods reconnected at once and each new stream that took a freed
+	// open slot began buffering a body again (measured: twice the RSS).
+	Strikes int
 }
 
 // ServerOptions returns the tap handle, the stream and header bounds, and
 // the token interceptors (kept as a second check: they cost one hash per
 // call, and protect a handler even if the tap is ever bypassed).
 func (g Guard) ServerOptions() []grpc.ServerOption {
+	return g.options(nil)
+}
+
+// Armed is ServerOptions plus ln wrapped so that the Guard can close a
+// connection after Strikes refused streams (serve the returned listener).
+func (g Guard) Armed(ln net.Listener) ([]grpc.ServerOption, net.Listener) {
+	if g.Strikes < 0 {
+		return g.options(nil), ln
+	}
+	table := &strikeTable{conns: map[string]*struckConn{}, penalties: map[string]penalty{}}
+	return g.options(table), strikeListener{Listener: ln, table: table}
+}
+
+func (g Guard) options(table *strikeTable) []grpc.ServerOption {
 	if g.StreamsPerConn == 0 {
 		g.StreamsPerConn = DefaultStreamsPerConn
 	}
@@ -83,15 +107,22 @@ func (g Guard) ServerOptions() []grpc.ServerOption {
 	if g.OpenStreams <= 0 {
 		g.OpenStreams = DefaultOpenStreams
 	}
+	if g.Strikes == 0 {
+		g.Strikes = DefaultStrikes
+	}
 	t := &tapper{g: g, open: make(chan struct{}, g.OpenStreams)}
 	if g.Streams > 0 {
 		t.streams = make(chan struct{}, g.Streams)
 	}
-	return append([]grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.InTapHandle(t.handle),
 		grpc.MaxConcurrentStreams(g.StreamsPerConn),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-	}, ServerOptionsExcept(g.Token, g.Open...)...)
+	}
+	if table != nil {
+		opts = append(opts, grpc.StatsHandler(table))
+	}
+	return append(opts, ServerOptionsExcept(g.Token, g.Open...)...)
 }
 
 type tapper struct {
@@ -106,11 +137,17 @@ type tapper struct {
 
 func (t *tapper) handle(ctx context.Context, info *tap.Info) (context.Context, error) {
 	sem := t.streams
+	conn := connOf(ctx) // nil unless the listener is Armed
 	if checkMD(info.Header, t.g.Token) != nil {
 		if !isOpen(info.FullMethodName, t.g.Open) {
+			if conn != nil {
+				conn.strike(t.g.Strikes)
+			}
 			return nil, status.Error(codes.Unauthenticated, rejectMessage)
 		}
 		sem = t.open
+	} else if conn != nil {
+		conn.trusted.Store(true)
 	}
 	if sem == nil {
 		return ctx, nil
@@ -118,6 +155,9 @@ func (t *tapper) handle(ctx context.Context, info *tap.Info) (context.Context, e
 	select {
 	case sem <- struct{}{}:
 	default:
+		if sem == t.open && conn != nil {
+			conn.strike(t.g.Strikes)
+		}
 		msg := StreamLimitMessage + " on this server (" + strconv.Itoa(cap(sem)) + " at once); retry later"
 		if sem == t.streams && t.g.LimitHint != "" {
 			msg += ", or " + t.g.LimitHint
