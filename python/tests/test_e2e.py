@@ -159,7 +159,8 @@ def test_handshake_calls_and_stdin_eof(start_worker):
 
     child = w.call("spawn_child", {"seconds": 60})["pid"]
     w.grandchildren.append(child)
-    assert environ_has(child, f"SNAKEPIT_RUN_ID={w.run_id}")
+    # /proc/PID/environ can read empty for a moment around the child's exec.
+    wait_for(lambda: environ_has(child, f"SNAKEPIT_RUN_ID={w.run_id}"), timeout=5, what="the child's environment")
     # The token is not passed on to processes the tools start.
     with open(f"/proc/{child}/environ", "rb") as f:
         assert b"SNAKEPIT_TOKEN=" not in f.read()
