@@ -432,7 +432,7 @@ func (a *App) Start(ctx context.Context) error {
 		return ErrStopped
 	case a.done != nil:
 		a.mu.Unlock()
-		return fmt.Errorf("%w: Start called twice", ErrAlreadyStarted)
+		return fmt.Errorf("%w: Start was already called; an App starts once (build a new App with New to start again)", ErrAlreadyStarted)
 	}
 	a.mu.Unlock()
 	r, err := a.beginRun()

@@ -108,8 +108,9 @@ var ErrNotStarted = errors.New("snakepit: the App is not running; call Start, or
 // runs once under Start/Stop; build a new App with New to start again.
 var ErrStopped = errors.New("snakepit: the App was stopped; build a new App with New to start again")
 
-// ErrAlreadyStarted: Start called twice, or Serve while the App already runs.
-var ErrAlreadyStarted = errors.New("snakepit: the App is already running")
+// ErrAlreadyStarted: Start called a second time (also after a failed
+// Start), or Serve while the App already runs.
+var ErrAlreadyStarted = errors.New("snakepit: the App was already started")
 
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (
