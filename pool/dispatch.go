@@ -73,8 +73,12 @@ type callRec struct {
 	// Streams only: the consumer's loop body is not worker time. inYield is
 	// set while a chunk is with the consumer, yieldEnd (unix ns) when it
 	// was last given back; the watchdog counts from the later of the
-	// deadline and yieldEnd.
+	// deadline and yieldEnd. yieldEnd is only kept once watched (the
+	// timer is armed): a chunk given back before that ended more than
+	// HungGrace before the timer fires, so it could not move it, and a
+	// clock read per chunk was a third of a fast stream's cost.
 	inYield  atomic.Bool
+	watched  atomic.Bool
 	yieldEnd atomic.Int64
 	armed    bool // guarded by Pool.mu, as are done and hung
 	done     bool
@@ -124,6 +128,7 @@ func (p *Pool) armLocked(r *callRec) {
 		return
 	}
 	r.armed = true
+	r.watched.Store(true)
 	r.timer = time.AfterFunc(p.opts.HungGrace, r.fireFn)
 }
 
@@ -526,6 +531,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 
 func (p *Pool) recycle(r *callRec) {
 	r.inYield.Store(false)
+	r.watched.Store(false)
 	r.yieldEnd.Store(0)
 	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated = p, nil, 0, "", nil, nil, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false

@@ -235,7 +235,9 @@ func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, c
 		delivered = true
 		r.inYield.Store(true)
 		more := yield(c, nil)
-		r.yieldEnd.Store(time.Now().UnixNano())
+		if r.watched.Load() {
+			r.yieldEnd.Store(time.Now().UnixNano())
+		}
 		r.inYield.Store(false)
 		if !more {
 			stopped = true

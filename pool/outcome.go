@@ -51,10 +51,18 @@ func Outcomes() []Outcome { return append([]Outcome(nil), outcomes[:]...) }
 // *InvalidCallError wrapping that context error; the most specific cause
 // wins.
 func OutcomeOf(err error) Outcome {
+	if err == nil {
+		return OutcomeSuccess
+	}
+	return outcomeOfErr(err)
+}
+
+// outcomeOfErr is OutcomeOf for a non-nil error. Apart, because errors.As
+// moves tt to the heap: every successful call recorded in the stats paid
+// that allocation.
+func outcomeOfErr(err error) Outcome {
 	var tt *ToolTimeoutError
 	switch {
-	case err == nil:
-		return OutcomeSuccess
 	case errors.Is(err, worker.ErrWorkerTimeout):
 		// Before the timeouts: the worker was killed as hung, whichever
 		// deadline set the watchdog off; that is what needs attention.

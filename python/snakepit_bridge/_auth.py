@@ -18,7 +18,7 @@ check (no frame in between).
 
 from __future__ import annotations
 
-import hmac
+from _operator import _compare_digest
 from typing import Any, Callable, Optional
 
 import grpc
@@ -31,7 +31,9 @@ __all__ = ["TokenCheck", "SyncTokenInterceptor", "TokenInterceptor"]
 _DENIED = f"missing or invalid {TOKEN_METADATA_KEY} metadata"
 # Module globals, not attribute lookups: this runs on every RPC.
 _KEY = TOKEN_METADATA_KEY
-_compare = hmac.compare_digest
+# hmac.compare_digest's constant-time comparison, without importing hmac
+# (hashlib, OpenSSL's _hashlib: milliseconds at every worker start).
+_compare = _compare_digest
 
 Continuation = Callable[[grpc.HandlerCallDetails], Optional[grpc.RpcMethodHandler]]
 

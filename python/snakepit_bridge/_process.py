@@ -7,7 +7,6 @@ contract it implements is described in server.py's docstring.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -15,7 +14,11 @@ import stat
 import sys
 import threading
 import time
-from typing import Any, Optional, Sequence
+import types
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, cast
+
+if TYPE_CHECKING:
+    import argparse
 
 from . import _procs
 from ._logging import log
@@ -129,7 +132,78 @@ class _Process:
         ).start()
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+# The command line's options and their defaults (an int default: an int
+# option). _parse_args reads the host's own well-formed command line without
+# argparse (and gettext), which cost every worker's start; anything else
+# (--help, an unknown or abbreviated option, a bad value) goes to argparse,
+# so its messages and exit code 2 are unchanged.
+_OPTIONS: Dict[str, Any] = {
+    "adapter": None,
+    "port": 0,
+    "host": "127.0.0.1",
+    "bridge_address": "",
+    "worker_id": "",
+    "snakepit_run_id": "",
+    "max_workers": 0,
+}
+
+
+def _quick_args(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """argv as argparse would read it, or None when only argparse may say."""
+    values: Dict[str, Any] = dict(_OPTIONS)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            return None
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            i += 1
+            value = argv[i]
+        key = name.replace("-", "_")
+        if key not in _OPTIONS or name != key.replace("_", "-"):
+            return None
+        if isinstance(_OPTIONS[key], int):
+            try:
+                values[key] = int(value)
+            except ValueError:
+                return None
+        else:
+            values[key] = value
+        i += 1
+    if values["adapter"] is None:
+        return None
+    return values
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> "argparse.Namespace":
+    quick = _quick_args(sys.argv[1:] if argv is None else argv)
+    if quick is not None:
+        # Only attribute access is ever used on it.
+        args = cast("argparse.Namespace", types.SimpleNamespace(**quick))
+        error = _check_args(args)
+        if not error:
+            return args
+    return _argparse_args(argv)
+
+
+def _check_args(args: "argparse.Namespace") -> str:
+    if args.host == "localhost":
+        # The handshake must carry an address, not a name the host would
+        # have to resolve (and might resolve to a different interface).
+        args.host = "127.0.0.1"
+    if args.host != "::1" and not args.host.startswith("127."):
+        return f"--host must be a loopback address, got {args.host!r}"
+    if not 0 <= args.port <= 65535:
+        return f"--port out of range: {args.port}"
+    return ""
+
+
+def _argparse_args(argv: Optional[Sequence[str]]) -> "argparse.Namespace":
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="python -m snakepit_bridge.server",
         description="A snakepit Python worker: serves one adapter's tools over gRPC.",
@@ -147,14 +221,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="threads for sync tools (default: $SNAKEPIT_WORKER_THREADS or 8)",
     )
     args = p.parse_args(argv)
-    if args.host == "localhost":
-        # The handshake must carry an address, not a name the host would
-        # have to resolve (and might resolve to a different interface).
-        args.host = "127.0.0.1"
-    if args.host != "::1" and not args.host.startswith("127."):
-        p.error(f"--host must be a loopback address, got {args.host!r}")
-    if not 0 <= args.port <= 65535:
-        p.error(f"--port out of range: {args.port}")
+    error = _check_args(args)
+    if error:
+        p.error(error)
     return args
 
 

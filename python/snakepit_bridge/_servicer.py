@@ -6,7 +6,6 @@ apart on what the host is told or how arguments are checked."""
 from __future__ import annotations
 
 import os
-import platform
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -58,6 +57,8 @@ class ServicerBase:
         )
 
     def _describe(self) -> pb.DescribeToolsResponse:
+        import platform  # here, not at import: it costs every worker's start
+
         return pb.DescribeToolsResponse(
             tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
             adapter=self.adapter_name,

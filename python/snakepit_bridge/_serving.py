@@ -6,12 +6,11 @@ Auth is the same interceptor check for both flavours (_auth.py).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import grpc
 
@@ -23,6 +22,9 @@ from ._threads import ServerThreads
 from .adapter import ToolInfo, ToolKind
 from .context import MAX_MESSAGE_BYTES
 from .pb import snakepit_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["server_flavour", "create_server"]
 

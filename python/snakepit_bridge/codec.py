@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import decimal
 import enum
 import json
 import json.encoder
@@ -37,7 +36,6 @@ import threading
 import os
 import re
 import traceback as _tb
-import uuid
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from .argcheck import InvalidArgs
@@ -272,7 +270,13 @@ def _to_json(obj: Any) -> Any:
         return obj.value
     if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
         return obj.isoformat()
-    if isinstance(obj, (decimal.Decimal, uuid.UUID)):
+    # decimal and uuid are not imported here (they cost every worker's
+    # start): a value of theirs exists only once its module is loaded.
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(obj, decimal.Decimal):
+        return str(obj)
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(obj, uuid.UUID):
         return str(obj)
     if isinstance(obj, (set, frozenset)):
         try:

@@ -86,7 +86,6 @@ import traceback
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from . import _procs, _reaper
-from ._aio import AioWorkerServicer, serve_aio
 from ._logging import log, setup_logging
 from ._process import (
     DEFAULT_STOP_GRACE_S,
@@ -335,6 +334,9 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     code = EXIT_OK
     try:
         if flavour == "aio":
+            # Imported here: a sync worker (the default) never loads grpc.aio's servicer.
+            from ._aio import AioWorkerServicer, serve_aio
+
             executor = ToolThreads(threads)
             aio_servicer = AioWorkerServicer(adapter, executor=executor, **common)
             # Not asyncio.run: it ends by waiting for the default
