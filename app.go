@@ -6,7 +6,9 @@
 // pool with one supervised Starter per worker. Start it with Start/Stop, or
 // add it to your own suture supervisor (App is a suture.Service): cancelling
 // its context performs the same ordered stop. Give that supervisor a
-// Timeout above Config.StopTimeout.
+// Timeout above Config.StopTimeout. An App that cannot start tells every
+// waiter at once and returns the *StartError from Serve; the parent's
+// restart (its backoff) is a fresh start.
 //
 // The invariant it keeps: no Python process it started, nor anything that
 // process spawned, outlives it; and it never signals a process it cannot
