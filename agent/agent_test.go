@@ -455,14 +455,7 @@ func TestGracefulAgentStopLetsInFlightCallsFinish(t *testing.T) {
 	tok := tokenFile(t)
 	f := tools()
 	release := make(chan struct{})
-	f.Options = append(f.Options, fake.WithTool("slow", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
-		select {
-		case <-release:
-			return &worker.Result{JSON: json.RawMessage(`"ok"`)}, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}))
+	f.Options = append(f.Options, slowTool(release))
 	app := agentApp(t, 1, f)
 	ctx, stopAgent := context.WithCancel(context.Background())
 	srv, err := agent.Listen(app, agent.Options{Listen: "127.0.0.1:0", TokenFile: tok, StopGrace: 10 * time.Second, Logger: testutil.Logger()})
@@ -492,4 +485,17 @@ func TestGracefulAgentStopLetsInFlightCallsFinish(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the call in flight got no answer")
 	}
+}
+
+// slowTool is the fake tool "slow": it answers "ok" once release is closed,
+// or ends with its call's context.
+func slowTool(release <-chan struct{}) fake.Option {
+	return fake.WithTool("slow", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
+		select {
+		case <-release:
+			return &worker.Result{JSON: json.RawMessage(`"ok"`)}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
 }

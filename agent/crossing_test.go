@@ -252,14 +252,7 @@ func TestDrainingAgentStartsNoNewCall(t *testing.T) {
 	tok := tokenFile(t)
 	f := tools()
 	release := make(chan struct{})
-	f.Options = append(f.Options, fake.WithTool("slow", func(ctx context.Context, _ *worker.Call) (*worker.Result, error) {
-		select {
-		case <-release:
-			return &worker.Result{JSON: json.RawMessage(`"ok"`)}, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}))
+	f.Options = append(f.Options, slowTool(release))
 	app := startApp(t, 2, f)
 	srv, err := agent.Listen(app, agent.Options{Listen: "127.0.0.1:0", TokenFile: tok, StopGrace: 10 * time.Second, Logger: testutil.Logger()})
 	if err != nil {

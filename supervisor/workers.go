@@ -31,7 +31,7 @@ type WorkersOptions struct {
 	// all of them join later through AddWorker).
 	Count    int
 	MinReady int // workers that must be ready before Ready closes; default Count
-	Capacity int // concurrent calls per worker; default 1
+	Capacity int // concurrent calls per worker; default worker.DefaultCapacity
 	RunID    string
 	Factory  worker.Factory
 	Pool     *pool.Pool
@@ -117,7 +117,7 @@ func NewWorkers(opts WorkersOptions) (*Workers, error) {
 		opts.MinReady = opts.Count
 	}
 	if opts.Capacity <= 0 {
-		opts.Capacity = 1
+		opts.Capacity = worker.DefaultCapacity
 	}
 	if opts.StartConcurrency <= 0 {
 		opts.StartConcurrency = 2 * runtime.NumCPU()

@@ -308,25 +308,9 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 		f.add(agents[i])
 	}
 
-	app, err := snakepit.New(snakepit.Config{
-		Discovery: discovery.DNS{Name: serviceName, Port: port, Resolver: &f}, DiscoveryInterval: interval,
-		Remote:       remote.Options{TokenFile: tokenFile, HealthInterval: 500 * time.Millisecond},
-		RegistryPath: filepath.Join(t.TempDir(), "host.db"), Logger: testutil.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := startHost(t, discovery.DNS{Name: serviceName, Port: port, Resolver: &f}, interval, tokenFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := app.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hostStopped := false
-	t.Cleanup(func() {
-		if !hostStopped {
-			_, _ = app.Stop(context.Background())
-		}
-	})
 	testutil.Eventually(t, 15*time.Second, "three remote workers ready", func() bool { return ready(app) == 3 })
 	if c, want := app.Stats().Pool.Capacity, 3*workers*snakepit.DefaultCapacity; c != want {
 		t.Fatalf("pool capacity %d, want the agents' advertised %d", c, want)
@@ -468,7 +452,6 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 	if _, err := app.Stop(stopCtx); err != nil {
 		t.Errorf("host Stop: %v", err)
 	}
-	hostStopped = true
 	for _, a := range append(agents[1:], fourth) {
 		if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Errorf("SIGTERM agent %s: %v", a.addr, err)
@@ -489,4 +472,26 @@ func TestAgentsUnderLoadKillOneAddOne(t *testing.T) {
 			t.Errorf("run %s: %d processes alive after everything stopped: %+v", run, len(left), left)
 		}
 	}
+}
+
+// startHost starts a host App whose workers are the agents src lists
+// (discovery polled every interval; 0: the default). The test's cleanup
+// stops it; stopping it earlier is fine (Stop again returns at once).
+func startHost(t *testing.T, src discovery.Source, interval time.Duration, tokenFile string) *snakepit.App {
+	t.Helper()
+	app, err := snakepit.New(snakepit.Config{
+		Discovery: src, DiscoveryInterval: interval,
+		Remote:       remote.Options{TokenFile: tokenFile, HealthInterval: 500 * time.Millisecond},
+		RegistryPath: filepath.Join(t.TempDir(), "host.db"), Logger: testutil.Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = app.Stop(context.Background()) })
+	return app
 }

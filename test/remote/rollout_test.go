@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"syscall"
@@ -14,7 +13,6 @@ import (
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
-	"github.com/snakepit-go/snakepit/remote"
 )
 
 // rolloutRounds is how many graceful agent stops TestAgentRolloutUnderLoad
@@ -59,24 +57,7 @@ func TestAgentRolloutUnderLoad(t *testing.T) {
 		agents[i] = startAgent(t, ip, port, tokenFile, workers)
 		static = append(static, agents[i].addr)
 	}
-	app, err := snakepit.New(snakepit.Config{
-		Discovery: static, Remote: remote.Options{TokenFile: tokenFile, HealthInterval: 500 * time.Millisecond},
-		RegistryPath: filepath.Join(t.TempDir(), "host.db"), Logger: testutil.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := app.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hostStopped := false
-	t.Cleanup(func() {
-		if !hostStopped {
-			_, _ = app.Stop(context.Background())
-		}
-	})
+	app := startHost(t, static, 0, tokenFile)
 	testutil.Eventually(t, 15*time.Second, "three remote workers ready", func() bool { return ready(app) == len(ips) })
 
 	// Not one caller marks its calls idempotent.
@@ -163,7 +144,6 @@ func TestAgentRolloutUnderLoad(t *testing.T) {
 	if _, err := app.Stop(stopCtx); err != nil {
 		t.Errorf("host Stop: %v", err)
 	}
-	hostStopped = true
 	for _, a := range agents {
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	}
