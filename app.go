@@ -58,6 +58,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/snakepit-go/snakepit/autoscale"
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
@@ -114,6 +115,8 @@ type run struct {
 	tree  *supervisor.Application
 	// watch keeps remote workers in line with Config.Discovery (nil without).
 	watch *discovery.Watcher
+	// scale grows and shrinks an elastic pool (nil for a fixed size).
+	scale *autoscale.Scaler
 
 	served   bool          // a Serve took this run (App.mu)
 	failOnce sync.Once     // guards err and failed
@@ -206,7 +209,8 @@ func (a *App) newRun() (*run, error) {
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
 	var err error
-	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log})
+	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log,
+		PackIdle: cfg.elastic(), ScaleFromZero: cfg.elastic() && cfg.MinWorkers == 0})
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +236,9 @@ func (a *App) newRun() (*run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.scale, err = a.newScaler(r); err != nil {
+		return nil, err
+	}
 	r.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: r.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
 	// Start order registry → cleanup → bridge → workers; the Application
 	// stops them in reverse, so cleanup sweeps after every worker is reaped
@@ -241,6 +248,10 @@ func (a *App) newRun() (*run, error) {
 		{Name: "cleanup", Service: r.clean, StopTimeout: stop.cleanup},
 		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
 		{Name: "workers", Service: r.work, StopTimeout: stop.workers},
+	}
+	if r.scale != nil {
+		// After the workers: it adds to them, and stops before they do.
+		children = append(children, supervisor.Child{Name: "autoscale", Service: r.scale, StopTimeout: stop.scaler})
 	}
 	if r.watch != nil {
 		// After the workers: it adds to them, and stops before they do.
@@ -713,12 +724,14 @@ type Stats struct {
 	Pool  PoolStats
 	// Reap is what the startup reaper did about earlier runs.
 	Reap ReapReport
+	// Scaling is the pool's size and scaling events (Config.MaxWorkers).
+	Scaling ScalingStats
 }
 
 // Stats returns a snapshot.
 func (a *App) Stats() Stats {
 	r := a.cur.Load()
-	return Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap()}
+	return Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap(), Scaling: r.scalingStats(a.cfg)}
 }
 
 // RegisterHostTool makes a Go function callable from Python tools as

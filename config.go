@@ -29,9 +29,29 @@ const MinRecycleRSS = 32 << 20
 
 // Config configures an App. The zero value of every field means its default.
 type Config struct {
-	// Workers is the number of local worker processes (default 4, or 0
-	// when Discovery is set: a pool of remote workers only).
+	// Workers is the number of local worker processes of a fixed-size
+	// pool (default 4, or 0 when Discovery is set: a pool of remote
+	// workers only). Leave it 0 in an elastic pool (MaxWorkers).
 	Workers int
+	// MinWorkers and MaxWorkers make the pool elastic (MaxWorkers >
+	// MinWorkers >= 0; see docs/SCALING.md and package autoscale): it
+	// starts with MinWorkers, adds a worker when a call has waited
+	// ScaleUpAfter for one (at most one per ScaleUpInterval, never beyond
+	// MaxWorkers), and removes workers idle for IdleTimeout, never below
+	// MinWorkers. With MinWorkers 0 the App is ready at once and the first
+	// call starts a worker (that call waits at most its queue timeout).
+	// Setting Workers as well is ErrInvalidConfig: in an elastic pool the
+	// initial size is MinWorkers.
+	MinWorkers, MaxWorkers int
+	// IdleTimeout: an elastic pool removes a worker that took no call for
+	// this long (default autoscale.DefaultIdleTimeout, 60 s).
+	IdleTimeout time.Duration
+	// ScaleUpAfter: an elastic pool grows once the oldest call waiting for
+	// a worker has waited this long (default autoscale.DefaultScaleUpAfter,
+	// 200 ms). ScaleUpInterval bounds the growth rate: at most one new
+	// worker per interval (default autoscale.DefaultScaleUpInterval, 1 s).
+	ScaleUpAfter    time.Duration
+	ScaleUpInterval time.Duration
 	// MinReady local workers make the App ready; the rest keep starting
 	// (default: all).
 	MinReady int
@@ -156,8 +176,35 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Elastic reports whether the pool grows and shrinks (MaxWorkers set).
+func (c *Config) elastic() bool { return c.MaxWorkers > 0 }
+
+// setElastic checks the elastic settings and makes MinWorkers the initial
+// Workers: the one place where Workers, MinWorkers and MaxWorkers relate.
+func (c *Config) setElastic() error {
+	if !c.elastic() {
+		if c.MinWorkers != 0 || c.MaxWorkers < 0 || c.IdleTimeout != 0 || c.ScaleUpAfter != 0 || c.ScaleUpInterval != 0 {
+			return fmt.Errorf("%w: MinWorkers, IdleTimeout, ScaleUpAfter and ScaleUpInterval apply to an elastic pool; set MaxWorkers above MinWorkers, or use Workers for a fixed size", ErrInvalidConfig)
+		}
+		return nil
+	}
+	switch {
+	case c.Workers != 0:
+		return fmt.Errorf("%w: Workers is %d with MaxWorkers %d; an elastic pool starts with MinWorkers, so leave Workers 0 (or drop MinWorkers/MaxWorkers for a fixed size)", ErrInvalidConfig, c.Workers, c.MaxWorkers)
+	case c.MinWorkers < 0 || c.MinWorkers >= c.MaxWorkers:
+		return fmt.Errorf("%w: MinWorkers %d must be at least 0 and below MaxWorkers %d (equal bounds: use Workers)", ErrInvalidConfig, c.MinWorkers, c.MaxWorkers)
+	case c.IdleTimeout < 0 || c.ScaleUpAfter < 0 || c.ScaleUpInterval < 0:
+		return fmt.Errorf("%w: IdleTimeout, ScaleUpAfter and ScaleUpInterval must not be negative (0: the default)", ErrInvalidConfig)
+	}
+	c.Workers = c.MinWorkers
+	return nil
+}
+
 func (c *Config) setDefaults() error {
-	if c.Workers == 0 && c.Discovery == nil {
+	if err := c.setElastic(); err != nil {
+		return err
+	}
+	if c.Workers == 0 && c.Discovery == nil && !c.elastic() {
 		c.Workers = 4
 	}
 	if c.Workers < 0 {

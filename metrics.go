@@ -3,6 +3,7 @@ package snakepit
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/snakepit-go/snakepit/autoscale"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -24,6 +25,7 @@ import (
 //	snakepit_worker_recycles_total{reason}           make-before-break process recycles, not restarts, by
 //	                                                 reason, one of worker.RecycleReasons()
 //	snakepit_orphans_reaped_total                    processes of earlier runs the startup reaper stopped
+//	snakepit_scale_events_total{direction}           workers an elastic pool added (up) and removed (down)
 //
 // The label values are fixed sets, so every series exists from the first
 // scrape, at zero. Error texts are not label values: Stats().Pool's
@@ -35,6 +37,12 @@ import (
 //	snakepit_queue_depth                       calls waiting for a worker
 //	snakepit_in_flight                         calls running on a worker
 //	snakepit_call_latency_max_seconds          the slowest call that reached a worker since New
+//	snakepit_queue_wait_seconds                how long the oldest call waiting for a worker has waited
+//	                                           (0: none waits): what an elastic pool grows on, and the
+//	                                           signal to scale agents on (docs/SCALING.md, HPA)
+//	snakepit_pool_workers_desired              the local workers the pool aims at: an elastic pool's
+//	                                           current decision, a fixed pool's Workers
+//	snakepit_pool_workers_min, _max            an elastic pool's bounds (both Workers when fixed)
 //
 // Histogram:
 //
@@ -78,6 +86,12 @@ func NewCollector(app *App) prometheus.Collector {
 		inFlight:   d("snakepit_in_flight", "Calls running on a worker."),
 		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included."),
 		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included."),
+
+		queueWait:   d("snakepit_queue_wait_seconds", "How long the oldest call waiting for a worker has waited (0: none waits)."),
+		desired:     d("snakepit_pool_workers_desired", "Local workers the pool aims at (an elastic pool's decision, a fixed pool's size)."),
+		minWorkers:  d("snakepit_pool_workers_min", "An elastic pool's lower bound (a fixed pool's size)."),
+		maxWorkers:  d("snakepit_pool_workers_max", "An elastic pool's upper bound (a fixed pool's size)."),
+		scaleEvents: d("snakepit_scale_events_total", "Workers an elastic pool added (up) or removed (down).", "direction"),
 	}
 }
 
@@ -86,6 +100,7 @@ type collector struct {
 
 	requests, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
 	workers, queue, inFlight, duration, latencyMax                *prometheus.Desc
+	queueWait, desired, minWorkers, maxWorkers, scaleEvents       *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
@@ -93,6 +108,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
 		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax,
+		c.queueWait, c.desired, c.minWorkers, c.maxWorkers, c.scaleEvents,
 	} {
 		ch <- d
 	}
@@ -149,4 +165,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
+
+	sc := s.Scaling
+	gauge(c.queueWait, p.QueueWait.Seconds())
+	desired := sc.Workers
+	if !sc.Elastic {
+		desired = sc.Min
+	}
+	gauge(c.desired, float64(desired))
+	gauge(c.minWorkers, float64(sc.Min))
+	gauge(c.maxWorkers, float64(sc.Max))
+	counter(c.scaleEvents, float64(sc.ScaleUps), string(autoscale.Up))
+	counter(c.scaleEvents, float64(sc.ScaleDowns), string(autoscale.Down))
 }

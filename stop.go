@@ -29,6 +29,9 @@ const (
 	// discoveryStop: the discovery loop stops first; it only cuts the
 	// drains of endpoints that were vanishing (remote workers stop at once).
 	discoveryStop = 500 * time.Millisecond
+	// scalerStop: the autoscaler returns at once; a removal it began is
+	// the workers' to finish (their stop waits for it).
+	scalerStop = 100 * time.Millisecond
 )
 
 // stopBudget is every stop timeout of an App, derived from one total. The
@@ -51,6 +54,7 @@ type stopBudget struct {
 	cleanup     time.Duration
 	registry    time.Duration
 	discovery   time.Duration // 0 without Config.Discovery
+	scaler      time.Duration // 0 for a fixed-size pool
 }
 
 // newStopBudget splits cfg.StopTimeout (defaults applied). Whatever is not
@@ -71,7 +75,10 @@ func newStopBudget(cfg Config) (stopBudget, error) {
 	if cfg.Discovery != nil {
 		b.discovery = discoveryStop
 	}
-	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - nestMargin
+	if cfg.MaxWorkers > 0 {
+		b.scaler = scalerStop
+	}
+	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - b.scaler - nestMargin
 	b.drain = b.workers - b.workersSup - b.cancelWait - nestMargin
 	if b.drain < minDrain {
 		short := minDrain - b.drain

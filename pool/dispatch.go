@@ -20,7 +20,8 @@ type waiter struct {
 	ch         chan struct{} // buffered: the resolver never blocks
 	rec        *callRec
 	session    string
-	readyWait  bool // queued while no worker was ready
+	readyWait  bool      // queued while no worker was ready
+	since      time.Time // when it queued: the pool's queue wait (load.go)
 	ws         *workerState
 	err        error
 	timer      *time.Timer // the queue timeout; kept for reuse with the waiter
@@ -245,7 +246,8 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 	}
 	p.seq++
 	w := p.waiters.Get().(*waiter)
-	w.seq, w.rec, w.session, w.readyWait = p.seq, r, call.SessionID, p.ready == 0
+	w.seq, w.rec, w.session, w.readyWait = p.seq, r, call.SessionID, p.ready == 0 && !p.opts.ScaleFromZero
+	w.since = p.now()
 	if pinned != nil {
 		pinned.strict.push(w)
 	} else {
@@ -392,11 +394,12 @@ func (p *Pool) grantNowLocked(r *callRec, ws *workerState, session string) *work
 
 func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 	ws.inflight++
+	ws.calls++
 	p.inflight++
 	if ws.inflight >= ws.capacity {
 		p.free.remove(ws)
 	} else if ws.inFree {
-		p.free.place(ws) // behind the workers now less or as loaded
+		p.free.place(ws, p.opts.PackIdle) // behind the workers now less or as loaded
 	}
 	r.ws, r.gen = ws, ws.gen
 	p.calls.add(r)
@@ -407,7 +410,9 @@ func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 
 func (p *Pool) pinLocked(session string, ws *workerState) {
 	_, had := p.sessions[session]
-	p.sessions[session] = sessionEntry{ws: ws, gen: ws.gen, expires: p.now().Add(p.opts.AffinityTTL)}
+	exp := p.now().Add(p.opts.AffinityTTL)
+	p.sessions[session] = sessionEntry{ws: ws, gen: ws.gen, expires: exp}
+	ws.pinnedUntil = exp
 	if !had && len(p.sessions) >= p.sweepAt {
 		// Amortised O(1): a full sweep at most once per doubling.
 		now := p.now()
@@ -449,7 +454,7 @@ func (p *Pool) offerLocked(ws *workerState) {
 	}
 	if ws.inflight < ws.capacity {
 		// Listed or not, its load changed: ahead of the busier workers.
-		p.free.place(ws)
+		p.free.place(ws, p.opts.PackIdle)
 	}
 }
 

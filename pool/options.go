@@ -52,6 +52,15 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// AffinityTTL is how long a session remembers the worker that served it.
 	AffinityTTL time.Duration
+	// PackIdle gives a call, among equally loaded workers, to the most
+	// recently used one instead of taking turns, so that light load keeps
+	// to few workers and the others stay idle: an elastic pool sets it,
+	// or no worker would ever be idle long enough to be removed.
+	PackIdle bool
+	// ScaleFromZero says no ready worker is a normal state (an elastic pool
+	// whose minimum is 0): a call queued then waits its queue timeout for
+	// the worker its arrival starts (ErrQueueTimeout), not ReadyTimeout.
+	ScaleFromZero bool
 	// Logger receives hung-worker kills and lifecycle oddities; nil discards.
 	Logger *slog.Logger
 	// Now is the clock for latencies and affinity expiry; nil means time.Now.

@@ -44,6 +44,11 @@ type workerState struct {
 	toolsCounted bool
 	lastErr      error     // last Exited error, or the WorkerFailed error
 	retryAt      time.Time // when a failed worker is tried again
+	// calls counts the slots ever taken on it and pinnedUntil is when the
+	// last session pinned to it expires: an autoscaler reads them to tell
+	// an idle worker it may remove (load.go).
+	calls       uint64
+	pinnedUntil time.Time
 
 	// Intrusive free-list links, kept in order of load (freeList.place).
 	fprev, fnext *workerState
@@ -69,11 +74,14 @@ type freeList struct{ head, tail *workerState }
 // least-loaded worker (never queued behind a busy one while another is
 // idle), and equally loaded workers take turns. It walks from the tail,
 // O(workers) at worst: pools are small and the walk stops at the first
-// worker no busier than ws.
-func (l *freeList) place(ws *workerState) {
+// worker no busier than ws. With pack set (Options.PackIdle), ws goes
+// ahead of the workers with as many calls instead: ties go to the most
+// recently used worker, so light load stays on few workers and the others
+// become idle for an autoscaler to remove.
+func (l *freeList) place(ws *workerState, pack bool) {
 	l.remove(ws)
 	at := l.tail
-	for at != nil && at.inflight > ws.inflight {
+	for at != nil && (at.inflight > ws.inflight || (pack && at.inflight == ws.inflight)) {
 		at = at.fprev
 	}
 	if at == nil {
@@ -539,14 +547,7 @@ func (p *Pool) Retire(ctx context.Context, id string) error {
 		p.mu.Unlock()
 		return nil
 	}
-	if !ws.draining {
-		ws.draining = true
-		ws.drained = make(chan struct{})
-		p.leaveReadyLocked(ws)
-		p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
-		ws.closeDrainedLocked(false)
-		p.notifyLocked()
-	}
+	p.retireLocked(ws)
 	drained := ws.drained
 	p.mu.Unlock()
 	select {
@@ -558,6 +559,19 @@ func (p *Pool) Retire(ctx context.Context, id string) error {
 		p.mu.Unlock()
 		return fmt.Errorf("snakepit: worker %s still had %d call(s) in flight when its drain ended: %w", id, n, ctx.Err())
 	}
+}
+
+// retireLocked takes ws out of rotation for good (once).
+func (p *Pool) retireLocked(ws *workerState) {
+	if ws.draining {
+		return
+	}
+	ws.draining = true
+	ws.drained = make(chan struct{})
+	p.leaveReadyLocked(ws)
+	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
+	ws.closeDrainedLocked(false)
+	p.notifyLocked()
 }
 
 // Drain is Stop.

@@ -11,9 +11,12 @@ import (
 // Stats is a snapshot of the pool. Counters are cumulative since New. Once
 // no call is running, Requests is the sum of Outcomes.
 type Stats struct {
-	Workers  WorkerCounts
-	Queued   int // calls waiting for a slot
-	InFlight int // slots taken
+	Workers WorkerCounts
+	Queued  int // calls waiting for a slot
+	// QueueWait is how long the oldest call waiting for any worker has
+	// waited (0: none waits): the signal an autoscaler grows on.
+	QueueWait time.Duration
+	InFlight  int // slots taken
 	// LimitQueued counts calls waiting for their tool's max_concurrency
 	// (worker.ToolSpec.MaxConcurrency), before they look for a slot.
 	LimitQueued int
@@ -138,6 +141,7 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	s := Stats{
 		Queued:         p.queued,
+		QueueWait:      p.queueWaitLocked(),
 		LimitQueued:    limitQueued,
 		InFlight:       p.inflight,
 		Requests:       p.st.requests,
