@@ -201,7 +201,8 @@ func New(opts Options) (*Scaler, error) {
 	tick = min(max(tick, minTick), maxTick)
 	return &Scaler{
 		opts: opts, log: opts.Logger, tick: tick, nextID: opts.FirstID,
-		st:   Stats{Elastic: true, Min: opts.Min, Max: opts.Max},
+		// The worker supervisor starts Min workers; the first look confirms it.
+		st:   Stats{Elastic: true, Min: opts.Min, Max: opts.Max, Workers: opts.Min},
 		idle: map[string]idleMark{}, failedAt: map[string]time.Time{},
 	}, nil
 }
