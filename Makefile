@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
 
 all: build
 
@@ -68,6 +68,13 @@ soak-replace:
 agent-rollout: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_ROLLOUT_ROUNDS=$${SNAKEPIT_ROLLOUT_ROUNDS:-20} \
 	  $(GO) test -race -count=1 -timeout 15m -run 'TestAgentRolloutUnderLoad' -v ./test/remote/
+
+## elastic-step: the long load step (1 → 32 → 1 callers, 20 s at 32) against an elastic pool of 1..4 Python
+## workers, IdleTimeout 5 s; writes the table of ready workers over time into docs/SCALING.md
+## (ELASTIC-STEP: line). make test runs a short one.
+elastic-step: deps-python
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" SNAKEPIT_ELASTIC_STEP_DOC=$(CURDIR)/docs/SCALING.md \
+	  $(GO) test -race -count=1 -timeout 10m -run 'TestElasticLoadStep' -v ./test/integration/
 
 test-python:
 	cd python && "$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" -m pytest -q tests

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
@@ -24,6 +25,7 @@ type manifests struct {
 	deploy  *appsv1.Deployment
 	service *corev1.Service
 	secret  *corev1.Secret
+	hpa     *autoscalingv2.HorizontalPodAutoscaler
 }
 
 func load(t *testing.T) manifests {
@@ -60,6 +62,9 @@ func load(t *testing.T) manifests {
 			case "v1/Secret":
 				m.secret = &corev1.Secret{}
 				into = m.secret
+			case "autoscaling/v2/HorizontalPodAutoscaler":
+				m.hpa = &autoscalingv2.HorizontalPodAutoscaler{}
+				into = m.hpa
 			default:
 				t.Fatalf("%s #%d: unexpected %s %s", f, i, meta.APIVersion, meta.Kind)
 			}
@@ -72,6 +77,29 @@ func load(t *testing.T) manifests {
 		t.Fatal("want a Deployment, a Service and a Secret")
 	}
 	return m
+}
+
+// The HPA scales the agents' Deployment on the hosts' queue wait, the
+// metric snakepit exports under that name (metrics.go).
+func TestHPAScalesTheAgentsOnQueueWait(t *testing.T) {
+	m := load(t)
+	h := m.hpa
+	if h == nil {
+		t.Fatal("want a HorizontalPodAutoscaler (hpa.yaml)")
+	}
+	ref := h.Spec.ScaleTargetRef
+	if ref.Kind != "Deployment" || ref.APIVersion != "apps/v1" || ref.Name != m.deploy.Name {
+		t.Errorf("the HPA targets %s %s %q, not the agents' Deployment %q", ref.APIVersion, ref.Kind, ref.Name, m.deploy.Name)
+	}
+	if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 1 || h.Spec.MaxReplicas < *h.Spec.MinReplicas {
+		t.Errorf("replicas %v..%d: want 1 <= min <= max", h.Spec.MinReplicas, h.Spec.MaxReplicas)
+	}
+	if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].External == nil || h.Spec.Metrics[0].External.Metric.Name != "snakepit_queue_wait_seconds" {
+		t.Fatalf("want one External metric snakepit_queue_wait_seconds, got %+v", h.Spec.Metrics)
+	}
+	if tg := h.Spec.Metrics[0].External.Target; tg.Type != autoscalingv2.ValueMetricType || tg.Value == nil || tg.Value.Sign() <= 0 {
+		t.Errorf("want a positive Value target (seconds of wait), got %+v", tg)
+	}
 }
 
 func TestManifestsFitTogether(t *testing.T) {
