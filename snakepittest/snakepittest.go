@@ -32,6 +32,10 @@
 //   - CleanupRunsLastAndFindsNothing: the stop order is workers → bridge →
 //     cleanup → registry and the last-resort sweep finds nothing.
 //
+// An elastic Config (MaxWorkers) is held to the same guarantees at its
+// MinWorkers, which must be at least 1; the kit's calls come one at a time
+// and do not make it grow.
+//
 // Sharp edges:
 //   - Worker processes are recognised as the direct children of the host
 //     that carry the run id (argv or environment). A worker type built on
@@ -110,8 +114,11 @@ func Run(t *testing.T, cfg snakepit.Config, opts ...Option) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if cfg.Workers == 0 {
+	if cfg.Workers == 0 && cfg.MaxWorkers == 0 {
 		cfg.Workers = 2
+	}
+	if cfg.MaxWorkers > 0 && cfg.MinWorkers == 0 {
+		t.Fatal("snakepittest: an elastic Config needs MinWorkers >= 1: the kit kills and counts the workers a pool starts with")
 	}
 	if path := os.Getenv(hostEnv); path != "" {
 		serveAsHost(t, cfg, o, path)
@@ -245,14 +252,14 @@ func cleanStop(t *testing.T, cfg snakepit.Config, o options) {
 	in := start(t, cfg)
 	var kids []pidStart
 	if o.spawnTool != "" {
-		for range cfg.Workers {
+		for range size(cfg) {
 			kid, _ := spawn(t, in, o)
 			kids = append(kids, kid)
 		}
 	}
 	before := runProcs(t, in.RunID())
-	if len(before) < cfg.Workers {
-		t.Fatalf("%d processes carry the run id before Stop, want at least the %d workers: the kit cannot see them", len(before), cfg.Workers)
+	if len(before) < size(cfg) {
+		t.Fatalf("%d processes carry the run id before Stop, want at least the %d workers: the kit cannot see them", len(before), size(cfg))
 	}
 	rep := in.stop(t)
 	if left := runProcs(t, in.RunID()); len(left) > 0 {
@@ -278,8 +285,8 @@ func stableCount(t *testing.T, cfg snakepit.Config) {
 	for _, p := range workerProcs(t, in.RunID(), self) {
 		first[pidStart{p.PID, p.StartTime}] = true
 	}
-	if len(first) != cfg.Workers {
-		t.Fatalf("%d worker processes, want %d", len(first), cfg.Workers)
+	if len(first) != size(cfg) {
+		t.Fatalf("%d worker processes, want %d", len(first), size(cfg))
 	}
 	until := time.Now().Add(2 * time.Second)
 	for time.Now().Before(until) {
@@ -292,8 +299,8 @@ func stableCount(t *testing.T, cfg snakepit.Config) {
 				t.Fatalf("a new worker process %d appeared without any failure", p.PID)
 			}
 		}
-		if r := ready(in); r != cfg.Workers {
-			t.Fatalf("%d of %d workers ready", r, cfg.Workers)
+		if r := ready(in); r != size(cfg) {
+			t.Fatalf("%d of %d workers ready", r, size(cfg))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -323,10 +330,10 @@ func killedWorker(t *testing.T, cfg snakepit.Config, o options) {
 		t.Fatalf("SIGKILL worker %d: %v", victim.PID, err)
 	}
 	eventually(t, 30*time.Second, "the killed worker replaced and the pool back to N ready", func() bool {
-		if victim.alive() || ready(in) != cfg.Workers {
+		if victim.alive() || ready(in) != size(cfg) {
 			return false
 		}
-		return len(workerProcs(t, in.RunID(), self)) == cfg.Workers
+		return len(workerProcs(t, in.RunID(), self)) == size(cfg)
 	})
 	if kid.PID != 0 {
 		eventually(t, 5*time.Second, "the killed worker's descendant reaped with its group", func() bool { return !kid.alive() })
@@ -371,7 +378,7 @@ func escapedDescendant(t *testing.T, cfg snakepit.Config, o options) {
 				return false
 			}
 		}
-		return ready(in) == cfg.Workers
+		return ready(in) == size(cfg)
 	})
 	if rep := in.stop(t); len(rep.Cleanup.Found) != 0 {
 		t.Errorf("the cleanup at Stop found %d processes: %+v", len(rep.Cleanup.Found), rep.Cleanup.Found)
@@ -396,7 +403,7 @@ func serveAsHost(t *testing.T, cfg snakepit.Config, o options, path string) {
 		os.Exit(3)
 	}
 	if o.spawnTool != "" {
-		for range cfg.Workers {
+		for range size(cfg) {
 			if _, err := app.Execute(context.Background(), o.spawnTool, o.spawnArgs); err != nil {
 				fmt.Printf("SNAKEPITTEST_HOST_FAILED %s: %v\n", o.spawnTool, err)
 			}
@@ -573,4 +580,13 @@ func cleanupLast(t *testing.T, cfg snakepit.Config) {
 	if rep.Cleanup.RanAt.Before(rep.WorkersStoppedAt) || len(rep.Cleanup.Found) != 0 || rep.Cleanup.Err() != nil {
 		t.Errorf("cleanup report %+v: want it run after the workers stopped, finding nothing", rep.Cleanup)
 	}
+}
+
+// size is the number of workers cfg starts with: Workers, or an elastic
+// pool's MinWorkers (the kit's calls come one at a time and never make it grow).
+func size(cfg snakepit.Config) int {
+	if cfg.MaxWorkers > 0 {
+		return cfg.MinWorkers
+	}
+	return cfg.Workers
 }

@@ -17,6 +17,14 @@ func TestConformancePythonWorker(t *testing.T) {
 		snakepittest.WithEscapeTool("spawn_child", map[string]any{"seconds": 60, "new_session": true}))
 }
 
+// The same kit against an elastic pool (2..4 workers): its scaler is one
+// more child of the tree, and the guarantees hold with it running.
+func TestConformanceElasticPythonWorker(t *testing.T) {
+	snakepittest.Run(t, snakepit.Config{MinWorkers: 2, MaxWorkers: 4},
+		snakepittest.WithSpawnTool("spawn_child", map[string]any{"seconds": 60}),
+		snakepittest.WithEscapeTool("spawn_child", map[string]any{"seconds": 60, "new_session": true}))
+}
+
 // The same kit against the example custom worker type: a non-Python
 // executable speaking JSON lines, built on package childproc.
 func TestConformanceCustomLinesWorker(t *testing.T) {
