@@ -3,9 +3,13 @@ package snakepit_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -188,7 +192,8 @@ func TestElasticShrinksIdleWorkersNeverBelowMin(t *testing.T) {
 // and is served by it, and the pool goes back to zero when idle.
 func TestElasticFromZeroServesTheFirstCall(t *testing.T) {
 	f := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo), fake.WithReadyDelay(200 * time.Millisecond)}}
-	app := startElastic(t, f, snakepit.Config{MinWorkers: 0, MaxWorkers: 2, IdleTimeout: 300 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	app := startElastic(t, f, snakepit.Config{MinWorkers: 0, MaxWorkers: 2, IdleTimeout: 300 * time.Millisecond, Metrics: reg})
 	if n := app.Stats().Pool.Workers.Total; n != 0 {
 		t.Fatalf("%d workers at start with MinWorkers 0", n)
 	}
@@ -207,6 +212,28 @@ func TestElasticFromZeroServesTheFirstCall(t *testing.T) {
 		s := app.Stats()
 		return s.Pool.Workers.Total == 0 && s.Scaling.Workers == 0 && readyFakes(f) == 0
 	})
+	const want = `
+# HELP snakepit_pool_workers_desired Local workers the pool aims at (an elastic pool's decision, a fixed pool's size).
+# TYPE snakepit_pool_workers_desired gauge
+snakepit_pool_workers_desired 0
+# HELP snakepit_pool_workers_max An elastic pool's upper bound (a fixed pool's size).
+# TYPE snakepit_pool_workers_max gauge
+snakepit_pool_workers_max 2
+# HELP snakepit_pool_workers_min An elastic pool's lower bound (a fixed pool's size).
+# TYPE snakepit_pool_workers_min gauge
+snakepit_pool_workers_min 0
+# HELP snakepit_queue_wait_seconds How long the oldest call waiting for a worker has waited (0: none waits).
+# TYPE snakepit_queue_wait_seconds gauge
+snakepit_queue_wait_seconds 0
+# HELP snakepit_scale_events_total Workers an elastic pool added (up) or removed (down).
+# TYPE snakepit_scale_events_total counter
+snakepit_scale_events_total{direction="down"} 1
+snakepit_scale_events_total{direction="up"} 1
+`
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want), "snakepit_pool_workers_desired", "snakepit_pool_workers_max",
+		"snakepit_pool_workers_min", "snakepit_queue_wait_seconds", "snakepit_scale_events_total"); err != nil {
+		t.Error(err)
+	}
 }
 
 // A worker that cannot start is given up once; growth pauses instead of
