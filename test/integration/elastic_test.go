@@ -284,3 +284,48 @@ func TestElasticChaos(t *testing.T) {
 		t.Errorf("%d calls succeeded but only %d ran", c.ok.Load(), lines)
 	}
 }
+
+// TestElasticReloadWhileShrinking: rolling reloads run while idle workers
+// are being removed. A worker removed mid-recycle is reported as skipped
+// (its lifetime ended), never as a failed reload; no call fails; the pool
+// ends at Min with nothing left after Stop.
+func TestElasticReloadWhileShrinking(t *testing.T) {
+	const minW, maxW = 1, 3
+	app := newApp(t, snakepit.Config{MinWorkers: minW, MaxWorkers: maxW, Capacity: 1, IdleTimeout: 500 * time.Millisecond,
+		ScaleUpAfter: 50 * time.Millisecond, ScaleUpInterval: 100 * time.Millisecond, QueueTimeout: 30 * time.Second})
+	c := &stepCallers{app: app, tool: "sleep", args: func(int, int) map[string]any { return map[string]any{"ms": 100} }}
+	c.resize(6)
+	testutil.Eventually(t, 90*time.Second, "3 ready workers", func() bool {
+		w := app.Stats().Pool.Workers
+		return w.Idle+w.Busy == maxW
+	})
+	c.resize(1)
+	reloads, skipped := 0, 0
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		s := app.Stats()
+		if s.Scaling.ScaleDowns >= maxW-minW && s.Pool.Workers.Total == minW {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not back to Min within 90 s: %+v", s.Scaling)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		rep, err := app.Reload(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Reload while the pool shrinks: %v (report %+v)", err, rep)
+		}
+		reloads++
+		skipped += len(rep.Skipped)
+	}
+	c.resize(0)
+	c.wg.Wait()
+	t.Logf("%d reloads while shrinking (%d workers skipped: removed or restarting); %d calls ok, %d failed", reloads, skipped, c.ok.Load(), c.fail.Load())
+	if n := c.fail.Load(); n > 0 {
+		t.Errorf("%d calls failed; first: %v", n, c.firstErr.Load())
+	}
+	if reloads == 0 {
+		t.Error("no reload overlapped the shrink")
+	}
+}
