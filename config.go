@@ -182,8 +182,11 @@ func (c *Config) elastic() bool { return c.MaxWorkers > 0 }
 // setElastic checks the elastic settings and makes MinWorkers the initial
 // Workers: the one place where Workers, MinWorkers and MaxWorkers relate.
 func (c *Config) setElastic() error {
+	if c.MaxWorkers < 0 {
+		return fmt.Errorf("%w: MaxWorkers is %d; use 0 for a fixed-size pool or a bound above MinWorkers", ErrInvalidConfig, c.MaxWorkers)
+	}
 	if !c.elastic() {
-		if c.MinWorkers != 0 || c.MaxWorkers < 0 || c.IdleTimeout != 0 || c.ScaleUpAfter != 0 || c.ScaleUpInterval != 0 {
+		if c.MinWorkers != 0 || c.IdleTimeout != 0 || c.ScaleUpAfter != 0 || c.ScaleUpInterval != 0 {
 			return fmt.Errorf("%w: MinWorkers, IdleTimeout, ScaleUpAfter and ScaleUpInterval apply to an elastic pool; set MaxWorkers above MinWorkers, or use Workers for a fixed size", ErrInvalidConfig)
 		}
 		return nil

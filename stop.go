@@ -75,7 +75,7 @@ func newStopBudget(cfg Config) (stopBudget, error) {
 	if cfg.Discovery != nil {
 		b.discovery = discoveryStop
 	}
-	if cfg.MaxWorkers > 0 {
+	if cfg.elastic() {
 		b.scaler = scalerStop
 	}
 	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - b.scaler - nestMargin
