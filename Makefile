@@ -134,9 +134,11 @@ bench-array: deps-python
 	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" ARRAY_ROUNDS=$(ARRAY_ROUNDS) ARRAY_CALLS=$(ARRAY_CALLS) \
 	  $(GO) test -run '^$$' -bench Array4MiBPaired -benchtime 1x -timeout 30m .
 
-## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
+## test-bench-smoke: the side-by-side benchmark with one call per configuration and the array
+## benchmark with one round of one call (part of make test)
 test-bench-smoke:
-	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 5m .
+	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" ARRAY_ROUNDS=1 ARRAY_CALLS=1 \
+	  $(GO) test -count=1 -run '^$$' -bench 'SideBySide|Array4MiBPaired' -benchtime 1x -timeout 5m .
 
 ## proto: needs protoc >= 3.20 for --pyi_out (Debian: protobuf-compiler) and grpc_python_plugin
 ## (Debian: protobuf-compiler-grpc). The Python message stubs (.pyi) are generated; the grpc
