@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 import struct
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import grpc
 
@@ -115,25 +115,14 @@ ExecuteResponse = Union["pb.ExecuteToolResponse", ArrayResponse]
 _serialize: Callable[[Any], bytes] = operator.methodcaller("SerializeToString")
 
 
-class _ArrayAware:
-    """A generic handler that serves ``handler``'s methods, ExecuteTool with
-    a serializer that also takes an :class:`ArrayResponse`."""
+class _Details:
+    """The HandlerCallDetails of one method, to look its handler up."""
 
-    __slots__ = ("_handler", "_execute")
+    __slots__ = ("method", "invocation_metadata")
 
-    def __init__(self, handler: Any) -> None:
-        self._handler = handler
-        self._execute: Optional[Any] = None
-
-    def service(self, details: Any) -> Any:
-        h = self._handler.service(details)
-        if h is None or details.method != _EXECUTE_TOOL:
-            return h
-        if self._execute is None:  # the servicer's handler never changes: built once
-            self._execute = grpc.unary_unary_rpc_method_handler(
-                h.unary_unary, request_deserializer=h.request_deserializer, response_serializer=_serialize
-            )
-        return self._execute
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
 
 
 class _Registration:
@@ -156,10 +145,24 @@ class _Registration:
 
 def registered_handler(servicer: Any) -> Any:
     """WorkerService's method handlers for ``servicer`` (sync or aio), as one
-    generic handler; ExecuteTool's serializer also takes the hand-serialised
-    array responses (_arraywire.py)."""
+    generic handler, ExecuteTool's serializer taking an ArrayResponse too.
+
+    The handlers are looked up once and registered again through grpc's own
+    generic handler, so a call is routed as before: no wrapper per call.
+    """
     reg = _Registration()
     pb_grpc.add_WorkerServiceServicer_to_server(servicer, reg)
     if len(reg.handlers) != 1:
         raise RuntimeError(f"the generated WorkerService registration made {len(reg.handlers)} handlers, expected 1")
-    return _ArrayAware(reg.handlers[0])
+    service = pb.DESCRIPTOR.services_by_name["WorkerService"]
+    handlers: Dict[str, Any] = {}
+    for m in service.methods:
+        h = reg.handlers[0].service(_Details(f"/{service.full_name}/{m.name}"))
+        if h is None:
+            raise RuntimeError(f"the generated WorkerService registration has no handler for {m.name}")
+        if f"/{service.full_name}/{m.name}" == _EXECUTE_TOOL:
+            h = grpc.unary_unary_rpc_method_handler(
+                h.unary_unary, request_deserializer=h.request_deserializer, response_serializer=_serialize
+            )
+        handlers[m.name] = h
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
