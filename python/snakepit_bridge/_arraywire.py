@@ -3,8 +3,10 @@
 Why: through the generated message, a 4 MiB array was copied three times
 in the worker before gRPC took its own copy: ``tobytes()`` (a protobuf
 bytes field accepts only ``bytes``), the assignment into the message and
-``SerializeToString``; that made the typed array path ~0.5-0.7x of raw
-bytes (docs/BENCHMARKS.md, "argument checks and typed arrays"). Here the
+``SerializeToString``: the smaller of the two reasons the typed array path
+was at 0.46x of raw gRPC bytes (the larger, heap trims that page-faulted
+every call, is _malloc.py's; docs/BENCHMARKS.md, "argument checks and
+typed arrays"). Here the
 response's wire form is a few header bytes, the array's own memory and a
 few trailer bytes joined once (``bytes.join`` reads the array through the
 buffer protocol): one copy of the data before gRPC's.
