@@ -165,3 +165,11 @@ def test_served_through_grpc(flavour: str, token: str) -> None:
         assert r.error.type == "ValueError" and not r.HasField("result")
     finally:
         srv.close()
+
+
+def test_messages_have_the_fields_the_hand_serializer_knows() -> None:
+    # A field added to either message needs _arraywire.py (and this test) updated.
+    assert {f.name: f.number for f in pb.ExecuteToolResponse.DESCRIPTOR.fields} == {
+        "result": 1, "error": 2, "duration_ms": 3,
+    }
+    assert {f.name: f.number for f in pb.Payload.DESCRIPTOR.fields} == {"json": 1, "binary": 2, "dtype": 3, "shape": 4}
