@@ -3,7 +3,6 @@ package snakepit
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -233,13 +232,4 @@ func (p *PoolConfig) workerPrefix() string {
 		return ""
 	}
 	return p.Name + "."
-}
-
-// poolNames lists the names in pools' order.
-func poolNames(pools []PoolConfig) []string {
-	names := make([]string, len(pools))
-	for i := range pools {
-		names[i] = pools[i].Name
-	}
-	return slices.Clip(names)
 }
