@@ -306,7 +306,7 @@ func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
 	})
 }
 
-// AddWorker joins a worker built by f to the pool while the App runs (it
+// AddWorker joins a worker built by f to the default pool while the App runs (it
 // takes calls once ready; its Starter restarts it like the others). The id
 // must be unused (ErrWorkerExists); before Start or once stopping it is
 // ErrNotServing. Discovery uses this for remote workers.
@@ -317,7 +317,7 @@ func (a *App) AddWorker(id string, f worker.Factory) error {
 	return a.cur.Load().work.AddWorker(id, f)
 }
 
-// RemoveWorker drains worker id (no new calls; in-flight ones may finish
+// RemoveWorker drains worker id of the default pool (no new calls; in-flight ones may finish
 // until ctx ends), stops it and takes it out of the pool. It returns
 // ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
 // with calls in flight (the worker is removed all the same).

@@ -1,9 +1,7 @@
 package snakepit
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/snakepit-go/snakepit/grpcworker"
@@ -18,23 +16,6 @@ const DefaultPool = "default"
 // maxPoolName bounds a pool name: it prefixes worker ids, which are argv,
 // environment values, registry keys and log fields.
 const maxPoolName = 32
-
-// ErrUnknownPool: a call named a pool the Config does not have. The
-// *UnknownPoolError behind it lists the pools that exist.
-var ErrUnknownPool = errors.New("snakepit: no pool by that name")
-
-// UnknownPoolError names the pool asked for and the pools configured.
-type UnknownPoolError struct {
-	Name  string
-	Pools []string // DefaultPool first, then Config.Pools in order
-}
-
-func (e *UnknownPoolError) Error() string {
-	return fmt.Sprintf("snakepit: no pool named %q; the App has %s (add it to Config.Pools)", e.Name, strings.Join(e.Pools, ", "))
-}
-
-// Is makes errors.Is(err, ErrUnknownPool) true.
-func (e *UnknownPoolError) Is(target error) bool { return target == ErrUnknownPool }
 
 // PoolConfig configures one named pool of Config.Pools. A field left at
 // its zero value takes the top-level Config field of the same name (which
