@@ -299,3 +299,55 @@ func TestSessionAffinityIsPerPool(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The pools share the workers child's one share of the stop budget: they
+// drain and stop side by side, so calls that ignore cancellation in two
+// pools still let the App stop within StopTimeout (one after the other,
+// the second would overrun the workers child's bound).
+func TestPoolsStopTogetherInsideStopTimeout(t *testing.T) {
+	const stopTimeout = 5 * time.Second
+	hang := []fake.Option{fake.WithHangingTool("hang")}
+	cfg := fakeConfig(t, &fake.Factory{Options: hang}, 1)
+	cfg.StopTimeout = stopTimeout
+	cfg.StopGrace = 100 * time.Millisecond
+	cfg.Pools = []snakepit.PoolConfig{{Name: "embed", Workers: 1, WorkerFactory: &fake.Factory{Options: hang}}}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := make(chan error, 2)
+	for _, p := range []*snakepit.Pool{app.Pool(snakepit.DefaultPool), app.Pool("embed")} {
+		go func() {
+			_, err := p.Execute(ctx, "hang", nil)
+			calls <- err
+		}()
+	}
+	testutil.Eventually(t, 10*time.Second, "a call in flight in each pool", func() bool {
+		s := app.Stats()
+		return s.Pools["default"].InFlight == 1 && s.Pools["embed"].InFlight == 1
+	})
+	began := time.Now()
+	rep, err := app.Stop(ctx)
+	took := time.Since(began)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > stopTimeout {
+		t.Fatalf("Stop took %s; StopTimeout is %s", took, stopTimeout)
+	}
+	for _, c := range rep.Children {
+		if c.Err != nil {
+			t.Errorf("child %s overran its stop bound: %v", c.Child, c.Err)
+		}
+	}
+	for range 2 {
+		if err := <-calls; err == nil {
+			t.Error("a hanging call succeeded")
+		}
+	}
+}
