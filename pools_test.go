@@ -351,3 +351,31 @@ func TestPoolsStopTogetherInsideStopTimeout(t *testing.T) {
 		}
 	}
 }
+
+// The App is ready only once every pool has its MinReady workers: a slow
+// named pool holds Start back, and each pool's WaitReady sees its own.
+func TestAppIsReadyWhenEveryPoolIs(t *testing.T) {
+	slow := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo), fake.WithReadyDelay(300 * time.Millisecond)}}
+	cfg := fakeConfig(t, &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}, 1)
+	cfg.Pools = []snakepit.PoolConfig{{Name: "slow", Workers: 2, MinReady: 2, WorkerFactory: slow}}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := app.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	if idle := app.Stats().Pools["slow"].Workers.Idle; idle != 2 {
+		t.Fatalf("Start returned with %d of pool slow's 2 workers ready", idle)
+	}
+	if err := app.Pool("slow").WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
