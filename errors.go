@@ -3,6 +3,8 @@ package snakepit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/cleanup"
@@ -111,6 +113,23 @@ var ErrStopped = errors.New("snakepit: the App was stopped; build a new App with
 // ErrAlreadyStarted: Start called a second time (also after a failed
 // Start), or Serve while the App already runs.
 var ErrAlreadyStarted = errors.New("snakepit: the App was already started")
+
+// ErrUnknownPool: a call named a pool the Config does not have. The
+// *UnknownPoolError behind it lists the pools that exist.
+var ErrUnknownPool = errors.New("snakepit: no pool by that name")
+
+// UnknownPoolError names the pool asked for and the pools configured.
+type UnknownPoolError struct {
+	Name  string
+	Pools []string // DefaultPool first, then Config.Pools in order
+}
+
+func (e *UnknownPoolError) Error() string {
+	return fmt.Sprintf("snakepit: no pool named %q; the App has %s (add it to Config.Pools)", e.Name, strings.Join(e.Pools, ", "))
+}
+
+// Is makes errors.Is(err, ErrUnknownPool) true.
+func (e *UnknownPoolError) Is(target error) bool { return target == ErrUnknownPool }
 
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (

@@ -114,11 +114,11 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/metrics: %d %s", code, hdr.Get("Content-Type"))
 	}
 	for _, want := range []string{
-		`snakepit_requests_total{instance="admin-test",outcome="success"} 3`,
-		`snakepit_requests_total{instance="admin-test",outcome="tool_error"} 0`,
-		`snakepit_workers{instance="admin-test",state="idle"} 2`,
-		`snakepit_queue_depth{instance="admin-test"} 0`,
-		`snakepit_call_duration_seconds_count{instance="admin-test"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="success",pool="default"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="tool_error",pool="default"} 0`,
+		`snakepit_workers{instance="admin-test",pool="default",state="idle"} 2`,
+		`snakepit_queue_depth{instance="admin-test",pool="default"} 0`,
+		`snakepit_call_duration_seconds_count{instance="admin-test",pool="default"} 3`,
 		"\ngo_goroutines ",
 		"\nprocess_resident_memory_bytes ",
 		"\npromhttp_metric_handler_requests_total{",
@@ -154,7 +154,7 @@ func TestAdminReadyzBeforeStart(t *testing.T) {
 	if code, _, _ := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz before Start: %d", code)
 	}
-	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{instance="admin-test",state="idle"} 0`) {
+	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{instance="admin-test",pool="default",state="idle"} 0`) {
 		t.Errorf("/metrics before Start: %d\n%s", code, body)
 	}
 }
@@ -223,7 +223,7 @@ func TestRunServesAdminUntilSIGTERM(t *testing.T) {
 	if code, body, _ := get(t, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
-	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{state="idle"} 1`) {
+	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{pool="default",state="idle"} 1`) {
 		t.Errorf("/metrics: %d\n%s", code, body)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
