@@ -187,7 +187,11 @@ func wantsHTML(accept string) bool {
 
 func (h *adminHandler) page(w http.ResponseWriter, _ *http.Request) {
 	st := h.app.Stats()
-	v := newPageView(h.app, st, h.app.readiness(st), h.refresh, time.Now())
+	title := "snakepit"
+	if h.app.cfg.Instance != "" {
+		title += " " + h.app.cfg.Instance
+	}
+	v := newPageView(title, st, h.app.readiness(st), h.refresh, time.Now())
 	var b strings.Builder
 	if err := statusPage.Execute(&b, v); err != nil {
 		http.Error(w, "snakepit: rendering the status page: "+err.Error(), http.StatusInternalServerError)

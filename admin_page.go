@@ -36,6 +36,7 @@ type pageView struct {
 type poolView struct {
 	Name                                    string
 	Counts                                  pool.WorkerCounts
+	States                                  []stateCount // the non-empty ones
 	Queued, LimitQueued, InFlight, Capacity int
 	// LoadPct and QueuePct size the load bar: slots taken, and waiters
 	// beyond them, as percentages of their sum or of the capacity.
@@ -53,21 +54,29 @@ type poolView struct {
 	Latency           latencyView
 }
 
+// stateCount is a worker state and how many workers are in it.
+type stateCount struct {
+	State string
+	N     int
+}
+
 type countView struct {
 	Name  string
 	Count uint64
 }
 
 type reasonView struct {
-	Reason string
-	Count  int
-	Detail string // the latest such event's text
+	Reason        string
+	Count         int
+	Detail        string // the latest such event's text
+	DetailSummary string // its first line
 }
 
 type workerView struct {
 	ID, State, Health string
 	PID               string
 	Uptime            string // time in State; for idle and busy, the process's uptime
+	Serving           bool   // idle or busy: Uptime is the process's
 	Calls             uint64
 	InFlight          int
 	Capacity          int
@@ -75,6 +84,7 @@ type workerView struct {
 	Restarts          int
 	Recycles          int
 	LastError         string
+	ErrorSummary      string // LastError's first line
 }
 
 type givenUpView struct {
@@ -99,11 +109,7 @@ type barView struct {
 	Count          uint64
 }
 
-func newPageView(a *App, st Stats, rd readiness, refresh time.Duration, now time.Time) pageView {
-	title := "snakepit"
-	if a.cfg.Instance != "" {
-		title += " " + a.cfg.Instance
-	}
+func newPageView(title string, st Stats, rd readiness, refresh time.Duration, now time.Time) pageView {
 	v := pageView{
 		Title: title, RunID: st.RunID, Readiness: rd, Reap: st.Reap,
 		Generated: now.UTC().Format("2006-01-02 15:04:05 UTC"),
@@ -124,6 +130,15 @@ func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolVie
 		RestartReasons: reasons(ps.RestartReasons, ps.RestartDetail),
 		RecycleReasons: reasons(ps.RecycleReasons, ps.RecycleDetail),
 		Latency:        newLatencyView(ps.Latency),
+	}
+	w := ps.Workers
+	for _, sc := range []stateCount{
+		{pool.StateIdle, w.Idle}, {pool.StateBusy, w.Busy}, {pool.StateStarting, w.Starting},
+		{pool.StateExited, w.Exited}, {pool.StateFailed, w.Failed}, {pool.StateDraining, w.Draining},
+	} {
+		if sc.N > 0 {
+			v.States = append(v.States, sc)
+		}
 	}
 	total := max(ps.Capacity, ps.InFlight+ps.Queued+ps.LimitQueued, 1)
 	v.LoadPct = 100 * ps.InFlight / total
@@ -165,8 +180,9 @@ func newWorkerView(w pool.WorkerStats, runID string, now time.Time) workerView {
 	v := workerView{
 		ID: w.ID, State: w.State, Health: agentHealth[w.State], PID: "–", RSS: "–", Uptime: "–",
 		Calls: w.Calls, InFlight: w.InFlight, Capacity: w.Capacity,
-		Restarts: w.Restarts, Recycles: w.Recycles, LastError: w.LastError,
+		Restarts: w.Restarts, Recycles: w.Recycles, LastError: w.LastError, ErrorSummary: firstLine(w.LastError),
 	}
+	v.Serving = w.State == pool.StateIdle || w.State == pool.StateBusy
 	if !w.Since.IsZero() {
 		v.Uptime = roundDuration(now.Sub(w.Since))
 	}
@@ -187,10 +203,23 @@ func reasons(counts map[string]int, detail map[string]string) []reasonView {
 	var out []reasonView
 	for _, r := range slices.Sorted(maps.Keys(counts)) {
 		if n := counts[r]; n > 0 {
-			out = append(out, reasonView{Reason: r, Count: n, Detail: detail[r]})
+			out = append(out, reasonView{Reason: r, Count: n, Detail: detail[r], DetailSummary: firstLine(detail[r])})
 		}
 	}
 	return out
+}
+
+// firstLine is s up to its first line break, shortened to what a table
+// cell shows; the page has the whole text one click away.
+func firstLine(s string) string {
+	line, _, cut := strings.Cut(s, "\n")
+	if r := []rune(line); len(r) > 110 {
+		line, cut = string(r[:110]), true
+	}
+	if cut {
+		line += " …"
+	}
+	return line
 }
 
 // Chart geometry, in SVG user units (the SVG scales to the page's width).
@@ -198,7 +227,7 @@ const (
 	chartW, chartH      = 640, 220
 	chartTop            = 18 // room for the counts above the bars
 	chartAxis           = 170
-	chartLeft, chartGap = 8, 4
+	chartLeft, chartGap = 40, 4
 )
 
 // newLatencyView draws the histogram: one bar per bucket (not cumulative),
@@ -253,8 +282,10 @@ func roundDuration(d time.Duration) string {
 		return d.Round(time.Microsecond).String()
 	case d < time.Second:
 		return d.Round(10 * time.Microsecond).String()
-	case d < time.Minute:
+	case d < 10*time.Second:
 		return d.Round(10 * time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
 	case d < time.Hour:
 		return d.Round(time.Second).String()
 	default:
