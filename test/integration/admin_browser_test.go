@@ -41,7 +41,8 @@ func demoStatusApp(t *testing.T) (app *snakepit.App, live, dead string) {
 	dead = unusedAddr(t)
 	code := newVersionedAdapter(t, "v1")
 	app = newApp(t, code.config(snakepit.Config{
-		Workers: 3, Capacity: 2, Instance: "demo", StartupFailures: 1,
+		// Given-up workers are not retried while the test looks at them.
+		Workers: 3, Capacity: 2, Instance: "demo", StartupFailures: 1, RetryGivenUpAfter: 10 * time.Minute,
 		RecycleAboveRSS: 160 << 20, MemoryCheckInterval: 200 * time.Millisecond,
 	}))
 	ctx := ctxT(t)
