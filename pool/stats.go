@@ -182,9 +182,19 @@ func (p *Pool) Stats() Stats {
 		RestartDetail:  maps.Clone(p.st.restartDetail),
 		RecycleDetail:  maps.Clone(p.st.recycleDetail),
 	}
-	s.PerWorker = make([]WorkerStats, 0, len(p.workers))
+	// Sorted by id before the copy: swapping pointers is cheaper than
+	// swapping WorkerStats (Stats runs at every metrics scrape).
+	var buf [32]*workerState
+	order := buf[:0]
 	for _, ws := range p.workers {
-		s.PerWorker = append(s.PerWorker, ws.statsLocked())
+		order = append(order, ws)
+	}
+	slices.SortFunc(order, func(a, b *workerState) int { return strings.Compare(a.id, b.id) })
+	s.PerWorker = make([]WorkerStats, len(order))
+	for i, ws := range order {
+		s.PerWorker[i] = ws.statsLocked()
+	}
+	for _, ws := range p.workers {
 		s.Workers.Total++
 		if ws.draining {
 			s.Workers.Draining++
@@ -221,7 +231,6 @@ func (p *Pool) Stats() Stats {
 	p.mu.Unlock()
 
 	slices.SortFunc(s.GivenUp, func(a, b GivenUpWorker) int { return strings.Compare(a.ID, b.ID) })
-	slices.SortFunc(s.PerWorker, func(a, b WorkerStats) int { return strings.Compare(a.ID, b.ID) })
 	s.Latency.Samples = n
 	if n > 0 {
 		slices.Sort(window)
