@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,11 @@ func isClosed(ch <-chan struct{}) bool {
 // otherwise protected listener. The handler may be built before Start; it
 // follows the App through its runs.
 func AdminHandler(app *App, opts AdminOptions) http.Handler {
+	if app == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			plainText(w, http.StatusInternalServerError, "snakepit: AdminHandler was given a nil *App; pass the App that snakepit.New returned")
+		})
+	}
 	h := &adminHandler{app: app, refresh: opts.Refresh}
 	switch {
 	case h.refresh == 0:
@@ -171,7 +177,7 @@ func wantsHTML(accept string) bool {
 		}
 		q := 1.0
 		if v, ok := params["q"]; ok {
-			if _, err := fmt.Sscanf(v, "%g", &q); err != nil {
+			if q, err = strconv.ParseFloat(v, 64); err != nil {
 				continue
 			}
 		}

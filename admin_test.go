@@ -270,3 +270,37 @@ func TestAdminPageGivenUpWorker(t *testing.T) {
 		t.Error("the page carries the error text unescaped")
 	}
 }
+
+func TestAdminHandlerNilApp(t *testing.T) {
+	srv := httptest.NewServer(snakepit.AdminHandler(nil, snakepit.AdminOptions{}))
+	defer srv.Close()
+	if code, body, _ := adminGet(t, srv.URL+"/readyz", ""); code != http.StatusInternalServerError || !strings.Contains(body, "nil *App") {
+		t.Errorf("/readyz of a nil App: %d %q", code, body)
+	}
+}
+
+func TestAdminPageRefresh(t *testing.T) {
+	app, err := snakepit.New(fakeConfig(t, &fake.Factory{}, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		refresh time.Duration
+		want    string
+	}{
+		{0, `<meta http-equiv="refresh" content="5">`},
+		{30 * time.Second, `<meta http-equiv="refresh" content="30">`},
+		{300 * time.Millisecond, `<meta http-equiv="refresh" content="1">`},
+		{-1, ""},
+	} {
+		srv := httptest.NewServer(snakepit.AdminHandler(app, snakepit.AdminOptions{Refresh: c.refresh}))
+		_, page, hdr := adminGet(t, srv.URL+"/status.html", "")
+		srv.Close()
+		if got := strings.Contains(page, `http-equiv="refresh"`); got != (c.want != "") || !strings.Contains(page, c.want) {
+			t.Errorf("Refresh %s: the page's refresh is not %q", c.refresh, c.want)
+		}
+		if csp := hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("Content-Security-Policy = %q", csp)
+		}
+	}
+}
