@@ -195,6 +195,14 @@ func TestAdminReadinessTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReadyz(t, base2, 200, "ready")
+	// Ready, but no worker takes calls: /readyz says so.
+	if err := app2.RemoveWorker(sctx, "w0"); err != nil {
+		t.Fatal(err)
+	}
+	checkReadyz(t, base2, 503, "ready")
+	if _, body, _ := adminGet(t, base2+"/readyz", ""); !strings.Contains(body, "no worker is ready: 0 of 0 workers ready") {
+		t.Errorf("/readyz without workers: %q", body)
+	}
 	if _, err := app2.Stop(sctx); err != nil {
 		t.Fatal(err)
 	}
