@@ -312,3 +312,18 @@ func TestAdminPageRefresh(t *testing.T) {
 		}
 	}
 }
+
+// Mount the operator endpoints under /admin/ of your own mux, beside your
+// Prometheus registry's /metrics, on a listener only operators reach.
+func ExampleAdminHandler() {
+	app, err := snakepit.New(snakepit.Config{Adapter: "my_adapter.MyAdapter"})
+	if err != nil {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/admin/", http.StripPrefix("/admin", snakepit.AdminHandler(app, snakepit.AdminOptions{Refresh: 10 * time.Second})))
+	srv := &http.Server{Addr: "127.0.0.1:9090", Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+	// /admin/healthz, /admin/readyz, /admin/status (JSON, or the page in a
+	// browser) and /admin/status.html now answer for app.
+}
