@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab bench-array clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array clean
 
 all: build
 
@@ -25,7 +25,11 @@ build:
 deps-python:
 	@scripts/install-python-deps.sh
 
-test: deps-python
+## deps-browser: a headless Chromium for the status page's browser test, if it can be had (see scripts/install-browser.sh)
+deps-browser:
+	@scripts/install-browser.sh
+
+test: deps-python deps-browser
 	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go test-bench-smoke
 
 # test/remote (four agents with Python workers) runs after the rest, not beside

@@ -392,6 +392,7 @@ func (p *Pool) grantNowLocked(r *callRec, ws *workerState, session string) *work
 
 func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 	ws.inflight++
+	ws.calls++
 	p.inflight++
 	if ws.inflight >= ws.capacity {
 		p.free.remove(ws)

@@ -131,6 +131,12 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Error("/metrics carries the run id")
 	}
 
+	// The status page is the library's (snakepit.AdminHandler).
+	if code, body, hdr := get(t, base+"/status.html"); code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, `<tr class="worker" data-worker="w0" data-state="idle">`) {
+		t.Errorf("/status.html: %d %s\n%s", code, hdr.Get("Content-Type"), body)
+	}
+
 	if code, _, _ := get(t, base+"/nope"); code != http.StatusNotFound {
 		t.Errorf("/nope: %d", code)
 	}
@@ -148,7 +154,7 @@ func TestAdminReadyzBeforeStart(t *testing.T) {
 	app := newFakeApp(t, 1) // never started: no worker is ready
 	base := startTestAdmin(t, app)
 	code, body, _ := get(t, base+"/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: no worker is ready") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: not_started: ") {
 		t.Errorf("/readyz before Start: %d %q", code, body)
 	}
 	if code, _, _ := get(t, base+"/healthz"); code != 200 {

@@ -26,7 +26,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	pools.register(fs)
 	var af agentFlags
 	af.register(fs)
-	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz, /status and the status page /status.html on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

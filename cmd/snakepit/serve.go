@@ -37,7 +37,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	stopGrace := fs.Duration("stop-grace", agent.DefaultStopGrace, "how long in-flight calls may finish at stop")
 	streamsPerConn := fs.Uint("max-streams-per-conn", agent.DefaultMaxStreamsPerConn, "calls one connection may have open at once (a host queues past it)")
 	maxStreams := fs.Int("max-streams", agent.DefaultMaxStreams, "calls all hosts together may have open at once; past it a call fails at once (the host sees ErrPoolSaturated)")
-	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status of this agent's pool on this loopback `ADDR`; empty: off")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz, /status and the status page /status.html of this agent's pool on this loopback `ADDR`; empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
