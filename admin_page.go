@@ -117,7 +117,12 @@ func newPageView(title string, st Stats, rd readiness, refresh time.Duration, no
 	if refresh > 0 {
 		v.Refresh = int((refresh + time.Second - 1) / time.Second)
 	}
-	v.Pools = append(v.Pools, newPoolView("default", st.Pool, st.RunID, now))
+	v.Pools = append(v.Pools, newPoolView(DefaultPool, st.Pool, st.RunID, now))
+	for _, name := range slices.Sorted(maps.Keys(st.Pools)) {
+		if name != DefaultPool {
+			v.Pools = append(v.Pools, newPoolView(name, st.Pools[name], st.RunID, now))
+		}
+	}
 	return v
 }
 

@@ -103,3 +103,30 @@ func TestWantsHTML(t *testing.T) {
 		}
 	}
 }
+
+// Every pool gets its own section, the default first, the others by name.
+func TestStatusPageOneSectionPerPool(t *testing.T) {
+	def := PoolStats{Queued: 1}
+	embed := PoolStats{Queued: 2, PerWorker: []pool.WorkerStats{{ID: "embed.w0", State: pool.StateIdle}}}
+	tok := PoolStats{Queued: 3}
+	st := Stats{RunID: "r", Pool: def, Pools: map[string]PoolStats{DefaultPool: def, "tok": tok, "embed": embed}}
+	page := renderPage(t, st, readiness{State: readinessReady, Ready: true})
+	var at []int
+	for _, want := range []string{
+		`<div class="card" id="queue-default" data-queued="1">`,
+		`<div class="card" id="queue-embed" data-queued="2">`,
+		`<div class="card" id="queue-tok" data-queued="3">`,
+	} {
+		i := strings.Index(page, want)
+		if i < 0 {
+			t.Fatalf("the page lacks %s", want)
+		}
+		at = append(at, i)
+	}
+	if !(at[0] < at[1] && at[1] < at[2]) {
+		t.Errorf("pool sections out of order (default, then by name): %v", at)
+	}
+	if !strings.Contains(page, `data-worker="embed.w0"`) {
+		t.Error("the embed pool's worker is not listed")
+	}
+}
