@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array clean
 
 all: build
 
@@ -25,7 +25,11 @@ build:
 deps-python:
 	@scripts/install-python-deps.sh
 
-test: deps-python
+## deps-browser: a headless Chromium for the status page's browser test, if it can be had (see scripts/install-browser.sh)
+deps-browser:
+	@scripts/install-browser.sh
+
+test: deps-python deps-browser
 	@SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(MAKE) --no-print-directory lint test-python test-go test-bench-smoke
 
 # test/remote (four agents with Python workers) runs after the rest, not beside
@@ -132,9 +136,20 @@ bench-ab: deps-python
 	cd test/bench && for c in 8 1; do SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" \
 	  $(GO) run ./cmd/abtest -rounds $(AB_ROUNDS) -t 3s -c $$c $(AB_VARIANTS) || exit 1; done
 
-## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
+## bench-array: issue 19's array target: a 4 MiB float32 numpy array decoded in Go against raw gRPC
+## bytes (bare grpc-go -> minimal_servicer.py) and snakepit's bytes result, ARRAY_ROUNDS paired rounds of
+## ARRAY_CALLS calls per path; prints the table of docs/BENCHMARKS.md (test/bench/array_test.go)
+ARRAY_ROUNDS ?= 10
+ARRAY_CALLS  ?= 15
+bench-array: deps-python
+	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" ARRAY_ROUNDS=$(ARRAY_ROUNDS) ARRAY_CALLS=$(ARRAY_CALLS) \
+	  $(GO) test -run '^$$' -bench Array4MiBPaired -benchtime 1x -timeout 30m .
+
+## test-bench-smoke: the side-by-side benchmark with one call per configuration and the array
+## benchmark with one round of one call (part of make test)
 test-bench-smoke:
-	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 5m .
+	cd test/bench && SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" ARRAY_ROUNDS=1 ARRAY_CALLS=1 \
+	  $(GO) test -count=1 -run '^$$' -bench 'SideBySide|Array4MiBPaired' -benchtime 1x -timeout 5m .
 
 ## proto: needs protoc >= 3.20 for --pyi_out (Debian: protobuf-compiler) and grpc_python_plugin
 ## (Debian: protobuf-compiler-grpc). The Python message stubs (.pyi) are generated; the grpc

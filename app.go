@@ -37,6 +37,22 @@
 // others declared in errors.go. Your own worker types plug in through
 // Config.WorkerFactory (packages worker and childproc); package snakepittest
 // runs the lifecycle guarantees against your Config.
+//
+// # Several pools
+//
+// An App has a default pool, which the top-level Config fields describe
+// and the App's methods use, and one more pool per Config.Pools entry,
+// each with its own adapter, interpreter, environment, size and limits
+// (PoolConfig; what it leaves unset it inherits from the top-level
+// fields). App.Pool(name) is a handle with the same Execute,
+// ExecuteStream, Tools, Stats, WaitReady and Reload, for that pool alone.
+// The pools share the App's one registry, bridge (sessions, host tools),
+// cleanup and stop budget: their worker supervisors are one child of the
+// tree, started side by side and stopped together. The App is ready when
+// every pool is, and fails to start when any pool does. A handle rather
+// than a per-call option routes calls because a pool is more than a
+// destination: it has its own tools, stats and reloads, which an option
+// on one call could not express.
 package snakepit
 
 import (
@@ -58,9 +74,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/snakepit-go/snakepit/autoscale"
 	"github.com/snakepit-go/snakepit/bridge"
-	"github.com/snakepit-go/snakepit/childproc"
 	"github.com/snakepit-go/snakepit/cleanup"
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
@@ -69,7 +83,6 @@ import (
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/remote"
-	"github.com/snakepit-go/snakepit/starter"
 	"github.com/snakepit-go/snakepit/supervisor"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -82,9 +95,9 @@ type App struct {
 	log    *slog.Logger
 	stop   stopBudget
 	bridge *bridge.Server
-	// factory is the worker factory in use (Config.WorkerFactory or the
-	// Python one bound to the bridge), kept for diagnostics.
-	factory worker.Factory
+	// pools are the resolved pool configurations with their worker
+	// factories, the default pool first; fixed by New.
+	pools []appPool
 	// reqPrefix and reqSeq make the request ids of calls that bring none.
 	reqPrefix string
 	reqSeq    atomic.Uint64
@@ -110,13 +123,18 @@ type App struct {
 type run struct {
 	reg   *registry.Service
 	clean *cleanup.Service
+	// pool and work are the default pool's (pools[0]); discovery,
+	// AddWorker and RemoveWorker act on it.
 	pool  *pool.Pool
 	work  *supervisor.Workers
+	pools []*poolRun // in App.pools' order
+	group *supervisor.Group
 	tree  *supervisor.Application
 	// watch keeps remote workers in line with Config.Discovery (nil without).
 	watch *discovery.Watcher
-	// scale grows and shrinks an elastic pool (nil for a fixed size).
-	scale *autoscale.Scaler
+	// scalers grow and shrink the elastic pools, one each (none when
+	// every pool has a fixed size).
+	scalers scalerGroup
 
 	served   bool          // a Serve took this run (App.mu)
 	failOnce sync.Once     // guards err and failed
@@ -160,32 +178,28 @@ func New(cfg Config) (*App, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	stop, err := newStopBudget(cfg)
+	pcs, err := cfg.pools()
+	if err != nil {
+		return nil, err
+	}
+	stop, err := newStopBudget(cfg, anyElastic(pcs))
 	if err != nil {
 		return nil, err
 	}
 	a := &App{cfg: cfg, runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
-	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
+	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: bridgeMessageBytes(pcs), Logger: a.log})
 	if err != nil {
 		return nil, err
 	}
-	factory := cfg.WorkerFactory
-	if factory == nil {
-		base, err := grpcworker.NewFactory(grpcworker.Options{
-			Python: cfg.Python, Adapter: cfg.Adapter, PythonPath: cfg.PythonPath, Env: cfg.Env, Token: a.token,
-			StartupTimeout: cfg.StartupTimeout, StopGrace: stop.workerGrace, HealthInterval: cfg.HealthInterval,
-			HealthMisses: cfg.HealthMisses, HungGrace: cfg.HungGrace, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log,
-			RecycleAfterRequests: cfg.RecycleAfterRequests, RecycleAfter: cfg.RecycleAfter,
-			RecycleAboveRSS: cfg.RecycleAboveRSS, MemoryCheckInterval: cfg.MemoryCheckInterval,
-		})
+	for _, pc := range pcs {
+		f, err := a.newFactory(pc)
 		if err != nil {
 			return nil, err
 		}
-		factory = &lateFactory{app: a, base: base}
+		a.pools = append(a.pools, appPool{cfg: pc, factory: f})
 	}
-	a.factory = factory
 	r, err := a.newRun()
 	if err != nil {
 		return nil, err
@@ -208,36 +222,25 @@ func (a *App) newRun() (*run, error) {
 		path = registry.DefaultPath(cfg.Instance)
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
-	var err error
-	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log,
-		PackIdle: cfg.elastic(), ScaleFromZero: cfg.elastic() && cfg.MinWorkers == 0})
-	if err != nil {
-		return nil, err
+	r.pools = make([]*poolRun, len(a.pools))
+	members := make([]*supervisor.Workers, len(a.pools))
+	for i := range a.pools {
+		pr, err := a.newPoolRun(r, &a.pools[i])
+		if err != nil {
+			return nil, err
+		}
+		r.pools[i], members[i] = pr, pr.work
+		if pr.scale != nil {
+			r.scalers = append(r.scalers, pr.scale)
+		}
 	}
+	r.pool, r.work = r.pools[0].pool, r.pools[0].work
+	r.group = supervisor.NewGroup(members...)
 	if cfg.Discovery != nil {
+		var err error
 		if r.watch, err = a.newWatcher(r); err != nil {
 			return nil, err
 		}
-	}
-	r.work, err = supervisor.NewWorkers(supervisor.WorkersOptions{
-		Count: cfg.Workers, MinReady: cfg.MinReady, Capacity: cfg.Capacity, RunID: a.runID,
-		Factory: a.factory, Pool: r.pool, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: a.log,
-		Observer: runObserver{a, r},
-		Recorder: func() childproc.Recorder {
-			if rec := r.reg.Registry(); rec != nil {
-				return rec
-			}
-			return nil
-		},
-		Starter:            starter.Options{StartupFailures: cfg.StartupFailures, StopTimeout: stop.starter, RetryGivenUpAfter: cfg.RetryGivenUpAfter},
-		RecycleConcurrency: cfg.RecycleConcurrency,
-		OnStartFailed:      func(err error) { r.fail(&StartError{Child: "workers", Err: err}) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	if r.scale, err = a.newScaler(r); err != nil {
-		return nil, err
 	}
 	r.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: r.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
 	// Start order registry → cleanup → bridge → workers; the Application
@@ -247,11 +250,11 @@ func (a *App) newRun() (*run, error) {
 		{Name: "registry", Service: r.reg, StopTimeout: stop.registry},
 		{Name: "cleanup", Service: r.clean, StopTimeout: stop.cleanup},
 		{Name: "bridge", Service: a.bridge, StopTimeout: stop.bridge},
-		{Name: "workers", Service: r.work, StopTimeout: stop.workers},
+		{Name: "workers", Service: r.group, StopTimeout: stop.workers},
 	}
-	if r.scale != nil {
+	if len(r.scalers) > 0 {
 		// After the workers: it adds to them, and stops before they do.
-		children = append(children, supervisor.Child{Name: "autoscale", Service: r.scale, StopTimeout: stop.scaler})
+		children = append(children, supervisor.Child{Name: "autoscale", Service: r.scalers, StopTimeout: stop.scaler})
 	}
 	if r.watch != nil {
 		// After the workers: it adds to them, and stops before they do.
@@ -313,7 +316,7 @@ func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
 	})
 }
 
-// AddWorker joins a worker built by f to the pool while the App runs (it
+// AddWorker joins a worker built by f to the default pool while the App runs (it
 // takes calls once ready; its Starter restarts it like the others). The id
 // must be unused (ErrWorkerExists); before Start or once stopping it is
 // ErrNotServing. Discovery uses this for remote workers.
@@ -324,7 +327,7 @@ func (a *App) AddWorker(id string, f worker.Factory) error {
 	return a.cur.Load().work.AddWorker(id, f)
 }
 
-// RemoveWorker drains worker id (no new calls; in-flight ones may finish
+// RemoveWorker drains worker id of the default pool (no new calls; in-flight ones may finish
 // until ctx ends), stops it and takes it out of the pool. It returns
 // ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
 // with calls in flight (the worker is removed all the same).
@@ -513,20 +516,22 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 		return StopReport{}, fmt.Errorf("snakepit: stop did not finish: %w", ctx.Err())
 	}
 	r := a.cur.Load()
-	rep := StopReport{Children: r.tree.StopRecords(), WorkersStoppedAt: r.work.StoppedAt()}
+	rep := StopReport{Children: r.tree.StopRecords(), WorkersStoppedAt: r.group.StoppedAt()}
 	rep.Cleanup, _ = r.clean.Report()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return rep, a.serveEr
 }
 
-// Reload recycles every worker's process: a fresh one running the
-// adapter's current code (a new interpreter imports the module again),
-// make-before-break and at most Config.RecycleConcurrency workers at once:
+// Reload recycles every worker's process, in every pool (one pool after
+// the other, in PoolNames order; App.Pool(name).Reload reloads one pool):
+// a fresh one running the adapter's current code (a new interpreter
+// imports the module again), make-before-break and at most
+// RecycleConcurrency workers of a pool at once:
 // each worker's new process must be ready before its old one stops taking
 // calls; the old one then finishes its in-flight calls and stops. No call
 // fails because of a reload. Each counts as a recycle with
-// reason "reload" in Stats().Pool.RecycleReasons (not as a restart); the
+// reason "reload" in its pool's Stats().Pools[name].RecycleReasons (not as a restart); the
 // worker's sessions lose their Python-side state, as after any recycle.
 //
 // Reload returns once every worker's new process has taken over (old
@@ -549,26 +554,14 @@ func (a *App) Stop(ctx context.Context) (StopReport, error) {
 // Workers whose type cannot recycle a process (not a worker.Recycler, e.g.
 // remote workers, whose code is reloaded on their agent) are listed in
 // ReloadReport.NotRecyclable; only a pool of nothing but such workers
-// fails with ErrReloadUnsupported. Concurrent Reloads run one after the
+// fails with ErrReloadUnsupported (with several pools: only when no pool
+// reloaded has a worker that can recycle). Concurrent Reloads run one after the
 // other. A Reload that the App's stop cuts short returns ErrPoolStopping;
-// on an App that failed to start it returns the start error.
-// `snakepit run` calls Reload on SIGHUP.
+// on an App that failed to start it returns the start error. A pool whose
+// reload fails ends the whole Reload: the pools after it keep their old
+// processes. `snakepit run` calls Reload on SIGHUP.
 func (a *App) Reload(ctx context.Context) (ReloadReport, error) {
-	if !a.running.Load() {
-		return ReloadReport{}, ErrNotStarted
-	}
-	r := a.cur.Load()
-	if err := a.waitRun(ctx, r); err != nil {
-		return ReloadReport{}, err
-	}
-	rep, err := r.work.Reload(ctx)
-	if errors.Is(err, supervisor.ErrNotRunning) {
-		if ferr := r.failure(); ferr != nil {
-			return rep, ferr
-		}
-		return rep, fmt.Errorf("%w: the App began to stop during or before the Reload", ErrPoolStopping)
-	}
-	return rep, err
+	return a.reload(ctx, "")
 }
 
 // Ready is closed once every child of the current run's tree is ready, and
@@ -589,6 +582,11 @@ func (a *App) WaitReady(ctx context.Context) error {
 }
 
 func (a *App) waitRun(ctx context.Context, r *run) error {
+	return a.waitReady(ctx, r, r.tree.Ready())
+}
+
+// waitReady waits for ready (the tree's, or one pool's) in run r.
+func (a *App) waitReady(ctx context.Context, r *run, ready <-chan struct{}) error {
 	select {
 	case <-r.stopping:
 		if ferr := r.failure(); ferr != nil {
@@ -598,7 +596,7 @@ func (a *App) waitRun(ctx context.Context, r *run) error {
 	default:
 	}
 	select {
-	case <-r.tree.Ready():
+	case <-ready:
 		return nil
 	case <-r.failed:
 		return r.err
@@ -620,13 +618,17 @@ func (a *App) waitRun(ctx context.Context, r *run) error {
 // App is not started).
 func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
 	r := a.cur.Load()
-	call, co, err := a.prepare(r, tool, args, opts)
+	return a.execute(ctx, r, r.pools[0], tool, args, opts)
+}
+
+func (a *App) execute(ctx context.Context, r *run, pr *poolRun, tool string, args any, opts []CallOption) (*Result, error) {
+	call, co, err := a.prepare(r, pr, tool, args, opts)
 	if err != nil {
 		return nil, err
 	}
 	call.Metadata = traceMetadata(ctx)
 	// A remote worker sends the options on to its agent's pool (internal/wire).
-	res, err := r.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
+	res, err := pr.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
 	return res, r.callError(err)
 }
 
@@ -634,12 +636,16 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 // chunks in order. Breaking out of the loop cancels the stream in Python.
 func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...CallOption) iter.Seq2[Chunk, error] {
 	r := a.cur.Load()
-	call, co, err := a.prepare(r, tool, args, opts)
+	return a.executeStream(ctx, r, r.pools[0], tool, args, opts)
+}
+
+func (a *App) executeStream(ctx context.Context, r *run, pr *poolRun, tool string, args any, opts []CallOption) iter.Seq2[Chunk, error] {
+	call, co, err := a.prepare(r, pr, tool, args, opts)
 	if err != nil {
 		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
 	}
 	call.Metadata = traceMetadata(ctx)
-	seq := r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
+	seq := pr.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
 	return func(yield func(Chunk, error) bool) {
 		for c, err := range seq {
 			if !yield(c, r.callError(err)) {
@@ -665,12 +671,12 @@ func traceMetadata(ctx context.Context) map[string]string {
 	return m
 }
 
-// prepare builds the call for run r's pool, or refuses it: every call
-// refused here is counted in r's pool (pool.Refused), like the calls the
+// prepare builds the call for pool pr of run r, or refuses it: every call
+// refused here is counted in that pool (pool.Refused), like the calls the
 // pool itself ends, so that each call made counts once.
-func (a *App) prepare(r *run, tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
+func (a *App) prepare(r *run, pr *poolRun, tool string, args any, opts []CallOption) (*worker.Call, pool.CallOptions, error) {
 	refuse := func(err error) (*worker.Call, pool.CallOptions, error) {
-		r.pool.Refused(OutcomeOf(err))
+		pr.pool.Refused(OutcomeOf(err))
 		return nil, pool.CallOptions{}, err
 	}
 	if !a.running.Load() {
@@ -715,23 +721,30 @@ func (a *App) nextRequestID() string {
 	return string(strconv.AppendUint(b, a.reqSeq.Add(1), 36))
 }
 
-// Tools lists the tools the ready workers offer.
+// Tools lists the tools the default pool's ready workers offer.
 func (a *App) Tools() []ToolSpec { return a.cur.Load().pool.Tools() }
 
 // Stats is a snapshot of the App.
 type Stats struct {
 	RunID string
-	Pool  PoolStats
+	// Pool is the default pool's snapshot.
+	Pool PoolStats
+	// Pools has every pool's snapshot by name, DefaultPool's (the same as
+	// Pool) included.
+	Pools map[string]PoolStats
 	// Reap is what the startup reaper did about earlier runs.
 	Reap ReapReport
-	// Scaling is the pool's size and scaling events (Config.MaxWorkers).
-	Scaling ScalingStats
 }
 
 // Stats returns a snapshot.
 func (a *App) Stats() Stats {
 	r := a.cur.Load()
-	return Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap(), Scaling: r.scalingStats(a.cfg)}
+	s := Stats{RunID: a.runID, Pools: make(map[string]PoolStats, len(r.pools)), Reap: r.reg.LastReap()}
+	for _, pr := range r.pools {
+		s.Pools[pr.cfg.Name] = pr.stats()
+	}
+	s.Pool = s.Pools[DefaultPool]
+	return s
 }
 
 // RegisterHostTool makes a Go function callable from Python tools as

@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/snakepit-go/snakepit/discovery"
-	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
@@ -28,6 +27,13 @@ const MinMessageBytes = 64 << 10
 const MinRecycleRSS = 32 << 20
 
 // Config configures an App. The zero value of every field means its default.
+//
+// The fields a PoolConfig also has (workers, adapter, interpreter,
+// environment, capacity, recycling, health, limits) describe the default
+// pool, named DefaultPool, which App.Execute and the other App methods use;
+// Pools adds named pools, each inheriting those fields where it leaves
+// them unset. The others (registry, stop, sessions, discovery, metrics,
+// logging) are the App's, shared by every pool.
 type Config struct {
 	// Workers is the number of local worker processes of a fixed-size
 	// pool (default 4, or 0 when Discovery is set: a pool of remote
@@ -41,7 +47,8 @@ type Config struct {
 	// MinWorkers. With MinWorkers 0 the App is ready at once and the first
 	// call starts a worker (that call waits at most its queue timeout).
 	// Setting Workers as well is ErrInvalidConfig: in an elastic pool the
-	// initial size is MinWorkers.
+	// initial size is MinWorkers. A named pool (Pools) can be elastic on
+	// its own; see PoolConfig for how the size is inherited.
 	MinWorkers, MaxWorkers int
 	// IdleTimeout: an elastic pool removes a worker that took no call for
 	// this long (default autoscale.DefaultIdleTimeout, 60 s).
@@ -167,6 +174,14 @@ type Config struct {
 	// is the pool's decision, after HungGrace.
 	Remote remote.Options
 
+	// Pools adds named pools beside the default one, each with its own
+	// workers and settings, in one tree with one registry, one bridge and
+	// one cleanup; call them through App.Pool(name). Names are unique,
+	// not DefaultPool, 1–32 characters of [A-Za-z0-9_-] starting with a
+	// letter (they go into worker ids, registry records and metric
+	// labels). See PoolConfig for what a pool inherits.
+	Pools []PoolConfig
+
 	// Metrics, when set, gets the App's Prometheus collector (see
 	// NewCollector) registered by New; a registration error, such as a
 	// second App with the same Instance on one Registerer, fails New.
@@ -176,60 +191,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Elastic reports whether the pool grows and shrinks (MaxWorkers set).
-func (c *Config) elastic() bool { return c.MaxWorkers > 0 }
-
-// setElastic checks the elastic settings and makes MinWorkers the initial
-// Workers: the one place where Workers, MinWorkers and MaxWorkers relate.
-func (c *Config) setElastic() error {
-	if c.MaxWorkers < 0 {
-		return fmt.Errorf("%w: MaxWorkers is %d; use 0 for a fixed-size pool or a bound above MinWorkers", ErrInvalidConfig, c.MaxWorkers)
-	}
-	if !c.elastic() {
-		if c.MinWorkers != 0 || c.IdleTimeout != 0 || c.ScaleUpAfter != 0 || c.ScaleUpInterval != 0 {
-			return fmt.Errorf("%w: MinWorkers, IdleTimeout, ScaleUpAfter and ScaleUpInterval apply to an elastic pool; set MaxWorkers above MinWorkers, or use Workers for a fixed size", ErrInvalidConfig)
-		}
-		return nil
-	}
-	switch {
-	case c.Workers != 0:
-		return fmt.Errorf("%w: Workers is %d with MaxWorkers %d; an elastic pool starts with MinWorkers, so leave Workers 0 (or drop MinWorkers/MaxWorkers for a fixed size)", ErrInvalidConfig, c.Workers, c.MaxWorkers)
-	case c.MinWorkers < 0 || c.MinWorkers >= c.MaxWorkers:
-		return fmt.Errorf("%w: MinWorkers %d must be at least 0 and below MaxWorkers %d (equal bounds: use Workers)", ErrInvalidConfig, c.MinWorkers, c.MaxWorkers)
-	case c.IdleTimeout < 0 || c.ScaleUpAfter < 0 || c.ScaleUpInterval < 0:
-		return fmt.Errorf("%w: IdleTimeout, ScaleUpAfter and ScaleUpInterval must not be negative (0: the default)", ErrInvalidConfig)
-	}
-	c.Workers = c.MinWorkers
-	return nil
-}
-
+// setDefaults applies and checks the App-wide settings; the per-pool ones
+// (the top-level fields that describe the default pool, and Pools) are
+// resolved and checked by pools, once for every pool.
 func (c *Config) setDefaults() error {
-	if err := c.setElastic(); err != nil {
-		return err
-	}
-	if c.Workers == 0 && c.Discovery == nil && !c.elastic() {
-		c.Workers = 4
-	}
-	if c.Workers < 0 {
-		return fmt.Errorf("%w: Workers is %d; use at least 1", ErrInvalidConfig, c.Workers)
-	}
 	if c.DiscoveryInterval < 0 {
 		return fmt.Errorf("%w: DiscoveryInterval is negative (%s)", ErrInvalidConfig, c.DiscoveryInterval)
-	}
-	if c.MinReady < 0 || c.MinReady > c.Workers {
-		return fmt.Errorf("%w: MinReady %d must be between 0 and Workers (%d)", ErrInvalidConfig, c.MinReady, c.Workers)
-	}
-	if c.Capacity < 0 {
-		return fmt.Errorf("%w: Capacity is %d; use at least 1", ErrInvalidConfig, c.Capacity)
-	}
-	if c.Capacity == 0 {
-		c.Capacity = worker.DefaultCapacity
-	}
-	if c.Adapter == "" {
-		c.Adapter = DefaultAdapter
-	}
-	if err := grpcworker.CheckAdapter(c.Adapter); err != nil {
-		return fmt.Errorf("%w: Adapter: %w", ErrInvalidConfig, err)
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = worker.DefaultStopGrace
@@ -237,22 +204,13 @@ func (c *Config) setDefaults() error {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
-	for name, d := range map[string]time.Duration{"StartupTimeout": c.StartupTimeout, "ReadyTimeout": c.ReadyTimeout, "StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "QueueTimeout": c.QueueTimeout, "SessionTTL": c.SessionTTL, "SessionAffinityTTL": c.SessionAffinityTTL, "HungGrace": c.HungGrace, "RecycleAfter": c.RecycleAfter, "RetryGivenUpAfter": c.RetryGivenUpAfter, "MemoryCheckInterval": c.MemoryCheckInterval} {
+	for name, d := range map[string]time.Duration{"StopGrace": c.StopGrace, "StopTimeout": c.StopTimeout, "SessionTTL": c.SessionTTL} {
 		if d < 0 {
 			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, name, d)
 		}
 	}
-	if c.MaxQueue < 0 || c.RecycleAfterRequests < 0 || c.MaxSessions < 0 || c.MaxMessageBytes < 0 || c.HealthMisses < 0 || c.StartupFailures < 0 || c.RecycleConcurrency < 0 {
-		return fmt.Errorf("%w: MaxQueue, RecycleAfterRequests, MaxSessions, MaxMessageBytes, HealthMisses, StartupFailures and RecycleConcurrency must not be negative", ErrInvalidConfig)
-	}
-	if c.RecycleAboveRSS < 0 {
-		return fmt.Errorf("%w: RecycleAboveRSS is negative (%d); use 0 for no memory limit", ErrInvalidConfig, c.RecycleAboveRSS)
-	}
-	if c.RecycleAboveRSS != 0 && c.RecycleAboveRSS < MinRecycleRSS {
-		return fmt.Errorf("%w: RecycleAboveRSS is %d bytes; a Python worker alone needs more, use at least %d (MinRecycleRSS) or 0", ErrInvalidConfig, c.RecycleAboveRSS, MinRecycleRSS)
-	}
-	if c.MaxMessageBytes != 0 && c.MaxMessageBytes < MinMessageBytes {
-		return fmt.Errorf("%w: MaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, c.MaxMessageBytes, MinMessageBytes)
+	if c.MaxSessions < 0 {
+		return fmt.Errorf("%w: MaxSessions must not be negative", ErrInvalidConfig)
 	}
 	if c.Instance != "" {
 		if err := registry.ValidInstance(c.Instance); err != nil {

@@ -59,6 +59,11 @@ func startElastic(t *testing.T, f *fake.Factory, cfg snakepit.Config) *snakepit.
 
 // callAsync makes n calls of tool in the background; wait returns their errors.
 func callAsync(app *snakepit.App, n int, tool string) (wait func() []error) {
+	return callPoolAsync(app.Pool(snakepit.DefaultPool), n, tool)
+}
+
+// callPoolAsync is callAsync on pool p.
+func callPoolAsync(p *snakepit.Pool, n int, tool string) (wait func() []error) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -67,7 +72,7 @@ func callAsync(app *snakepit.App, n int, tool string) (wait func() []error) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, errs[i] = app.Execute(ctx, tool, nil, snakepit.WithQueueTimeout(20*time.Second))
+			_, errs[i] = p.Execute(ctx, tool, nil, snakepit.WithQueueTimeout(20*time.Second))
 		}()
 	}
 	return func() []error { wg.Wait(); return errs }
@@ -105,7 +110,7 @@ func TestElasticGrowsOnSustainedWaitAtABoundedRate(t *testing.T) {
 
 	var ups []time.Time
 	testutil.Eventually(t, 20*time.Second, "the pool grown to MaxWorkers", func() bool {
-		s := app.Stats().Scaling
+		s := app.Stats().Pool.Scaling
 		if int(s.ScaleUps) > len(ups) {
 			if int(s.ScaleUps) != len(ups)+1 {
 				t.Fatalf("missed a scale-up event (%d seen, %d counted): poll faster", len(ups), s.ScaleUps)
@@ -122,14 +127,14 @@ func TestElasticGrowsOnSustainedWaitAtABoundedRate(t *testing.T) {
 	// Calls still wait, but the pool is at its maximum: no further worker.
 	time.Sleep(3 * interval)
 	s := app.Stats()
-	if s.Scaling.ScaleUps != 3 || s.Pool.Workers.Total != 4 || s.Scaling.Workers != 4 {
-		t.Errorf("beyond MaxWorkers: %d scale-ups, %d workers (scaler says %d)", s.Scaling.ScaleUps, s.Pool.Workers.Total, s.Scaling.Workers)
+	if s.Pool.Scaling.ScaleUps != 3 || s.Pool.Workers.Total != 4 || s.Pool.Scaling.Workers != 4 {
+		t.Errorf("beyond MaxWorkers: %d scale-ups, %d workers (scaler says %d)", s.Pool.Scaling.ScaleUps, s.Pool.Workers.Total, s.Pool.Scaling.Workers)
 	}
 	if s.Pool.QueueWait < 3*interval {
 		t.Errorf("QueueWait %s with 4 calls waiting for %s", s.Pool.QueueWait, 3*interval)
 	}
-	if s.Scaling.Last.Direction != "up" || s.Scaling.Last.Reason == "" {
-		t.Errorf("last event %+v: want an up event with its reason", s.Scaling.Last)
+	if s.Pool.Scaling.Last.Direction != "up" || s.Pool.Scaling.Last.Reason == "" {
+		t.Errorf("last event %+v: want an up event with its reason", s.Pool.Scaling.Last)
 	}
 	g.open()
 	noErrors(t, wait())
@@ -169,7 +174,7 @@ func TestElasticShrinksIdleWorkersNeverBelowMin(t *testing.T) {
 	}()
 	testutil.Eventually(t, 20*time.Second, "back to MinWorkers", func() bool {
 		s := app.Stats()
-		return s.Scaling.Workers == 1 && s.Pool.Workers.Total == 1 && s.Scaling.ScaleDowns == 2
+		return s.Pool.Scaling.Workers == 1 && s.Pool.Workers.Total == 1 && s.Pool.Scaling.ScaleDowns == 2
 	})
 	close(stop)
 	if err := <-light; err != nil {
@@ -177,11 +182,11 @@ func TestElasticShrinksIdleWorkersNeverBelowMin(t *testing.T) {
 	}
 	time.Sleep(3 * idle) // idle now, but at MinWorkers
 	s := app.Stats()
-	if s.Pool.Workers.Total != 1 || s.Scaling.ScaleDowns != 2 || readyFakes(f) != 1 {
-		t.Errorf("below MinWorkers: %d workers, %d scale-downs, %d fake workers ready", s.Pool.Workers.Total, s.Scaling.ScaleDowns, readyFakes(f))
+	if s.Pool.Workers.Total != 1 || s.Pool.Scaling.ScaleDowns != 2 || readyFakes(f) != 1 {
+		t.Errorf("below MinWorkers: %d workers, %d scale-downs, %d fake workers ready", s.Pool.Workers.Total, s.Pool.Scaling.ScaleDowns, readyFakes(f))
 	}
-	if s.Scaling.Last.Direction != "down" {
-		t.Errorf("last event %+v: want a down event", s.Scaling.Last)
+	if s.Pool.Scaling.Last.Direction != "down" {
+		t.Errorf("last event %+v: want a down event", s.Pool.Scaling.Last)
 	}
 	if n := s.Pool.Outcomes[snakepit.OutcomeSuccess]; n != s.Pool.Requests {
 		t.Errorf("%d of %d calls succeeded", n, s.Pool.Requests)
@@ -205,30 +210,30 @@ func TestElasticFromZeroServesTheFirstCall(t *testing.T) {
 	if _, err := app.Execute(context.Background(), "echo", nil, snakepit.WithQueueTimeout(10*time.Second)); err != nil {
 		t.Fatalf("first call: %v", err)
 	}
-	if s := app.Stats().Scaling; s.ScaleUps != 1 || s.Min != 0 || s.Max != 2 || !s.Elastic {
+	if s := app.Stats().Pool.Scaling; s.ScaleUps != 1 || s.Min != 0 || s.Max != 2 || !s.Elastic {
 		t.Errorf("scaling stats %+v: want one scale-up, bounds 0..2", s)
 	}
 	testutil.Eventually(t, 20*time.Second, "back to zero workers", func() bool {
 		s := app.Stats()
-		return s.Pool.Workers.Total == 0 && s.Scaling.Workers == 0 && readyFakes(f) == 0
+		return s.Pool.Workers.Total == 0 && s.Pool.Scaling.Workers == 0 && readyFakes(f) == 0
 	})
 	const want = `
 # HELP snakepit_pool_workers_desired Local workers the pool aims at (an elastic pool's decision, a fixed pool's size).
 # TYPE snakepit_pool_workers_desired gauge
-snakepit_pool_workers_desired 0
+snakepit_pool_workers_desired{pool="default"} 0
 # HELP snakepit_pool_workers_max An elastic pool's upper bound (a fixed pool's size).
 # TYPE snakepit_pool_workers_max gauge
-snakepit_pool_workers_max 2
+snakepit_pool_workers_max{pool="default"} 2
 # HELP snakepit_pool_workers_min An elastic pool's lower bound (a fixed pool's size).
 # TYPE snakepit_pool_workers_min gauge
-snakepit_pool_workers_min 0
+snakepit_pool_workers_min{pool="default"} 0
 # HELP snakepit_queue_wait_seconds How long the oldest call waiting for a worker has waited (0: none waits).
 # TYPE snakepit_queue_wait_seconds gauge
-snakepit_queue_wait_seconds 0
+snakepit_queue_wait_seconds{pool="default"} 0
 # HELP snakepit_scale_events_total Workers an elastic pool added (up) or removed (down).
 # TYPE snakepit_scale_events_total counter
-snakepit_scale_events_total{direction="down"} 1
-snakepit_scale_events_total{direction="up"} 1
+snakepit_scale_events_total{direction="down",pool="default"} 1
+snakepit_scale_events_total{direction="up",pool="default"} 1
 `
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(want), "snakepit_pool_workers_desired", "snakepit_pool_workers_max",
 		"snakepit_pool_workers_min", "snakepit_queue_wait_seconds", "snakepit_scale_events_total"); err != nil {
@@ -253,8 +258,8 @@ func TestElasticFailedStartPausesGrowth(t *testing.T) {
 		}
 	}
 	// The calls learn of the give-up from the pool; the scaler at its next tick.
-	testutil.Eventually(t, 10*time.Second, "the failed start counted", func() bool { return app.Stats().Scaling.FailedStarts == 1 })
-	s := app.Stats().Scaling
+	testutil.Eventually(t, 10*time.Second, "the failed start counted", func() bool { return app.Stats().Pool.Scaling.FailedStarts == 1 })
+	s := app.Stats().Pool.Scaling
 	if s.ScaleUps != 1 || !s.PausedUntil.After(time.Now()) || len(f.Workers()) != 1 {
 		t.Errorf("after a failed start: %+v, %d workers built; want one scale-up, growth paused", s, len(f.Workers()))
 	}

@@ -3,6 +3,8 @@ package snakepit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/cleanup"
@@ -42,9 +44,6 @@ type (
 	ToolTimeoutError = pool.ToolTimeoutError
 	// InvalidCallError: a call that could never succeed; nothing was sent.
 	InvalidCallError = pool.InvalidCallError
-	// PoolStats is the pool's part of Stats: workers by state, queue,
-	// counters, restarts apart from recycles, given-up workers, latency.
-	PoolStats = pool.Stats
 	// GivenUpWorker is a worker resting after too many failed starts.
 	GivenUpWorker = pool.GivenUpWorker
 	// PythonNotFoundError lists every interpreter tried and why each failed.
@@ -111,6 +110,23 @@ var ErrStopped = errors.New("snakepit: the App was stopped; build a new App with
 // ErrAlreadyStarted: Start called a second time (also after a failed
 // Start), or Serve while the App already runs.
 var ErrAlreadyStarted = errors.New("snakepit: the App was already started")
+
+// ErrUnknownPool: a call named a pool the Config does not have. The
+// *UnknownPoolError behind it lists the pools that exist.
+var ErrUnknownPool = errors.New("snakepit: no pool by that name")
+
+// UnknownPoolError names the pool asked for and the pools configured.
+type UnknownPoolError struct {
+	Name  string
+	Pools []string // DefaultPool first, then Config.Pools in order
+}
+
+func (e *UnknownPoolError) Error() string {
+	return fmt.Sprintf("snakepit: no pool named %q; the App has %s (add it to Config.Pools)", e.Name, strings.Join(e.Pools, ", "))
+}
+
+// Is makes errors.Is(err, ErrUnknownPool) true.
+func (e *UnknownPoolError) Is(target error) bool { return target == ErrUnknownPool }
 
 // Errors callers test with errors.Is; the concrete types carry the detail.
 var (

@@ -14,6 +14,11 @@ import (
 // elsewhere (an admin server's private registry, say), and Unregister a
 // fresh NewCollector(app) to drop the series once the App is gone.
 //
+// Every series but snakepit_orphans_reaped_total (the App's reaper) is per
+// pool and carries the label pool: DefaultPool for the top-level pool, the
+// PoolConfig name for the others. Sum over it for the App's totals, e.g.
+// sum without (pool) (rate(snakepit_requests_total[5m])).
+//
 // Counters (cumulative since New):
 //
 //	snakepit_requests_total{outcome}                 calls made (retries not counted again), refused ones
@@ -74,24 +79,24 @@ func NewCollector(app *App) prometheus.Collector {
 	return &collector{
 		app: app,
 
-		requests:       d("snakepit_requests_total", "Calls made (retries are not counted again), by how they ended.", "outcome"),
-		retries:        d("snakepit_retries_total", "Extra attempts made after a worker crashed or vanished under a call."),
-		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here."),
-		recycles:       d("snakepit_worker_recycles_total", "Worker process recycles (make-before-break), by reason.", "reason"),
-		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason.", "reason"),
+		requests:       d("snakepit_requests_total", "Calls made (retries are not counted again), by pool and how they ended.", "pool", "outcome"),
+		retries:        d("snakepit_retries_total", "Extra attempts made after a worker crashed or vanished under a call.", "pool"),
+		restarts:       d("snakepit_worker_restarts_total", "Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here.", "pool"),
+		recycles:       d("snakepit_worker_recycles_total", "Worker process recycles (make-before-break), by reason.", "pool", "reason"),
+		restartReasons: d("snakepit_worker_restarts_by_reason_total", "Worker lifetimes that ended with an error, by reason.", "pool", "reason"),
 		reaped:         d("snakepit_orphans_reaped_total", "Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants)."),
 
-		workers:    d("snakepit_workers", "Workers by state.", "state"),
-		queue:      d("snakepit_queue_depth", "Calls waiting for a worker."),
-		inFlight:   d("snakepit_in_flight", "Calls running on a worker."),
-		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included."),
-		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included."),
+		workers:    d("snakepit_workers", "Workers by state.", "pool", "state"),
+		queue:      d("snakepit_queue_depth", "Calls waiting for a worker.", "pool"),
+		inFlight:   d("snakepit_in_flight", "Calls running on a worker.", "pool"),
+		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included.", "pool"),
+		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included.", "pool"),
 
-		queueWait:   d("snakepit_queue_wait_seconds", "How long the oldest call waiting for a worker has waited (0: none waits)."),
-		desired:     d("snakepit_pool_workers_desired", "Local workers the pool aims at (an elastic pool's decision, a fixed pool's size)."),
-		minWorkers:  d("snakepit_pool_workers_min", "An elastic pool's lower bound (a fixed pool's size)."),
-		maxWorkers:  d("snakepit_pool_workers_max", "An elastic pool's upper bound (a fixed pool's size)."),
-		scaleEvents: d("snakepit_scale_events_total", "Workers an elastic pool added (up) or removed (down).", "direction"),
+		queueWait:   d("snakepit_queue_wait_seconds", "How long the oldest call waiting for a worker has waited (0: none waits).", "pool"),
+		desired:     d("snakepit_pool_workers_desired", "Local workers the pool aims at (an elastic pool's decision, a fixed pool's size).", "pool"),
+		minWorkers:  d("snakepit_pool_workers_min", "An elastic pool's lower bound (a fixed pool's size).", "pool"),
+		maxWorkers:  d("snakepit_pool_workers_max", "An elastic pool's upper bound (a fixed pool's size).", "pool"),
+		scaleEvents: d("snakepit_scale_events_total", "Workers an elastic pool added (up) or removed (down).", "pool", "direction"),
 	}
 }
 
@@ -117,21 +122,32 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.app.Stats()
-	p := s.Pool
-	emit := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
-		m, err := prometheus.NewConstMetric(d, t, v, labels...)
-		if err != nil {
-			m = prometheus.NewInvalidMetric(d, err)
-		}
-		ch <- m
+	e := emitter{ch}
+	e.emit(c.reaped, prometheus.CounterValue, float64(s.Reap.Reaped+s.Reap.Descendants))
+	for name, p := range s.Pools {
+		c.collectPool(e, name, p)
 	}
+}
+
+// emitter sends const metrics, an invalid one for a bad label set.
+type emitter struct{ ch chan<- prometheus.Metric }
+
+func (e emitter) emit(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(d, err)
+	}
+	e.ch <- m
+}
+
+// collectPool emits one pool's series, each labelled with its name.
+func (c *collector) collectPool(e emitter, name string, p PoolStats) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		emit(d, prometheus.CounterValue, v, labels...)
+		e.emit(d, prometheus.CounterValue, v, append([]string{name}, labels...)...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		emit(d, prometheus.GaugeValue, v, labels...)
+		e.emit(d, prometheus.GaugeValue, v, append([]string{name}, labels...)...)
 	}
-
 	for _, o := range pool.Outcomes() {
 		counter(c.requests, float64(p.Outcomes[o]), string(o))
 	}
@@ -143,8 +159,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range worker.RecycleReasons() {
 		counter(c.recycles, float64(p.RecycleReasons[r]), r)
 	}
-	counter(c.reaped, float64(s.Reap.Reaped+s.Reap.Descendants))
-
 	w := p.Workers
 	gauge(c.workers, float64(w.Starting), "starting")
 	gauge(c.workers, float64(w.Idle), "idle")
@@ -159,14 +173,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, b := range l.Buckets {
 		buckets[b.UpperBound.Seconds()] = b.Count
 	}
-	h, err := prometheus.NewConstHistogram(c.duration, l.Count, l.Sum.Seconds(), buckets)
+	h, err := prometheus.NewConstHistogram(c.duration, l.Count, l.Sum.Seconds(), buckets, name)
 	if err != nil {
 		h = prometheus.NewInvalidMetric(c.duration, err)
 	}
-	ch <- h
+	e.ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
 
-	sc := s.Scaling
+	sc := p.Scaling
 	gauge(c.queueWait, p.QueueWait.Seconds())
 	desired := sc.Workers
 	if !sc.Elastic {

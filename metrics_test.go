@@ -99,37 +99,37 @@ func TestMetricsReflectCalls(t *testing.T) {
 	})
 
 	const want = `
-# HELP snakepit_requests_total Calls made (retries are not counted again), by how they ended.
+# HELP snakepit_requests_total Calls made (retries are not counted again), by pool and how they ended.
 # TYPE snakepit_requests_total counter
-snakepit_requests_total{outcome="affinity"} 0
-snakepit_requests_total{outcome="cancelled"} 2
-snakepit_requests_total{outcome="crashed"} 0
-snakepit_requests_total{outcome="deadline"} 0
-snakepit_requests_total{outcome="invalid_args"} 2
-snakepit_requests_total{outcome="message_too_large"} 0
-snakepit_requests_total{outcome="not_ready"} 0
-snakepit_requests_total{outcome="other"} 0
-snakepit_requests_total{outcome="queue_timeout"} 0
-snakepit_requests_total{outcome="saturated"} 0
-snakepit_requests_total{outcome="stopping"} 0
-snakepit_requests_total{outcome="success"} 3
-snakepit_requests_total{outcome="tool_error"} 1
-snakepit_requests_total{outcome="tool_timeout"} 0
-snakepit_requests_total{outcome="worker_timeout"} 0
+snakepit_requests_total{outcome="affinity",pool="default"} 0
+snakepit_requests_total{outcome="cancelled",pool="default"} 2
+snakepit_requests_total{outcome="crashed",pool="default"} 0
+snakepit_requests_total{outcome="deadline",pool="default"} 0
+snakepit_requests_total{outcome="invalid_args",pool="default"} 2
+snakepit_requests_total{outcome="message_too_large",pool="default"} 0
+snakepit_requests_total{outcome="not_ready",pool="default"} 0
+snakepit_requests_total{outcome="other",pool="default"} 0
+snakepit_requests_total{outcome="queue_timeout",pool="default"} 0
+snakepit_requests_total{outcome="saturated",pool="default"} 0
+snakepit_requests_total{outcome="stopping",pool="default"} 0
+snakepit_requests_total{outcome="success",pool="default"} 3
+snakepit_requests_total{outcome="tool_error",pool="default"} 1
+snakepit_requests_total{outcome="tool_timeout",pool="default"} 0
+snakepit_requests_total{outcome="worker_timeout",pool="default"} 0
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
-snakepit_workers{state="busy"} 0
-snakepit_workers{state="draining"} 0
-snakepit_workers{state="exited"} 0
-snakepit_workers{state="failed"} 0
-snakepit_workers{state="idle"} 2
-snakepit_workers{state="starting"} 0
+snakepit_workers{pool="default",state="busy"} 0
+snakepit_workers{pool="default",state="draining"} 0
+snakepit_workers{pool="default",state="exited"} 0
+snakepit_workers{pool="default",state="failed"} 0
+snakepit_workers{pool="default",state="idle"} 2
+snakepit_workers{pool="default",state="starting"} 0
 # HELP snakepit_queue_depth Calls waiting for a worker.
 # TYPE snakepit_queue_depth gauge
-snakepit_queue_depth 0
+snakepit_queue_depth{pool="default"} 0
 # HELP snakepit_in_flight Calls running on a worker.
 # TYPE snakepit_in_flight gauge
-snakepit_in_flight 0
+snakepit_in_flight{pool="default"} 0
 # HELP snakepit_orphans_reaped_total Processes left by earlier runs that the startup reaper stopped (recorded workers and their descendants).
 # TYPE snakepit_orphans_reaped_total counter
 snakepit_orphans_reaped_total 0
@@ -193,24 +193,24 @@ func TestMetricsRestartsAndInstanceLabel(t *testing.T) {
 	const want = `
 # HELP snakepit_worker_restarts_total Worker lifetimes that ended with an error (crash, kill, failed start); planned recycles are not counted here.
 # TYPE snakepit_worker_restarts_total counter
-snakepit_worker_restarts_total{instance="metrics-test"} 1
+snakepit_worker_restarts_total{instance="metrics-test",pool="default"} 1
 # HELP snakepit_worker_restarts_by_reason_total Worker lifetimes that ended with an error, by reason.
 # TYPE snakepit_worker_restarts_by_reason_total counter
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="agent_lost"} 0
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="crashed"} 1
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="health"} 0
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="hung"} 0
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="killed"} 0
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="other"} 0
-snakepit_worker_restarts_by_reason_total{instance="metrics-test",reason="startup"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="agent_lost"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="crashed"} 1
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="health"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="hung"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="killed"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="other"} 0
+snakepit_worker_restarts_by_reason_total{instance="metrics-test",pool="default",reason="startup"} 0
 # HELP snakepit_workers Workers by state.
 # TYPE snakepit_workers gauge
-snakepit_workers{instance="metrics-test",state="busy"} 0
-snakepit_workers{instance="metrics-test",state="draining"} 0
-snakepit_workers{instance="metrics-test",state="exited"} 0
-snakepit_workers{instance="metrics-test",state="failed"} 0
-snakepit_workers{instance="metrics-test",state="idle"} 1
-snakepit_workers{instance="metrics-test",state="starting"} 0
+snakepit_workers{instance="metrics-test",pool="default",state="busy"} 0
+snakepit_workers{instance="metrics-test",pool="default",state="draining"} 0
+snakepit_workers{instance="metrics-test",pool="default",state="exited"} 0
+snakepit_workers{instance="metrics-test",pool="default",state="failed"} 0
+snakepit_workers{instance="metrics-test",pool="default",state="idle"} 1
+snakepit_workers{instance="metrics-test",pool="default",state="starting"} 0
 `
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(want),
 		"snakepit_worker_restarts_total", "snakepit_worker_restarts_by_reason_total", "snakepit_workers"); err != nil {

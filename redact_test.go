@@ -110,8 +110,8 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 
 	var dumps []string
 	r := app.cur.Load()
-	values := []any{app, w, cfg, app.cfg, app.Stats(), app.factory, app.bridge, r.work, r.pool, r.tree, r.reg, r.clean}
-	if lf, ok := app.factory.(*lateFactory); ok {
+	values := []any{app, w, cfg, app.cfg, app.Stats(), app.pools[0].factory, app.bridge, r.work, r.pool, r.tree, r.reg, r.clean}
+	if lf, ok := app.pools[0].factory.(*lateFactory); ok {
 		values = append(values, lf.base, *lf.base)
 	}
 	for _, s := range r.work.Starters() {
@@ -128,7 +128,7 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	dumps = append(dumps, string(stats))
-	log.Info("user logs the app", "app", app, "config", cfg, "stats", app.Stats(), "factory", app.factory, "bridge", app.bridge)
+	log.Info("user logs the app", "app", app, "config", cfg, "stats", app.Stats(), "factory", app.pools[0].factory, "bridge", app.bridge)
 
 	cancel()
 	select {

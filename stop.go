@@ -54,14 +54,16 @@ type stopBudget struct {
 	cleanup     time.Duration
 	registry    time.Duration
 	discovery   time.Duration // 0 without Config.Discovery
-	scaler      time.Duration // 0 for a fixed-size pool
+	scaler      time.Duration // 0 when no pool is elastic
 }
 
-// newStopBudget splits cfg.StopTimeout (defaults applied). Whatever is not
+// newStopBudget splits cfg.StopTimeout (defaults applied); elastic: some
+// pool has a Scaler (their one tree child stops them side by side, so one
+// share covers them all). Whatever is not
 // needed by the fixed shares and the workers' stop goes to the drain; a
 // configuration that leaves less than minDrain is refused, naming what to
 // change, rather than silently overrunning the total.
-func newStopBudget(cfg Config) (stopBudget, error) {
+func newStopBudget(cfg Config, elastic bool) (stopBudget, error) {
 	hung := cfg.HungGrace
 	if hung == 0 {
 		hung = pool.DefaultHungGrace
@@ -75,7 +77,7 @@ func newStopBudget(cfg Config) (stopBudget, error) {
 	if cfg.Discovery != nil {
 		b.discovery = discoveryStop
 	}
-	if cfg.elastic() {
+	if elastic {
 		b.scaler = scalerStop
 	}
 	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - b.scaler - nestMargin

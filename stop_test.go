@@ -28,7 +28,7 @@ func TestStopBoundsNestStrictlyInsideStopTimeout(t *testing.T) {
 			if err := cfg.setDefaults(); err != nil {
 				t.Fatal(err)
 			}
-			b, err := newStopBudget(cfg)
+			b, err := newStopBudget(cfg, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,7 @@ func TestStopBoundsNestStrictlyInsideStopTimeout(t *testing.T) {
 			}
 		})
 	}
-	if b, _ := newStopBudget(withDefaults(t, Config{})); b.total+time.Second > 10*time.Second {
+	if b, _ := newStopBudget(withDefaults(t, Config{}), false); b.total+time.Second > 10*time.Second {
 		t.Errorf("the default StopTimeout %s leaves under 1 s of margin inside suture's default 10 s Timeout", b.total)
 	}
 }

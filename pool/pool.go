@@ -44,11 +44,16 @@ type workerState struct {
 	toolsCounted bool
 	lastErr      error     // last Exited error, or the WorkerFailed error
 	retryAt      time.Time // when a failed worker is tried again
-	// calls counts the slots ever taken on it and pinnedUntil is when the
-	// last session pinned to it expires: an autoscaler reads them to tell
-	// an idle worker it may remove (load.go).
-	calls       uint64
-	pinnedUntil time.Time
+	// For Stats' per-worker list: the current process, when the worker
+	// entered its state, ended lifetimes and recycles. calls counts the
+	// slots ever taken on it and pinnedUntil is when the last session pinned
+	// to it expires: Stats lists the first, and an autoscaler reads both to
+	// tell an idle worker it may remove (load.go).
+	pid                int
+	since              time.Time
+	calls              uint64
+	restarts, recycles int
+	pinnedUntil        time.Time
 
 	// Intrusive free-list links, kept in order of load (freeList.place).
 	fprev, fnext *workerState
@@ -219,7 +224,7 @@ func (p *Pool) Add(w worker.Worker, capacity int) {
 		p.log.Warn("snakepit: worker added twice; replacing the earlier one", "worker_id", id)
 		p.removeLocked(id)
 	}
-	ws := &workerState{id: id, w: w, capacity: capacity, state: stStarting}
+	ws := &workerState{id: id, w: w, capacity: capacity, state: stStarting, since: p.now()}
 	p.workers[id] = ws
 	if e, ok := p.early[id]; ok {
 		delete(p.early, id)
@@ -270,7 +275,7 @@ func (p *Pool) Starting(id string) {
 		// The supervisor tries again after giving up; let it.
 		p.failed--
 	}
-	ws.state = stStarting
+	ws.state, ws.since, ws.pid = stStarting, p.now(), 0
 	p.notifyLocked()
 }
 
@@ -293,8 +298,9 @@ func (p *Pool) Exited(id string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var re *worker.RecycledError
+	recycled := errors.As(err, &re)
 	switch {
-	case errors.As(err, &re):
+	case recycled:
 		p.countRecycleLocked(re.Reason)
 	case err != nil:
 		r := restartReason(err)
@@ -309,6 +315,11 @@ func (p *Pool) Exited(id string, err error) {
 	}
 	if err != nil {
 		ws.lastErr = err
+		if recycled {
+			ws.recycles++
+		} else {
+			ws.restarts++
+		}
 	}
 	p.lifetimeEndedLocked(ws)
 }
@@ -326,6 +337,7 @@ func (p *Pool) Recycled(id string, info worker.Info, reason string) {
 		return
 	}
 	ws.gen++
+	ws.recycles++
 	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
 	p.becomeReadyLocked(ws, info)
 	p.notifyLocked()
@@ -337,8 +349,9 @@ func (p *Pool) lifetimeEndedLocked(ws *workerState) {
 	p.leaveReadyLocked(ws)
 	ws.gen++
 	if ws.state != stFailed {
-		ws.state = stExited
+		ws.state, ws.since = stExited, p.now()
 	}
+	ws.pid = 0
 	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
 	p.notifyLocked()
 }
@@ -357,6 +370,9 @@ func (p *Pool) WorkerFailed(id string, err error, retryAt time.Time) {
 	p.leaveReadyLocked(ws)
 	if ws.state != stFailed {
 		p.failed++
+	}
+	if ws.state != stFailed {
+		ws.since = p.now()
 	}
 	ws.state = stFailed
 	ws.retryAt = retryAt
@@ -378,6 +394,7 @@ func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
 	if info.Capacity > 0 {
 		ws.capacity = info.Capacity
 	}
+	ws.pid, ws.since = info.PID, p.now()
 	if ws.draining {
 		// Retired workers never return to rotation, whatever they report.
 		ws.state = stExited

@@ -48,8 +48,40 @@ type Stats struct {
 	// GivenUp lists the workers that failed to start too often, with their
 	// last error and when they are tried again; sorted by worker id.
 	GivenUp []GivenUpWorker
+	// PerWorker describes each worker, sorted by id.
+	PerWorker []WorkerStats
 
 	Latency LatencyStats
+}
+
+// Worker states in WorkerStats.State, as WorkerCounts splits them.
+const (
+	StateStarting = "starting"
+	StateIdle     = "idle"
+	StateBusy     = "busy"
+	StateExited   = "exited"
+	StateFailed   = "failed"
+	StateDraining = "draining"
+)
+
+// WorkerStats is one worker as the pool sees it. Memory is not here: the
+// pool knows no processes (read it from PID when the worker is local).
+type WorkerStats struct {
+	ID    string
+	State string // one of the State constants
+	// Since is when the worker entered State; for idle and busy, when its
+	// current process became ready (its uptime).
+	Since time.Time
+	PID   int // the current process's pid, 0 when none is ready or it has none (remote)
+	// Capacity and InFlight are its slots and those taken.
+	Capacity, InFlight int
+	// Calls counts the attempts sent to it, across its lifetimes.
+	Calls uint64
+	// Restarts counts its lifetimes that ended with an error, Recycles its
+	// planned process replacements; LastError is the latest error that
+	// ended a lifetime or made the supervisor give up ("" if none).
+	Restarts, Recycles int
+	LastError          string
 }
 
 // WorkerCounts splits the workers by state.
@@ -154,6 +186,18 @@ func (p *Pool) Stats() Stats {
 		RestartDetail:  maps.Clone(p.st.restartDetail),
 		RecycleDetail:  maps.Clone(p.st.recycleDetail),
 	}
+	// Sorted by id before the copy: swapping pointers is cheaper than
+	// swapping WorkerStats (Stats runs at every metrics scrape).
+	var buf [32]*workerState
+	order := buf[:0]
+	for _, ws := range p.workers {
+		order = append(order, ws)
+	}
+	slices.SortFunc(order, func(a, b *workerState) int { return strings.Compare(a.id, b.id) })
+	s.PerWorker = make([]WorkerStats, len(order))
+	for i, ws := range order {
+		s.PerWorker[i] = ws.statsLocked()
+	}
 	for _, ws := range p.workers {
 		s.Workers.Total++
 		if ws.draining {
@@ -198,4 +242,29 @@ func (p *Pool) Stats() Stats {
 		s.Latency.P50, s.Latency.P90, s.Latency.P99 = pct(50), pct(90), pct(99)
 	}
 	return s
+}
+
+// statsLocked is ws for Stats; the caller holds Pool.mu.
+func (ws *workerState) statsLocked() WorkerStats {
+	st := StateExited
+	switch {
+	case ws.draining:
+		st = StateDraining
+	case ws.state == stStarting:
+		st = StateStarting
+	case ws.state == stReady && ws.inflight > 0:
+		st = StateBusy
+	case ws.state == stReady:
+		st = StateIdle
+	case ws.state == stFailed:
+		st = StateFailed
+	}
+	out := WorkerStats{
+		ID: ws.id, State: st, Since: ws.since, PID: ws.pid, Capacity: ws.capacity, InFlight: ws.inflight,
+		Calls: ws.calls, Restarts: ws.restarts, Recycles: ws.recycles,
+	}
+	if ws.lastErr != nil {
+		out.LastError = ws.lastErr.Error()
+	}
+	return out
 }

@@ -1,7 +1,8 @@
 // Package supervisor is snakepit's suture tree: the Application root, which
-// starts its children one at a time and stops them in the reverse order, and
-// the worker supervisor, which adds and removes per-worker Starters under
-// the pool.
+// starts its children one at a time and stops them in the reverse order,
+// the worker supervisor (Workers), which adds and removes per-worker
+// Starters under one pool, and the Group that runs the Workers of several
+// pools side by side as one child.
 //
 // Why explicit ordering: a suture supervisor cancels all its children
 // concurrently, but the no-survivor guarantee needs the pool to have reaped

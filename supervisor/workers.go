@@ -33,6 +33,10 @@ type WorkersOptions struct {
 	MinReady int // workers that must be ready before Ready closes; default Count
 	Capacity int // concurrent calls per worker; default worker.DefaultCapacity
 	RunID    string
+	// IDPrefix starts the ids of the workers started with the pool
+	// ("<IDPrefix>w0", …): it keeps the ids of several pools under one
+	// registry and one bridge apart.
+	IDPrefix string
 	Factory  worker.Factory
 	Pool     *pool.Pool
 	Starter  starter.Options
@@ -197,7 +201,7 @@ func (w *Workers) Serve(ctx context.Context) error {
 	w.sopts, w.events, w.rec, w.recycleGate = sopts, events, rec, recycleGate
 	w.serving = true
 	for i := 0; i < o.Count; i++ {
-		if err := w.startLocked(fmt.Sprintf("w%d", i), o.Factory, true); err != nil {
+		if err := w.startLocked(fmt.Sprintf("%sw%d", o.IDPrefix, i), o.Factory, true); err != nil {
 			w.mu.Unlock()
 			w.failStart(err)
 			return err

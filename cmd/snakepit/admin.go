@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,9 +63,10 @@ func listenAdmin(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// adminHandler serves /metrics, /healthz, /readyz and /status for app.
-// /metrics uses a private registry: the App's collector, the Go runtime and
-// the process collectors, and promhttp's own handler metrics.
+// adminHandler serves /metrics and, through snakepit.AdminHandler,
+// /healthz, /readyz, /status and /status.html for app. /metrics uses a
+// private registry: the App's collector, the Go runtime and the process
+// collectors, and promhttp's own handler metrics.
 func adminHandler(app *snakepit.App, log *slog.Logger) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{
@@ -88,49 +88,8 @@ func adminHandler(app *snakepit.App, log *slog.Logger) (http.Handler, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		plain(w, http.StatusOK, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if reason := notReady(app); reason != "" {
-			plain(w, http.StatusServiceUnavailable, "not ready: "+reason)
-			return
-		}
-		plain(w, http.StatusOK, "ready")
-	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		body, err := json.MarshalIndent(app.Stats(), "", "  ")
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(append(body, '\n'))
-	})
+	mux.Handle("/", snakepit.AdminHandler(app, snakepit.AdminOptions{}))
 	return mux, nil
-}
-
-// notReady says why app cannot take calls, or "" when it can: it is ready
-// and at least one worker is idle or busy.
-func notReady(app *snakepit.App) string {
-	w := app.Stats().Pool.Workers
-	if w.Idle+w.Busy == 0 {
-		return fmt.Sprintf("no worker is ready (%d starting, %d exited, %d failed of %d)", w.Starting, w.Exited, w.Failed, w.Total)
-	}
-	select {
-	case <-app.Ready():
-		return ""
-	default:
-		return "the app has not become ready yet"
-	}
-}
-
-func plain(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, _ = fmt.Fprintln(w, msg)
 }
 
 // adminServer is the admin HTTP listener of "snakepit run --admin".

@@ -114,11 +114,11 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("/metrics: %d %s", code, hdr.Get("Content-Type"))
 	}
 	for _, want := range []string{
-		`snakepit_requests_total{instance="admin-test",outcome="success"} 3`,
-		`snakepit_requests_total{instance="admin-test",outcome="tool_error"} 0`,
-		`snakepit_workers{instance="admin-test",state="idle"} 2`,
-		`snakepit_queue_depth{instance="admin-test"} 0`,
-		`snakepit_call_duration_seconds_count{instance="admin-test"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="success",pool="default"} 3`,
+		`snakepit_requests_total{instance="admin-test",outcome="tool_error",pool="default"} 0`,
+		`snakepit_workers{instance="admin-test",pool="default",state="idle"} 2`,
+		`snakepit_queue_depth{instance="admin-test",pool="default"} 0`,
+		`snakepit_call_duration_seconds_count{instance="admin-test",pool="default"} 3`,
 		"\ngo_goroutines ",
 		"\nprocess_resident_memory_bytes ",
 		"\npromhttp_metric_handler_requests_total{",
@@ -129,6 +129,12 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if strings.Contains(body, app.RunID()) {
 		t.Error("/metrics carries the run id")
+	}
+
+	// The status page is the library's (snakepit.AdminHandler).
+	if code, body, hdr := get(t, base+"/status.html"); code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, `<tr class="worker" data-worker="w0" data-state="idle">`) {
+		t.Errorf("/status.html: %d %s\n%s", code, hdr.Get("Content-Type"), body)
 	}
 
 	if code, _, _ := get(t, base+"/nope"); code != http.StatusNotFound {
@@ -148,13 +154,13 @@ func TestAdminReadyzBeforeStart(t *testing.T) {
 	app := newFakeApp(t, 1) // never started: no worker is ready
 	base := startTestAdmin(t, app)
 	code, body, _ := get(t, base+"/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: no worker is ready") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: not_started: ") {
 		t.Errorf("/readyz before Start: %d %q", code, body)
 	}
 	if code, _, _ := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz before Start: %d", code)
 	}
-	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{instance="admin-test",state="idle"} 0`) {
+	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{instance="admin-test",pool="default",state="idle"} 0`) {
 		t.Errorf("/metrics before Start: %d\n%s", code, body)
 	}
 }
@@ -223,7 +229,7 @@ func TestRunServesAdminUntilSIGTERM(t *testing.T) {
 	if code, body, _ := get(t, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
-	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{state="idle"} 1`) {
+	if code, body, _ := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `snakepit_workers{pool="default",state="idle"} 1`) {
 		t.Errorf("/metrics: %d\n%s", code, body)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,9 +22,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 4)
+	var pools poolsFlags
+	pools.register(fs)
 	var af agentFlags
 	af.register(fs)
-	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz, /status and the status page /status.html on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -35,6 +38,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := pf.config(stderr)
 	if err := af.apply(&cfg, flagSet(fs, "workers")); err != nil {
+		fmt.Fprintln(stderr, "snakepit run:", err)
+		return 2
+	}
+	if err := pools.apply(&cfg); err != nil {
 		fmt.Fprintln(stderr, "snakepit run:", err)
 		return 2
 	}
@@ -80,7 +87,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "admin listening on http://%s\n", admin.Addr())
 	}
-	fmt.Fprintf(stdout, "ready run_id=%s workers=%d\n", app.RunID(), cfg.Workers)
+	ready := fmt.Sprintf("ready run_id=%s workers=%d", app.RunID(), cfg.Workers)
+	if len(cfg.Pools) > 0 {
+		ready += " pools=" + strings.Join(app.PoolNames(), ",")
+	}
+	fmt.Fprintln(stdout, ready)
 	reloads := reloadOnSIGHUP(app, hups, stopping, stderr)
 	<-stopping
 	<-reloads // a reload in progress is withdrawn first

@@ -25,6 +25,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var pf poolFlags
 	pf.register(fs, 4)
+	var pools poolsFlags
+	pools.register(fs)
 	listen := fs.String("listen", agent.DefaultListen, "agent endpoint `ADDR`; a non-loopback address needs --allow-non-loopback")
 	allow := fs.Bool("allow-non-loopback", false, "allow --listen/--health-listen on an address other machines can reach")
 	healthListen := fs.String("health-listen", "", "also serve grpc.health.v1 alone, plaintext and without token, on this `ADDR` (for Kubernetes probes when TLS is on)")
@@ -35,7 +37,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	stopGrace := fs.Duration("stop-grace", agent.DefaultStopGrace, "how long in-flight calls may finish at stop")
 	streamsPerConn := fs.Uint("max-streams-per-conn", agent.DefaultMaxStreamsPerConn, "calls one connection may have open at once (a host queues past it)")
 	maxStreams := fs.Int("max-streams", agent.DefaultMaxStreams, "calls all hosts together may have open at once; past it a call fails at once (the host sees ErrPoolSaturated)")
-	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz and /status of this agent's pool on this loopback `ADDR`; empty: off")
+	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz, /status and the status page /status.html of this agent's pool on this loopback `ADDR`; empty: off")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,6 +54,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "snakepit serve:", err)
 			return 2
 		}
+	}
+	if pools.set() {
+		// Hosts join an agent's workers to their default pool and have no
+		// way to name another one, so named pools here would run idle.
+		fmt.Fprintln(stderr, "snakepit serve: --pools and --pool are not supported: an agent serves its default pool to hosts; hosts join remote workers to their default pool only, so run one agent per adapter instead")
+		return 2
 	}
 	cfg := pf.config(stderr)
 	app, err := snakepit.New(cfg)

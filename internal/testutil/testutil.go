@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snakepit-go/snakepit/internal/proc"
+	"github.com/snakepit-go/snakepit/internal/proc/proctest"
 	"github.com/snakepit-go/snakepit/internal/spawn"
 )
 
@@ -67,7 +68,7 @@ func Main(m *testing.M) {
 	}
 	if code == 0 {
 		// The spawner goroutine lives as long as the program by design.
-		if err := goleak.Find(goleak.IgnoreTopFunction(spawn.LoopFunction)); err != nil {
+		if err := goleak.Find(goleak.IgnoreTopFunction(spawn.LoopFunction), proctest.SutureRemoveNotice); err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: goroutines leaked by the suite: %v\n", err)
 			code = 1
 		}

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import grpc
 
+from ._arraywire import ExecuteResponse, registered_handler
 from ._auth import TokenInterceptor
 from ._logging import log
 from ._process import _StartupFailed, _StopSignals
@@ -208,7 +209,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     async def ExecuteTool(
         self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExecuteToolResponse:
+    ) -> ExecuteResponse:
         t0 = time.perf_counter()
         self._begin()
         try:
@@ -218,7 +219,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         resp.duration_ms = (time.perf_counter() - t0) * 1000.0
         return resp
 
-    async def _execute(self, request: pb.ExecuteToolRequest) -> pb.ExecuteToolResponse:
+    async def _execute(self, request: pb.ExecuteToolRequest) -> ExecuteResponse:
         name = request.tool_name
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
@@ -373,7 +374,7 @@ def create_aio_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((registered_handler(servicer),))
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(addr)
     if not bound:  # older grpcio returned 0 instead of raising

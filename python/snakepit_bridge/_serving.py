@@ -10,10 +10,11 @@ import asyncio
 import functools
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import grpc
 
+from ._arraywire import registered_handler as _registered_handler
 from ._auth import SyncTokenInterceptor
 from ._logging import log
 from ._process import _Process, _StartupFailed, _StopSignals
@@ -21,7 +22,6 @@ from ._sync import WorkerServicer
 from ._threads import ServerThreads
 from .adapter import ToolInfo, ToolKind
 from .context import MAX_MESSAGE_BYTES
-from .pb import snakepit_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     import argparse
@@ -111,33 +111,6 @@ class _Intercepted:
 
     def __init__(self, interceptor: grpc.ServerInterceptor, handler: Any) -> None:
         self.service = functools.partial(interceptor.intercept_service, handler.service)
-
-
-class _Registration:
-    """Collects the generic handler the generated
-    ``add_WorkerServiceServicer_to_server`` registers, so it can be wrapped
-    before the server sees it."""
-
-    def __init__(self) -> None:
-        self.handlers: List[Any] = []
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self.handlers.extend(handlers)
-
-    def add_registered_method_handlers(self, service: str, method_handlers: Dict[str, Any]) -> None:
-        # Code from grpcio-tools >= 1.62 registers the same methods here as
-        # well (a fast path that would skip the interceptor); the generic
-        # handler alone serves them all.
-        pass
-
-
-def _registered_handler(servicer: WorkerServicer) -> Any:
-    """WorkerService's method handlers for ``servicer``, as one generic handler."""
-    reg = _Registration()
-    pb_grpc.add_WorkerServiceServicer_to_server(servicer, reg)
-    if len(reg.handlers) != 1:
-        raise RuntimeError(f"the generated WorkerService registration made {len(reg.handlers)} handlers, expected 1")
-    return reg.handlers[0]
 
 
 def _serve(proc: _Process, servicer: WorkerServicer, args: argparse.Namespace, token: str, grace: float) -> None:

@@ -29,6 +29,7 @@ from ._loop_bridge import (
     _await_value,
     _run_async,
 )
+from ._arraywire import ExecuteResponse
 from ._servicer import ServicerBase
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
 from .adapter import ANY_TOOL, ToolInfo, ToolKind
@@ -93,7 +94,7 @@ class WorkerServicer(ServicerBase):
     # in flight, every microsecond a call holds the GIL is paid several times
     # over by the threads waiting for it (docs/BENCHMARKS.md).
 
-    def ExecuteTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
+    def ExecuteTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> ExecuteResponse:
         t0 = _perf_counter()
         # A context of its own per call, as a task would have: a tool's
         # contextvars never leak into the next call on this thread.
@@ -101,7 +102,7 @@ class WorkerServicer(ServicerBase):
         resp.duration_ms = (_perf_counter() - t0) * 1000.0
         return resp
 
-    def _execute(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> pb.ExecuteToolResponse:
+    def _execute(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> ExecuteResponse:
         name = request.tool_name
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:

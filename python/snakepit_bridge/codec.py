@@ -8,7 +8,8 @@ Contract:
 * Results: ``bytes``/``bytearray``/``memoryview`` travel as ``Payload.binary``;
   a numpy ndarray of a numeric dtype returned as the whole result travels
   as ``Payload.binary`` too, with ``dtype`` and ``shape`` (C order,
-  little-endian). Everything else travels as JSON (``None`` is JSON null):
+  little-endian; its ExecuteToolResponse is serialised by hand, see
+  _arraywire.py). Everything else travels as JSON (``None`` is JSON null):
   plain JSON types on the fast path, and through a ``default=`` hook the
   types tools return without thinking of JSON: numpy scalars (their Python
   value) and arrays inside a structure or streamed (nested lists),
@@ -38,6 +39,7 @@ import re
 import traceback as _tb
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from ._arraywire import ExecuteResponse, array_response
 from .argcheck import InvalidArgs
 from .pb import snakepit_pb2 as pb
 
@@ -446,9 +448,13 @@ def _fill_graceful(payload: "pb.Payload", value: Any) -> None:
     payload.json = data.encode("utf-8")
 
 
-def result_response(tool_name: str, value: Any) -> "pb.ExecuteToolResponse":
+def result_response(tool_name: str, value: Any) -> ExecuteResponse:
     """The ExecuteToolResponse for a tool's return value (a SerializationError
-    response when the value cannot be sent)."""
+    response when the value cannot be sent). A numpy array of a typed dtype
+    comes back as an ArrayResponse, serialised by hand without copying the
+    array into a message first (_arraywire.py says why)."""
+    if type(value) not in _PLAIN and _is_ndarray(value) and value.dtype.name in _ARRAY_DTYPES:
+        return array_response(value, value.dtype.name)
     resp = pb.ExecuteToolResponse()
     try:
         _fill_payload(resp.result, tool_name, value)

@@ -63,6 +63,12 @@ Environment read:
                             the host sets it from its StopGrace, strictly
                             less so teardown fits before its SIGKILL
                             (grpcworker.PythonStopGrace)
+  SNAKEPIT_MALLOC_TUNE=0    keep glibc malloc's dynamic thresholds (by default the
+                            worker fixes them so results of a few MiB do not
+                            page-fault on every call, keeping up to 32 MiB of
+                            free heap per malloc arena; see _malloc.py). Also
+                            left alone when the environment sets MALLOC_*_ or
+                            GLIBC_TUNABLES
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO); a line logged
                             during a call shows its request_id= (and
                             trace_id=/span_id= when traced)
@@ -87,6 +93,7 @@ from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from . import _procs, _reaper
 from ._logging import log, setup_logging
+from ._malloc import tune_malloc
 from ._process import (
     DEFAULT_STOP_GRACE_S,
     EXIT_ADAPTER,
@@ -234,6 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 def _run(argv: Optional[Sequence[str]]) -> int:
     args = _parse_args(argv)
+    tune_malloc()  # before the adapter allocates anything
     worker_id = args.worker_id or os.environ.get("SNAKEPIT_WORKER_ID", "") or f"pid{os.getpid()}"
     proc = _Process(worker_id)
     proc.redirect_stdout()

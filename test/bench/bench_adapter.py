@@ -2,7 +2,7 @@
 
 ``add`` is the same trivial work as minimal_servicer.py's ExecuteTool (the
 showcase adapter's add also counts calls under a lock); ``aadd`` is its
-async twin. BenchAdapter has both, so the worker serves it with grpcio's
+async twin (blob and array serve the array benchmark). BenchAdapter has both, so the worker serves it with grpcio's
 sync server (an async tool hops to the event loop); AsyncBenchAdapter has
 only ``aadd``, so it is served with grpc.aio (no hop); DeclaredAioBenchAdapter
 is BenchAdapter with ``snakepit_server = "aio"``.
@@ -17,6 +17,18 @@ class BenchAdapter(BaseAdapter):
     @tool
     def add(self, a: float, b: float) -> float:
         return a + b
+
+    @tool
+    def blob(self, n: int) -> bytes:
+        """n zero bytes, as minimal_servicer.py's blob (array_test.go)."""
+        return b"\x00" * n
+
+    @tool
+    def array(self, n: int):
+        """A float32 numpy array of n elements (array_test.go)."""
+        import numpy as np
+
+        return np.arange(n, dtype=np.float32)
 
     @tool
     async def aadd(self, a: float, b: float) -> float:

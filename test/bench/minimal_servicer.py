@@ -4,6 +4,8 @@ It serves snakepit's own WorkerService messages (so the wire work is the
 same as a snakepit worker's) and does the same JSON work as the showcase
 adapter's ``add`` tool: decode ``args_json``, add ``a`` and ``b``, encode the
 result. Nothing else: no context, no thread hop, no cancellation tracking.
+Called as "blob" it returns ``n`` zero bytes as ``Payload.binary``: raw gRPC
+bytes, the baseline of the array benchmark (array_test.go).
 
 It also serves what a hashicorp/go-plugin host needs from a gRPC plugin —
 the grpc.health.v1 Health service ("plugin" is SERVING) and
@@ -39,6 +41,8 @@ from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
 class MinimalServicer(pb_grpc.WorkerServiceServicer):
     def ExecuteTool(self, request, context):
         kwargs = json.loads(request.args_json) if request.args_json else {}
+        if request.tool_name == "blob":  # raw gRPC bytes: the baseline of BenchmarkArray4MiBPaired
+            return pb.ExecuteToolResponse(result=pb.Payload(binary=b"\x00" * kwargs["n"]))
         value = kwargs["a"] + kwargs["b"]
         data = json.dumps(value).encode()  # the default options: json's cached encoder
         return pb.ExecuteToolResponse(result=pb.Payload(json=data))

@@ -110,7 +110,7 @@ func sampleSteps(app *snakepit.App, c *stepCallers, d time.Duration) (stop func(
 		s := app.Stats()
 		w := s.Pool.Workers
 		out = append(out, stepSample{at: time.Since(t0), callers: c.n(), ready: w.Idle + w.Busy, starting: w.Starting + w.Exited,
-			total: s.Scaling.Workers, queued: s.Pool.Queued, wait: s.Pool.QueueWait, ups: s.Scaling.ScaleUps, downs: s.Scaling.ScaleDowns,
+			total: s.Pool.Scaling.Workers, queued: s.Pool.Queued, wait: s.Pool.QueueWait, ups: s.Pool.Scaling.ScaleUps, downs: s.Pool.Scaling.ScaleDowns,
 			okCalls: c.ok.Load(), failedCalls: c.fail.Load()})
 	}
 	go func() {
@@ -171,7 +171,7 @@ func TestElasticLoadStep(t *testing.T) {
 	testutil.Eventually(t, 90*time.Second, "back to MinWorkers after IdleTimeout", func() bool {
 		s := app.Stats()
 		shrankIn = time.Since(t1)
-		return s.Scaling.Workers == minW && s.Pool.Workers.Total == minW
+		return s.Pool.Scaling.Workers == minW && s.Pool.Workers.Total == minW
 	})
 	time.Sleep(plan.sampleEvery) // one more row at Min
 	c.resize(0)
@@ -182,13 +182,13 @@ func TestElasticLoadStep(t *testing.T) {
 	summary := fmt.Sprintf("Min %d, Max %d, IdleTimeout %s, ScaleUpAfter 100ms, ScaleUpInterval 300ms, tool sleep(50 ms), capacity 8: "+
 		"4 ready %s after the step to 32 callers, back to %d %s after the step down (IdleTimeout %s); %d calls, %d failed; %d scale-ups, %d scale-downs",
 		minW, maxW, plan.idle, grewIn.Round(100*time.Millisecond), minW, shrankIn.Round(100*time.Millisecond), plan.idle,
-		c.ok.Load()+c.fail.Load(), c.fail.Load(), s.Scaling.ScaleUps, s.Scaling.ScaleDowns)
+		c.ok.Load()+c.fail.Load(), c.fail.Load(), s.Pool.Scaling.ScaleUps, s.Pool.Scaling.ScaleDowns)
 	t.Logf("ELASTIC-STEP: %s\n%s", summary, table)
 	if n := c.fail.Load(); n > 0 {
 		t.Errorf("%d calls failed; first: %v", n, c.firstErr.Load())
 	}
-	if s.Scaling.ScaleUps < maxW-minW || s.Scaling.ScaleDowns < maxW-minW {
-		t.Errorf("%d scale-ups, %d scale-downs; want at least %d of each", s.Scaling.ScaleUps, s.Scaling.ScaleDowns, maxW-minW)
+	if s.Pool.Scaling.ScaleUps < maxW-minW || s.Pool.Scaling.ScaleDowns < maxW-minW {
+		t.Errorf("%d scale-ups, %d scale-downs; want at least %d of each", s.Pool.Scaling.ScaleUps, s.Pool.Scaling.ScaleDowns, maxW-minW)
 	}
 	if shrankIn < plan.idle {
 		t.Errorf("back to Min %s after the step down, before IdleTimeout %s", shrankIn, plan.idle)
@@ -249,7 +249,7 @@ func TestElasticChaos(t *testing.T) {
 	c.resize(32)
 	var upAt time.Time
 	chaos(func() bool {
-		if upAt.IsZero() && app.Stats().Scaling.ScaleUps >= maxW-minW {
+		if upAt.IsZero() && app.Stats().Pool.Scaling.ScaleUps >= maxW-minW {
 			upAt = time.Now()
 		}
 		return !upAt.IsZero() && time.Since(upAt) > 3*time.Second
@@ -262,16 +262,16 @@ func TestElasticChaos(t *testing.T) {
 	c.wg.Wait()
 	testutil.Eventually(t, 60*time.Second, "back to MinWorkers after the chaos", func() bool {
 		s := app.Stats()
-		return s.Scaling.Workers == minW && s.Pool.Workers.Total == minW && s.Pool.Workers.Idle == minW
+		return s.Pool.Scaling.Workers == minW && s.Pool.Workers.Total == minW && s.Pool.Workers.Idle == minW
 	})
 	s := app.Stats()
 	t.Logf("elastic chaos: %d kills (%d while growing); %d calls ok, %d failed; %d scale-ups, %d scale-downs, %d restarts, %d retries",
-		kills, upKills, c.ok.Load(), c.fail.Load(), s.Scaling.ScaleUps, s.Scaling.ScaleDowns, s.Pool.Restarts, s.Pool.Retries)
+		kills, upKills, c.ok.Load(), c.fail.Load(), s.Pool.Scaling.ScaleUps, s.Pool.Scaling.ScaleDowns, s.Pool.Restarts, s.Pool.Retries)
 	if n := c.fail.Load(); n > 0 {
 		t.Errorf("%d idempotent calls failed; first: %v", n, c.firstErr.Load())
 	}
-	if s.Scaling.ScaleUps < maxW-minW || s.Scaling.ScaleDowns == 0 {
-		t.Errorf("%d scale-ups, %d scale-downs: the chaos did not cover both directions", s.Scaling.ScaleUps, s.Scaling.ScaleDowns)
+	if s.Pool.Scaling.ScaleUps < maxW-minW || s.Pool.Scaling.ScaleDowns == 0 {
+		t.Errorf("%d scale-ups, %d scale-downs: the chaos did not cover both directions", s.Pool.Scaling.ScaleUps, s.Pool.Scaling.ScaleDowns)
 	}
 	if upKills < 2 || kills-upKills < 4 {
 		t.Errorf("%d kills while growing, %d while shrinking: the chaos did not happen", upKills, kills-upKills)
@@ -304,11 +304,11 @@ func TestElasticReloadWhileShrinking(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		s := app.Stats()
-		if s.Scaling.ScaleDowns >= maxW-minW && s.Pool.Workers.Total == minW {
+		if s.Pool.Scaling.ScaleDowns >= maxW-minW && s.Pool.Workers.Total == minW {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not back to Min within 90 s: %+v", s.Scaling)
+			t.Fatalf("not back to Min within 90 s: %+v", s.Pool.Scaling)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		rep, err := app.Reload(ctx)

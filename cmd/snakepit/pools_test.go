@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/worker/fake"
+)
+
+// The example in docs/POOLS.md's companion file reads as documented.
+func TestPoolFileExample(t *testing.T) {
+	data, err := os.ReadFile("../../docs/pools.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := parsePoolFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pools) != 2 {
+		t.Fatalf("%d pools", len(pools))
+	}
+	e, tk := pools[0], pools[1]
+	if e.Name != "embed" || e.Adapter != "myapp.embed:EmbedAdapter" || e.Python != "/opt/embed-venv/bin/python" ||
+		len(e.PythonPath) != 1 || e.Env["MODEL_DIR"] != "/srv/models" || e.Workers != 2 || e.Capacity != 1 ||
+		e.RecycleAboveRSS != 2<<30 || e.StartupTimeout != 2*time.Minute || e.QueueTimeout != 30*time.Second || e.MaxMessageBytes != 64<<20 {
+		t.Errorf("embed = %+v", e)
+	}
+	if tk.Name != "tokenize" || tk.Workers != 4 || tk.RecycleAfterRequests != 10000 || tk.MaxQueue != 5000 {
+		t.Errorf("tokenize = %+v", tk)
+	}
+	// What the file says is what New checks: the example is a valid Config.
+	cfg := snakepit.Config{Pools: pools, WorkerFactory: &fake.Factory{}, RegistryPath: filepath.Join(t.TempDir(), "r.db")}
+	if _, err := snakepit.New(cfg); err != nil {
+		t.Fatalf("New with the example pools: %v", err)
+	}
+}
+
+func TestPoolFileErrors(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{`[]`, `want {"pools": [...]}`},
+		{`{"pool": []}`, `want {"pools": [...]}`},
+		{`{"pools": [{"workers": 1}]}`, `pools[0]: every pool needs a "name"`},
+		{`{"pools": [{"name": "a", "wrokers": 1}]}`, `unknown key "wrokers"`},
+		{`{"pools": [{"name": "a", "queueTimeout": 5}]}`, `QueueTimeout: want a duration string`},
+		{`{"pools": [{"name": "a", "queueTimeout": "5 parsecs"}]}`, `QueueTimeout: time: unknown unit`},
+		{`{"pools": [{"name": "a", "workers": "two"}]}`, `Workers: json`},
+		{`{"pools": [{"name": "a", "workerFactory": {}}]}`, `WorkerFactory cannot be set from a file`},
+	} {
+		if _, err := parsePoolFile([]byte(tc.file)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error containing %q", tc.file, err, tc.want)
+		}
+	}
+}
+
+func TestPoolFlag(t *testing.T) {
+	pc, err := parsePoolFlag("embed,adapter=myapp.embed:Adapter,workers=2,capacity=1,python=/usr/bin/python3,pythonpath=/a:/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Name != "embed" || pc.Adapter != "myapp.embed:Adapter" || pc.Workers != 2 || pc.Capacity != 1 || pc.Python != "/usr/bin/python3" || len(pc.PythonPath) != 2 {
+		t.Fatalf("%+v", pc)
+	}
+	if pc, err := parsePoolFlag("plain"); err != nil || pc.Name != "plain" {
+		t.Fatalf("name only: %+v, %v", pc, err)
+	}
+	for _, bad := range []string{"a,workers", "a,workers=x", "a,queue=1"} {
+		if _, err := parsePoolFlag(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// snakepit run with a named pool beside the default one: both start
+// (one worker each, different adapters), the ready line lists the pools,
+// and SIGTERM stops every process of both.
+func TestRunWithANamedPool(t *testing.T) {
+	reg := filepath.Join(t.TempDir(), "r.db")
+	cmd := exec.Command(binary, "run", "--workers", "1", "--registry", reg,
+		"--pool", "text,adapter=snakepit_bridge.examples.textstats.TextStatsAdapter,workers=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startKilledAtCleanup(t, cmd)
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	var l string
+	select {
+	case l = <-line:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no ready line; stderr:\n%s", stderr.String())
+	}
+	m := regexp.MustCompile(`^ready run_id=([a-z0-9-]+) workers=1 pools=default,text$`).FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("ready line = %q; stderr:\n%s", l, stderr.String())
+	}
+	procs := testutil.RunIDProcesses(t, m[1])
+	var named int
+	for _, p := range procs {
+		if strings.Contains(p.Cmdline, "--worker-id text.w0 ") {
+			named++
+		}
+	}
+	if len(procs) != 2 || named != 1 {
+		t.Fatalf("processes of the run: %+v; want w0 and text.w0", procs)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("snakepit run exited with %v; stderr:\n%s", err, stderr.String())
+	}
+	if left := testutil.RunIDProcesses(t, m[1]); len(left) > 0 {
+		t.Fatalf("processes left: %+v", left)
+	}
+}
+
+func TestPoolsFlagErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "pools.json")
+	if err := os.WriteFile(bad, []byte(`{"pools": [{"name": "a", "bogus": 1}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCmd(t, "run", "--pools", bad); code != 2 || !strings.Contains(stderr, `unknown key "bogus"`) {
+		t.Fatalf("run --pools with a bad file: code %d, stderr %q", code, stderr)
+	}
+	if _, stderr, code := runCmd(t, "serve", "--pools", bad); code != 2 || !strings.Contains(stderr, "an agent serves its default pool") {
+		t.Fatalf("serve --pools: code %d, stderr %q", code, stderr)
+	}
+}
