@@ -25,7 +25,7 @@ type poolsFlags struct {
 
 func (p *poolsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.file, "pools", "", "JSON `FILE` of named pools beside the default one (format: docs/POOLS.md)")
-	fs.Func("pool", "add a named pool: `NAME,adapter=CLASS,workers=N,capacity=C,python=PATH,pythonpath=A:B` (keys optional; unset ones come from the top-level flags); repeatable", func(s string) error {
+	fs.Func("pool", "add a named pool: `NAME,adapter=CLASS,workers=N,capacity=C,python=PATH,pythonpath=A:B` (elastic: min_workers=N,max_workers=M,idle_timeout=60s instead of workers) (keys optional; unset ones come from the top-level flags); repeatable", func(s string) error {
 		pc, err := parsePoolFlag(s)
 		if err != nil {
 			return err
@@ -64,7 +64,7 @@ func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return pc, fmt.Errorf("%q is not key=value (keys: adapter, workers, capacity, python, pythonpath)", kv)
+			return pc, fmt.Errorf("%q is not key=value (keys: adapter, workers, min_workers, max_workers, idle_timeout, capacity, python, pythonpath)", kv)
 		}
 		var err error
 		switch k {
@@ -76,10 +76,16 @@ func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 			pc.PythonPath = strings.Split(v, ":")
 		case "workers":
 			pc.Workers, err = strconv.Atoi(v)
+		case "min_workers":
+			pc.MinWorkers, err = strconv.Atoi(v)
+		case "max_workers":
+			pc.MaxWorkers, err = strconv.Atoi(v)
+		case "idle_timeout":
+			pc.IdleTimeout, err = time.ParseDuration(v)
 		case "capacity":
 			pc.Capacity, err = strconv.Atoi(v)
 		default:
-			return pc, fmt.Errorf("unknown key %q (keys: adapter, workers, capacity, python, pythonpath; use --pools FILE for the others)", k)
+			return pc, fmt.Errorf("unknown key %q (keys: adapter, workers, min_workers, max_workers, idle_timeout, capacity, python, pythonpath; use --pools FILE for the others)", k)
 		}
 		if err != nil {
 			return pc, fmt.Errorf("%s: %w", k, err)
@@ -90,7 +96,7 @@ func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 
 // parsePoolFile reads {"pools": [{...}, ...]}: each object's keys are
 // PoolConfig field names (matched as encoding/json does, so "Workers" or
-// "workers"), durations are Go duration strings ("5s", "1m30s"), unknown
+// "workers", and also in snake case: "minWorkers" or "min_workers"), durations are Go duration strings ("5s", "1m30s"), unknown
 // keys are errors. Reflection finds the duration fields, so a field added
 // to PoolConfig is readable here without a change.
 func parsePoolFile(data []byte) ([]snakepit.PoolConfig, error) {
@@ -119,7 +125,9 @@ func decodePool(obj map[string]json.RawMessage) (snakepit.PoolConfig, error) {
 	var pc snakepit.PoolConfig
 	typ := reflect.TypeFor[snakepit.PoolConfig]()
 	for key, raw := range obj {
-		f, ok := typ.FieldByNameFunc(func(n string) bool { return strings.EqualFold(n, key) })
+		// Field names have no '_': dropping it accepts snake case too.
+		bare := strings.ReplaceAll(key, "_", "")
+		f, ok := typ.FieldByNameFunc(func(n string) bool { return strings.EqualFold(n, bare) })
 		if !ok {
 			return pc, fmt.Errorf("unknown key %q (keys are the fields of snakepit.PoolConfig)", key)
 		}
@@ -145,4 +153,34 @@ func decodePool(obj map[string]json.RawMessage) (snakepit.PoolConfig, error) {
 		return pc, errors.New("every pool needs a \"name\"")
 	}
 	return pc, nil
+}
+
+// elasticFlags make the default pool elastic (Config.MinWorkers,
+// MaxWorkers): `snakepit run` only, as an agent keeps a fixed size.
+type elasticFlags struct{ min, max int }
+
+func (e *elasticFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&e.min, "min-workers", 0, "with --max-workers: the elastic default pool's lower bound (0: no process until a call comes)")
+	fs.IntVar(&e.max, "max-workers", 0, "make the default pool elastic: it grows up to `N` workers on queue wait and removes idle ones (docs/SCALING.md); leave --workers unset")
+}
+
+// apply sets the bounds when either flag is set; --workers keeps its
+// default of a fixed pool otherwise. Set explicitly as well, --workers is
+// New's error, which says to leave it unset.
+func (e *elasticFlags) apply(fs *flag.FlagSet, cfg *snakepit.Config) {
+	if !flagSet(fs, "min-workers") && !flagSet(fs, "max-workers") {
+		return
+	}
+	if !flagSet(fs, "workers") {
+		cfg.Workers = 0
+	}
+	cfg.MinWorkers, cfg.MaxWorkers = e.min, e.max
+}
+
+// sizeText is the default pool's size for the ready line: N, or MIN..MAX.
+func sizeText(cfg *snakepit.Config) string {
+	if cfg.MaxWorkers > 0 {
+		return fmt.Sprintf("%d..%d", cfg.MinWorkers, cfg.MaxWorkers)
+	}
+	return strconv.Itoa(cfg.Workers)
 }

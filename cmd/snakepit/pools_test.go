@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -72,10 +74,14 @@ func TestPoolFlag(t *testing.T) {
 	if pc.Name != "embed" || pc.Adapter != "myapp.embed:Adapter" || pc.Workers != 2 || pc.Capacity != 1 || pc.Python != "/usr/bin/python3" || len(pc.PythonPath) != 2 {
 		t.Fatalf("%+v", pc)
 	}
+	pc, err = parsePoolFlag("burst,min_workers=1,max_workers=4,idle_timeout=30s")
+	if err != nil || pc.MinWorkers != 1 || pc.MaxWorkers != 4 || pc.IdleTimeout != 30*time.Second || pc.Workers != 0 {
+		t.Fatalf("elastic keys: %+v, %v", pc, err)
+	}
 	if pc, err := parsePoolFlag("plain"); err != nil || pc.Name != "plain" {
 		t.Fatalf("name only: %+v, %v", pc, err)
 	}
-	for _, bad := range []string{"a,workers", "a,workers=x", "a,queue=1"} {
+	for _, bad := range []string{"a,workers", "a,workers=x", "a,queue=1", "a,idle_timeout=5"} {
 		if _, err := parsePoolFlag(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -146,5 +152,51 @@ func TestPoolsFlagErrors(t *testing.T) {
 	}
 	if _, stderr, code := runCmd(t, "serve", "--pools", bad); code != 2 || !strings.Contains(stderr, "an agent serves its default pool") {
 		t.Fatalf("serve --pools: code %d, stderr %q", code, stderr)
+	}
+}
+
+// An elastic pool from a file, in either key style, and the default pool
+// made elastic by --min-workers/--max-workers: New takes both.
+func TestElasticPoolFlags(t *testing.T) {
+	pools, err := parsePoolFile([]byte(`{"pools": [{"name": "a", "minWorkers": 1, "maxWorkers": 3, "idleTimeout": "30s"},
+		{"name": "b", "min_workers": 0, "max_workers": 2, "scale_up_after": "50ms"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := pools[0], pools[1]; a.MinWorkers != 1 || a.MaxWorkers != 3 || a.IdleTimeout != 30*time.Second || b.MaxWorkers != 2 || b.ScaleUpAfter != 50*time.Millisecond {
+		t.Fatalf("pools = %+v", pools)
+	}
+	parse := func(args ...string) snakepit.Config {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		var pf poolFlags
+		pf.register(fs, 4)
+		var ef elasticFlags
+		ef.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg := pf.config(io.Discard)
+		ef.apply(fs, &cfg)
+		cfg.Pools, cfg.WorkerFactory, cfg.RegistryPath = pools, &fake.Factory{}, filepath.Join(t.TempDir(), "r.db")
+		return cfg
+	}
+	cfg := parse("--min-workers", "1", "--max-workers", "3")
+	if got := sizeText(&cfg); got != "1..3" {
+		t.Errorf("ready line size %q; want 1..3", got)
+	}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]int{snakepit.DefaultPool: {1, 3}, "a": {1, 3}, "b": {0, 2}} {
+		if s := app.Pool(name).Stats().Scaling; !s.Elastic || s.Min != want[0] || s.Max != want[1] {
+			t.Errorf("pool %s: %+v; want elastic %d..%d", name, s, want[0], want[1])
+		}
+	}
+	if cfg := parse("--workers", "2"); sizeText(&cfg) != "2" || cfg.MaxWorkers != 0 {
+		t.Errorf("--workers alone: %+v", cfg)
+	}
+	if _, err := snakepit.New(parse("--workers", "2", "--max-workers", "3")); !errors.Is(err, snakepit.ErrInvalidConfig) || !strings.Contains(err.Error(), "leave Workers 0") {
+		t.Errorf("--workers with --max-workers: %v; want ErrInvalidConfig saying to leave Workers 0", err)
 	}
 }

@@ -24,6 +24,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	pf.register(fs, 4)
 	var pools poolsFlags
 	pools.register(fs)
+	var ef elasticFlags
+	ef.register(fs)
 	var af agentFlags
 	af.register(fs)
 	adminAddr := fs.String("admin", "", "serve /metrics, /healthz, /readyz, /status and the status page /status.html on this loopback `ADDR` (e.g. 127.0.0.1:9090); empty: off")
@@ -41,6 +43,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "snakepit run:", err)
 		return 2
 	}
+	ef.apply(fs, &cfg)
 	if err := pools.apply(&cfg); err != nil {
 		fmt.Fprintln(stderr, "snakepit run:", err)
 		return 2
@@ -87,7 +90,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "admin listening on http://%s\n", admin.Addr())
 	}
-	ready := fmt.Sprintf("ready run_id=%s workers=%d", app.RunID(), cfg.Workers)
+	ready := fmt.Sprintf("ready run_id=%s workers=%s", app.RunID(), sizeText(&cfg))
 	if len(cfg.Pools) > 0 {
 		ready += " pools=" + strings.Join(app.PoolNames(), ",")
 	}
