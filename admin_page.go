@@ -52,6 +52,9 @@ type poolView struct {
 	Agents            []workerView // remote workers, one per agent
 	GivenUp           []givenUpView
 	Latency           latencyView
+	// Scaling is an elastic pool's line (bounds, size, last event); "" for
+	// a fixed pool.
+	Scaling string
 }
 
 // stateCount is a worker state and how many workers are in it.
@@ -135,6 +138,7 @@ func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolVie
 		RestartReasons: reasons(ps.RestartReasons, ps.RestartDetail),
 		RecycleReasons: reasons(ps.RecycleReasons, ps.RecycleDetail),
 		Latency:        newLatencyView(ps.Latency),
+		Scaling:        scalingLine(ps.Scaling, now),
 	}
 	w := ps.Workers
 	for _, sc := range []stateCount{
@@ -173,6 +177,22 @@ func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolVie
 		v.GivenUp = append(v.GivenUp, gv)
 	}
 	return v
+}
+
+// scalingLine is an elastic pool's bounds, size and latest event in one
+// line, "" for a fixed pool.
+func scalingLine(s ScalingStats, now time.Time) string {
+	if !s.Elastic {
+		return ""
+	}
+	line := fmt.Sprintf("elastic %d..%d · %d workers, %d ready · %d up, %d down", s.Min, s.Max, s.Workers, s.Ready, s.ScaleUps, s.ScaleDowns)
+	if s.PausedUntil.After(now) {
+		line += " · growth paused for " + roundDuration(s.PausedUntil.Sub(now))
+	}
+	if e := s.Last; !e.At.IsZero() {
+		line += fmt.Sprintf(" · last: %s %s %s ago (%s)", e.Direction, e.WorkerID, roundDuration(now.Sub(e.At)), e.Reason)
+	}
+	return line
 }
 
 // agentHealth names a remote worker's state as its agent's health.

@@ -130,3 +130,23 @@ func TestStatusPageOneSectionPerPool(t *testing.T) {
 		t.Error("the embed pool's worker is not listed")
 	}
 }
+
+// An elastic pool's section has its scaling line; a fixed pool's has none.
+func TestStatusPageScalingLine(t *testing.T) {
+	at := time.Now().Add(-3 * time.Second)
+	burst := PoolStats{Scaling: ScalingStats{Elastic: true, Min: 1, Max: 4, Workers: 3, Ready: 2, ScaleUps: 2,
+		Last: ScalingEvent{At: at, Direction: "up", WorkerID: "burst.w2", Reason: "oldest queued call waited 312ms <x>"}}}
+	def := PoolStats{Scaling: ScalingStats{Min: 2, Max: 2}}
+	page := renderPage(t, Stats{RunID: "r", Pool: def, Pools: map[string]PoolStats{DefaultPool: def, "burst": burst}}, readiness{State: readinessReady, Ready: true})
+	if strings.Contains(page, `id="scaling-default"`) {
+		t.Error("a fixed pool has a scaling line")
+	}
+	for _, want := range []string{
+		`<p class="muted" id="scaling-burst">Scaling: elastic 1..4 · 3 workers, 2 ready · 2 up, 0 down · last: up burst.w2 3`,
+		`(oldest queued call waited 312ms &lt;x&gt;)</p>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}
