@@ -1,6 +1,7 @@
 package snakepit_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -135,5 +136,51 @@ func TestElasticPoolsConfig(t *testing.T) {
 		if s.Elastic != c.elastic || s.Min != c.minW || s.Max != c.maxW || s.Workers != c.work {
 			t.Errorf("%s: pool %q scaling %+v; want elastic %v, %d..%d, %d workers", name, c.pool, s, c.elastic, c.minW, c.maxW, c.work)
 		}
+	}
+}
+
+// Two elastic pools: one tree child runs both scalers and stops first,
+// within its share, before the pools' workers; each pool grew on its own.
+func TestElasticPoolsStopBeforeTheirWorkers(t *testing.T) {
+	g := newGate()
+	defer g.open()
+	fa := &fake.Factory{Options: []fake.Option{fake.WithTool("hold", g.tool)}}
+	fb := &fake.Factory{Options: []fake.Option{fake.WithTool("hold", g.tool)}}
+	cfg := fakeConfig(t, fa, 0)
+	cfg.MinWorkers, cfg.MaxWorkers, cfg.Capacity, cfg.ScaleUpAfter, cfg.ScaleUpInterval = 1, 2, 1, 20*time.Millisecond, 20*time.Millisecond
+	cfg.Pools = []snakepit.PoolConfig{{Name: "b", WorkerFactory: fb, MinWorkers: 1, MaxWorkers: 3}}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitA, waitB := callAsync(app, 2, "hold"), callPoolAsync(app.Pool("b"), 3, "hold")
+	testutil.Eventually(t, 20*time.Second, "both pools at their MaxWorkers", func() bool {
+		s := app.Stats()
+		return s.Pools[snakepit.DefaultPool].Workers.Busy == 2 && s.Pools["b"].Workers.Busy == 3
+	})
+	if s := app.Stats(); s.Pool.Scaling.ScaleUps != 1 || s.Pools["b"].Scaling.ScaleUps != 2 || len(fa.Workers()) != 2 || len(fb.Workers()) != 3 {
+		t.Errorf("scale-ups %d and %d, %d and %d workers built; want 1 and 2, 2 and 3", s.Pool.Scaling.ScaleUps, s.Pools["b"].Scaling.ScaleUps, len(fa.Workers()), len(fb.Workers()))
+	}
+	g.open()
+	noErrors(t, waitA())
+	noErrors(t, waitB())
+	rep, err := app.Stop(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, c := range rep.Children {
+		order = append(order, c.Child)
+		if c.Child == "autoscale" && c.Err != nil {
+			t.Errorf("the scalers' stop %+v: want it within its share (an overrun is suture.ErrTimeout)", c)
+		}
+	}
+	if len(order) < 2 || order[0] != "autoscale" || order[1] != "workers" {
+		t.Errorf("stop order %v: want the one autoscale child first, then the workers", order)
 	}
 }

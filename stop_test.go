@@ -28,39 +28,49 @@ func TestStopBoundsNestStrictlyInsideStopTimeout(t *testing.T) {
 			if err := cfg.setDefaults(); err != nil {
 				t.Fatal(err)
 			}
-			b, err := newStopBudget(cfg, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.workerGrace != cfg.StopGrace || b.total != cfg.StopTimeout {
-				t.Fatalf("budget %+v does not use StopGrace %s and StopTimeout %s", b, cfg.StopGrace, cfg.StopTimeout)
-			}
-			for _, n := range []struct {
-				inner, outer string
-				in, out      time.Duration
-			}{
-				{"worker grace", "starter timeout", b.workerGrace, b.starter},
-				{"starter timeout", "workers supervisor timeout", b.starter, b.workersSup},
-				{"drain + pool cancel wait + workers supervisor", "root's bound for workers", b.drain + b.cancelWait + b.workersSup, b.workers},
-				{"root's bound for workers", "StopTimeout", b.workers, b.total},
-				{"two bridge grace phases", "root's bound for the bridge", 2 * b.bridgeGrace, b.bridge},
-				{"cleanup kill grace", "root's bound for the cleanup", b.cleanupKill, b.cleanup},
-				{"workers + bridge + cleanup + registry", "StopTimeout", b.workers + b.bridge + b.cleanup + b.registry, b.total},
-			} {
-				if n.in >= n.out {
-					t.Errorf("%s (%s) does not end strictly before %s (%s)", n.inner, n.in, n.outer, n.out)
-				}
-			}
-			for name, d := range map[string]time.Duration{"drain": b.drain, "cancel wait": b.cancelWait, "registry": b.registry} {
-				if d <= 0 {
-					t.Errorf("%s is %s; every phase needs time", name, d)
-				}
+			checkStopBudget(t, cfg, false)
+			// Elastic pools: one more sequential child, the scalers.
+			if b := checkStopBudget(t, cfg, true); b.scaler <= 0 {
+				t.Errorf("an elastic App's budget has no scaler share: %+v", b)
 			}
 		})
 	}
 	if b, _ := newStopBudget(withDefaults(t, Config{}), false); b.total+time.Second > 10*time.Second {
 		t.Errorf("the default StopTimeout %s leaves under 1 s of margin inside suture's default 10 s Timeout", b.total)
 	}
+}
+
+func checkStopBudget(t *testing.T, cfg Config, elastic bool) stopBudget {
+	t.Helper()
+	b, err := newStopBudget(cfg, elastic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.workerGrace != cfg.StopGrace || b.total != cfg.StopTimeout {
+		t.Fatalf("budget %+v does not use StopGrace %s and StopTimeout %s", b, cfg.StopGrace, cfg.StopTimeout)
+	}
+	for _, n := range []struct {
+		inner, outer string
+		in, out      time.Duration
+	}{
+		{"worker grace", "starter timeout", b.workerGrace, b.starter},
+		{"starter timeout", "workers supervisor timeout", b.starter, b.workersSup},
+		{"drain + pool cancel wait + workers supervisor", "root's bound for workers", b.drain + b.cancelWait + b.workersSup, b.workers},
+		{"root's bound for workers", "StopTimeout", b.workers, b.total},
+		{"two bridge grace phases", "root's bound for the bridge", 2 * b.bridgeGrace, b.bridge},
+		{"cleanup kill grace", "root's bound for the cleanup", b.cleanupKill, b.cleanup},
+		{"scaler + workers + bridge + cleanup + registry", "StopTimeout", b.scaler + b.workers + b.bridge + b.cleanup + b.registry, b.total},
+	} {
+		if n.in >= n.out {
+			t.Errorf("%s (%s) does not end strictly before %s (%s)", n.inner, n.in, n.outer, n.out)
+		}
+	}
+	for name, d := range map[string]time.Duration{"drain": b.drain, "cancel wait": b.cancelWait, "registry": b.registry} {
+		if d <= 0 {
+			t.Errorf("%s is %s; every phase needs time", name, d)
+		}
+	}
+	return b
 }
 
 // A StopGrace the total cannot hold is refused by New with what to change,

@@ -97,6 +97,10 @@ func TestHPAScalesTheAgentsOnQueueWait(t *testing.T) {
 	if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].External == nil || h.Spec.Metrics[0].External.Metric.Name != "snakepit_queue_wait_seconds" {
 		t.Fatalf("want one External metric snakepit_queue_wait_seconds, got %+v", h.Spec.Metrics)
 	}
+	// Remote workers join the hosts' default pool only: its wait is the agents'.
+	if sel := h.Spec.Metrics[0].External.Metric.Selector; sel == nil || sel.MatchLabels["pool"] != "default" {
+		t.Errorf("want the metric selected by pool=default (the pool agents join), got %+v", sel)
+	}
 	if tg := h.Spec.Metrics[0].External.Target; tg.Type != autoscalingv2.ValueMetricType || tg.Value == nil || tg.Value.Sign() <= 0 {
 		t.Errorf("want a positive Value target (seconds of wait), got %+v", tg)
 	}
