@@ -115,16 +115,17 @@ def prepare(
     items: Sequence[Any] = (request,) if single else request.batch
     prep = Prepared(info.name, single, len(items))
     defaults = info.batch_defaults
-    want_ctx = info.context_param is not None  # per-call contexts only when the tool can see them
+    ctx_param = info.context_param or ""
+    want_ctx = bool(ctx_param)  # per-call contexts only when the tool can see them
     rows: List[Dict[str, Any]] = []
     calls: List["SessionContext"] = []
     for i, item in enumerate(items):
         try:
             kw = decode_args(item.args_json, item.binary_args)
             if want_ctx:
-                if info.context_param in kw:
-                    raise InvalidArgs(info.context_param, f"argument {info.context_param!r} of tool {info.name!r} is reserved for the session context")
-                kw[info.context_param] = sctx  # what fits_kwargs expects; the column is set below
+                if ctx_param in kw:
+                    raise InvalidArgs(ctx_param, f"argument {ctx_param!r} of tool {info.name!r} is reserved for the session context")
+                kw[ctx_param] = sctx  # what fits_kwargs expects; the column is set below
             info.fits_kwargs(kw)
             if info.check is not None:
                 info.check(kw)
