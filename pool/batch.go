@@ -11,11 +11,20 @@ import (
 
 // Dynamic batching. A tool that declares worker.ToolSpec.BatchMaxSize takes
 // several calls in one request. Its calls, once past the tool's limits,
-// join the tool's open batch instead of looking for a slot each; the batch
-// closes when it holds BatchMaxSize calls or BatchMaxWait after its first
-// call joined. A goroutine of its own (the runner) then takes ONE slot for
-// the whole batch, sends it (worker.BatchExecutor) and hands each call its
-// share of the answer.
+// join the tool's open batch instead of looking for a slot each. The batch
+// closes, and is sent, at the first of:
+//   - it holds BatchMaxSize calls;
+//   - the tool is idle: fewer of its batches are in flight than workers are
+//     ready (a call that finds a worker with nothing of this tool to do goes
+//     at once: waiting would only add latency), checked when a call joins
+//     and when one of its batches ends;
+//   - BatchMaxWait has passed since its first call joined.
+//
+// So batches form from the calls that arrive while the workers are busy
+// with earlier batches (as Triton's dynamic batcher forms them while its
+// model instances are busy), and a lone caller pays no max_wait. A goroutine
+// of its own (the runner) then takes ONE slot for the whole batch, sends it
+// (worker.BatchExecutor) and hands each call its share of the answer.
 //
 // Each call stays its caller's:
 //   - it counts once in Stats: a request when it joins, its outcome when its
@@ -76,6 +85,9 @@ type batcher struct {
 	open  []*batchItem
 	timer *time.Timer
 	epoch uint64 // counts closed batches: a timer armed for an earlier one does nothing
+	// running counts the tool's closed batches not yet answered (their
+	// runners, retries included).
+	running int
 }
 
 // batching is the pool's batching state.
@@ -124,7 +136,7 @@ func (p *Pool) executeBatched(ctx context.Context, call *worker.Call, opts CallO
 	if first {
 		p.st.requests++
 	}
-	stopping, plain := p.stopping, p.bt.plain > 0
+	stopping, plain, ready := p.stopping, p.bt.plain > 0, p.ready
 	p.mu.Unlock()
 	switch {
 	case stopping:
@@ -134,7 +146,7 @@ func (p *Pool) executeBatched(ctx context.Context, call *worker.Call, opts CallO
 	}
 	it := &batchItem{call: call, ctx: ctx, opts: opts, done: make(chan struct{})}
 	b := p.batcherFor(call.Tool)
-	b.join(it, lim)
+	b.join(it, lim, ready)
 	var res *worker.Result
 	var err error
 	sent := true
@@ -154,11 +166,12 @@ func (p *Pool) executeBatched(ctx context.Context, call *worker.Call, opts CallO
 	return res, err
 }
 
-// join adds it to the open batch, closing the batch when it is full.
-func (b *batcher) join(it *batchItem, lim toolLimit) {
+// join adds it to the open batch, closing the batch when it is full or
+// the tool is idle (ready: the workers ready).
+func (b *batcher) join(it *batchItem, lim toolLimit, ready int) {
 	b.mu.Lock()
 	b.open = append(b.open, it)
-	if len(b.open) >= lim.batchMax {
+	if len(b.open) >= lim.batchMax || b.running < ready {
 		items := b.closeLocked()
 		b.mu.Unlock()
 		go b.p.runBatch(b, items)
@@ -169,6 +182,21 @@ func (b *batcher) join(it *batchItem, lim toolLimit) {
 		b.timer = time.AfterFunc(lim.batchWait, func() { b.expire(epoch) })
 	}
 	b.mu.Unlock()
+}
+
+// next is a runner done with its batch: it returns the open batch, closed,
+// when the tool is now idle (the runner sends it), else nil.
+func (b *batcher) next() []*batchItem {
+	b.p.mu.Lock()
+	ready := b.p.ready
+	b.p.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.running--
+	if len(b.open) == 0 || b.running >= ready {
+		return nil
+	}
+	return b.closeLocked()
 }
 
 // expire closes the batch the timer was armed for, if it is still open.
@@ -187,6 +215,7 @@ func (b *batcher) closeLocked() []*batchItem {
 	items := b.open
 	b.open = nil
 	b.epoch++
+	b.running++
 	if b.timer != nil {
 		b.timer.Stop()
 		b.timer = nil
@@ -263,14 +292,18 @@ func (b *batcher) deliver(it *batchItem, res *worker.Result, err error) {
 	close(it.done)
 }
 
-// runBatch sends a closed batch, again for the calls a crash lets retry.
+// runBatch sends a closed batch, again for the calls a crash lets retry;
+// then the open batch if the tool is idle by then.
 func (p *Pool) runBatch(b *batcher, items []*batchItem) {
-	var avoid *workerState
-	for attempt := 0; len(items) > 0; attempt++ {
-		if attempt > 0 {
-			_ = p.backoff(context.Background(), attempt-1) // bounded; calls may leave meanwhile
+	for items != nil {
+		var avoid *workerState
+		for attempt := 0; len(items) > 0; attempt++ {
+			if attempt > 0 {
+				_ = p.backoff(context.Background(), attempt-1) // bounded; calls may leave meanwhile
+			}
+			items, avoid = p.batchAttempt(b, items, avoid, attempt)
 		}
-		items, avoid = p.batchAttempt(b, items, avoid, attempt)
+		items = b.next()
 	}
 }
 

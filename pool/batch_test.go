@@ -82,25 +82,40 @@ func batchCall(id string) *worker.Call { return &worker.Call{Tool: "twice", Requ
 
 const forever = time.Hour // a max_wait that never closes a batch within a test
 
-// TestBatchCoalescesAndSplits: calls wait in the open batch until it is
-// full, go out as one request, and each caller gets its own result.
+// hold sends a call that the gated tool holds, alone (the tool is idle),
+// so that the next calls wait in the open batch.
+func (h *harness) hold(bt *batchTool, id string, o pool.CallOptions) <-chan outcome {
+	h.t.Helper()
+	ch := h.goExecute(context.Background(), batchCall(id), o)
+	if got := bt.waitEntered(h.t); len(got) != 1 || got[0] != id {
+		h.t.Fatalf("the first call went out as %v, want alone", got)
+	}
+	return ch
+}
+
+// TestBatchCoalescesAndSplits: while a batch is on the worker, calls wait
+// in the open batch until it is full, go out as one request, and each
+// caller gets its own result.
 func TestBatchCoalescesAndSplits(t *testing.T) {
 	h := newHarness(t, pool.Options{})
-	bt := newBatchTool(false)
+	bt := newBatchTool(true)
 	h.add("w0", 2, bt.option(4, forever))
 	h.ready(1)
-	// Learn the tool's spec first: calls made before are not batched.
+	held := h.hold(bt, "h", pool.CallOptions{})
 	var chs []<-chan outcome
 	for i := range 3 {
 		chs = append(chs, h.goExecute(context.Background(), batchCall(fmt.Sprint("c", i)), pool.CallOptions{}))
 	}
-	h.waitStats("3 calls counted", func(s pool.Stats) bool { return s.Requests == 3 })
-	// Counted and waiting: nothing may have been sent before the batch is full.
 	waitFor(t, "3 calls in the open batch", func() bool { return pool.OpenBatchLen(h.p, "twice") == 3 })
-	if got := bt.sent(); len(got) != 0 {
+	if got := bt.sent(); len(got) != 1 {
 		t.Fatalf("a batch was sent before it was full or its max_wait passed: %v", got)
 	}
 	chs = append(chs, h.goExecute(context.Background(), batchCall("c3"), pool.CallOptions{}))
+	if got := bt.waitEntered(t); len(got) != 4 {
+		t.Fatalf("batch %v, want the 4 calls", got)
+	}
+	bt.release <- struct{}{}
+	bt.release <- struct{}{}
 	for i, ch := range chs {
 		o := recv(t, ch)
 		if o.err != nil {
@@ -111,48 +126,78 @@ func TestBatchCoalescesAndSplits(t *testing.T) {
 			t.Errorf("call %d got %q, want %q", i, got, id+id)
 		}
 	}
-	if got := bt.sent(); len(got) != 1 || len(got[0]) != 4 {
-		t.Fatalf("batches sent %v, want one of 4 calls", got)
+	if o := recv(t, held); o.err != nil {
+		t.Fatal(o.err)
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Outcomes[pool.OutcomeSuccess] != 4 || s.Batches.Count != 1 || s.Batches.Calls != 4 {
-		t.Errorf("outcomes %v, batches %+v; want 4 successes in 1 batch of 4", s.Outcomes, s.Batches)
+	if s.Outcomes[pool.OutcomeSuccess] != 5 || s.Batches.Count != 2 || s.Batches.Calls != 5 {
+		t.Errorf("outcomes %v, batches %+v; want 5 successes in batches of 1 and 4", s.Outcomes, s.Batches)
 	}
 	for _, b := range s.Batches.Buckets {
-		if want := uint64(0); b.UpperBound >= 4 {
+		want := uint64(0)
+		switch {
+		case b.UpperBound >= 4:
+			want = 2
+		case b.UpperBound >= 1:
 			want = 1
-			if b.Count != want {
-				t.Errorf("bucket ≤%d = %d, want %d", b.UpperBound, b.Count, want)
-			}
-		} else if b.Count != want {
+		}
+		if b.Count != want {
 			t.Errorf("bucket ≤%d = %d, want %d", b.UpperBound, b.Count, want)
 		}
 	}
 }
 
+// TestBatchIdleToolSendsAtOnce: a lone call does not wait for max_wait,
+// and calls waiting in the open batch go out as soon as the batch ahead
+// of them is answered.
+func TestBatchIdleToolSendsAtOnce(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	bt := newBatchTool(true)
+	h.add("w0", 2, bt.option(8, forever))
+	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
+	a := h.goExecute(context.Background(), batchCall("a"), pool.CallOptions{})
+	b := h.goExecute(context.Background(), batchCall("b"), pool.CallOptions{})
+	waitFor(t, "2 calls in the open batch", func() bool { return pool.OpenBatchLen(h.p, "twice") == 2 })
+	bt.release <- struct{}{}
+	if o := recv(t, held); o.err != nil {
+		t.Fatal(o.err)
+	}
+	if got := bt.waitEntered(t); len(got) != 2 {
+		t.Fatalf("batch %v, want a and b", got)
+	}
+	bt.release <- struct{}{}
+	for _, ch := range []<-chan outcome{a, b} {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	checkBalanced(t, h.p.Stats())
+}
+
 // TestBatchMaxWaitClosesPartialBatch: a batch that does not fill goes out
-// once its max_wait has passed.
+// once its max_wait has passed, while the batch ahead is still running.
 func TestBatchMaxWaitClosesPartialBatch(t *testing.T) {
 	h := newHarness(t, pool.Options{})
-	bt := newBatchTool(false)
-	h.add("w0", 1, bt.option(64, 5*time.Millisecond))
+	bt := newBatchTool(true)
+	h.add("w0", 4, bt.option(64, 5*time.Millisecond))
 	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
 	var chs []<-chan outcome
 	for i := range 3 {
 		chs = append(chs, h.goExecute(context.Background(), batchCall(fmt.Sprint("c", i)), pool.CallOptions{}))
 	}
-	for i, ch := range chs {
+	for n := 0; n < 3; {
+		n += len(bt.waitEntered(t)) // the first batch still holds its slot
+	}
+	for range 4 {
+		bt.release <- struct{}{}
+	}
+	for i, ch := range append(chs, held) {
 		if o := recv(t, ch); o.err != nil {
 			t.Fatalf("call %d: %v", i, o.err)
 		}
-	}
-	n := 0
-	for _, b := range bt.sent() {
-		n += len(b)
-	}
-	if n != 3 {
-		t.Fatalf("batches %v carried %d calls, want 3", bt.sent(), n)
 	}
 	checkBalanced(t, h.p.Stats())
 }
@@ -160,14 +205,20 @@ func TestBatchMaxWaitClosesPartialBatch(t *testing.T) {
 // TestBatchPerItemErrors: one bad item fails only its own call.
 func TestBatchPerItemErrors(t *testing.T) {
 	h := newHarness(t, pool.Options{})
-	bt := newBatchTool(false)
-	h.add("w0", 1, bt.option(3, forever))
+	bt := newBatchTool(true)
+	h.add("w0", 2, bt.option(3, forever))
 	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
 	ids := []string{"ok1", "bad", "ok2"}
 	var chs []<-chan outcome
 	for _, id := range ids {
 		chs = append(chs, h.goExecute(context.Background(), batchCall(id), pool.CallOptions{}))
 	}
+	if got := bt.waitEntered(t); len(got) != 3 {
+		t.Fatalf("batch %v, want the 3 calls", got)
+	}
+	bt.release <- struct{}{}
+	bt.release <- struct{}{}
 	for i, ch := range chs {
 		o := recv(t, ch)
 		var te *worker.ToolError
@@ -178,10 +229,11 @@ func TestBatchPerItemErrors(t *testing.T) {
 			t.Errorf("item %s failed with its neighbour: %v", ids[i], o.err)
 		}
 	}
+	recv(t, held)
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Outcomes[pool.OutcomeSuccess] != 2 || s.Outcomes[pool.OutcomeToolError] != 1 {
-		t.Errorf("outcomes %v, want 2 successes and 1 tool error", s.Outcomes)
+	if s.Outcomes[pool.OutcomeSuccess] != 3 || s.Outcomes[pool.OutcomeToolError] != 1 {
+		t.Errorf("outcomes %v, want 3 successes and 1 tool error", s.Outcomes)
 	}
 }
 
@@ -189,9 +241,10 @@ func TestBatchPerItemErrors(t *testing.T) {
 // in the open batch leaves it; the batch goes out without it.
 func TestBatchCancelBeforeSend(t *testing.T) {
 	h := newHarness(t, pool.Options{})
-	bt := newBatchTool(false)
-	h.add("w0", 1, bt.option(3, forever))
+	bt := newBatchTool(true)
+	h.add("w0", 2, bt.option(3, forever))
 	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := h.goExecute(ctx, batchCall("gone"), pool.CallOptions{})
 	a := h.goExecute(context.Background(), batchCall("a"), pool.CallOptions{})
@@ -203,18 +256,19 @@ func TestBatchCancelBeforeSend(t *testing.T) {
 	waitFor(t, "the call to leave", func() bool { return pool.OpenBatchLen(h.p, "twice") == 1 })
 	b := h.goExecute(context.Background(), batchCall("b"), pool.CallOptions{})
 	c := h.goExecute(context.Background(), batchCall("c"), pool.CallOptions{})
-	for _, ch := range []<-chan outcome{a, b, c} {
+	if got := bt.waitEntered(t); len(got) != 3 || slicesContain(got, "gone") {
+		t.Fatalf("batch %v, want a, b, c", got)
+	}
+	bt.release <- struct{}{}
+	bt.release <- struct{}{}
+	for _, ch := range []<-chan outcome{a, b, c, held} {
 		if o := recv(t, ch); o.err != nil {
 			t.Fatal(o.err)
 		}
 	}
-	got := bt.sent()
-	if len(got) != 1 || len(got[0]) != 3 || slicesContain(got[0], "gone") {
-		t.Fatalf("batches %v, want one of a, b, c", got)
-	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Outcomes[pool.OutcomeCancelled] != 1 || s.Outcomes[pool.OutcomeSuccess] != 3 {
+	if s.Outcomes[pool.OutcomeCancelled] != 1 || s.Outcomes[pool.OutcomeSuccess] != 4 {
 		t.Errorf("outcomes %v", s.Outcomes)
 	}
 }
@@ -226,19 +280,21 @@ func TestBatchCancelBeforeSend(t *testing.T) {
 func TestBatchCancelAndDeadlineAfterSend(t *testing.T) {
 	h := newHarness(t, pool.Options{})
 	bt := newBatchTool(true)
-	h.add("w0", 1, bt.option(3, forever))
+	h.add("w0", 2, bt.option(3, forever))
 	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
 	cctx, cancel := context.WithCancel(context.Background())
 	cancelled := h.goExecute(cctx, batchCall("x"), pool.CallOptions{})
-	kctx, kcancel := context.WithCancel(context.Background())
-	kept := h.goExecute(kctx, batchCall("k"), pool.CallOptions{})
+	kept := h.goExecute(context.Background(), batchCall("k"), pool.CallOptions{})
 	waitFor(t, "2 calls in the open batch", func() bool { return pool.OpenBatchLen(h.p, "twice") == 2 })
 	// The third call fills the batch, so its short deadline passes after
 	// the batch was sent.
 	dctx, dcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer dcancel()
 	late := h.goExecute(dctx, batchCall("d"), pool.CallOptions{})
-	bt.waitEntered(t)
+	if got := bt.waitEntered(t); len(got) != 3 {
+		t.Fatalf("batch %v, want x, k, d", got)
+	}
 	cancel()
 	if o := recv(t, cancelled); !errors.Is(o.err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", o.err)
@@ -246,30 +302,31 @@ func TestBatchCancelAndDeadlineAfterSend(t *testing.T) {
 	if o := recv(t, late); !errors.Is(o.err, context.DeadlineExceeded) {
 		t.Fatalf("call past its deadline: %v", o.err)
 	}
+	select {
+	case o := <-kept:
+		t.Fatalf("the call that stayed returned with the others: %v %v", o.res, o.err)
+	default:
+	}
+	bt.release <- struct{}{}
 	bt.release <- struct{}{}
 	o := recv(t, kept)
 	if o.err != nil || resultString(t, o.res) != "kk" {
 		t.Fatalf("the call that stayed: %v %v", o.res, o.err)
 	}
-	kcancel()
+	recv(t, held)
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Outcomes[pool.OutcomeCancelled] != 1 || s.Outcomes[pool.OutcomeDeadline] != 1 || s.Outcomes[pool.OutcomeSuccess] != 1 {
+	if s.Outcomes[pool.OutcomeCancelled] != 1 || s.Outcomes[pool.OutcomeDeadline] != 1 || s.Outcomes[pool.OutcomeSuccess] != 2 {
 		t.Errorf("outcomes %v", s.Outcomes)
 	}
 
 	// Every caller gone: the request is cancelled on the worker.
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	var chs []<-chan outcome
-	for i := range 3 {
-		chs = append(chs, h.goExecute(ctx2, batchCall(fmt.Sprint("y", i)), pool.CallOptions{}))
-	}
+	lone := h.goExecute(ctx2, batchCall("y"), pool.CallOptions{})
 	bt.waitEntered(t)
 	cancel2()
-	for _, ch := range chs {
-		if o := recv(t, ch); !errors.Is(o.err, context.Canceled) {
-			t.Fatalf("got %v, want context.Canceled", o.err)
-		}
+	if o := recv(t, lone); !errors.Is(o.err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", o.err)
 	}
 	bt.mu.Lock()
 	wctx := bt.ctxs[len(bt.ctxs)-1]
@@ -281,20 +338,25 @@ func TestBatchCancelAndDeadlineAfterSend(t *testing.T) {
 
 // TestBatchCrashRetriesIdempotentCalls: a worker dying under a batch fails
 // each call as a crash fails a single call: the idempotent one is retried
-// on another worker, the other fails with the crash error.
+// on another worker, the others fail with the crash error.
 func TestBatchCrashRetriesIdempotentCalls(t *testing.T) {
 	h := newHarness(t, pool.Options{RetryBackoff: time.Millisecond})
 	bt0, bt1 := newBatchTool(true), newBatchTool(false)
-	w0 := h.add("w0", 1, bt0.option(2, forever))
+	w0 := h.add("w0", 2, bt0.option(2, forever))
 	h.ready(1)
+	held := h.hold(bt0, "h", pool.CallOptions{})
 	idem := h.goExecute(context.Background(), batchCall("i"), pool.CallOptions{Idempotent: true})
 	plain := h.goExecute(context.Background(), batchCall("p"), pool.CallOptions{})
-	bt0.waitEntered(t)
+	if got := bt0.waitEntered(t); len(got) != 2 {
+		t.Fatalf("batch %v, want i and p", got)
+	}
 	h.add("w1", 1, bt1.option(2, forever))
 	h.ready(2)
 	w0.Crash()
-	if o := recv(t, plain); !errors.Is(o.err, worker.ErrWorkerCrashed) {
-		t.Fatalf("non-idempotent call: %v, want a crash error", o.err)
+	for _, ch := range []<-chan outcome{plain, held} {
+		if o := recv(t, ch); !errors.Is(o.err, worker.ErrWorkerCrashed) {
+			t.Fatalf("non-idempotent call: %v, want a crash error", o.err)
+		}
 	}
 	o := recv(t, idem)
 	if o.err != nil || resultString(t, o.res) != "ii" {
@@ -305,7 +367,7 @@ func TestBatchCrashRetriesIdempotentCalls(t *testing.T) {
 	}
 	s := h.p.Stats()
 	checkBalanced(t, s)
-	if s.Outcomes[pool.OutcomeCrashed] != 1 || s.Outcomes[pool.OutcomeSuccess] != 1 || s.Retries != 1 {
+	if s.Outcomes[pool.OutcomeCrashed] != 2 || s.Outcomes[pool.OutcomeSuccess] != 1 || s.Retries != 1 {
 		t.Errorf("outcomes %v, retries %d", s.Outcomes, s.Retries)
 	}
 }

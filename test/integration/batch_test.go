@@ -12,8 +12,10 @@ import (
 )
 
 // batch_adapter.BatchTestAdapter.work: @tool(batch=Batch(max_size=4,
-// max_wait_ms=300)); each call answers with its id, the size of the batch
-// it ran in, the worker's pid and its own request id.
+// max_wait_ms=1000)); each call answers with its id, the size of the batch
+// it ran in, the worker's pid and its own request id. A call that finds
+// the tool idle goes alone; the tests first keep every worker busy with a
+// long call (hold) so that the next four calls form one batch.
 type workOut struct {
 	ID        string `json:"id"`
 	Size      int    `json:"size"`
@@ -71,15 +73,21 @@ func TestBatchToolOverRealWorkers(t *testing.T) {
 			spec = s
 		}
 	}
-	if spec.BatchMaxSize != 4 || spec.BatchMaxWait != 300*time.Millisecond {
-		t.Fatalf("work spec %+v; want BatchMaxSize 4, BatchMaxWait 300ms from @tool(batch=Batch(max_size=4, max_wait_ms=300))", spec)
+	if spec.BatchMaxSize != 4 || spec.BatchMaxWait != time.Second {
+		t.Fatalf("work spec %+v; want BatchMaxSize 4, BatchMaxWait 1s from @tool(batch=Batch(max_size=4, max_wait_ms=1000))", spec)
 	}
 	if len(spec.Parameters) != 2 || spec.Parameters[0].Type != "str" || spec.Parameters[1].Type != "int" {
 		t.Fatalf("parameters %+v; want the per-call types str and int", spec.Parameters)
 	}
 
-	// Coalescing, splitting, per-call errors and request ids.
+	// A lone call goes at once, alone.
 	ctx := ctxT(t)
+	if r := recvWork(t, goWork(ctx, app, "alone", 0)); r.err != nil || r.out.Size != 1 {
+		t.Fatalf("a lone call: %+v, %v", r.out, r.err)
+	}
+
+	// Coalescing, splitting, per-call errors and request ids.
+	held := hold(t, app, 1, 3000)
 	ids := []string{"a", "bad", "c", "d"}
 	var chs []<-chan workResult
 	for _, id := range ids {
@@ -95,7 +103,7 @@ func TestBatchToolOverRealWorkers(t *testing.T) {
 			}
 			continue
 		}
-		if r.err != nil || r.out.ID != ids[i] || r.out.RequestID == "" {
+		if r.err != nil || r.out.ID != ids[i] || r.out.RequestID == "" || r.out.Size != 4 {
 			t.Fatalf("call %s: %+v, %v", ids[i], r.out, r.err)
 		}
 		reqIDs[r.out.RequestID] = true
@@ -104,15 +112,30 @@ func TestBatchToolOverRealWorkers(t *testing.T) {
 	if len(reqIDs) != total {
 		t.Errorf("request ids %v are not one per call", reqIDs)
 	}
-	b := app.Stats().Pool.Batches
-	if b.Calls != 4 || b.Count == 0 || b.Count > 4 {
-		t.Errorf("batches %+v; want the 4 calls in at most 4 batches", b)
+	for _, ch := range held {
+		if r := recvWork(t, ch); r.err != nil {
+			t.Fatal(r.err)
+		}
 	}
+	if b := app.Stats().Pool.Batches; b.Calls != 6 || b.Count != 3 {
+		t.Errorf("batches %+v; want 6 calls in 3 batches (1, 1, 4)", b)
+	}
+}
 
-	// A partial batch goes out once its max_wait has passed.
-	if r := recvWork(t, goWork(ctx, app, "alone", 0)); r.err != nil || r.out.Size != 1 {
-		t.Fatalf("a lone call: %+v, %v", r.out, r.err)
+// hold keeps each of n workers busy with a call of ms, and returns once
+// those calls are on the workers.
+func hold(t *testing.T, app *snakepit.App, n, ms int) []<-chan workResult {
+	t.Helper()
+	before := app.Stats().Pool.Batches.Count
+	var out []<-chan workResult
+	for i := range n {
+		out = append(out, goWork(ctxT(t), app, fmt.Sprint("hold", i), ms, snakepit.Idempotent()))
 	}
+	waitUntil(t, "the long calls on the workers", func() bool {
+		s := app.Stats().Pool
+		return s.Batches.Count >= before+uint64(n) && s.InFlight >= n
+	})
+	return out
 }
 
 func TestBatchCancellationAndDeadlinePerCall(t *testing.T) {
@@ -122,16 +145,14 @@ func TestBatchCancellationAndDeadlinePerCall(t *testing.T) {
 	defer cancel()
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
+	held := hold(t, app, 1, 3000)
 	before := app.Stats().Pool.Batches.Count
 	cancelled := goWork(cctx, app, "x", 1500)
 	kept := goWork(ctx, app, "k", 1500)
 	kept2 := goWork(ctx, app, "k2", 1500)
 	late := goWork(dctx, app, "d", 1500)
 	// The batch is on the worker once it was sent (the slot it holds).
-	waitUntil(t, "the batch to be sent", func() bool {
-		s := app.Stats().Pool
-		return s.Batches.Count > before && s.InFlight > 0
-	})
+	waitUntil(t, "the batch to be sent", func() bool { return app.Stats().Pool.Batches.Count > before })
 	cancel()
 	if r := recvWork(t, cancelled); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", r.err)
@@ -145,7 +166,7 @@ func TestBatchCancellationAndDeadlinePerCall(t *testing.T) {
 		t.Fatalf("the other calls returned with the cancelled ones: %+v %v", r.out, r.err)
 	default:
 	}
-	for _, ch := range []<-chan workResult{kept, kept2} {
+	for _, ch := range append(held, kept, kept2) {
 		if r := recvWork(t, ch); r.err != nil {
 			t.Fatalf("kept call: %v", r.err)
 		}
@@ -167,14 +188,15 @@ func TestBatchCancellationAndDeadlinePerCall(t *testing.T) {
 		}
 	}
 	s := app.Stats().Pool
-	if s.Outcomes["cancelled"] != 2 || s.Outcomes["deadline"] != 1 || s.Outcomes["success"] != 5 {
-		t.Errorf("outcomes %v; want 2 cancelled, 1 deadline, 5 successes", s.Outcomes)
+	if s.Outcomes["cancelled"] != 2 || s.Outcomes["deadline"] != 1 || s.Outcomes["success"] != 6 {
+		t.Errorf("outcomes %v; want 2 cancelled, 1 deadline, 6 successes", s.Outcomes)
 	}
 }
 
 func TestBatchWorkerCrashRetriesIdempotentCalls(t *testing.T) {
 	app := batchApp(t, 2)
 	ctx := ctxT(t)
+	held := hold(t, app, 2, 3000) // idempotent: the one under the crash goes again
 	idem := []<-chan workResult{
 		goWork(ctx, app, "i1", 200, snakepit.Idempotent()),
 		goWork(ctx, app, "i2", 200, snakepit.Idempotent()),
@@ -186,14 +208,14 @@ func TestBatchWorkerCrashRetriesIdempotentCalls(t *testing.T) {
 			t.Fatalf("non-idempotent call under the crash: %+v %v, want ErrWorkerCrashed", r.out, r.err)
 		}
 	}
-	for _, ch := range idem {
+	for _, ch := range append(idem, held...) {
 		r := recvWork(t, ch)
 		if r.err != nil {
 			t.Fatalf("idempotent call: %v, want its result from the retry", r.err)
 		}
 	}
 	s := app.Stats().Pool
-	if s.Retries < 2 || s.Outcomes["crashed"] != 2 || s.Outcomes["success"] != 2 {
-		t.Errorf("retries %d, outcomes %v; want 2 retries, 2 crashed, 2 successes", s.Retries, s.Outcomes)
+	if s.Retries < 3 || s.Outcomes["crashed"] != 2 || s.Outcomes["success"] != 4 {
+		t.Errorf("retries %d, outcomes %v; want at least 3 retries, 2 crashed, 4 successes", s.Retries, s.Outcomes)
 	}
 }

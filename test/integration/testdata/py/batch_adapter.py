@@ -10,9 +10,9 @@ from snakepit_bridge import Batch, BaseAdapter, InvalidArgs, SessionContext, too
 
 
 class BatchTestAdapter(BaseAdapter):
-    # A batch closes only when full (the tests send exactly max_size calls)
-    # or, for a partial one, after 300 ms.
-    @tool(batch=Batch(max_size=4, max_wait_ms=300))
+    # While a batch runs, the next calls wait until 4 have joined (the
+    # tests send exactly that many), for at most 1 s.
+    @tool(batch=Batch(max_size=4, max_wait_ms=1000))
     def work(self, id: list[str], ms: list[int], ctx: SessionContext) -> list[Any]:
         """Each call: its id, the batch size, the pid and its own request id;
         "bad" ids fail alone, "die" ends the process. Sleeps max(ms)."""
