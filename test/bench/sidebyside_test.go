@@ -421,6 +421,12 @@ func drive(tb testing.TB, t target, c, total int) {
 
 func measure(b *testing.B, t target, c int) {
 	pids := t.pids()
+	var batches0, calls0 uint64
+	sp, isApp := t.(*snakepitTarget)
+	if isApp {
+		bs := sp.app.Stats().Pool.Batches
+		batches0, calls0 = bs.Count, bs.Calls
+	}
 	ticks0, self0 := cpuTicks(b, pids), selfCPU()
 	b.ResetTimer()
 	drive(b, t, c, b.N)
@@ -430,6 +436,11 @@ func measure(b *testing.B, t target, c int) {
 	b.ReportMetric(float64(b.N)/secs, "calls/s")
 	b.ReportMetric(float64(ticks)*1e6/clockTicks/float64(b.N), "py-cpu-µs/call")
 	b.ReportMetric(float64(self.Microseconds())/float64(b.N), "go-cpu-µs/call")
+	if isApp {
+		if bs := sp.app.Stats().Pool.Batches; bs.Count > batches0 {
+			b.ReportMetric(float64(bs.Calls-calls0)/float64(bs.Count-batches0), "calls/batch")
+		}
+	}
 }
 
 type setup struct {
