@@ -242,6 +242,10 @@ func (b *batcher) leave(it *batchItem) (*worker.Result, error, bool) {
 				break
 			}
 		}
+		if len(b.open) == 0 && b.timer != nil {
+			b.timer.Stop()
+			b.timer = nil
+		}
 		it.state = itemLeft
 		return nil, it.ctx.Err(), false
 	}
@@ -409,6 +413,27 @@ func executeBatch(ctx context.Context, w worker.Worker, tool string, calls []*wo
 		out[i] = worker.BatchResult{Result: res, Err: err}
 	}
 	return out, nil
+}
+
+// closeBatches sends every open batch now, from Stop: their calls then
+// fail with ErrPoolStopping at once instead of after their max_wait.
+func (p *Pool) closeBatches() {
+	p.bt.mu.Lock()
+	bs := make([]*batcher, 0, len(p.bt.byTool))
+	for _, b := range p.bt.byTool {
+		bs = append(bs, b)
+	}
+	p.bt.mu.Unlock()
+	for _, b := range bs {
+		b.mu.Lock()
+		if len(b.open) == 0 {
+			b.mu.Unlock()
+			continue
+		}
+		items := b.closeLocked()
+		b.mu.Unlock()
+		go p.runBatch(b, items)
+	}
 }
 
 // noteBatch counts a batch sent in the size histogram.

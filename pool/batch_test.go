@@ -397,3 +397,32 @@ func slicesContain(s []string, v string) bool {
 	}
 	return false
 }
+
+// TestBatchStopFailsTheOpenBatch: Stop does not leave calls waiting in an
+// open batch for their max_wait.
+func TestBatchStopFailsTheOpenBatch(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	bt := newBatchTool(true)
+	h.add("w0", 2, bt.option(8, forever))
+	h.ready(1)
+	held := h.hold(bt, "h", pool.CallOptions{})
+	waiting := h.goExecute(context.Background(), batchCall("w"), pool.CallOptions{})
+	waitFor(t, "a call in the open batch", func() bool { return pool.OpenBatchLen(h.p, "twice") == 1 })
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- h.p.Stop(ctx)
+	}()
+	if o := recv(t, waiting); !errors.Is(o.err, pool.ErrPoolStopping) {
+		t.Fatalf("the waiting call: %v, want ErrPoolStopping", o.err)
+	}
+	bt.release <- struct{}{}
+	if o := recv(t, held); o.err != nil {
+		t.Fatalf("the call in flight: %v", o.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	checkBalanced(t, h.p.Stats())
+}

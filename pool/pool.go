@@ -589,6 +589,7 @@ func (p *Pool) Stop(ctx context.Context) error {
 	idle := p.idle
 	p.mu.Unlock()
 	p.closeGates(ErrPoolStopping)
+	p.closeBatches()
 
 	select {
 	case <-idle:
