@@ -193,3 +193,23 @@ def test_optional_item_type():
 
     spec = collect_tools(O())["f"].spec
     assert spec.parameters[0].type == "Optional[int]"
+
+
+def test_example_adapter(make_server):
+    from snakepit_bridge.examples.batching import MATRIX_SIZE, BatchingAdapter
+
+    a = BatchingAdapter()
+    a.setup()
+    srv = make_server(a)
+    resp = srv.stub.ExecuteTool(batch_request("double", {"x": 1}, {"x": 2.5}), metadata=srv.md, timeout=10)
+    assert [item_value(r) for r in resp.batch] == [2, 5.0]
+    resp = srv.stub.ExecuteTool(batch_request("sqrt", {"x": 4}, {"x": -1}), metadata=srv.md, timeout=10)
+    assert item_value(resp.batch[0]) == 2.0 and resp.batch[1].error.kind == "invalid_args"
+    np = pytest.importorskip("numpy")
+    v = [1.0] * MATRIX_SIZE
+    resp = srv.stub.ExecuteTool(batch_request("matvec", {"v": v}, {"v": [1.0]}), metadata=srv.md, timeout=10)
+    got = np.frombuffer(resp.batch[0].result.binary, dtype=resp.batch[0].result.dtype)
+    assert np.allclose(got, a._m @ np.asarray(v))
+    assert resp.batch[1].error.kind == "invalid_args"
+    one = srv.execute("matvec_one", json.dumps({"v": v}).encode())
+    assert np.allclose(np.frombuffer(one.result.binary, dtype=one.result.dtype), got)

@@ -18,7 +18,8 @@ from typing import Any, List
 
 from snakepit_bridge import Batch, BaseAdapter, InvalidArgs, tool
 
-try:  # numpy is optional: matvec is offered only when it is importable
+_np: Any
+try:  # numpy is optional: matvec fails with a clear error without it
     import numpy as _np
 except ImportError:  # pragma: no cover - depends on the environment
     _np = None
