@@ -10,9 +10,11 @@
             return [len(t) * w for t, w in zip(text, weight)]
 
 Callers call a batch tool like any other tool, with ONE call's arguments
-(``{"text": "hi", "weight": 2.0}``). The host (Go) gathers concurrent calls of
-the tool, up to ``max_size`` of them or for at most ``max_wait_ms`` after the
-first, and sends them to one worker as one request. The function then
+(``{"text": "hi", "weight": 2.0}``). The host (Go) gathers the calls that
+arrive while the workers are busy with earlier batches of the tool, up to
+``max_size`` of them or for at most ``max_wait_ms`` after the first, and sends
+them to one worker as one request (a call that finds the tool idle goes at
+once, alone: a lone caller never waits ``max_wait_ms``). The function then
 receives **each parameter as a list with one entry per call**, in the same
 order for every parameter (``text=["hi", "yo"], weight=[2.0, 1.0]``), and
 returns a list (any sized sequence, a numpy array too) of the same length:
@@ -72,7 +74,8 @@ _MAX_WAIT_MS = 60_000.0
 class Batch:
     """How the host batches a tool's calls: at most ``max_size`` calls per
     request, and the first call of a batch waits at most ``max_wait_ms``
-    milliseconds for more (0: a batch is what has arrived together).
+    milliseconds for more while the tool is busy (0: a batch is what
+    arrived while the previous batches ran).
 
     Anchors: Ray Serve's ``@serve.batch(max_batch_size,
     batch_wait_timeout_s)`` and Triton's dynamic batcher
