@@ -47,6 +47,8 @@ import (
 //	                                           included, in buckets from 0.5 ms to 60 s; aggregate
 //	                                           across instances and take quantiles with
 //	                                           histogram_quantile(0.99, rate(..._bucket[5m]))
+//	snakepit_batch_size                        calls per request sent to a batch tool (@tool(batch=...)),
+//	                                           buckets 1, 2, 4, ... 1024
 //
 // The histogram replaced the sliding-window quantile gauges of earlier
 // versions: those could not be aggregated nor rated. Stats().Pool.Latency
@@ -83,6 +85,7 @@ func NewCollector(app *App) prometheus.Collector {
 		inFlight:   d("snakepit_in_flight", "Calls running on a worker.", "pool"),
 		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included.", "pool"),
 		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included.", "pool"),
+		batchSize:  d("snakepit_batch_size", "Calls per request sent to a batch tool.", "pool"),
 	}
 }
 
@@ -90,14 +93,14 @@ type collector struct {
 	app *App
 
 	requests, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
-	workers, queue, inFlight, duration, latencyMax                *prometheus.Desc
+	workers, queue, inFlight, duration, latencyMax, batchSize     *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
-		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax,
+		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax, c.batchSize,
 	} {
 		ch <- d
 	}
@@ -163,4 +166,13 @@ func (c *collector) collectPool(e emitter, name string, p PoolStats) {
 	}
 	e.ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
+	bs := make(map[float64]uint64, len(p.Batches.Buckets))
+	for _, b := range p.Batches.Buckets {
+		bs[float64(b.UpperBound)] = b.Count
+	}
+	bh, err := prometheus.NewConstHistogram(c.batchSize, p.Batches.Count, float64(p.Batches.Calls), bs, name)
+	if err != nil {
+		bh = prometheus.NewInvalidMetric(c.batchSize, err)
+	}
+	e.ch <- bh
 }
