@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array bench-batch clean
 
 all: build
 
@@ -126,6 +126,16 @@ bench-sidebyside: deps-python
 	  cat $(CURDIR)/.snakepit/sidebyside.run; cat $(CURDIR)/.snakepit/sidebyside.run >> $(CURDIR)/.snakepit/sidebyside.txt; \
 	  [ $$rc -eq 0 ] || exit $$rc; done
 	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
+
+## bench-batch: dynamic batching — the example numpy matrix-vector batch tool's cost per call by
+## batch size (1..64) against the same product one call per request, BENCH_COUNT interleaved rounds
+## (test/bench BenchmarkBatchMatvec); the throughput rows are `make bench-sidebyside BENCH_RUN=batch-`
+BATCH_BENCHTIME ?= 300x
+bench-batch: deps-python
+	@# Rounds of every batch size in turn (not -count, which repeats each size back to back).
+	cd test/bench && for i in $$(seq $(BENCH_COUNT)); do \
+	  SNAKEPIT_PYTHON="$${SNAKEPIT_PYTHON:-$$(cat $(PY_ENV_FILE))}" $(GO) test -run '^$$' -bench BatchMatvec \
+	    -benchtime $(BATCH_BENCHTIME) -count 1 -timeout 30m . | grep '^Benchmark' || exit 1; done
 
 ## bench-ab: the Python worker against the minimal servicer in paired rounds (raw grpc-go
 ## calls, C = 8 then C = 1; AB_ROUNDS, AB_VARIANTS): per-round ratios, for judging a

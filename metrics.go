@@ -55,6 +55,8 @@ import (
 //	                                           included, in buckets from 0.5 ms to 60 s; aggregate
 //	                                           across instances and take quantiles with
 //	                                           histogram_quantile(0.99, rate(..._bucket[5m]))
+//	snakepit_batch_size                        calls per request sent to a batch tool (@tool(batch=...)),
+//	                                           buckets 1, 2, 4, ... 1024
 //
 // The histogram replaced the sliding-window quantile gauges of earlier
 // versions: those could not be aggregated nor rated. Stats().Pool.Latency
@@ -91,6 +93,7 @@ func NewCollector(app *App) prometheus.Collector {
 		inFlight:   d("snakepit_in_flight", "Calls running on a worker.", "pool"),
 		duration:   d("snakepit_call_duration_seconds", "Latency of the calls that reached a worker, queueing included.", "pool"),
 		latencyMax: d("snakepit_call_latency_max_seconds", "Latency of the slowest call that reached a worker since start, queueing included.", "pool"),
+		batchSize:  d("snakepit_batch_size", "Calls per request sent to a batch tool.", "pool"),
 
 		queueWait:   d("snakepit_queue_wait_seconds", "How long the oldest call waiting for a worker has waited (0: none waits).", "pool"),
 		desired:     d("snakepit_pool_workers_desired", "Local workers the pool aims at (an elastic pool's decision, a fixed pool's size).", "pool"),
@@ -104,7 +107,7 @@ type collector struct {
 	app *App
 
 	requests, retries, restarts, restartReasons, recycles, reaped *prometheus.Desc
-	workers, queue, inFlight, duration, latencyMax                *prometheus.Desc
+	workers, queue, inFlight, duration, latencyMax, batchSize     *prometheus.Desc
 	queueWait, desired, minWorkers, maxWorkers, scaleEvents       *prometheus.Desc
 }
 
@@ -112,7 +115,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.retries, c.restarts, c.restartReasons, c.recycles, c.reaped,
-		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax,
+		c.workers, c.queue, c.inFlight, c.duration, c.latencyMax, c.batchSize,
 		c.queueWait, c.desired, c.minWorkers, c.maxWorkers, c.scaleEvents,
 	} {
 		ch <- d
@@ -179,6 +182,15 @@ func (c *collector) collectPool(e emitter, name string, p PoolStats) {
 	}
 	e.ch <- h
 	gauge(c.latencyMax, l.Max.Seconds())
+	bs := make(map[float64]uint64, len(p.Batches.Buckets))
+	for _, b := range p.Batches.Buckets {
+		bs[float64(b.UpperBound)] = b.Count
+	}
+	bh, err := prometheus.NewConstHistogram(c.batchSize, p.Batches.Count, float64(p.Batches.Calls), bs, name)
+	if err != nil {
+		bh = prometheus.NewInvalidMetric(c.batchSize, err)
+	}
+	e.ch <- bh
 
 	sc := p.Scaling
 	gauge(c.queueWait, p.QueueWait.Seconds())

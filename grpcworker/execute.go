@@ -117,3 +117,43 @@ func (c *conn) Probe(ctx context.Context) error {
 func (c *conn) Alive() { c.w.checkAbandonedLater(c.lt) }
 
 func (c *conn) MaxMessageBytes() int { return c.w.f.opts.MaxMessageBytes }
+
+var _ worker.BatchExecutor = (*Worker)(nil)
+
+// ExecuteBatch implements worker.BatchExecutor: the calls travel in one
+// ExecuteTool request (its batch field) and take one of the process's
+// slots. A failure of the request fails it whole, mapped as for Execute.
+func (w *Worker) ExecuteBatch(ctx context.Context, tool string, calls []*worker.Call) ([]worker.BatchResult, error) {
+	lt, err := w.lifetimeFor(tool)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{w: w, lt: lt}
+	defer c.Release()
+	resp, err := lt.client.ExecuteTool(ctx, wire.BatchRequest(tool, calls))
+	if err != nil {
+		return nil, callpath.Failure(ctx, c, tool, err)
+	}
+	out := make([]worker.BatchResult, len(calls))
+	if te := resp.GetError(); te != nil {
+		// Refused whole (an unknown or non-batch tool): every call's error.
+		e := c.Report(ctx, tool, te)
+		for i := range out {
+			out[i].Err = e
+		}
+		return out, nil
+	}
+	items := resp.GetBatch()
+	if len(items) != len(calls) {
+		return nil, fmt.Errorf("snakepit: worker %s answered a batch of %d calls of %q with %d results; is its snakepit_bridge older than the host?",
+			w.spec.ID, len(calls), tool, len(items))
+	}
+	for i, it := range items {
+		if te := it.GetError(); te != nil {
+			out[i].Err = c.Report(ctx, tool, te)
+			continue
+		}
+		out[i].Result = wire.Result(it.GetResult())
+	}
+	return out, nil
+}

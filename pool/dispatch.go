@@ -68,6 +68,9 @@ type callRec struct {
 	// (no worker had reported its tools yet). Should limits be known by the
 	// time it is dispatched, it goes back through admit (errReadmit).
 	ungated bool
+	// batch: the attempt carries a batch of calls (batch.go), which count
+	// in the stats themselves; the attempt records no outcome.
+	batch bool
 
 	stopWatch func() bool // from context.AfterFunc on the caller's ctx
 	timer     *time.Timer // the hung-worker timer, once armed
@@ -347,7 +350,9 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 // unlocks, and drops the record.
 func (p *Pool) rejectLocked(r *callRec, err error) error {
 	err = toolTimeoutErr(r.ctx, r.tool, err) // named where it is counted
-	p.st.record(err)
+	if !r.batch {
+		p.st.record(err)
+	}
 	p.dropLocked(r)
 	return err
 }
@@ -519,9 +524,11 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 	err = toolTimeoutErr(r.ctx, r.tool, err) // named where it is counted
 	reusable = reusable && !r.armed
 	p.unlinkReleaseLocked(r)
-	if retry {
+	switch {
+	case r.batch: // its calls count themselves
+	case retry:
 		p.st.retries++
-	} else {
+	default:
 		p.st.record(err)
 		p.sampleLocked(end.Sub(start))
 	}
@@ -538,7 +545,7 @@ func (p *Pool) recycle(r *callRec) {
 	r.inYield.Store(false)
 	r.watched.Store(false)
 	r.yieldEnd.Store(0)
-	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated = p, nil, 0, "", nil, nil, false
+	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch = p, nil, 0, "", nil, nil, false, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
 	r.prev, r.next = nil, nil
 	p.recs.Put(r)

@@ -68,6 +68,19 @@
 // From the worker: *worker.ToolError, worker.ErrWorkerCrashed,
 // *WorkerTimeoutError, or the context's error.
 //
+// # Batching
+//
+// A tool that declares worker.ToolSpec.BatchMaxSize is a batch tool: its
+// calls (without a session, in a pool whose workers are all
+// worker.BatchExecutors) are coalesced into one request per worker and the
+// results split back. A batch is sent when it is full, when the tool is
+// idle (fewer of its batches in flight than ready workers) or BatchMaxWait
+// after its first call; it takes one slot. Each call keeps its own
+// deadline and cancellation (leaving the batch before it is sent; after,
+// returning its context's error at once), error, request id and metadata,
+// counts once in Stats, and after a crash is retried (or not) by the rules
+// above; Stats.Batches is the histogram of batch sizes. See batch.go.
+//
 // # Membership
 //
 // Workers may join and leave while the pool serves. Add one (then run it);

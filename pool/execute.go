@@ -121,6 +121,9 @@ func (p *Pool) Execute(ctx context.Context, call *worker.Call, opts CallOptions)
 			return res, err
 		}
 		defer done() // reached once: the loop ends here
+		if lim := p.limitFor(call.Tool); lim.batchMax > 1 && call.SessionID == "" {
+			return p.executeBatched(actx, call, aopts, lim, !counted)
+		}
 		return p.execute(actx, call, aopts, false, !counted)
 	}
 }

@@ -19,6 +19,10 @@ import (
 type toolLimit struct {
 	max     int           // calls at once across the pool; 0: unlimited
 	timeout time.Duration // deadline of a call whose context has none
+	// A batch tool's (batch.go): calls per request, and how long the
+	// first call of a batch waits for more. batchMax 0: not a batch tool.
+	batchMax  int
+	batchWait time.Duration
 }
 
 // toolGate counts one limited tool's calls in flight and queues the rest in
@@ -54,7 +58,8 @@ func (p *Pool) noteLimitsLocked(tools []worker.ToolSpec) {
 	}
 	var next map[string]toolLimit
 	for _, t := range tools {
-		l := toolLimit{max: max(t.MaxConcurrency, 0), timeout: max(t.Timeout, 0)}
+		l := toolLimit{max: max(t.MaxConcurrency, 0), timeout: max(t.Timeout, 0),
+			batchMax: max(t.BatchMaxSize, 0), batchWait: max(t.BatchMaxWait, 0)}
 		if cur[t.Name] == l {
 			continue
 		}

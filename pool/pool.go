@@ -182,6 +182,8 @@ type Pool struct {
 	gates       map[string]*toolGate
 	gateWaiters int // across all gates; bounded by MaxQueue
 	gatesClosed bool
+
+	bt batching // dynamic batching (batch.go)
 }
 
 var _ worker.Events = (*Pool)(nil)
@@ -226,6 +228,7 @@ func (p *Pool) Add(w worker.Worker, capacity int) {
 	}
 	ws := &workerState{id: id, w: w, capacity: capacity, state: stStarting, since: p.now()}
 	p.workers[id] = ws
+	p.noteWorkerLocked(w, 1)
 	if e, ok := p.early[id]; ok {
 		delete(p.early, id)
 		if e.ready {
@@ -257,6 +260,7 @@ func (p *Pool) removeLocked(id string) {
 	ws.removed = true
 	ws.closeDrainedLocked(true)
 	delete(p.workers, id)
+	p.noteWorkerLocked(ws.w, -1)
 	p.failStrictLocked(ws, ErrSessionWorkerUnavailable)
 	p.failIfHopelessLocked()
 }
@@ -616,6 +620,7 @@ func (p *Pool) Stop(ctx context.Context) error {
 	idle := p.idle
 	p.mu.Unlock()
 	p.closeGates(ErrPoolStopping)
+	p.closeBatches()
 
 	select {
 	case <-idle:

@@ -52,6 +52,23 @@ type Stats struct {
 	PerWorker []WorkerStats
 
 	Latency LatencyStats
+	// Batches is the histogram of the sizes of the batches sent for batch
+	// tools (worker.ToolSpec.BatchMaxSize), retried ones again.
+	Batches BatchStats
+}
+
+// BatchStats is a histogram of batch sizes, cumulative as Prometheus has
+// it; Count is the batches sent, Calls the calls they carried.
+type BatchStats struct {
+	Buckets []BatchBucket
+	Count   uint64
+	Calls   uint64
+}
+
+// BatchBucket counts the batches of at most UpperBound calls.
+type BatchBucket struct {
+	UpperBound int
+	Count      uint64
 }
 
 // Worker states in WorkerStats.State, as WorkerCounts splits them.
@@ -232,6 +249,7 @@ func (p *Pool) Stats() Stats {
 		cum += p.latBuckets[i]
 		s.Latency.Buckets[i] = LatencyBucket{UpperBound: b, Count: cum}
 	}
+	s.Batches = p.batchStatsLocked()
 	p.mu.Unlock()
 
 	slices.SortFunc(s.GivenUp, func(a, b GivenUpWorker) int { return strings.Compare(a.ID, b.ID) })

@@ -220,6 +220,37 @@ type ToolSpec struct {
 	// Doc is the whole docstring (Description is its first line, unless
 	// the tool set one).
 	Doc string `json:"doc,omitempty"`
+	// BatchMaxSize, when positive, marks a batch tool (Python:
+	// @tool(batch=Batch(max_size=N, max_wait_ms=W))): the pool coalesces
+	// concurrent calls of it into one request of up to BatchMaxSize calls
+	// (BatchExecutor), waiting at most BatchMaxWait for a batch to fill.
+	// Each call keeps its own result, error, deadline and cancellation.
+	BatchMaxSize int `json:"batch_max_size,omitempty"`
+	// BatchMaxWait is how long the first call of a batch waits for more;
+	// in JSON it is nanoseconds.
+	BatchMaxWait time.Duration `json:"batch_max_wait,omitempty"`
+}
+
+// BatchExecutor is implemented by worker types that can send several calls
+// of one batch tool (ToolSpec.BatchMaxSize > 0) in one request. The pool
+// uses it when every worker in the pool implements it; otherwise it sends
+// a batch tool's calls one at a time through Execute, which a batch tool
+// must also accept (as a batch of one).
+type BatchExecutor interface {
+	// ExecuteBatch runs calls (all of tool, none with a SessionID) as one
+	// request and returns one BatchResult per call, in order. It takes one
+	// of the worker's capacity slots, however many calls it carries. An
+	// error is the whole request's and means what it means for Execute
+	// (ErrWorkerUnavailable: nothing was sent; ErrWorkerCrashed: the
+	// lifetime ended under it; ctx's error); a tool's failure for one call
+	// is that call's BatchResult.Err (*ToolError, *InvalidArgsError).
+	ExecuteBatch(ctx context.Context, tool string, calls []*Call) ([]BatchResult, error)
+}
+
+// BatchResult is one call's share of a batch: its Result, or its Err.
+type BatchResult struct {
+	Result *Result
+	Err    error
 }
 
 // Recycler is implemented by worker types that can recycle their process

@@ -77,7 +77,7 @@ func (x CallOptions_Affinity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CallOptions_Affinity.Descriptor instead.
 func (CallOptions_Affinity) EnumDescriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9, 0}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{11, 0}
 }
 
 // Payload is one tool value: a JSON document (None is JSON null) or raw bytes.
@@ -371,6 +371,12 @@ type ToolSpec struct {
 	TimeoutSeconds float64 `protobuf:"fixed64,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"` // the deadline of a call whose caller set none
 	Returns        string  `protobuf:"bytes,7,opt,name=returns,proto3" json:"returns,omitempty"`                                       // the return annotation, e.g. "dict[str, float]"; "" when unannotated
 	Doc            string  `protobuf:"bytes,8,opt,name=doc,proto3" json:"doc,omitempty"`                                               // the full docstring (description is its first line)
+	// Dynamic batching (@tool(batch=Batch(max_size=..., max_wait_ms=...))):
+	// the host may send up to batch_max_size calls of this tool in one
+	// ExecuteToolRequest (its batch field), waiting at most batch_max_wait_ms
+	// for a batch to fill. 0: the tool takes one call per request.
+	BatchMaxSize   uint32  `protobuf:"varint,9,opt,name=batch_max_size,json=batchMaxSize,proto3" json:"batch_max_size,omitempty"`
+	BatchMaxWaitMs float64 `protobuf:"fixed64,10,opt,name=batch_max_wait_ms,json=batchMaxWaitMs,proto3" json:"batch_max_wait_ms,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -459,6 +465,20 @@ func (x *ToolSpec) GetDoc() string {
 		return x.Doc
 	}
 	return ""
+}
+
+func (x *ToolSpec) GetBatchMaxSize() uint32 {
+	if x != nil {
+		return x.BatchMaxSize
+	}
+	return 0
+}
+
+func (x *ToolSpec) GetBatchMaxWaitMs() float64 {
+	if x != nil {
+		return x.BatchMaxWaitMs
+	}
+	return 0
 }
 
 type PingRequest struct {
@@ -719,7 +739,12 @@ type ExecuteToolRequest struct {
 	// How a pool that receives the call should run it: set only by a snakepit
 	// host for a `snakepit serve` agent, whose own pool applies them (see
 	// docs/SCALING.md). A Python worker ignores it.
-	Options       *CallOptions `protobuf:"bytes,7,opt,name=options,proto3" json:"options,omitempty"`
+	Options *CallOptions `protobuf:"bytes,7,opt,name=options,proto3" json:"options,omitempty"`
+	// Several calls of one batch tool in one request (tool_name names it;
+	// args_json, binary_args and metadata above are then unused). The reply
+	// carries one BatchItemResult per item, in order. A tool that is not a
+	// batch tool answers with error type "NotBatchTool".
+	Batch         []*BatchItem `protobuf:"bytes,8,rep,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +828,135 @@ func (x *ExecuteToolRequest) GetOptions() *CallOptions {
 	return nil
 }
 
+func (x *ExecuteToolRequest) GetBatch() []*BatchItem {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+// BatchItem is one call of a batch request.
+type BatchItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ArgsJson      []byte                 `protobuf:"bytes,1,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
+	BinaryArgs    map[string][]byte      `protobuf:"bytes,2,rep,name=binary_args,json=binaryArgs,proto3" json:"binary_args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RequestId     string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchItem) Reset() {
+	*x = BatchItem{}
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchItem) ProtoMessage() {}
+
+func (x *BatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchItem.ProtoReflect.Descriptor instead.
+func (*BatchItem) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BatchItem) GetArgsJson() []byte {
+	if x != nil {
+		return x.ArgsJson
+	}
+	return nil
+}
+
+func (x *BatchItem) GetBinaryArgs() map[string][]byte {
+	if x != nil {
+		return x.BinaryArgs
+	}
+	return nil
+}
+
+func (x *BatchItem) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *BatchItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// BatchItemResult is what one item of a batch request returned.
+type BatchItemResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *Payload               `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Error         *ToolError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchItemResult) Reset() {
+	*x = BatchItemResult{}
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchItemResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchItemResult) ProtoMessage() {}
+
+func (x *BatchItemResult) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchItemResult.ProtoReflect.Descriptor instead.
+func (*BatchItemResult) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BatchItemResult) GetResult() *Payload {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BatchItemResult) GetError() *ToolError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // CallOptions are the caller's options that mean something to a pool
 // (snakepit.CallOption). Zero fields: the receiving pool's defaults.
 type CallOptions struct {
@@ -816,7 +970,7 @@ type CallOptions struct {
 
 func (x *CallOptions) Reset() {
 	*x = CallOptions{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +982,7 @@ func (x *CallOptions) String() string {
 func (*CallOptions) ProtoMessage() {}
 
 func (x *CallOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[9]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +995,7 @@ func (x *CallOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallOptions.ProtoReflect.Descriptor instead.
 func (*CallOptions) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{9}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CallOptions) GetIdempotent() bool {
@@ -870,13 +1024,14 @@ type ExecuteToolResponse struct {
 	Result        *Payload               `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	Error         *ToolError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"` // set when the tool raised
 	DurationMs    float64                `protobuf:"fixed64,3,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Batch         []*BatchItemResult     `protobuf:"bytes,4,rep,name=batch,proto3" json:"batch,omitempty"` // one per request item, for a batch request
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1043,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[10]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1056,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{10}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecuteToolResponse) GetResult() *Payload {
@@ -925,6 +1080,13 @@ func (x *ExecuteToolResponse) GetDurationMs() float64 {
 	return 0
 }
 
+func (x *ExecuteToolResponse) GetBatch() []*BatchItemResult {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
 type ToolChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -937,7 +1099,7 @@ type ToolChunk struct {
 
 func (x *ToolChunk) Reset() {
 	*x = ToolChunk{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1111,7 @@ func (x *ToolChunk) String() string {
 func (*ToolChunk) ProtoMessage() {}
 
 func (x *ToolChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[11]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1124,7 @@ func (x *ToolChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolChunk.ProtoReflect.Descriptor instead.
 func (*ToolChunk) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{11}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ToolChunk) GetSeq() uint64 {
@@ -1006,7 +1168,7 @@ type SessionInfo struct {
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1180,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[12]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1193,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{12}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionInfo) GetSessionId() string {
@@ -1080,7 +1242,7 @@ type InitializeSessionRequest struct {
 
 func (x *InitializeSessionRequest) Reset() {
 	*x = InitializeSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1254,7 @@ func (x *InitializeSessionRequest) String() string {
 func (*InitializeSessionRequest) ProtoMessage() {}
 
 func (x *InitializeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[13]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1267,7 @@ func (x *InitializeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeSessionRequest.ProtoReflect.Descriptor instead.
 func (*InitializeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{13}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InitializeSessionRequest) GetSessionId() string {
@@ -1138,7 +1300,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1312,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[14]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1325,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{14}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -1182,7 +1344,7 @@ type CleanupSessionRequest struct {
 
 func (x *CleanupSessionRequest) Reset() {
 	*x = CleanupSessionRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1356,7 @@ func (x *CleanupSessionRequest) String() string {
 func (*CleanupSessionRequest) ProtoMessage() {}
 
 func (x *CleanupSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[15]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1369,7 @@ func (x *CleanupSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupSessionRequest.ProtoReflect.Descriptor instead.
 func (*CleanupSessionRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{15}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CleanupSessionRequest) GetSessionId() string {
@@ -1226,7 +1388,7 @@ type CleanupSessionResponse struct {
 
 func (x *CleanupSessionResponse) Reset() {
 	*x = CleanupSessionResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1400,7 @@ func (x *CleanupSessionResponse) String() string {
 func (*CleanupSessionResponse) ProtoMessage() {}
 
 func (x *CleanupSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[16]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1413,7 @@ func (x *CleanupSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupSessionResponse.ProtoReflect.Descriptor instead.
 func (*CleanupSessionResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{16}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CleanupSessionResponse) GetExisted() bool {
@@ -1271,7 +1433,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1445,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[17]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1458,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{17}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HeartbeatRequest) GetWorkerId() string {
@@ -1323,7 +1485,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1497,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[18]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1510,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{18}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeartbeatResponse) GetSessionValid() bool {
@@ -1376,7 +1538,7 @@ type RegisterToolsRequest struct {
 
 func (x *RegisterToolsRequest) Reset() {
 	*x = RegisterToolsRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1550,7 @@ func (x *RegisterToolsRequest) String() string {
 func (*RegisterToolsRequest) ProtoMessage() {}
 
 func (x *RegisterToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[19]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1563,7 @@ func (x *RegisterToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterToolsRequest.ProtoReflect.Descriptor instead.
 func (*RegisterToolsRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{19}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RegisterToolsRequest) GetWorkerId() string {
@@ -1434,7 +1596,7 @@ type RegisterToolsResponse struct {
 
 func (x *RegisterToolsResponse) Reset() {
 	*x = RegisterToolsResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1608,7 @@ func (x *RegisterToolsResponse) String() string {
 func (*RegisterToolsResponse) ProtoMessage() {}
 
 func (x *RegisterToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[20]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1621,7 @@ func (x *RegisterToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterToolsResponse.ProtoReflect.Descriptor instead.
 func (*RegisterToolsResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{20}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterToolsResponse) GetNames() []string {
@@ -1477,7 +1639,7 @@ type ListHostToolsRequest struct {
 
 func (x *ListHostToolsRequest) Reset() {
 	*x = ListHostToolsRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1651,7 @@ func (x *ListHostToolsRequest) String() string {
 func (*ListHostToolsRequest) ProtoMessage() {}
 
 func (x *ListHostToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[21]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1664,7 @@ func (x *ListHostToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostToolsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostToolsRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{21}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{23}
 }
 
 type ListHostToolsResponse struct {
@@ -1514,7 +1676,7 @@ type ListHostToolsResponse struct {
 
 func (x *ListHostToolsResponse) Reset() {
 	*x = ListHostToolsResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1688,7 @@ func (x *ListHostToolsResponse) String() string {
 func (*ListHostToolsResponse) ProtoMessage() {}
 
 func (x *ListHostToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[22]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1701,7 @@ func (x *ListHostToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostToolsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostToolsResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{22}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListHostToolsResponse) GetTools() []*ToolSpec {
@@ -1561,7 +1723,7 @@ type ExecuteHostToolRequest struct {
 
 func (x *ExecuteHostToolRequest) Reset() {
 	*x = ExecuteHostToolRequest{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1735,7 @@ func (x *ExecuteHostToolRequest) String() string {
 func (*ExecuteHostToolRequest) ProtoMessage() {}
 
 func (x *ExecuteHostToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[23]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1748,7 @@ func (x *ExecuteHostToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteHostToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteHostToolRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{23}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExecuteHostToolRequest) GetToolName() string {
@@ -1627,7 +1789,7 @@ type ExecuteHostToolResponse struct {
 
 func (x *ExecuteHostToolResponse) Reset() {
 	*x = ExecuteHostToolResponse{}
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1801,7 @@ func (x *ExecuteHostToolResponse) String() string {
 func (*ExecuteHostToolResponse) ProtoMessage() {}
 
 func (x *ExecuteHostToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_snakepit_proto_msgTypes[24]
+	mi := &file_snakepit_v1_snakepit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1814,7 @@ func (x *ExecuteHostToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteHostToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteHostToolResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{24}
+	return file_snakepit_v1_snakepit_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExecuteHostToolResponse) GetResult() *Payload {
@@ -1693,7 +1855,7 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12!\n" +
 	"\fdefault_json\x18\x04 \x01(\fR\vdefaultJson\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xa5\x02\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\"\xf6\x02\n" +
 	"\bToolSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x126\n" +
@@ -1704,7 +1866,10 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x0fmax_concurrency\x18\x05 \x01(\rR\x0emaxConcurrency\x12'\n" +
 	"\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\x12\x18\n" +
 	"\areturns\x18\a \x01(\tR\areturns\x12\x10\n" +
-	"\x03doc\x18\b \x01(\tR\x03doc\"'\n" +
+	"\x03doc\x18\b \x01(\tR\x03doc\x12$\n" +
+	"\x0ebatch_max_size\x18\t \x01(\rR\fbatchMaxSize\x12)\n" +
+	"\x11batch_max_wait_ms\x18\n" +
+	" \x01(\x01R\x0ebatchMaxWaitMs\"'\n" +
 	"\vPingRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x95\x02\n" +
 	"\fPingResponse\x12\x18\n" +
@@ -1720,7 +1885,7 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x05tools\x18\x01 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\x12\x18\n" +
 	"\aadapter\x18\x02 \x01(\tR\aadapter\x12%\n" +
 	"\x0epython_version\x18\x03 \x01(\tR\rpythonVersion\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x03R\x03pid\"\xd9\x03\n" +
+	"\x03pid\x18\x04 \x01(\x03R\x03pid\"\x87\x04\n" +
 	"\x12ExecuteToolRequest\x12\x1b\n" +
 	"\ttool_name\x18\x01 \x01(\tR\btoolName\x12\x1b\n" +
 	"\targs_json\x18\x02 \x01(\fR\bargsJson\x12P\n" +
@@ -1731,13 +1896,30 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\x12I\n" +
 	"\bmetadata\x18\x06 \x03(\v2-.snakepit.v1.ExecuteToolRequest.MetadataEntryR\bmetadata\x122\n" +
-	"\aoptions\x18\a \x01(\v2\x18.snakepit.v1.CallOptionsR\aoptions\x1a=\n" +
+	"\aoptions\x18\a \x01(\v2\x18.snakepit.v1.CallOptionsR\aoptions\x12,\n" +
+	"\x05batch\x18\b \x03(\v2\x16.snakepit.v1.BatchItemR\x05batch\x1a=\n" +
 	"\x0fBinaryArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x02\n" +
+	"\tBatchItem\x12\x1b\n" +
+	"\targs_json\x18\x01 \x01(\fR\bargsJson\x12G\n" +
+	"\vbinary_args\x18\x02 \x03(\v2&.snakepit.v1.BatchItem.BinaryArgsEntryR\n" +
+	"binaryArgs\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12@\n" +
+	"\bmetadata\x18\x04 \x03(\v2$.snakepit.v1.BatchItem.MetadataEntryR\bmetadata\x1a=\n" +
+	"\x0fBinaryArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x0fBatchItemResult\x12,\n" +
+	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x16.snakepit.v1.ToolErrorR\x05error\"\xef\x01\n" +
 	"\vCallOptions\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\x01 \x01(\bR\n" +
@@ -1747,12 +1929,13 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\bAffinity\x12\x11\n" +
 	"\rAFFINITY_HINT\x10\x00\x12\x19\n" +
 	"\x15AFFINITY_STRICT_QUEUE\x10\x01\x12\x1d\n" +
-	"\x19AFFINITY_STRICT_FAIL_FAST\x10\x02\"\x92\x01\n" +
+	"\x19AFFINITY_STRICT_FAIL_FAST\x10\x02\"\xc6\x01\n" +
 	"\x13ExecuteToolResponse\x12,\n" +
 	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x12,\n" +
 	"\x05error\x18\x02 \x01(\v2\x16.snakepit.v1.ToolErrorR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\x03 \x01(\x01R\n" +
-	"durationMs\"\x90\x01\n" +
+	"durationMs\x122\n" +
+	"\x05batch\x18\x04 \x03(\v2\x1c.snakepit.v1.BatchItemResultR\x05batch\"\x90\x01\n" +
 	"\tToolChunk\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12(\n" +
 	"\x04data\x18\x02 \x01(\v2\x14.snakepit.v1.PayloadR\x04data\x12\x19\n" +
@@ -1840,7 +2023,7 @@ func file_snakepit_v1_snakepit_proto_rawDescGZIP() []byte {
 }
 
 var file_snakepit_v1_snakepit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_snakepit_v1_snakepit_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_snakepit_v1_snakepit_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_snakepit_v1_snakepit_proto_goTypes = []any{
 	(CallOptions_Affinity)(0),        // 0: snakepit.v1.CallOptions.Affinity
 	(*Payload)(nil),                  // 1: snakepit.v1.Payload
@@ -1852,71 +2035,81 @@ var file_snakepit_v1_snakepit_proto_goTypes = []any{
 	(*DescribeToolsRequest)(nil),     // 7: snakepit.v1.DescribeToolsRequest
 	(*DescribeToolsResponse)(nil),    // 8: snakepit.v1.DescribeToolsResponse
 	(*ExecuteToolRequest)(nil),       // 9: snakepit.v1.ExecuteToolRequest
-	(*CallOptions)(nil),              // 10: snakepit.v1.CallOptions
-	(*ExecuteToolResponse)(nil),      // 11: snakepit.v1.ExecuteToolResponse
-	(*ToolChunk)(nil),                // 12: snakepit.v1.ToolChunk
-	(*SessionInfo)(nil),              // 13: snakepit.v1.SessionInfo
-	(*InitializeSessionRequest)(nil), // 14: snakepit.v1.InitializeSessionRequest
-	(*GetSessionRequest)(nil),        // 15: snakepit.v1.GetSessionRequest
-	(*CleanupSessionRequest)(nil),    // 16: snakepit.v1.CleanupSessionRequest
-	(*CleanupSessionResponse)(nil),   // 17: snakepit.v1.CleanupSessionResponse
-	(*HeartbeatRequest)(nil),         // 18: snakepit.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 19: snakepit.v1.HeartbeatResponse
-	(*RegisterToolsRequest)(nil),     // 20: snakepit.v1.RegisterToolsRequest
-	(*RegisterToolsResponse)(nil),    // 21: snakepit.v1.RegisterToolsResponse
-	(*ListHostToolsRequest)(nil),     // 22: snakepit.v1.ListHostToolsRequest
-	(*ListHostToolsResponse)(nil),    // 23: snakepit.v1.ListHostToolsResponse
-	(*ExecuteHostToolRequest)(nil),   // 24: snakepit.v1.ExecuteHostToolRequest
-	(*ExecuteHostToolResponse)(nil),  // 25: snakepit.v1.ExecuteHostToolResponse
-	nil,                              // 26: snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
-	nil,                              // 27: snakepit.v1.ExecuteToolRequest.MetadataEntry
-	nil,                              // 28: snakepit.v1.SessionInfo.MetadataEntry
-	nil,                              // 29: snakepit.v1.InitializeSessionRequest.MetadataEntry
+	(*BatchItem)(nil),                // 10: snakepit.v1.BatchItem
+	(*BatchItemResult)(nil),          // 11: snakepit.v1.BatchItemResult
+	(*CallOptions)(nil),              // 12: snakepit.v1.CallOptions
+	(*ExecuteToolResponse)(nil),      // 13: snakepit.v1.ExecuteToolResponse
+	(*ToolChunk)(nil),                // 14: snakepit.v1.ToolChunk
+	(*SessionInfo)(nil),              // 15: snakepit.v1.SessionInfo
+	(*InitializeSessionRequest)(nil), // 16: snakepit.v1.InitializeSessionRequest
+	(*GetSessionRequest)(nil),        // 17: snakepit.v1.GetSessionRequest
+	(*CleanupSessionRequest)(nil),    // 18: snakepit.v1.CleanupSessionRequest
+	(*CleanupSessionResponse)(nil),   // 19: snakepit.v1.CleanupSessionResponse
+	(*HeartbeatRequest)(nil),         // 20: snakepit.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),        // 21: snakepit.v1.HeartbeatResponse
+	(*RegisterToolsRequest)(nil),     // 22: snakepit.v1.RegisterToolsRequest
+	(*RegisterToolsResponse)(nil),    // 23: snakepit.v1.RegisterToolsResponse
+	(*ListHostToolsRequest)(nil),     // 24: snakepit.v1.ListHostToolsRequest
+	(*ListHostToolsResponse)(nil),    // 25: snakepit.v1.ListHostToolsResponse
+	(*ExecuteHostToolRequest)(nil),   // 26: snakepit.v1.ExecuteHostToolRequest
+	(*ExecuteHostToolResponse)(nil),  // 27: snakepit.v1.ExecuteHostToolResponse
+	nil,                              // 28: snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
+	nil,                              // 29: snakepit.v1.ExecuteToolRequest.MetadataEntry
+	nil,                              // 30: snakepit.v1.BatchItem.BinaryArgsEntry
+	nil,                              // 31: snakepit.v1.BatchItem.MetadataEntry
+	nil,                              // 32: snakepit.v1.SessionInfo.MetadataEntry
+	nil,                              // 33: snakepit.v1.InitializeSessionRequest.MetadataEntry
 }
 var file_snakepit_v1_snakepit_proto_depIdxs = []int32{
 	3,  // 0: snakepit.v1.ToolSpec.parameters:type_name -> snakepit.v1.ParamSpec
 	4,  // 1: snakepit.v1.DescribeToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
-	26, // 2: snakepit.v1.ExecuteToolRequest.binary_args:type_name -> snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
-	27, // 3: snakepit.v1.ExecuteToolRequest.metadata:type_name -> snakepit.v1.ExecuteToolRequest.MetadataEntry
-	10, // 4: snakepit.v1.ExecuteToolRequest.options:type_name -> snakepit.v1.CallOptions
-	0,  // 5: snakepit.v1.CallOptions.affinity:type_name -> snakepit.v1.CallOptions.Affinity
-	1,  // 6: snakepit.v1.ExecuteToolResponse.result:type_name -> snakepit.v1.Payload
-	2,  // 7: snakepit.v1.ExecuteToolResponse.error:type_name -> snakepit.v1.ToolError
-	1,  // 8: snakepit.v1.ToolChunk.data:type_name -> snakepit.v1.Payload
-	2,  // 9: snakepit.v1.ToolChunk.error:type_name -> snakepit.v1.ToolError
-	28, // 10: snakepit.v1.SessionInfo.metadata:type_name -> snakepit.v1.SessionInfo.MetadataEntry
-	29, // 11: snakepit.v1.InitializeSessionRequest.metadata:type_name -> snakepit.v1.InitializeSessionRequest.MetadataEntry
-	4,  // 12: snakepit.v1.RegisterToolsRequest.tools:type_name -> snakepit.v1.ToolSpec
-	4,  // 13: snakepit.v1.ListHostToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
-	1,  // 14: snakepit.v1.ExecuteHostToolResponse.result:type_name -> snakepit.v1.Payload
-	2,  // 15: snakepit.v1.ExecuteHostToolResponse.error:type_name -> snakepit.v1.ToolError
-	5,  // 16: snakepit.v1.WorkerService.Ping:input_type -> snakepit.v1.PingRequest
-	7,  // 17: snakepit.v1.WorkerService.DescribeTools:input_type -> snakepit.v1.DescribeToolsRequest
-	9,  // 18: snakepit.v1.WorkerService.ExecuteTool:input_type -> snakepit.v1.ExecuteToolRequest
-	9,  // 19: snakepit.v1.WorkerService.ExecuteStreamingTool:input_type -> snakepit.v1.ExecuteToolRequest
-	14, // 20: snakepit.v1.HostService.InitializeSession:input_type -> snakepit.v1.InitializeSessionRequest
-	15, // 21: snakepit.v1.HostService.GetSession:input_type -> snakepit.v1.GetSessionRequest
-	16, // 22: snakepit.v1.HostService.CleanupSession:input_type -> snakepit.v1.CleanupSessionRequest
-	18, // 23: snakepit.v1.HostService.Heartbeat:input_type -> snakepit.v1.HeartbeatRequest
-	20, // 24: snakepit.v1.HostService.RegisterTools:input_type -> snakepit.v1.RegisterToolsRequest
-	22, // 25: snakepit.v1.HostService.ListHostTools:input_type -> snakepit.v1.ListHostToolsRequest
-	24, // 26: snakepit.v1.HostService.ExecuteHostTool:input_type -> snakepit.v1.ExecuteHostToolRequest
-	6,  // 27: snakepit.v1.WorkerService.Ping:output_type -> snakepit.v1.PingResponse
-	8,  // 28: snakepit.v1.WorkerService.DescribeTools:output_type -> snakepit.v1.DescribeToolsResponse
-	11, // 29: snakepit.v1.WorkerService.ExecuteTool:output_type -> snakepit.v1.ExecuteToolResponse
-	12, // 30: snakepit.v1.WorkerService.ExecuteStreamingTool:output_type -> snakepit.v1.ToolChunk
-	13, // 31: snakepit.v1.HostService.InitializeSession:output_type -> snakepit.v1.SessionInfo
-	13, // 32: snakepit.v1.HostService.GetSession:output_type -> snakepit.v1.SessionInfo
-	17, // 33: snakepit.v1.HostService.CleanupSession:output_type -> snakepit.v1.CleanupSessionResponse
-	19, // 34: snakepit.v1.HostService.Heartbeat:output_type -> snakepit.v1.HeartbeatResponse
-	21, // 35: snakepit.v1.HostService.RegisterTools:output_type -> snakepit.v1.RegisterToolsResponse
-	23, // 36: snakepit.v1.HostService.ListHostTools:output_type -> snakepit.v1.ListHostToolsResponse
-	25, // 37: snakepit.v1.HostService.ExecuteHostTool:output_type -> snakepit.v1.ExecuteHostToolResponse
-	27, // [27:38] is the sub-list for method output_type
-	16, // [16:27] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	28, // 2: snakepit.v1.ExecuteToolRequest.binary_args:type_name -> snakepit.v1.ExecuteToolRequest.BinaryArgsEntry
+	29, // 3: snakepit.v1.ExecuteToolRequest.metadata:type_name -> snakepit.v1.ExecuteToolRequest.MetadataEntry
+	12, // 4: snakepit.v1.ExecuteToolRequest.options:type_name -> snakepit.v1.CallOptions
+	10, // 5: snakepit.v1.ExecuteToolRequest.batch:type_name -> snakepit.v1.BatchItem
+	30, // 6: snakepit.v1.BatchItem.binary_args:type_name -> snakepit.v1.BatchItem.BinaryArgsEntry
+	31, // 7: snakepit.v1.BatchItem.metadata:type_name -> snakepit.v1.BatchItem.MetadataEntry
+	1,  // 8: snakepit.v1.BatchItemResult.result:type_name -> snakepit.v1.Payload
+	2,  // 9: snakepit.v1.BatchItemResult.error:type_name -> snakepit.v1.ToolError
+	0,  // 10: snakepit.v1.CallOptions.affinity:type_name -> snakepit.v1.CallOptions.Affinity
+	1,  // 11: snakepit.v1.ExecuteToolResponse.result:type_name -> snakepit.v1.Payload
+	2,  // 12: snakepit.v1.ExecuteToolResponse.error:type_name -> snakepit.v1.ToolError
+	11, // 13: snakepit.v1.ExecuteToolResponse.batch:type_name -> snakepit.v1.BatchItemResult
+	1,  // 14: snakepit.v1.ToolChunk.data:type_name -> snakepit.v1.Payload
+	2,  // 15: snakepit.v1.ToolChunk.error:type_name -> snakepit.v1.ToolError
+	32, // 16: snakepit.v1.SessionInfo.metadata:type_name -> snakepit.v1.SessionInfo.MetadataEntry
+	33, // 17: snakepit.v1.InitializeSessionRequest.metadata:type_name -> snakepit.v1.InitializeSessionRequest.MetadataEntry
+	4,  // 18: snakepit.v1.RegisterToolsRequest.tools:type_name -> snakepit.v1.ToolSpec
+	4,  // 19: snakepit.v1.ListHostToolsResponse.tools:type_name -> snakepit.v1.ToolSpec
+	1,  // 20: snakepit.v1.ExecuteHostToolResponse.result:type_name -> snakepit.v1.Payload
+	2,  // 21: snakepit.v1.ExecuteHostToolResponse.error:type_name -> snakepit.v1.ToolError
+	5,  // 22: snakepit.v1.WorkerService.Ping:input_type -> snakepit.v1.PingRequest
+	7,  // 23: snakepit.v1.WorkerService.DescribeTools:input_type -> snakepit.v1.DescribeToolsRequest
+	9,  // 24: snakepit.v1.WorkerService.ExecuteTool:input_type -> snakepit.v1.ExecuteToolRequest
+	9,  // 25: snakepit.v1.WorkerService.ExecuteStreamingTool:input_type -> snakepit.v1.ExecuteToolRequest
+	16, // 26: snakepit.v1.HostService.InitializeSession:input_type -> snakepit.v1.InitializeSessionRequest
+	17, // 27: snakepit.v1.HostService.GetSession:input_type -> snakepit.v1.GetSessionRequest
+	18, // 28: snakepit.v1.HostService.CleanupSession:input_type -> snakepit.v1.CleanupSessionRequest
+	20, // 29: snakepit.v1.HostService.Heartbeat:input_type -> snakepit.v1.HeartbeatRequest
+	22, // 30: snakepit.v1.HostService.RegisterTools:input_type -> snakepit.v1.RegisterToolsRequest
+	24, // 31: snakepit.v1.HostService.ListHostTools:input_type -> snakepit.v1.ListHostToolsRequest
+	26, // 32: snakepit.v1.HostService.ExecuteHostTool:input_type -> snakepit.v1.ExecuteHostToolRequest
+	6,  // 33: snakepit.v1.WorkerService.Ping:output_type -> snakepit.v1.PingResponse
+	8,  // 34: snakepit.v1.WorkerService.DescribeTools:output_type -> snakepit.v1.DescribeToolsResponse
+	13, // 35: snakepit.v1.WorkerService.ExecuteTool:output_type -> snakepit.v1.ExecuteToolResponse
+	14, // 36: snakepit.v1.WorkerService.ExecuteStreamingTool:output_type -> snakepit.v1.ToolChunk
+	15, // 37: snakepit.v1.HostService.InitializeSession:output_type -> snakepit.v1.SessionInfo
+	15, // 38: snakepit.v1.HostService.GetSession:output_type -> snakepit.v1.SessionInfo
+	19, // 39: snakepit.v1.HostService.CleanupSession:output_type -> snakepit.v1.CleanupSessionResponse
+	21, // 40: snakepit.v1.HostService.Heartbeat:output_type -> snakepit.v1.HeartbeatResponse
+	23, // 41: snakepit.v1.HostService.RegisterTools:output_type -> snakepit.v1.RegisterToolsResponse
+	25, // 42: snakepit.v1.HostService.ListHostTools:output_type -> snakepit.v1.ListHostToolsResponse
+	27, // 43: snakepit.v1.HostService.ExecuteHostTool:output_type -> snakepit.v1.ExecuteHostToolResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_snakepit_v1_snakepit_proto_init() }
@@ -1934,7 +2127,7 @@ func file_snakepit_v1_snakepit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snakepit_v1_snakepit_proto_rawDesc), len(file_snakepit_v1_snakepit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -21,6 +21,8 @@ func ToolSpecFromPB(s *pb.ToolSpec) worker.ToolSpec {
 		MaxConcurrency: int(min(s.GetMaxConcurrency(), math.MaxInt32)),
 		Timeout:        secondsToDuration(s.GetTimeoutSeconds()),
 		Returns:        s.GetReturns(), Doc: s.GetDoc(),
+		BatchMaxSize: int(min(s.GetBatchMaxSize(), math.MaxInt32)),
+		BatchMaxWait: secondsToDuration(s.GetBatchMaxWaitMs() / 1000),
 	}
 	for _, p := range s.GetParameters() {
 		var def json.RawMessage
@@ -50,6 +52,8 @@ func ToolSpecToPB(s worker.ToolSpec) *pb.ToolSpec {
 		MaxConcurrency: uint32(min(max(s.MaxConcurrency, 0), math.MaxInt32)),
 		TimeoutSeconds: max(s.Timeout, 0).Seconds(),
 		Returns:        s.Returns, Doc: s.Doc,
+		BatchMaxSize:   uint32(min(max(s.BatchMaxSize, 0), math.MaxInt32)),
+		BatchMaxWaitMs: float64(max(s.BatchMaxWait, 0)) / float64(time.Millisecond),
 	}
 	for _, p := range s.Parameters {
 		out.Parameters = append(out.Parameters, &pb.ParamSpec{
@@ -78,6 +82,20 @@ func Request(call *worker.Call) *pb.ExecuteToolRequest {
 		ToolName: call.Tool, ArgsJson: args, BinaryArgs: call.Binary,
 		SessionId: call.SessionID, RequestId: call.RequestID, Metadata: call.Metadata,
 	}
+}
+
+// BatchRequest is the wire form of calls of one batch tool sent as one
+// request (calls carry no session: a batch is not tied to one).
+func BatchRequest(tool string, calls []*worker.Call) *pb.ExecuteToolRequest {
+	items := make([]*pb.BatchItem, len(calls))
+	for i, c := range calls {
+		args := []byte(c.Args)
+		if len(args) == 0 {
+			args = []byte("{}")
+		}
+		items[i] = &pb.BatchItem{ArgsJson: args, BinaryArgs: c.Binary, RequestId: c.RequestID, Metadata: c.Metadata}
+	}
+	return &pb.ExecuteToolRequest{ToolName: tool, Batch: items}
 }
 
 // Value splits a payload into a JSON value or bytes. Empty bytes stay bytes

@@ -16,6 +16,7 @@ func TestToolSpecRoundTrip(t *testing.T) {
 		Name: "t", Description: "d", SupportsStreaming: true, MaxConcurrency: 3, Timeout: 1500 * time.Millisecond,
 		Parameters: []worker.ParamSpec{{Name: "a", Type: "list[int]", Required: false, Default: []byte("[2]"), Description: "x"}},
 		Returns:    "dict[str, float]", Doc: "d\n\nmore",
+		BatchMaxSize: 32, BatchMaxWait: 2 * time.Millisecond,
 	}
 	if out := ToolSpecFromPB(ToolSpecToPB(in)); !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v, want %+v", out, in)

@@ -37,6 +37,7 @@ first use). docs/MIGRATING.md describes how such an adapter is run.
 from __future__ import annotations
 
 from .argcheck import InvalidArgs, type_str
+from .batch import Batch
 from .adapter import BaseAdapter, ToolInfo, ToolParam, ToolSpec, collect_tools, derive_spec, tool, type_name
 from .context import (
     BridgeError,
@@ -75,6 +76,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "__version__",
     "tool",
+    "Batch",
     "BaseAdapter",
     "SessionContext",
     "current_context",

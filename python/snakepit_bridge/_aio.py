@@ -37,7 +37,7 @@ from .codec import (
     invalid_args_error,
     tool_error,
 )
-from ._servicer import ServicerBase
+from ._servicer import ServicerBase, _NotBatch
 from .context import MAX_MESSAGE_BYTES, HostClient, _current
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
@@ -233,10 +233,20 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
                 )
             )
         sctx = self._context(request)
+        prep = None
         try:
-            kwargs = self._prepare(info, request, sctx)
+            if info.batch is None and not request.batch:
+                kwargs = self._prepare(info, request, sctx)
+            else:
+                prep = self._prepare_batch(info, request, sctx)
+                refused = prep.all_refused()
+                if refused is not None:
+                    return refused
+                kwargs = prep.kwargs
         except InvalidArgs as e:
             return pb.ExecuteToolResponse(error=invalid_args_error(e))
+        except _NotBatch as e:
+            return pb.ExecuteToolResponse(error=e.error)
 
         token = _current.set(sctx)
         try:
@@ -250,10 +260,11 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
             sctx._mark_cancelled()
             raise
         except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
-            return pb.ExecuteToolResponse(error=error_from_exception(e))
+            err = error_from_exception(e)
+            return pb.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
         finally:
             _current.reset(token)
-        return result_response(name, value)
+        return result_response(name, value) if prep is None else prep.reply(value)
 
     # -- ExecuteStreamingTool ----------------------------------------------------
 

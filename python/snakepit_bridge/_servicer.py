@@ -10,10 +10,19 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from ._logging import log
+from . import _batch_run
 from .adapter import ToolInfo, collect_tools
 from .codec import ArgumentsError, decode_args, tool_error
 from .context import HostClient, SessionContext
 from .pb import snakepit_pb2 as pb
+
+
+class _NotBatch(Exception):
+    """A batch request for a tool that takes one call at a time."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.error = _batch_run.not_batch_error(name)
 
 
 class ServicerBase:
@@ -77,6 +86,8 @@ class ServicerBase:
             timeout_seconds=s.timeout,
             returns=s.returns,
             doc=s.doc,
+            batch_max_size=s.batch_max_size,
+            batch_max_wait_ms=s.batch_max_wait_ms,
             parameters=[
                 pb.ParamSpec(
                     name=p.name,
@@ -104,6 +115,15 @@ class ServicerBase:
             request.tool_name,
             self.host,
         )
+
+    def _prepare_batch(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> _batch_run.Prepared:
+        """A batch tool's request (or a single call of it, a batch of one),
+        checked call by call. Raises _NotBatch for a batch request to a
+        tool that is not a batch tool."""
+        if info.batch is None:
+            raise _NotBatch(info.name)
+        make = _batch_run.context_maker(self.worker_id, self.run_id, info.name, self.host)
+        return _batch_run.prepare(info, request, sctx, make)
 
     def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
         """Decoded, checked keyword arguments, context included.

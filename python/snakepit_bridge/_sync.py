@@ -30,7 +30,7 @@ from ._loop_bridge import (
     _run_async,
 )
 from ._arraywire import ExecuteResponse
-from ._servicer import ServicerBase
+from ._servicer import ServicerBase, _NotBatch
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
 from .adapter import ANY_TOOL, ToolInfo, ToolKind
 from .codec import (
@@ -118,10 +118,20 @@ class WorkerServicer(ServicerBase):
         sctx = SessionContext._for_call(
             request.session_id, request.request_id, self.worker_id, self.run_id, request.metadata, name, self.host
         )
+        prep = None
         try:
-            kwargs = self._prepare(info, request, sctx)
+            if info.batch is None and not request.batch:
+                kwargs = self._prepare(info, request, sctx)
+            else:
+                prep = self._prepare_batch(info, request, sctx)
+                refused = prep.all_refused()
+                if refused is not None:
+                    return refused
+                kwargs = prep.kwargs
         except InvalidArgs as e:
             return pb.ExecuteToolResponse(error=invalid_args_error(e))
+        except _NotBatch as e:
+            return pb.ExecuteToolResponse(error=e.error)
 
         slots = self.slots
         call = _Call(sctx, slots)
@@ -151,9 +161,10 @@ class WorkerServicer(ServicerBase):
             context.abort(grpc.StatusCode.CANCELLED, f"tool {name!r} was cancelled")
         except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
             call.finished = True
-            return pb.ExecuteToolResponse(error=error_from_exception(e))
+            err = error_from_exception(e)
+            return pb.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
         call.finished = True
-        return result_response(name, value)
+        return result_response(name, value) if prep is None else prep.reply(value)
 
     # -- ExecuteStreamingTool ----------------------------------------------------
 

@@ -43,6 +43,7 @@ import typing
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar, Union, overload
 
 from .argcheck import InvalidArgs, compile_checker, describe, type_str
+from .batch import Batch, item_annotation
 from .context import SessionContext, spec_to_dict
 
 __all__ = [
@@ -80,6 +81,7 @@ class _ToolOptions:
     max_concurrency: int = 0
     timeout: float = 0.0
     check_args: bool = True
+    batch: Optional[Batch] = None
 
 
 @overload
@@ -96,6 +98,7 @@ def tool(
     max_concurrency: Optional[int] = None,
     timeout: Optional[float] = None,
     check_args: bool = True,
+    batch: Optional[Batch] = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -108,6 +111,7 @@ def tool(
     max_concurrency: Optional[int] = None,
     timeout: Optional[float] = None,
     check_args: bool = True,
+    batch: Optional[Batch] = None,
 ) -> Any:
     """Mark an adapter method as a tool.
 
@@ -126,6 +130,10 @@ def tool(
         check_args: False turns off the type check of the arguments (see
             :mod:`snakepit_bridge.argcheck`); missing and unexpected
             arguments are still refused before the tool runs.
+        batch: a :class:`~snakepit_bridge.batch.Batch`: the host sends the
+            tool many calls at once, each parameter a list with one entry
+            per call, and the tool returns one result per call (see
+            :mod:`snakepit_bridge.batch`).
 
     Cancellation: a sync tool is told through ``ctx.cancelled`` /
     ``ctx.wait_cancelled`` and should return soon after; until it does it
@@ -146,7 +154,7 @@ def tool(
             raise TypeError(f"@tool must decorate a function, got {type(f).__name__}")
         setattr(f, TOOL_ATTR, _ToolOptions(name, description, supports_streaming,
                                            _check_limit(max_concurrency), _check_timeout(timeout),
-                                           bool(check_args)))
+                                           bool(check_args), _check_batch(f, batch, supports_streaming)))
         return f
 
     if func is not None:
@@ -165,6 +173,18 @@ def _check_limit(n: Optional[int]) -> int:
     if not 1 <= n <= _MAX_CONCURRENCY:
         raise ValueError(f"@tool(max_concurrency={n}) must be between 1 and {_MAX_CONCURRENCY}; omit it for no limit")
     return n
+
+
+def _check_batch(f: Callable[..., Any], batch: Optional[Batch], streaming: bool) -> Optional[Batch]:
+    if batch is None:
+        return None
+    if not isinstance(batch, Batch):
+        raise TypeError(f"@tool(batch=...) must be a snakepit_bridge.Batch, got {type(batch).__name__}")
+    if streaming or inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+        raise TypeError(f"tool {getattr(f, '__name__', f)!r}: a batch tool returns one list, it cannot stream")
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(f).parameters.values()):
+        raise TypeError(f"tool {getattr(f, '__name__', f)!r}: a batch tool cannot take **kwargs (its parameters are the batch's columns)")
+    return batch
 
 
 def _check_timeout(t: Optional[float]) -> float:
@@ -201,6 +221,8 @@ class ToolSpec:
     timeout: float = 0.0  # seconds; 0: none
     returns: str = ""  # the return annotation, readable; "" when none
     doc: str = ""  # the whole docstring
+    batch_max_size: int = 0  # a batch tool's calls per request; 0: not a batch tool
+    batch_max_wait_ms: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly view (defaults decoded), for logs and tests."""
@@ -235,6 +257,10 @@ class ToolInfo:
     # ExecuteTool runs ``func`` (a sync function) and ExecuteStreamingTool
     # calls this one, a sync function returning an iterator of items.
     stream_func: Optional[Callable[..., Any]] = dataclasses.field(default=None, compare=False, repr=False)
+    # A batch tool's options, and the per-call defaults of its optional
+    # parameters (filled into a call's entry when it omits them).
+    batch: Optional[Batch] = dataclasses.field(default=None, compare=False, repr=False)
+    batch_defaults: Dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
     # Derived from signature (see __post_init__): what fits_kwargs checks
     # instead of a full Signature.bind on every call.
     param_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
@@ -367,13 +393,23 @@ def _make_info(bound: Callable[..., Any], raw: Callable[..., Any]) -> ToolInfo:
     kind = _kind_of(raw, opts.supports_streaming)
     # Compiled once here, so a call pays only for running the checks.
     check = compile_checker(annotations) if opts.check_args else None
+    sig = inspect.signature(bound)
+    defaults: Dict[str, Any] = {}
+    if opts.batch is not None:
+        defaults = {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.default is not inspect.Parameter.empty and p.name != context_param
+        }
     return ToolInfo(
         spec=spec,
         func=bound,
         kind=kind,
         context_param=context_param,
-        signature=inspect.signature(bound),
+        signature=sig,
         check=check,
+        batch=opts.batch,
+        batch_defaults=defaults,
     )
 
 
@@ -434,6 +470,9 @@ def _derive(
             context_param = p.name
             continue
         required = p.default is inspect.Parameter.empty
+        if opts is not None and opts.batch is not None:
+            # The public type is one call's: list[T] -> T.
+            ann = item_annotation(ann, f"parameter {p.name!r} of tool {name!r}")
         annotations.append((p.name, ann))
         params.append(
             ToolParam(
@@ -448,6 +487,10 @@ def _derive(
     streaming = bool(opts and opts.supports_streaming) or inspect.isgeneratorfunction(
         func
     ) or inspect.isasyncgenfunction(func)
+    batch = opts.batch if opts else None
+    ret = hints.get("return", sig.return_annotation)
+    if batch is not None:
+        ret = item_annotation(ret, f"the return of tool {name!r}")
     spec = ToolSpec(
         name=name,
         description=description,
@@ -456,8 +499,10 @@ def _derive(
         accepts_any_kwargs=accepts_any,
         max_concurrency=opts.max_concurrency if opts else 0,
         timeout=opts.timeout if opts else 0.0,
-        returns=_returns(hints.get("return", sig.return_annotation)),
+        returns=_returns(ret),
         doc=doc,
+        batch_max_size=batch.max_size if batch else 0,
+        batch_max_wait_ms=float(batch.max_wait_ms) if batch else 0.0,
     )
     return spec, context_param, annotations
 

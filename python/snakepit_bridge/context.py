@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import grpc
 
@@ -218,7 +218,12 @@ class SessionContext:
             caller had no span); trace_id and span_id are parsed from
             traceparent. Pass ``ctx.metadata`` to an OpenTelemetry
             propagator's ``extract`` to continue the trace in Python.
+        batch_calls: in a batch tool (:mod:`.batch`), the context of each
+            call of the batch (its request id and metadata), in the order
+            of the tool's lists; () otherwise.
     """
+
+    batch_calls: Tuple["SessionContext", ...] = ()
 
     # One lock for every context's cancellation state: it is taken only to
     # cancel or to register for cancellation, never on a call's own path,

@@ -5,18 +5,24 @@ showcase adapter's add also counts calls under a lock); ``aadd`` is its
 async twin (blob and array serve the array benchmark). BenchAdapter has both, so the worker serves it with grpcio's
 sync server (an async tool hops to the event loop); AsyncBenchAdapter has
 only ``aadd``, so it is served with grpc.aio (no hop); DeclaredAioBenchAdapter
-is BenchAdapter with ``snakepit_server = "aio"``.
+is BenchAdapter with ``snakepit_server = "aio"``. ``badd`` is ``add`` as a
+batch tool (@tool(batch=Batch(max_size=32, max_wait_ms=2))).
 """
 
 from __future__ import annotations
 
-from snakepit_bridge import BaseAdapter, tool
+from snakepit_bridge import Batch, BaseAdapter, tool
 
 
 class BenchAdapter(BaseAdapter):
     @tool
     def add(self, a: float, b: float) -> float:
         return a + b
+
+    @tool(batch=Batch(max_size=32, max_wait_ms=2))
+    def badd(self, a: list[float], b: list[float]) -> list[float]:
+        """add as a batch tool (dynamic batching)."""
+        return [x + y for x, y in zip(a, b)]
 
     @tool
     def blob(self, n: int) -> bytes:

@@ -109,7 +109,11 @@ func startServicer(tb testing.TB, threads int) (*exec.Cmd, io.Closer, string) {
 // startWorker starts a snakepit worker process by hand (no host, no token),
 // for raw grpc-go calls: snakepit's Python side without its Go client.
 func startWorker(tb testing.TB, threads int) (*exec.Cmd, io.Closer, string) {
-	cmd := exec.Command(python(tb), "-m", "snakepit_bridge.server", "--adapter", "bench_adapter.BenchAdapter",
+	return startWorkerOf(tb, "bench_adapter.BenchAdapter", threads)
+}
+
+func startWorkerOf(tb testing.TB, adapter string, threads int) (*exec.Cmd, io.Closer, string) {
+	cmd := exec.Command(python(tb), "-m", "snakepit_bridge.server", "--adapter", adapter,
 		"--port", "0", "--max-workers", strconv.Itoa(threads))
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(tb)+":.", "SNAKEPIT_LOG_LEVEL=WARNING")
 	return startProc(tb, cmd, func(line string) string {
@@ -417,6 +421,12 @@ func drive(tb testing.TB, t target, c, total int) {
 
 func measure(b *testing.B, t target, c int) {
 	pids := t.pids()
+	var batches0, calls0 uint64
+	sp, isApp := t.(*snakepitTarget)
+	if isApp {
+		bs := sp.app.Stats().Pool.Batches
+		batches0, calls0 = bs.Count, bs.Calls
+	}
 	ticks0, self0 := cpuTicks(b, pids), selfCPU()
 	b.ResetTimer()
 	drive(b, t, c, b.N)
@@ -426,6 +436,11 @@ func measure(b *testing.B, t target, c int) {
 	b.ReportMetric(float64(b.N)/secs, "calls/s")
 	b.ReportMetric(float64(ticks)*1e6/clockTicks/float64(b.N), "py-cpu-µs/call")
 	b.ReportMetric(float64(self.Microseconds())/float64(b.N), "go-cpu-µs/call")
+	if isApp {
+		if bs := sp.app.Stats().Pool.Batches; bs.Count > batches0 {
+			b.ReportMetric(float64(bs.Calls-calls0)/float64(bs.Count-batches0), "calls/batch")
+		}
+	}
 }
 
 type setup struct {
@@ -466,6 +481,17 @@ func setups() []setup {
 			setup{fmt.Sprintf("snakepit-cap1-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
 		)
 	}
+	// Dynamic batching (issue 21): the batch tool badd against the same
+	// work unbatched (add) in the same default Config, and go-plugin, at
+	// N = 2 × C = 64; and the latency of a lone caller (C = 1), which pays
+	// the batch's max_wait (2 ms). benchtable compares them per round.
+	out = append(out,
+		setup{"batch-snakepit/N=2", 2, []int{64}, func(tb testing.TB) target { return newSnakepit(tb, 2, 0, "BenchAdapter", "badd") }},
+		setup{"batch-unbatched/N=2", 2, []int{64}, func(tb testing.TB) target { return newSnakepit(tb, 2, 0, "BenchAdapter", "add") }},
+		setup{"batch-go-plugin/N=2", 2, []int{64}, func(tb testing.TB) target { return newPlugin(tb, 2, 8) }},
+		setup{"batch-snakepit/N=1", 1, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, 1, 0, "BenchAdapter", "badd") }},
+		setup{"batch-unbatched/N=1", 1, []int{1}, func(tb testing.TB) target { return newSnakepit(tb, 1, 0, "BenchAdapter", "add") }},
+	)
 	return out
 }
 

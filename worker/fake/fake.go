@@ -73,6 +73,7 @@ type config struct {
 	specs          map[string]worker.ToolSpec
 	tools          map[string]ToolFunc
 	streams        map[string]StreamFunc
+	batches        map[string]BatchFunc
 	hang           map[string]bool
 	hideTools      bool
 	readyDelay     time.Duration
@@ -95,6 +96,30 @@ func WithToolSpec(spec worker.ToolSpec, fn ToolFunc) Option {
 	return func(c *config) {
 		c.tools[spec.Name] = fn
 		c.specs[spec.Name] = spec
+	}
+}
+
+// BatchFunc serves a batch tool: one result per call, in order. An error
+// fails the whole request (as a process's crash would).
+type BatchFunc func(ctx context.Context, calls []*worker.Call) ([]worker.BatchResult, error)
+
+// WithBatchTool registers a batch tool (spec.BatchMaxSize > 0): the pool
+// sends it batches through ExecuteBatch, and a single call through Execute
+// is a batch of one.
+func WithBatchTool(spec worker.ToolSpec, fn BatchFunc) Option {
+	return func(c *config) {
+		c.specs[spec.Name] = spec
+		c.batches[spec.Name] = fn
+		c.tools[spec.Name] = func(ctx context.Context, call *worker.Call) (*worker.Result, error) {
+			res, err := fn(ctx, []*worker.Call{call})
+			if err != nil {
+				return nil, err
+			}
+			if len(res) != 1 {
+				return nil, fmt.Errorf("fake: batch tool %q returned %d results for one call", spec.Name, len(res))
+			}
+			return res[0].Result, res[0].Err
+		}
 	}
 }
 
@@ -177,11 +202,14 @@ type inflight struct {
 
 var inflightPool = sync.Pool{New: func() any { return new(inflight) }}
 
-var _ worker.Worker = (*Worker)(nil)
+var (
+	_ worker.Worker        = (*Worker)(nil)
+	_ worker.BatchExecutor = (*Worker)(nil)
+)
 
 // New builds a fake worker for spec.
 func New(spec worker.Spec, opts ...Option) *Worker {
-	cfg := config{specs: map[string]worker.ToolSpec{}, tools: map[string]ToolFunc{}, streams: map[string]StreamFunc{}, hang: map[string]bool{}}
+	cfg := config{specs: map[string]worker.ToolSpec{}, tools: map[string]ToolFunc{}, streams: map[string]StreamFunc{}, batches: map[string]BatchFunc{}, hang: map[string]bool{}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -455,6 +483,27 @@ func (w *Worker) Execute(ctx context.Context, call *worker.Call) (*worker.Result
 	} else {
 		res, err = fn(cctx, call)
 	}
+	ended, endErr := w.finish(l, c)
+	if err = w.outcome(ended, endErr, err); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ExecuteBatch runs a batch tool's calls as one request (one capacity slot).
+func (w *Worker) ExecuteBatch(ctx context.Context, tool string, calls []*worker.Call) ([]worker.BatchResult, error) {
+	fn, ok := w.cfg.batches[tool]
+	if !ok {
+		return nil, fmt.Errorf("fake: tool %q is not a batch tool", tool)
+	}
+	cctx, l, c, err := w.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.calls += int64(len(calls)) - 1 // Calls counts calls, not requests
+	w.mu.Unlock()
+	res, err := fn(cctx, calls)
 	ended, endErr := w.finish(l, c)
 	if err = w.outcome(ended, endErr, err); err != nil {
 		return nil, err

@@ -6,6 +6,40 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BatchItem(_message.Message):
+    __slots__ = ["args_json", "binary_args", "metadata", "request_id"]
+    class BinaryArgsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class MetadataEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    BINARY_ARGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    args_json: bytes
+    binary_args: _containers.ScalarMap[str, bytes]
+    metadata: _containers.ScalarMap[str, str]
+    request_id: str
+    def __init__(self, args_json: _Optional[bytes] = ..., binary_args: _Optional[_Mapping[str, bytes]] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class BatchItemResult(_message.Message):
+    __slots__ = ["error", "result"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    error: ToolError
+    result: Payload
+    def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
+
 class CallOptions(_message.Message):
     __slots__ = ["affinity", "idempotent", "queue_timeout_us"]
     class Affinity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -70,7 +104,7 @@ class ExecuteHostToolResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
 
 class ExecuteToolRequest(_message.Message):
-    __slots__ = ["args_json", "binary_args", "metadata", "options", "request_id", "session_id", "tool_name"]
+    __slots__ = ["args_json", "batch", "binary_args", "metadata", "options", "request_id", "session_id", "tool_name"]
     class BinaryArgsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +120,7 @@ class ExecuteToolRequest(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     BINARY_ARGS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -93,23 +128,26 @@ class ExecuteToolRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
     args_json: bytes
+    batch: _containers.RepeatedCompositeFieldContainer[BatchItem]
     binary_args: _containers.ScalarMap[str, bytes]
     metadata: _containers.ScalarMap[str, str]
     options: CallOptions
     request_id: str
     session_id: str
     tool_name: str
-    def __init__(self, tool_name: _Optional[str] = ..., args_json: _Optional[bytes] = ..., binary_args: _Optional[_Mapping[str, bytes]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., options: _Optional[_Union[CallOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, tool_name: _Optional[str] = ..., args_json: _Optional[bytes] = ..., binary_args: _Optional[_Mapping[str, bytes]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., options: _Optional[_Union[CallOptions, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ...) -> None: ...
 
 class ExecuteToolResponse(_message.Message):
-    __slots__ = ["duration_ms", "error", "result"]
+    __slots__ = ["batch", "duration_ms", "error", "result"]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    batch: _containers.RepeatedCompositeFieldContainer[BatchItemResult]
     duration_ms: float
     error: ToolError
     result: Payload
-    def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ..., duration_ms: _Optional[float] = ..., batch: _Optional[_Iterable[_Union[BatchItemResult, _Mapping]]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ["session_id"]
@@ -278,7 +316,9 @@ class ToolError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., kind: _Optional[str] = ..., arg_path: _Optional[str] = ..., expected: _Optional[str] = ..., got: _Optional[str] = ...) -> None: ...
 
 class ToolSpec(_message.Message):
-    __slots__ = ["description", "doc", "max_concurrency", "name", "parameters", "returns", "supports_streaming", "timeout_seconds"]
+    __slots__ = ["batch_max_size", "batch_max_wait_ms", "description", "doc", "max_concurrency", "name", "parameters", "returns", "supports_streaming", "timeout_seconds"]
+    BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DOC_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +327,8 @@ class ToolSpec(_message.Message):
     RETURNS_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_STREAMING_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    batch_max_size: int
+    batch_max_wait_ms: float
     description: str
     doc: str
     max_concurrency: int
@@ -295,4 +337,4 @@ class ToolSpec(_message.Message):
     returns: str
     supports_streaming: bool
     timeout_seconds: float
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., supports_streaming: bool = ..., max_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., returns: _Optional[str] = ..., doc: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., supports_streaming: bool = ..., max_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., returns: _Optional[str] = ..., doc: _Optional[str] = ..., batch_max_size: _Optional[int] = ..., batch_max_wait_ms: _Optional[float] = ...) -> None: ...

@@ -120,4 +120,22 @@ func main() {
 			ratio(name, "go-plugin", "calls/s"), ratio(name, "grpc-sync", "calls/s"), ratio(name, "grpc-sync", "py-cpu-µs/call"),
 			spread(name, "grpc-sync", "py-cpu-µs/call"))
 	}
+	// Dynamic batching: the batch tool against its unbatched twin and
+	// go-plugin, paired per round (rows batch-*).
+	header := false
+	for _, name := range order {
+		if !strings.HasPrefix(name, "batch-snakepit/") {
+			continue
+		}
+		if !header {
+			fmt.Println()
+			fmt.Println("| batch row | calls/s vs unbatched (range) | calls/s vs go-plugin (range) | latency (ns/op) vs unbatched (range) |")
+			fmt.Println("|---|---:|---:|---:|")
+			header = true
+		}
+		fmt.Printf("| %s | %s (%s) | %s (%s) | %s (%s) |\n", name,
+			ratio(name, "batch-unbatched", "calls/s"), spread(name, "batch-unbatched", "calls/s"),
+			ratio(name, "batch-go-plugin", "calls/s"), spread(name, "batch-go-plugin", "calls/s"),
+			ratio(name, "batch-unbatched", "ns/op"), spread(name, "batch-unbatched", "ns/op"))
+	}
 }
