@@ -195,3 +195,25 @@ func TestDoctorLowOpenFileLimit(t *testing.T) {
 		t.Fatalf("ulimit -n 100 with 1 worker: %+v\n%s", c, out)
 	}
 }
+
+// checkDoctorAgent runs the doctor against a live agent at addr: reachable
+// with the token in tok, refused with another, unreachable on a closed port.
+func checkDoctorAgent(t *testing.T, addr, tok string) {
+	t.Helper()
+	reg := filepath.Join(t.TempDir(), "r.db")
+	rep, code, out := runDoctor(t, nil, nil, "--registry", reg, "--python", testPython(), "--agents", addr, "--agent-token-file", tok)
+	if c := check(t, rep, "agent "+addr); code != 0 || c.Status != doctor.Pass || !strings.Contains(c.Detail, "reachable with the token") {
+		t.Fatalf("doctor --agents with the right token: exit %d, %+v\n%s", code, c, out)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	if err := os.WriteFile(wrong, []byte("not-the-agents-token-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, code, out = runDoctor(t, nil, nil, "--registry", reg, "--python", testPython(), "--agents", addr, "--agent-token-file", wrong)
+	if c := check(t, rep, "agent "+addr); code != 1 || c.Status != doctor.Fail || !strings.Contains(c.Detail, "rejected the token") {
+		t.Fatalf("doctor --agents with a wrong token: exit %d, %+v\n%s", code, c, out)
+	}
+	if strings.Contains(out, "not-the-agents-token") || strings.Contains(out, "serve-test-token") {
+		t.Fatalf("the doctor's report shows a token:\n%s", out)
+	}
+}
