@@ -76,6 +76,7 @@ import (
 // App is one snakepit instance.
 type App struct {
 	cfg    Config
+	tr     trace.Tracer // the client span of each call (tracing.go)
 	runID  string
 	token  auth.Token
 	log    *slog.Logger
@@ -161,7 +162,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
+	a := &App{cfg: cfg, tr: newTracer(cfg.TracerProvider), runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
 	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})
@@ -608,15 +609,20 @@ func (a *App) waitRun(ctx context.Context, r *run) error {
 // supervisor should WaitReady first: until the supervisor calls Serve, the
 // App is not started).
 func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOption) (*Result, error) {
+	ctx, span := a.startSpan(ctx, spanExecute, tool)
 	r := a.cur.Load()
 	call, co, err := a.prepare(r, tool, args, opts)
 	if err != nil {
+		span.end(err)
 		return nil, err
 	}
-	call.Metadata = traceMetadata(ctx)
+	span.observe(&co, call.RequestID)
+	call.Metadata = traceMetadata(ctx) // the span is Python's parent
 	// A remote worker sends the options on to its agent's pool (internal/wire).
 	res, err := r.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
-	return res, r.callError(err)
+	err = r.callError(err)
+	span.end(err)
+	return res, err
 }
 
 // ExecuteStream calls a streaming tool; range over the result to receive its
@@ -624,14 +630,24 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...CallOption) iter.Seq2[Chunk, error] {
 	r := a.cur.Load()
 	call, co, err := a.prepare(r, tool, args, opts)
-	if err != nil {
-		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
-	}
-	call.Metadata = traceMetadata(ctx)
-	seq := r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
+	// The span covers the iteration: that is when the call runs.
 	return func(yield func(Chunk, error) bool) {
-		for c, err := range seq {
-			if !yield(c, r.callError(err)) {
+		ctx, span := a.startSpan(ctx, spanExecuteStream, tool)
+		if err != nil {
+			span.end(err)
+			yield(Chunk{}, err)
+			return
+		}
+		var last error
+		defer func() { span.end(last) }() // also when the loop body panics
+		co := co
+		span.observe(&co, call.RequestID)
+		call.Metadata = traceMetadata(ctx) // the span is Python's parent
+		for c, err := range r.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co) {
+			if err = r.callError(err); err != nil {
+				last = err
+			}
+			if !yield(c, err) {
 				return
 			}
 		}
