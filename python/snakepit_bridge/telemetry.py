@@ -17,9 +17,11 @@ with ``emit(event, measurements, metadata, correlation_id)``); None turns
 events off.
 
 The correlation id defaults to the current call's request id. The
-OpenTelemetry helpers (``otel_span``, ``setup_tracing``, ``get_tracer``)
-are no-ops: the host propagates W3C trace context itself (see the native
-``SessionContext.traceparent``).
+OpenTelemetry helpers ``otel_span`` and ``setup_tracing`` are no-ops: the
+host propagates W3C trace context itself (see the native
+``SessionContext.traceparent``), and with ``opentelemetry-api`` installed
+each call runs with the host's span as OpenTelemetry's current context, so
+spans from ``get_tracer()`` are its children.
 """
 
 from __future__ import annotations
