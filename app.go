@@ -76,12 +76,17 @@ import (
 // App is one snakepit instance.
 type App struct {
 	cfg    Config
-	tr     trace.Tracer // the client span of each call (tracing.go)
 	runID  string
 	token  auth.Token
 	log    *slog.Logger
 	stop   stopBudget
 	bridge *bridge.Server
+
+	// tr is Config.TracerProvider's tracer; globalTr the global
+	// provider's (tracing.go).
+	tr       trace.Tracer
+	globalTr atomic.Pointer[globalTracer]
+
 	// factory is the worker factory in use (Config.WorkerFactory or the
 	// Python one bound to the bridge), kept for diagnostics.
 	factory worker.Factory
@@ -162,7 +167,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, tr: newTracer(cfg.TracerProvider), runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
+	a := &App{cfg: cfg, tr: providerTracer(cfg.TracerProvider), runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
 	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: cfg.MaxMessageBytes, Logger: a.log})

@@ -5,15 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/worker"
@@ -164,5 +167,73 @@ func TestExecuteStreamSpan(t *testing.T) {
 	if len(ended) != 1 || ended[0].Name() != "snakepit.ExecuteStream" || ended[0].Status().Code != codes.Error ||
 		spanAttrs(ended[0])["snakepit.tool"].AsString() != "count" || spanAttrs(ended[0])["snakepit.worker"].AsString() == "" {
 		t.Fatalf("stream spans: %+v", ended)
+	}
+}
+
+// BenchmarkExecuteTracing: the span's cost per call over a fake worker,
+// without an SDK (the global no-op provider) and with a recording one.
+func BenchmarkExecuteTracing(b *testing.B) {
+	echo := func(context.Context, *worker.Call) (*worker.Result, error) {
+		return &worker.Result{JSON: []byte(`1`)}, nil
+	}
+	for _, recording := range []bool{false, true} {
+		name := "noop"
+		if recording {
+			name = "recording"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := snakepit.Config{Workers: 1, WorkerFactory: &fake.Factory{Options: []fake.Option{fake.WithTool("echo", echo)}},
+				RegistryPath: b.TempDir() + "/r.db", Logger: slog.New(slog.DiscardHandler)}
+			if recording {
+				// Recording spans, exported nowhere: the span's own cost.
+				tp := sdktrace.NewTracerProvider()
+				defer func() { _ = tp.Shutdown(context.Background()) }()
+				cfg.TracerProvider = tp
+			}
+			app, err := snakepit.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := app.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _, _ = app.Stop(ctx) }()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := app.Execute(ctx, "echo", nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Without Config.TracerProvider the global provider is used, also when the
+// application installs it after New.
+func TestExecuteSpanFromTheGlobalProvider(t *testing.T) {
+	app, err := snakepit.New(fakeConfig(t, &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = app.Stop(ctx) }()
+	if _, err := app.Execute(ctx, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer func() { _ = tp.Shutdown(ctx) }()
+	otel.SetTracerProvider(tp)
+	defer otel.SetTracerProvider(noop.NewTracerProvider())
+	if _, err := app.Execute(ctx, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	if ended := rec.Ended(); len(ended) != 1 || ended[0].Name() != "snakepit.Execute" {
+		t.Fatalf("spans after otel.SetTracerProvider: %v", ended)
 	}
 }
