@@ -23,8 +23,10 @@ import (
 // report of an uncaught exception, C extensions): "Traceback (most recent
 // call last):" starts an ERROR record that takes every following
 // unprefixed line (the frames, the exception line); a "file:line:
-// SomeWarning:" line a WARN record that takes its indented lines; any other
-// line is an INFO record of its own. worker= and pid= are dropped: the
+// SomeWarning:" line a WARN record that takes its indented lines; a
+// "snakepit: " line (the worker's own fatal message) an ERROR record that
+// takes its indented lines and a traceback; any other line is an INFO
+// record of its own. worker= and pid= are dropped: the
 // logger already carries worker_id and pid.
 const (
 	// stderrQuiet: a record still open this long after its last line is
@@ -37,6 +39,10 @@ const (
 	// LevelCritical is the slog level of Python's CRITICAL records.
 	LevelCritical = slog.LevelError + 4
 	continuation  = "| "
+	// fatalPrefix starts what the worker writes when it cannot go on
+	// (server.py's _fail: an adapter that does not load, a failed setup),
+	// with indented hint lines and possibly a traceback.
+	fatalPrefix = "snakepit: "
 )
 
 var (
@@ -63,6 +69,8 @@ type pendingRecord struct {
 	level slog.Level
 	msg   strings.Builder
 	attrs []slog.Attr
+	// fatal: a raw record of the worker's own last words (fatalPrefix).
+	fatal bool
 	// excLine: a traceback record has had its exception line (the first
 	// unindented line after the frames); from then on only a chained
 	// exception continues it.
@@ -138,11 +146,16 @@ func (s *stderrLog) Line(line string) {
 		s.add(line)
 	case s.cur != nil && s.cur.kind == kindRaw && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")):
 		s.add(line)
+	case s.cur != nil && s.cur.kind == kindRaw && s.cur.fatal && line == "Traceback (most recent call last):":
+		s.cur.kind = kindTraceback // the fatal message's traceback
+		s.add(line)
 	default:
 		r := &pendingRecord{kind: kindRaw, at: now, level: slog.LevelInfo}
 		switch {
 		case line == "Traceback (most recent call last):":
 			r.kind, r.level = kindTraceback, slog.LevelError
+		case strings.HasPrefix(line, fatalPrefix):
+			r.level, r.fatal = slog.LevelError, true
 		case pyWarning.MatchString(line):
 			r.level = slog.LevelWarn
 		}

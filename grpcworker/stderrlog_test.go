@@ -62,6 +62,12 @@ During handling of the above exception, another exception occurred:
 RuntimeError: worse
 /a/b.py:3: DeprecationWarning: old
   warnings.warn("old")
+snakepit: cannot load adapter 'x.A': ModuleNotFoundError: No module named 'x'
+  hint: is the module on PYTHONPATH?
+snakepit: adapter 'x.A' failed in setup(): ValueError: v
+Traceback (most recent call last):
+  File "a.py", line 1, in setup
+ValueError: v
 CRITICAL [worker=w0 pid=7] x: the end`)
 	s.Close()
 	type want struct {
@@ -74,6 +80,8 @@ CRITICAL [worker=w0 pid=7] x: the end`)
 		{slog.LevelInfo, "printed by a tool with [snakepit token redacted] in it"},
 		{slog.LevelError, "Traceback (most recent call last):\n  File \"y.py\", line 2, in <module>\nImportError: no module named z\n\nDuring handling of the above exception, another exception occurred:\nRuntimeError: worse"},
 		{slog.LevelWarn, "/a/b.py:3: DeprecationWarning: old\n  warnings.warn(\"old\")"},
+		{slog.LevelError, "snakepit: cannot load adapter 'x.A': ModuleNotFoundError: No module named 'x'\n  hint: is the module on PYTHONPATH?"},
+		{slog.LevelError, "snakepit: adapter 'x.A' failed in setup(): ValueError: v\nTraceback (most recent call last):\n  File \"a.py\", line 1, in setup\nValueError: v"},
 		{LevelCritical, "the end"},
 	}
 	got := c.all()

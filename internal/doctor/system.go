@@ -16,10 +16,12 @@ import (
 )
 
 // Open descriptors the host holds per local worker: the worker's stdin,
-// stdout and stderr pipes, the gRPC connection to it, the bridge's
-// connection from it and a pidfd while it is signalled — twice that while
-// a replacement (reload, recycle) runs beside it. baseFDs covers the rest
-// of the host (listeners, the registry, the Go runtime, logs).
+// stdout and stderr pipes, the gRPC connection to it and the bridge's
+// connection from it (measured: 5 per worker at rest, `snakepit run`
+// with 1 and 5 workers: 16 and 36), a pidfd while it is signalled, twice
+// all that while a replacement (reload, recycle) runs beside it, rounded
+// up for headroom. baseFDs covers the rest of the host (listeners, the
+// registry, the Go runtime, logs).
 const (
 	fdsPerWorker = 16
 	baseFDs      = 64
@@ -37,7 +39,7 @@ func checkNoFile(workers int) Check {
 		return Check{Name: "ulimit -n", Status: Warn, Detail: "cannot read RLIMIT_NOFILE: " + err.Error()}
 	}
 	need := NeededNoFile(workers)
-	detail := fmt.Sprintf("soft %d, hard %d; %d worker(s) need %d (%d per worker for its pipes and connections, twice during a replacement, plus %d)",
+	detail := fmt.Sprintf("soft %d, hard %d; %d worker(s) need %d (%d per worker: its pipes and connections, doubled while it is replaced, with headroom; plus %d for the host)",
 		rl.Cur, rl.Max, workers, need, fdsPerWorker, baseFDs)
 	if rl.Cur < need {
 		fix := fmt.Sprintf("raise the limit to at least %d: ulimit -n %d in the shell, LimitNOFILE=%d in a systemd unit, or fewer --workers", need, need, need)

@@ -193,3 +193,20 @@ func TestWorkerStderrIsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// An adapter that does not import is an ERROR record, its hint included.
+func TestAdapterImportErrorIsAnErrorRecord(t *testing.T) {
+	out := &jsonLog{}
+	logger := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app := buildApp(t, snakepit.Config{Workers: 1, Adapter: "no_such_module_for_logs.Adapter", StartupFailures: 1, Logger: logger})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err == nil {
+		stopApp(t, app)
+		t.Fatal("Start succeeded with an adapter that does not exist")
+	}
+	rec := out.find("cannot load adapter")
+	if rec == nil || rec["level"] != "ERROR" || !strings.Contains(rec["msg"].(string), "\n  hint: ") || rec["stream"] != "stderr" {
+		t.Fatalf("adapter import error record: %v", rec)
+	}
+}
