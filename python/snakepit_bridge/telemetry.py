@@ -8,10 +8,10 @@ logger ``snakepit_bridge.telemetry`` at INFO level whose message is
     {"event": "model.inference", "measurements": {...}, "metadata": {...},
      "correlation_id": "<request id>"}
 
-The worker's stderr goes to the Go host's ``Config.Logger`` (one slog record
-per line, attribute stream=stderr), so the host observes an event as a log
-record whose message contains ``snakepit_bridge.telemetry: telemetry {...}``
-(the call's ``request_id=`` is on the same line). A SNAKEPIT_LOG_LEVEL above
+The worker's logging goes to the Go host's ``Config.Logger`` (one slog
+record per Python record, attributes stream=stderr and logger), so the host
+observes an event as an INFO record with logger=snakepit_bridge.telemetry
+whose message is ``telemetry {...}`` (and the call's request_id attribute). A SNAKEPIT_LOG_LEVEL above
 INFO silences them. :func:`set_backend` replaces the backend (any object
 with ``emit(event, measurements, metadata, correlation_id)``); None turns
 events off.
