@@ -122,7 +122,8 @@ func checkCgroup() Check {
 	}
 	rel, err := ownCgroup()
 	if err != nil {
-		return Check{Name: "cgroup", Status: Warn, Detail: layout + "; cannot read /proc/self/cgroup: " + err.Error()}
+		return Check{Name: "cgroup", Status: Warn, Detail: layout + "; cannot read /proc/self/cgroup: " + err.Error(),
+			Fix: "mount procfs at /proc; without this process's cgroup there is no cgroup containment"}
 	}
 	dir := filepath.Join(mount, rel)
 	if err := unix.Access(dir, unix.W_OK); err != nil {
