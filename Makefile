@@ -1,6 +1,6 @@
 # snakepit — build, test and demo entry points.
 #   make test   installs what the tests need (idempotent) and runs every suite
-#   make demo   installs what the demo needs and runs `snakepit demo`
+#   make demo   installs what the demo needs, runs `snakepit demo`, then `snakepit doctor`
 #   make proto  regenerates the committed Go and Python protocol code
 
 GO            ?= go
@@ -101,8 +101,10 @@ lint-python:
 	  echo "  run scripts/install-python-deps.sh, or: apt-get install -y mypy / pip install mypy" >&2; exit 1; fi; \
 	echo "cd python && $$mypy"; cd python && $$mypy
 
+# The doctor afterwards: what the demo relied on, checked the way an operator would.
 demo: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit demo
+	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) run ./cmd/snakepit doctor
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pool/...

@@ -98,6 +98,11 @@ type App struct {
 	// pools are the resolved pool configurations with their worker
 	// factories, the default pool first; fixed by New.
 	pools []appPool
+
+	// tr is Config.TracerProvider's tracer; globalTr the global
+	// provider's (tracing.go).
+	tr       trace.Tracer
+	globalTr atomic.Pointer[globalTracer]
 	// reqPrefix and reqSeq make the request ids of calls that bring none.
 	reqPrefix string
 	reqSeq    atomic.Uint64
@@ -186,7 +191,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
+	a := &App{cfg: cfg, tr: providerTracer(cfg.TracerProvider), runID: registry.NewRunID(), stop: stop, reqPrefix: newRequestPrefix()}
 	a.log = cfg.Logger.With("run_id", a.runID)
 	a.token = auth.NewToken()
 	a.bridge, err = bridge.New(bridge.Options{Token: a.token, StopGrace: stop.bridgeGrace, SessionTTL: cfg.SessionTTL, MaxSessions: cfg.MaxSessions, MaxMessageBytes: bridgeMessageBytes(pcs), Logger: a.log})
@@ -622,14 +627,19 @@ func (a *App) Execute(ctx context.Context, tool string, args any, opts ...CallOp
 }
 
 func (a *App) execute(ctx context.Context, r *run, pr *poolRun, tool string, args any, opts []CallOption) (*Result, error) {
+	ctx, span := a.startSpan(ctx, spanExecute, tool, pr.cfg.Name)
 	call, co, err := a.prepare(r, pr, tool, args, opts)
 	if err != nil {
+		span.end(err)
 		return nil, err
 	}
-	call.Metadata = traceMetadata(ctx)
+	span.observe(&co, call.RequestID)
+	call.Metadata = traceMetadata(ctx) // the span is Python's parent
 	// A remote worker sends the options on to its agent's pool (internal/wire).
 	res, err := pr.pool.Execute(wire.WithCallOptions(ctx, co), call, co)
-	return res, r.callError(err)
+	err = r.callError(err)
+	span.end(err)
+	return res, err
 }
 
 // ExecuteStream calls a streaming tool; range over the result to receive its
@@ -641,14 +651,24 @@ func (a *App) ExecuteStream(ctx context.Context, tool string, args any, opts ...
 
 func (a *App) executeStream(ctx context.Context, r *run, pr *poolRun, tool string, args any, opts []CallOption) iter.Seq2[Chunk, error] {
 	call, co, err := a.prepare(r, pr, tool, args, opts)
-	if err != nil {
-		return func(yield func(Chunk, error) bool) { yield(Chunk{}, err) }
-	}
-	call.Metadata = traceMetadata(ctx)
-	seq := pr.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co)
+	// The span covers the iteration: that is when the call runs.
 	return func(yield func(Chunk, error) bool) {
-		for c, err := range seq {
-			if !yield(c, r.callError(err)) {
+		ctx, span := a.startSpan(ctx, spanExecuteStream, tool, pr.cfg.Name)
+		if err != nil {
+			span.end(err)
+			yield(Chunk{}, err)
+			return
+		}
+		var last error
+		defer func() { span.end(last) }() // also when the loop body panics
+		co := co
+		span.observe(&co, call.RequestID)
+		call.Metadata = traceMetadata(ctx) // the span is Python's parent
+		for c, err := range pr.pool.ExecuteStream(wire.WithCallOptions(ctx, co), call, co) {
+			if err = r.callError(err); err != nil {
+				last = err
+			}
+			if !yield(c, err) {
 				return
 			}
 		}

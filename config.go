@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/registry"
@@ -187,6 +188,12 @@ type Config struct {
 	// second App with the same Instance on one Registerer, fails New.
 	// Nil (the default) exports nothing.
 	Metrics prometheus.Registerer
+
+	// TracerProvider gives the tracer of the client span every Execute
+	// and ExecuteStream starts (see the README's Tracing); nil: the
+	// global one (otel.GetTracerProvider), which records nothing until
+	// the application installs an SDK.
+	TracerProvider trace.TracerProvider
 
 	Logger *slog.Logger
 }

@@ -20,7 +20,8 @@
 //     internal/spawn);
 //   - activates the record with pid, process group and start time;
 //   - drains stdout and stderr line by line, always (lines over MaxLine are
-//     cut with a marker): stderr goes to the Logger with the pid, stdout to
+//     cut with a marker): stderr goes to the Logger with the pid (or to
+//     Options.Stderr, which may group lines into records), stdout to
 //     Options.Stdout;
 //   - holds the write end of the child's stdin: it reaches EOF when the host
 //     dies, a second host-death signal the child can watch;
@@ -115,6 +116,20 @@ type Options struct {
 	// Stdout receives each stdout line (called from one goroutine, in
 	// order). Nil logs stdout lines as warnings.
 	Stdout func(line string)
+	// Stderr, when set, builds what consumes the stderr lines from the
+	// process's logger (the Launcher's, with the pid): it is called once
+	// at Start, then Line for each line in order from one goroutine and
+	// Close once after the last. Nil logs each line at INFO. StderrTail
+	// sees the lines either way.
+	Stderr func(log *slog.Logger) LineSink
+}
+
+// LineSink consumes a stream's lines: Line for each (from one goroutine,
+// in order), then Close once when the stream has ended. A sink that groups
+// lines into records must emit what it holds by the time Close returns.
+type LineSink interface {
+	Line(line string)
+	Close()
 }
 
 // Process is one started child.
@@ -188,9 +203,13 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 			p.log.Warn("cannot record the process's pid", "err", err)
 		}
 	}
+	var sink LineSink
+	if opts.Stderr != nil {
+		sink = opts.Stderr(p.log)
+	}
 	p.readers.Add(2)
 	go p.read(p.stdout, opts.Stdout)
-	go p.read(p.stderr, p.stderrLine)
+	go p.readStderr(sink)
 	go p.reap()
 	return p, nil
 }
@@ -268,14 +287,26 @@ func (p *Process) read(f *os.File, fn func(string)) {
 	readLines(f, fn)
 }
 
-func (p *Process) stderrLine(line string) {
-	p.mu.Lock()
-	p.lastErr = append(p.lastErr, line)
-	if len(p.lastErr) > stderrKeep {
-		p.lastErr = p.lastErr[len(p.lastErr)-stderrKeep:]
+// readStderr keeps the tail for StderrTail and hands each line to sink
+// (nil: logged at INFO); the sink is closed when the stream ends.
+func (p *Process) readStderr(sink LineSink) {
+	defer p.readers.Done()
+	if sink != nil {
+		defer sink.Close()
 	}
-	p.mu.Unlock()
-	p.log.Info(line, "stream", "stderr")
+	readLines(p.stderr, func(line string) {
+		p.mu.Lock()
+		p.lastErr = append(p.lastErr, line)
+		if len(p.lastErr) > stderrKeep {
+			p.lastErr = p.lastErr[len(p.lastErr)-stderrKeep:]
+		}
+		p.mu.Unlock()
+		if sink != nil {
+			sink.Line(line)
+		} else {
+			p.log.Info(line, "stream", "stderr")
+		}
+	})
 }
 
 // PID is the process id.

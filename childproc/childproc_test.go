@@ -2,6 +2,7 @@ package childproc_test
 
 import (
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
@@ -150,5 +151,43 @@ func TestEscapedDescendantDiesWithItsProcessUnlessUnprovable(t *testing.T) {
 	}
 	if st, err := proc.StartTime(scrubbed); err != nil || st != scrubbedStart || !proc.Alive(scrubbed) {
 		t.Errorf("the descendant with a scrubbed environment (%d) was signalled: it carries nothing that proves it ours", scrubbed)
+	}
+}
+
+// sinkRecorder is a LineSink that records its calls.
+type sinkRecorder struct {
+	mu     sync.Mutex
+	lines  []string
+	closed int
+	pid    bool
+}
+
+func (s *sinkRecorder) Line(l string) { s.mu.Lock(); s.lines = append(s.lines, l); s.mu.Unlock() }
+func (s *sinkRecorder) Close()        { s.mu.Lock(); s.closed++; s.mu.Unlock() }
+
+// Options.Stderr gets every stderr line in order and one Close at the end;
+// its logger carries the pid; StderrTail still sees the lines.
+func TestStderrSinkGetsEveryLineAndOneClose(t *testing.T) {
+	var buf testutil.Buffer
+	l := &childproc.Launcher{RunID: "run-kit-sink", WorkerID: "w0", Logger: slog.New(slog.NewJSONHandler(&buf, nil))}
+	sink := &sinkRecorder{}
+	p, err := l.Start(exec.Command("/bin/sh", "-c", `echo one >&2; echo two >&2; echo three >&2`), childproc.Options{
+		Stderr: func(log *slog.Logger) childproc.LineSink {
+			log.Info("probe")
+			sink.pid = strings.Contains(buf.String(), `"pid":`)
+			return sink
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Exited()
+	testutil.Eventually(t, 10*time.Second, "sink closed", func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.closed > 0 })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if strings.Join(sink.lines, ",") != "one,two,three" || sink.closed != 1 || !sink.pid {
+		t.Fatalf("sink got %q, closed %d times, logger with pid %v", sink.lines, sink.closed, sink.pid)
+	}
+	if tail := p.StderrTail(time.Second); strings.Join(tail, ",") != "one,two,three" {
+		t.Fatalf("stderr tail %q", tail)
 	}
 }

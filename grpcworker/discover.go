@@ -87,6 +87,19 @@ func probeUncached(path string) string {
 // replaced; otherwise an active or project virtualenv, then the usual
 // system candidates, the first that can import grpc.
 func FindPython(explicit string) (string, error) {
+	c, _, err := DiscoverPython(explicit)
+	return c.Path, err
+}
+
+// DiscoverPython is FindPython telling why: the chosen interpreter with its
+// Source, and the candidates rejected before it (each with its Problem).
+// On failure the error is a *DiscoveryError listing the same candidates.
+func DiscoverPython(explicit string) (chosen Candidate, rejected []Candidate, err error) {
+	path, source, tried, err := discover(explicit)
+	return Candidate{Path: path, Source: source}, tried, err
+}
+
+func discover(explicit string) (_, _ string, _ []Candidate, _ error) {
 	var tried []Candidate
 	check := func(path, source string) (string, bool) {
 		resolved := path
@@ -106,15 +119,15 @@ func FindPython(explicit string) (string, error) {
 	}
 	if explicit != "" {
 		if p, ok := check(explicit, "Config.Python"); ok {
-			return p, nil
+			return p, "Config.Python", tried, nil
 		}
-		return "", &DiscoveryError{Tried: tried}
+		return "", "", tried, &DiscoveryError{Tried: tried}
 	}
 	if env := os.Getenv("SNAKEPIT_PYTHON"); env != "" {
 		if p, ok := check(env, "SNAKEPIT_PYTHON"); ok {
-			return p, nil
+			return p, "SNAKEPIT_PYTHON", tried, nil
 		}
-		return "", &DiscoveryError{Tried: tried}
+		return "", "", tried, &DiscoveryError{Tried: tried}
 	}
 	type cand struct{ path, source string }
 	var cands []cand
@@ -150,8 +163,8 @@ func FindPython(explicit string) (string, error) {
 			continue
 		}
 		if p, ok := check(c.path, c.source); ok {
-			return p, nil
+			return p, c.source, tried, nil
 		}
 	}
-	return "", &DiscoveryError{Tried: tried}
+	return "", "", tried, &DiscoveryError{Tried: tried}
 }

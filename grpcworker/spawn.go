@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,6 +83,10 @@ func (w *Worker) environ() []string {
 		set(k, "1")
 	}
 	set("PYTHONUNBUFFERED", "1")
+	if _, ok := env[envLogLevel]; !ok {
+		// Python writes what the host's logger would keep (Env wins).
+		set(envLogLevel, pythonLevel(w.log))
+	}
 	for k, v := range o.Env {
 		if !auth.IsSecretEnv(k) {
 			set(k, v)
@@ -129,7 +134,7 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		// The contract keeps stdout for the handshake; anything else is an
 		// adapter printing where it should not.
 		w.log.Warn("worker wrote to stdout after the handshake", "line", line)
-	}})
+	}, Stderr: func(log *slog.Logger) childproc.LineSink { return newStderrLog(log, auth.Reveal(o.Token)) }})
 	if err != nil {
 		se := &worker.StartupError{WorkerID: w.spec.ID, Cause: err}
 		if _, short := worker.ResourceLimit(err); short {

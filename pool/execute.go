@@ -135,10 +135,12 @@ func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions,
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
 		r := p.begin(ctx, call.Tool, ungated)
+		queued := p.queueStart(opts)
 		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
 		if err != nil {
 			return nil, err
 		}
+		p.attempted(opts, ws, attempt, queued)
 		r.watch(ctx)
 		res, werr := ws.w.Execute(r.ctx, call)
 		retry, err := p.finish(r, werr, p.retryable(ctx, werr, opts, attempt), start)
@@ -152,6 +154,22 @@ func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions,
 			return nil, p.recordAbandoned(toolTimeoutErr(ctx, call.Tool, werr))
 		}
 		avoid = ws
+	}
+}
+
+// queueStart is when an attempt starts waiting for a worker, read only
+// when someone asks (Observer): a clock read per call is not free.
+func (p *Pool) queueStart(opts CallOptions) time.Time {
+	if opts.Observer == nil {
+		return time.Time{}
+	}
+	return p.now()
+}
+
+// attempted reports an attempt that got its worker to opts.Observer.
+func (p *Pool) attempted(opts CallOptions, ws *workerState, attempt int, queued time.Time) {
+	if opts.Observer != nil {
+		opts.Observer.Attempt(Attempt{Worker: ws.id, Number: attempt, QueueWait: p.now().Sub(queued)})
 	}
 }
 
@@ -196,6 +214,7 @@ func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, 
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
 		r := p.begin(ctx, call.Tool, ungated)
+		queued := p.queueStart(opts)
 		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
 		if err == errReadmit {
 			return true
@@ -204,6 +223,7 @@ func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, 
 			yield(worker.Chunk{}, err)
 			return false
 		}
+		p.attempted(opts, ws, attempt, queued)
 		retry, stopped, err, werr := p.streamAttempt(ctx, r, ws, call, opts, attempt, start, yield)
 		if stopped {
 			return false

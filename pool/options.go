@@ -183,4 +183,22 @@ type CallOptions struct {
 	// already checked them: the pool then does not scan them again (for a
 	// large argument the scan was most of the host's CPU per call).
 	ArgsChecked bool
+	// Observer, when set, is told from the caller's goroutine each time an
+	// attempt of the call has been given a worker (the App's client span
+	// records it); it must not block. It stays in this process: it is not
+	// sent to an agent.
+	Observer AttemptObserver
+}
+
+// AttemptObserver is told about each attempt of a call (CallOptions.Observer).
+// Implement it with a pointer type: CallOptions are compared.
+type AttemptObserver interface {
+	Attempt(Attempt)
+}
+
+// Attempt is one attempt of a call, as reported to CallOptions.OnAttempt.
+type Attempt struct {
+	Worker    string        // the worker's id
+	Number    int           // 0 for the first attempt, 1 for the first retry
+	QueueWait time.Duration // how long this attempt waited for its worker
 }

@@ -5,6 +5,7 @@
 //	snakepit serve [--listen ADDR] [--token-file F]  serve the pool to hosts on other machines (an agent)
 //	snakepit exec  [--adapter X] TOOL '<json>'       one call, result JSON on stdout
 //	snakepit reap  [--registry PATH]                 reap the leftovers of dead runs
+//	snakepit doctor [--json] [flags of run]          check this machine for what a pool needs
 package main
 
 import (
@@ -26,6 +27,8 @@ commands:
   serve  run the pool as an agent that hosts on other machines join (see docs/SCALING.md)
   exec   run one tool call: snakepit exec [flags] TOOL '<json args>'
   reap   reap processes left by dead runs of a registry: snakepit reap [--registry PATH]
+  doctor check this machine for what "snakepit run" with the same flags needs (--json for scripts);
+         exit status 0 when every required check passed
 
 Run "snakepit <command> -h" for the flags of a command.
 `
@@ -46,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdExec(args[1:], stdout, stderr)
 	case "reap":
 		return cmdReap(args[1:], stdout, stderr)
+	case "doctor":
+		return cmdDoctor(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -68,6 +68,7 @@ func TestServeAndExecThroughAgents(t *testing.T) {
 	if code != 0 || !strings.Contains(res, runID) {
 		t.Fatalf("exec --agents: exit %d, stdout %q, stderr %q; want the agent's run id %s", code, res, errOut, runID)
 	}
+	checkDoctorAgent(t, addr, tok)
 	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

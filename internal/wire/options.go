@@ -19,6 +19,7 @@ type optionsKey struct{}
 
 // WithCallOptions returns ctx carrying o; ctx itself when o is the default.
 func WithCallOptions(ctx context.Context, o pool.CallOptions) context.Context {
+	o.Observer = nil // this process's, never sent
 	if o == (pool.CallOptions{}) {
 		return ctx
 	}

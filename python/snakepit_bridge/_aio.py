@@ -38,7 +38,7 @@ from .codec import (
     tool_error,
 )
 from ._servicer import ServicerBase, _NotBatch
-from .context import MAX_MESSAGE_BYTES, HostClient, _current
+from .context import MAX_MESSAGE_BYTES, HostClient, _current, _enter
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
 
@@ -248,7 +248,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         except _NotBatch as e:
             return pb.ExecuteToolResponse(error=e.error)
 
-        token = _current.set(sctx)
+        token = _enter(sctx)
         try:
             if info.kind == ToolKind.ASYNC:
                 value = await info.func(**kwargs)
@@ -327,7 +327,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
             await final(invalid_args_error(e))
             return
 
-        token = _current.set(sctx)
+        token = _enter(sctx)
         stream: Any = None
         completed = False
         try:

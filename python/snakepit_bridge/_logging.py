@@ -1,5 +1,7 @@
 """The worker's logging: one logger namespace, "snakepit_bridge", and the
-stderr format the host's log shows.
+stderr format the host parses into its log records: one line
+"LEVEL [worker=W pid=P ...] logger: message" per record, each further line
+of the record (a traceback) prefixed with CONTINUATION.
 
 Every logger of this package is a child of :data:`LOGGER_NAME`; the worker
 machinery logs as "snakepit_bridge.worker" (:data:`log`).
@@ -32,6 +34,22 @@ def _trace_suffix(record: logging.LogRecord) -> bool:
     return True
 
 
+# Marks the continuation lines of one record (a multi-line message, a
+# traceback) on stderr, so the host keeps the record whole: the host reads
+# "LEVEL [k=v ...] logger: message" as the start of a record and "| ..." as
+# more of it (see grpcworker's stderr log).
+CONTINUATION = "| "
+
+
+class _StderrFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if "\n" not in text:
+            return text
+        first, _, rest = text.partition("\n")
+        return first + "".join("\n" + CONTINUATION + line for line in rest.split("\n"))
+
+
 def setup_logging(worker_id: str) -> None:
     level_name = os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper()
     level = getattr(logging, level_name, logging.INFO)
@@ -40,7 +58,7 @@ def setup_logging(worker_id: str) -> None:
     handler.addFilter(_trace_suffix)
     wid = worker_id.replace("%", "%%")
     handler.setFormatter(
-        logging.Formatter(f"%(levelname)s [worker={wid} pid=%(process)d%(snakepit_trace)s] %(name)s: %(message)s")
+        _StderrFormatter(f"%(levelname)s [worker={wid} pid=%(process)d%(snakepit_trace)s] %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

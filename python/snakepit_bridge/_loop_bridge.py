@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ._logging import log
 from ._threads import CallSlots, Slot
-from .context import SessionContext, _current
+from .context import SessionContext, _enter
 
 
 class _Cancelled(Exception):
@@ -183,12 +183,12 @@ def _run_async(loop: _AsyncLoop, call: _Call, coro: Any) -> Any:
 
 
 async def _async_call(sctx: SessionContext, fn: Callable[..., Any], kwargs: Dict[str, Any]) -> Any:
-    _current.set(sctx)  # the task runs in a context of its own
+    _enter(sctx)  # the task runs in a context of its own
     return await fn(**kwargs)
 
 
 async def _await_value(sctx: SessionContext, aw: Any) -> Any:
-    _current.set(sctx)
+    _enter(sctx)
     return await aw
 
 
@@ -222,7 +222,7 @@ class _AsyncStream:
 
     async def _step(self) -> Any:
         self._task = asyncio.current_task()
-        _current.set(self._call.sctx)
+        _enter(self._call.sctx)
         try:
             return await self._it.__anext__()
         except StopAsyncIteration:
@@ -245,7 +245,7 @@ class _AsyncStream:
             await asyncio.wait({task})
         aclose = getattr(self._it, "aclose", None)
         if aclose is not None:
-            _current.set(self._call.sctx)
+            _enter(self._call.sctx)
             await aclose()
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ from .codec import (
     result_response,
     tool_error,
 )
-from .context import HostClient, SessionContext, _current
+from .context import HostClient, SessionContext, _enter
 from .pb import snakepit_pb2 as pb
 
 __all__ = ["WorkerServicer"]
@@ -138,7 +138,7 @@ class WorkerServicer(ServicerBase):
         if not context.add_callback(call.on_done):
             sctx._mark_cancelled()  # the RPC is already over
             return _CANCELLED_RESPONSE
-        _current.set(sctx)
+        _enter(sctx)
         try:
             if info.kind == ToolKind.ASYNC:
                 value = _run_async(self._loop, call, _async_call(sctx, info.func, kwargs))
@@ -222,7 +222,7 @@ class WorkerServicer(ServicerBase):
         if not context.add_callback(call.on_done):
             sctx._mark_cancelled()
             return iter(())
-        _current.set(sctx)
+        _enter(sctx)
         return self._chunks(ctx, call, info, kwargs, request.request_id)
 
     def _chunks(

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import grpc
 
+from ._otel import continue_trace
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
 
@@ -190,6 +191,15 @@ class HostClient:
 _current: contextvars.ContextVar["SessionContext"] = contextvars.ContextVar(
     "snakepit_session_context"
 )
+
+
+def _enter(sctx: "SessionContext") -> "contextvars.Token[SessionContext]":
+    """Makes sctx the running call's context in this thread or task, and its
+    trace OpenTelemetry's current context when opentelemetry-api is
+    installed (see _otel). Returns _current's token."""
+    token = _current.set(sctx)
+    continue_trace(sctx.metadata)
+    return token
 
 
 def current_context() -> "SessionContext":

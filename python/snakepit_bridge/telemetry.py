@@ -8,18 +8,20 @@ logger ``snakepit_bridge.telemetry`` at INFO level whose message is
     {"event": "model.inference", "measurements": {...}, "metadata": {...},
      "correlation_id": "<request id>"}
 
-The worker's stderr goes to the Go host's ``Config.Logger`` (one slog record
-per line, attribute stream=stderr), so the host observes an event as a log
-record whose message contains ``snakepit_bridge.telemetry: telemetry {...}``
-(the call's ``request_id=`` is on the same line). A SNAKEPIT_LOG_LEVEL above
+The worker's logging goes to the Go host's ``Config.Logger`` (one slog
+record per Python record, attributes stream=stderr and logger), so the host
+observes an event as an INFO record with logger=snakepit_bridge.telemetry
+whose message is ``telemetry {...}`` (and the call's request_id attribute). A SNAKEPIT_LOG_LEVEL above
 INFO silences them. :func:`set_backend` replaces the backend (any object
 with ``emit(event, measurements, metadata, correlation_id)``); None turns
 events off.
 
 The correlation id defaults to the current call's request id. The
-OpenTelemetry helpers (``otel_span``, ``setup_tracing``, ``get_tracer``)
-are no-ops: the host propagates W3C trace context itself (see the native
-``SessionContext.traceparent``).
+OpenTelemetry helpers ``otel_span`` and ``setup_tracing`` are no-ops: the
+host propagates W3C trace context itself (see the native
+``SessionContext.traceparent``), and with ``opentelemetry-api`` installed
+each call runs with the host's span as OpenTelemetry's current context, so
+spans from ``get_tracer()`` are its children.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ import (
 // real workers: docs/MIGRATING.md.
 
 // lineLog keeps the message of every record logged (worker stderr lines
-// arrive as records), for tests that look for a line.
+// arrive as records, "[python logger] message"), for tests that look for a
+// line.
 type lineLog struct {
 	mu    sync.Mutex
 	lines []string
@@ -28,8 +29,15 @@ type lineLog struct {
 
 func (l *lineLog) Enabled(context.Context, slog.Level) bool { return true }
 func (l *lineLog) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "logger" { // a worker's record: its Python logger
+			line = "[" + a.Value.String() + "] " + line
+		}
+		return true
+	})
 	l.mu.Lock()
-	l.lines = append(l.lines, r.Message)
+	l.lines = append(l.lines, line)
 	l.mu.Unlock()
 	return nil
 }
@@ -161,7 +169,7 @@ func TestSnakepitStyleAdapter(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if line := logs.find("snakepit_bridge.telemetry: telemetry ", `"event":"compat.test.event"`, `"measurements":{"value":7}`, `"label":"L1"`); line == "" {
+	if line := logs.find("[snakepit_bridge.telemetry] telemetry ", `"event":"compat.test.event"`, `"measurements":{"value":7}`, `"label":"L1"`); line == "" {
 		t.Fatalf("no telemetry line for the event")
 	}
 }
