@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab fuzz-jsonvalid clean
 
 all: build
 
@@ -95,6 +95,12 @@ demo: deps-python
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pool/...
+
+## fuzz-jsonvalid: the argument validator against encoding/json.Valid, differential fuzzing (FUZZ_TIME=60s);
+## make test runs only its seeds. A failing input is written under internal/jsonvalid/testdata/fuzz: keep it.
+FUZZ_TIME ?= 60s
+fuzz-jsonvalid:
+	$(GO) test -run '^$$' -fuzz FuzzValid -fuzztime $(FUZZ_TIME) ./internal/jsonvalid/
 
 ## bench-python: real round trips Go → pool → gRPC → Python (test/integration)
 bench-python: deps-python
