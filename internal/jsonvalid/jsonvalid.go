@@ -163,6 +163,16 @@ func special(w uint64) uint64 {
 func skipString(data []byte, i int) int {
 	n := len(data)
 	for {
+		// Four words per step: the OR of their tests lets the CPU overlap
+		// them (~1.3× one word per step on long bodies, this VM).
+		for i+32 <= n {
+			b := data[i : i+32 : i+32]
+			if special(binary.LittleEndian.Uint64(b[:8]))|special(binary.LittleEndian.Uint64(b[8:16]))|
+				special(binary.LittleEndian.Uint64(b[16:24]))|special(binary.LittleEndian.Uint64(b[24:])) != 0 {
+				break
+			}
+			i += 32
+		}
 		for i+8 <= n && special(binary.LittleEndian.Uint64(data[i:])) == 0 {
 			i += 8
 		}

@@ -115,3 +115,18 @@ func FuzzValid(f *testing.F) {
 		}
 	})
 }
+
+// TestStringStopAnyOffset: a quote, backslash escape or control byte at any
+// offset of a long string body is seen by the 32- and 8-byte skips.
+func TestStringStopAnyOffset(t *testing.T) {
+	for _, stop := range []string{`"`, `\n`, `\u0041`, `\q`, "\x01", "\x1f", `\`, "\xff"} {
+		for at := 0; at < 80; at++ {
+			for tail := 0; tail < 40; tail += 13 {
+				in := []byte(`["` + strings.Repeat("a", at) + stop + strings.Repeat("b", tail) + `"]`)
+				if got, want := Valid(in), json.Valid(in); got != want {
+					t.Fatalf("Valid(%q) = %v, encoding/json.Valid = %v", in, got, want)
+				}
+			}
+		}
+	}
+}
