@@ -11,7 +11,10 @@
 // panics on any input.
 package jsonvalid
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+)
 
 // maxDepth is encoding/json's maxNestingDepth: deeper input is invalid
 // there, so it is here.
@@ -165,13 +168,18 @@ func skipString(data []byte, i int) int {
 	for {
 		// Four words per step: the OR of their tests lets the CPU overlap
 		// them (~1.3× one word per step on long bodies, this VM).
-		for i+32 <= n {
+		for run := 0; i+32 <= n; run++ {
 			b := data[i : i+32 : i+32]
 			if special(binary.LittleEndian.Uint64(b[:8]))|special(binary.LittleEndian.Uint64(b[8:16]))|
 				special(binary.LittleEndian.Uint64(b[16:24]))|special(binary.LittleEndian.Uint64(b[24:])) != 0 {
 				break
 			}
 			i += 32
+			if run == 4 {
+				if end := plainBody(data, i); end >= 0 {
+					return end
+				}
+			}
 		}
 		for i+8 <= n && special(binary.LittleEndian.Uint64(data[i:])) == 0 {
 			i += 8
@@ -204,6 +212,38 @@ func skipString(data []byte, i int) int {
 			return -1
 		}
 	}
+}
+
+// plainBody is the long string's shortcut: bytes.IndexByte (vectorised)
+// finds the next quote and the next backslash, and one lean pass checks
+// the span for control bytes. It returns the index past the closing quote
+// when the body from i is plain up to it, else -1 (the caller goes on from
+// i, byte-exact, so an escape or a stray byte costs one more pass at most).
+func plainBody(data []byte, i int) int {
+	q := bytes.IndexByte(data[i:], '"')
+	if q < 0 || bytes.IndexByte(data[i:i+q], '\\') >= 0 || hasControl(data[i:i+q]) {
+		return -1
+	}
+	return i + q + 1
+}
+
+// hasControl reports whether b holds a byte < 0x20.
+func hasControl(b []byte) bool {
+	const lim = ones * 0x20
+	for len(b) >= 32 {
+		w0, w1 := binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:16])
+		w2, w3 := binary.LittleEndian.Uint64(b[16:24]), binary.LittleEndian.Uint64(b[24:32])
+		if ((w0-lim)&^w0|(w1-lim)&^w1|(w2-lim)&^w2|(w3-lim)&^w3)&highs != 0 {
+			return true
+		}
+		b = b[32:]
+	}
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 func isHex(c byte) bool {

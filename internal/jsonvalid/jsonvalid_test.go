@@ -106,6 +106,8 @@ func FuzzValid(f *testing.F) {
 		`{"s":"\u00e9\ud83d\ude00 \"quoted\" \\ \/","n":[-0.0,1e308,-1E-308,123456789012345678901234567890]}`,
 		`[{"k":[{"k":[{"k":[]}]}]},{"":""}]`, "  \n[\t1 ,\r2 ]\n", `{"a":"12345678\u0041234567\"8"}`,
 		"\"\x80\xbf\xc0\xc1\xf5\xff\"", `[1,2,3,]`, `{"a":1}x`, `"abcdefg\`,
+		`{"long":"` + strings.Repeat("0123456789", 25) + `\n` + strings.Repeat("z", 40) + `","x":"` + strings.Repeat("y", 300) + `"}`,
+		`["` + strings.Repeat("q", 200) + "\x05" + `"]`, `["` + strings.Repeat("q", 200),
 	} {
 		f.Add([]byte(s))
 	}
@@ -117,10 +119,11 @@ func FuzzValid(f *testing.F) {
 }
 
 // TestStringStopAnyOffset: a quote, backslash escape or control byte at any
-// offset of a long string body is seen by the 32- and 8-byte skips.
+// offset of a long string body is seen by the 32- and 8-byte skips and by
+// the long-body shortcut (plainBody, after 160 plain bytes).
 func TestStringStopAnyOffset(t *testing.T) {
 	for _, stop := range []string{`"`, `\n`, `\u0041`, `\q`, "\x01", "\x1f", `\`, "\xff"} {
-		for at := 0; at < 80; at++ {
+		for at := 0; at < 420; at++ {
 			for tail := 0; tail < 40; tail += 13 {
 				in := []byte(`["` + strings.Repeat("a", at) + stop + strings.Repeat("b", tail) + `"]`)
 				if got, want := Valid(in), json.Valid(in); got != want {
