@@ -57,6 +57,21 @@ func TestCompile(t *testing.T) {
 	if err := Compile(ctx, py, root, env); err != nil {
 		t.Fatal(err)
 	}
+	// The marker makes the second call start no interpreter: a missing
+	// one would fail. Another PYTHONOPTIMIZE is another marker.
+	if err := Compile(ctx, filepath.Join(t.TempDir(), "gone"), root, env); err == nil {
+		t.Fatal("a different interpreter path reused the marker")
+	}
+	if matches, _ := filepath.Glob(filepath.Join(root, ".bytecode-*")); len(matches) != 1 {
+		t.Fatalf("markers after two compilations with one interpreter: %v", matches)
+	}
+	if interpreterKey(py, env) == interpreterKey(py, append(env, "PYTHONOPTIMIZE=1")) {
+		t.Fatal("PYTHONOPTIMIZE does not change the marker")
+	}
+	os.Remove(filepath.Join(root, ".bytecode-"+interpreterKey(py, env)))
+	if err := Compile(ctx, py, root, env); err != nil {
+		t.Fatal(err)
+	}
 	for name, mt := range mtimes {
 		if st, err := os.Stat(pycOf(name)); err != nil || !st.ModTime().Equal(mt) {
 			t.Fatalf("second Compile rewrote %s (%v)", name, err)
@@ -88,5 +103,25 @@ func TestCompileErrorSaysWhat(t *testing.T) {
 	err := Compile(context.Background(), filepath.Join(t.TempDir(), "no-python"), root, os.Environ())
 	if err == nil || !strings.Contains(err.Error(), root) {
 		t.Fatalf("Compile with a missing interpreter: %v", err)
+	}
+}
+
+// TestCompileMarker: once an interpreter compiled a tree, a later Compile
+// with it starts no process.
+func TestCompileMarker(t *testing.T) {
+	dir := t.TempDir()
+	runs := filepath.Join(dir, "runs")
+	fake := filepath.Join(dir, "python")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho run >> "+runs+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for range 3 {
+		if err := Compile(context.Background(), fake, root, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := os.ReadFile(runs); err != nil || string(b) != "run\n" {
+		t.Fatalf("the interpreter ran %q times (%v), want once", b, err)
 	}
 }
