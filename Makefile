@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab fuzz-jsonvalid clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout soak-replace demo proto deps-python lint bench bench-python bench-sidebyside bench-ab bench-rounds fuzz-jsonvalid clean
 
 all: build
 
@@ -130,6 +130,15 @@ AB_VARIANTS ?= servicer worker
 bench-ab: deps-python
 	cd test/bench && for c in 8 1; do SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" \
 	  $(GO) run ./cmd/abtest -rounds $(AB_ROUNDS) -t 3s -c $$c $(AB_VARIANTS) || exit 1; done
+
+## bench-rounds: one of test/bench's issue-21 benchmarks in BENCH_COUNT interleaved rounds of BENCH_TIME,
+## BENCH=Args (JSON arguments vs raw), Start/ (N ready vs import grpc; BENCH_TIME=1x),
+## Transport (TCP vs Unix socket), CPUBound (default Capacity vs 1; BENCH_TIME=300x); docs/BENCHMARKS.md
+BENCH ?= Args
+bench-rounds: deps-python
+	cd test/bench && $(GO) test -c -o $(CURDIR)/.snakepit/bench.test . && for i in $$(seq $(BENCH_COUNT)); do \
+	  SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(CURDIR)/.snakepit/bench.test -test.run '^$$' \
+	    -test.bench '$(BENCH)' -test.benchtime $(BENCH_TIME) -test.timeout 60m || exit 1; done
 
 ## test-bench-smoke: the side-by-side benchmark with one call per configuration (part of make test)
 test-bench-smoke:
