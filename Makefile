@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array bench-batch clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array bench-batch bench-rounds fuzz-jsonvalid clean
 
 all: build
 
@@ -109,6 +109,12 @@ demo: deps-python
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pool/...
 
+## fuzz-jsonvalid: the argument validator against encoding/json.Valid, differential fuzzing (FUZZ_TIME=60s);
+## make test runs only its seeds. A failing input is written under internal/jsonvalid/testdata/fuzz: keep it.
+FUZZ_TIME ?= 60s
+fuzz-jsonvalid:
+	$(GO) test -run '^$$' -fuzz FuzzValid -fuzztime $(FUZZ_TIME) ./internal/jsonvalid/
+
 ## bench-python: real round trips Go → pool → gRPC → Python (test/integration)
 bench-python: deps-python
 	SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(GO) test -run '^$$' -bench . -benchtime 3s ./test/integration/
@@ -156,6 +162,15 @@ ARRAY_CALLS  ?= 15
 bench-array: deps-python
 	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" ARRAY_ROUNDS=$(ARRAY_ROUNDS) ARRAY_CALLS=$(ARRAY_CALLS) \
 	  $(GO) test -run '^$$' -bench Array4MiBPaired -benchtime 1x -timeout 30m .
+
+## bench-rounds: one of test/bench's issue-21 benchmarks in BENCH_COUNT interleaved rounds of BENCH_TIME,
+## BENCH=Args (JSON arguments vs raw), Start/ (N ready vs import grpc; BENCH_TIME=1x),
+## Transport (TCP vs Unix socket), CPUBound (default Capacity vs 1; BENCH_TIME=300x); docs/BENCHMARKS.md
+BENCH ?= Args
+bench-rounds: deps-python
+	cd test/bench && $(GO) test -c -o $(CURDIR)/.snakepit/bench.test . && for i in $$(seq $(BENCH_COUNT)); do \
+	  SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" $(CURDIR)/.snakepit/bench.test -test.run '^$$' \
+	    -test.bench '$(BENCH)' -test.benchtime $(BENCH_TIME) -test.timeout 60m || exit 1; done
 
 ## test-bench-smoke: the side-by-side benchmark with one call per configuration and the array
 ## benchmark with one round of one call (part of make test)

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/snakepit-go/snakepit/bridge/pb"
+	"github.com/snakepit-go/snakepit/internal/jsonvalid"
 	"github.com/snakepit-go/snakepit/worker"
 	"google.golang.org/protobuf/proto"
 )
@@ -132,7 +133,7 @@ func (s *Server) executeHostTool(ctx context.Context, req *pb.ExecuteHostToolReq
 	args := json.RawMessage(bytes.TrimSpace(req.GetArgsJson()))
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
-	} else if args[0] != '{' || !json.Valid(args) {
+	} else if args[0] != '{' || !jsonvalid.Valid(args) {
 		return errResponse(toolErrorInvalidArguments,
 			fmt.Sprintf("arguments of host tool %q must be a JSON object of keyword arguments, got %s", name, describeJSON(args)), "")
 	}
@@ -204,7 +205,7 @@ func errorTypeName(err error) string {
 // describeJSON names what arrived instead of an object without echoing
 // arbitrary amounts of caller data.
 func describeJSON(b []byte) string {
-	if !json.Valid(b) {
+	if !jsonvalid.Valid(b) {
 		return "invalid JSON"
 	}
 	switch b[0] {

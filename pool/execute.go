@@ -2,11 +2,11 @@ package pool
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"iter"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/jsonvalid"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -30,7 +30,7 @@ func validate(ctx context.Context, call *worker.Call, opts CallOptions) error {
 		for i < len(call.Args) && isSpace(call.Args[i]) {
 			i++
 		}
-		if i == len(call.Args) || call.Args[i] != '{' || !json.Valid(call.Args) {
+		if i == len(call.Args) || call.Args[i] != '{' || !jsonvalid.Valid(call.Args) {
 			return &InvalidCallError{Tool: call.Tool, Reason: "Args must be a JSON object (encode them with worker.EncodeArgs)", Err: worker.ErrInvalidArgs}
 		}
 	}

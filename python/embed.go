@@ -5,8 +5,9 @@
 // Files holds exactly the package's .py files (the explicit *.py globs keep
 // __init__.py, which a directory embed would drop for its leading "_", and
 // leave out __pycache__). Extract writes them to a content-addressed
-// directory and returns the path to put first on PYTHONPATH; grpcworker
-// then starts the worker's snakepit_bridge.server (with a -c bootstrap that
+// directory and returns the path to put first on PYTHONPATH; Compile
+// writes the bytecode the workers' interpreter reads there (checked
+// against the sources at import); grpcworker then starts the worker's snakepit_bridge.server (with a -c bootstrap that
 // keeps the working directory off sys.path, see grpcworker's package doc).
 //
 // # Who imports it

@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/snakepit-go/snakepit/internal/jsonvalid"
 )
 
 // EncodeArgs turns a Go value into the JSON object a tool receives as keyword
@@ -29,7 +31,7 @@ func EncodeArgs(tool string, args any) (json.RawMessage, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return json.RawMessage("{}"), nil
 	}
-	if !marshalled && !json.Valid(raw) {
+	if !marshalled && !jsonvalid.Valid(raw) {
 		return nil, &ArgsError{Tool: tool, Reason: "not valid JSON"}
 	}
 	if raw[0] != '{' {

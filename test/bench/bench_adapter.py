@@ -52,3 +52,24 @@ class DeclaredAioBenchAdapter(BenchAdapter):
     task, its sync tool hops into a thread."""
 
     snakepit_server = "aio"
+
+
+class ArgsBenchAdapter(BaseAdapter):
+    """The large-argument benchmark's tool: the same work as the minimal
+    servicer on ``{"a": 1, "b": 2, "pad": "xxx…"}`` (decode all, add two)."""
+
+    @tool
+    def add(self, a: float, b: float, pad: str = "") -> float:
+        return a + b
+
+
+class CPUBenchAdapter(BaseAdapter):
+    """A CPU-bound pure-Python tool (holds the GIL throughout), for the
+    default-Capacity check: ``burn`` loops ``n`` times."""
+
+    @tool
+    def burn(self, n: int) -> int:
+        acc = 0
+        for i in range(n):
+            acc = (acc + i * i) % 1000003
+        return acc

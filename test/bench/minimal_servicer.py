@@ -107,16 +107,19 @@ def _watch_parent() -> None:
 
 def main() -> None:
     threads = int(os.environ.get("BENCH_THREADS", "8"))
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=threads))
+    # 64 MiB like a snakepit worker, so BenchmarkArgs can send 4 MiB arguments.
+    limit = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=threads), options=limit)
     pb_grpc.add_WorkerServiceServicer_to_server(MinimalServicer(), server)
     server.add_generic_rpc_handlers(_plugin_handlers())
-    port = server.add_insecure_port("127.0.0.1:0")
+    sock = os.environ.get("BENCH_UNIX", "")  # a Unix socket path instead of loopback TCP
+    port = server.add_insecure_port("unix:" + sock if sock else "127.0.0.1:0")
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     if os.environ.get("BENCH_WATCH_STDIN") == "1":  # go-plugin hands the plugin the host's own stdin
         threading.Thread(target=_watch_stdin, daemon=True).start()
     threading.Thread(target=_watch_parent, daemon=True).start()
-    sys.stdout.write(f"1|1|tcp|127.0.0.1:{port}|grpc\n")
+    sys.stdout.write(f"1|1|unix|{sock}|grpc\n" if sock else f"1|1|tcp|127.0.0.1:{port}|grpc\n")
     sys.stdout.flush()
     server.wait_for_termination()
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -61,17 +62,21 @@ func TestUnknownToolListsAvailableTools(t *testing.T) {
 func TestArgumentsThatCannotBeEncodedFailBeforeSending(t *testing.T) {
 	app := newApp(t, snakepit.Config{Workers: 1})
 	before := app.Stats().Pool
-	for _, args := range []any{make(chan int), []int{1, 2}, "just a string", map[string]any{"f": func() {}}} {
+	bad := []any{make(chan int), []int{1, 2}, "just a string", map[string]any{"f": func() {}},
+		// Pre-encoded and malformed: the one validation pass (jsonvalid) refuses them.
+		json.RawMessage(`{"a":`), []byte(`{"a":1,}`), json.RawMessage("{\"a\":\"\x01\"}"), json.RawMessage(`{"a":01}`)}
+	for _, args := range bad {
 		_, err := app.Execute(ctxT(t), "echo", args)
 		if !errors.Is(err, snakepit.ErrInvalidArgs) {
-			t.Errorf("args %T: want ErrInvalidArgs, got %v", args, err)
+			t.Errorf("args %T %v: want ErrInvalidArgs, got %v", args, args, err)
 		}
 	}
 	// Refused before dispatch, yet each counted once, as invalid_args.
 	after := app.Stats().Pool
-	if after.Requests != before.Requests+4 || after.Outcomes[snakepit.OutcomeInvalidArgs] != before.Outcomes[snakepit.OutcomeInvalidArgs]+4 {
-		t.Fatalf("4 refused calls: requests %d → %d, invalid_args %d → %d; want each up by 4",
-			before.Requests, after.Requests, before.Outcomes[snakepit.OutcomeInvalidArgs], after.Outcomes[snakepit.OutcomeInvalidArgs])
+	n := uint64(len(bad))
+	if after.Requests != before.Requests+n || after.Outcomes[snakepit.OutcomeInvalidArgs] != before.Outcomes[snakepit.OutcomeInvalidArgs]+n {
+		t.Fatalf("%d refused calls: requests %d → %d, invalid_args %d → %d; want each up by %d", n,
+			before.Requests, after.Requests, before.Outcomes[snakepit.OutcomeInvalidArgs], after.Outcomes[snakepit.OutcomeInvalidArgs], n)
 	}
 	if after.Workers.Busy != 0 || len(after.RestartReasons) != 0 {
 		t.Fatalf("a refused call disturbed the worker: %+v", after.Workers)

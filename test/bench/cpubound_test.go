@@ -1,0 +1,76 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// burnN is the loop count of CPUBenchAdapter.burn: about 5 ms of one core
+// on the development VM.
+const burnN = 100_000
+
+// BenchmarkCPUBound is issue 21's check of the default Capacity on a
+// CPU-bound pure-Python tool: at C = 2N callers, the default (Capacity 8:
+// two calls share one process's GIL) against Capacity 1 (the second call
+// queues in the pool). Reports p50/p99 per-call latency (caller's view,
+// queueing included) and calls/s. Rounds interleaved:
+//
+//	go test -c -o /tmp/bench.test . && for i in 1 2 3 4 5; do /tmp/bench.test -test.run '^$' -test.bench CPUBound -test.benchtime 400x; done
+func BenchmarkCPUBound(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		for _, capacity := range []int{0, 1} {
+			name := fmt.Sprintf("N=%d/cap=%d/C=%d", n, capacity, 2*n)
+			if capacity == 0 {
+				name = fmt.Sprintf("N=%d/default/C=%d", n, 2*n)
+			}
+			b.Run(name, func(b *testing.B) {
+				t := newSnakepit(b, n, capacity, "CPUBenchAdapter", "burn").(*snakepitTarget)
+				defer t.close()
+				burn(b, t, 2*n, 4*n)
+				b.ResetTimer()
+				lat := burn(b, t, 2*n, b.N)
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+				b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+				b.ReportMetric(ms(lat[(len(lat)*99)/100]), "p99-ms")
+			})
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// burn makes total calls of burn(burnN) from c goroutines and returns
+// each call's latency.
+func burn(tb testing.TB, t *snakepitTarget, c, total int) []time.Duration {
+	lat := make([]time.Duration, total)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(total) {
+					return
+				}
+				t0 := time.Now()
+				if _, err := t.app.Execute(context.Background(), "burn", map[string]int{"n": burnN}); err != nil {
+					once.Do(func() { tb.Errorf("burn: %v", err) })
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	return lat
+}
