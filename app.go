@@ -204,7 +204,8 @@ func (a *App) newRun() (*run, error) {
 	if path == "" {
 		path = registry.DefaultPath(cfg.Instance)
 	}
-	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
+	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace,
+		Containment: cfg.Containment, MemoryMax: cfg.MemoryMax, CPUMax: cfg.CPUMax})
 	var err error
 	r.pool, err = pool.New(pool.Options{MaxQueue: cfg.MaxQueue, QueueTimeout: cfg.QueueTimeout, DefaultCapacity: cfg.Capacity, HungGrace: cfg.HungGrace, ReadyTimeout: cfg.ReadyTimeout, AffinityTTL: cfg.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: a.log})
 	if err != nil {
@@ -713,12 +714,22 @@ type Stats struct {
 	Pool  PoolStats
 	// Reap is what the startup reaper did about earlier runs.
 	Reap ReapReport
+	// Containment is how worker processes are contained: "cgroup2" or
+	// "cgroup2-hybrid" (one cgroup v2 per worker process), or the
+	// fallback to process groups, tags and run ids — "off" (switched
+	// off), "none" (no cgroup v2), "no-permission" (not delegated).
+	// Empty before the registry is open. See Config.Containment.
+	Containment string
 }
 
 // Stats returns a snapshot.
 func (a *App) Stats() Stats {
 	r := a.cur.Load()
-	return Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap()}
+	s := Stats{RunID: a.runID, Pool: r.pool.Stats(), Reap: r.reg.LastReap()}
+	if reg := r.reg.Registry(); reg != nil {
+		s.Containment = reg.Containment()
+	}
+	return s
 }
 
 // RegisterHostTool makes a Go function callable from Python tools as
