@@ -141,7 +141,7 @@ type Process struct {
 	runID string
 	tag   string       // TagEnv's value in this process's environment
 	leaf  *cgroup.Leaf // its own cgroup; nil without cgroup containment
-	start uint64 // its start time (clock ticks after boot); 0 if unknown
+	start uint64       // its start time (clock ticks after boot); 0 if unknown
 
 	exited  chan struct{}
 	state   *os.ProcessState

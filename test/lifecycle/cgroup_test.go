@@ -250,4 +250,3 @@ func TestMemoryMaxIsSetOrRefused(t *testing.T) {
 		t.Fatalf("worker's memory.max = %q (%v), want %d", b, err, limit)
 	}
 }
-
