@@ -77,3 +77,6 @@ func (wd *Watchdog) Stop(timeout time.Duration) error {
 
 // PID is the watchdog's pid (tests).
 func (wd *Watchdog) PID() int { return wd.cmd.Process.Pid }
+
+// Done is closed once the watchdog has exited and been reaped.
+func (wd *Watchdog) Done() <-chan struct{} { return wd.done }
