@@ -70,6 +70,9 @@ func runHost(t *testing.T, bin, prefix string, args ...string) *hostProc {
 		if h.runID == "" {
 			return
 		}
+		// A dead host's cgroup directories wait for the next reap; tests
+		// that do not reap its file must not leave them on the machine.
+		defer testutil.EndRunCgroups(t, h.runID)
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
 			if ps, _ := proc.FindByRunID(h.runID); len(ps) == 0 {
