@@ -91,9 +91,11 @@ type Config struct {
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
 	// RecycleAboveRSS recycles a worker process, make-before-break
-	// (Stats.RecycleReasons["memory"]), once the resident memory of its
-	// whole process tree — the worker plus every descendant, summed from
-	// /proc/PID/statm — exceeds this many bytes (0: never). Shared pages
+	// (Stats.RecycleReasons["memory"]), once the memory of its whole
+	// process tree exceeds this many bytes (0: never): its cgroup's
+	// memory.current where cgroup containment is in force with the memory
+	// controller, else the resident memory of the worker plus every
+	// descendant, summed from /proc/PID/statm. Shared pages
 	// count once per process, so the sum errs high. A fresh process
 	// already above the limit is not recycled for memory (logged).
 	RecycleAboveRSS int64

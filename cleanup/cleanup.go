@@ -13,7 +13,10 @@
 //     one — and its registry record is deleted.
 //   - It signals only processes that carry this run's id (a fresh id per
 //     run, never reused), re-verified at the moment of signalling through a
-//     pidfd; other runs and other instances are never touched.
+//     pidfd; other runs and other instances are never touched. With cgroup
+//     containment, processes left in the run's own cgroups (which need no
+//     run id: they are the run's by construction) are reported the same way
+//     and ended with cgroup.kill.
 //   - The result is kept as a Report; Report.Err matches ErrSurvivors when
 //     anything was found, so tests and the application can fail loudly.
 //
