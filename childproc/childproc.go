@@ -183,10 +183,8 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 	tag := newTag()
 	leaf, err := l.newLeaf(key)
 	if err != nil {
-		if l.Recorder != nil {
-			_ = l.Recorder.Unregister(key)
-		}
-		return nil, fmt.Errorf("snakepit: cannot create the cgroup of %s: %w; no process was started", cmd.Path, err)
+		// The run's process group, tag and run id still contain it.
+		log.Warn("cannot create the process's cgroup; starting it without one", "err", err)
 	}
 	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log, leaf)
 	if err != nil {

@@ -139,7 +139,7 @@ func (r *Registry) closeCgroups() error {
 		return nil
 	}
 	if r.wd != nil {
-		if err := r.wd.Stop(time.Second); err != nil {
+		if err := r.wd.Stop(); err != nil {
 			r.log.Warn("host-death watchdog", "err", err)
 		}
 	}

@@ -186,9 +186,10 @@ func TestWatchdogKillsTheRunWhenTheHostIsGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := polite.Stop(5 * time.Second); err != nil {
+	if err := polite.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	<-polite.Done()
 	if !alive(sleeper) {
 		t.Fatal("a stopped watchdog killed the run")
 	}
