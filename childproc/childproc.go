@@ -31,8 +31,9 @@
 //     cgroup of its own, so everything it ever starts stays in that cgroup
 //     whatever it does (setsid, double fork, a scrubbed environment);
 //   - reaps it: waits for the exit without reaping (waitid WNOWAIT), ends
-//     its cgroup (cgroup.kill), kills what is left of its process group while the zombie leader still pins
-//     the group id (so the signal cannot reach a stranger), reaps, then
+//     its cgroup (cgroup.kill), kills what is left of its process group
+//     while the zombie leader still pins the group id (so the signal
+//     cannot reach a stranger), reaps, then
 //     kills every process still carrying its run id and tag that started
 //     after it — descendants that left the group (setsid) or were orphaned
 //     (double fork) — removes its cgroup, and only then removes the record.

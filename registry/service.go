@@ -15,9 +15,10 @@ var errServedTwice = errors.New("registry: Service already served once; create a
 
 // Service runs a Registry inside a suture tree: it opens the file, reaps the
 // orphans of dead runs, sets up the run's cgroup containment
-// (Registry.Contain, per Options.Containment), reports ready, and closes the registry when its
-// context ends. Start it first, so it is stopped after everything that
-// spawns workers.
+// (Registry.Contain, per Options.Containment), reports ready, and closes
+// the registry when its context ends. Start it first, so it is stopped
+// after everything that spawns workers. A containment that was required
+// but is unavailable fails Serve like a failed Open (ErrContainment).
 type Service struct {
 	opts    Options
 	ready   chan struct{}
