@@ -251,3 +251,24 @@ func TestLimitWithoutItsControllerIsRefused(t *testing.T) {
 		t.Fatal("a refused run left its directory")
 	}
 }
+
+// A base where mkdir is refused (here /sys, read-only for everyone) is
+// ErrNoPermission, the "no-permission" fallback; nothing is created.
+func TestNoWritePermissionIsReported(t *testing.T) {
+	_, err := NewRun(Detection{Mode: ModeV2, Mount: "/sys", Base: "/sys"}, "test-perm", Limits{})
+	if !errors.Is(err, ErrNoPermission) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewRun under /sys: %v, want ErrNoPermission", err)
+	}
+	if _, err := os.Stat("/sys/" + RunDirName("test-perm")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("something was created under /sys")
+	}
+	// A directory that is no cgroup: usable mkdir, but no cgroup.kill.
+	base := t.TempDir()
+	_, err = NewRun(Detection{Mode: ModeV2, Mount: base, Base: base}, "test-nokill", Limits{})
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoPermission) || !strings.Contains(err.Error(), "cgroup.kill") {
+		t.Fatalf("NewRun on a plain directory: %v, want ErrUnavailable naming cgroup.kill", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, RunDirName("test-nokill"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the refused run directory was left behind")
+	}
+}
