@@ -60,6 +60,11 @@ func policy(opt string) (string, error) {
 // An error (ErrContainment) means a required containment or limit is not
 // available; without one, unavailability is a logged fallback.
 func (r *Registry) Contain(opt string, lim cgroup.Limits) error {
+	if r.Containment() != "" {
+		// A second call would find the run's directory and end it, with
+		// the workers in it.
+		return fmt.Errorf("%w: Contain was already called for run %s", ErrContainment, r.runID)
+	}
 	pol, err := policy(opt)
 	if err != nil {
 		return err

@@ -32,12 +32,15 @@ func TestContainFollowsThePolicy(t *testing.T) {
 		t.Fatalf("Contain(bogus) = %v, want ErrContainment", err)
 	}
 	t.Setenv(EnvContainment, ContainOff)
+	if err := r.Contain("", cgroup.Limits{MemoryMax: 1 << 30}); !errors.Is(err, ErrContainment) {
+		t.Fatalf("a limit with containment off: %v, want ErrContainment", err)
+	}
 	must(t, r.Contain("", cgroup.Limits{}))
 	if r.Containment() != string(cgroup.ModeOff) || r.Cgroups() != nil {
 		t.Fatalf("with %s=off: containment %q, cgroups %v", EnvContainment, r.Containment(), r.Cgroups())
 	}
-	if err := r.Contain("", cgroup.Limits{MemoryMax: 1 << 30}); !errors.Is(err, ErrContainment) {
-		t.Fatalf("a limit with containment off: %v, want ErrContainment", err)
+	if err := r.Contain("", cgroup.Limits{}); !errors.Is(err, ErrContainment) {
+		t.Fatalf("a second Contain: %v, want ErrContainment", err)
 	}
 	must(t, r.Close())
 }
