@@ -282,8 +282,9 @@ var cloneIntoUnsupported atomic.Bool
 
 // forkInto starts cmd, in leaf if there is one, and returns the started
 // command (a fresh copy when the first fork was refused). Fallback: fork
-// as before, then move the child into the leaf at once — it may run a few
-// instructions of the interpreter's start outside it, nothing it spawns.
+// as before, then move the child into the leaf at once — it runs the first
+// instructions of its start outside; a child it forked within those
+// microseconds would stay outside (its tag and run id still find it).
 func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, error) {
 	attr := func(into bool) *syscall.SysProcAttr {
 		a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -168,6 +168,17 @@ func (c *cgroupRecorder) Cgroups() *cgroup.Run { return c.run }
 // — unprovable above — dies at the process's end too, before Kill returns;
 // the process's cgroup is removed.
 func TestScrubbedDescendantDiesWithItsProcessInItsCgroup(t *testing.T) {
+	for _, how := range []string{"CLONE_INTO_CGROUP", "moved after the fork"} {
+		t.Run(how, func(t *testing.T) {
+			if how != "CLONE_INTO_CGROUP" {
+				t.Cleanup(childproc.ForceMoveAfterFork())
+			}
+			scrubbedDescendantDiesInItsCgroup(t)
+		})
+	}
+}
+
+func scrubbedDescendantDiesInItsCgroup(t *testing.T) {
 	d := cgroup.Detect()
 	if !d.Mode.Contained() {
 		t.Skipf("no cgroup v2 here: %s", d.Reason)
