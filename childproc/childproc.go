@@ -280,11 +280,15 @@ func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger, leaf *cgroup.Le
 // defaults do): later starts go straight to the fallback.
 var cloneIntoUnsupported atomic.Bool
 
+// enterScript moves the shell into the cgroup ($0) and execs the command:
+// the command's own code, and all it forks, run inside. A failed move is
+// said on stderr (the host logs it) and the command runs uncontained.
+const enterScript = `echo 0 > "$0/cgroup.procs" || echo "snakepit: cannot enter cgroup $0; running uncontained" >&2; exec "$@"`
+
 // forkInto starts cmd, in leaf if there is one, and returns the started
-// command (a fresh copy when the first fork was refused). Fallback: fork
-// as before, then move the child into the leaf at once — it runs the first
-// instructions of its start outside; a child it forked within those
-// microseconds would stay outside (its tag and run id still find it).
+// command (a fresh one when the first fork was refused). Fallback, where
+// clone3 is refused: /bin/sh starts in the host's cgroup, moves itself into
+// the leaf and execs the command (same pid; its argv[0] becomes cmd.Path).
 func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, error) {
 	attr := func(into bool) *syscall.SysProcAttr {
 		a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -305,20 +309,13 @@ func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, er
 			return cmd, err
 		}
 		cloneIntoUnsupported.Store(true)
-		log.Warn("cannot fork into a cgroup (clone3 with CLONE_INTO_CGROUP refused); moving each process into its cgroup right after the fork instead", "err", err)
-		// exec.Cmd cannot be started twice, even after a failed Start.
-		cmd = &exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir, ExtraFiles: cmd.ExtraFiles,
-			Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr}
+		log.Warn("cannot fork into a cgroup (clone3 with CLONE_INTO_CGROUP refused); each process enters its cgroup through /bin/sh before its command runs", "err", err)
 	}
-	cmd.SysProcAttr = attr(false)
-	if err := spawn.Start(cmd); err != nil {
-		return cmd, err
-	}
-	if err := leaf.Add(cmd.Process.Pid); err != nil {
-		// Not contained: the process group, tag and run id still are.
-		log.Warn("cannot move the process into its cgroup; it is ended by its process group, tag and run id only", "pid", cmd.Process.Pid, "cgroup", leaf.Dir(), "err", err)
-	}
-	return cmd, nil
+	// exec.Cmd cannot be started twice, even after a failed Start.
+	wrapped := &exec.Cmd{Path: "/bin/sh", Args: append([]string{"sh", "-c", enterScript, leaf.Dir(), cmd.Path}, cmd.Args[1:]...),
+		Env: cmd.Env, Dir: cmd.Dir, ExtraFiles: cmd.ExtraFiles, Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr,
+		SysProcAttr: attr(false)}
+	return wrapped, spawn.Start(wrapped)
 }
 
 // newLeaf creates the cgroup of one process start when the Recorder (the

@@ -168,10 +168,10 @@ func (c *cgroupRecorder) Cgroups() *cgroup.Run { return c.run }
 // — unprovable above — dies at the process's end too, before Kill returns;
 // the process's cgroup is removed.
 func TestScrubbedDescendantDiesWithItsProcessInItsCgroup(t *testing.T) {
-	for _, how := range []string{"CLONE_INTO_CGROUP", "moved after the fork"} {
+	for _, how := range []string{"CLONE_INTO_CGROUP", "entered by /bin/sh"} {
 		t.Run(how, func(t *testing.T) {
 			if how != "CLONE_INTO_CGROUP" {
-				t.Cleanup(childproc.ForceMoveAfterFork())
+				t.Cleanup(childproc.ForceEnterBySh())
 			}
 			scrubbedDescendantDiesInItsCgroup(t)
 		})
@@ -206,9 +206,11 @@ func scrubbedDescendantDiesInItsCgroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	scrubbed := <-pids
+	// Pid and start time name that very process; the deferred kill reaches
+	// it wherever it ended up, and nothing else.
+	started, _ := proc.StartTime(scrubbed)
 	defer func() {
-		// Only that very process (a pid is reused only after its reap).
-		if st, err := proc.ReadStat(scrubbed); err == nil && st.Comm == "sleep" && strings.HasPrefix(cgroupLine(scrubbed), "0::"+strings.TrimPrefix(run.Dir(), d.Mount)) {
+		if st, err := proc.StartTime(scrubbed); err == nil && st == started && proc.Alive(scrubbed) {
 			_ = syscall.Kill(scrubbed, syscall.SIGKILL)
 		}
 	}()

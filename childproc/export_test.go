@@ -1,8 +1,8 @@
 package childproc
 
-// ForceMoveAfterFork makes Start take the fallback used where clone3 is
-// refused (move into the cgroup right after the fork); it returns the undo.
-func ForceMoveAfterFork() (undo func()) {
+// ForceEnterBySh makes Start take the fallback used where clone3 is
+// refused (/bin/sh enters the cgroup, then execs); it returns the undo.
+func ForceEnterBySh() (undo func()) {
 	old := cloneIntoUnsupported.Swap(true)
 	return func() { cloneIntoUnsupported.Store(old) }
 }
