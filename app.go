@@ -226,7 +226,8 @@ func (a *App) newRun() (*run, error) {
 	if path == "" {
 		path = registry.DefaultPath(cfg.Instance)
 	}
-	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace})
+	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace,
+		Containment: cfg.Containment, MemoryMax: cfg.MemoryMax, CPUMax: cfg.CPUMax})
 	r.pools = make([]*poolRun, len(a.pools))
 	members := make([]*supervisor.Workers, len(a.pools))
 	for i := range a.pools {
@@ -754,6 +755,12 @@ type Stats struct {
 	Pools map[string]PoolStats
 	// Reap is what the startup reaper did about earlier runs.
 	Reap ReapReport
+	// Containment is how worker processes are contained: "cgroup2" or
+	// "cgroup2-hybrid" (one cgroup v2 per worker process), or the
+	// fallback to process groups, tags and run ids — "off" (switched
+	// off), "none" (no cgroup v2), "no-permission" (not delegated).
+	// Empty before the registry is open. See Config.Containment.
+	Containment string
 }
 
 // Stats returns a snapshot.
@@ -764,6 +771,9 @@ func (a *App) Stats() Stats {
 		s.Pools[pr.cfg.Name] = pr.stats()
 	}
 	s.Pool = s.Pools[DefaultPool]
+	if reg := r.reg.Registry(); reg != nil {
+		s.Containment = reg.Containment()
+	}
 	return s
 }
 

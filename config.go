@@ -119,12 +119,29 @@ type Config struct {
 	RecycleAfterRequests int
 	RecycleAfter         time.Duration
 	// RecycleAboveRSS recycles a worker process, make-before-break
-	// (Stats.RecycleReasons["memory"]), once the resident memory of its
-	// whole process tree — the worker plus every descendant, summed from
-	// /proc/PID/statm — exceeds this many bytes (0: never). Shared pages
+	// (Stats.RecycleReasons["memory"]), once the memory of its whole
+	// process tree exceeds this many bytes (0: never): its cgroup's
+	// memory.current where cgroup containment is in force with the memory
+	// controller, else the resident memory of the worker plus every
+	// descendant, summed from /proc/PID/statm. Shared pages
 	// count once per process, so the sum errs high. A fresh process
 	// already above the limit is not recycled for memory (logged).
 	RecycleAboveRSS int64
+	// Containment chooses cgroup v2 containment of worker processes:
+	// "auto" puts each worker process (so everything it starts) in a
+	// cgroup of its own where the machine allows it and falls back to
+	// process groups, tags and run ids otherwise (logged; Stats.Containment
+	// says which); "off" never uses cgroups; "required" fails Start with
+	// ErrContainment when they are unavailable. Empty: $SNAKEPIT_CGROUP,
+	// else "auto". See docs/GUARANTEES.md §4c.
+	Containment string
+	// MemoryMax (bytes, memory.max) and CPUMax (CPUs, cpu.max; 0.5 is half
+	// a core) limit each worker process's cgroup — the process and all it
+	// starts (0: no limit). They need cgroup v2 with the memory / cpu
+	// controller delegated to the host's cgroup (or its parent); otherwise
+	// Start fails with ErrContainment rather than run unlimited.
+	MemoryMax int64
+	CPUMax    float64
 	// MemoryCheckInterval is how often RecycleAboveRSS is measured
 	// (default 10 s, grpcworker.DefaultMemoryCheckInterval), jittered to
 	// [d, 1.2d] per period. Measuring does not wait for calls to finish:
@@ -218,6 +235,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxSessions < 0 {
 		return fmt.Errorf("%w: MaxSessions must not be negative", ErrInvalidConfig)
+	}
+	if c.MemoryMax < 0 || c.CPUMax < 0 {
+		return fmt.Errorf("%w: MemoryMax (%d) and CPUMax (%g) must not be negative; use 0 for no limit", ErrInvalidConfig, c.MemoryMax, c.CPUMax)
+	}
+	if err := registry.CheckContainment(c.Containment); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if c.Instance != "" {
 		if err := registry.ValidInstance(c.Instance); err != nil {

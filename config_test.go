@@ -74,3 +74,24 @@ func TestReadyTimeoutBoundsTheWaitForAReadyWorker(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Containment, MemoryMax and CPUMax are validated by New; an unknown
+// SNAKEPIT_CGROUP fails Start with ErrContainment, starting nothing.
+func TestContainmentSettingsAreValidated(t *testing.T) {
+	for _, cfg := range []snakepit.Config{{Containment: "sometimes"}, {MemoryMax: -1}, {CPUMax: -0.5}} {
+		cfg.WorkerFactory, cfg.Logger = &fake.Factory{}, testutil.Logger()
+		if _, err := snakepit.New(cfg); !errors.Is(err, snakepit.ErrInvalidConfig) {
+			t.Errorf("New(%+v): %v, want ErrInvalidConfig", cfg, err)
+		}
+	}
+	t.Setenv("SNAKEPIT_CGROUP", "sometimes")
+	app, err := snakepit.New(snakepit.Config{Workers: 1, WorkerFactory: &fake.Factory{}, RegistryPath: filepath.Join(t.TempDir(), "r.db"), Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); !errors.Is(err, snakepit.ErrContainment) || !strings.Contains(err.Error(), "SNAKEPIT_CGROUP") {
+		t.Fatalf("Start with SNAKEPIT_CGROUP=sometimes: %v; want ErrContainment naming the variable", err)
+	}
+}

@@ -160,6 +160,10 @@ var (
 	// reason other than ErrRegistryLocked (see registry.ErrUnavailable).
 	ErrRegistry  = registry.ErrUnavailable
 	ErrSurvivors = cleanup.ErrSurvivors
+	// ErrContainment: Start needed cgroup v2 containment (Containment
+	// "required", MemoryMax or CPUMax) that the machine does not offer, or
+	// SNAKEPIT_CGROUP holds an unknown value; no worker was started.
+	ErrContainment = registry.ErrContainment
 	// Dynamic membership (App.AddWorker, App.RemoveWorker).
 	ErrWorkerExists = supervisor.ErrWorkerExists
 	// ErrInvalidWorker: AddWorker without an id or a factory.

@@ -27,12 +27,17 @@
 //     dies, a second host-death signal the child can watch;
 //   - puts a tag unique to this process start in its environment
 //     (SNAKEPIT_PROCESS_TAG, inherited like the run id);
-//   - reaps it: waits for the exit without reaping (waitid WNOWAIT), kills
-//     what is left of its process group while the zombie leader still pins
-//     the group id (so the signal cannot reach a stranger), reaps, then
+//   - with cgroup v2 containment (the App's registry provides it where the
+//     machine allows, see docs/GUARANTEES.md §4c), forks it straight into a
+//     cgroup of its own, so everything it ever starts stays in that cgroup
+//     whatever it does (setsid, double fork, a scrubbed environment);
+//   - reaps it: waits for the exit without reaping (waitid WNOWAIT), ends
+//     its cgroup (cgroup.kill), kills what is left of its process group
+//     while the zombie leader still pins the group id (so the signal
+//     cannot reach a stranger), reaps, then
 //     kills every process still carrying its run id and tag that started
 //     after it — descendants that left the group (setsid) or were orphaned
-//     (double fork) — and only then removes the record.
+//     (double fork) — removes its cgroup, and only then removes the record.
 //
 // What your worker type must still do:
 //   - call Stop (or Kill) when its lifetime ends, and return from Serve only
@@ -59,11 +64,13 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/spawn"
 )
@@ -79,6 +86,10 @@ const RunIDEnv = "SNAKEPIT_RUN_ID"
 // that process ends, even after they left its process group and lost it as
 // their parent.
 const TagEnv = "SNAKEPIT_PROCESS_TAG"
+
+// escapeeWait bounds the wait for a process's cgroup to empty after
+// cgroup.kill at its reap.
+const escapeeWait = 2 * time.Second
 
 // stderrKeep is how many trailing stderr lines a process keeps for a
 // start-failure message.
@@ -144,8 +155,9 @@ type Process struct {
 	stderr *os.File
 
 	runID string
-	tag   string // TagEnv's value in this process's environment
-	start uint64 // its start time (clock ticks after boot); 0 if unknown
+	tag   string       // TagEnv's value in this process's environment
+	leaf  *cgroup.Leaf // its own cgroup; nil without cgroup containment
+	start uint64       // its start time (clock ticks after boot); 0 if unknown
 
 	exited  chan struct{}
 	state   *os.ProcessState
@@ -185,14 +197,22 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 		}
 	}
 	tag := newTag()
-	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log)
+	leaf, err := l.newLeaf(key)
 	if err != nil {
+		// The run's process group, tag and run id still contain it.
+		log.Warn("cannot create the process's cgroup; starting it without one", "err", err)
+	}
+	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log, leaf)
+	if err != nil {
+		if leaf != nil {
+			_ = leaf.Remove(time.Second)
+		}
 		if l.Recorder != nil {
 			_ = l.Recorder.Unregister(key)
 		}
 		return nil, fmt.Errorf("snakepit: cannot start %s: %w", cmd.Path, err)
 	}
-	p.key, p.rec, p.runID, p.tag = key, l.Recorder, l.RunID, tag
+	p.key, p.rec, p.runID, p.tag, p.leaf = key, l.Recorder, l.RunID, tag, leaf
 	if st, err := proc.ReadStat(p.pid); err == nil {
 		p.start = st.StartTime
 	}
@@ -239,10 +259,12 @@ func newTag() string {
 }
 
 // startProcess forks cmd from the locked spawner thread with its own process
-// group and SIGTERM as its parent-death signal, wiring pipes we own. The
-// pipes are plain *os.File so exec starts no copying goroutines and Wait
-// never blocks on a grandchild that inherited them.
-func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger) (*Process, error) {
+// group and SIGTERM as its parent-death signal, wiring pipes we own, and —
+// with a leaf — straight into that cgroup (CLONE_INTO_CGROUP), so it runs
+// no instruction outside it. The pipes are plain *os.File so exec starts no
+// copying goroutines and Wait never blocks on a grandchild that inherited
+// them.
+func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger, leaf *cgroup.Leaf) (*Process, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -259,8 +281,7 @@ func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger) (*Process, erro
 	}
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	err = spawn.Start(cmd)
+	cmd, err = forkInto(cmd, leaf, log)
 	// The child has its copies; ours of the child's ends must go, or EOF
 	// would never reach either side.
 	closeAll(inR, outW, errW)
@@ -271,6 +292,63 @@ func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger) (*Process, erro
 	p := &Process{cmd: cmd, pid: cmd.Process.Pid, stdin: inW, stdout: outR, stderr: errR, exited: make(chan struct{})}
 	p.log = log.With("pid", p.pid)
 	return p, nil
+}
+
+// cloneIntoUnsupported is set once clone3 with CLONE_INTO_CGROUP failed
+// (a seccomp profile that denies clone3, as some container runtimes'
+// defaults do): later starts go straight to the fallback.
+var cloneIntoUnsupported atomic.Bool
+
+// enterScript moves the shell into the cgroup ($0) and execs the command:
+// the command's own code, and all it forks, run inside. A failed move is
+// said on stderr (the host logs it) and the command runs uncontained.
+const enterScript = `echo 0 > "$0/cgroup.procs" || echo "snakepit: cannot enter cgroup $0; running uncontained" >&2; exec "$@"`
+
+// forkInto starts cmd, in leaf if there is one, and returns the started
+// command (a fresh one when the first fork was refused). Fallback, where
+// clone3 is refused: /bin/sh starts in the host's cgroup, moves itself into
+// the leaf and execs the command (same pid; its argv[0] becomes cmd.Path).
+func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, error) {
+	attr := func(into bool) *syscall.SysProcAttr {
+		a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		if into {
+			a.UseCgroupFD, a.CgroupFD = true, leaf.FD()
+		}
+		return a
+	}
+	if leaf == nil {
+		cmd.SysProcAttr = attr(false)
+		return cmd, spawn.Start(cmd)
+	}
+	defer leaf.CloseFD()
+	if !cloneIntoUnsupported.Load() {
+		cmd.SysProcAttr = attr(true)
+		err := spawn.Start(cmd)
+		if err == nil || !(errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP)) {
+			return cmd, err
+		}
+		cloneIntoUnsupported.Store(true)
+		log.Warn("cannot fork into a cgroup (clone3 with CLONE_INTO_CGROUP refused); each process enters its cgroup through /bin/sh before its command runs", "err", err)
+	}
+	// exec.Cmd cannot be started twice, even after a failed Start.
+	wrapped := &exec.Cmd{Path: "/bin/sh", Args: append([]string{"sh", "-c", enterScript, leaf.Dir(), cmd.Path}, cmd.Args[1:]...),
+		Env: cmd.Env, Dir: cmd.Dir, ExtraFiles: cmd.ExtraFiles, Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr,
+		SysProcAttr: attr(false)}
+	return wrapped, spawn.Start(wrapped)
+}
+
+// newLeaf creates the cgroup of one process start when the Recorder (the
+// App's registry) provides cgroup containment; nil otherwise.
+func (l *Launcher) newLeaf(key string) (*cgroup.Leaf, error) {
+	co, ok := l.Recorder.(interface{ Cgroups() *cgroup.Run })
+	if !ok {
+		return nil, nil
+	}
+	run := co.Cgroups()
+	if run == nil {
+		return nil, nil
+	}
+	return run.NewLeaf(key)
 }
 
 func closeAll(fs ...*os.File) {
@@ -348,6 +426,9 @@ func (p *Process) reap() {
 			break
 		}
 	}
+	// Its cgroup first: every descendant, wherever it went in the process
+	// tree and whatever it did to its environment, dies at once.
+	p.killCgroup()
 	p.sigMu.Lock()
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	p.reaped = true
@@ -355,7 +436,14 @@ func (p *Process) reap() {
 	p.sigMu.Unlock()
 	p.state = p.cmd.ProcessState
 	_ = p.stdin.Close()
+	// Still needed with a cgroup: a descendant with the rights to do so
+	// can move itself out of it.
 	p.killEscapees()
+	if p.leaf != nil {
+		if err := p.leaf.Remove(escapeeWait); err != nil {
+			p.log.Warn("cannot remove the process's cgroup; the cleanup at stop and the next start retry", "err", err)
+		}
+	}
 	if p.rec != nil {
 		if err := p.rec.Unregister(p.key); err != nil {
 			p.log.Warn("cannot remove the process's registry record", "err", err)
@@ -421,10 +509,40 @@ func (p *Process) Stop(grace time.Duration) {
 	p.Kill()
 }
 
-// Kill ends the process group at once and waits for the reap.
+// Kill ends the process group (and, with containment, its cgroup) at once
+// and waits for the reap.
 func (p *Process) Kill() {
 	p.Signal(syscall.SIGKILL)
+	p.killCgroup()
 	<-p.exited
+}
+
+func (p *Process) killCgroup() {
+	if p.leaf == nil {
+		return
+	}
+	if err := p.leaf.Kill(); err != nil {
+		p.log.Warn("cannot kill the process's cgroup", "cgroup", p.leaf.Dir(), "err", err)
+	}
+}
+
+// Cgroup is the directory of the process's own cgroup, "" without cgroup
+// containment.
+func (p *Process) Cgroup() string {
+	if p.leaf == nil {
+		return ""
+	}
+	return p.leaf.Dir()
+}
+
+// CgroupMemory is the memory of the process's whole tree as its cgroup
+// accounts it (memory.current); ok is false without containment or
+// without the memory controller.
+func (p *Process) CgroupMemory() (bytes int64, ok bool) {
+	if p.leaf == nil {
+		return 0, false
+	}
+	return p.leaf.MemoryCurrent()
 }
 
 // ExitStatus is the exit code (-1 if killed by a signal) and the signal

@@ -3,6 +3,7 @@ package childproc_test
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snakepit-go/snakepit/childproc"
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 )
@@ -190,4 +192,90 @@ func TestStderrSinkGetsEveryLineAndOneClose(t *testing.T) {
 	if tail := p.StderrTail(time.Second); strings.Join(tail, ",") != "one,two,three" {
 		t.Fatalf("stderr tail %q", tail)
 	}
+}
+
+type cgroupRecorder struct {
+	memRecorder
+	run *cgroup.Run
+}
+
+func (c *cgroupRecorder) Cgroups() *cgroup.Run { return c.run }
+
+// With cgroup containment (a Recorder that provides the run's cgroups, as
+// the App's registry does), the process is forked into a cgroup of its
+// own, and a descendant that left the group and scrubbed its environment
+// — unprovable above — dies at the process's end too, before Kill returns;
+// the process's cgroup is removed.
+func TestScrubbedDescendantDiesWithItsProcessInItsCgroup(t *testing.T) {
+	for _, how := range []string{"CLONE_INTO_CGROUP", "entered by /bin/sh"} {
+		t.Run(how, func(t *testing.T) {
+			if how != "CLONE_INTO_CGROUP" {
+				t.Cleanup(childproc.ForceEnterBySh())
+			}
+			scrubbedDescendantDiesInItsCgroup(t)
+		})
+	}
+}
+
+func scrubbedDescendantDiesInItsCgroup(t *testing.T) {
+	d := cgroup.Detect()
+	if !d.Mode.Contained() {
+		t.Skipf("no cgroup v2 here: %s", d.Reason)
+	}
+	run, err := cgroup.NewRun(d, fmt.Sprintf("run-kit-cg-%d", time.Now().UnixNano()), cgroup.Limits{})
+	if err != nil {
+		t.Skipf("cgroup v2 not usable: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := run.Close(5 * time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	rec := &cgroupRecorder{run: run}
+	l := &childproc.Launcher{RunID: "run-kit-cg", WorkerID: "w0", Recorder: rec, Logger: testutil.Logger()}
+	pids := make(chan int, 1)
+	p, err := l.Start(exec.Command("/bin/sh", "-c", `env -i setsid sleep 301 </dev/null >/dev/null 2>&1 & echo $!; wait`),
+		childproc.Options{Stdout: func(s string) {
+			var pid int
+			if _, err := fmt.Sscan(s, &pid); err == nil {
+				pids <- pid
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrubbed := <-pids
+	// Pid and start time name that very process; the deferred kill reaches
+	// it wherever it ended up, and nothing else.
+	started, _ := proc.StartTime(scrubbed)
+	defer func() {
+		if st, err := proc.StartTime(scrubbed); err == nil && st == started && proc.Alive(scrubbed) {
+			_ = syscall.Kill(scrubbed, syscall.SIGKILL)
+		}
+	}()
+	if p.Cgroup() == "" || !strings.HasPrefix(p.Cgroup(), run.Dir()+"/") {
+		t.Fatalf("process cgroup %q, want one under %s", p.Cgroup(), run.Dir())
+	}
+	want := strings.TrimPrefix(p.Cgroup(), d.Mount)
+	testutil.Eventually(t, 5*time.Second, "the scrubbed sleeper in the process's cgroup", func() bool {
+		st, err := proc.ReadStat(scrubbed)
+		return err == nil && st.Comm == "sleep" && cgroupLine(scrubbed) == "0::"+want
+	})
+	p.Kill()
+	if proc.Alive(scrubbed) {
+		t.Fatalf("the scrubbed setsid descendant %d outlived its process's reap", scrubbed)
+	}
+	if _, err := os.Stat(p.Cgroup()); !os.IsNotExist(err) {
+		t.Fatalf("the process's cgroup %s was not removed: %v", p.Cgroup(), err)
+	}
+}
+
+func cgroupLine(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "0::") {
+			return l
+		}
+	}
+	return ""
 }

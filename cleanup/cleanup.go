@@ -13,7 +13,10 @@
 //     one — and its registry record is deleted.
 //   - It signals only processes that carry this run's id (a fresh id per
 //     run, never reused), re-verified at the moment of signalling through a
-//     pidfd; other runs and other instances are never touched.
+//     pidfd; other runs and other instances are never touched. With cgroup
+//     containment, processes left in the run's own cgroups (which need no
+//     run id: they are the run's by construction) are reported the same way
+//     and ended with cgroup.kill.
 //   - The result is kept as a Report; Report.Err matches ErrSurvivors when
 //     anything was found, so tests and the application can fail loudly.
 //
@@ -250,6 +253,7 @@ func (s *Service) Sweep() Report {
 	}
 
 	if reg != nil {
+		s.sweepCgroups(reg, &rep, add)
 		s.dropRecords(reg, runID, &rep)
 	}
 	if len(rep.Found) > 0 {
@@ -317,4 +321,35 @@ func (s *Service) dropRecords(reg *registry.Registry, runID string, rep *Report)
 		s.log.Warn("dropped a worker record left at shutdown (the worker should Unregister after reaping)",
 			"worker_id", rec.WorkerID, "state", rec.State, "pid", rec.PID)
 	}
+}
+
+// sweepCgroups ends what is still in the run's cgroups after the rounds
+// above: with cgroup containment, a process there is the run's by
+// construction (it descends from a worker process forked into it), even
+// one that scrubbed its environment and carries no run id. Each is
+// reported as a survivor, then cgroup.kill ends them all at once.
+func (s *Service) sweepCgroups(reg *registry.Registry, rep *Report, add func(proc.Process, string)) {
+	cg := reg.Cgroups()
+	if cg == nil {
+		return
+	}
+	pids := cg.Procs()
+	if len(pids) == 0 {
+		return
+	}
+	for _, pid := range pids {
+		st, err := proc.ReadStat(pid)
+		if err != nil {
+			continue
+		}
+		argv, _ := proc.Cmdline(pid)
+		p := proc.Process{PID: pid, PPID: st.PPID, PGID: st.PGID, StartTime: st.StartTime, Cmdline: strings.Join(argv, " ")}
+		add(p, "cgroup "+cg.Dir())
+		rep.Found = append(rep.Found, Survivor{PID: p.PID, PPID: p.PPID, PGID: p.PGID, StartTime: p.StartTime, Cmdline: p.Cmdline})
+	}
+	if err := cg.Kill(s.opts.KillGrace); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+		return
+	}
+	rep.Killed += len(pids)
 }

@@ -3,12 +3,15 @@ package cleanup_test
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/snakepit-go/snakepit/cleanup"
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/proc/proctest"
 	"github.com/snakepit-go/snakepit/registry"
@@ -205,4 +208,37 @@ func hasPID(ps []cleanup.Survivor, pid int) bool {
 
 func fixed(r *registry.Registry) func() *registry.Registry {
 	return func() *registry.Registry { return r }
+}
+
+// With cgroup containment, a process left in the run's cgroups is the
+// run's by construction: found (though it carries no run id), reported
+// and ended with cgroup.kill.
+func TestSweepEndsWhatIsLeftInTheRunsCgroups(t *testing.T) {
+	if d := cgroup.Detect(); !d.Mode.Contained() {
+		t.Skipf("no cgroup v2 here: %s", d.Reason)
+	}
+	runID := registry.NewRunID()
+	reg := openRegistry(t, runID)
+	must(t, reg.Contain(registry.ContainRequired, cgroup.Limits{}))
+	leaf, err := reg.Cgroups().NewLeaf("w0")
+	must(t, err)
+	cmd := exec.Command("sleep", "300")
+	cmd.Env = []string{} // nothing that proves it ours
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}
+	must(t, cmd.Start())
+	leaf.CloseFD()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done }) // our unreaped child
+
+	log, _ := proctest.Logger(t)
+	rep := cleanup.New(cleanup.Options{RunID: runID, Registry: fixed(reg), Logger: log}).Sweep()
+	if len(rep.Found) != 1 || rep.Found[0].PID != cmd.Process.Pid || rep.Killed != 1 || !errors.Is(rep.Err(), cleanup.ErrSurvivors) {
+		t.Fatalf("report %+v, want the sleeper %d found and killed", rep, cmd.Process.Pid)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sleeper in the run's cgroup survived the sweep")
+	}
 }

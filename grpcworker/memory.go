@@ -7,8 +7,10 @@ import (
 )
 
 // memoryWatch is RecycleAboveRSS: every MemoryCheckInterval (jittered per
-// period) the current process's tree RSS — the worker and all its
-// descendants, from /proc — is compared with the limit.
+// period) the current process's tree memory is compared with the limit —
+// its cgroup's memory.current where the memory controller accounts it
+// (every descendant, wherever it went), else the tree RSS of the worker
+// and its descendants from /proc.
 type memoryWatch struct {
 	limit int64
 	every time.Duration
@@ -28,7 +30,7 @@ func (w *Worker) newMemoryWatch(lt *lifetime) *memoryWatch {
 func (m *memoryWatch) restart(w *Worker, lt *lifetime) {
 	m.off = m.limit <= 0
 	if !m.off {
-		if rss, err := proc.TreeRSS(lt.p.PID()); err == nil && rss >= m.limit {
+		if rss, err := treeMemory(lt); err == nil && rss >= m.limit {
 			m.off = true
 			w.log.Warn("a freshly started worker process is already above RecycleAboveRSS; not recycling it for memory (raise the limit)",
 				"pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
@@ -60,10 +62,18 @@ func (m *memoryWatch) c() <-chan time.Time {
 
 // over measures lt's process tree and reports whether it exceeds the limit.
 func (m *memoryWatch) over(w *Worker, lt *lifetime) bool {
-	rss, err := proc.TreeRSS(lt.p.PID())
+	rss, err := treeMemory(lt)
 	if err != nil || rss <= m.limit {
 		return false
 	}
 	w.log.Info("worker process tree above RecycleAboveRSS; recycling it", "pid", lt.p.PID(), "rss_bytes", rss, "limit_bytes", m.limit)
 	return true
+}
+
+// treeMemory is the memory of lt's process and all its descendants.
+func treeMemory(lt *lifetime) (int64, error) {
+	if b, ok := lt.p.CgroupMemory(); ok {
+		return b, nil
+	}
+	return proc.TreeRSS(lt.p.PID())
 }

@@ -22,15 +22,21 @@
 //     time, run id in argv or environ) and only through a pidfd; a record
 //     that does not verify is a recycled pid and is dropped unsignalled. It
 //     then sweeps /proc for anything still carrying a dead run id
-//     (descendants that left the group, workers only reserved), and finally
-//     deletes the dead runs. It never touches the current run.
+//     (descendants that left the group, workers only reserved), ends and
+//     removes the dead runs' cgroup v2 directories (recorded in their
+//     entries, named snakepit-<run id>), and finally deletes the dead runs.
+//     It never touches the current run.
+//   - Contain (run by Service after the reap) sets up the run's cgroup v2
+//     subtree per the containment policy, records it in the run's entry and
+//     starts its host-death watchdog; Cgroups hands it to the launchers.
+//     Close kills what is left in it and removes it.
 //   - Close keeps this run's entry when worker records remain, so a host that
 //     stops without reaping its workers still leaves them to the next reaper.
 //   - The file is created 0600 in a 0700 directory. A corrupt file is moved
 //     aside as <path>.corrupt-<timestamp> with a warning and replaced; a
 //     valid bbolt file that is not a registry is refused, never moved.
 //
-// The package imports only internal/proc from snakepit.
+// The package imports only internal/proc and internal/cgroup from snakepit.
 //
 // # Who imports it
 //

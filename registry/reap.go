@@ -20,6 +20,11 @@ type ReapReport struct {
 	Descendants   int // other live processes carrying a dead run id, stopped one by one
 	SkippedReused int // records whose pid is now another process, or unverifiable: dropped, never signalled
 	AlreadyGone   int // recorded workers that had already exited
+	// Cgroups counts dead runs' cgroup directories ended and removed;
+	// CgroupProcs the processes cgroup.kill found in them (after the steps
+	// above: those nothing else could prove ours).
+	Cgroups     int
+	CgroupProcs int
 	// Details has one line per record or process acted on.
 	Details []string
 }
@@ -31,6 +36,7 @@ type deadRun struct {
 	records []Record
 	keys    [][]byte // every worker key of the run, malformed ones included
 	failed  bool     // something could not be stopped: keep the run for the next reaper
+	cgroup  string   // the run's recorded cgroup directory, if any
 }
 
 // ReapOrphans stops every process of every other run recorded in the file.
@@ -47,10 +53,12 @@ func (r *Registry) ReapOrphans(ctx context.Context) (ReapReport, error) {
 	}
 	rp.stopRecorded(ctx)
 	rp.sweep(ctx)
+	rp.reapCgroups()
 	rp.forget()
 	rep := rp.rep
 	r.log.Info("orphan reaping done", "dead_runs", rep.Runs, "reaped", rep.Reaped,
 		"descendants", rep.Descendants, "skipped_reused_pid", rep.SkippedReused, "already_gone", rep.AlreadyGone,
+		"cgroups", rep.Cgroups, "cgroup_procs", rep.CgroupProcs,
 		"failures", len(rp.errs), "took", time.Since(began).Round(time.Millisecond))
 	if len(rp.errs) > 0 {
 		return rep, fmt.Errorf("registry: reaping orphans left work for the next start: %w", errors.Join(rp.errs...))
@@ -239,9 +247,12 @@ func (r *Registry) deadRuns() (map[string]*deadRun, [][]byte, error) {
 	}
 	var junk [][]byte
 	err := r.view(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRuns).ForEach(func(k, _ []byte) error {
+		if err := tx.Bucket(bucketRuns).ForEach(func(k, v []byte) error {
 			if id := string(k); id != r.runID {
-				get(id)
+				dr := get(id)
+				if run, err := decodeRun(k, v); err == nil {
+					dr.cgroup = run.Cgroup
+				}
 			}
 			return nil
 		}); err != nil {

@@ -48,6 +48,9 @@ type Run struct {
 	HostStartTime uint64    `json:"host_start_time"`
 	BootID        string    `json:"boot_id"`
 	StartedAt     time.Time `json:"started_at"`
+	// Cgroup is the run's cgroup v2 directory (snakepit-<run id>), empty
+	// without cgroup containment.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // errMalformed is wrapped by every decoding failure.

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -36,8 +37,18 @@ type Options struct {
 	// LockTimeout bounds the wait for the file lock; default 1s.
 	LockTimeout time.Duration
 	// KillGrace is the time orphans get between SIGTERM and SIGKILL;
-	// default 2s.
+	// default 2s. It also bounds the wait for a cgroup to empty after
+	// cgroup.kill.
 	KillGrace time.Duration
+	// Containment is the cgroup policy the Service applies after reaping
+	// (Registry.Contain): ContainAuto, ContainOff or ContainRequired;
+	// empty means $SNAKEPIT_CGROUP, else ContainAuto.
+	Containment string
+	// MemoryMax (bytes) and CPUMax (CPUs) limit each worker process's
+	// cgroup; either makes containment required (ErrContainment when the
+	// controller is not delegated).
+	MemoryMax int64
+	CPUMax    float64
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -132,6 +143,9 @@ type Registry struct {
 	grace  time.Duration
 	host   Run // this run's entry
 	closed atomic.Bool
+	cg     atomic.Pointer[cgroup.Run] // set by Contain
+	wd     *cgroup.Watchdog           // set by Contain before cg; nil without
+	mode   atomic.Value               // string: Containment()
 }
 
 // Open opens (creating if needed) the registry file and records this run.
@@ -624,6 +638,9 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	var left int
+	if r.closeCgroups() != nil {
+		left++ // keep the run's entry: the next start ends its cgroup
+	}
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		prefix := []byte(r.runID + "/")
 		c := tx.Bucket(bucketWorkers).Cursor()

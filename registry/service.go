@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 )
 
 // errServedTwice: a Service was served again after it had run. A Service
@@ -12,9 +14,11 @@ import (
 var errServedTwice = errors.New("registry: Service already served once; create a new Service for a new run")
 
 // Service runs a Registry inside a suture tree: it opens the file, reaps the
-// orphans of dead runs, reports ready, and closes the registry when its
-// context ends. Start it first, so it is stopped after everything that
-// spawns workers.
+// orphans of dead runs, sets up the run's cgroup containment
+// (Registry.Contain, per Options.Containment), reports ready, and closes
+// the registry when its context ends. Start it first, so it is stopped
+// after everything that spawns workers. A containment that was required
+// but is unavailable fails Serve like a failed Open (ErrContainment).
 type Service struct {
 	opts    Options
 	ready   chan struct{}
@@ -59,6 +63,13 @@ func (s *Service) Serve(ctx context.Context) error {
 	rep, rerr := reg.ReapOrphans(ctx)
 	if rerr != nil {
 		reg.log.Error("orphan reaping incomplete; continuing, the next start retries", "err", rerr)
+	}
+	if err := reg.Contain(s.opts.Containment, cgroup.Limits{MemoryMax: s.opts.MemoryMax, CPUMax: s.opts.CPUMax}); err != nil {
+		_ = reg.Close()
+		s.mu.Lock()
+		s.startErr = err
+		s.mu.Unlock()
+		return err
 	}
 	s.mu.Lock()
 	s.reg, s.reap, s.reapErr = reg, rep, rerr

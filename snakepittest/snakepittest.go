@@ -31,6 +31,11 @@
 //     processes are never signalled.
 //   - CleanupRunsLastAndFindsNothing: the stop order is workers → bridge →
 //     cleanup → registry and the last-resort sweep finds nothing.
+//   - ContainmentIsWhatStatsSays: Stats().Containment is logged; where it
+//     is cgroup v2 ("cgroup2", "cgroup2-hybrid"), each worker process is in
+//     a cgroup of its own under the run's snakepit-<run id>; with
+//     SNAKEPIT_CGROUP=off it is "off". Run the kit in both modes
+//     (SNAKEPIT_CGROUP=off go test ...) to check the fallback too.
 //
 // An elastic Config (MaxWorkers) is held to the same guarantees at its
 // MinWorkers, which must be at least 1; the kit's calls come one at a time
@@ -67,6 +72,7 @@ import (
 	"time"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/proc/proctest"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -133,6 +139,42 @@ func Run(t *testing.T, cfg snakepit.Config, opts ...Option) {
 	t.Run("NextStartReapsADeadRun", func(t *testing.T) { reapDeadRun(t, cfg) })
 	t.Run("ForeignLookAlikesAreNeverSignalled", func(t *testing.T) { lookAlikes(t, cfg) })
 	t.Run("CleanupRunsLastAndFindsNothing", func(t *testing.T) { cleanupLast(t, cfg) })
+	t.Run("ContainmentIsWhatStatsSays", func(t *testing.T) { containment(t, cfg) })
+}
+
+func containment(t *testing.T, cfg snakepit.Config) {
+	in := start(t, cfg)
+	mode := in.Stats().Containment
+	t.Logf("containment in force: %q", mode)
+	switch {
+	case os.Getenv(registry.EnvContainment) == registry.ContainOff:
+		if mode != registry.ContainOff {
+			t.Errorf("%s=off but Stats().Containment = %q", registry.EnvContainment, mode)
+		}
+	case mode == "cgroup2" || mode == "cgroup2-hybrid":
+		seen := map[string]bool{}
+		for _, w := range workerProcs(t, in.RunID(), os.Getpid()) {
+			cg := cgroupOf(w.PID)
+			if !strings.Contains(cg, "/snakepit-"+in.RunID()+"/") || seen[cg] {
+				t.Errorf("worker %d is in cgroup %q; want its own under snakepit-%s", w.PID, cg, in.RunID())
+			}
+			seen[cg] = true
+		}
+	case mode == "":
+		t.Error("Stats().Containment is empty after Start")
+	}
+	in.stop(t)
+}
+
+// cgroupOf is pid's cgroup v2 path ("0::" line of /proc/PID/cgroup).
+func cgroupOf(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return p
+		}
+	}
+	return ""
 }
 
 // instance is one started App of a subtest.
@@ -467,12 +509,34 @@ func hostKill(t *testing.T, top string, o options) {
 		left := runProcs(t, id)
 		if len(left) == 0 {
 			t.Logf("%d processes of the killed host's run gone %s after its SIGKILL", len(before), time.Since(killed).Round(time.Millisecond))
+			reapCgroups(t, path, id)
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d processes of the killed host's run alive %s after its SIGKILL: %+v", len(left), o.hostKill, left)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reapCgroups is the next start's reap on the dead host's registry: the
+// cgroup directories the dead run left (their processes are gone) must be
+// removed by it.
+func reapCgroups(t *testing.T, path, runID string) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg, err := registry.Open(registry.Options{Path: path, RunID: registry.NewRunID(), Logger: log})
+	if err != nil {
+		t.Fatalf("open the dead host's registry: %v", err)
+	}
+	_, err = reg.ReapOrphans(context.Background())
+	if cerr := reg.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Errorf("reap of the dead host's registry: %v", err)
+	}
+	if left := cgroup.RunDirs(cgroup.Detect(), runID, ""); len(left) != 0 {
+		t.Errorf("the dead run's cgroups %v are still there after the next reap", left)
 	}
 }
 

@@ -229,8 +229,8 @@ func cmdReap(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "registry %s: runs=%d reaped=%d descendants=%d skipped_reused_pid=%d already_gone=%d\n",
-		p, rep.Runs, rep.Reaped, rep.Descendants, rep.SkippedReused, rep.AlreadyGone)
+	fmt.Fprintf(stdout, "registry %s: runs=%d reaped=%d descendants=%d skipped_reused_pid=%d already_gone=%d cgroups=%d cgroup_procs=%d\n",
+		p, rep.Runs, rep.Reaped, rep.Descendants, rep.SkippedReused, rep.AlreadyGone, rep.Cgroups, rep.CgroupProcs)
 	for _, d := range rep.Details {
 		fmt.Fprintln(stdout, "  "+d)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/proc/proctest"
 	"github.com/snakepit-go/snakepit/internal/spawn"
@@ -174,5 +175,21 @@ func KillRunSurvivors(t testing.TB, runID string) {
 	for _, p := range ps {
 		t.Errorf("process of run %s alive at the end of the test, killing it: pid %d: %s", runID, p.PID, p.Cmdline)
 		_ = proc.SignalVerified(p.Identity(boot), syscall.SIGKILL)
+	}
+}
+
+// EndRunCgroups ends and removes what a dead test host's run left in
+// cgroup v2 — directories named snakepit-<runID> (never anything else).
+// A host killed by a test leaves them for the next reap on its registry;
+// a test that does not reap that file calls this instead, so nothing is
+// left on the machine.
+func EndRunCgroups(t testing.TB, runID string) {
+	if runID == "" {
+		return
+	}
+	for _, dir := range cgroup.RunDirs(cgroup.Detect(), runID, "") {
+		if _, err := cgroup.EndDir(dir, runID, 5*time.Second); err != nil {
+			t.Errorf("remove the dead host's cgroup: %v", err)
+		}
 	}
 }

@@ -231,10 +231,13 @@ func TestScrubbedDaemonDiesWhenItsWorkerIsRetired(t *testing.T) {
 // when the worker dies it is reparented away) is found by
 // ApplicationCleanup at Stop through the run id, killed, and reported:
 // Stop returns ErrSurvivors naming it, and nothing of the run is alive
-// when Stop returns.
+// when Stop returns. (Cgroup containment off: with it the daemon dies with
+// its worker, TestScrubbedDaemonOfSIGKILLedWorker.)
 func TestCleanupStopsAndReportsEscapedDescendantOfCrashedWorker(t *testing.T) {
 	// Quiet: the cleanup logs the survivor at Error level, as it must.
-	in := startInstanceLogging(t, withLifecycleAdapter(t, snakepit.Config{Workers: 1}), newQuietRecordingLogger)
+	// Without cgroups: with them the daemon is in its worker's cgroup and
+	// dies at that worker's reap (§4c), leaving the last resort nothing.
+	in := startInstanceLogging(t, withLifecycleAdapter(t, snakepit.Config{Workers: 1, Containment: registry.ContainOff}), newQuietRecordingLogger)
 	kid := daemon(t, in, "untagged")
 	worker := identify(t, kid.Parent)
 

@@ -104,6 +104,8 @@ func startAgent(t *testing.T, ip string, port int, tokenFile string, workers int
 			t.Errorf("agent %s: %d processes of its run alive after it stopped: %+v", a.addr, len(left), left)
 			testutil.KillRunSurvivors(t, a.runID)
 		}
+		// A killed agent's cgroups wait for a reap of its registry.
+		testutil.EndRunCgroups(t, a.runID)
 	})
 	lines := make(chan string, 1)
 	go func() {

@@ -4,14 +4,17 @@
 //
 //	host -registry PATH [-workers N] [-grandchildren K] [-session-grandchildren S]
 //	     [-callers C] [-sleep-ms MS] [-adapter A -pythonpath DIR] [-no-host-death-watch]
+//	     [-scrubbed-daemons D] [-stubborn]
 //
 // It starts an App with N workers on the registry, has the workers start K
-// grandchildren in their process group (spawn_child) and S that leave it
-// (spawn_session_child, needs the lifecycle adapter), starts C goroutines
+// grandchildren in their process group (spawn_child), S that leave it
+// (spawn_session_child, needs the lifecycle adapter) and D double-forked
+// setsid daemons with an empty environment (spawn_daemon env=scrubbed),
+// starts C goroutines
 // that keep sleep(MS) calls in flight, waits until calls are in flight, then
 // prints exactly one line
 //
-//	HOST run_id=<id> grandchildren=<pid>,... session_grandchildren=<pid>,...
+//	HOST run_id=<id> grandchildren=<pid>,... session_grandchildren=<pid>,... scrubbed=<pid>,... containment=<mode>
 //
 // on stdout and runs until it is killed. Logs (warnings and errors) go to
 // stderr.
@@ -40,6 +43,8 @@ func main() {
 	pypath := flag.String("pythonpath", "", "extra PYTHONPATH entry for the adapter")
 	callers := flag.Int("callers", 6, "goroutines keeping sleep calls in flight")
 	sleepMS := flag.Int("sleep-ms", 200, "duration of each sleep call")
+	stubborn := flag.Bool("stubborn", false, "also keep one `stubborn` call in flight (the worker then ignores SIGTERM)")
+	scrubbed := flag.Int("scrubbed-daemons", 0, "spawn_daemon env=scrubbed calls")
 	noWatch := flag.Bool("no-host-death-watch", false, "TEST-ONLY: workers do not watch stdin or their parent pid, so only the parent-death signal can stop them")
 	flag.Parse()
 	if *reg == "" {
@@ -67,13 +72,16 @@ func main() {
 	var mu sync.Mutex
 	pids := map[string][]string{}
 	var wg sync.WaitGroup
-	for i := range *kids + *sessionKids {
-		tool := "spawn_child"
-		if i >= *kids {
+	for i := range *kids + *sessionKids + *scrubbed {
+		tool, args := "spawn_child", map[string]any{"seconds": 300}
+		switch {
+		case i >= *kids+*sessionKids:
+			tool, args["env"] = "spawn_daemon", "scrubbed"
+		case i >= *kids:
 			tool = "spawn_session_child"
 		}
 		wg.Go(func() {
-			res, err := snakepit.Decode[map[string]int](app.Execute(startCtx, tool, map[string]any{"seconds": 300}))
+			res, err := snakepit.Decode[map[string]int](app.Execute(startCtx, tool, args))
 			if err != nil {
 				fail("%s: %v", tool, err)
 			}
@@ -84,6 +92,9 @@ func main() {
 	}
 	wg.Wait()
 
+	if *stubborn {
+		go func() { _, _ = app.Execute(ctx, "stubborn", map[string]any{"seconds": 300}) }()
+	}
 	for range *callers {
 		go func() {
 			for {
@@ -101,8 +112,9 @@ func main() {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	fmt.Printf("HOST run_id=%s grandchildren=%s session_grandchildren=%s\n", app.RunID(),
-		strings.Join(pids["spawn_child"], ","), strings.Join(pids["spawn_session_child"], ","))
+	fmt.Printf("HOST run_id=%s grandchildren=%s session_grandchildren=%s scrubbed=%s containment=%s\n", app.RunID(),
+		strings.Join(pids["spawn_child"], ","), strings.Join(pids["spawn_session_child"], ","), strings.Join(pids["spawn_daemon"], ","),
+		app.Stats().Containment)
 	select {}
 }
 
