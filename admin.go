@@ -3,8 +3,10 @@ package snakepit
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,10 +64,30 @@ func (a *App) readiness(st Stats) readiness {
 	case !isClosed(r.tree.Ready()):
 		return readiness{State: readinessStarting, Reason: "the app is starting: " + workerSummary(st.Pool.Workers)}
 	}
-	if w := st.Pool.Workers; w.Idle+w.Busy == 0 {
-		return readiness{State: readinessReady, Reason: "no worker is ready: " + workerSummary(w)}
+	if why := notServing(st); why != "" {
+		return readiness{State: readinessReady, Reason: why}
 	}
 	return readiness{State: readinessReady, Ready: true}
+}
+
+// notServing says which pool has no worker taking calls ("" when every
+// pool serves). An elastic pool scaled to zero serves: its next call
+// starts a worker.
+func notServing(st Stats) string {
+	pools := st.Pools
+	if pools == nil {
+		pools = map[string]PoolStats{DefaultPool: st.Pool}
+	}
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
+		ps := pools[name]
+		if w := ps.Workers; w.Idle+w.Busy == 0 && !(ps.Scaling.Elastic && ps.Scaling.Min == 0) {
+			if len(pools) > 1 {
+				return "pool " + name + ": no worker is ready: " + workerSummary(w)
+			}
+			return "no worker is ready: " + workerSummary(w)
+		}
+	}
+	return ""
 }
 
 func workerSummary(w pool.WorkerCounts) string {
@@ -87,8 +109,9 @@ func isClosed(ch <-chan struct{}) bool {
 // relative):
 //
 //	GET /healthz      200 "ok" while the process serves HTTP (liveness)
-//	GET /readyz       200 "ready" when the App is started, ready, and at
-//	                  least one worker takes calls; otherwise 503
+//	GET /readyz       200 "ready" when the App is started, ready, and every
+//	                  pool has a worker taking calls (an elastic pool at
+//	                  MinWorkers 0 needs none); otherwise 503
 //	                  "not ready: STATE: reason", STATE one of not_started,
 //	                  starting, ready (no worker takes calls), failed (the
 //	                  start error follows), stopping
@@ -99,7 +122,8 @@ func isClosed(ch <-chan struct{}) bool {
 //	GET /status.html  the status page: per pool, workers with state, pid,
 //	                  uptime, calls, in flight, RSS, restarts, recycles and
 //	                  last error; given-up workers with their startup error;
-//	                  restart and recycle reasons; queue; a latency
+//	                  restart and recycle reasons; queue depth over the
+//	                  last two minutes and a latency
 //	                  histogram; remote agents and their health. One
 //	                  self-contained page (no script, no external asset)
 //	                  that reloads itself every AdminOptions.Refresh.

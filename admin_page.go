@@ -52,6 +52,7 @@ type poolView struct {
 	Agents            []workerView // remote workers, one per agent
 	GivenUp           []givenUpView
 	Latency           latencyView
+	Queue             queueView
 	// Scaling is an elastic pool's line (bounds, size, last event); "" for
 	// a fixed pool.
 	Scaling string
@@ -138,6 +139,7 @@ func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolVie
 		RestartReasons: reasons(ps.RestartReasons, ps.RestartDetail),
 		RecycleReasons: reasons(ps.RecycleReasons, ps.RecycleDetail),
 		Latency:        newLatencyView(ps.Latency),
+		Queue:          newQueueView(ps.QueueHistory),
 		Scaling:        scalingLine(ps.Scaling, now),
 	}
 	w := ps.Workers
@@ -331,4 +333,30 @@ func formatBytes(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
+}
+
+// queueView draws Stats.QueueHistory: the queue's depth per second as a
+// line over the last two minutes, scaled to its deepest point.
+type queueView struct {
+	Width, Height, AxisY int
+	Points               string // the polyline's "x,y x,y …"
+	Max, Seconds         int
+}
+
+func newQueueView(series []int) queueView {
+	const step, height, top = 5, 80, 8
+	v := queueView{Width: max(len(series)-1, 1) * step, Height: height + 4, AxisY: height, Seconds: len(series)}
+	for _, d := range series {
+		v.Max = max(v.Max, d)
+	}
+	scale := float64(height-top) / float64(max(v.Max, 1))
+	var b strings.Builder
+	for i, d := range series {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%d,%d", i*step, height-int(float64(d)*scale+0.5))
+	}
+	v.Points = b.String()
+	return v
 }

@@ -150,3 +150,43 @@ func TestStatusPageScalingLine(t *testing.T) {
 		}
 	}
 }
+
+// The queue's history is drawn as a line scaled to its deepest second.
+func TestStatusPageDrawsTheQueueOverTime(t *testing.T) {
+	hist := make([]int, pool.QueueHistorySeconds)
+	hist[len(hist)-3], hist[len(hist)-2] = 4, 8
+	page := renderPage(t, Stats{RunID: "r", Pool: PoolStats{Stats: pool.Stats{QueueHistory: hist, Queued: 2}}}, readiness{State: readinessReady, Ready: true})
+	m := regexp.MustCompile(`<svg class="chart" id="queue-chart-default" data-max="8"[^>]*>\s*<line[^>]*/>\s*<polyline class="depth" fill="none" points="([^"]*)"/>`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no queue chart in the page")
+	}
+	pts := strings.Fields(m[1])
+	if len(pts) != pool.QueueHistorySeconds {
+		t.Fatalf("%d points, want one per second (%d)", len(pts), pool.QueueHistorySeconds)
+	}
+	// The deepest second reaches the top margin, an empty one the axis.
+	if pts[len(pts)-2] != "590,8" || pts[len(pts)-1] != "595,80" || pts[0] != "0,80" {
+		t.Fatalf("points %v … %v", pts[:2], pts[len(pts)-3:])
+	}
+}
+
+// Every pool must have a worker taking calls, except an elastic one at
+// MinWorkers 0; the reason names the pool when there are several.
+func TestNotServingNamesThePool(t *testing.T) {
+	up := PoolStats{Stats: pool.Stats{Workers: pool.WorkerCounts{Idle: 1, Total: 1}}}
+	down := PoolStats{Stats: pool.Stats{Workers: pool.WorkerCounts{Starting: 1, Total: 1}}}
+	zero := PoolStats{Scaling: ScalingStats{Elastic: true, Min: 0, Max: 2}}
+	for _, tc := range []struct {
+		st   Stats
+		want string
+	}{
+		{Stats{Pool: up}, ""},
+		{Stats{Pool: down}, "no worker is ready: 0 of 1 workers ready"},
+		{Stats{Pools: map[string]PoolStats{DefaultPool: up, "burst": zero}}, ""},
+		{Stats{Pools: map[string]PoolStats{DefaultPool: up, "side": down}}, "pool side: no worker is ready"},
+	} {
+		if got := notServing(tc.st); (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("notServing = %q, want %q…", got, tc.want)
+		}
+	}
+}

@@ -327,3 +327,23 @@ func ExampleAdminHandler() {
 	// /admin/healthz, /admin/readyz, /admin/status (JSON, or the page in a
 	// browser) and /admin/status.html now answer for app.
 }
+
+// An elastic pool at MinWorkers 0 serves with no worker (its next call
+// starts one): the App is ready.
+func TestAdminReadyWithAnElasticPoolAtZero(t *testing.T) {
+	f := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}
+	cfg := fakeConfig(t, f, 1)
+	cfg.Pools = []snakepit.PoolConfig{{Name: "burst", WorkerFactory: f, MinWorkers: 0, MaxWorkers: 2}}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serveAdmin(t, app)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = app.Stop(context.Background()) }()
+	checkReadyz(t, base, 200, "ready")
+}

@@ -257,6 +257,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 		p.general.push(w)
 	}
 	p.queued++
+	p.qhist.note(w.since, p.queued)
 	p.mu.Unlock()
 
 	timeout := opts.QueueTimeout
@@ -334,6 +335,7 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 	// Still queued, so nobody else can resolve it now: leave the queue.
 	w.q.remove(w)
 	p.queued--
+	p.qhist.note(p.now(), p.queued)
 	var err error
 	switch {
 	case ctx.Err() != nil:
@@ -453,6 +455,7 @@ func (p *Pool) offerLocked(ws *workerState) {
 		}
 		w.q.remove(w)
 		p.queued--
+		p.qhist.note(p.now(), p.queued)
 		p.takeLocked(w.rec, ws, w.session)
 		w.ws = ws
 		w.ch <- struct{}{}
@@ -466,6 +469,7 @@ func (p *Pool) offerLocked(ws *workerState) {
 func (p *Pool) failWaiterLocked(w *waiter, err error) {
 	w.q.remove(w)
 	p.queued--
+	p.qhist.note(p.now(), p.queued)
 	w.err = err
 	w.ch <- struct{}{}
 }

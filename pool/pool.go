@@ -152,6 +152,7 @@ type Pool struct {
 	free          freeList
 	general       waitQueue
 	queued        int
+	qhist         queueHistory
 	seq           uint64
 	ready         int
 	failed        int

@@ -17,6 +17,9 @@ type Stats struct {
 	// waited (0: none waits): the signal an autoscaler grows on.
 	QueueWait time.Duration
 	InFlight  int // slots taken
+	// QueueHistory is the queue's depth per second over the last
+	// QueueHistorySeconds, oldest first: the deepest it got in each second.
+	QueueHistory []int
 	// LimitQueued counts calls waiting for their tool's max_concurrency
 	// (worker.ToolSpec.MaxConcurrency), before they look for a slot.
 	LimitQueued int
@@ -192,6 +195,7 @@ func (p *Pool) Stats() Stats {
 		Queued:         p.queued,
 		QueueWait:      p.queueWaitLocked(),
 		LimitQueued:    limitQueued,
+		QueueHistory:   p.qhist.series(p.now()),
 		InFlight:       p.inflight,
 		Requests:       p.st.requests,
 		Outcomes:       maps.Clone(p.st.outcomes),

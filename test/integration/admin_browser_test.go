@@ -18,6 +18,7 @@ import (
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/agent"
 	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
@@ -247,6 +248,10 @@ func checkDOM(t *testing.T, dom string, st snakepit.PoolStats) {
 	if len(counts) != 17 || bars != 17 || sum != calls || calls < 60 || calls > st.Latency.Count {
 		t.Errorf("chart: %d buckets, %d bars, %d calls in the buckets of %d (Stats: %d); want 17, 17, all of ≥ 60",
 			len(counts), bars, sum, calls, st.Latency.Count)
+	}
+	q := regexp.MustCompile(`<polyline class="depth" fill="none" points="([^"]*)"`).FindStringSubmatch(dom)
+	if q == nil || len(strings.Fields(q[1])) != pool.QueueHistorySeconds {
+		t.Errorf("no queue chart with one point per second on the page: %q", q)
 	}
 }
 
