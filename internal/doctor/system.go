@@ -51,12 +51,13 @@ func checkNoFile(workers int) Check {
 	return Check{Name: "ulimit -n", Status: Pass, Detail: detail}
 }
 
-// checkBytecodeEnv warns when PYTHONDONTWRITEBYTECODE is set: every worker
-// then compiles its imports from source at every start.
+// checkBytecodeEnv warns when PYTHONDONTWRITEBYTECODE is set: a worker then
+// compiles from source, at every start, whatever has no .pyc yet (the
+// adapter's modules; snakepit_bridge is compiled when it is extracted).
 func checkBytecodeEnv() Check {
 	if v, ok := os.LookupEnv("PYTHONDONTWRITEBYTECODE"); ok && v != "" {
 		return Check{Name: "bytecode cache", Status: Warn,
-			Detail: "PYTHONDONTWRITEBYTECODE is set: workers write no .pyc files and compile their imports at every start (slower starts and reloads)",
+			Detail: "PYTHONDONTWRITEBYTECODE is set: snakepit_bridge comes precompiled, but the adapter's own modules (and any library without .pyc files) are compiled again at every worker start (slower starts and reloads)",
 			Fix:    "unset PYTHONDONTWRITEBYTECODE for the snakepit process, or accept the slower worker starts"}
 	}
 	return Check{Name: "bytecode cache", Status: Pass, Detail: "PYTHONDONTWRITEBYTECODE is not set: workers reuse compiled imports"}
