@@ -59,6 +59,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,7 +333,7 @@ func (s *Server) pool(name string) (*snakepit.Pool, error) {
 func (s *Server) Describe(_ context.Context, req *agentpb.DescribeRequest) (*agentpb.DescribeResponse, error) {
 	p, err := s.pool(req.GetPool())
 	if err != nil {
-		return nil, status.Error(codes.NotFound, err.Error())
+		return nil, status.Error(codes.NotFound, "the agent serves "+strings.Join(s.app.PoolNames(), ", "))
 	}
 	resp := &agentpb.DescribeResponse{AgentId: s.app.RunID(), Hostname: s.host}
 	for _, name := range s.app.PoolNames() {

@@ -107,7 +107,7 @@ func (w *Worker) describe(ctx context.Context, lt *lifetime) (worker.Info, error
 	d, err := lt.agent.Describe(ctx, &agentpb.DescribeRequest{Pool: w.agentPool})
 	switch {
 	case status.Code(err) == codes.NotFound:
-		return worker.Info{}, w.unknownPool(status.Convert(err).Message(), nil)
+		return worker.Info{}, w.unknownPool(status.Convert(err).Message(), false)
 	case err != nil:
 		return worker.Info{}, err
 	case w.agentPool != "" && len(d.GetPools()) == 0:
@@ -127,7 +127,7 @@ func (w *Worker) startupError(err error) error {
 	switch {
 	case errors.Is(err, pool.ErrUnknownPool):
 		kind = worker.StartupUnclassified
-		hint = fmt.Sprintf("serve pool %q on the agent (snakepit serve --pools FILE or --pool %s,...), or point this pool at agents that serve it", w.agentPool, w.agentPool)
+		hint = w.unknownPoolHint()
 	case status.Code(err) == codes.Unauthenticated:
 		kind = worker.StartupAuth
 		hint = "the agent rejected the token: give the host and the agent the same token (token file or $" + auth.EnvAgentToken + ")"

@@ -178,7 +178,7 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	case agentpb.AgentError_SESSION_UNAVAILABLE:
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrSessionWorkerUnavailable, w.endpoint, msg)
 	case agentpb.AgentError_UNKNOWN_POOL:
-		return w.unknownPool(msg, e.GetAvailable())
+		return w.unknownPool("it serves "+strings.Join(e.GetAvailable(), ", "), true)
 	case agentpb.AgentError_INVALID_CALL:
 		return &pool.InvalidCallError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
 	case agentpb.AgentError_DEADLINE_EXCEEDED:
@@ -196,13 +196,18 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 	return fmt.Errorf("snakepit: agent %s: call to %q failed: %s", w.endpoint, tool, msg)
 }
 
-// unknownPool: the agent has no pool by this worker's name (it was
-// restarted with other pools); nothing ran.
-func (w *Worker) unknownPool(msg string, pools []string) error {
-	has := ""
-	if len(pools) > 0 {
-		has = " (it has " + strings.Join(pools, ", ") + ")"
+// unknownPool: the agent has no pool by this worker's name; what it
+// serves is in served. A call that meets it (the agent was restarted with
+// other pools) says what to do; a start that does carries that in its
+// StartupError's hint.
+func (w *Worker) unknownPool(served string, advise bool) error {
+	err := fmt.Errorf("%w: agent %s has no pool %q (%s)", pool.ErrUnknownPool, w.endpoint, w.agentPool, served)
+	if advise {
+		err = fmt.Errorf("%w; %s", err, w.unknownPoolHint())
 	}
-	return fmt.Errorf("%w: agent %s has no pool %q%s; serve that pool on the agent (snakepit serve --pools FILE or --pool %s,...) or point this pool at agents that serve it: %s",
-		pool.ErrUnknownPool, w.endpoint, w.agentPool, has, w.agentPool, msg)
+	return err
+}
+
+func (w *Worker) unknownPoolHint() string {
+	return fmt.Sprintf("serve pool %q on the agent (snakepit serve --pools FILE or --pool %s,...), or point this pool at agents that serve it", w.agentPool, w.agentPool)
 }
