@@ -4,13 +4,15 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
 
 // Every PoolConfig field but Name is a top-level Config field of the same
-// name and type, and inherit copies each one: a field added to both
-// structs but not to inherit (a pool that silently ignores the top-level
-// value) fails here.
+// name and type, and inherit copies each one but Discovery (a named pool's
+// agents are its own: they feed it from their pool of its name): a field
+// added to both structs but not to inherit (a pool that silently ignores
+// the top-level value) fails here.
 func TestEveryPoolFieldIsInherited(t *testing.T) {
 	var c Config
 	cv := reflect.ValueOf(&c).Elem()
@@ -24,12 +26,20 @@ func TestEveryPoolFieldIsInherited(t *testing.T) {
 		if !ok || top.Type != f.Type {
 			t.Fatalf("PoolConfig.%s (%s) has no Config field of the same name and type", f.Name, f.Type)
 		}
+		if f.Name == "Discovery" {
+			c.Discovery = discovery.Static{"127.0.0.1:7070"}
+			continue
+		}
 		cv.FieldByName(f.Name).Set(nonZero(t, f.Type))
 	}
-	got := reflect.ValueOf(c.inherit(PoolConfig{Name: "p"}))
+	p := c.inherit(PoolConfig{Name: "p"})
+	if p.Discovery != nil {
+		t.Errorf("a named pool inherited the default pool's Discovery %v", p.Discovery)
+	}
+	got := reflect.ValueOf(p)
 	for i := range pt.NumField() {
 		name := pt.Field(i).Name
-		if name == "Name" {
+		if name == "Name" || name == "Discovery" {
 			continue
 		}
 		if !reflect.DeepEqual(got.Field(i).Interface(), cv.FieldByName(name).Interface()) {

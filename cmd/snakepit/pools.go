@@ -35,8 +35,6 @@ func (p *poolsFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-func (p *poolsFlags) set() bool { return p.file != "" || len(p.specs) > 0 }
-
 // apply adds the pools to cfg.
 func (p *poolsFlags) apply(cfg *snakepit.Config) error {
 	if p.file != "" {
