@@ -104,11 +104,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	ready := fmt.Sprintf("ready run_id=%s workers=%d addr=%s capacity=%d", app.RunID(), pf.workers, srv.Addr(), app.Stats().Pool.Capacity)
-	if len(cfg.Pools) > 0 {
-		ready += " pools=" + strings.Join(app.PoolNames(), ",")
-	}
-	fmt.Fprintln(stdout, ready)
+	fmt.Fprintln(stdout, serveReady(app, srv, pf.workers))
 	select {
 	case <-stopping:
 	case err := <-served:
@@ -121,6 +117,16 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	return code
+}
+
+// serveReady is the agent's ready line: the default pool's size and
+// capacity, then its named pools when it has any.
+func serveReady(app *snakepit.App, srv *agent.Server, workers int) string {
+	ready := fmt.Sprintf("ready run_id=%s workers=%d addr=%s capacity=%d", app.RunID(), workers, srv.Addr(), app.Stats().Pool.Capacity)
+	if names := app.PoolNames(); len(names) > 1 {
+		ready += " pools=" + strings.Join(names, ",")
+	}
+	return ready
 }
 
 // servePools adds the named pools an agent serves beside its default one;
