@@ -54,8 +54,9 @@ type PoolConfig struct {
 	// this Name feeds this pool: one remote worker per endpoint, joined
 	// and removed as Config.Discovery does for the default pool (which
 	// feeds on the agents' default pool). Not inherited: a pool without it
-	// has local workers only. With it, Workers defaults to 0 (remote
-	// workers only). Config.DiscoveryInterval and Config.Remote (token,
+	// has local workers only. A pool with it inherits no size (Workers,
+	// MinWorkers, MaxWorkers): it has remote workers only unless it sets
+	// one. Config.DiscoveryInterval and Config.Remote (token,
 	// TLS, health checks) apply to every pool's agents. An agent without
 	// the pool fails the remote worker's start with ErrUnknownPool.
 	Discovery discovery.Source
@@ -86,7 +87,9 @@ type PoolConfig struct {
 // PoolConfig named DefaultPool inheriting everything, so the top-level
 // fields and a named pool's follow one set of rules (setDefaults).
 func (c *Config) inherit(p PoolConfig) PoolConfig {
-	if p.Workers == 0 && p.MinWorkers == 0 && p.MaxWorkers == 0 {
+	// A pool fed by agents states its own local workers, if any: the
+	// default pool's size is no guess at how many it wants beside them.
+	if p.Workers == 0 && p.MinWorkers == 0 && p.MaxWorkers == 0 && (p.Discovery == nil || p.Name == DefaultPool) {
 		p.Workers, p.MinWorkers, p.MaxWorkers = c.Workers, c.MinWorkers, c.MaxWorkers
 	}
 	if p.elastic() {

@@ -46,6 +46,10 @@ func TestEveryPoolFieldIsInherited(t *testing.T) {
 			t.Errorf("PoolConfig.%s is not inherited from Config.%s", name, name)
 		}
 	}
+	// A pool fed by agents takes no size from the default pool.
+	if p := c.inherit(PoolConfig{Name: "p", Discovery: discovery.Static{"127.0.0.1:7070"}}); p.Workers != 0 || p.MinWorkers != 0 || p.MaxWorkers != 0 || p.Adapter != c.Adapter {
+		t.Errorf("a pool with Discovery inherited a size (or lost the rest): %+v", p)
+	}
 	// A value the pool sets is its own.
 	if p := c.inherit(PoolConfig{Name: "p", Workers: 9, Adapter: "a.B"}); p.Workers != 9 || p.Adapter != "a.B" {
 		t.Errorf("inherit overwrote the pool's own values: %+v", p)
