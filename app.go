@@ -64,7 +64,6 @@ import (
 	"iter"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,13 +75,11 @@ import (
 
 	"github.com/snakepit-go/snakepit/bridge"
 	"github.com/snakepit-go/snakepit/cleanup"
-	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/wire"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/registry"
-	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/supervisor"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -135,8 +132,9 @@ type run struct {
 	pools []*poolRun // in App.pools' order
 	group *supervisor.Group
 	tree  *supervisor.Application
-	// watch keeps remote workers in line with Config.Discovery (nil without).
-	watch *discovery.Watcher
+	// watches keeps each pool's remote workers in line with its Discovery
+	// (empty when no pool has one).
+	watches watchGroup
 	// scalers grow and shrink the elastic pools, one each (none when
 	// every pool has a fixed size).
 	scalers scalerGroup
@@ -242,11 +240,8 @@ func (a *App) newRun() (*run, error) {
 	}
 	r.pool, r.work = r.pools[0].pool, r.pools[0].work
 	r.group = supervisor.NewGroup(members...)
-	if cfg.Discovery != nil {
-		var err error
-		if r.watch, err = a.newWatcher(r); err != nil {
-			return nil, err
-		}
+	if err := a.newWatchers(r); err != nil {
+		return nil, err
 	}
 	r.clean = cleanup.New(cleanup.Options{RunID: a.runID, Registry: r.reg.Registry, Logger: a.log, KillGrace: stop.cleanupKill})
 	// Start order registry → cleanup → bridge → workers; the Application
@@ -262,9 +257,9 @@ func (a *App) newRun() (*run, error) {
 		// After the workers: it adds to them, and stops before they do.
 		children = append(children, supervisor.Child{Name: "autoscale", Service: r.scalers, StopTimeout: stop.scaler})
 	}
-	if r.watch != nil {
+	if len(r.watches.watches) > 0 {
 		// After the workers: it adds to them, and stops before they do.
-		children = append(children, supervisor.Child{Name: "discovery", Service: r.watch, StopTimeout: stop.discovery})
+		children = append(children, supervisor.Child{Name: "discovery", Service: &r.watches, StopTimeout: stop.discovery})
 	}
 	r.tree = supervisor.NewApplication("snakepit", children, a.log)
 	return r, nil
@@ -282,45 +277,14 @@ func (runObserver) Starting(string)           {}
 func (runObserver) Ready(string, worker.Info) {}
 func (o runObserver) Exited(id string, err error) {
 	o.a.bridge.ForgetWorker(id)
-	if err != nil && o.r.watch != nil && strings.HasPrefix(id, remote.IDPrefix) {
-		o.r.watch.Refresh()
+	if err != nil {
+		o.r.refreshDiscovery(id)
 	}
 }
 
 // Recycled keeps the registrations: the new process made its own before it
 // took over, under the same worker id.
 func (runObserver) Recycled(string, worker.Info, string) {}
-
-// newWatcher builds the remote worker factory (reading the agents' token
-// now, so a missing one fails New) and the discovery loop that joins and
-// removes remote workers.
-func (a *App) newWatcher(r *run) (*discovery.Watcher, error) {
-	cfg, stop := a.cfg, a.stop
-	ro := cfg.Remote
-	if ro.MaxMessageBytes == 0 {
-		ro.MaxMessageBytes = cfg.MaxMessageBytes
-	}
-	if ro.Logger == nil {
-		ro.Logger = a.log
-	}
-	rf, err := remote.NewFactory(ro)
-	if err != nil {
-		return nil, fmt.Errorf("%w: Remote: %w", ErrInvalidConfig, err)
-	}
-	return discovery.NewWatcher(discovery.Options{
-		Source: cfg.Discovery, Interval: cfg.DiscoveryInterval, Logger: a.log,
-		Join: func(ep string) error {
-			return r.work.AddWorker(remote.WorkerID(ep), rf.For(ep), supervisor.Ungated())
-		},
-		Leave: func(ctx context.Context, ep string) {
-			dctx, cancel := context.WithTimeout(ctx, stop.drain)
-			defer cancel()
-			if err := r.work.RemoveWorker(dctx, remote.WorkerID(ep)); err != nil && !errors.Is(err, supervisor.ErrNoSuchWorker) {
-				a.log.Warn("removing a vanished agent's worker", "endpoint", ep, "err", err)
-			}
-		},
-	})
-}
 
 // AddWorker joins a worker built by f to the default pool while the App runs (it
 // takes calls once ready; its Starter restarts it like the others). The id

@@ -175,9 +175,11 @@ type Config struct {
 
 	// Discovery, when set, lists agent endpoints (`snakepit serve` on other
 	// hosts; see docs/SCALING.md): the App joins a remote worker (package
-	// remote) to the pool for each endpoint that appears and drains and
-	// removes it when it vanishes. Use discovery.DNS with a Kubernetes
-	// headless Service, or discovery.Static. Local and remote workers
+	// remote) to the default pool for each endpoint that appears, fed by
+	// the agent's default pool, and drains and removes it when it
+	// vanishes (PoolConfig.Discovery does the same for a named pool). Use
+	// discovery.DNS with a Kubernetes headless Service, or
+	// discovery.Static. Local and remote workers
 	// share the pool. The App is ready once local workers are (MinReady)
 	// and the first poll has been applied; calls made before a remote
 	// worker is connected wait for it up to ReadyTimeout.

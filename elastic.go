@@ -3,12 +3,10 @@ package snakepit
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/snakepit-go/snakepit/autoscale"
 	"github.com/snakepit-go/snakepit/pool"
-	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -44,7 +42,7 @@ func (a *App) newScaler(pr *poolRun, f worker.Factory) (*autoscale.Scaler, error
 		IdleTimeout: pc.IdleTimeout, ScaleUpAfter: pc.ScaleUpAfter, ScaleUpInterval: pc.ScaleUpInterval,
 		FailurePause: pc.RetryGivenUpAfter, DrainGrace: a.stop.drain,
 		Pool: pr.pool, Members: pr.work, Factory: f,
-		Managed: func(id string) bool { return !strings.HasPrefix(id, remote.IDPrefix) },
+		Managed: func(id string) bool { return !pr.isRemote(id) },
 		// The worker supervisor's naming, so added workers look like the first ones.
 		NewID:   func(n int) string { return prefix + "w" + strconv.Itoa(n) },
 		FirstID: pc.MinWorkers, Logger: a.poolLog(pc),

@@ -111,9 +111,11 @@ var ErrStopped = errors.New("snakepit: the App was stopped; build a new App with
 // Start), or Serve while the App already runs.
 var ErrAlreadyStarted = errors.New("snakepit: the App was already started")
 
-// ErrUnknownPool: a call named a pool the Config does not have. The
-// *UnknownPoolError behind it lists the pools that exist.
-var ErrUnknownPool = errors.New("snakepit: no pool by that name")
+// ErrUnknownPool: a call named a pool the Config does not have, or one
+// that a `snakepit serve` agent feeding the pool does not have (the
+// agent's pools are listed in the message). The *UnknownPoolError behind
+// a local one lists the pools that exist.
+var ErrUnknownPool = pool.ErrUnknownPool
 
 // UnknownPoolError names the pool asked for and the pools configured.
 type UnknownPoolError struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/worker"
 )
@@ -49,6 +50,17 @@ type PoolConfig struct {
 	// Python, PythonPath and Env are unused).
 	WorkerFactory worker.Factory
 
+	// Discovery, when set, lists `snakepit serve` agents whose pool of
+	// this Name feeds this pool: one remote worker per endpoint, joined
+	// and removed as Config.Discovery does for the default pool (which
+	// feeds on the agents' default pool). Not inherited: a pool without it
+	// has local workers only. A pool with it inherits no size (Workers,
+	// MinWorkers, MaxWorkers): it has remote workers only unless it sets
+	// one. Config.DiscoveryInterval and Config.Remote (token,
+	// TLS, health checks) apply to every pool's agents. An agent without
+	// the pool fails the remote worker's start with ErrUnknownPool.
+	Discovery discovery.Source
+
 	StartupTimeout time.Duration
 	ReadyTimeout   time.Duration
 	HealthInterval time.Duration
@@ -70,11 +82,14 @@ type PoolConfig struct {
 }
 
 // inherit fills p's unset fields from the top-level Config: the one place
-// that says what a pool takes from it. The default pool is the empty
+// that says what a pool takes from it (all but Discovery, which names
+// agents' pools of the pool's own name). The default pool is the empty
 // PoolConfig named DefaultPool inheriting everything, so the top-level
 // fields and a named pool's follow one set of rules (setDefaults).
 func (c *Config) inherit(p PoolConfig) PoolConfig {
-	if p.Workers == 0 && p.MinWorkers == 0 && p.MaxWorkers == 0 {
+	// A pool fed by agents states its own local workers, if any: the
+	// default pool's size is no guess at how many it wants beside them.
+	if p.Workers == 0 && p.MinWorkers == 0 && p.MaxWorkers == 0 && (p.Discovery == nil || p.Name == DefaultPool) {
 		p.Workers, p.MinWorkers, p.MaxWorkers = c.Workers, c.MinWorkers, c.MaxWorkers
 	}
 	if p.elastic() {
@@ -127,7 +142,7 @@ func set[T comparable](dst *T, v T) {
 // names: non-empty, unique, not DefaultPool, a safe charset.
 func (c *Config) pools() ([]PoolConfig, error) {
 	out := make([]PoolConfig, 0, 1+len(c.Pools))
-	out = append(out, c.inherit(PoolConfig{Name: DefaultPool}))
+	out = append(out, c.inherit(PoolConfig{Name: DefaultPool, Discovery: c.Discovery}))
 	seen := map[string]bool{DefaultPool: true}
 	for i, p := range c.Pools {
 		if err := validPoolName(p.Name); err != nil {
@@ -141,8 +156,7 @@ func (c *Config) pools() ([]PoolConfig, error) {
 	}
 	elastic := false
 	for i := range out {
-		// Only the default pool gets remote workers (Discovery).
-		if err := out[i].setDefaults(i == 0 && c.Discovery != nil); err != nil {
+		if err := out[i].setDefaults(out[i].Discovery != nil); err != nil {
 			return nil, err
 		}
 		elastic = elastic || out[i].elastic()

@@ -4,13 +4,15 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
 
 // Every PoolConfig field but Name is a top-level Config field of the same
-// name and type, and inherit copies each one: a field added to both
-// structs but not to inherit (a pool that silently ignores the top-level
-// value) fails here.
+// name and type, and inherit copies each one but Discovery (a named pool's
+// agents are its own: they feed it from their pool of its name): a field
+// added to both structs but not to inherit (a pool that silently ignores
+// the top-level value) fails here.
 func TestEveryPoolFieldIsInherited(t *testing.T) {
 	var c Config
 	cv := reflect.ValueOf(&c).Elem()
@@ -24,17 +26,29 @@ func TestEveryPoolFieldIsInherited(t *testing.T) {
 		if !ok || top.Type != f.Type {
 			t.Fatalf("PoolConfig.%s (%s) has no Config field of the same name and type", f.Name, f.Type)
 		}
+		if f.Name == "Discovery" {
+			c.Discovery = discovery.Static{"127.0.0.1:7070"}
+			continue
+		}
 		cv.FieldByName(f.Name).Set(nonZero(t, f.Type))
 	}
-	got := reflect.ValueOf(c.inherit(PoolConfig{Name: "p"}))
+	p := c.inherit(PoolConfig{Name: "p"})
+	if p.Discovery != nil {
+		t.Errorf("a named pool inherited the default pool's Discovery %v", p.Discovery)
+	}
+	got := reflect.ValueOf(p)
 	for i := range pt.NumField() {
 		name := pt.Field(i).Name
-		if name == "Name" {
+		if name == "Name" || name == "Discovery" {
 			continue
 		}
 		if !reflect.DeepEqual(got.Field(i).Interface(), cv.FieldByName(name).Interface()) {
 			t.Errorf("PoolConfig.%s is not inherited from Config.%s", name, name)
 		}
+	}
+	// A pool fed by agents takes no size from the default pool.
+	if p := c.inherit(PoolConfig{Name: "p", Discovery: discovery.Static{"127.0.0.1:7070"}}); p.Workers != 0 || p.MinWorkers != 0 || p.MaxWorkers != 0 || p.Adapter != c.Adapter {
+		t.Errorf("a pool with Discovery inherited a size (or lost the rest): %+v", p)
 	}
 	// A value the pool sets is its own.
 	if p := c.inherit(PoolConfig{Name: "p", Workers: 9, Adapter: "a.B"}); p.Workers != 9 || p.Adapter != "a.B" {

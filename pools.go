@@ -10,6 +10,7 @@ import (
 
 	"github.com/snakepit-go/snakepit/autoscale"
 	"github.com/snakepit-go/snakepit/childproc"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/starter"
@@ -30,6 +31,9 @@ type poolRun struct {
 	work *supervisor.Workers
 	// scale grows and shrinks the pool when it is elastic (else nil).
 	scale *autoscale.Scaler
+	// watch joins and removes the pool's remote workers (nil without
+	// Discovery).
+	watch *discovery.Watcher
 }
 
 // newFactory is the pool's worker factory: its WorkerFactory, or the Python

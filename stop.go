@@ -2,6 +2,7 @@ package snakepit
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/snakepit-go/snakepit/pool"
@@ -53,7 +54,7 @@ type stopBudget struct {
 	cleanupKill time.Duration // SIGTERM → SIGKILL for survivors the sweep finds
 	cleanup     time.Duration
 	registry    time.Duration
-	discovery   time.Duration // 0 without Config.Discovery
+	discovery   time.Duration // 0 when no pool has Discovery
 	scaler      time.Duration // 0 when no pool is elastic
 }
 
@@ -74,7 +75,7 @@ func newStopBudget(cfg Config, elastic bool) (stopBudget, error) {
 	b.cancelWait = min(hung, maxCancelWait)
 	b.bridge = 2*b.bridgeGrace + nestMargin
 	b.cleanup = b.cleanupKill + cleanupSweepSlack
-	if cfg.Discovery != nil {
+	if cfg.Discovery != nil || slices.ContainsFunc(cfg.Pools, func(p PoolConfig) bool { return p.Discovery != nil }) {
 		b.discovery = discoveryStop
 	}
 	if elastic {

@@ -1,7 +1,8 @@
-// Package agent serves an App's pool to snakepit hosts on other machines:
-// the endpoint behind `snakepit serve`. A host joins it to its own pool as
-// one remote worker (package remote) whose capacity is what the agent
-// advertises, so dispatch, health, affinity and stats work across hosts.
+// Package agent serves an App's pools to snakepit hosts on other machines:
+// the endpoint behind `snakepit serve`. A host joins it to one of its own
+// pools as one remote worker (package remote) whose capacity is what the
+// agent advertises for the pool of the same name, so dispatch, health,
+// affinity and stats work across hosts.
 //
 // Contract:
 //   - The App is an ordinary App: every no-survivor guarantee is the
@@ -23,9 +24,15 @@
 //     refusal says how to override. Without TLS the token crosses the
 //     network in clear text: set Options.TLS (LoadServerTLS, with a client
 //     CA for mutual TLS) on any network you do not trust.
+//   - Every pool of the App is served. A call runs in the pool named in
+//     its options (CallOptions.pool; empty: the default pool), and
+//     Describe describes the pool named in its request and lists them
+//     all. A name the App does not have is UNKNOWN_POOL (Describe:
+//     NOT_FOUND), which a host reports as snakepit.ErrUnknownPool.
 //   - Describe advertises the pool's capacity (workers × per-worker
 //     capacity): a host never sends more calls at once, so the agent's own
-//     queue only fills while its workers restart.
+//     queue only fills while its workers restart. Health is SERVING while
+//     any pool has a ready worker.
 //
 // Sharp edges: Kubernetes' grpc probes speak plaintext only; with TLS on,
 // serve health on a separate plaintext port (Options.HealthListen), which
@@ -52,16 +59,19 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/agent/agentpb"
@@ -288,9 +298,15 @@ func (s *Server) stop() {
 	})
 }
 
+// refreshHealth: the agent is SERVING while any of its pools has a ready
+// worker; a host whose pool's calls find none there gets UNAVAILABLE
+// (nothing ran) and reconnects, and Describe says each pool's readiness.
 func (s *Server) refreshHealth() {
-	w := s.app.Stats().Pool.Workers
-	s.setServing(w.Idle+w.Busy > 0)
+	ready := 0
+	for _, ps := range s.app.Stats().Pools {
+		ready += ps.Workers.Idle + ps.Workers.Busy
+	}
+	s.setServing(ready > 0)
 }
 
 func (s *Server) setServing(ok bool) {
@@ -302,17 +318,41 @@ func (s *Server) setServing(ok bool) {
 	s.health.SetServingStatus(agentpb.AgentService_ServiceDesc.ServiceName, st)
 }
 
-// Describe implements agentpb.AgentServiceServer.
-func (s *Server) Describe(context.Context, *agentpb.DescribeRequest) (*agentpb.DescribeResponse, error) {
-	st := s.app.Stats().Pool
-	resp := &agentpb.DescribeResponse{
-		AgentId: s.app.RunID(), Hostname: s.host,
-		Capacity: uint32(st.Capacity), ReadyWorkers: uint32(st.Workers.Idle + st.Workers.Busy),
+// pool is the App's pool a host names (empty: the default pool): the one
+// place where the agent maps the protocol's pool name to its own.
+func (s *Server) pool(name string) (*snakepit.Pool, error) {
+	if name == "" {
+		name = snakepit.DefaultPool
 	}
-	for _, t := range s.app.Tools() {
-		resp.Tools = append(resp.Tools, wire.ToolSpecToPB(t))
+	p := s.app.Pool(name)
+	return p, p.Err()
+}
+
+// Describe implements agentpb.AgentServiceServer: the pool the host names
+// in the top-level fields, every pool in Pools.
+func (s *Server) Describe(_ context.Context, req *agentpb.DescribeRequest) (*agentpb.DescribeResponse, error) {
+	p, err := s.pool(req.GetPool())
+	if err != nil {
+		return nil, status.Error(codes.NotFound, "the agent serves "+strings.Join(s.app.PoolNames(), ", "))
+	}
+	resp := &agentpb.DescribeResponse{AgentId: s.app.RunID(), Hostname: s.host}
+	for _, name := range s.app.PoolNames() {
+		info := poolInfo(s.app.Pool(name))
+		resp.Pools = append(resp.Pools, info)
+		if name == p.Name() {
+			resp.Capacity, resp.ReadyWorkers, resp.Tools = info.Capacity, info.ReadyWorkers, info.Tools
+		}
 	}
 	return resp, nil
+}
+
+func poolInfo(p *snakepit.Pool) *agentpb.PoolInfo {
+	st := p.Stats()
+	info := &agentpb.PoolInfo{Name: p.Name(), Capacity: uint32(st.Capacity), ReadyWorkers: uint32(st.Workers.Idle + st.Workers.Busy)}
+	for _, t := range p.Tools() {
+		info.Tools = append(info.Tools, wire.ToolSpecToPB(t))
+	}
+	return info
 }
 
 // callOptions are the host caller's options, applied to this App's pool
@@ -359,7 +399,11 @@ func (s *Server) Execute(ctx context.Context, req *pb.ExecuteToolRequest) (*agen
 	if s.draining.Load() {
 		return &agentpb.ExecuteResponse{Error: wireError(errDraining)}, nil
 	}
-	res, err := s.app.Execute(withCallerTrace(ctx, req), req.GetToolName(), args(req), callOptions(req)...)
+	p, err := s.pool(req.GetOptions().GetPool())
+	if err != nil {
+		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
+	}
+	res, err := p.Execute(withCallerTrace(ctx, req), req.GetToolName(), args(req), callOptions(req)...)
 	if err != nil {
 		return &agentpb.ExecuteResponse{Error: wireError(err)}, nil
 	}
@@ -371,7 +415,11 @@ func (s *Server) ExecuteStream(req *pb.ExecuteToolRequest, stream agentpb.AgentS
 	if s.draining.Load() {
 		return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(errDraining)})
 	}
-	for c, err := range s.app.ExecuteStream(withCallerTrace(stream.Context(), req), req.GetToolName(), args(req), callOptions(req)...) {
+	p, err := s.pool(req.GetOptions().GetPool())
+	if err != nil {
+		return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(err)})
+	}
+	for c, err := range p.ExecuteStream(withCallerTrace(stream.Context(), req), req.GetToolName(), args(req), callOptions(req)...) {
 		if err != nil {
 			return stream.Send(&agentpb.StreamChunk{IsFinal: true, Error: wireError(err)})
 		}
@@ -400,7 +448,11 @@ func wireError(err error) *agentpb.AgentError {
 	var ie *worker.InvalidArgsError
 	var ue *worker.UnknownToolError
 	var ce *worker.CrashError
+	var pe *snakepit.UnknownPoolError
 	switch {
+	case errors.As(err, &pe):
+		e.Kind = agentpb.AgentError_UNKNOWN_POOL
+		e.Available = pe.Pools
 	case errors.As(err, &ie):
 		// The worker refused the arguments: the host gets the same path,
 		// expected type and message.

@@ -25,6 +25,9 @@ var (
 	ErrSessionWorkerBusy = errors.New("snakepit: the worker that served this session is busy; retry later, or use affinity \"strict-queue\" to wait for it")
 	// ErrNotReady: no worker became ready in time (or none can: see the wrapped startup errors).
 	ErrNotReady = errors.New("snakepit: no worker is ready; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start")
+	// ErrUnknownPool: a call named a pool that does not exist, here or on
+	// the agent that was to run it (snakepit.ErrUnknownPool is this value).
+	ErrUnknownPool = errors.New("snakepit: no pool by that name")
 	// ErrInvalidCall: the call was rejected before reaching a worker (see *InvalidCallError).
 	ErrInvalidCall = errors.New("snakepit: invalid call")
 	// ErrInvalidOptions: Options holds an invalid value (see *OptionsError).

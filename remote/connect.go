@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/snakepit-go/snakepit/agent/agentpb"
 	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/wire"
+	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -102,9 +104,16 @@ func (w *Worker) connect(ctx context.Context) (*lifetime, worker.Info, error) {
 
 // describe asks the agent for its tools and capacity and records them.
 func (w *Worker) describe(ctx context.Context, lt *lifetime) (worker.Info, error) {
-	d, err := lt.agent.Describe(ctx, &agentpb.DescribeRequest{})
-	if err != nil {
+	d, err := lt.agent.Describe(ctx, &agentpb.DescribeRequest{Pool: w.agentPool})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return worker.Info{}, w.unknownPool(status.Convert(err).Message(), false)
+	case err != nil:
 		return worker.Info{}, err
+	case w.agentPool != "" && len(d.GetPools()) == 0:
+		// An agent that predates named pools ignores the name and would
+		// run every call in its default pool.
+		return worker.Info{}, fmt.Errorf("%w: agent %s serves its default pool only (a snakepit older than named pools); upgrade it to serve pool %q", pool.ErrUnknownPool, w.endpoint, w.agentPool)
 	}
 	lt.tools, lt.capac = wire.ToolSpecsFromPB(d.GetTools()), int(d.GetCapacity())
 	w.log.Debug("agent described", "agent_id", d.GetAgentId(), "hostname", d.GetHostname(), "capacity", lt.capac)
@@ -115,7 +124,11 @@ func (w *Worker) startupError(err error) error {
 	kind := worker.StartupUnreachable
 	hint := "check that the agent runs (snakepit serve) and listens on " + w.endpoint +
 		" beyond loopback (--allow-non-loopback), and that both sides use the same token and TLS settings"
-	if status.Code(err) == codes.Unauthenticated {
+	switch {
+	case errors.Is(err, pool.ErrUnknownPool):
+		kind = worker.StartupUnclassified
+		hint = w.unknownPoolHint()
+	case status.Code(err) == codes.Unauthenticated:
 		kind = worker.StartupAuth
 		hint = "the agent rejected the token: give the host and the agent the same token (token file or $" + auth.EnvAgentToken + ")"
 	}

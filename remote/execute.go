@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -54,13 +55,13 @@ type conn struct {
 func (c *conn) Unary(ctx context.Context, call *worker.Call) (callpath.Reply[*agentpb.AgentError], error) {
 	tctx, track := tracked(ctx)
 	c.track = track
-	return c.lt.agent.Execute(tctx, request(ctx, call))
+	return c.lt.agent.Execute(tctx, c.w.request(ctx, call))
 }
 
 func (c *conn) Stream(ctx context.Context, call *worker.Call) (callpath.Recv[*agentpb.AgentError], error) {
 	tctx, track := tracked(ctx)
 	c.track = track
-	s, err := c.lt.agent.ExecuteStream(tctx, request(ctx, call))
+	s, err := c.lt.agent.ExecuteStream(tctx, c.w.request(ctx, call))
 	if err != nil {
 		return nil, err
 	}
@@ -123,10 +124,17 @@ func (c *conn) Alive() {}
 func (c *conn) MaxMessageBytes() int { return c.w.f.opts.MaxMessageBytes }
 
 // request is the wire form of call with the caller's pool options, which
-// the agent's pool applies (docs/SCALING.md, "What crosses an agent").
-func request(ctx context.Context, call *worker.Call) *pb.ExecuteToolRequest {
+// the agent's pool applies (docs/SCALING.md, "What crosses an agent"),
+// and the name of that pool.
+func (w *Worker) request(ctx context.Context, call *worker.Call) *pb.ExecuteToolRequest {
 	req := wire.Request(call)
 	req.Options = wire.OptionsToPB(wire.CallOptionsFrom(ctx))
+	if w.agentPool != "" {
+		if req.Options == nil {
+			req.Options = &pb.CallOptions{}
+		}
+		req.Options.Pool = w.agentPool
+	}
 	return req
 }
 
@@ -169,6 +177,8 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrSessionWorkerBusy, w.endpoint, msg)
 	case agentpb.AgentError_SESSION_UNAVAILABLE:
 		return fmt.Errorf("%w: on agent %s: %s", pool.ErrSessionWorkerUnavailable, w.endpoint, msg)
+	case agentpb.AgentError_UNKNOWN_POOL:
+		return w.unknownPool("it serves "+strings.Join(e.GetAvailable(), ", "), true)
 	case agentpb.AgentError_INVALID_CALL:
 		return &pool.InvalidCallError{Tool: tool, Reason: "agent " + w.endpoint + ": " + msg}
 	case agentpb.AgentError_DEADLINE_EXCEEDED:
@@ -184,4 +194,20 @@ func (w *Worker) agentError(ctx context.Context, lt *lifetime, tool string, e *a
 		return fmt.Errorf("snakepit: agent %s cancelled the call to %q: %s: %w", w.endpoint, tool, msg, context.Canceled)
 	}
 	return fmt.Errorf("snakepit: agent %s: call to %q failed: %s", w.endpoint, tool, msg)
+}
+
+// unknownPool: the agent has no pool by this worker's name; what it
+// serves is in served. A call that meets it (the agent was restarted with
+// other pools) says what to do; a start that does carries that in its
+// StartupError's hint.
+func (w *Worker) unknownPool(served string, advise bool) error {
+	err := fmt.Errorf("%w: agent %s has no pool %q (%s)", pool.ErrUnknownPool, w.endpoint, w.agentPool, served)
+	if advise {
+		err = fmt.Errorf("%w; %s", err, w.unknownPoolHint())
+	}
+	return err
+}
+
+func (w *Worker) unknownPoolHint() string {
+	return fmt.Sprintf("serve pool %q on the agent (snakepit serve --pools FILE or --pool %s,...), or point this pool at agents that serve it", w.agentPool, w.agentPool)
 }

@@ -37,7 +37,8 @@
 //     *WorkerTimeoutError (internal/callpath).
 //   - The call's pool options (affinity mode, queue timeout, idempotency),
 //     put in its context by the App (internal/wire), travel in
-//     ExecuteToolRequest.options with its session and request ids; the
+//     ExecuteToolRequest.options with its session and request ids and the
+//     name of the agent's pool (Factory.ForPool; "": its default); the
 //     deadline is the gRPC deadline and the trace context is in the
 //     metadata. The agent's pool applies them, and its typed errors come
 //     back as the same errors.Is values (agentError).
@@ -150,8 +151,14 @@ func NewFactory(opts Options) (*Factory, error) {
 }
 
 // For returns the worker.Factory of the worker for one agent endpoint
-// (HOST:PORT). Use WorkerID(endpoint) as its id.
-func (f *Factory) For(endpoint string) worker.Factory {
+// (HOST:PORT), which serves the agent's default pool. Use
+// WorkerID(endpoint) as its id.
+func (f *Factory) For(endpoint string) worker.Factory { return f.ForPool(endpoint, "") }
+
+// ForPool is For for the agent's pool named agentPool ("": its default
+// pool): Describe and every call name it. An agent without that pool fails
+// the worker's start, and any call it gets, with pool.ErrUnknownPool.
+func (f *Factory) ForPool(endpoint, agentPool string) worker.Factory {
 	return worker.FactoryFunc(func(spec worker.Spec) (worker.Worker, error) {
 		if spec.Events == nil {
 			return nil, errors.New("snakepit: remote worker needs Spec.Events")
@@ -160,7 +167,10 @@ func (f *Factory) For(endpoint string) worker.Factory {
 		if spec.Logger != nil {
 			log = spec.Logger.With("worker_id", spec.ID, "endpoint", endpoint)
 		}
-		return &Worker{f: f, spec: spec, endpoint: endpoint, log: log}, nil
+		if agentPool != "" {
+			log = log.With("agent_pool", agentPool)
+		}
+		return &Worker{f: f, spec: spec, endpoint: endpoint, agentPool: agentPool, log: log}, nil
 	})
 }
 
@@ -169,7 +179,9 @@ type Worker struct {
 	f        *Factory
 	spec     worker.Spec
 	endpoint string
-	log      *slog.Logger
+	// agentPool names the agent's pool this worker feeds on ("": default).
+	agentPool string
+	log       *slog.Logger
 
 	mu  sync.Mutex
 	cur *lifetime

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,12 @@ func (nopEvents) Recycled(string, worker.Info, string) {}
 // to addr, as Serve would have made it (no health wait, no Describe).
 func connected(t *testing.T, addr string) (*Worker, *lifetime) {
 	t.Helper()
+	return connectedTo(t, addr, "")
+}
+
+// connectedTo is connected for the worker of the agent's pool agentPool.
+func connectedTo(t *testing.T, addr, agentPool string) (*Worker, *lifetime) {
+	t.Helper()
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte("remote-test-token-0123456789"), 0o600); err != nil {
 		t.Fatal(err)
@@ -37,7 +44,7 @@ func connected(t *testing.T, addr string) (*Worker, *lifetime) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ww, err := f.For(addr).NewWorker(worker.Spec{ID: WorkerID(addr), Events: nopEvents{}})
+	ww, err := f.ForPool(addr, agentPool).NewWorker(worker.Spec{ID: WorkerID(addr), Events: nopEvents{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,5 +152,58 @@ func TestNegativeOptionsAreRejectedNotDefaulted(t *testing.T) {
 		if _, err := NewFactory(o); !errors.Is(err, worker.ErrInvalidConfig) {
 			t.Errorf("NewFactory(%+v) = %v; want ErrInvalidConfig", o, err)
 		}
+	}
+}
+
+// poolAgent records the pool each request names; it answers Describe as
+// an agent that predates named pools (no Pools) and every call with
+// UNKNOWN_POOL.
+type poolAgent struct {
+	agentpb.UnimplementedAgentServiceServer
+	described, executed chan string
+}
+
+func (a *poolAgent) Describe(_ context.Context, req *agentpb.DescribeRequest) (*agentpb.DescribeResponse, error) {
+	a.described <- req.GetPool()
+	return &agentpb.DescribeResponse{Capacity: 1}, nil
+}
+
+func (a *poolAgent) Execute(_ context.Context, req *pb.ExecuteToolRequest) (*agentpb.ExecuteResponse, error) {
+	a.executed <- req.GetOptions().GetPool()
+	return &agentpb.ExecuteResponse{Error: &agentpb.AgentError{Kind: agentpb.AgentError_UNKNOWN_POOL, Available: []string{"default", "text"}}}, nil
+}
+
+// The worker of an agent's named pool names it in Describe and in every
+// call; UNKNOWN_POOL reaches the caller as pool.ErrUnknownPool naming the
+// agent's pools (nothing ran: the worker stays); an agent that lists no
+// pools predates them and is refused rather than used as its default pool.
+func TestWorkerNamesItsAgentPool(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	a := &poolAgent{described: make(chan string, 1), executed: make(chan string, 1)}
+	agentpb.RegisterAgentServiceServer(srv, a)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() { srv.Stop(); <-served }()
+	w, lt := connectedTo(t, ln.Addr().String(), "embed")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	_, err = w.Execute(ctx, &worker.Call{Tool: "embed"})
+	if got := <-a.executed; got != "embed" {
+		t.Fatalf("the call named pool %q; want embed", got)
+	}
+	if !errors.Is(err, pool.ErrUnknownPool) || !strings.Contains(err.Error(), "default, text") || lt.over() {
+		t.Fatalf("UNKNOWN_POOL = %v (lifetime over: %v); want ErrUnknownPool listing the agent's pools, the connection kept", err, lt.over())
+	}
+	_, err = w.describe(ctx, lt)
+	if got := <-a.described; got != "embed" {
+		t.Fatalf("Describe named pool %q; want embed", got)
+	}
+	if !errors.Is(err, pool.ErrUnknownPool) || !strings.Contains(err.Error(), "upgrade") {
+		t.Fatalf("Describe of an agent without pools = %v; want ErrUnknownPool saying to upgrade it", err)
 	}
 }

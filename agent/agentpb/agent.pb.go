@@ -1,6 +1,8 @@
-// The agent protocol: a `snakepit serve` agent exposes its whole pool to a
-// snakepit host on another machine, which sees it as one remote worker
-// whose capacity the agent advertises.
+// The agent protocol: a `snakepit serve` agent exposes every pool of its
+// App to snakepit hosts on other machines; a host pool sees the agent's
+// pool of the same name as one remote worker whose capacity the agent
+// advertises, and names that pool in Describe and in every call's options
+// (CallOptions.pool; empty: the default pool).
 //
 // Only Go speaks it (the host's remote worker and the agent), so no Python
 // code is generated. Every AgentService call carries the agent's token in
@@ -53,6 +55,7 @@ const (
 	AgentError_SESSION_UNAVAILABLE AgentError_Kind = 13 // nothing ran: strict affinity, the session's process is gone
 	AgentError_DEADLINE_EXCEEDED   AgentError_Kind = 14 // the call's deadline (or its tool's declared timeout) passed on the agent
 	AgentError_INVALID_CALL        AgentError_Kind = 15 // nothing ran: the agent's pool rejected the call (e.g. an option out of range)
+	AgentError_UNKNOWN_POOL        AgentError_Kind = 16 // nothing ran: the agent has no pool by the name in the call's options; available lists its pools
 )
 
 // Enum value maps for AgentError_Kind.
@@ -74,6 +77,7 @@ var (
 		13: "SESSION_UNAVAILABLE",
 		14: "DEADLINE_EXCEEDED",
 		15: "INVALID_CALL",
+		16: "UNKNOWN_POOL",
 	}
 	AgentError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":    0,
@@ -92,6 +96,7 @@ var (
 		"SESSION_UNAVAILABLE": 13,
 		"DEADLINE_EXCEEDED":   14,
 		"INVALID_CALL":        15,
+		"UNKNOWN_POOL":        16,
 	}
 )
 
@@ -119,11 +124,16 @@ func (x AgentError_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AgentError_Kind.Descriptor instead.
 func (AgentError_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{2, 0}
+	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{3, 0}
 }
 
 type DescribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pool names the agent's pool that capacity, ready_workers and tools
+	// describe (the one the host's Execute calls name in their options);
+	// empty: its default pool. A pool the agent does not have is answered
+	// with gRPC status NOT_FOUND, listing the agent's pools.
+	Pool          string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,13 +168,24 @@ func (*DescribeRequest) Descriptor() ([]byte, []int) {
 	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+func (x *DescribeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
 type DescribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"` // the agent's run id
-	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Capacity      uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`                             // concurrent calls it accepts: workers × capacity per worker
-	ReadyWorkers  uint32                 `protobuf:"varint,4,opt,name=ready_workers,json=readyWorkers,proto3" json:"ready_workers,omitempty"` // local workers ready now
-	Tools         []*pb.ToolSpec         `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AgentId      string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"` // the agent's run id
+	Hostname     string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Capacity     uint32                 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`                             // concurrent calls it accepts: workers × capacity per worker
+	ReadyWorkers uint32                 `protobuf:"varint,4,opt,name=ready_workers,json=readyWorkers,proto3" json:"ready_workers,omitempty"` // local workers ready now
+	Tools        []*pb.ToolSpec         `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Every pool the agent serves, its default pool first (name "default"),
+	// each described as above. An agent that predates named pools sends
+	// none: a host then knows it cannot name a pool.
+	Pools         []*PoolInfo `protobuf:"bytes,6,rep,name=pools,proto3" json:"pools,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +255,81 @@ func (x *DescribeResponse) GetTools() []*pb.ToolSpec {
 	return nil
 }
 
+func (x *DescribeResponse) GetPools() []*PoolInfo {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+type PoolInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Capacity      uint32                 `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	ReadyWorkers  uint32                 `protobuf:"varint,3,opt,name=ready_workers,json=readyWorkers,proto3" json:"ready_workers,omitempty"`
+	Tools         []*pb.ToolSpec         `protobuf:"bytes,4,rep,name=tools,proto3" json:"tools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolInfo) Reset() {
+	*x = PoolInfo{}
+	mi := &file_snakepit_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolInfo) ProtoMessage() {}
+
+func (x *PoolInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolInfo.ProtoReflect.Descriptor instead.
+func (*PoolInfo) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PoolInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PoolInfo) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *PoolInfo) GetReadyWorkers() uint32 {
+	if x != nil {
+		return x.ReadyWorkers
+	}
+	return 0
+}
+
+func (x *PoolInfo) GetTools() []*pb.ToolSpec {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
 // AgentError is a failure of one call on the agent, other than the
 // connection: its kind decides how the host's pool treats it.
 type AgentError struct {
@@ -241,7 +337,7 @@ type AgentError struct {
 	Kind      AgentError_Kind        `protobuf:"varint,1,opt,name=kind,proto3,enum=snakepit.agent.v1.AgentError_Kind" json:"kind,omitempty"`
 	Message   string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	ToolError *pb.ToolError          `protobuf:"bytes,3,opt,name=tool_error,json=toolError,proto3" json:"tool_error,omitempty"`
-	Available []string               `protobuf:"bytes,4,rep,name=available,proto3" json:"available,omitempty"`
+	Available []string               `protobuf:"bytes,4,rep,name=available,proto3" json:"available,omitempty"` // UNKNOWN_TOOL: the tools; UNKNOWN_POOL: the pools
 	// WORKER_CRASHED only: what the agent knows of the process that died.
 	WorkerId      string `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Pid           int64  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -253,7 +349,7 @@ type AgentError struct {
 
 func (x *AgentError) Reset() {
 	*x = AgentError{}
-	mi := &file_snakepit_v1_agent_proto_msgTypes[2]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +361,7 @@ func (x *AgentError) String() string {
 func (*AgentError) ProtoMessage() {}
 
 func (x *AgentError) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_agent_proto_msgTypes[2]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +374,7 @@ func (x *AgentError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentError.ProtoReflect.Descriptor instead.
 func (*AgentError) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AgentError) GetKind() AgentError_Kind {
@@ -347,7 +443,7 @@ type ExecuteResponse struct {
 
 func (x *ExecuteResponse) Reset() {
 	*x = ExecuteResponse{}
-	mi := &file_snakepit_v1_agent_proto_msgTypes[3]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +455,7 @@ func (x *ExecuteResponse) String() string {
 func (*ExecuteResponse) ProtoMessage() {}
 
 func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_agent_proto_msgTypes[3]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +468,7 @@ func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteResponse) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExecuteResponse) GetResult() *pb.Payload {
@@ -401,7 +497,7 @@ type StreamChunk struct {
 
 func (x *StreamChunk) Reset() {
 	*x = StreamChunk{}
-	mi := &file_snakepit_v1_agent_proto_msgTypes[4]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +509,7 @@ func (x *StreamChunk) String() string {
 func (*StreamChunk) ProtoMessage() {}
 
 func (x *StreamChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_agent_proto_msgTypes[4]
+	mi := &file_snakepit_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +522,7 @@ func (x *StreamChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamChunk.ProtoReflect.Descriptor instead.
 func (*StreamChunk) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_snakepit_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamChunk) GetSeq() uint64 {
@@ -461,14 +557,21 @@ var File_snakepit_v1_agent_proto protoreflect.FileDescriptor
 
 const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17snakepit/v1/agent.proto\x12\x11snakepit.agent.v1\x1a\x1asnakepit/v1/snakepit.proto\"\x11\n" +
-	"\x0fDescribeRequest\"\xb7\x01\n" +
+	"\x17snakepit/v1/agent.proto\x12\x11snakepit.agent.v1\x1a\x1asnakepit/v1/snakepit.proto\"%\n" +
+	"\x0fDescribeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\"\xea\x01\n" +
 	"\x10DescribeResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1a\n" +
 	"\bcapacity\x18\x03 \x01(\rR\bcapacity\x12#\n" +
 	"\rready_workers\x18\x04 \x01(\rR\freadyWorkers\x12+\n" +
-	"\x05tools\x18\x05 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\"\xcb\x04\n" +
+	"\x05tools\x18\x05 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\x121\n" +
+	"\x05pools\x18\x06 \x03(\v2\x1b.snakepit.agent.v1.PoolInfoR\x05pools\"\x8c\x01\n" +
+	"\bPoolInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\rR\bcapacity\x12#\n" +
+	"\rready_workers\x18\x03 \x01(\rR\freadyWorkers\x12+\n" +
+	"\x05tools\x18\x04 \x03(\v2\x15.snakepit.v1.ToolSpecR\x05tools\"\xdd\x04\n" +
 	"\n" +
 	"AgentError\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".snakepit.agent.v1.AgentError.KindR\x04kind\x12\x18\n" +
@@ -479,7 +582,7 @@ const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03pid\x18\x06 \x01(\x03R\x03pid\x12\x1b\n" +
 	"\texit_code\x18\a \x01(\x05R\bexitCode\x12\x16\n" +
-	"\x06signal\x18\b \x01(\tR\x06signal\"\xb1\x02\n" +
+	"\x06signal\x18\b \x01(\tR\x06signal\"\xc3\x02\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTOOL_FAILED\x10\x01\x12\x10\n" +
@@ -497,7 +600,8 @@ const file_snakepit_v1_agent_proto_rawDesc = "" +
 	"\fSESSION_BUSY\x10\f\x12\x17\n" +
 	"\x13SESSION_UNAVAILABLE\x10\r\x12\x15\n" +
 	"\x11DEADLINE_EXCEEDED\x10\x0e\x12\x10\n" +
-	"\fINVALID_CALL\x10\x0f\"t\n" +
+	"\fINVALID_CALL\x10\x0f\x12\x10\n" +
+	"\fUNKNOWN_POOL\x10\x10\"t\n" +
 	"\x0fExecuteResponse\x12,\n" +
 	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x123\n" +
 	"\x05error\x18\x02 \x01(\v2\x1d.snakepit.agent.v1.AgentErrorR\x05error\"\x99\x01\n" +
@@ -524,38 +628,41 @@ func file_snakepit_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_snakepit_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_snakepit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_snakepit_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_snakepit_v1_agent_proto_goTypes = []any{
 	(AgentError_Kind)(0),          // 0: snakepit.agent.v1.AgentError.Kind
 	(*DescribeRequest)(nil),       // 1: snakepit.agent.v1.DescribeRequest
 	(*DescribeResponse)(nil),      // 2: snakepit.agent.v1.DescribeResponse
-	(*AgentError)(nil),            // 3: snakepit.agent.v1.AgentError
-	(*ExecuteResponse)(nil),       // 4: snakepit.agent.v1.ExecuteResponse
-	(*StreamChunk)(nil),           // 5: snakepit.agent.v1.StreamChunk
-	(*pb.ToolSpec)(nil),           // 6: snakepit.v1.ToolSpec
-	(*pb.ToolError)(nil),          // 7: snakepit.v1.ToolError
-	(*pb.Payload)(nil),            // 8: snakepit.v1.Payload
-	(*pb.ExecuteToolRequest)(nil), // 9: snakepit.v1.ExecuteToolRequest
+	(*PoolInfo)(nil),              // 3: snakepit.agent.v1.PoolInfo
+	(*AgentError)(nil),            // 4: snakepit.agent.v1.AgentError
+	(*ExecuteResponse)(nil),       // 5: snakepit.agent.v1.ExecuteResponse
+	(*StreamChunk)(nil),           // 6: snakepit.agent.v1.StreamChunk
+	(*pb.ToolSpec)(nil),           // 7: snakepit.v1.ToolSpec
+	(*pb.ToolError)(nil),          // 8: snakepit.v1.ToolError
+	(*pb.Payload)(nil),            // 9: snakepit.v1.Payload
+	(*pb.ExecuteToolRequest)(nil), // 10: snakepit.v1.ExecuteToolRequest
 }
 var file_snakepit_v1_agent_proto_depIdxs = []int32{
-	6,  // 0: snakepit.agent.v1.DescribeResponse.tools:type_name -> snakepit.v1.ToolSpec
-	0,  // 1: snakepit.agent.v1.AgentError.kind:type_name -> snakepit.agent.v1.AgentError.Kind
-	7,  // 2: snakepit.agent.v1.AgentError.tool_error:type_name -> snakepit.v1.ToolError
-	8,  // 3: snakepit.agent.v1.ExecuteResponse.result:type_name -> snakepit.v1.Payload
-	3,  // 4: snakepit.agent.v1.ExecuteResponse.error:type_name -> snakepit.agent.v1.AgentError
-	8,  // 5: snakepit.agent.v1.StreamChunk.data:type_name -> snakepit.v1.Payload
-	3,  // 6: snakepit.agent.v1.StreamChunk.error:type_name -> snakepit.agent.v1.AgentError
-	1,  // 7: snakepit.agent.v1.AgentService.Describe:input_type -> snakepit.agent.v1.DescribeRequest
-	9,  // 8: snakepit.agent.v1.AgentService.Execute:input_type -> snakepit.v1.ExecuteToolRequest
-	9,  // 9: snakepit.agent.v1.AgentService.ExecuteStream:input_type -> snakepit.v1.ExecuteToolRequest
-	2,  // 10: snakepit.agent.v1.AgentService.Describe:output_type -> snakepit.agent.v1.DescribeResponse
-	4,  // 11: snakepit.agent.v1.AgentService.Execute:output_type -> snakepit.agent.v1.ExecuteResponse
-	5,  // 12: snakepit.agent.v1.AgentService.ExecuteStream:output_type -> snakepit.agent.v1.StreamChunk
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	7,  // 0: snakepit.agent.v1.DescribeResponse.tools:type_name -> snakepit.v1.ToolSpec
+	3,  // 1: snakepit.agent.v1.DescribeResponse.pools:type_name -> snakepit.agent.v1.PoolInfo
+	7,  // 2: snakepit.agent.v1.PoolInfo.tools:type_name -> snakepit.v1.ToolSpec
+	0,  // 3: snakepit.agent.v1.AgentError.kind:type_name -> snakepit.agent.v1.AgentError.Kind
+	8,  // 4: snakepit.agent.v1.AgentError.tool_error:type_name -> snakepit.v1.ToolError
+	9,  // 5: snakepit.agent.v1.ExecuteResponse.result:type_name -> snakepit.v1.Payload
+	4,  // 6: snakepit.agent.v1.ExecuteResponse.error:type_name -> snakepit.agent.v1.AgentError
+	9,  // 7: snakepit.agent.v1.StreamChunk.data:type_name -> snakepit.v1.Payload
+	4,  // 8: snakepit.agent.v1.StreamChunk.error:type_name -> snakepit.agent.v1.AgentError
+	1,  // 9: snakepit.agent.v1.AgentService.Describe:input_type -> snakepit.agent.v1.DescribeRequest
+	10, // 10: snakepit.agent.v1.AgentService.Execute:input_type -> snakepit.v1.ExecuteToolRequest
+	10, // 11: snakepit.agent.v1.AgentService.ExecuteStream:input_type -> snakepit.v1.ExecuteToolRequest
+	2,  // 12: snakepit.agent.v1.AgentService.Describe:output_type -> snakepit.agent.v1.DescribeResponse
+	5,  // 13: snakepit.agent.v1.AgentService.Execute:output_type -> snakepit.agent.v1.ExecuteResponse
+	6,  // 14: snakepit.agent.v1.AgentService.ExecuteStream:output_type -> snakepit.agent.v1.StreamChunk
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_snakepit_v1_agent_proto_init() }
@@ -569,7 +676,7 @@ func file_snakepit_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snakepit_v1_agent_proto_rawDesc), len(file_snakepit_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

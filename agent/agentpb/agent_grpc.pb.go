@@ -1,6 +1,8 @@
-// The agent protocol: a `snakepit serve` agent exposes its whole pool to a
-// snakepit host on another machine, which sees it as one remote worker
-// whose capacity the agent advertises.
+// The agent protocol: a `snakepit serve` agent exposes every pool of its
+// App to snakepit hosts on other machines; a host pool sees the agent's
+// pool of the same name as one remote worker whose capacity the agent
+// advertises, and names that pool in Describe and in every call's options
+// (CallOptions.pool; empty: the default pool).
 //
 // Only Go speaks it (the host's remote worker and the agent), so no Python
 // code is generated. Every AgentService call carries the agent's token in

@@ -964,8 +964,12 @@ type CallOptions struct {
 	Idempotent     bool                   `protobuf:"varint,1,opt,name=idempotent,proto3" json:"idempotent,omitempty"`                                   // snakepit.Idempotent()
 	Affinity       CallOptions_Affinity   `protobuf:"varint,2,opt,name=affinity,proto3,enum=snakepit.v1.CallOptions_Affinity" json:"affinity,omitempty"` // snakepit.WithAffinity, for a call with a session
 	QueueTimeoutUs uint64                 `protobuf:"varint,3,opt,name=queue_timeout_us,json=queueTimeoutUs,proto3" json:"queue_timeout_us,omitempty"`   // snakepit.WithQueueTimeout; 0: the pool's default
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// pool names the pool of a `snakepit serve` agent that runs the call
+	// (agent protocol only; a Python worker ignores it); empty: its default
+	// pool. An agent without it answers AgentError UNKNOWN_POOL.
+	Pool          string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallOptions) Reset() {
@@ -1017,6 +1021,13 @@ func (x *CallOptions) GetQueueTimeoutUs() uint64 {
 		return x.QueueTimeoutUs
 	}
 	return 0
+}
+
+func (x *CallOptions) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
 }
 
 type ExecuteToolResponse struct {
@@ -1919,13 +1930,14 @@ const file_snakepit_v1_snakepit_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
 	"\x0fBatchItemResult\x12,\n" +
 	"\x06result\x18\x01 \x01(\v2\x14.snakepit.v1.PayloadR\x06result\x12,\n" +
-	"\x05error\x18\x02 \x01(\v2\x16.snakepit.v1.ToolErrorR\x05error\"\xef\x01\n" +
+	"\x05error\x18\x02 \x01(\v2\x16.snakepit.v1.ToolErrorR\x05error\"\x83\x02\n" +
 	"\vCallOptions\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\x01 \x01(\bR\n" +
 	"idempotent\x12=\n" +
 	"\baffinity\x18\x02 \x01(\x0e2!.snakepit.v1.CallOptions.AffinityR\baffinity\x12(\n" +
-	"\x10queue_timeout_us\x18\x03 \x01(\x04R\x0equeueTimeoutUs\"W\n" +
+	"\x10queue_timeout_us\x18\x03 \x01(\x04R\x0equeueTimeoutUs\x12\x12\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\"W\n" +
 	"\bAffinity\x12\x11\n" +
 	"\rAFFINITY_HINT\x10\x00\x12\x19\n" +
 	"\x15AFFINITY_STRICT_QUEUE\x10\x01\x12\x1d\n" +

@@ -37,7 +37,16 @@ func (a *agentFlags) register(fs *flag.FlagSet) {
 
 // apply sets cfg's discovery from the flags; workersSet says whether
 // --workers was given (otherwise an --agents pool has no local workers).
+// The token and TLS flags apply to every pool's agents (--agents, and
+// agents= of --pool and of a --pools file).
 func (a *agentFlags) apply(cfg *snakepit.Config, workersSet bool) error {
+	cfg.Remote.TokenFile = a.tokenFile
+	if a.ca != "" || a.cert != "" || a.key != "" || a.name != "" {
+		var err error
+		if cfg.Remote.TLS, err = remote.LoadClientTLS(a.ca, a.cert, a.key, a.name); err != nil {
+			return err
+		}
+	}
 	if a.agents == "" {
 		return nil
 	}
@@ -49,11 +58,26 @@ func (a *agentFlags) apply(cfg *snakepit.Config, workersSet bool) error {
 	if !workersSet {
 		cfg.Workers = 0
 	}
-	cfg.Remote.TokenFile = a.tokenFile
-	if a.ca != "" || a.cert != "" || a.key != "" || a.name != "" {
-		if cfg.Remote.TLS, err = remote.LoadClientTLS(a.ca, a.cert, a.key, a.name); err != nil {
-			return err
-		}
+	return nil
+}
+
+// addAgents adds the agents of one agents= value (a --pool key or a
+// --pools file's "agents") to a named pool's Discovery: HOST:PORT or
+// dns:NAME:PORT, as --agents takes; repeated, their endpoints add up.
+func addAgents(pc *snakepit.PoolConfig, v string) error {
+	src, err := parseAgents(v)
+	if err != nil {
+		return err
+	}
+	old, okOld := pc.Discovery.(discovery.Static)
+	add, okAdd := src.(discovery.Static)
+	switch {
+	case pc.Discovery == nil:
+		pc.Discovery = src
+	case okOld && okAdd:
+		pc.Discovery = append(old, add...)
+	default:
+		return fmt.Errorf("pool %q: agents=dns:... names the pool's only agent source; give either one dns: name or HOST:PORT endpoints", pc.Name)
 	}
 	return nil
 }

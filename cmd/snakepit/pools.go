@@ -25,7 +25,7 @@ type poolsFlags struct {
 
 func (p *poolsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.file, "pools", "", "JSON `FILE` of named pools beside the default one (format: docs/POOLS.md)")
-	fs.Func("pool", "add a named pool: `NAME,adapter=CLASS,workers=N,capacity=C,python=PATH,pythonpath=A:B` (elastic: min_workers=N,max_workers=M,idle_timeout=60s instead of workers) (keys optional; unset ones come from the top-level flags); repeatable", func(s string) error {
+	fs.Func("pool", "add a named pool: `NAME,adapter=CLASS,workers=N,capacity=C,python=PATH,pythonpath=A:B` (elastic: min_workers=N,max_workers=M,idle_timeout=60s instead of workers; snakepit run: agents=HOST:PORT, repeatable, or agents=dns:NAME:PORT feeds it from those agents' pool NAME) (keys optional; unset ones come from the top-level flags); repeatable", func(s string) error {
 		pc, err := parsePoolFlag(s)
 		if err != nil {
 			return err
@@ -34,8 +34,6 @@ func (p *poolsFlags) register(fs *flag.FlagSet) {
 		return nil
 	})
 }
-
-func (p *poolsFlags) set() bool { return p.file != "" || len(p.specs) > 0 }
 
 // apply adds the pools to cfg.
 func (p *poolsFlags) apply(cfg *snakepit.Config) error {
@@ -54,6 +52,8 @@ func (p *poolsFlags) apply(cfg *snakepit.Config) error {
 	return nil
 }
 
+const poolFlagKeys = "adapter, workers, min_workers, max_workers, idle_timeout, capacity, python, pythonpath, agents"
+
 // parsePoolFlag reads "NAME,key=value,...".
 func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 	name, rest, _ := strings.Cut(s, ",")
@@ -64,7 +64,7 @@ func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return pc, fmt.Errorf("%q is not key=value (keys: adapter, workers, min_workers, max_workers, idle_timeout, capacity, python, pythonpath)", kv)
+			return pc, fmt.Errorf("%q is not key=value (keys: %s)", kv, poolFlagKeys)
 		}
 		var err error
 		switch k {
@@ -84,8 +84,10 @@ func parsePoolFlag(s string) (snakepit.PoolConfig, error) {
 			pc.IdleTimeout, err = time.ParseDuration(v)
 		case "capacity":
 			pc.Capacity, err = strconv.Atoi(v)
+		case "agents":
+			err = addAgents(&pc, v)
 		default:
-			return pc, fmt.Errorf("unknown key %q (keys: adapter, workers, min_workers, max_workers, idle_timeout, capacity, python, pythonpath; use --pools FILE for the others)", k)
+			return pc, fmt.Errorf("unknown key %q (keys: %s; use --pools FILE for the others)", k, poolFlagKeys)
 		}
 		if err != nil {
 			return pc, fmt.Errorf("%s: %w", k, err)
@@ -125,6 +127,13 @@ func decodePool(obj map[string]json.RawMessage) (snakepit.PoolConfig, error) {
 	var pc snakepit.PoolConfig
 	typ := reflect.TypeFor[snakepit.PoolConfig]()
 	for key, raw := range obj {
+		if strings.EqualFold(key, "agents") {
+			// Discovery, as the agents= key of --pool: a string or a list.
+			if err := decodeAgents(&pc, raw); err != nil {
+				return pc, err
+			}
+			continue
+		}
 		// Field names have no '_': dropping it accepts snake case too.
 		bare := strings.ReplaceAll(key, "_", "")
 		f, ok := typ.FieldByNameFunc(func(n string) bool { return strings.EqualFold(n, bare) })
@@ -153,6 +162,24 @@ func decodePool(obj map[string]json.RawMessage) (snakepit.PoolConfig, error) {
 		return pc, errors.New("every pool needs a \"name\"")
 	}
 	return pc, nil
+}
+
+// decodeAgents reads a pool file's "agents": "HOST:PORT", "dns:NAME:PORT"
+// or a list of them.
+func decodeAgents(pc *snakepit.PoolConfig, raw json.RawMessage) error {
+	var list []string
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		list = []string{one}
+	} else if err := json.Unmarshal(raw, &list); err != nil {
+		return errors.New("agents: want \"HOST:PORT\", \"dns:NAME:PORT\" or a list of them")
+	}
+	for _, v := range list {
+		if err := addAgents(pc, v); err != nil {
+			return fmt.Errorf("agents: %w", err)
+		}
+	}
+	return nil
 }
 
 // elasticFlags make the default pool elastic (Config.MinWorkers,

@@ -9,13 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
@@ -150,8 +153,42 @@ func TestPoolsFlagErrors(t *testing.T) {
 	if _, stderr, code := runCmd(t, "run", "--pools", bad); code != 2 || !strings.Contains(stderr, `unknown key "bogus"`) {
 		t.Fatalf("run --pools with a bad file: code %d, stderr %q", code, stderr)
 	}
-	if _, stderr, code := runCmd(t, "serve", "--pools", bad); code != 2 || !strings.Contains(stderr, "an agent serves its default pool") {
-		t.Fatalf("serve --pools: code %d, stderr %q", code, stderr)
+	if _, stderr, code := runCmd(t, "serve", "--pools", bad); code != 2 || !strings.Contains(stderr, `unknown key "bogus"`) {
+		t.Fatalf("serve --pools with a bad file: code %d, stderr %q", code, stderr)
+	}
+	if _, stderr, code := runCmd(t, "serve", "--pool", "a,agents=127.0.0.1:1"); code != 2 || !strings.Contains(stderr, "agents= is for hosts") {
+		t.Fatalf("serve --pool with agents=: code %d, stderr %q", code, stderr)
+	}
+	if _, stderr, code := runCmd(t, "run", "--pool", "a,agents=nohost"); code != 2 || !strings.Contains(stderr, "not HOST:PORT") {
+		t.Fatalf("run --pool with a bad agents=: code %d, stderr %q", code, stderr)
+	}
+}
+
+// agents= of --pool and "agents" of a --pools file feed a named pool from
+// agents: endpoints add up; one dns: name is the only source.
+func TestPoolAgents(t *testing.T) {
+	pc, err := parsePoolFlag("embed,agents=127.0.0.1:7070,agents=127.0.0.2:7070,adapter=m:A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := pc.Discovery.(discovery.Static); !ok || !slices.Equal(got, discovery.Static{"127.0.0.1:7070", "127.0.0.2:7070"}) {
+		t.Fatalf("Discovery = %#v", pc.Discovery)
+	}
+	if pc, err = parsePoolFlag("embed,agents=dns:agent.svc:7070"); err != nil || pc.Discovery != (discovery.DNS{Name: "agent.svc", Port: 7070}) {
+		t.Fatalf("dns agents: %#v, %v", pc.Discovery, err)
+	}
+	if _, err := parsePoolFlag("embed,agents=dns:agent.svc:7070,agents=127.0.0.1:7070"); err == nil || !strings.Contains(err.Error(), "either one dns: name") {
+		t.Fatalf("dns: with endpoints: %v", err)
+	}
+	pools, err := parsePoolFile([]byte(`{"pools": [{"name": "a", "agents": "127.0.0.1:7070"}, {"name": "b", "agents": ["127.0.0.1:7071", "127.0.0.1:7072"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := pools[0].Discovery, pools[1].Discovery; !reflect.DeepEqual(a, discovery.Static{"127.0.0.1:7070"}) || !reflect.DeepEqual(b, discovery.Static{"127.0.0.1:7071", "127.0.0.1:7072"}) {
+		t.Fatalf("file agents: %#v, %#v", a, b)
+	}
+	if _, err := parsePoolFile([]byte(`{"pools": [{"name": "a", "agents": 7}]}`)); err == nil || !strings.Contains(err.Error(), "agents: want") {
+		t.Fatalf("file agents of the wrong type: %v", err)
 	}
 }
 

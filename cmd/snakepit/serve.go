@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 	"github.com/snakepit-go/snakepit/agent"
 )
 
-// cmdServe runs an App and exposes its pool to hosts on other machines
-// (package agent). It prints "ready run_id=<id> workers=<n> addr=<addr>
+// cmdServe runs an App and exposes its pools (the default one and those of
+// --pools/--pool) to hosts on other machines (package agent). It prints "ready run_id=<id> workers=<n> addr=<addr>
 // capacity=<c>" once it serves, and stops in order on SIGINT/SIGTERM:
 // health NOT_SERVING, in-flight calls finish (--stop-grace), then the App.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
@@ -55,13 +56,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	if pools.set() {
-		// Hosts join an agent's workers to their default pool and have no
-		// way to name another one, so named pools here would run idle.
-		fmt.Fprintln(stderr, "snakepit serve: --pools and --pool are not supported: an agent serves its default pool to hosts; hosts join remote workers to their default pool only, so run one agent per adapter instead")
+	cfg := pf.config(stderr)
+	if err := servePools(&pools, &cfg); err != nil {
+		fmt.Fprintln(stderr, "snakepit serve:", err)
 		return 2
 	}
-	cfg := pf.config(stderr)
 	app, err := snakepit.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -105,7 +104,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "ready run_id=%s workers=%d addr=%s capacity=%d\n", app.RunID(), pf.workers, srv.Addr(), app.Stats().Pool.Capacity)
+	fmt.Fprintln(stdout, serveReady(app, srv, pf.workers))
 	select {
 	case <-stopping:
 	case err := <-served:
@@ -118,6 +117,31 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	return code
+}
+
+// serveReady is the agent's ready line: the default pool's size and
+// capacity, then its named pools when it has any.
+func serveReady(app *snakepit.App, srv *agent.Server, workers int) string {
+	ready := fmt.Sprintf("ready run_id=%s workers=%d addr=%s capacity=%d", app.RunID(), workers, srv.Addr(), app.Stats().Pool.Capacity)
+	if names := app.PoolNames(); len(names) > 1 {
+		ready += " pools=" + strings.Join(names, ",")
+	}
+	return ready
+}
+
+// servePools adds the named pools an agent serves beside its default one;
+// hosts name them (a host pool of the same name with agents). Agents that
+// feed an agent's pool from further agents are not supported.
+func servePools(pools *poolsFlags, cfg *snakepit.Config) error {
+	if err := pools.apply(cfg); err != nil {
+		return err
+	}
+	for _, pc := range cfg.Pools {
+		if pc.Discovery != nil {
+			return fmt.Errorf("pool %q: agents= is for hosts (snakepit run); an agent's pools run local workers", pc.Name)
+		}
+	}
+	return nil
 }
 
 // stopInOrder stops what cmdServe started, in the order its doc promises:

@@ -97,7 +97,7 @@ func TestHPAScalesTheAgentsOnQueueWait(t *testing.T) {
 	if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].External == nil || h.Spec.Metrics[0].External.Metric.Name != "snakepit_queue_wait_seconds" {
 		t.Fatalf("want one External metric snakepit_queue_wait_seconds, got %+v", h.Spec.Metrics)
 	}
-	// Remote workers join the hosts' default pool only: its wait is the agents'.
+	// The shipped hosts feed their default pool from the agents: its wait is the agents'.
 	if sel := h.Spec.Metrics[0].External.Metric.Selector; sel == nil || sel.MatchLabels["pool"] != "default" {
 		t.Errorf("want the metric selected by pool=default (the pool agents join), got %+v", sel)
 	}

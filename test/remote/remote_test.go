@@ -68,7 +68,7 @@ func (a *agentProc) alive() bool {
 	}
 }
 
-var readyLine = regexp.MustCompile(`^ready run_id=(\S+) workers=(\d+) addr=(\S+) capacity=(\d+)$`)
+var readyLine = regexp.MustCompile(`^ready run_id=(\S+) workers=(\d+) addr=(\S+) capacity=(\d+)(?: pools=\S+)?$`)
 
 func startAgent(t *testing.T, ip string, port int, tokenFile string, workers int, extra ...string) *agentProc {
 	t.Helper()

@@ -41,7 +41,7 @@ class BatchItemResult(_message.Message):
     def __init__(self, result: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
 
 class CallOptions(_message.Message):
-    __slots__ = ["affinity", "idempotent", "queue_timeout_us"]
+    __slots__ = ["affinity", "idempotent", "pool", "queue_timeout_us"]
     class Affinity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = []
     AFFINITY_FIELD_NUMBER: _ClassVar[int]
@@ -49,11 +49,13 @@ class CallOptions(_message.Message):
     AFFINITY_STRICT_FAIL_FAST: CallOptions.Affinity
     AFFINITY_STRICT_QUEUE: CallOptions.Affinity
     IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
     affinity: CallOptions.Affinity
     idempotent: bool
+    pool: str
     queue_timeout_us: int
-    def __init__(self, idempotent: bool = ..., affinity: _Optional[_Union[CallOptions.Affinity, str]] = ..., queue_timeout_us: _Optional[int] = ...) -> None: ...
+    def __init__(self, idempotent: bool = ..., affinity: _Optional[_Union[CallOptions.Affinity, str]] = ..., queue_timeout_us: _Optional[int] = ..., pool: _Optional[str] = ...) -> None: ...
 
 class CleanupSessionRequest(_message.Message):
     __slots__ = ["session_id"]
