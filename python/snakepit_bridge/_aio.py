@@ -37,7 +37,7 @@ from .codec import (
     invalid_args_error,
     tool_error,
 )
-from ._servicer import ServicerBase, _NotBatch
+from ._servicer import ServicerBase
 from .context import MAX_MESSAGE_BYTES, HostClient, _current, _enter
 from .pb import snakepit_pb2 as pb
 from .pb import snakepit_pb2_grpc as pb_grpc
@@ -233,20 +233,9 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
                 )
             )
         sctx = self._context(request)
-        prep = None
-        try:
-            if info.batch is None and not request.batch:
-                kwargs = self._prepare(info, request, sctx)
-            else:
-                prep = self._prepare_batch(info, request, sctx)
-                refused = prep.all_refused()
-                if refused is not None:
-                    return refused
-                kwargs = prep.kwargs
-        except InvalidArgs as e:
-            return pb.ExecuteToolResponse(error=invalid_args_error(e))
-        except _NotBatch as e:
-            return pb.ExecuteToolResponse(error=e.error)
+        kwargs, prep, refused = self._admit(info, request, sctx)
+        if refused is not None:
+            return refused
 
         token = _enter(sctx)
         try:

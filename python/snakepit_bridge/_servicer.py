@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 from ._logging import log
 from . import _batch_run
 from .adapter import ToolInfo, collect_tools
-from .codec import ArgumentsError, decode_args, tool_error
+from .codec import ArgumentsError, InvalidArgs, decode_args, invalid_args_error, tool_error
 from .context import HostClient, SessionContext
 from .pb import snakepit_pb2 as pb
 
@@ -115,6 +115,26 @@ class ServicerBase:
             request.tool_name,
             self.host,
         )
+
+    def _admit(
+        self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext
+    ) -> Tuple[Dict[str, Any], Optional[_batch_run.Prepared], Optional[pb.ExecuteToolResponse]]:
+        """An Execute call's keyword arguments and its batch (None unless the
+        tool is a batch tool), or the response that refuses it: arguments
+        that do not fit, a batch sent to a tool that is not one, or a batch
+        whose every call was refused."""
+        try:
+            if info.batch is None and not request.batch:
+                return self._prepare(info, request, sctx), None, None
+            prep = self._prepare_batch(info, request, sctx)
+            refused = prep.all_refused()
+            if refused is not None:
+                return {}, None, refused
+            return prep.kwargs, prep, None
+        except InvalidArgs as e:
+            return {}, None, pb.ExecuteToolResponse(error=invalid_args_error(e))
+        except _NotBatch as e:
+            return {}, None, pb.ExecuteToolResponse(error=e.error)
 
     def _prepare_batch(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> _batch_run.Prepared:
         """A batch tool's request (or a single call of it, a batch of one),

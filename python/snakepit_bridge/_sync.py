@@ -30,7 +30,7 @@ from ._loop_bridge import (
     _run_async,
 )
 from ._arraywire import ExecuteResponse
-from ._servicer import ServicerBase, _NotBatch
+from ._servicer import ServicerBase
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
 from .adapter import ANY_TOOL, ToolInfo, ToolKind
 from .codec import (
@@ -118,20 +118,9 @@ class WorkerServicer(ServicerBase):
         sctx = SessionContext._for_call(
             request.session_id, request.request_id, self.worker_id, self.run_id, request.metadata, name, self.host
         )
-        prep = None
-        try:
-            if info.batch is None and not request.batch:
-                kwargs = self._prepare(info, request, sctx)
-            else:
-                prep = self._prepare_batch(info, request, sctx)
-                refused = prep.all_refused()
-                if refused is not None:
-                    return refused
-                kwargs = prep.kwargs
-        except InvalidArgs as e:
-            return pb.ExecuteToolResponse(error=invalid_args_error(e))
-        except _NotBatch as e:
-            return pb.ExecuteToolResponse(error=e.error)
+        kwargs, prep, refused = self._admit(info, request, sctx)
+        if refused is not None:
+            return refused
 
         slots = self.slots
         call = _Call(sctx, slots)
