@@ -236,9 +236,6 @@ func (c *Config) setDefaults() error {
 	if c.MaxSessions < 0 {
 		return fmt.Errorf("%w: MaxSessions must not be negative", ErrInvalidConfig)
 	}
-	if c.MemoryMax < 0 || c.CPUMax < 0 {
-		return fmt.Errorf("%w: MemoryMax (%d) and CPUMax (%g) must not be negative; use 0 for no limit", ErrInvalidConfig, c.MemoryMax, c.CPUMax)
-	}
 	if err := registry.CheckContainment(c.Containment); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}

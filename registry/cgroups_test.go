@@ -28,18 +28,18 @@ func needCgroups(t *testing.T) cgroup.Detection {
 func TestContainFollowsThePolicy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "r.db")
 	r := open(t, path, NewRunID())
-	if err := r.Contain("bogus", cgroup.Limits{}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("bogus", nil); !errors.Is(err, ErrContainment) {
 		t.Fatalf("Contain(bogus) = %v, want ErrContainment", err)
 	}
 	t.Setenv(EnvContainment, ContainOff)
-	if err := r.Contain("", cgroup.Limits{MemoryMax: 1 << 30}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("", []PoolLimits{{Name: "big", MemoryMax: 1 << 30}}); !errors.Is(err, ErrContainment) {
 		t.Fatalf("a limit with containment off: %v, want ErrContainment", err)
 	}
-	must(t, r.Contain("", cgroup.Limits{}))
+	must(t, r.Contain("", nil))
 	if r.Containment() != string(cgroup.ModeOff) || r.Cgroups() != nil {
 		t.Fatalf("with %s=off: containment %q, cgroups %v", EnvContainment, r.Containment(), r.Cgroups())
 	}
-	if err := r.Contain("", cgroup.Limits{}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("", nil); !errors.Is(err, ErrContainment) {
 		t.Fatalf("a second Contain: %v, want ErrContainment", err)
 	}
 	must(t, r.Close())
@@ -56,9 +56,9 @@ func TestReapEndsTheCgroupOfADeadRun(t *testing.T) {
 	log, _ := proctest.Logger(t)
 	r, err := Open(Options{Path: path, RunID: dead, Logger: log})
 	must(t, err)
-	must(t, r.Contain(ContainRequired, cgroup.Limits{}))
+	must(t, r.Contain(ContainRequired, nil))
 	dir := r.Cgroups().Dir()
-	leaf, err := r.Cgroups().NewLeaf("w0")
+	leaf, err := r.Cgroups().NewLeaf("default", "w0")
 	must(t, err)
 	cmd := exec.Command("/bin/sh", "-c", `env -i setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!; wait`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}
@@ -116,12 +116,12 @@ func TestReapEndsTheCgroupOfADeadRun(t *testing.T) {
 func TestCloseRemovesTheRunsCgroup(t *testing.T) {
 	needCgroups(t)
 	r := open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
-	must(t, r.Contain(ContainAuto, cgroup.Limits{}))
+	must(t, r.Contain(ContainAuto, nil))
 	if !cgroup.Mode(r.Containment()).Contained() {
 		t.Fatalf("containment %q on a machine with cgroup v2", r.Containment())
 	}
 	dir := r.Cgroups().Dir()
-	leaf, err := r.Cgroups().NewLeaf("w0")
+	leaf, err := r.Cgroups().NewLeaf("default", "w0")
 	must(t, err)
 	cmd := exec.Command("sleep", "300")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}
