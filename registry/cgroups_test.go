@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,6 +46,48 @@ func TestContainFollowsThePolicy(t *testing.T) {
 	must(t, r.Close())
 }
 
+// Of two pools with different limits, the refusal names the one whose
+// controller is missing, with the controller and the cgroup; with
+// containment off it names the first pool that set a limit.
+func TestRefusedLimitNamesItsPool(t *testing.T) {
+	d := needCgroups(t)
+	sub := readFile(filepath.Join(d.Base, "cgroup.subtree_control"))
+	if strings.Contains(sub, "memory") {
+		t.Skip("the memory controller is delegated here")
+	}
+	pools := []PoolLimits{{Name: "default"}, {Name: "tok", CPUMax: 0.5}, {Name: "embed", MemoryMax: 1 << 30}}
+	if !strings.Contains(sub, "cpu") {
+		pools[1].CPUMax = 0 // then tok would be refused first
+	}
+	r := open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
+	err := r.Contain(ContainAuto, pools)
+	if !errors.Is(err, ErrContainment) {
+		t.Fatalf("Contain: %v, want ErrContainment", err)
+	}
+	for _, want := range []string{`pool "embed"`, "memory controller", d.Base} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not name %s", err, want)
+		}
+	}
+	if r.Cgroups() != nil {
+		t.Error("a refused Contain set up cgroups")
+	}
+	must(t, r.Close())
+
+	t.Setenv(EnvContainment, ContainOff)
+	r = open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
+	pools[1].CPUMax = 0.5
+	if err := r.Contain("", pools); !errors.Is(err, ErrContainment) || !strings.Contains(err.Error(), `pool "tok"`) {
+		t.Fatalf("limits with containment off: %v, want ErrContainment naming pool tok", err)
+	}
+	must(t, r.Close())
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
 // A dead run's cgroup is found from its registry entry; what is still in
 // it — a process that left its session and scrubbed its environment, which
 // nothing else could prove ours — is killed, and the directory removed. A
@@ -56,9 +99,9 @@ func TestReapEndsTheCgroupOfADeadRun(t *testing.T) {
 	log, _ := proctest.Logger(t)
 	r, err := Open(Options{Path: path, RunID: dead, Logger: log})
 	must(t, err)
-	must(t, r.Contain(ContainRequired, nil))
+	must(t, r.Contain(ContainRequired, []PoolLimits{{Name: "default"}, {Name: "embed"}}))
 	dir := r.Cgroups().Dir()
-	leaf, err := r.Cgroups().NewLeaf("default", "w0")
+	leaf, err := r.Cgroups().NewLeaf("embed", "embed.w0")
 	must(t, err)
 	cmd := exec.Command("/bin/sh", "-c", `env -i setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!; wait`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}
