@@ -55,8 +55,9 @@ func policy(opt string) (string, error) {
 }
 
 // Contain sets up this run's cgroup v2 subtree according to the policy,
-// with a cgroup for each of pools carrying its limits, records its directory in the run's entry (so the next start
-// can end it if this host dies), and logs which containment is in force.
+// with a cgroup for each of pools carrying its limits, records its
+// directory in the run's entry (so the next start can end it if this host
+// dies), and logs which containment is in force.
 // An error (ErrContainment) means a required containment or limit is not
 // available (the message names the pool that asked); without one,
 // unavailability is a logged fallback.
