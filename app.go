@@ -225,7 +225,7 @@ func (a *App) newRun() (*run, error) {
 		path = registry.DefaultPath(cfg.Instance)
 	}
 	r.reg = registry.NewService(registry.Options{Path: path, Instance: cfg.Instance, RunID: a.runID, Logger: a.log, KillGrace: cfg.StopGrace,
-		Containment: cfg.Containment, MemoryMax: cfg.MemoryMax, CPUMax: cfg.CPUMax})
+		Containment: cfg.Containment, Pools: cgroupLimits(a.pools)})
 	r.pools = make([]*poolRun, len(a.pools))
 	members := make([]*supervisor.Workers, len(a.pools))
 	for i := range a.pools {

@@ -136,10 +136,14 @@ type Config struct {
 	// else "auto". See docs/GUARANTEES.md §4c.
 	Containment string
 	// MemoryMax (bytes, memory.max) and CPUMax (CPUs, cpu.max; 0.5 is half
-	// a core) limit each worker process's cgroup — the process and all it
-	// starts (0: no limit). They need cgroup v2 with the memory / cpu
-	// controller delegated to the host's cgroup (or its parent); otherwise
-	// Start fails with ErrContainment rather than run unlimited.
+	// a core) limit the default pool's cgroup, and each named pool's that
+	// sets none of its own (PoolConfig): all the pool's worker processes
+	// and everything they start, together (0: no limit). An elastic pool's
+	// growth and a make-before-break recycle stay inside the limit, so
+	// leave one worker of headroom. They need cgroup v2 with the memory /
+	// cpu controller delegated to the host's cgroup (or its parent);
+	// otherwise Start fails with ErrContainment naming the pool rather than
+	// run unlimited. See docs/GUARANTEES.md §4c.
 	MemoryMax int64
 	CPUMax    float64
 	// MemoryCheckInterval is how often RecycleAboveRSS is measured
@@ -237,9 +241,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxSessions < 0 {
 		return fmt.Errorf("%w: MaxSessions must not be negative", ErrInvalidConfig)
-	}
-	if c.MemoryMax < 0 || c.CPUMax < 0 {
-		return fmt.Errorf("%w: MemoryMax (%d) and CPUMax (%g) must not be negative; use 0 for no limit", ErrInvalidConfig, c.MemoryMax, c.CPUMax)
 	}
 	if err := registry.CheckContainment(c.Containment); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)

@@ -3,12 +3,15 @@ package snakepit_test
 import (
 	"context"
 	"errors"
+	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
@@ -75,13 +78,49 @@ func TestReadyTimeoutBoundsTheWaitForAReadyWorker(t *testing.T) {
 	}
 }
 
+// A pool's limit whose controller is not delegated fails Start with
+// ErrContainment naming that pool (not the other one, which sets a limit
+// too), the controller and the cgroup; nothing is started.
+func TestRefusedPoolLimitNamesThePool(t *testing.T) {
+	d := cgroup.Detect()
+	if !d.Mode.Contained() || os.Getenv("SNAKEPIT_CGROUP") == "off" {
+		t.Skipf("no cgroup v2 containment here: %s", d.Reason)
+	}
+	sub, _ := os.ReadFile(filepath.Join(d.Base, "cgroup.subtree_control"))
+	if strings.Contains(string(sub), "memory") || strings.Contains(string(sub), "cpu") {
+		t.Skip("the memory or cpu controller is delegated here")
+	}
+	f := &fake.Factory{}
+	app, err := snakepit.New(snakepit.Config{Workers: 1, WorkerFactory: f, RegistryPath: filepath.Join(t.TempDir(), "r.db"), Logger: testutil.Logger(),
+		Pools: []snakepit.PoolConfig{{Name: "tok", Workers: 1}, {Name: "embed", Workers: 1, MemoryMax: 1 << 30}, {Name: "late", Workers: 1, CPUMax: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = app.Start(ctx)
+	if !errors.Is(err, snakepit.ErrContainment) {
+		t.Fatalf("Start: %v, want ErrContainment", err)
+	}
+	for _, want := range []string{`pool "embed"`, "MemoryMax", "memory controller", d.Base} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not name %s", err, want)
+		}
+	}
+	if n := len(f.Workers()); n != 0 {
+		t.Errorf("%d workers started after the refusal", n)
+	}
+}
+
 // Containment, MemoryMax and CPUMax are validated by New; an unknown
 // SNAKEPIT_CGROUP fails Start with ErrContainment, starting nothing.
 func TestContainmentSettingsAreValidated(t *testing.T) {
-	for _, cfg := range []snakepit.Config{{Containment: "sometimes"}, {MemoryMax: -1}, {CPUMax: -0.5}} {
+	for _, cfg := range []snakepit.Config{{Containment: "sometimes"}, {MemoryMax: -1}, {CPUMax: -0.5}, {CPUMax: math.NaN()},
+		{Pools: []snakepit.PoolConfig{{Name: "p", MemoryMax: -1}}}, {Pools: []snakepit.PoolConfig{{Name: "p", CPUMax: math.Inf(1)}}}} {
 		cfg.WorkerFactory, cfg.Logger = &fake.Factory{}, testutil.Logger()
-		if _, err := snakepit.New(cfg); !errors.Is(err, snakepit.ErrInvalidConfig) {
-			t.Errorf("New(%+v): %v, want ErrInvalidConfig", cfg, err)
+		_, err := snakepit.New(cfg)
+		if !errors.Is(err, snakepit.ErrInvalidConfig) || len(cfg.Pools) > 0 && !strings.Contains(err.Error(), `pool "p"`) {
+			t.Errorf("New(%+v): %v, want ErrInvalidConfig (naming pool p if set there)", cfg, err)
 		}
 	}
 	t.Setenv("SNAKEPIT_CGROUP", "sometimes")

@@ -2,10 +2,12 @@ package snakepit
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/grpcworker"
+	"github.com/snakepit-go/snakepit/registry"
 	"github.com/snakepit-go/snakepit/worker"
 )
 
@@ -72,8 +74,14 @@ type PoolConfig struct {
 	RecycleAboveRSS      int64
 	MemoryCheckInterval  time.Duration
 	RecycleConcurrency   int
-	StartupFailures      int
-	RetryGivenUpAfter    time.Duration
+
+	// MemoryMax and CPUMax bound the pool's cgroup: all its worker
+	// processes and everything they start, together (Config.MemoryMax).
+	MemoryMax int64
+	CPUMax    float64
+
+	StartupFailures   int
+	RetryGivenUpAfter time.Duration
 
 	MaxQueue           int
 	QueueTimeout       time.Duration
@@ -121,6 +129,8 @@ func (c *Config) inherit(p PoolConfig) PoolConfig {
 	set(&p.RecycleAboveRSS, c.RecycleAboveRSS)
 	set(&p.MemoryCheckInterval, c.MemoryCheckInterval)
 	set(&p.RecycleConcurrency, c.RecycleConcurrency)
+	set(&p.MemoryMax, c.MemoryMax)
+	set(&p.CPUMax, c.CPUMax)
 	set(&p.StartupFailures, c.StartupFailures)
 	set(&p.RetryGivenUpAfter, c.RetryGivenUpAfter)
 	set(&p.MaxQueue, c.MaxQueue)
@@ -238,6 +248,9 @@ func (p *PoolConfig) setDefaults(remoteOnly bool) error {
 	if p.RecycleAboveRSS != 0 && p.RecycleAboveRSS < MinRecycleRSS {
 		return fmt.Errorf("%w: %sRecycleAboveRSS is %d bytes; a Python worker alone needs more, use at least %d (MinRecycleRSS) or 0", ErrInvalidConfig, at, p.RecycleAboveRSS, MinRecycleRSS)
 	}
+	if p.MemoryMax < 0 || p.CPUMax < 0 || math.IsNaN(p.CPUMax) || math.IsInf(p.CPUMax, 0) {
+		return fmt.Errorf("%w: %sMemoryMax (%d) and CPUMax (%g) must be finite and not negative; use 0 for no limit", ErrInvalidConfig, at, p.MemoryMax, p.CPUMax)
+	}
 	if p.MaxMessageBytes != 0 && p.MaxMessageBytes < MinMessageBytes {
 		return fmt.Errorf("%w: %sMaxMessageBytes is %d; raise it to at least %d (MinMessageBytes) or leave it 0 for the default", ErrInvalidConfig, at, p.MaxMessageBytes, MinMessageBytes)
 	}
@@ -280,4 +293,14 @@ func (p *PoolConfig) workerPrefix() string {
 		return ""
 	}
 	return p.Name + "."
+}
+
+// cgroupLimits are the pools' cgroup limits for the registry.
+func cgroupLimits(pcs []appPool) []registry.PoolLimits {
+	out := make([]registry.PoolLimits, len(pcs))
+	for i := range pcs {
+		pc := &pcs[i].cfg
+		out[i] = registry.PoolLimits{Name: pc.Name, MemoryMax: pc.MemoryMax, CPUMax: pc.CPUMax}
+	}
+	return out
 }

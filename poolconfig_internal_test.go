@@ -61,6 +61,8 @@ func nonZero(t *testing.T, typ reflect.Type) reflect.Value {
 	switch typ.Kind() {
 	case reflect.Int, reflect.Int64:
 		v.SetInt(7)
+	case reflect.Float64:
+		v.SetFloat(0.7)
 	case reflect.String:
 		v.SetString("x.Y")
 	case reflect.Slice:

@@ -90,7 +90,7 @@ func (a *App) newPoolRun(r *run, ap *appPool) (*poolRun, error) {
 		child = "workers of pool " + pc.Name
 	}
 	work, err := supervisor.NewWorkers(supervisor.WorkersOptions{
-		Count: pc.Workers, MinReady: pc.MinReady, Capacity: pc.Capacity, RunID: a.runID, IDPrefix: pc.workerPrefix(),
+		Count: pc.Workers, MinReady: pc.MinReady, Capacity: pc.Capacity, RunID: a.runID, IDPrefix: pc.workerPrefix(), PoolName: pc.Name,
 		Factory: ap.factory, Pool: p, DrainGrace: stop.drain, StopTimeout: stop.workersSup, Logger: log,
 		Observer: runObserver{a, r},
 		Recorder: func() childproc.Recorder {

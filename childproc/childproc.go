@@ -113,6 +113,9 @@ type Launcher struct {
 	RunID string
 	// WorkerID names the worker; it is the default registry key.
 	WorkerID string
+	// Pool names the worker's pool: with cgroup containment its processes'
+	// cgroups lie in the pool's, which carries the pool's limits.
+	Pool string
 	// Recorder is the registry; nil records nothing (tests only).
 	Recorder Recorder
 	// Logger receives stderr lines and process events.
@@ -348,7 +351,7 @@ func (l *Launcher) newLeaf(key string) (*cgroup.Leaf, error) {
 	if run == nil {
 		return nil, nil
 	}
-	return run.NewLeaf(key)
+	return run.NewLeaf(l.Pool, key)
 }
 
 func closeAll(fs ...*os.File) {

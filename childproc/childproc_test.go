@@ -222,7 +222,7 @@ func scrubbedDescendantDiesInItsCgroup(t *testing.T) {
 	if !d.Mode.Contained() {
 		t.Skipf("no cgroup v2 here: %s", d.Reason)
 	}
-	run, err := cgroup.NewRun(d, fmt.Sprintf("run-kit-cg-%d", time.Now().UnixNano()), cgroup.Limits{})
+	run, err := cgroup.NewRun(d, fmt.Sprintf("run-kit-cg-%d", time.Now().UnixNano()), nil)
 	if err != nil {
 		t.Skipf("cgroup v2 not usable: %v", err)
 	}

@@ -219,8 +219,8 @@ func TestSweepEndsWhatIsLeftInTheRunsCgroups(t *testing.T) {
 	}
 	runID := registry.NewRunID()
 	reg := openRegistry(t, runID)
-	must(t, reg.Contain(registry.ContainRequired, cgroup.Limits{}))
-	leaf, err := reg.Cgroups().NewLeaf("w0")
+	must(t, reg.Contain(registry.ContainRequired, []registry.PoolLimits{{Name: "default"}}))
+	leaf, err := reg.Cgroups().NewLeaf("default", "w0")
 	must(t, err)
 	cmd := exec.Command("sleep", "300")
 	cmd.Env = []string{} // nothing that proves it ours

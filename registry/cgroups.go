@@ -54,12 +54,14 @@ func policy(opt string) (string, error) {
 	return "", fmt.Errorf("%w: %s is %q; use %q, %q or %q", ErrContainment, src, opt, ContainAuto, ContainOff, ContainRequired)
 }
 
-// Contain sets up this run's cgroup v2 subtree according to the policy
-// and limits, records its directory in the run's entry (so the next start
-// can end it if this host dies), and logs which containment is in force.
+// Contain sets up this run's cgroup v2 subtree according to the policy,
+// with a cgroup for each of pools carrying its limits, records its
+// directory in the run's entry (so the next start can end it if this host
+// dies), and logs which containment is in force.
 // An error (ErrContainment) means a required containment or limit is not
-// available; without one, unavailability is a logged fallback.
-func (r *Registry) Contain(opt string, lim cgroup.Limits) error {
+// available (the message names the pool that asked); without one,
+// unavailability is a logged fallback.
+func (r *Registry) Contain(opt string, pools []PoolLimits) error {
 	if r.Containment() != "" {
 		// A second call would find the run's directory and end it, with
 		// the workers in it.
@@ -69,20 +71,24 @@ func (r *Registry) Contain(opt string, lim cgroup.Limits) error {
 	if err != nil {
 		return err
 	}
-	limited := lim.MemoryMax > 0 || lim.CPUMax > 0
+	cps, limited := cgroupPools(pools)
 	if pol == ContainOff {
-		if limited {
-			return fmt.Errorf("%w: MemoryMax/CPUMax need cgroup containment, which is switched off (%s=off or Containment \"off\"); unset the limits or the switch", ErrContainment, EnvContainment)
+		if limited != "" {
+			return fmt.Errorf("%w: pool %q sets MemoryMax/CPUMax, which need cgroup containment, and it is switched off (%s=off or Containment \"off\"); unset the pool's limits or the switch", ErrContainment, limited, EnvContainment)
 		}
 		r.setMode(cgroup.ModeOff)
 		r.log.Info("cgroup containment switched off; worker processes are contained by process groups, tags and run ids", "containment", cgroup.ModeOff)
 		return nil
 	}
 	det := cgroup.Detect()
-	run, err := cgroup.NewRun(det, r.runID, lim)
+	run, err := cgroup.NewRun(det, r.runID, cps)
 	if err != nil {
-		if pol == ContainRequired || limited {
+		var ce *cgroup.ControllerError
+		switch {
+		case pol == ContainRequired || errors.As(err, &ce):
 			return fmt.Errorf("%w: %w", ErrContainment, err)
+		case limited != "":
+			return fmt.Errorf("%w: pool %q sets MemoryMax/CPUMax, which need cgroup v2 containment: %w", ErrContainment, limited, err)
 		}
 		mode := cgroup.ModeNone
 		if errors.Is(err, cgroup.ErrNoPermission) {
@@ -104,9 +110,27 @@ func (r *Registry) Contain(opt string, lim cgroup.Limits) error {
 	r.wd = wd
 	r.cg.Store(run)
 	r.setMode(run.Mode())
-	r.log.Info("cgroup v2 containment in force: one cgroup per worker process", "containment", run.Mode(), "cgroup", run.Dir(),
-		"memory_accounting", run.Memory(), "memory_max", lim.MemoryMax, "cpu_max", lim.CPUMax)
+	r.log.Info("cgroup v2 containment in force: one cgroup per pool, one per worker process in it", "containment", run.Mode(), "cgroup", run.Dir(),
+		"memory_accounting", run.Memory())
+	for _, p := range pools {
+		if p.MemoryMax > 0 || p.CPUMax > 0 {
+			r.log.Info("pool limits in force", "pool", p.Name, "cgroup", run.PoolDir(p.Name), "memory_max", p.MemoryMax, "cpu_max", p.CPUMax)
+		}
+	}
 	return nil
+}
+
+// cgroupPools converts pools for cgroup.NewRun; limited names the first
+// pool with a limit ("" when none has one).
+func cgroupPools(pools []PoolLimits) (out []cgroup.Pool, limited string) {
+	out = make([]cgroup.Pool, len(pools))
+	for i, p := range pools {
+		out[i] = cgroup.Pool{Name: p.Name, Limits: cgroup.Limits{MemoryMax: p.MemoryMax, CPUMax: p.CPUMax}}
+		if limited == "" && (p.MemoryMax > 0 || p.CPUMax > 0) {
+			limited = p.Name
+		}
+	}
+	return out, limited
 }
 
 func (r *Registry) setMode(m cgroup.Mode) { r.mode.Store(string(m)) }

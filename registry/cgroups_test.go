@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,21 +29,63 @@ func needCgroups(t *testing.T) cgroup.Detection {
 func TestContainFollowsThePolicy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "r.db")
 	r := open(t, path, NewRunID())
-	if err := r.Contain("bogus", cgroup.Limits{}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("bogus", nil); !errors.Is(err, ErrContainment) {
 		t.Fatalf("Contain(bogus) = %v, want ErrContainment", err)
 	}
 	t.Setenv(EnvContainment, ContainOff)
-	if err := r.Contain("", cgroup.Limits{MemoryMax: 1 << 30}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("", []PoolLimits{{Name: "big", MemoryMax: 1 << 30}}); !errors.Is(err, ErrContainment) {
 		t.Fatalf("a limit with containment off: %v, want ErrContainment", err)
 	}
-	must(t, r.Contain("", cgroup.Limits{}))
+	must(t, r.Contain("", nil))
 	if r.Containment() != string(cgroup.ModeOff) || r.Cgroups() != nil {
 		t.Fatalf("with %s=off: containment %q, cgroups %v", EnvContainment, r.Containment(), r.Cgroups())
 	}
-	if err := r.Contain("", cgroup.Limits{}); !errors.Is(err, ErrContainment) {
+	if err := r.Contain("", nil); !errors.Is(err, ErrContainment) {
 		t.Fatalf("a second Contain: %v, want ErrContainment", err)
 	}
 	must(t, r.Close())
+}
+
+// Of two pools with different limits, the refusal names the one whose
+// controller is missing, with the controller and the cgroup; with
+// containment off it names the first pool that set a limit.
+func TestRefusedLimitNamesItsPool(t *testing.T) {
+	d := needCgroups(t)
+	sub := readFile(filepath.Join(d.Base, "cgroup.subtree_control"))
+	if strings.Contains(sub, "memory") {
+		t.Skip("the memory controller is delegated here")
+	}
+	pools := []PoolLimits{{Name: "default"}, {Name: "tok", CPUMax: 0.5}, {Name: "embed", MemoryMax: 1 << 30}}
+	if !strings.Contains(sub, "cpu") {
+		pools[1].CPUMax = 0 // then tok would be refused first
+	}
+	r := open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
+	err := r.Contain(ContainAuto, pools)
+	if !errors.Is(err, ErrContainment) {
+		t.Fatalf("Contain: %v, want ErrContainment", err)
+	}
+	for _, want := range []string{`pool "embed"`, "memory controller", d.Base} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not name %s", err, want)
+		}
+	}
+	if r.Cgroups() != nil {
+		t.Error("a refused Contain set up cgroups")
+	}
+	must(t, r.Close())
+
+	t.Setenv(EnvContainment, ContainOff)
+	r = open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
+	pools[1].CPUMax = 0.5
+	if err := r.Contain("", pools); !errors.Is(err, ErrContainment) || !strings.Contains(err.Error(), `pool "tok"`) {
+		t.Fatalf("limits with containment off: %v, want ErrContainment naming pool tok", err)
+	}
+	must(t, r.Close())
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 // A dead run's cgroup is found from its registry entry; what is still in
@@ -56,9 +99,9 @@ func TestReapEndsTheCgroupOfADeadRun(t *testing.T) {
 	log, _ := proctest.Logger(t)
 	r, err := Open(Options{Path: path, RunID: dead, Logger: log})
 	must(t, err)
-	must(t, r.Contain(ContainRequired, cgroup.Limits{}))
+	must(t, r.Contain(ContainRequired, []PoolLimits{{Name: "default"}, {Name: "embed"}}))
 	dir := r.Cgroups().Dir()
-	leaf, err := r.Cgroups().NewLeaf("w0")
+	leaf, err := r.Cgroups().NewLeaf("embed", "embed.w0")
 	must(t, err)
 	cmd := exec.Command("/bin/sh", "-c", `env -i setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!; wait`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}
@@ -116,12 +159,12 @@ func TestReapEndsTheCgroupOfADeadRun(t *testing.T) {
 func TestCloseRemovesTheRunsCgroup(t *testing.T) {
 	needCgroups(t)
 	r := open(t, filepath.Join(t.TempDir(), "r.db"), NewRunID())
-	must(t, r.Contain(ContainAuto, cgroup.Limits{}))
+	must(t, r.Contain(ContainAuto, nil))
 	if !cgroup.Mode(r.Containment()).Contained() {
 		t.Fatalf("containment %q on a machine with cgroup v2", r.Containment())
 	}
 	dir := r.Cgroups().Dir()
-	leaf, err := r.Cgroups().NewLeaf("w0")
+	leaf, err := r.Cgroups().NewLeaf("default", "w0")
 	must(t, err)
 	cmd := exec.Command("sleep", "300")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf.FD()}

@@ -44,9 +44,19 @@ type Options struct {
 	// (Registry.Contain): ContainAuto, ContainOff or ContainRequired;
 	// empty means $SNAKEPIT_CGROUP, else ContainAuto.
 	Containment string
-	// MemoryMax (bytes) and CPUMax (CPUs) limit each worker process's
-	// cgroup; either makes containment required (ErrContainment when the
+	// Pools are the App's pools, each with its own cgroup under the run's
+	// (its workers' cgroups lie in it) and the limits on it. A pool's limit
+	// makes containment required (ErrContainment naming the pool when its
 	// controller is not delegated).
+	Pools []PoolLimits
+}
+
+// PoolLimits bound one pool's cgroup: its worker processes and everything
+// they start, together (0: no limit).
+type PoolLimits struct {
+	Name string
+	// MemoryMax is memory.max in bytes; CPUMax is cpu.max in CPUs (0.5:
+	// half a core).
 	MemoryMax int64
 	CPUMax    float64
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-
-	"github.com/snakepit-go/snakepit/internal/cgroup"
 )
 
 // errServedTwice: a Service was served again after it had run. A Service
@@ -64,7 +62,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	if rerr != nil {
 		reg.log.Error("orphan reaping incomplete; continuing, the next start retries", "err", rerr)
 	}
-	if err := reg.Contain(s.opts.Containment, cgroup.Limits{MemoryMax: s.opts.MemoryMax, CPUMax: s.opts.CPUMax}); err != nil {
+	if err := reg.Contain(s.opts.Containment, s.opts.Pools); err != nil {
 		_ = reg.Close()
 		s.mu.Lock()
 		s.startErr = err

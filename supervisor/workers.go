@@ -37,6 +37,9 @@ type WorkersOptions struct {
 	// ("<IDPrefix>w0", …): it keeps the ids of several pools under one
 	// registry and one bridge apart.
 	IDPrefix string
+	// PoolName is the pool's name, given to each worker's Launcher (its
+	// processes' cgroups lie in the pool's).
+	PoolName string
 	Factory  worker.Factory
 	Pool     *pool.Pool
 	Starter  starter.Options
@@ -260,7 +263,7 @@ func (w *Workers) startLocked(id string, f worker.Factory, gated bool) error {
 	spec := worker.Spec{
 		ID: id, Index: w.next, RunID: o.RunID, Capacity: o.Capacity,
 		Events: w.events, Logger: o.Logger, RecycleGate: w.recycleGate,
-		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Recorder: w.rec,
+		Launcher: &childproc.Launcher{RunID: o.RunID, WorkerID: id, Pool: o.PoolName, Recorder: w.rec,
 			Logger: o.Logger.With("worker_id", id)},
 	}
 	sopts := w.sopts

@@ -53,7 +53,7 @@ func TestDetectReadsMountinfoAndOwnCgroup(t *testing.T) {
 
 func TestLimitsAreWrittenInTheKernelsFormat(t *testing.T) {
 	l := &Leaf{dir: t.TempDir(), fd: -1}
-	if err := l.setLimits(Limits{MemoryMax: 256 << 20, CPUMax: 0.5}); err != nil {
+	if err := setLimits(l.dir, Limits{MemoryMax: 256 << 20, CPUMax: 0.5}); err != nil {
 		t.Fatal(err)
 	}
 	for file, want := range map[string]string{"memory.max": "268435456", "cpu.max": "50000 100000"} {
@@ -73,7 +73,7 @@ func liveRun(t *testing.T) *Run {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	r, err := NewRun(d, "test-"+hex.EncodeToString(b[:]), Limits{})
+	r, err := NewRun(d, "test-"+hex.EncodeToString(b[:]), []Pool{{Name: "p"}})
 	if errors.Is(err, ErrUnavailable) {
 		t.Skipf("cgroup v2 not usable here: %v", err)
 	}
@@ -137,7 +137,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // gone too; Remove leaves nothing.
 func TestLeafKillEndsAnEscapedScrubbedDescendant(t *testing.T) {
 	r := liveRun(t)
-	leaf, err := r.NewLeaf("w0/a")
+	leaf, err := r.NewLeaf("p", "w0/a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestLeafKillEndsAnEscapedScrubbedDescendant(t *testing.T) {
 // host died) and nothing when told to stop.
 func TestWatchdogKillsTheRunWhenTheHostIsGone(t *testing.T) {
 	r := liveRun(t)
-	leaf, err := r.NewLeaf("w0")
+	leaf, err := r.NewLeaf("p", "w0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,20 +242,89 @@ func TestLimitWithoutItsControllerIsRefused(t *testing.T) {
 	if strings.Contains(readString(filepath.Join(d.Base, "cgroup.subtree_control")), "memory") {
 		t.Skip("the memory controller is delegated here")
 	}
-	_, err := NewRun(d, "test-limit", Limits{MemoryMax: 1 << 30})
+	// The first pool has no limit; the refusal names the second.
+	_, err := NewRun(d, "test-limit", []Pool{{Name: "free"}, {Name: "big", Limits: Limits{MemoryMax: 1 << 30}}})
 	var ce *ControllerError
-	if !errors.As(err, &ce) || ce.Controller != "memory" || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("NewRun with MemoryMax: %v, want a ControllerError for memory", err)
+	if !errors.As(err, &ce) || ce.Controller != "memory" || ce.Pool != "big" || ce.Base != d.Base || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewRun with pool big's MemoryMax: %v, want a ControllerError for pool big, memory, %s", err, d.Base)
+	}
+	for _, want := range []string{`pool "big"`, "MemoryMax", "memory controller", d.Base} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(d.Base, RunDirName("test-limit"))); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a refused run left its directory")
 	}
 }
 
+// Each pool's directory carries its own limits in the kernel's format and
+// passes memory accounting on to its leaves; a pool without limits writes
+// no limit file.
+func TestEachPoolDirCarriesItsLimits(t *testing.T) {
+	r := &Run{dir: t.TempDir(), pools: map[string]string{}, memory: true}
+	for _, p := range []Pool{{Name: "embed", Limits: Limits{MemoryMax: 1 << 30, CPUMax: 2}}, {Name: "tok", Limits: Limits{CPUMax: 0.25}}, {Name: "free"}} {
+		if _, err := r.newPool(p.Name, p.Limits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for file, want := range map[string]string{
+		"embed/memory.max": "1073741824", "embed/cpu.max": "200000 100000", "tok/cpu.max": "25000 100000",
+		"embed/cgroup.subtree_control": "+memory", "tok/cgroup.subtree_control": "+memory",
+		"tok/memory.max": "", "free/memory.max": "", "free/cpu.max": "",
+	} {
+		if b, _ := os.ReadFile(filepath.Join(r.dir, file)); string(b) != want {
+			t.Errorf("%s = %q, want %q", file, b, want)
+		}
+	}
+	if got := r.PoolDir("tok"); got != filepath.Join(r.dir, "tok") {
+		t.Errorf("PoolDir(tok) = %q", got)
+	}
+	if _, err := r.NewLeaf("../x", "w0"); err == nil {
+		t.Error("a pool name with a slash was accepted")
+	}
+}
+
+// Leaves lie in their pool's directory (one made on first use for a pool
+// NewRun was not told of); a run with processes in two pools' leaves is
+// ended and removed whole, deepest first, by EndDir.
+func TestPoolsNestLeavesAndEndDirRemovesThemAll(t *testing.T) {
+	r := liveRun(t)
+	a, err := r.NewLeaf("p", "p.w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.NewLeaf("q", "q.w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(a.Dir()) != filepath.Join(r.Dir(), "p") || filepath.Dir(b.Dir()) != filepath.Join(r.Dir(), "q") {
+		t.Fatalf("leaves %s and %s, want them in %s/p and %s/q", a.Dir(), b.Dir(), r.Dir(), r.Dir())
+	}
+	_, s1 := startIn(t, a)
+	_, s2 := startIn(t, b)
+	a.CloseFD()
+	b.CloseFD()
+	runID := strings.TrimPrefix(filepath.Base(r.Dir()), Prefix)
+	pids, err := EndDir(r.Dir(), runID, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) != 4 {
+		t.Errorf("EndDir found %v, want 2 shells and 2 sleepers", pids)
+	}
+	if alive(s1) || alive(s2) {
+		t.Fatal("a sleeper survived EndDir")
+	}
+	if _, err := os.Stat(r.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("run directory %s left behind", r.Dir())
+	}
+}
+
 // A base where mkdir is refused (here /sys, read-only for everyone) is
 // ErrNoPermission, the "no-permission" fallback; nothing is created.
 func TestNoWritePermissionIsReported(t *testing.T) {
-	_, err := NewRun(Detection{Mode: ModeV2, Mount: "/sys", Base: "/sys"}, "test-perm", Limits{})
+	_, err := NewRun(Detection{Mode: ModeV2, Mount: "/sys", Base: "/sys"}, "test-perm", nil)
 	if !errors.Is(err, ErrNoPermission) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("NewRun under /sys: %v, want ErrNoPermission", err)
 	}
@@ -264,7 +333,7 @@ func TestNoWritePermissionIsReported(t *testing.T) {
 	}
 	// A directory that is no cgroup: usable mkdir, but no cgroup.kill.
 	base := t.TempDir()
-	_, err = NewRun(Detection{Mode: ModeV2, Mount: base, Base: base}, "test-nokill", Limits{})
+	_, err = NewRun(Detection{Mode: ModeV2, Mount: base, Base: base}, "test-nokill", nil)
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoPermission) || !strings.Contains(err.Error(), "cgroup.kill") {
 		t.Fatalf("NewRun on a plain directory: %v, want ErrUnavailable naming cgroup.kill", err)
 	}

@@ -10,12 +10,15 @@
 //     the v2 mount of a hybrid machine) and the cgroup the host process is
 //     in. It never changes anything; NewRun does the one write that proves
 //     permission (mkdir).
-//   - Layout: <v2 mount><host's cgroup>/snakepit-<run id>/<key>-<n>. The
-//     run directory is created by NewRun and holds no process itself: only
-//     its leaves do, one per started worker process, so controllers can be
-//     enabled in it without breaking the "no internal processes" rule. The
-//     host's own cgroup is never written to (its subtree_control is left as
-//     it is); see Options.Limits for where controllers come from.
+//   - Layout: <v2 mount><host's cgroup>/snakepit-<run id>/<pool>/<key>-<n>.
+//     The run directory is created by NewRun with one directory per pool,
+//     which carries the pool's Limits (so they bound all its processes
+//     together); neither holds a process itself: only the leaves do, one
+//     per started worker process, so controllers can be enabled above them
+//     without breaking the "no internal processes" rule. The host's own
+//     cgroup is never written to (its subtree_control is left as it is);
+//     see chooseBase for where controllers come from. Removal goes deepest
+//     first (removeTree).
 //   - Only directories this package created in this process (Run, Leaf), or
 //     named exactly snakepit-<id> for a run id the registry proved dead
 //     (ReapDead), are ever killed or removed. Run ids are never reused, so

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,8 +21,8 @@ const Prefix = "snakepit-"
 // RunDirName is the name of run id's directory.
 func RunDirName(runID string) string { return Prefix + runID }
 
-// Limits apply to each worker process's cgroup (the process and all its
-// descendants); zero values set nothing.
+// Limits bound one pool's cgroup: the pool's worker processes and
+// everything they start, together; zero values set nothing.
 type Limits struct {
 	// MemoryMax is memory.max in bytes.
 	MemoryMax int64
@@ -40,42 +41,64 @@ func (l Limits) wanted() []string {
 	return c
 }
 
-// ControllerError: a limit was asked for but its controller is not
+// Pool is one pool of the run: its directory <run>/<Name> holds the cgroup
+// of each of its process starts, and carries its Limits.
+type Pool struct {
+	Name string
+	Limits
+}
+
+// ControllerError: a pool's limit was asked for but its controller is not
 // delegated to the run's cgroup. It matches ErrUnavailable.
 type ControllerError struct {
+	Pool       string
 	Controller string
 	Base       string // the cgroup whose subtree_control lacks it
 }
 
 func (e *ControllerError) Error() string {
-	return fmt.Sprintf("cgroup: the %s controller is not enabled in %s/cgroup.subtree_control, so a per-process limit cannot be set; "+
-		"run the host in a cgroup that delegates it (systemd: Delegate=yes with the host in a leaf such as DelegateSubgroup=), or unset the limit", e.Controller, e.Base)
+	setting := "MemoryMax"
+	if e.Controller == "cpu" {
+		setting = "CPUMax"
+	}
+	return fmt.Sprintf("cgroup: pool %q sets %s, but the %s controller is not enabled in %s/cgroup.subtree_control; "+
+		"run the host in a cgroup that delegates it (systemd: Delegate=yes with the host in a leaf such as DelegateSubgroup=), or unset the pool's %s",
+		e.Pool, setting, e.Controller, e.Base, setting)
 }
 
 func (e *ControllerError) Is(target error) bool { return target == ErrUnavailable }
 
-// Run is one run's subtree: <base>/snakepit-<run id>.
+// Run is one run's subtree: <base>/snakepit-<run id>/<pool>/<leaf>. Only
+// leaves hold processes (cgroup v2's no-internal-process rule, which a
+// directory with controllers enabled for its children must follow).
 type Run struct {
 	dir    string
 	mode   Mode
-	limits Limits
 	memory bool // the memory controller is enabled for the leaves
 	n      atomic.Uint64
+
+	mu    sync.Mutex
+	pools map[string]string // pool name → its directory
 }
 
-// NewRun creates run id's directory under d.Base (or, when limits need a
-// controller the host's cgroup does not delegate, under its parent if that
-// one does and is writable), checks that it can be used, and enables the
-// controllers the leaves need. An error matches ErrUnavailable; nothing is
-// left behind.
-func NewRun(d Detection, runID string, lim Limits) (*Run, error) {
+// NewRun creates run id's directory under d.Base (or, when a pool's limits
+// need a controller the host's cgroup does not delegate, under its parent
+// if that one does and is writable), checks that it can be used, enables
+// the controllers the pools need, and creates each pool's directory with
+// its limits. An error matches ErrUnavailable; nothing is left behind.
+func NewRun(d Detection, runID string, pools []Pool) (*Run, error) {
 	if !d.Mode.Contained() {
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, d.Reason)
 	}
 	if runID == "" || strings.ContainsAny(runID, "/\x00") || runID == "." || runID == ".." {
 		return nil, fmt.Errorf("cgroup: invalid run id %q", runID)
 	}
-	base, err := chooseBase(d, lim.wanted())
+	for _, p := range pools {
+		if err := checkPoolName(p.Name); err != nil {
+			return nil, err
+		}
+	}
+	base, err := chooseBase(d, pools)
 	if err != nil {
 		return nil, err
 	}
@@ -96,9 +119,13 @@ func NewRun(d Detection, runID string, lim Limits) (*Run, error) {
 		}
 		return nil, fmt.Errorf("%w: cannot create %s: %v", ErrUnavailable, dir, err)
 	}
-	r := &Run{dir: dir, mode: d.Mode, limits: lim}
-	if err := r.check(base); err != nil {
-		_ = os.Remove(dir)
+	r := &Run{dir: dir, mode: d.Mode, pools: map[string]string{}}
+	err = r.check(base, pools)
+	for i := 0; err == nil && i < len(pools); i++ {
+		_, err = r.newPool(pools[i].Name, pools[i].Limits)
+	}
+	if err != nil {
+		_ = removeTree(dir) // no process has entered it yet
 		return nil, err
 	}
 	return r, nil
@@ -107,16 +134,36 @@ func NewRun(d Detection, runID string, lim Limits) (*Run, error) {
 // chooseBase is d.Base unless a wanted controller is only delegated one
 // level up (the host's cgroup holds processes, so on pure v2 it cannot
 // delegate controllers to its children).
-func chooseBase(d Detection, want []string) (string, error) {
-	missing := firstMissing(d.Base, want)
-	if missing == "" {
+func chooseBase(d Detection, pools []Pool) (string, error) {
+	var first *ControllerError
+	for _, p := range pools {
+		if c := firstMissing(d.Base, p.wanted()); c != "" {
+			first = &ControllerError{Pool: p.Name, Controller: c, Base: d.Base}
+			break
+		}
+	}
+	if first == nil {
 		return d.Base, nil
 	}
+	want := wantedBy(pools)
 	if parent := filepath.Dir(d.Base); d.Base != d.Mount && firstMissing(parent, want) == "" &&
 		unix.Access(filepath.Join(parent, "cgroup.procs"), unix.W_OK) == nil {
 		return parent, nil
 	}
-	return "", &ControllerError{Controller: missing, Base: d.Base}
+	return "", first
+}
+
+// wantedBy is every controller some pool's limits need.
+func wantedBy(pools []Pool) []string {
+	var want []string
+	for _, p := range pools {
+		for _, c := range p.wanted() {
+			if !contains(want, c) {
+				want = append(want, c)
+			}
+		}
+	}
+	return want
 }
 
 func firstMissing(dir string, want []string) string {
@@ -140,7 +187,7 @@ func contains(list []string, s string) bool {
 
 // check proves the run directory usable: cgroup.kill exists, processes can
 // be moved out of the host's cgroup, controllers are enabled.
-func (r *Run) check(base string) error {
+func (r *Run) check(base string, pools []Pool) error {
 	if _, err := os.Stat(filepath.Join(r.dir, "cgroup.kill")); err != nil {
 		return fmt.Errorf("%w: %s has no cgroup.kill (it needs Linux 5.14 or later)", ErrUnavailable, r.dir)
 	}
@@ -150,28 +197,94 @@ func (r *Run) check(base string) error {
 		return fmt.Errorf("%w: cannot write %s/cgroup.procs (the cgroup is not delegated to this user): %v", ErrNoPermission, base, err)
 	}
 	avail := strings.Fields(readString(filepath.Join(r.dir, "cgroup.controllers")))
-	var enable []string
-	for _, c := range r.limits.wanted() {
-		if !contains(avail, c) {
-			return &ControllerError{Controller: c, Base: base}
+	for _, p := range pools {
+		for _, c := range p.wanted() {
+			if !contains(avail, c) {
+				return &ControllerError{Pool: p.Name, Controller: c, Base: base}
+			}
 		}
-		enable = append(enable, "+"+c)
 	}
-	if contains(avail, "memory") && !contains(enable, "+memory") {
+	enable := wantedBy(pools)
+	if contains(avail, "memory") && !contains(enable, "memory") {
 		// Free accounting for RecycleAboveRSS: memory.current per process tree.
-		enable = append(enable, "+memory")
+		enable = append(enable, "memory")
 	}
 	if len(enable) == 0 {
 		return nil
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0); err != nil {
-		if len(r.limits.wanted()) > 0 {
-			return fmt.Errorf("%w: cannot enable %v in %s: %v", ErrUnavailable, enable, r.dir, err)
+	if err := enableControllers(r.dir, enable); err != nil {
+		if len(wantedBy(pools)) > 0 {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return nil // accounting only: go on without it
 	}
-	r.memory = contains(enable, "+memory")
+	r.memory = contains(enable, "memory")
 	return nil
+}
+
+// enableControllers writes "+c" for each of cs to dir's subtree_control.
+func enableControllers(dir string, cs []string) error {
+	plus := make([]string, len(cs))
+	for i, c := range cs {
+		plus[i] = "+" + c
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(plus, " ")), 0); err != nil {
+		return fmt.Errorf("cgroup: cannot enable %v in %s: %w", plus, dir, err)
+	}
+	return nil
+}
+
+// newPool creates pool name's directory with its limits, and passes the
+// memory controller on to its leaves for accounting.
+func (r *Run) newPool(name string, lim Limits) (string, error) {
+	dir := filepath.Join(r.dir, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", fmt.Errorf("cgroup: cannot create the cgroup of pool %q, %s: %w", name, dir, err)
+	}
+	err := setLimits(dir, lim)
+	if err == nil && r.memory {
+		err = enableControllers(dir, []string{"memory"})
+	}
+	if err != nil {
+		_ = os.Remove(dir)
+		return "", err
+	}
+	r.pools[name] = dir
+	return dir, nil
+}
+
+// poolDir is pool name's directory; a pool NewRun was not told of gets one
+// without limits, and "" is the run's directory itself.
+func (r *Run) poolDir(name string) (string, error) {
+	if name == "" {
+		return r.dir, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if dir, ok := r.pools[name]; ok {
+		return dir, nil
+	}
+	if err := checkPoolName(name); err != nil {
+		return "", err
+	}
+	return r.newPool(name, Limits{})
+}
+
+func checkPoolName(name string) error {
+	if name == "" || name != dirName(name) || name == "." || name == ".." {
+		return fmt.Errorf("cgroup: invalid pool name %q", name)
+	}
+	return nil
+}
+
+// dirName replaces the characters a directory name cannot hold.
+func dirName(s string) string {
+	return strings.Map(func(c rune) rune {
+		if c == '/' || c == 0 || c == '\n' {
+			return '_'
+		}
+		return c
+	}, s)
 }
 
 // Dir is the run's directory.
@@ -183,32 +296,32 @@ func (r *Run) Mode() Mode { return r.mode }
 // Memory reports whether the leaves account memory (memory.current).
 func (r *Run) Memory() bool { return r.memory }
 
-// NewLeaf creates the cgroup of one process start: <run>/<key>-<n>. Key is
-// the process's registry key; characters a directory name cannot hold are
-// replaced.
-func (r *Run) NewLeaf(key string) (*Leaf, error) {
-	name := strings.Map(func(c rune) rune {
-		if c == '/' || c == 0 || c == '\n' {
-			return '_'
-		}
-		return c
-	}, key)
-	dir := filepath.Join(r.dir, name+"-"+strconv.FormatUint(r.n.Add(1), 10))
+// NewLeaf creates the cgroup of one process start of pool (its name as
+// given to NewRun; "" for a process of no pool, directly under the run):
+// <run>/<pool>/<key>-<n>. Key is the process's registry key; characters a
+// directory name cannot hold are replaced.
+func (r *Run) NewLeaf(pool, key string) (*Leaf, error) {
+	parent, err := r.poolDir(pool)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(parent, dirName(key)+"-"+strconv.FormatUint(r.n.Add(1), 10))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup: cannot create %s: %w", dir, err)
-	}
-	l := &Leaf{dir: dir, fd: -1}
-	if err := l.setLimits(r.limits); err != nil {
-		_ = os.Remove(dir)
-		return nil, err
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		_ = os.Remove(dir)
 		return nil, fmt.Errorf("cgroup: cannot open %s: %w", dir, err)
 	}
-	l.fd = fd
-	return l, nil
+	return &Leaf{dir: dir, fd: fd}, nil
+}
+
+// PoolDir is pool name's directory, "" when the run has none for it.
+func (r *Run) PoolDir(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pools[name]
 }
 
 // Procs lists every process in the run's subtree.
@@ -279,17 +392,18 @@ func (l *Leaf) MemoryCurrent() (int64, bool) {
 	return v, err == nil
 }
 
-func (l *Leaf) setLimits(lim Limits) error {
+// setLimits writes lim into the cgroup dir in the kernel's format.
+func setLimits(dir string, lim Limits) error {
 	if lim.MemoryMax > 0 {
-		if err := os.WriteFile(filepath.Join(l.dir, "memory.max"), []byte(strconv.FormatInt(lim.MemoryMax, 10)), 0); err != nil {
-			return fmt.Errorf("cgroup: cannot set memory.max in %s: %w", l.dir, err)
+		if err := os.WriteFile(filepath.Join(dir, "memory.max"), []byte(strconv.FormatInt(lim.MemoryMax, 10)), 0); err != nil {
+			return fmt.Errorf("cgroup: cannot set memory.max in %s: %w", dir, err)
 		}
 	}
 	if lim.CPUMax > 0 {
 		const period = 100000
 		quota := max(int64(lim.CPUMax*period), 1000)
-		if err := os.WriteFile(filepath.Join(l.dir, "cpu.max"), []byte(fmt.Sprintf("%d %d", quota, period)), 0); err != nil {
-			return fmt.Errorf("cgroup: cannot set cpu.max in %s: %w", l.dir, err)
+		if err := os.WriteFile(filepath.Join(dir, "cpu.max"), []byte(fmt.Sprintf("%d %d", quota, period)), 0); err != nil {
+			return fmt.Errorf("cgroup: cannot set cpu.max in %s: %w", dir, err)
 		}
 	}
 	return nil

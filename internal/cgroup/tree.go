@@ -76,6 +76,12 @@ func endTree(dir string, timeout time.Duration) error {
 	if !waitEmpty(dir, timeout) {
 		return fmt.Errorf("cgroup: processes in %s still alive %s after cgroup.kill (pids %v); the next start retries", dir, timeout, procsUnder(dir))
 	}
+	return removeTree(dir)
+}
+
+// removeTree removes the empty cgroup dir and those below it, deepest
+// first (a cgroup with children cannot be removed).
+func removeTree(dir string) error {
 	var dirs []string
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {

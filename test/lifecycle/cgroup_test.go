@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -216,9 +217,9 @@ func TestScrubbedDaemonOfKilledHostAndWedgedWorker(t *testing.T) {
 	killOwn(t, d)
 }
 
-// Guarantee: MemoryMax is enforced per worker process or refused: where
-// the memory controller is delegated, each worker process's cgroup has
-// memory.max set; where it is not (this project's hybrid test machine has
+// Guarantee: MemoryMax is enforced per pool or refused: where the memory
+// controller is delegated, the pool's cgroup (the parent of each of its
+// worker processes' cgroups) has memory.max set; where it is not (this project's hybrid test machine has
 // its memory controller on v1) or containment is off, Start fails with
 // ErrContainment naming what is missing, and no worker was started.
 func TestMemoryMaxIsSetOrRefused(t *testing.T) {
@@ -245,8 +246,55 @@ func TestMemoryMaxIsSetOrRefused(t *testing.T) {
 		t.Fatalf("%d workers", len(ws))
 	}
 	d := cgroup.Detect()
-	b, err := os.ReadFile(filepath.Join(d.Mount, cgroupOf(ws[0].PID), "memory.max"))
+	b, err := os.ReadFile(filepath.Join(d.Mount, path.Dir(cgroupOf(ws[0].PID)), "memory.max"))
 	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(limit) {
-		t.Fatalf("worker's memory.max = %q (%v), want %d", b, err, limit)
+		t.Fatalf("the default pool's memory.max = %q (%v), want %d", b, err, limit)
+	}
+}
+
+// Guarantee (§4c): with cgroup containment each pool has a cgroup of its
+// own under the run's, <run>/<pool>/<worker>-<n>, and every worker process
+// of the pool lies in it (read from /proc/PID/cgroup); the ordered stop
+// removes the whole run subtree. Without cgroups no worker is in one.
+func TestEachPoolsWorkersLieInThePoolsCgroup(t *testing.T) {
+	in := startInstance(t, snakepit.Config{Workers: 2, Pools: []snakepit.PoolConfig{{Name: "embed", Workers: 2}}})
+	contained := checkContainment(t, in.Stats().Containment)
+	ws := workerProcs(t, in.RunID())
+	if len(ws) != 4 {
+		t.Fatalf("%d worker processes, want 2 per pool", len(ws))
+	}
+	runDir := cgroup.RunDirName(in.RunID())
+	perPool := map[string]int{}
+	var run string
+	for _, w := range ws {
+		cg := cgroupOf(w.PID)
+		if !contained {
+			if strings.Contains(cg, runDir) {
+				t.Fatalf("containment %q, but worker %d is in cgroup %s", in.Stats().Containment, w.PID, cg)
+			}
+			continue
+		}
+		pool, leaf := path.Base(path.Dir(cg)), path.Base(cg)
+		if path.Base(path.Dir(path.Dir(cg))) != runDir {
+			t.Fatalf("worker %d in cgroup %s, want …/%s/<pool>/<worker>", w.PID, cg, runDir)
+		}
+		run = path.Dir(path.Dir(cg))
+		want := map[string]string{snakepit.DefaultPool: "w", "embed": "embed.w"}[pool]
+		if want == "" || !strings.HasPrefix(leaf, want) || strings.HasPrefix(leaf, "embed.") != (pool == "embed") {
+			t.Fatalf("worker %d in cgroup %s: leaf %q is not a worker of pool %q", w.PID, cg, leaf, pool)
+		}
+		perPool[pool]++
+	}
+	if !contained {
+		t.Logf("containment %q: no pool cgroups, as documented", in.Stats().Containment)
+		return
+	}
+	if perPool[snakepit.DefaultPool] != 2 || perPool["embed"] != 2 {
+		t.Fatalf("workers per pool cgroup %v, want 2 in each", perPool)
+	}
+	dir := filepath.Join(cgroup.Detect().Mount, run)
+	in.stop(t)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the run's cgroup %s is still there after Stop: %v", dir, err)
 	}
 }
