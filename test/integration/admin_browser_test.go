@@ -162,6 +162,7 @@ func unusedAddr(t *testing.T) string {
 // shows every worker with its state, the given-up worker's error as text,
 // the reasons, and the latency chart.
 func TestStatusPageInABrowser(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long tests, for make test's time
 	chromium := findChromium(t)
 	app, live, dead := demoStatusApp(t)
 	srv := httptest.NewServer(snakepit.AdminHandler(app, snakepit.AdminOptions{}))

@@ -47,6 +47,7 @@ type chaosOutcome struct {
 // success must really have run (its id is in the record file), no call may
 // hang, and the pool must be back to N ready within 3 s after the chaos.
 func TestChaosPoolHealsUnderRandomKills(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long tests, for make test's time
 	const workers, callers = 4, 32
 	dur := chaosSeconds(t)
 	record := filepath.Join(t.TempDir(), "ran.txt")

@@ -147,6 +147,7 @@ func stepTable(samples []stepSample) string {
 // IdleTimeout. The table of workers over time is logged (and, with
 // SNAKEPIT_ELASTIC_STEP_DOC, written into docs/SCALING.md).
 func TestElasticLoadStep(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long tests, for make test's time
 	plan, doc := elasticStepPlan()
 	const minW, maxW = 1, 4
 	app := newApp(t, snakepit.Config{MinWorkers: minW, MaxWorkers: maxW, IdleTimeout: plan.idle,
@@ -223,6 +224,7 @@ func writeStepDoc(t *testing.T, path, summary, table string) {
 // success really ran, the pool is back to Min after the chaos, and the
 // App's stop leaves nothing behind (newApp's cleanup checks).
 func TestElasticChaos(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long tests, for make test's time
 	const minW, maxW = 1, 4
 	record := t.TempDir() + "/ran.txt"
 	app := newApp(t, snakepit.Config{MinWorkers: minW, MaxWorkers: maxW, IdleTimeout: time.Second, Adapter: healingAdapter, PythonPath: healingPath(t),
