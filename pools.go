@@ -252,7 +252,10 @@ func (a *App) reload(ctx context.Context, only string) (ReloadReport, error) {
 			all.Duration = time.Since(begun)
 			return all, a.reloadError(r, err)
 		}
-		reloaded = true
+		// A pool with no worker (an elastic pool at MinWorkers 0) had
+		// nothing to reload: it does not make the others' lack of
+		// Recycler a success.
+		reloaded = reloaded || len(rep.Recycled)+len(rep.Skipped) > 0
 	}
 	all.Duration = time.Since(begun)
 	if unsupported != nil && !reloaded {

@@ -379,3 +379,36 @@ func TestAppIsReadyWhenEveryPoolIs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A pool with no worker (elastic at MinWorkers 0) is running with nothing
+// to reload: it neither fails Reload nor stops App.Reload before the pools
+// after it.
+func TestReloadWithAnElasticPoolAtZero(t *testing.T) {
+	f := &fake.Factory{Options: []fake.Option{fake.WithTool("echo", fake.Echo)}}
+	cfg := fakeConfig(t, f, 1)
+	cfg.Pools = []snakepit.PoolConfig{
+		{Name: "el", WorkerFactory: f, MinWorkers: 0, MaxWorkers: 2},
+		{Name: "embed", WorkerFactory: f, Workers: 1},
+	}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = app.Stop(context.Background()) }()
+	if err := app.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := app.Pool("el").Reload(ctx)
+	if err != nil || len(rep.Recycled)+len(rep.Skipped)+len(rep.NotRecyclable) != 0 {
+		t.Fatalf("Pool(el).Reload = %+v, %v; want an empty report, nil", rep, err)
+	}
+	rep, err = app.Reload(ctx)
+	if !errors.Is(err, snakepit.ErrReloadUnsupported) || !slices.Equal(rep.NotRecyclable, []string{"w0", "embed.w0"}) {
+		t.Fatalf("Reload = %+v, %v; want every fake worker listed, ErrReloadUnsupported", rep, err)
+	}
+}

@@ -74,10 +74,16 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	}
 	starters := w.Starters()
 	w.mu.Lock()
-	running := len(w.tokens) > 0 && !w.stopping.Load()
+	// A serving pool may have no workers (an elastic pool at MinWorkers 0,
+	// a discovery pool with no agent yet): that is running, with nothing
+	// to reload.
+	running := w.serving && !w.closed && !w.stopping.Load()
 	w.mu.Unlock()
 	if !running {
 		return ReloadReport{}, ErrNotRunning
+	}
+	if len(starters) == 0 {
+		return ReloadReport{Duration: time.Since(begun)}, nil
 	}
 	var notRecyclable []string
 	var unsupported error
