@@ -99,6 +99,9 @@ func (c *Config) inherit(p PoolConfig) PoolConfig {
 	// default pool's size is no guess at how many it wants beside them.
 	if p.Workers == 0 && p.MinWorkers == 0 && p.MaxWorkers == 0 && (p.Discovery == nil || p.Name == DefaultPool) {
 		p.Workers, p.MinWorkers, p.MaxWorkers = c.Workers, c.MinWorkers, c.MaxWorkers
+		// MinReady is a count of those workers: it goes with the size,
+		// never onto a size the pool set itself.
+		set(&p.MinReady, c.MinReady)
 	}
 	if p.elastic() {
 		// A fixed pool's own values of these stay errors (setDefaults).
@@ -106,7 +109,6 @@ func (c *Config) inherit(p PoolConfig) PoolConfig {
 		set(&p.ScaleUpAfter, c.ScaleUpAfter)
 		set(&p.ScaleUpInterval, c.ScaleUpInterval)
 	}
-	set(&p.MinReady, c.MinReady)
 	set(&p.Capacity, c.Capacity)
 	set(&p.Adapter, c.Adapter)
 	set(&p.Python, c.Python)

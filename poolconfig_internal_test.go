@@ -54,6 +54,11 @@ func TestEveryPoolFieldIsInherited(t *testing.T) {
 	if p := c.inherit(PoolConfig{Name: "p", Workers: 9, Adapter: "a.B"}); p.Workers != 9 || p.Adapter != "a.B" {
 		t.Errorf("inherit overwrote the pool's own values: %+v", p)
 	}
+	// MinReady counts the inherited size's workers: a pool of its own
+	// size keeps its own (zero: every worker).
+	if p := c.inherit(PoolConfig{Name: "p", Workers: 2}); p.MinReady != 0 {
+		t.Errorf("a pool of its own size inherited MinReady %d", p.MinReady)
+	}
 }
 
 func nonZero(t *testing.T, typ reflect.Type) reflect.Value {

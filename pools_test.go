@@ -51,9 +51,17 @@ func TestPoolConfigValidation(t *testing.T) {
 			t.Errorf("%s: New = %v; want ErrInvalidConfig containing %q", tc.name, err, tc.want)
 		}
 	}
+	// The top-level MinReady goes with the top-level size only: a named
+	// pool of its own size, smaller or elastic from zero, is valid.
+	cfg := fakeConfig(t, f, 8)
+	cfg.MinReady = 4
+	cfg.Pools = []snakepit.PoolConfig{{Name: "small", Workers: 2}, {Name: "el", MinWorkers: 0, MaxWorkers: 2}, {Name: "same"}}
+	if _, err := snakepit.New(cfg); err != nil {
+		t.Errorf("top-level MinReady beside pools of their own size: %v", err)
+	}
 	// A named pool inherits the top-level values, so a bad top-level value
 	// is reported once, for the default pool, without a pool name.
-	cfg := fakeConfig(t, f, 1)
+	cfg = fakeConfig(t, f, 1)
 	cfg.QueueTimeout = -time.Second
 	cfg.Pools = []snakepit.PoolConfig{{Name: "embed"}}
 	if _, err := snakepit.New(cfg); err == nil || !strings.HasPrefix(err.Error(), snakepit.ErrInvalidConfig.Error()+": QueueTimeout") {
