@@ -194,7 +194,8 @@ type Config struct {
 	DiscoveryInterval time.Duration
 	// Remote configures the remote workers: the agents' token (a file, or
 	// $SNAKEPIT_AGENT_TOKEN), TLS, health checks. Its zero
-	// MaxMessageBytes takes this Config's; whether a remote worker is hung
+	// MaxMessageBytes takes each pool's (a named pool's own, else this
+	// Config's); whether a remote worker is hung
 	// is the pool's decision, after HungGrace.
 	Remote remote.Options
 

@@ -50,20 +50,23 @@ func (r *run) refreshDiscovery(id string) {
 	}
 }
 
-// newWatchers builds the remote worker factory (reading the agents' token
-// now, so a missing one fails New) and, for each pool with Discovery, the
-// loop that joins and removes its remote workers.
+// newWatchers builds the remote worker factories (reading the agents'
+// token now, so a missing one fails New) and, for each pool with
+// Discovery, the loop that joins and removes its remote workers.
 func (a *App) newWatchers(r *run) error {
-	var rf *remote.Factory
+	// One factory per message limit: a named pool's own MaxMessageBytes
+	// bounds its agents' client (unless Remote sets one for all).
+	factories := map[int]*remote.Factory{}
 	for _, pr := range r.pools {
 		if pr.cfg.Discovery == nil {
 			continue
 		}
+		ro := a.cfg.Remote
+		if ro.MaxMessageBytes == 0 {
+			ro.MaxMessageBytes = pr.cfg.MaxMessageBytes
+		}
+		rf := factories[ro.MaxMessageBytes]
 		if rf == nil {
-			ro := a.cfg.Remote
-			if ro.MaxMessageBytes == 0 {
-				ro.MaxMessageBytes = a.cfg.MaxMessageBytes
-			}
 			if ro.Logger == nil {
 				ro.Logger = a.log
 			}
@@ -71,6 +74,7 @@ func (a *App) newWatchers(r *run) error {
 			if rf, err = remote.NewFactory(ro); err != nil {
 				return fmt.Errorf("%w: Remote: %w", ErrInvalidConfig, err)
 			}
+			factories[ro.MaxMessageBytes] = rf
 		}
 		w, err := a.newWatcher(pr, rf)
 		if err != nil {
