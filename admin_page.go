@@ -121,17 +121,20 @@ func newPageView(title string, st Stats, rd readiness, refresh time.Duration, no
 	if refresh > 0 {
 		v.Refresh = int((refresh + time.Second - 1) / time.Second)
 	}
-	v.Pools = append(v.Pools, newPoolView(DefaultPool, st.Pool, st.RunID, now))
+	v.Pools = append(v.Pools, newPoolView(DefaultPool, "", st.Pool, st.RunID, now))
 	for _, name := range slices.Sorted(maps.Keys(st.Pools)) {
 		if name != DefaultPool {
-			v.Pools = append(v.Pools, newPoolView(name, st.Pools[name], st.RunID, now))
+			pc := PoolConfig{Name: name}
+			v.Pools = append(v.Pools, newPoolView(name, pc.workerPrefix(), st.Pools[name], st.RunID, now))
 		}
 	}
 	return v
 }
 
-// newPoolView renders one pool: the page is a list of these.
-func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolView {
+// newPoolView renders one pool, whose worker ids start with idPrefix
+// (its remote workers' with idPrefix+remote.IDPrefix): the page is a list
+// of these.
+func newPoolView(name, idPrefix string, ps PoolStats, runID string, now time.Time) poolView {
 	v := poolView{
 		Name: name, Counts: ps.Workers, Queued: ps.Queued, LimitQueued: ps.LimitQueued,
 		InFlight: ps.InFlight, Capacity: ps.Capacity, Requests: ps.Requests, Retries: ps.Retries,
@@ -160,9 +163,10 @@ func newPoolView(name string, ps PoolStats, runID string, now time.Time) poolVie
 		}
 	}
 	for _, w := range ps.PerWorker {
-		wv := newWorkerView(w, runID, now)
-		if strings.HasPrefix(w.ID, remote.IDPrefix) {
-			wv.ID = strings.TrimPrefix(w.ID, remote.IDPrefix)
+		ep, isRemote := strings.CutPrefix(w.ID, idPrefix+remote.IDPrefix)
+		wv := newWorkerView(w, isRemote, runID, now)
+		if isRemote {
+			wv.ID = ep
 			v.Agents = append(v.Agents, wv)
 		} else {
 			v.Workers = append(v.Workers, wv)
@@ -203,7 +207,7 @@ var agentHealth = map[string]string{
 	pool.StateExited: "lost, reconnecting", pool.StateFailed: "unreachable, given up", pool.StateDraining: "leaving",
 }
 
-func newWorkerView(w pool.WorkerStats, runID string, now time.Time) workerView {
+func newWorkerView(w pool.WorkerStats, isRemote bool, runID string, now time.Time) workerView {
 	v := workerView{
 		ID: w.ID, State: w.State, Health: agentHealth[w.State], PID: "–", RSS: "–", Uptime: "–",
 		Calls: w.Calls, InFlight: w.InFlight, Capacity: w.Capacity,
@@ -217,7 +221,7 @@ func newWorkerView(w pool.WorkerStats, runID string, now time.Time) workerView {
 		v.PID = fmt.Sprint(w.PID)
 		// Only a process that carries this run's id is read: a pid that
 		// exited meanwhile may already name another process.
-		if !strings.HasPrefix(w.ID, remote.IDPrefix) && proc.CarriesRunID(w.PID, runID) {
+		if !isRemote && proc.CarriesRunID(w.PID, runID) {
 			if rss, err := proc.RSS(w.PID); err == nil {
 				v.RSS = formatBytes(rss)
 			}

@@ -190,3 +190,17 @@ func TestNotServingNamesThePool(t *testing.T) {
 		}
 	}
 }
+
+// A named pool's remote workers ("<pool>.remote:<endpoint>") are its
+// agents, shown by endpoint, not local workers.
+func TestStatusPageNamedPoolAgents(t *testing.T) {
+	embed := PoolStats{Stats: pool.Stats{PerWorker: []pool.WorkerStats{
+		{ID: "embed.w0", State: pool.StateIdle},
+		{ID: "embed." + remote.WorkerID("10.0.0.8:50051"), State: pool.StateIdle},
+	}}}
+	v := newPageView("t", Stats{RunID: "r", Pools: map[string]PoolStats{"embed": embed}}, readiness{}, 0, time.Now())
+	pv := v.Pools[1]
+	if len(pv.Agents) != 1 || pv.Agents[0].ID != "10.0.0.8:50051" || len(pv.Workers) != 1 || pv.Workers[0].ID != "embed.w0" {
+		t.Fatalf("pool embed: agents %+v, workers %+v; want the agent 10.0.0.8:50051 and the worker embed.w0", pv.Agents, pv.Workers)
+	}
+}
