@@ -197,16 +197,20 @@ func (p *Pool) Stats() PoolStats {
 	return pr.stats()
 }
 
-// WaitReady blocks until this pool has its MinReady workers, with the
-// results of App.WaitReady otherwise (the start error of the App, which
-// fails as a whole when any pool cannot start).
+// WaitReady blocks until this pool has its MinReady workers and, with
+// Discovery, applied its first poll, with the results of App.WaitReady
+// otherwise (the start error of the App, which fails as a whole when any
+// pool cannot start).
 func (p *Pool) WaitReady(ctx context.Context) error {
 	r := p.app.cur.Load()
 	pr, err := p.app.lookup(r, p.name)
 	if err != nil {
 		return err
 	}
-	return p.app.waitReady(ctx, r, pr.work.Ready())
+	if err := p.app.waitReady(ctx, r, pr.work.Ready()); err != nil || pr.watch == nil {
+		return err
+	}
+	return p.app.waitReady(ctx, r, pr.watch.Ready())
 }
 
 // Reload is App.Reload on this pool alone: the other pools keep their

@@ -3,15 +3,20 @@ package snakepit_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/discovery"
 	"github.com/snakepit-go/snakepit/internal/testutil"
+	"github.com/snakepit-go/snakepit/remote"
 	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
 )
@@ -418,5 +423,54 @@ func TestReloadWithAnElasticPoolAtZero(t *testing.T) {
 	rep, err = app.Reload(ctx)
 	if !errors.Is(err, snakepit.ErrReloadUnsupported) || !slices.Equal(rep.NotRecyclable, []string{"w0", "embed.w0"}) {
 		t.Fatalf("Reload = %+v, %v; want every fake worker listed, ErrReloadUnsupported", rep, err)
+	}
+}
+
+// Pool(name).WaitReady of a pool fed by agents waits for its first
+// discovery poll, like App.WaitReady.
+func TestPoolWaitReadyWaitsForTheFirstPoll(t *testing.T) {
+	tf := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tf, []byte(strings.Repeat("t", 44)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	polled, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	src := discovery.SourceFunc(func(ctx context.Context) ([]string, error) {
+		once.Do(func() { close(polled) })
+		select {
+		case <-gate:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	cfg := fakeConfig(t, &fake.Factory{}, 1)
+	cfg.Remote = remote.Options{TokenFile: tf}
+	cfg.Pools = []snakepit.PoolConfig{{Name: "agents", Discovery: src}}
+	app, err := snakepit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	started := make(chan error, 1)
+	go func() { started <- app.Start(ctx) }()
+	defer func() { _, _ = app.Stop(context.Background()) }()
+	select {
+	case <-polled:
+	case <-ctx.Done():
+		t.Fatal("the source was never polled")
+	}
+	short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer stop()
+	if err := app.Pool("agents").WaitReady(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitReady before the first poll = %v; want the context's deadline", err)
+	}
+	close(gate)
+	if err := app.Pool("agents").WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
 	}
 }
