@@ -185,7 +185,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop, err := newStopBudget(cfg, anyElastic(pcs))
+	stop, err := newStopBudget(cfg, pcs)
 	if err != nil {
 		return nil, err
 	}

@@ -58,16 +58,22 @@ type stopBudget struct {
 	scaler      time.Duration // 0 when no pool is elastic
 }
 
-// newStopBudget splits cfg.StopTimeout (defaults applied); elastic: some
-// pool has a Scaler (their one tree child stops them side by side, so one
-// share covers them all). Whatever is not
+// newStopBudget splits cfg.StopTimeout (defaults applied) for the
+// resolved pools pcs: an elastic pool adds the scalers' share (their one
+// tree child stops them side by side, so one share covers them all), a
+// pool with Discovery the watchers', and the longest HungGrace bounds
+// every pool's wait for its cancelled calls. Whatever is not
 // needed by the fixed shares and the workers' stop goes to the drain; a
 // configuration that leaves less than minDrain is refused, naming what to
 // change, rather than silently overrunning the total.
-func newStopBudget(cfg Config, elastic bool) (stopBudget, error) {
-	hung := cfg.HungGrace
-	if hung == 0 {
-		hung = pool.DefaultHungGrace
+func newStopBudget(cfg Config, pcs []PoolConfig) (stopBudget, error) {
+	var hung time.Duration
+	for i := range pcs {
+		h := pcs[i].HungGrace
+		if h == 0 {
+			h = pool.DefaultHungGrace
+		}
+		hung = max(hung, h)
 	}
 	b := stopBudget{total: cfg.StopTimeout, workerGrace: cfg.StopGrace, bridgeGrace: bridgeGrace, cleanupKill: cleanupKillGrace, registry: registryStop}
 	b.starter = b.workerGrace + reapSlack
@@ -75,10 +81,10 @@ func newStopBudget(cfg Config, elastic bool) (stopBudget, error) {
 	b.cancelWait = min(hung, maxCancelWait)
 	b.bridge = 2*b.bridgeGrace + nestMargin
 	b.cleanup = b.cleanupKill + cleanupSweepSlack
-	if cfg.Discovery != nil || slices.ContainsFunc(cfg.Pools, func(p PoolConfig) bool { return p.Discovery != nil }) {
+	if slices.ContainsFunc(pcs, func(p PoolConfig) bool { return p.Discovery != nil }) {
 		b.discovery = discoveryStop
 	}
-	if elastic {
+	if anyElastic(pcs) {
 		b.scaler = scalerStop
 	}
 	b.workers = b.total - b.bridge - b.cleanup - b.registry - b.discovery - b.scaler - nestMargin

@@ -35,14 +35,19 @@ func TestStopBoundsNestStrictlyInsideStopTimeout(t *testing.T) {
 			}
 		})
 	}
-	if b, _ := newStopBudget(withDefaults(t, Config{}), false); b.total+time.Second > 10*time.Second {
+	def := withDefaults(t, Config{})
+	if b, _ := newStopBudget(def, resolved(t, def)); b.total+time.Second > 10*time.Second {
 		t.Errorf("the default StopTimeout %s leaves under 1 s of margin inside suture's default 10 s Timeout", b.total)
 	}
 }
 
 func checkStopBudget(t *testing.T, cfg Config, elastic bool) stopBudget {
 	t.Helper()
-	b, err := newStopBudget(cfg, elastic)
+	pcs := resolved(t, cfg)
+	if elastic {
+		pcs = append(pcs, cfg.inherit(PoolConfig{Name: "el", MaxWorkers: 2}))
+	}
+	b, err := newStopBudget(cfg, pcs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +100,27 @@ func withDefaults(t *testing.T, cfg Config) Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+func resolved(t *testing.T, cfg Config) []PoolConfig {
+	t.Helper()
+	pcs, err := cfg.pools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pcs
+}
+
+// Every pool's wait for its cancelled calls (pool.Options.StopWait) is
+// the one cancelWait: a named pool's longer HungGrace sets it, not the
+// top-level one alone.
+func TestCancelWaitCoversEveryPoolsHungGrace(t *testing.T) {
+	cfg := withDefaults(t, Config{HungGrace: 100 * time.Millisecond, Pools: []PoolConfig{{Name: "slow", HungGrace: 2 * time.Second}}})
+	b := checkStopBudget(t, cfg, false)
+	if b.cancelWait != maxCancelWait {
+		t.Fatalf("cancelWait %s; want %s (the slow pool's HungGrace, capped)", b.cancelWait, maxCancelWait)
+	}
+	if b := checkStopBudget(t, withDefaults(t, Config{HungGrace: 100 * time.Millisecond}), false); b.cancelWait != 100*time.Millisecond {
+		t.Fatalf("cancelWait %s; want the one pool's HungGrace 100ms", b.cancelWait)
+	}
 }
