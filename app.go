@@ -64,6 +64,7 @@ import (
 	"iter"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,10 +126,8 @@ type App struct {
 type run struct {
 	reg   *registry.Service
 	clean *cleanup.Service
-	// pool and work are the default pool's (pools[0]); discovery,
-	// AddWorker and RemoveWorker act on it.
-	pool  *pool.Pool
-	work  *supervisor.Workers
+	// pools[0] is the default pool, which AddWorker, RemoveWorker and
+	// Tools act on.
 	pools []*poolRun // in App.pools' order
 	group *supervisor.Group
 	tree  *supervisor.Application
@@ -238,7 +237,6 @@ func (a *App) newRun() (*run, error) {
 			r.scalers = append(r.scalers, pr.scale)
 		}
 	}
-	r.pool, r.work = r.pools[0].pool, r.pools[0].work
 	r.group = supervisor.NewGroup(members...)
 	if err := a.newWatchers(r); err != nil {
 		return nil, err
@@ -289,12 +287,16 @@ func (runObserver) Recycled(string, worker.Info, string) {}
 // AddWorker joins a worker built by f to the default pool while the App runs (it
 // takes calls once ready; its Starter restarts it like the others). The id
 // must be unused (ErrWorkerExists); before Start or once stopping it is
-// ErrNotServing. Discovery uses this for remote workers.
+// ErrNotServing. An id with a '.' is refused (ErrInvalidWorker): "<pool>."
+// prefixes the named pools' worker ids.
 func (a *App) AddWorker(id string, f worker.Factory) error {
 	if id == "" || f == nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, ErrInvalidWorker)
 	}
-	return a.cur.Load().work.AddWorker(id, f)
+	if strings.Contains(id, ".") {
+		return fmt.Errorf("%w: %w: worker id %q has a '.', which is kept for the named pools' ids (<pool>.w0); choose an id without one", ErrInvalidConfig, ErrInvalidWorker, id)
+	}
+	return a.cur.Load().pools[0].work.AddWorker(id, f)
 }
 
 // RemoveWorker drains worker id of the default pool (no new calls; in-flight ones may finish
@@ -302,7 +304,7 @@ func (a *App) AddWorker(id string, f worker.Factory) error {
 // ErrNoSuchWorker for an unknown id, or the drain's error when ctx ended
 // with calls in flight (the worker is removed all the same).
 func (a *App) RemoveWorker(ctx context.Context, id string) error {
-	return a.cur.Load().work.RemoveWorker(ctx, id)
+	return a.cur.Load().pools[0].work.RemoveWorker(ctx, id)
 }
 
 // lateFactory binds what exists only once the tree runs (the bridge's
@@ -707,7 +709,7 @@ func (a *App) nextRequestID() string {
 }
 
 // Tools lists the tools the default pool's ready workers offer.
-func (a *App) Tools() []ToolSpec { return a.cur.Load().pool.Tools() }
+func (a *App) Tools() []ToolSpec { return a.cur.Load().pools[0].pool.Tools() }
 
 // Stats is a snapshot of the App.
 type Stats struct {

@@ -168,7 +168,8 @@ var (
 	ErrContainment = registry.ErrContainment
 	// Dynamic membership (App.AddWorker, App.RemoveWorker).
 	ErrWorkerExists = supervisor.ErrWorkerExists
-	// ErrInvalidWorker: AddWorker without an id or a factory.
+	// ErrInvalidWorker: AddWorker without an id or a factory, or with a
+	// '.' in the id.
 	ErrInvalidWorker = supervisor.ErrInvalidWorker
 	ErrNoSuchWorker  = supervisor.ErrNoSuchWorker
 	ErrNotServing    = supervisor.ErrNotServing

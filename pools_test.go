@@ -474,3 +474,21 @@ func TestPoolWaitReadyWaitsForTheFirstPoll(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// "<pool>." prefixes the named pools' ids: AddWorker refuses an id with a
+// '.', as it refuses an empty one.
+func TestAddWorkerRefusesADotInTheID(t *testing.T) {
+	f := &fake.Factory{}
+	app, err := snakepit.New(fakeConfig(t, f, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "embed.w9", "."} {
+		if err := app.AddWorker(id, f); !errors.Is(err, snakepit.ErrInvalidWorker) || !errors.Is(err, snakepit.ErrInvalidConfig) {
+			t.Errorf("AddWorker(%q) = %v; want ErrInvalidWorker", id, err)
+		}
+	}
+	if err := app.AddWorker("w9", f); !errors.Is(err, snakepit.ErrNotServing) {
+		t.Errorf("AddWorker(w9) before Start = %v; want ErrNotServing", err)
+	}
+}

@@ -110,11 +110,11 @@ func TestTokenAppearsInNoLogEventOrFormattedValue(t *testing.T) {
 
 	var dumps []string
 	r := app.cur.Load()
-	values := []any{app, w, cfg, app.cfg, app.Stats(), app.pools[0].factory, app.bridge, r.work, r.pool, r.tree, r.reg, r.clean}
+	values := []any{app, w, cfg, app.cfg, app.Stats(), app.pools[0].factory, app.bridge, r.pools[0].work, r.pools[0].pool, r.tree, r.reg, r.clean}
 	if lf, ok := app.pools[0].factory.(*lateFactory); ok {
 		values = append(values, lf.base, *lf.base)
 	}
-	for _, s := range r.work.Starters() {
+	for _, s := range r.pools[0].work.Starters() {
 		values = append(values, s, s.Worker())
 	}
 	// The App formats through String/GoString, so it is safe to format

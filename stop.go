@@ -36,7 +36,8 @@ const (
 )
 
 // stopBudget is every stop timeout of an App, derived from one total. The
-// stop is sequential (workers, bridge, cleanup, registry; docs/GUARANTEES.md §3), so the
+// stop is sequential (discovery, autoscale, workers, bridge, cleanup,
+// registry; docs/GUARANTEES.md §3), so the
 // children's bounds add up to at most total; inside the workers child the
 // drain, the pool's wait for cancelled calls and the starters' stop follow
 // one another; and each process-level bound nests strictly inside the one
