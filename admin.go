@@ -62,7 +62,7 @@ func (a *App) readiness(st Stats) readiness {
 	case stopped || isClosed(r.stopping):
 		return readiness{State: readinessStopping, Reason: "the app is stopping or stopped"}
 	case !isClosed(r.tree.Ready()):
-		return readiness{State: readinessStarting, Reason: "the app is starting: " + workerSummary(st.Pool.Workers)}
+		return readiness{State: readinessStarting, Reason: "the app is starting: " + startingSummary(st)}
 	}
 	if why := notServing(st); why != "" {
 		return readiness{State: readinessReady, Reason: why}
@@ -88,6 +88,19 @@ func notServing(st Stats) string {
 		}
 	}
 	return ""
+}
+
+// startingSummary is every pool's worker counts ("pool name: ..." each
+// when there are named pools), as notServing names them.
+func startingSummary(st Stats) string {
+	if len(st.Pools) <= 1 {
+		return workerSummary(st.Pool.Workers)
+	}
+	parts := make([]string, 0, len(st.Pools))
+	for _, name := range slices.Sorted(maps.Keys(st.Pools)) {
+		parts = append(parts, "pool "+name+": "+workerSummary(st.Pools[name].Workers))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func workerSummary(w pool.WorkerCounts) string {

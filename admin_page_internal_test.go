@@ -204,3 +204,16 @@ func TestStatusPageNamedPoolAgents(t *testing.T) {
 		t.Fatalf("pool embed: agents %+v, workers %+v; want the agent 10.0.0.8:50051 and the worker embed.w0", pv.Agents, pv.Workers)
 	}
 }
+
+// A starting App's reason counts every pool's workers, not the default's.
+func TestStartingSummaryNamesEveryPool(t *testing.T) {
+	def := PoolStats{Stats: pool.Stats{Workers: pool.WorkerCounts{Total: 2, Idle: 2}}}
+	embed := PoolStats{Stats: pool.Stats{Workers: pool.WorkerCounts{Total: 3, Starting: 3}}}
+	got := startingSummary(Stats{Pool: def, Pools: map[string]PoolStats{DefaultPool: def, "embed": embed}})
+	if !strings.Contains(got, "pool default: 2 of 2 workers ready") || !strings.Contains(got, "pool embed: 0 of 3 workers ready (3 starting") {
+		t.Fatalf("startingSummary = %q; want both pools' counts", got)
+	}
+	if got := startingSummary(Stats{Pool: def, Pools: map[string]PoolStats{DefaultPool: def}}); got != workerSummary(def.Workers) {
+		t.Fatalf("one pool: %q", got)
+	}
+}
