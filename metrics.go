@@ -38,7 +38,7 @@ import (
 //
 // Gauges:
 //
-//	snakepit_workers{state}                    workers by state: starting, idle, busy, exited, failed
+//	snakepit_workers{state}                    workers by state: starting, idle, busy, exited, failed, draining
 //	snakepit_queue_depth                       calls waiting for a worker
 //	snakepit_in_flight                         calls running on a worker
 //	snakepit_call_latency_max_seconds          the slowest call that reached a worker since New

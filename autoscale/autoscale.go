@@ -114,9 +114,6 @@ const (
 	Down Direction = "down"
 )
 
-// Directions lists every Direction (the metrics' label values).
-func Directions() []Direction { return []Direction{Up, Down} }
-
 // Event is one scaling decision.
 type Event struct {
 	At        time.Time

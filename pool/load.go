@@ -49,7 +49,7 @@ func (p *Pool) Load() Load {
 }
 
 // generalLenLocked counts the general queue's waiters (p.queued includes
-// the strict ones). O(queued); called by the autoscaler's tick and Stats.
+// the strict ones). O(queued); called by Load, on the autoscaler's tick.
 func (p *Pool) generalLenLocked() int {
 	n := 0
 	for w := p.general.head; w != nil; w = w.next {

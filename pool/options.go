@@ -196,7 +196,7 @@ type AttemptObserver interface {
 	Attempt(Attempt)
 }
 
-// Attempt is one attempt of a call, as reported to CallOptions.OnAttempt.
+// Attempt is one attempt of a call, as reported to CallOptions.Observer.
 type Attempt struct {
 	Worker    string        // the worker's id
 	Number    int           // 0 for the first attempt, 1 for the first retry

@@ -95,7 +95,8 @@ type WorkerStats struct {
 	PID   int // the current process's pid, 0 when none is ready or it has none (remote)
 	// Capacity and InFlight are its slots and those taken.
 	Capacity, InFlight int
-	// Calls counts the attempts sent to it, across its lifetimes.
+	// Calls counts the attempts sent to it, across its lifetimes; a batch
+	// of calls (a batch tool's) counts once.
 	Calls uint64
 	// Restarts counts its lifetimes that ended with an error, Recycles its
 	// planned process replacements; LastError is the latest error that
