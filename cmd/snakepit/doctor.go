@@ -13,8 +13,10 @@ import (
 	"github.com/snakepit-go/snakepit/remote"
 )
 
-// cmdDoctor checks the machine for what `snakepit run` with the same flags
-// needs; exit 0 when nothing required failed, 1 otherwise, 2 on bad flags.
+// cmdDoctor checks the machine for what `snakepit run` with the same
+// default-pool and agent flags needs (not --pools/--pool or the elastic
+// bounds: it checks the default pool); exit 0 when nothing required
+// failed, 1 otherwise, 2 on bad flags.
 func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,7 +30,7 @@ func cmdDoctor(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: snakepit doctor [flags] (the flags of snakepit run, plus --json)")
+		fmt.Fprintln(stderr, "usage: snakepit doctor [flags] (snakepit run's default-pool and agent flags, without --pools, --pool, --min-workers and --max-workers, plus --json and --timeout; see snakepit doctor -h)")
 		return 2
 	}
 	o := doctor.Options{Python: pf.python, Adapter: pf.adapter, RegistryPath: pf.registry,

@@ -5,7 +5,7 @@
 //	snakepit serve [--listen ADDR] [--token-file F]  serve the pool to hosts on other machines (an agent)
 //	snakepit exec  [--adapter X] TOOL '<json>'       one call, result JSON on stdout
 //	snakepit reap  [--registry PATH]                 reap the leftovers of dead runs
-//	snakepit doctor [--json] [flags of run]          check this machine for what a pool needs
+//	snakepit doctor [--json] [default-pool flags of run] check this machine for what the default pool needs
 package main
 
 import (
@@ -27,7 +27,8 @@ commands:
   serve  run the pool as an agent that hosts on other machines join (see docs/SCALING.md)
   exec   run one tool call: snakepit exec [flags] TOOL '<json args>'
   reap   reap processes left by dead runs of a registry: snakepit reap [--registry PATH]
-  doctor check this machine for what "snakepit run" with the same flags needs (--json for scripts);
+  doctor check this machine for what "snakepit run" with the same default-pool and agent flags
+         needs (--json for scripts);
          exit status 0 when every required check passed
 
 Run "snakepit <command> -h" for the flags of a command.
