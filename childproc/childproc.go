@@ -70,6 +70,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/spawn"
@@ -136,6 +137,11 @@ type Options struct {
 	// Close once after the last. Nil logs each line at INFO. StderrTail
 	// sees the lines either way.
 	Stderr func(log *slog.Logger) LineSink
+	// Secrets (the token the process is given) are replaced by
+	// auth.Redacted in every stdout and stderr line before Stdout, Stderr,
+	// the log or StderrTail see it: a worker that prints its environment
+	// and dies must not put the secret into an error string.
+	Secrets []string
 }
 
 // LineSink consumes a stream's lines: Line for each (from one goroutine,
@@ -170,6 +176,8 @@ type Process struct {
 	// id may belong to a stranger, and no signal may be sent.
 	sigMu  sync.Mutex
 	reaped bool
+
+	secrets []string // redacted from every line read (Options.Secrets)
 
 	mu      sync.Mutex
 	lastErr []string
@@ -230,6 +238,7 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 	if opts.Stderr != nil {
 		sink = opts.Stderr(p.log)
 	}
+	p.secrets = opts.Secrets
 	p.readers.Add(2)
 	go p.read(p.stdout, opts.Stdout)
 	go p.readStderr(sink)
@@ -365,7 +374,7 @@ func (p *Process) read(f *os.File, fn func(string)) {
 	if fn == nil {
 		fn = func(line string) { p.log.Warn("process wrote to stdout", "line", line) }
 	}
-	readLines(f, fn)
+	readLines(f, func(line string) { fn(auth.RedactIn(line, p.secrets...)) })
 }
 
 // readStderr keeps the tail for StderrTail and hands each line to sink
@@ -376,6 +385,7 @@ func (p *Process) readStderr(sink LineSink) {
 		defer sink.Close()
 	}
 	readLines(p.stderr, func(line string) {
+		line = auth.RedactIn(line, p.secrets...)
 		p.mu.Lock()
 		p.lastErr = append(p.lastErr, line)
 		if len(p.lastErr) > stderrKeep {
