@@ -66,6 +66,11 @@ const ModeNoPermission Mode = "no-permission"
 // Contained reports whether worker processes get cgroups under m.
 func (m Mode) Contained() bool { return m == ModeV2 || m == ModeHybrid }
 
+// ErrContainment: cgroup containment was required (the policy "required",
+// or a pool's MemoryMax/CPUMax) but could not be had — for the run, or
+// for one process (registry.ErrContainment is this value).
+var ErrContainment = errors.New("cgroup containment unavailable or misconfigured")
+
 // ErrUnavailable is matched by every reason cgroup containment cannot be
 // used: no v2 hierarchy, no write permission (no delegation), a kernel
 // without cgroup.kill.

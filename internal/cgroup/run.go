@@ -77,8 +77,13 @@ type Run struct {
 	memory bool // the memory controller is enabled for the leaves
 	n      atomic.Uint64
 
-	mu    sync.Mutex
-	pools map[string]string // pool name → its directory
+	// required: containment was required (Registry.Contain's policy), so
+	// a process that cannot get its cgroup must not start (Strict).
+	required atomic.Bool
+
+	mu      sync.Mutex
+	pools   map[string]string // pool name → its directory
+	limited map[string]bool   // pools with MemoryMax/CPUMax
 }
 
 // NewRun creates run id's directory under d.Base (or, when a pool's limits
@@ -250,7 +255,28 @@ func (r *Run) newPool(name string, lim Limits) (string, error) {
 		return "", err
 	}
 	r.pools[name] = dir
+	if r.limited == nil {
+		r.limited = map[string]bool{}
+	}
+	r.limited[name] = lim.MemoryMax > 0 || lim.CPUMax > 0
 	return dir, nil
+}
+
+// Require makes containment required for every process of the run (the
+// policy "required"); see Strict.
+func (r *Run) Require() { r.required.Store(true) }
+
+// Strict reports whether a process of pool must not run outside its
+// cgroup: containment was required, or the pool has limits, which a
+// process outside would escape. Otherwise a process whose cgroup cannot
+// be made still runs, contained by its process group, tag and run id.
+func (r *Run) Strict(pool string) bool {
+	if r.required.Load() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.limited[pool]
 }
 
 // poolDir is pool name's directory; a pool NewRun was not told of gets one
