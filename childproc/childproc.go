@@ -570,13 +570,14 @@ func (p *Process) Cgroup() string {
 }
 
 // CgroupMemory is the memory of the process's whole tree as its cgroup
-// accounts it (memory.current); ok is false without containment or
-// without the memory controller.
+// accounts it (anon and mapped file pages, not page cache); ok is false
+// without containment, without the memory controller, or when the
+// process is not in its cgroup (then measure its tree in /proc).
 func (p *Process) CgroupMemory() (bytes int64, ok bool) {
 	if p.leaf == nil {
 		return 0, false
 	}
-	return p.leaf.MemoryCurrent()
+	return p.leaf.Memory(p.pid)
 }
 
 // ExitStatus is the exit code (-1 if killed by a signal) and the signal

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -411,11 +412,36 @@ func (l *Leaf) Remove(timeout time.Duration) error {
 	return endTree(l.dir, timeout)
 }
 
-// MemoryCurrent is memory.current (the whole tree's memory, page cache
-// included); ok is false without the memory controller.
-func (l *Leaf) MemoryCurrent() (int64, bool) {
-	v, err := strconv.ParseInt(strings.TrimSpace(readString(filepath.Join(l.dir, "memory.current"))), 10, 64)
-	return v, err == nil
+// Memory is the memory the leaf's processes use, comparable to their
+// summed RSS: memory.stat's anon plus file_mapped (memory.current would add
+// page cache, which reclaim frees on its own and which would make a worker
+// that reads big files look like it leaks). ok is false without the memory
+// controller, or when pid (the process the leaf was made for) is not in
+// the leaf — entered by /bin/sh and failed, say — where the leaf's figure
+// would say nothing about it.
+func (l *Leaf) Memory(pid int) (bytes int64, ok bool) {
+	if !slices.Contains(strings.Fields(readString(filepath.Join(l.dir, "cgroup.procs"))), strconv.Itoa(pid)) {
+		return 0, false
+	}
+	return parseMemoryStat(readString(filepath.Join(l.dir, "memory.stat")))
+}
+
+// parseMemoryStat sums anon and file_mapped of a memory.stat text; ok is
+// false when anon is missing (no memory controller, unreadable file).
+func parseMemoryStat(text string) (bytes int64, ok bool) {
+	for _, line := range strings.Split(text, "\n") {
+		k, v, found := strings.Cut(line, " ")
+		if !found || (k != "anon" && k != "file_mapped") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		bytes += n
+		ok = ok || k == "anon"
+	}
+	return bytes, ok
 }
 
 // setLimits writes lim into the cgroup dir in the kernel's format.
