@@ -30,3 +30,24 @@ func TestLeafMemoryCountsAnonAndMappedOfItsOwnProcess(t *testing.T) {
 		}
 	}
 }
+
+// The host's cgroup lies under the mount's root only on a directory
+// boundary.
+func TestUnderRootRespectsDirectoryBoundaries(t *testing.T) {
+	for _, c := range []struct {
+		cur, root, rel string
+		ok             bool
+	}{
+		{"/user.slice/a", "/", "/user.slice/a", true},
+		{"/a/b/x", "/a/b", "/x", true},
+		{"/a/b", "/a/b", "", true},
+		{"/a/b/x", "/a/b/", "/x", true},
+		{"/a/bc/x", "/a/b", "", false},
+		{"/c/x", "/a/b", "", false},
+	} {
+		rel, ok := underRoot(c.cur, c.root)
+		if ok != c.ok || (ok && rel != c.rel) {
+			t.Errorf("underRoot(%q, %q) = %q, %v; want %q, %v", c.cur, c.root, rel, ok, c.rel, c.ok)
+		}
+	}
+}
