@@ -377,3 +377,17 @@ exec '`+real+`' "$@"
 		t.Fatal("startup failure not reported")
 	}
 }
+
+// A batch of no calls has no results and sends nothing (on the wire an
+// empty batch would read as one call without arguments).
+func TestEmptyBatchHasNoResults(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.Adapter = "snakepit_bridge.examples.batching.BatchingAdapter" })
+	fx.waitReady(t)
+	// A cancelled context fails any request: success proves none was sent.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := fx.w.ExecuteBatch(ctx, "double", nil)
+	if err != nil || len(res) != 0 {
+		t.Fatalf("empty batch: %d results, %v; want none, nil", len(res), err)
+	}
+}
