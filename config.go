@@ -121,8 +121,8 @@ type Config struct {
 	// RecycleAboveRSS recycles a worker process, make-before-break
 	// (Stats.RecycleReasons["memory"]), once the memory of its whole
 	// process tree exceeds this many bytes (0: never): its cgroup's
-	// memory.current where cgroup containment is in force with the memory
-	// controller, else the resident memory of the worker plus every
+	// memory.stat anon + file_mapped (no page cache) where cgroup
+	// containment is in force with the memory controller, else the resident memory of the worker plus every
 	// descendant, summed from /proc/PID/statm. Shared pages
 	// count once per process, so the sum errs high. A fresh process
 	// already above the limit is not recycled for memory (logged).

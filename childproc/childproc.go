@@ -30,7 +30,10 @@
 //   - with cgroup v2 containment (the App's registry provides it where the
 //     machine allows, see docs/GUARANTEES.md §4c), forks it straight into a
 //     cgroup of its own, so everything it ever starts stays in that cgroup
-//     whatever it does (setsid, double fork, a scrubbed environment);
+//     whatever it does (setsid, double fork, a scrubbed environment). When
+//     that cgroup cannot be made or entered, the start fails
+//     (registry.ErrContainment) if containment is required or the pool has
+//     MemoryMax/CPUMax; under "auto" without limits it runs without one;
 //   - reaps it: waits for the exit without reaping (waitid WNOWAIT), ends
 //     its cgroup (cgroup.kill), kills what is left of its process group
 //     while the zombie leader still pins the group id (so the signal
@@ -70,6 +73,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/spawn"
@@ -136,6 +140,11 @@ type Options struct {
 	// Close once after the last. Nil logs each line at INFO. StderrTail
 	// sees the lines either way.
 	Stderr func(log *slog.Logger) LineSink
+	// Secrets (the token the process is given) are replaced by
+	// auth.Redacted in every stdout and stderr line before Stdout, Stderr,
+	// the log or StderrTail see it: a worker that prints its environment
+	// and dies must not put the secret into an error string.
+	Secrets []string
 }
 
 // LineSink consumes a stream's lines: Line for each (from one goroutine,
@@ -171,6 +180,8 @@ type Process struct {
 	sigMu  sync.Mutex
 	reaped bool
 
+	secrets []string // redacted from every line read (Options.Secrets)
+
 	mu      sync.Mutex
 	lastErr []string
 }
@@ -200,12 +211,19 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 		}
 	}
 	tag := newTag()
-	leaf, err := l.newLeaf(key)
+	leaf, strict, err := l.newLeaf(key)
 	if err != nil {
-		// The run's process group, tag and run id still contain it.
+		if strict {
+			if l.Recorder != nil {
+				_ = l.Recorder.Unregister(key)
+			}
+			return nil, fmt.Errorf("%w: %w; no process was started (containment is required or the pool has MemoryMax/CPUMax, which a process outside its cgroup would escape)", cgroup.ErrContainment, err)
+		}
+		// Containment "auto" without limits: the run's process group, tag
+		// and run id still contain it.
 		log.Warn("cannot create the process's cgroup; starting it without one", "err", err)
 	}
-	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log, leaf)
+	p, err := startProcess(cmd, withRunID(cmd.Env, l.RunID, tag), log, leaf, strict)
 	if err != nil {
 		if leaf != nil {
 			_ = leaf.Remove(time.Second)
@@ -230,6 +248,7 @@ func (l *Launcher) Start(cmd *exec.Cmd, opts Options) (*Process, error) {
 	if opts.Stderr != nil {
 		sink = opts.Stderr(p.log)
 	}
+	p.secrets = opts.Secrets
 	p.readers.Add(2)
 	go p.read(p.stdout, opts.Stdout)
 	go p.readStderr(sink)
@@ -267,7 +286,7 @@ func newTag() string {
 // no instruction outside it. The pipes are plain *os.File so exec starts no
 // copying goroutines and Wait never blocks on a grandchild that inherited
 // them.
-func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger, leaf *cgroup.Leaf) (*Process, error) {
+func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger, leaf *cgroup.Leaf, strict bool) (*Process, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -284,7 +303,7 @@ func startProcess(cmd *exec.Cmd, env []string, log *slog.Logger, leaf *cgroup.Le
 	}
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	cmd, err = forkInto(cmd, leaf, log)
+	cmd, err = forkInto(cmd, leaf, strict, log)
 	// The child has its copies; ours of the child's ends must go, or EOF
 	// would never reach either side.
 	closeAll(inR, outW, errW)
@@ -304,14 +323,19 @@ var cloneIntoUnsupported atomic.Bool
 
 // enterScript moves the shell into the cgroup ($0) and execs the command:
 // the command's own code, and all it forks, run inside. A failed move is
-// said on stderr (the host logs it) and the command runs uncontained.
-const enterScript = `echo 0 > "$0/cgroup.procs" || echo "snakepit: cannot enter cgroup $0; running uncontained" >&2; exec "$@"`
+// said on stderr (the host logs it) and the command runs uncontained;
+// enterScriptStrict (containment required, or pool limits) exits 125
+// instead, before any of the command's code runs.
+const (
+	enterScript       = `echo 0 > "$0/cgroup.procs" || echo "snakepit: cannot enter cgroup $0; running uncontained" >&2; exec "$@"`
+	enterScriptStrict = `echo 0 > "$0/cgroup.procs" || { echo "snakepit: cannot enter cgroup $0, and containment is required (or the pool has MemoryMax/CPUMax); not running the command" >&2; exit 125; }; exec "$@"`
+)
 
 // forkInto starts cmd, in leaf if there is one, and returns the started
 // command (a fresh one when the first fork was refused). Fallback, where
 // clone3 is refused: /bin/sh starts in the host's cgroup, moves itself into
 // the leaf and execs the command (same pid; its argv[0] becomes cmd.Path).
-func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, error) {
+func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, strict bool, log *slog.Logger) (*exec.Cmd, error) {
 	attr := func(into bool) *syscall.SysProcAttr {
 		a := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 		if into {
@@ -334,24 +358,30 @@ func forkInto(cmd *exec.Cmd, leaf *cgroup.Leaf, log *slog.Logger) (*exec.Cmd, er
 		log.Warn("cannot fork into a cgroup (clone3 with CLONE_INTO_CGROUP refused); each process enters its cgroup through /bin/sh before its command runs", "err", err)
 	}
 	// exec.Cmd cannot be started twice, even after a failed Start.
-	wrapped := &exec.Cmd{Path: "/bin/sh", Args: append([]string{"sh", "-c", enterScript, leaf.Dir(), cmd.Path}, cmd.Args[1:]...),
+	script := enterScript
+	if strict {
+		script = enterScriptStrict
+	}
+	wrapped := &exec.Cmd{Path: "/bin/sh", Args: append([]string{"sh", "-c", script, leaf.Dir(), cmd.Path}, cmd.Args[1:]...),
 		Env: cmd.Env, Dir: cmd.Dir, ExtraFiles: cmd.ExtraFiles, Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr,
 		SysProcAttr: attr(false)}
 	return wrapped, spawn.Start(wrapped)
 }
 
 // newLeaf creates the cgroup of one process start when the Recorder (the
-// App's registry) provides cgroup containment; nil otherwise.
-func (l *Launcher) newLeaf(key string) (*cgroup.Leaf, error) {
+// App's registry) provides cgroup containment; nil otherwise. strict: the
+// process must not run outside it (cgroup.Run.Strict).
+func (l *Launcher) newLeaf(key string) (leaf *cgroup.Leaf, strict bool, err error) {
 	co, ok := l.Recorder.(interface{ Cgroups() *cgroup.Run })
 	if !ok {
-		return nil, nil
+		return nil, false, nil
 	}
 	run := co.Cgroups()
 	if run == nil {
-		return nil, nil
+		return nil, false, nil
 	}
-	return run.NewLeaf(l.Pool, key)
+	leaf, err = run.NewLeaf(l.Pool, key)
+	return leaf, run.Strict(l.Pool), err
 }
 
 func closeAll(fs ...*os.File) {
@@ -365,7 +395,7 @@ func (p *Process) read(f *os.File, fn func(string)) {
 	if fn == nil {
 		fn = func(line string) { p.log.Warn("process wrote to stdout", "line", line) }
 	}
-	readLines(f, fn)
+	readLines(f, func(line string) { fn(auth.RedactIn(line, p.secrets...)) })
 }
 
 // readStderr keeps the tail for StderrTail and hands each line to sink
@@ -376,6 +406,7 @@ func (p *Process) readStderr(sink LineSink) {
 		defer sink.Close()
 	}
 	readLines(p.stderr, func(line string) {
+		line = auth.RedactIn(line, p.secrets...)
 		p.mu.Lock()
 		p.lastErr = append(p.lastErr, line)
 		if len(p.lastErr) > stderrKeep {
@@ -539,13 +570,14 @@ func (p *Process) Cgroup() string {
 }
 
 // CgroupMemory is the memory of the process's whole tree as its cgroup
-// accounts it (memory.current); ok is false without containment or
-// without the memory controller.
+// accounts it (anon and mapped file pages, not page cache); ok is false
+// without containment, without the memory controller, or when the
+// process is not in its cgroup (then measure its tree in /proc).
 func (p *Process) CgroupMemory() (bytes int64, ok bool) {
 	if p.leaf == nil {
 		return 0, false
 	}
-	return p.leaf.MemoryCurrent()
+	return p.leaf.Memory(p.pid)
 }
 
 // ExitStatus is the exit code (-1 if killed by a signal) and the signal

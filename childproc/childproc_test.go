@@ -1,6 +1,7 @@
 package childproc_test
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/snakepit-go/snakepit/childproc"
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/internal/cgroup"
 	"github.com/snakepit-go/snakepit/internal/proc"
 	"github.com/snakepit-go/snakepit/internal/testutil"
@@ -278,4 +280,68 @@ func cgroupLine(pid int) string {
 		}
 	}
 	return ""
+}
+
+// A secret the process prints (its token) is redacted before the stdout
+// callback, the sink or StderrTail — which ends up in StartupError — see it.
+func TestSecretsAreRedactedFromEveryLine(t *testing.T) {
+	const secret = "s3cr3t-token-value"
+	l := &childproc.Launcher{RunID: "run-kit-secret", WorkerID: "w0"}
+	sink := &sinkRecorder{}
+	var mu sync.Mutex
+	var out []string
+	p, err := l.Start(exec.Command("/bin/sh", "-c", `echo "out $0"; echo "err $0" >&2; exit 3`, secret), childproc.Options{
+		Secrets: []string{secret},
+		Stdout:  func(line string) { mu.Lock(); out = append(out, line); mu.Unlock() },
+		Stderr:  func(*slog.Logger) childproc.LineSink { return sink }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Exited()
+	tail := p.StderrTail(10 * time.Second)
+	testutil.Eventually(t, 10*time.Second, "sink closed", func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.closed > 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	all := strings.Join(append(append(append([]string(nil), tail...), out...), sink.lines...), "\n")
+	if strings.Contains(all, secret) || len(tail) != 1 || len(out) != 1 || !strings.Contains(all, auth.Redacted) {
+		t.Fatalf("tail %q, stdout %q, sink %q: the secret must be redacted everywhere", tail, out, sink.lines)
+	}
+}
+
+// A process whose cgroup cannot be made (here: a pool name no directory
+// can carry) does not start when containment is required; under "auto"
+// it runs without one.
+func TestNoCgroupFailsTheStartOnlyWhenRequired(t *testing.T) {
+	d := cgroup.Detect()
+	if !d.Mode.Contained() {
+		t.Skipf("no cgroup v2 here: %s", d.Reason)
+	}
+	run, err := cgroup.NewRun(d, fmt.Sprintf("run-kit-strict-%d", time.Now().UnixNano()), nil)
+	if err != nil {
+		t.Skipf("cgroup v2 not usable: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := run.Close(5 * time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	rec := &cgroupRecorder{run: run}
+	l := &childproc.Launcher{RunID: "run-kit-strict", WorkerID: "w0", Pool: "..", Recorder: rec, Logger: testutil.Logger()}
+	p, err := l.Start(exec.Command("/bin/true"), childproc.Options{})
+	if err != nil {
+		t.Fatalf("auto containment: %v", err)
+	}
+	<-p.Exited()
+	run.Require()
+	if p, err := l.Start(exec.Command("/bin/true"), childproc.Options{}); !errors.Is(err, cgroup.ErrContainment) {
+		if p != nil {
+			<-p.Exited()
+		}
+		t.Fatalf("required containment: Start returned %v, want ErrContainment", err)
+	}
+	if log := rec.String(); !strings.HasSuffix(log, "reserve w0, unregister w0") {
+		t.Fatalf("records %q: the refused start must unregister its reservation", log)
+	}
 }

@@ -204,15 +204,17 @@ func (s *Service) Sweep() Report {
 	}
 	seen := map[key]bool{}
 	var candidates []proc.Process
-	add := func(p proc.Process, source string) {
+	// add reports whether p was new.
+	add := func(p proc.Process, source string) bool {
 		k := key{p.PID, p.StartTime}
 		if seen[k] {
-			return
+			return false
 		}
 		seen[k] = true
 		candidates = append(candidates, p)
 		s.log.Error(fmt.Sprintf("survivor of run %s found at shutdown; this is a bug", runID),
 			"pid", p.PID, "pgid", p.PGID, "ppid", p.PPID, "cmdline", p.Cmdline, "found_by", source)
+		return true
 	}
 
 	if reg != nil {
@@ -327,8 +329,10 @@ func (s *Service) dropRecords(reg *registry.Registry, runID string, rep *Report)
 // above: with cgroup containment, a process there is the run's by
 // construction (it descends from a worker process forked into it), even
 // one that scrubbed its environment and carries no run id. Each is
-// reported as a survivor, then cgroup.kill ends them all at once.
-func (s *Service) sweepCgroups(reg *registry.Registry, rep *Report, add func(proc.Process, string)) {
+// reported as a survivor — once: not those the rounds above already
+// reported, nor those gone before they could be read — then cgroup.kill
+// ends them all at once.
+func (s *Service) sweepCgroups(reg *registry.Registry, rep *Report, add func(proc.Process, string) bool) {
 	cg := reg.Cgroups()
 	if cg == nil {
 		return
@@ -337,6 +341,7 @@ func (s *Service) sweepCgroups(reg *registry.Registry, rep *Report, add func(pro
 	if len(pids) == 0 {
 		return
 	}
+	found := 0
 	for _, pid := range pids {
 		st, err := proc.ReadStat(pid)
 		if err != nil {
@@ -344,12 +349,15 @@ func (s *Service) sweepCgroups(reg *registry.Registry, rep *Report, add func(pro
 		}
 		argv, _ := proc.Cmdline(pid)
 		p := proc.Process{PID: pid, PPID: st.PPID, PGID: st.PGID, StartTime: st.StartTime, Cmdline: strings.Join(argv, " ")}
-		add(p, "cgroup "+cg.Dir())
+		if !add(p, "cgroup "+cg.Dir()) {
+			continue
+		}
+		found++
 		rep.Found = append(rep.Found, Survivor{PID: p.PID, PPID: p.PPID, PGID: p.PGID, StartTime: p.StartTime, Cmdline: p.Cmdline})
 	}
 	if err := cg.Kill(s.opts.KillGrace); err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 		return
 	}
-	rep.Killed += len(pids)
+	rep.Killed += found
 }

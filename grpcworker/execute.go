@@ -124,6 +124,10 @@ var _ worker.BatchExecutor = (*Worker)(nil)
 // ExecuteTool request (its batch field) and take one of the process's
 // slots. A failure of the request fails it whole, mapped as for Execute.
 func (w *Worker) ExecuteBatch(ctx context.Context, tool string, calls []*worker.Call) ([]worker.BatchResult, error) {
+	if len(calls) == 0 {
+		// An empty batch on the wire reads as one call with no arguments.
+		return []worker.BatchResult{}, nil
+	}
 	lt, err := w.lifetimeFor(tool)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,8 @@ import (
 
 // memoryWatch is RecycleAboveRSS: every MemoryCheckInterval (jittered per
 // period) the current process's tree memory is compared with the limit —
-// its cgroup's memory.current where the memory controller accounts it
+// its cgroup's anon + file_mapped (memory.stat; page cache is not counted)
+// where the memory controller accounts it and the worker is in that cgroup
 // (every descendant, wherever it went), else the tree RSS of the worker
 // and its descendants from /proc.
 type memoryWatch struct {

@@ -134,7 +134,8 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		// The contract keeps stdout for the handshake; anything else is an
 		// adapter printing where it should not.
 		w.log.Warn("worker wrote to stdout after the handshake", "line", line)
-	}, Stderr: func(log *slog.Logger) childproc.LineSink { return newStderrLog(log, auth.Reveal(o.Token)) }})
+	}, Stderr: func(log *slog.Logger) childproc.LineSink { return newStderrLog(log, auth.Reveal(o.Token)) },
+		Secrets: []string{auth.Reveal(o.Token)}})
 	if err != nil {
 		se := &worker.StartupError{WorkerID: w.spec.ID, Cause: err}
 		if _, short := worker.ResourceLimit(err); short {

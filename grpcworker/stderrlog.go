@@ -128,7 +128,7 @@ var _ childproc.LineSink = (*stderrLog)(nil)
 
 // Line takes one stderr line.
 func (s *stderrLog) Line(line string) {
-	line = redact(line, s.secrets)
+	line = auth.RedactIn(line, s.secrets...)
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -250,15 +250,6 @@ func parseRecordLine(line string, at time.Time) *pendingRecord {
 	r.attrs = append(r.attrs, slog.String("logger", m[3]))
 	r.msg.WriteString(m[4])
 	return r
-}
-
-func redact(line string, secrets []string) string {
-	for _, v := range secrets {
-		if strings.Contains(line, v) {
-			line = strings.ReplaceAll(line, v, auth.Redacted)
-		}
-	}
-	return line
 }
 
 // envLogLevel is the worker's logging level (snakepit_bridge/_logging.py).

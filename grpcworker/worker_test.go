@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -341,5 +342,52 @@ func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
 		if status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("%s: want Unauthenticated, got %v", name, err)
 		}
+	}
+}
+
+// A worker that prints its token and dies at startup (here an
+// interpreter that echoes it instead of running the server: the bridge itself drops the token from its
+// environment before adapter code runs): the StartupError (its quoted
+// stderr tail) and so every log of it carry no token.
+func TestStartupErrorCarriesNoToken(t *testing.T) {
+	real, err := FindPython("")
+	if err != nil {
+		t.Skip(err)
+	}
+	py := filepath.Join(t.TempDir(), "python")
+	if err := os.WriteFile(py, []byte(`#!/bin/sh
+case "$3" in snakepit_bridge.server) echo "leak $SNAKEPIT_TOKEN" >&2; exit 3;; esac
+exec '`+real+`' "$@"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tok := auth.NewToken()
+	fx := startWorker(t, func(o *Options) { o.Python, o.Token = py, tok })
+	select {
+	case err := <-fx.done:
+		fx.done <- err
+		var se *worker.StartupError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), "leak "+auth.Redacted) {
+			t.Fatalf("want a StartupError quoting the redacted line, got %v", err)
+		}
+		if strings.Contains(err.Error(), auth.Reveal(tok)) || strings.Contains(strings.Join(se.Stderr, "\n"), auth.Reveal(tok)) {
+			t.Fatalf("the StartupError carries the token:\n%v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("startup failure not reported")
+	}
+}
+
+// A batch of no calls has no results and sends nothing (on the wire an
+// empty batch would read as one call without arguments).
+func TestEmptyBatchHasNoResults(t *testing.T) {
+	fx := startWorker(t, func(o *Options) { o.Adapter = "snakepit_bridge.examples.batching.BatchingAdapter" })
+	fx.waitReady(t)
+	// A cancelled context fails any request: success proves none was sent.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := fx.w.ExecuteBatch(ctx, "double", nil)
+	if err != nil || len(res) != 0 {
+		t.Fatalf("empty batch: %d results, %v; want none, nil", len(res), err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // compileScript writes, next to every .py file under the tree, the
@@ -48,6 +49,9 @@ func Compile(ctx context.Context, interpreter, root string, env []string) error 
 	}
 	cmd := exec.CommandContext(ctx, interpreter, "-S", "-c", compileScript, root)
 	cmd.Env = env
+	// A cancelled ctx kills the interpreter; a child of it holding stderr
+	// must not hold Run beyond that.
+	cmd.WaitDelay = time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -27,8 +27,10 @@ const EnvContainment = "SNAKEPIT_CGROUP"
 
 // ErrContainment: cgroup containment was required (ContainRequired, or a
 // MemoryMax/CPUMax limit) but the machine does not offer it; no worker was
-// started. It matches cgroup's unavailability reason in its message.
-var ErrContainment = errors.New("cgroup containment unavailable or misconfigured")
+// started. It matches cgroup's unavailability reason in its message. A
+// worker process whose own cgroup cannot be made or entered under such a
+// policy fails its start with it too (childproc).
+var ErrContainment = cgroup.ErrContainment
 
 // CheckContainment validates a Containment setting ("" included).
 func CheckContainment(opt string) error {
@@ -108,6 +110,9 @@ func (r *Registry) Contain(opt string, pools []PoolLimits) error {
 		r.log.Warn("no host-death watchdog; if this host is killed, its workers' cgroups are ended by the next start or `snakepit reap`", "err", err)
 	}
 	r.wd = wd
+	if pol == ContainRequired {
+		run.Require()
+	}
 	r.cg.Store(run)
 	r.setMode(run.Mode())
 	r.log.Info("cgroup v2 containment in force: one cgroup per pool, one per worker process in it", "containment", run.Mode(), "cgroup", run.Dir(),

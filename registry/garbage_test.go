@@ -3,11 +3,13 @@ package registry
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/snakepit-go/snakepit/internal/proc/proctest"
 )
@@ -76,5 +78,41 @@ func TestGarbageOfAnySizeIsQuarantined(t *testing.T) {
 				t.Fatalf("no warning logged: %s", buf)
 			}
 		})
+	}
+}
+
+// Inspect (snakepit doctor) reads a damaged file without panicking: an
+// error matching ErrUnavailable, or what it could read; and it leaves no
+// lock behind, so Open can still move the file aside.
+func TestInspectOfGarbageNeverPanics(t *testing.T) {
+	real := filepath.Join(t.TempDir(), "real.db")
+	r := open(t, real, NewRunID())
+	for i := range 300 {
+		if err := r.Reserve(fmt.Sprintf("%s-%03d", strings.Repeat("w", 200), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := os.Getpagesize()
+	for _, n := range []int{100, page + 10, 2*page + 1, 3 * page, len(whole) / 2} {
+		path := filepath.Join(t.TempDir(), "r.db")
+		if err := os.WriteFile(path, whole[:n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Inspect(path, time.Second); err != nil && !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Inspect of %d of %d bytes = %v; want nil or ErrUnavailable", n, len(whole), err)
+		}
+		log, _ := proctest.Logger(t)
+		r, err := Open(Options{Path: path, Logger: log, LockTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("Open after Inspect of %d bytes: %v", n, err)
+		}
+		_ = r.Close()
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -74,6 +75,18 @@ func Reveal(t Token) string {
 		return ""
 	}
 	return *t.s
+}
+
+// RedactIn returns line with every non-empty secret replaced by Redacted:
+// the one rule for text a child process wrote (it may print the token it
+// was given) before that text reaches a log, an error or a tail.
+func RedactIn(line string, secrets ...string) string {
+	for _, v := range secrets {
+		if v != "" && strings.Contains(line, v) {
+			line = strings.ReplaceAll(line, v, Redacted)
+		}
+	}
+	return line
 }
 
 // IsZero reports a Token that was never generated.

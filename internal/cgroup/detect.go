@@ -66,6 +66,11 @@ const ModeNoPermission Mode = "no-permission"
 // Contained reports whether worker processes get cgroups under m.
 func (m Mode) Contained() bool { return m == ModeV2 || m == ModeHybrid }
 
+// ErrContainment: cgroup containment was required (the policy "required",
+// or a pool's MemoryMax/CPUMax) but could not be had — for the run, or
+// for one process (registry.ErrContainment is this value).
+var ErrContainment = errors.New("cgroup containment unavailable or misconfigured")
+
 // ErrUnavailable is matched by every reason cgroup containment cannot be
 // used: no v2 hierarchy, no write permission (no delegation), a kernel
 // without cgroup.kill.
@@ -103,8 +108,7 @@ func Detect() Detection {
 	if err != nil {
 		return Detection{Mode: ModeNone, Mount: mnt, Reason: err.Error()}
 	}
-	// A mount of a sub-tree (root != "/") shows paths relative to it.
-	rel, ok := strings.CutPrefix(cur, strings.TrimSuffix(root, "/"))
+	rel, ok := underRoot(cur, root)
 	if !ok {
 		return Detection{Mode: ModeNone, Mount: mnt, Reason: fmt.Sprintf("the host's cgroup %s is outside the mounted part %s of the v2 hierarchy", cur, root)}
 	}
@@ -117,6 +121,14 @@ func Detect() Detection {
 		mode = ModeHybrid
 	}
 	return Detection{Mode: mode, Mount: mnt, Base: base}
+}
+
+// underRoot is cgroup path cur relative to a mount of the sub-tree root
+// (root != "/" shows paths relative to it); ok is false when cur lies
+// outside it — on a directory boundary, so root /a/b does not hold /a/bc.
+func underRoot(cur, root string) (rel string, ok bool) {
+	rel, ok = strings.CutPrefix(cur, strings.TrimSuffix(root, "/"))
+	return rel, ok && (rel == "" || strings.HasPrefix(rel, "/"))
 }
 
 // findV2Mount returns the first cgroup2 mount, its root within the

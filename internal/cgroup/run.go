@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,8 +78,13 @@ type Run struct {
 	memory bool // the memory controller is enabled for the leaves
 	n      atomic.Uint64
 
-	mu    sync.Mutex
-	pools map[string]string // pool name → its directory
+	// required: containment was required (Registry.Contain's policy), so
+	// a process that cannot get its cgroup must not start (Strict).
+	required atomic.Bool
+
+	mu      sync.Mutex
+	pools   map[string]string // pool name → its directory
+	limited map[string]bool   // pools with MemoryMax/CPUMax
 }
 
 // NewRun creates run id's directory under d.Base (or, when a pool's limits
@@ -250,7 +256,28 @@ func (r *Run) newPool(name string, lim Limits) (string, error) {
 		return "", err
 	}
 	r.pools[name] = dir
+	if r.limited == nil {
+		r.limited = map[string]bool{}
+	}
+	r.limited[name] = lim.MemoryMax > 0 || lim.CPUMax > 0
 	return dir, nil
+}
+
+// Require makes containment required for every process of the run (the
+// policy "required"); see Strict.
+func (r *Run) Require() { r.required.Store(true) }
+
+// Strict reports whether a process of pool must not run outside its
+// cgroup: containment was required, or the pool has limits, which a
+// process outside would escape. Otherwise a process whose cgroup cannot
+// be made still runs, contained by its process group, tag and run id.
+func (r *Run) Strict(pool string) bool {
+	if r.required.Load() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.limited[pool]
 }
 
 // poolDir is pool name's directory; a pool NewRun was not told of gets one
@@ -385,11 +412,36 @@ func (l *Leaf) Remove(timeout time.Duration) error {
 	return endTree(l.dir, timeout)
 }
 
-// MemoryCurrent is memory.current (the whole tree's memory, page cache
-// included); ok is false without the memory controller.
-func (l *Leaf) MemoryCurrent() (int64, bool) {
-	v, err := strconv.ParseInt(strings.TrimSpace(readString(filepath.Join(l.dir, "memory.current"))), 10, 64)
-	return v, err == nil
+// Memory is the memory the leaf's processes use, comparable to their
+// summed RSS: memory.stat's anon plus file_mapped (memory.current would add
+// page cache, which reclaim frees on its own and which would make a worker
+// that reads big files look like it leaks). ok is false without the memory
+// controller, or when pid (the process the leaf was made for) is not in
+// the leaf — entered by /bin/sh and failed, say — where the leaf's figure
+// would say nothing about it.
+func (l *Leaf) Memory(pid int) (bytes int64, ok bool) {
+	if !slices.Contains(strings.Fields(readString(filepath.Join(l.dir, "cgroup.procs"))), strconv.Itoa(pid)) {
+		return 0, false
+	}
+	return parseMemoryStat(readString(filepath.Join(l.dir, "memory.stat")))
+}
+
+// parseMemoryStat sums anon and file_mapped of a memory.stat text; ok is
+// false when anon is missing (no memory controller, unreadable file).
+func parseMemoryStat(text string) (bytes int64, ok bool) {
+	for _, line := range strings.Split(text, "\n") {
+		k, v, found := strings.Cut(line, " ")
+		if !found || (k != "anon" && k != "file_mapped") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		bytes += n
+		ok = ok || k == "anon"
+	}
+	return bytes, ok
 }
 
 // setLimits writes lim into the cgroup dir in the kernel's format.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/snakepit-go/snakepit/internal/auth"
 )
 
 func TestReportTextAndVerdict(t *testing.T) {
@@ -43,5 +45,13 @@ func TestSystemChecksReport(t *testing.T) {
 		if c.Status != Pass && c.Fix == "" {
 			t.Errorf("%s is %s without a fix", c.Name, c.Status)
 		}
+	}
+}
+
+// The adapter probe's interpreter gets none of the host's secrets.
+func TestProbeEnvironmentHasNoSecrets(t *testing.T) {
+	env := withoutSecrets([]string{"HOME=/h", auth.EnvToken + "=tok", auth.EnvAgentToken + "=a", "PATH=/bin"})
+	if strings.Join(env, " ") != "HOME=/h PATH=/bin" {
+		t.Fatalf("probe environment %q", env)
 	}
 }

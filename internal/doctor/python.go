@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/snakepit-go/snakepit/grpcworker"
+	"github.com/snakepit-go/snakepit/internal/auth"
 	"github.com/snakepit-go/snakepit/python"
 )
 
@@ -143,8 +145,13 @@ func runProbe(ctx context.Context, o Options, py, pkgDir string) (probeResult, e
 	cmd := exec.CommandContext(ctx, py, args...)
 	path := append([]string{pkgDir}, o.PythonPath...)
 	path = append(path, filepath.SplitList(os.Getenv("PYTHONPATH"))...)
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+strings.Join(nonEmpty(path), string(os.PathListSeparator)))
+	// Adapter code runs here: it gets no secret of the host's, as in a
+	// worker (auth.SecretEnv).
+	cmd.Env = append(withoutSecrets(os.Environ()), "PYTHONPATH="+strings.Join(nonEmpty(path), string(os.PathListSeparator)))
 	cmd.Dir = os.TempDir() // the working directory must not shadow anything, as in a worker
+	// An adapter whose import starts a child that keeps stdout open must
+	// not hold Output past the timeout.
+	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if ctx.Err() != nil {
 		return probeResult{}, fmt.Errorf("the interpreter did not answer within %s", o.Timeout)
@@ -215,4 +222,15 @@ func describeCandidates(cs []grpcworker.Candidate) string {
 		parts = append(parts, fmt.Sprintf("%s (%s): %s", c.Path, c.Source, c.Problem))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// withoutSecrets drops the variables auth.IsSecretEnv names.
+func withoutSecrets(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); !auth.IsSecretEnv(name) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -23,13 +23,13 @@ TRIM_THRESHOLD of free heap per arena instead of trimming it, which its
 RSS (RecycleAboveRSS) shows.
 
 Not done when SNAKEPIT_MALLOC_TUNE=0, when the environment tunes malloc
-already (MALLOC_*_ or GLIBC_TUNABLES), or when the C library is not glibc.
+already (any MALLOC_* variable — MALLOC_ARENA_MAX as well as the
+MALLOC_*_ ones — or GLIBC_TUNABLES), or when the C library is not glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_TRIM_THRESHOLD = -1
@@ -47,10 +47,12 @@ def tune_malloc() -> bool:
     """Set the thresholds; True when they were set."""
     if os.environ.get("SNAKEPIT_MALLOC_TUNE", "1").strip() == "0":
         return False
-    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The symbols already loaded into the process (libc's among them):
+        # ctypes.util.find_library would run ldconfig at every worker start.
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing useful
     except (OSError, AttributeError):

@@ -67,7 +67,7 @@ Environment read:
                             worker fixes them so results of a few MiB do not
                             page-fault on every call, keeping up to 32 MiB of
                             free heap per malloc arena; see _malloc.py). Also
-                            left alone when the environment sets MALLOC_*_ or
+                            left alone when the environment sets MALLOC_* or
                             GLIBC_TUNABLES
   SNAKEPIT_LOG_LEVEL        stderr log level (default INFO); a line logged
                             during a call shows its request_id= (and

@@ -60,5 +60,6 @@ def test_tuned_heap_does_not_fault_per_round() -> None:
 
 def test_environment_settings_are_left_alone() -> None:
     assert run_pattern(MALLOC_ARENA_MAX_="2")[0] is False
+    assert run_pattern(MALLOC_ARENA_MAX="2")[0] is False
     assert run_pattern(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1")[0] is False
     assert run_pattern(SNAKEPIT_MALLOC_TUNE="0")[0] is False

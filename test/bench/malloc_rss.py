@@ -7,7 +7,7 @@ numpy, once per setting:
     SNAKEPIT_MALLOC_TUNE=0 /usr/bin/python3 malloc_rss.py       # glibc's dynamic ones
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864 /usr/bin/python3 malloc_rss.py
 
-(an environment that sets MALLOC_*_ is left to glibc by the worker). The
+(an environment that sets MALLOC_* is left to glibc by the worker). The
 client is a Python grpc stub, so ms/call is mostly the client's; the
 worker's CPU, faults and RSS are the figures.
 """
