@@ -287,14 +287,17 @@ func (runObserver) Recycled(string, worker.Info, string) {}
 // AddWorker joins a worker built by f to the default pool while the App runs (it
 // takes calls once ready; its Starter restarts it like the others). The id
 // must be unused (ErrWorkerExists); before Start or once stopping it is
-// ErrNotServing. An id with a '.' is refused (ErrInvalidWorker): "<pool>."
-// prefixes the named pools' worker ids.
+// ErrNotServing. An id starting with a named pool's "<pool>." is refused
+// (ErrInvalidWorker): that prefix is the named pool's, and ids are shared by
+// every pool's registry records and bridge registrations.
 func (a *App) AddWorker(id string, f worker.Factory) error {
 	if id == "" || f == nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, ErrInvalidWorker)
 	}
-	if strings.Contains(id, ".") {
-		return fmt.Errorf("%w: %w: worker id %q has a '.', which is kept for the named pools' ids (<pool>.w0); choose an id without one", ErrInvalidConfig, ErrInvalidWorker, id)
+	for _, ap := range a.pools[1:] {
+		if p := ap.cfg.workerPrefix(); strings.HasPrefix(id, p) {
+			return fmt.Errorf("%w: %w: worker id %q starts with %q, the prefix of pool %s's workers; choose an id without it", ErrInvalidConfig, ErrInvalidWorker, id, p, ap.cfg.Name)
+		}
 	}
 	return a.cur.Load().pools[0].work.AddWorker(id, f)
 }

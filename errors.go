@@ -168,8 +168,8 @@ var (
 	ErrContainment = registry.ErrContainment
 	// Dynamic membership (App.AddWorker, App.RemoveWorker).
 	ErrWorkerExists = supervisor.ErrWorkerExists
-	// ErrInvalidWorker: AddWorker without an id or a factory, or with a
-	// '.' in the id.
+	// ErrInvalidWorker: AddWorker without an id or a factory, or with an
+	// id that starts with a named pool's "<pool>." prefix.
 	ErrInvalidWorker = supervisor.ErrInvalidWorker
 	ErrNoSuchWorker  = supervisor.ErrNoSuchWorker
 	ErrNotServing    = supervisor.ErrNotServing

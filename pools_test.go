@@ -477,18 +477,23 @@ func TestPoolWaitReadyWaitsForTheFirstPoll(t *testing.T) {
 
 // "<pool>." prefixes the named pools' ids: AddWorker refuses an id with a
 // '.', as it refuses an empty one.
-func TestAddWorkerRefusesADotInTheID(t *testing.T) {
+func TestAddWorkerRefusesANamedPoolsPrefix(t *testing.T) {
 	f := &fake.Factory{}
-	app, err := snakepit.New(fakeConfig(t, f, 1))
+	cfg := fakeConfig(t, f, 1)
+	cfg.Pools = []snakepit.PoolConfig{{Name: "embed", Workers: 1}}
+	app, err := snakepit.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"", "embed.w9", "."} {
+	for _, id := range []string{"", "embed.w9", "embed.remote:10.0.0.1:7070"} {
 		if err := app.AddWorker(id, f); !errors.Is(err, snakepit.ErrInvalidWorker) || !errors.Is(err, snakepit.ErrInvalidConfig) {
 			t.Errorf("AddWorker(%q) = %v; want ErrInvalidWorker", id, err)
 		}
 	}
-	if err := app.AddWorker("w9", f); !errors.Is(err, snakepit.ErrNotServing) {
-		t.Errorf("AddWorker(w9) before Start = %v; want ErrNotServing", err)
+	// A dot elsewhere is fine (a remote worker's id carries its address).
+	for _, id := range []string{"w9", "remote:10.0.0.1:7070", "embedder.w1"} {
+		if err := app.AddWorker(id, f); !errors.Is(err, snakepit.ErrNotServing) {
+			t.Errorf("AddWorker(%q) before Start = %v; want ErrNotServing", id, err)
+		}
 	}
 }
