@@ -102,14 +102,46 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 	if len(reps) == 0 && unsupported != nil {
 		return ReloadReport{NotRecyclable: notRecyclable}, unsupported
 	}
+	recycled, skipped, failed := w.recycleAll(ctx, reps, ids)
+	rep := ReloadReport{NotRecyclable: notRecyclable}
+	for i, id := range ids {
+		if recycled[i] {
+			rep.Recycled = append(rep.Recycled, id)
+		}
+		if skipped[i] {
+			rep.Skipped = append(rep.Skipped, id)
+		}
+	}
+	rep.Duration = time.Since(begun)
+	if w.stopping.Load() {
+		// Recycles refused because the pool began to stop look like
+		// "no running process"; that is not a reload that succeeded.
+		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers recycled)", ErrNotRunning, len(rep.Recycled), len(reps))
+	}
+	if failed != nil {
+		failed.Report = rep
+		w.log.Error("reload stopped: a new worker process failed to start; the remaining workers keep their old processes",
+			"worker_id", failed.WorkerID, "recycled", len(rep.Recycled), "of", len(reps), "err", failed.Err)
+		return rep, failed
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, fmt.Errorf("snakepit: reload interrupted after %d of %d workers: %w", len(rep.Recycled), len(reps), err)
+	}
+	w.log.Info("reload complete", "recycled", len(rep.Recycled), "skipped", len(rep.Skipped), "duration", rep.Duration.Round(time.Millisecond))
+	return rep, nil
+}
+
+// recycleAll recycles reps (the workers ids names) with at most
+// RecycleConcurrency at once, in order, until one fails, ctx ends or the
+// pool begins to stop; it reports which were recycled, which had no
+// running process (skipped), and the first failure.
+func (w *Workers) recycleAll(ctx context.Context, reps []worker.Recycler, ids []string) (recycled, skipped []bool, failed *ReloadError) {
 	var (
-		mu       sync.Mutex
-		next     int
-		failed   *ReloadError
-		recycled = make([]bool, len(reps))
-		skipped  = make([]bool, len(reps))
-		wg       sync.WaitGroup
+		mu   sync.Mutex
+		next int
+		wg   sync.WaitGroup
 	)
+	recycled, skipped = make([]bool, len(reps)), make([]bool, len(reps))
 	take := func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -142,30 +174,5 @@ func (w *Workers) Reload(ctx context.Context) (ReloadReport, error) {
 		})
 	}
 	wg.Wait()
-	rep := ReloadReport{NotRecyclable: notRecyclable}
-	for i, id := range ids {
-		if recycled[i] {
-			rep.Recycled = append(rep.Recycled, id)
-		}
-		if skipped[i] {
-			rep.Skipped = append(rep.Skipped, id)
-		}
-	}
-	rep.Duration = time.Since(begun)
-	if w.stopping.Load() {
-		// Recycles refused because the pool began to stop look like
-		// "no running process"; that is not a reload that succeeded.
-		return rep, fmt.Errorf("%w: the pool began to stop during the reload (%d of %d workers recycled)", ErrNotRunning, len(rep.Recycled), len(reps))
-	}
-	if failed != nil {
-		failed.Report = rep
-		w.log.Error("reload stopped: a new worker process failed to start; the remaining workers keep their old processes",
-			"worker_id", failed.WorkerID, "recycled", len(rep.Recycled), "of", len(reps), "err", failed.Err)
-		return rep, failed
-	}
-	if err := ctx.Err(); err != nil {
-		return rep, fmt.Errorf("snakepit: reload interrupted after %d of %d workers: %w", len(rep.Recycled), len(reps), err)
-	}
-	w.log.Info("reload complete", "recycled", len(rep.Recycled), "skipped", len(rep.Skipped), "duration", rep.Duration.Round(time.Millisecond))
-	return rep, nil
+	return recycled, skipped, failed
 }
