@@ -212,7 +212,7 @@ func (r *Run) check(base string, pools []Pool) error {
 	}
 	enable := wantedBy(pools)
 	if contains(avail, "memory") && !contains(enable, "memory") {
-		// Free accounting for RecycleAboveRSS: memory.current per process tree.
+		// Free accounting for RecycleAboveRSS: memory.stat (anon + file_mapped) per process tree.
 		enable = append(enable, "memory")
 	}
 	if len(enable) == 0 {
@@ -320,7 +320,7 @@ func (r *Run) Dir() string { return r.dir }
 // Mode is the containment in force.
 func (r *Run) Mode() Mode { return r.mode }
 
-// Memory reports whether the leaves account memory (memory.current).
+// Memory reports whether the leaves account memory (memory.stat).
 func (r *Run) Memory() bool { return r.memory }
 
 // NewLeaf creates the cgroup of one process start of pool (its name as
