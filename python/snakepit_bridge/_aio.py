@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 import grpc
 
-from ._arraywire import ExecuteResponse, registered_handler
+from ._servicer import registered_handler
 from ._auth import TokenInterceptor
 from ._logging import log
 from ._process import _StartupFailed, _StopSignals
@@ -39,8 +39,7 @@ from .codec import (
 )
 from ._servicer import ServicerBase
 from .context import MAX_MESSAGE_BYTES, HostClient, _current, _enter
-from .pb import snakepit_pb2 as pb
-from .pb import snakepit_pb2_grpc as pb_grpc
+from . import _wire as wire
 
 __all__ = ["AioWorkerServicer", "TokenInterceptor", "create_aio_server", "serve_aio"]
 
@@ -154,7 +153,7 @@ async def _await_thread(executor: Any, cf: concurrent.futures.Future, request_id
         raise
 
 
-class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
+class AioWorkerServicer(ServicerBase):
     """WorkerService over one adapter instance."""
 
     def __init__(
@@ -191,13 +190,13 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
 
     # -- simple RPCs --------------------------------------------------------
 
-    async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.PingResponse:
+    async def Ping(self, request: wire.PingRequest, context: grpc.aio.ServicerContext) -> wire.PingResponse:
         report = getattr(self.executor, "abandoned", None)
         return self._ping(request, report() if report is not None else (0, 0.0, []))
 
     async def DescribeTools(
-        self, request: pb.DescribeToolsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DescribeToolsResponse:
+        self, request: wire.DescribeToolsRequest, context: grpc.aio.ServicerContext
+    ) -> wire.DescribeToolsResponse:
         return self._describe()
 
     async def _in_thread(self, fn: Callable[..., Any], kwargs: Dict[str, Any], request_id: str = "") -> Any:
@@ -208,8 +207,8 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
     # -- ExecuteTool -------------------------------------------------------------
 
     async def ExecuteTool(
-        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
-    ) -> ExecuteResponse:
+        self, request: wire.ExecuteToolRequest, context: grpc.aio.ServicerContext
+    ) -> wire.ExecuteToolResponse:
         t0 = time.perf_counter()
         self._begin()
         try:
@@ -219,13 +218,13 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         resp.duration_ms = (time.perf_counter() - t0) * 1000.0
         return resp
 
-    async def _execute(self, request: pb.ExecuteToolRequest) -> ExecuteResponse:
+    async def _execute(self, request: wire.ExecuteToolRequest) -> wire.ExecuteToolResponse:
         name = request.tool_name
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
-            return pb.ExecuteToolResponse(error=self._unknown_tool(name))
+            return wire.ExecuteToolResponse(error=self._unknown_tool(name))
         if info.streaming and info.stream_func is None:
-            return pb.ExecuteToolResponse(
+            return wire.ExecuteToolResponse(
                 error=tool_error(
                     "StreamingToolCalledUnary",
                     f"tool {name!r} is a streaming tool; call it with ExecuteStream "
@@ -250,7 +249,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
             raise
         except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
             err = error_from_exception(e)
-            return pb.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
+            return wire.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
         finally:
             _current.reset(token)
         return result_response(name, value) if prep is None else prep.reply(value)
@@ -278,7 +277,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         return _SyncStream(iter(it), self.executor, ctx, request_id)
 
     async def ExecuteStreamingTool(
-        self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext
+        self, request: wire.ExecuteToolRequest, context: grpc.aio.ServicerContext
     ) -> None:
         # Written with context.write rather than as an async generator so that
         # a cancellation always lands inside this coroutine (in a write or in
@@ -290,12 +289,12 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         finally:
             self._end()
 
-    async def _stream(self, request: pb.ExecuteToolRequest, context: grpc.aio.ServicerContext) -> None:
+    async def _stream(self, request: wire.ExecuteToolRequest, context: grpc.aio.ServicerContext) -> None:
         name = request.tool_name
         seq = 0
 
-        async def final(error: Optional[pb.ToolError] = None) -> None:
-            await context.write(pb.ToolChunk(seq=seq + 1, is_final=True, error=error))
+        async def final(error: Optional[wire.ToolError] = None) -> None:
+            await context.write(wire.ToolChunk(seq=seq + 1, is_final=True, error=error))
 
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
@@ -320,7 +319,7 @@ class AioWorkerServicer(ServicerBase, pb_grpc.WorkerServiceServicer):
         stream: Any = None
         completed = False
         try:
-            error: Optional[pb.ToolError] = None
+            error: Optional[wire.ToolError] = None
             try:
                 stream = await self._open_stream(info, kwargs, request.request_id)
             except asyncio.CancelledError:

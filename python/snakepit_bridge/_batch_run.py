@@ -17,14 +17,14 @@ from .codec import (
     invalid_args_error,
     tool_error,
 )
-from .pb import snakepit_pb2 as pb
+from . import _wire as wire
 
 if typing.TYPE_CHECKING:
     from .adapter import ToolInfo
     from .context import HostClient, SessionContext
 
 
-def not_batch_error(name: str) -> pb.ToolError:
+def not_batch_error(name: str) -> wire.ToolError:
     return tool_error(
         "NotBatchTool",
         f"tool {name!r} is not a batch tool and cannot take a batch request; "
@@ -42,17 +42,17 @@ class Prepared:
     def __init__(self, name: str, single: bool, n: int) -> None:
         self.name = name
         self.single = single  # an ordinary request: reply as to one call
-        self.errors: List[Optional[pb.ToolError]] = [None] * n
+        self.errors: List[Optional[wire.ToolError]] = [None] * n
         self.kwargs: Dict[str, Any] = {}
         self.count = 0  # calls in the columns
 
-    def all_refused(self) -> Optional[pb.ExecuteToolResponse]:
+    def all_refused(self) -> Optional[wire.ExecuteToolResponse]:
         """The reply when no call fits (the tool is not run), else None."""
         if self.count:
             return None
         return self._reply([])
 
-    def reply(self, value: Any) -> pb.ExecuteToolResponse:
+    def reply(self, value: Any) -> wire.ExecuteToolResponse:
         """The reply for the function's return value."""
         values: Optional[List[Any]] = None
         if isinstance(value, list):
@@ -67,44 +67,44 @@ class Prepared:
             ))
         return self._reply(values)
 
-    def failed(self, err: pb.ToolError) -> pb.ExecuteToolResponse:
+    def failed(self, err: wire.ToolError) -> wire.ExecuteToolResponse:
         """The reply when the function raised: every call in it fails."""
         return self._reply([_Failed(err)] * self.count)
 
-    def _reply(self, values: List[Any]) -> pb.ExecuteToolResponse:
-        items: List[pb.BatchItemResult] = []
+    def _reply(self, values: List[Any]) -> wire.ExecuteToolResponse:
+        items: List[wire.BatchItemResult] = []
         it = iter(values)
         for e in self.errors:
-            items.append(pb.BatchItemResult(error=e) if e is not None else _item_result(self.name, next(it)))
+            items.append(wire.BatchItemResult(error=e) if e is not None else _item_result(self.name, next(it)))
         if self.single:
             r = items[0]
             if r.HasField("error"):
-                return pb.ExecuteToolResponse(error=r.error)
-            return pb.ExecuteToolResponse(result=r.result)
-        return pb.ExecuteToolResponse(batch=items)
+                return wire.ExecuteToolResponse(error=r.error)
+            return wire.ExecuteToolResponse(result=r.result)
+        return wire.ExecuteToolResponse(batch=items)
 
 
 class _Failed:
     __slots__ = ("err",)
 
-    def __init__(self, err: pb.ToolError) -> None:
+    def __init__(self, err: wire.ToolError) -> None:
         self.err = err
 
 
-def _item_result(name: str, value: Any) -> pb.BatchItemResult:
+def _item_result(name: str, value: Any) -> wire.BatchItemResult:
     if isinstance(value, _Failed):
-        return pb.BatchItemResult(error=value.err)
+        return wire.BatchItemResult(error=value.err)
     if isinstance(value, BaseException):
-        return pb.BatchItemResult(error=error_from_exception(value))
+        return wire.BatchItemResult(error=error_from_exception(value))
     try:
-        return pb.BatchItemResult(result=encode_result(name, value))
+        return wire.BatchItemResult(result=encode_result(name, value))
     except ResultEncodingError as e:
-        return pb.BatchItemResult(error=tool_error("SerializationError", str(e)))
+        return wire.BatchItemResult(error=tool_error("SerializationError", str(e)))
 
 
 def prepare(
     info: "ToolInfo",
-    request: pb.ExecuteToolRequest,
+    request: wire.ExecuteToolRequest,
     sctx: "SessionContext",
     context_for: Callable[[str, Any], "SessionContext"],
 ) -> Prepared:

@@ -9,12 +9,42 @@ import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
+import grpc
+
 from ._logging import log
 from . import _batch_run
 from .adapter import ToolInfo, collect_tools
 from .codec import ArgumentsError, InvalidArgs, decode_args, invalid_args_error, tool_error
 from .context import HostClient, SessionContext
-from .pb import snakepit_pb2 as pb
+from . import _wire as wire
+
+
+#: The service's full name, as in proto/snakepit/v1/snakepit.proto.
+SERVICE = "snakepit.v1.WorkerService"
+
+
+def registered_handler(servicer: Any) -> Any:
+    """WorkerService's method handlers for ``servicer`` (sync or aio), as one
+    generic handler, with the hand-coded messages of _wire.py as the
+    (de)serializers: what the generated ``add_WorkerServiceServicer_to_server``
+    would register, without importing protobuf. Calls are routed by grpc
+    itself: no wrapper per call."""
+    ser = wire.serialize
+    handlers = {
+        "Ping": grpc.unary_unary_rpc_method_handler(
+            servicer.Ping, request_deserializer=wire.PingRequest.FromString, response_serializer=ser
+        ),
+        "DescribeTools": grpc.unary_unary_rpc_method_handler(
+            servicer.DescribeTools, request_deserializer=wire.DescribeToolsRequest.FromString, response_serializer=ser
+        ),
+        "ExecuteTool": grpc.unary_unary_rpc_method_handler(
+            servicer.ExecuteTool, request_deserializer=wire.ExecuteToolRequest.FromString, response_serializer=ser
+        ),
+        "ExecuteStreamingTool": grpc.unary_stream_rpc_method_handler(
+            servicer.ExecuteStreamingTool, request_deserializer=wire.ExecuteToolRequest.FromString, response_serializer=ser
+        ),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 class _NotBatch(Exception):
@@ -53,9 +83,9 @@ class ServicerBase:
             proc.die_now(f"cannot write the handshake line ({e}): host gone")
         log.info("ready: adapter %s, %d tool(s), listening on %s:%d (%s)", self.adapter_name, len(self.tools), host, port, flavour)
 
-    def _ping(self, request: pb.PingRequest, abandoned: Tuple[int, float, Any]) -> pb.PingResponse:
+    def _ping(self, request: wire.PingRequest, abandoned: Tuple[int, float, Any]) -> wire.PingResponse:
         count, oldest, ids = abandoned
-        return pb.PingResponse(
+        return wire.PingResponse(
             message=request.message,
             pid=os.getpid(),
             worker_id=self.worker_id,
@@ -65,20 +95,20 @@ class ServicerBase:
             abandoned_request_ids=ids,
         )
 
-    def _describe(self) -> pb.DescribeToolsResponse:
+    def _describe(self) -> wire.DescribeToolsResponse:
         import platform  # here, not at import: it costs every worker's start
 
-        return pb.DescribeToolsResponse(
-            tools=[self._spec_pb(self.tools[n]) for n in sorted(self.tools)],
+        return wire.DescribeToolsResponse(
+            tools=[self._spec_msg(self.tools[n]) for n in sorted(self.tools)],
             adapter=self.adapter_name,
             python_version=platform.python_version(),
             pid=os.getpid(),
         )
 
     @staticmethod
-    def _spec_pb(info: ToolInfo) -> pb.ToolSpec:
+    def _spec_msg(info: ToolInfo) -> wire.ToolSpec:
         s = info.spec
-        return pb.ToolSpec(
+        return wire.ToolSpec(
             name=s.name,
             description=s.description,
             supports_streaming=s.supports_streaming,
@@ -89,7 +119,7 @@ class ServicerBase:
             batch_max_size=s.batch_max_size,
             batch_max_wait_ms=s.batch_max_wait_ms,
             parameters=[
-                pb.ParamSpec(
+                wire.ParamSpec(
                     name=p.name,
                     type=p.type,
                     required=p.required,
@@ -100,12 +130,12 @@ class ServicerBase:
             ],
         )
 
-    def _unknown_tool(self, name: str) -> pb.ToolError:
+    def _unknown_tool(self, name: str) -> wire.ToolError:
         # The message is exactly the comma-separated list of available
         # tools, so the host can split it without parsing prose.
         return tool_error("UnknownTool", ", ".join(sorted(self.tools)))
 
-    def _context(self, request: pb.ExecuteToolRequest) -> SessionContext:
+    def _context(self, request: wire.ExecuteToolRequest) -> SessionContext:
         return SessionContext._for_call(
             request.session_id,
             request.request_id,
@@ -117,8 +147,8 @@ class ServicerBase:
         )
 
     def _admit(
-        self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext
-    ) -> Tuple[Dict[str, Any], Optional[_batch_run.Prepared], Optional[pb.ExecuteToolResponse]]:
+        self, info: ToolInfo, request: wire.ExecuteToolRequest, sctx: SessionContext
+    ) -> Tuple[Dict[str, Any], Optional[_batch_run.Prepared], Optional[wire.ExecuteToolResponse]]:
         """An Execute call's keyword arguments and its batch (None unless the
         tool is a batch tool), or the response that refuses it: arguments
         that do not fit, a batch sent to a tool that is not one, or a batch
@@ -132,11 +162,11 @@ class ServicerBase:
                 return {}, None, refused
             return prep.kwargs, prep, None
         except InvalidArgs as e:
-            return {}, None, pb.ExecuteToolResponse(error=invalid_args_error(e))
+            return {}, None, wire.ExecuteToolResponse(error=invalid_args_error(e))
         except _NotBatch as e:
-            return {}, None, pb.ExecuteToolResponse(error=e.error)
+            return {}, None, wire.ExecuteToolResponse(error=e.error)
 
-    def _prepare_batch(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> _batch_run.Prepared:
+    def _prepare_batch(self, info: ToolInfo, request: wire.ExecuteToolRequest, sctx: SessionContext) -> _batch_run.Prepared:
         """A batch tool's request (or a single call of it, a batch of one),
         checked call by call. Raises _NotBatch for a batch request to a
         tool that is not a batch tool."""
@@ -145,7 +175,7 @@ class ServicerBase:
         make = _batch_run.context_maker(self.worker_id, self.run_id, info.name, self.host)
         return _batch_run.prepare(info, request, sctx, make)
 
-    def _prepare(self, info: ToolInfo, request: pb.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
+    def _prepare(self, info: ToolInfo, request: wire.ExecuteToolRequest, sctx: SessionContext) -> Dict[str, Any]:
         """Decoded, checked keyword arguments, context included.
 
         Raises InvalidArgs (ArgumentsError when undecodable): they do not fit

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import grpc
 
-from ._arraywire import registered_handler as _registered_handler
+from ._servicer import registered_handler as _registered_handler
 from ._auth import SyncTokenInterceptor
 from ._logging import log
 from ._process import _Process, _StartupFailed, _StopSignals

@@ -29,7 +29,6 @@ from ._loop_bridge import (
     _await_value,
     _run_async,
 )
-from ._arraywire import ExecuteResponse
 from ._servicer import ServicerBase
 from ._threads import DEFAULT_THREADS, CallSlots, Slot
 from .adapter import ANY_TOOL, ToolInfo, ToolKind
@@ -43,7 +42,7 @@ from .codec import (
     tool_error,
 )
 from .context import HostClient, SessionContext, _enter
-from .pb import snakepit_pb2 as pb
+from . import _wire as wire
 
 __all__ = ["WorkerServicer"]
 
@@ -54,7 +53,7 @@ _perf_counter = time.perf_counter
 _NOT_AWAITABLE = frozenset((int, float, str, bytes, bool, dict, list, tuple, type(None)))
 
 
-_CANCELLED_RESPONSE = pb.ExecuteToolResponse()
+_CANCELLED_RESPONSE = wire.ExecuteToolResponse()
 
 
 class WorkerServicer(ServicerBase):
@@ -82,10 +81,10 @@ class WorkerServicer(ServicerBase):
 
     # -- simple RPCs --------------------------------------------------------
 
-    def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingResponse:
+    def Ping(self, request: wire.PingRequest, context: grpc.ServicerContext) -> wire.PingResponse:
         return self._ping(request, self.slots.abandoned())
 
-    def DescribeTools(self, request: pb.DescribeToolsRequest, context: grpc.ServicerContext) -> pb.DescribeToolsResponse:
+    def DescribeTools(self, request: wire.DescribeToolsRequest, context: grpc.ServicerContext) -> wire.DescribeToolsResponse:
         return self._describe()
 
     # -- ExecuteTool -------------------------------------------------------------
@@ -94,7 +93,7 @@ class WorkerServicer(ServicerBase):
     # in flight, every microsecond a call holds the GIL is paid several times
     # over by the threads waiting for it (docs/BENCHMARKS.md).
 
-    def ExecuteTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> ExecuteResponse:
+    def ExecuteTool(self, request: wire.ExecuteToolRequest, context: grpc.ServicerContext) -> wire.ExecuteToolResponse:
         t0 = _perf_counter()
         # A context of its own per call, as a task would have: a tool's
         # contextvars never leak into the next call on this thread.
@@ -102,13 +101,13 @@ class WorkerServicer(ServicerBase):
         resp.duration_ms = (_perf_counter() - t0) * 1000.0
         return resp
 
-    def _execute(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> ExecuteResponse:
+    def _execute(self, request: wire.ExecuteToolRequest, context: grpc.ServicerContext) -> wire.ExecuteToolResponse:
         name = request.tool_name
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
-            return pb.ExecuteToolResponse(error=self._unknown_tool(name))
+            return wire.ExecuteToolResponse(error=self._unknown_tool(name))
         if info.spec.supports_streaming and info.stream_func is None:
-            return pb.ExecuteToolResponse(
+            return wire.ExecuteToolResponse(
                 error=tool_error(
                     "StreamingToolCalledUnary",
                     f"tool {name!r} is a streaming tool; call it with ExecuteStream "
@@ -151,7 +150,7 @@ class WorkerServicer(ServicerBase):
         except BaseException as e:  # SystemExit from a tool is a tool error, not a worker exit
             call.finished = True
             err = error_from_exception(e)
-            return pb.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
+            return wire.ExecuteToolResponse(error=err) if prep is None else prep.failed(err)
         call.finished = True
         return result_response(name, value) if prep is None else prep.reply(value)
 
@@ -176,7 +175,7 @@ class WorkerServicer(ServicerBase):
             return _AsyncStream(self._loop, call, it.__aiter__())
         return _SyncStream(iter(it))
 
-    def ExecuteStreamingTool(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext) -> Iterator[pb.ToolChunk]:
+    def ExecuteStreamingTool(self, request: wire.ExecuteToolRequest, context: grpc.ServicerContext) -> Iterator[wire.ToolChunk]:
         # A generator: grpc sends each chunk as it is yielded, with flow
         # control. When the caller goes away, on_done marks the context
         # cancelled (and abandons a step still running); grpc then stops
@@ -184,15 +183,15 @@ class WorkerServicer(ServicerBase):
         ctx = contextvars.Context()
         return ctx.run(self._stream, request, context, ctx)
 
-    def _stream(self, request: pb.ExecuteToolRequest, context: grpc.ServicerContext, ctx: contextvars.Context) -> Iterator[pb.ToolChunk]:
+    def _stream(self, request: wire.ExecuteToolRequest, context: grpc.ServicerContext, ctx: contextvars.Context) -> Iterator[wire.ToolChunk]:
         name = request.tool_name
         info = self.tools.get(name) or self.tools.get(ANY_TOOL)
         if info is None:
-            return iter((pb.ToolChunk(seq=1, is_final=True, error=self._unknown_tool(name)),))
+            return iter((wire.ToolChunk(seq=1, is_final=True, error=self._unknown_tool(name)),))
         if not info.spec.supports_streaming and info.stream_func is None:
             return iter(
                 (
-                    pb.ToolChunk(
+                    wire.ToolChunk(
                         seq=1,
                         is_final=True,
                         error=tool_error(
@@ -206,7 +205,7 @@ class WorkerServicer(ServicerBase):
         try:
             kwargs = self._prepare(info, request, sctx)
         except InvalidArgs as e:
-            return iter((pb.ToolChunk(seq=1, is_final=True, error=invalid_args_error(e)),))
+            return iter((wire.ToolChunk(seq=1, is_final=True, error=invalid_args_error(e)),))
         call = _Call(sctx, self.slots)
         if not context.add_callback(call.on_done):
             sctx._mark_cancelled()
@@ -216,7 +215,7 @@ class WorkerServicer(ServicerBase):
 
     def _chunks(
         self, ctx: contextvars.Context, call: _Call, info: ToolInfo, kwargs: Dict[str, Any], request_id: str
-    ) -> Iterator[pb.ToolChunk]:
+    ) -> Iterator[wire.ToolChunk]:
         name = info.name
         sctx = call.sctx
         seq = 0
@@ -224,7 +223,7 @@ class WorkerServicer(ServicerBase):
         slot: Optional[Slot] = None
         completed = False
         try:
-            error: Optional[pb.ToolError] = None
+            error: Optional[wire.ToolError] = None
             if info.kind in (ToolKind.SYNC_GEN, ToolKind.SYNC_ITER) or info.stream_func is not None:
                 # The tool and its steps run on this thread: it holds a slot
                 # for the whole stream, as the host holds its pool slot, so
@@ -259,7 +258,7 @@ class WorkerServicer(ServicerBase):
                 yield chunk
             call.finished = True
             completed = True
-            yield pb.ToolChunk(seq=seq + 1, is_final=True, error=error)
+            yield wire.ToolChunk(seq=seq + 1, is_final=True, error=error)
         finally:
             if not completed:
                 # Cancelled, deadline passed, or the client went away mid-write.

@@ -9,7 +9,7 @@ Contract:
   a numpy ndarray of a numeric dtype returned as the whole result travels
   as ``Payload.binary`` too, with ``dtype`` and ``shape`` (C order,
   little-endian; its ExecuteToolResponse is serialised by hand, see
-  _arraywire.py). Everything else travels as JSON (``None`` is JSON null):
+  _arraywire.py and _wire.py). Everything else travels as JSON (``None`` is JSON null):
   plain JSON types on the fast path, and through a ``default=`` hook the
   types tools return without thinking of JSON: numpy scalars (their Python
   value) and arrays inside a structure or streamed (nested lists),
@@ -39,9 +39,9 @@ import re
 import traceback as _tb
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from ._arraywire import ExecuteResponse, array_response
+from ._arraywire import array_response
 from .argcheck import InvalidArgs
-from .pb import snakepit_pb2 as pb
+from . import _wire as wire
 
 __all__ = [
     "ArgumentsError",
@@ -216,12 +216,12 @@ _encode = _result_encoder()
 _PLAIN = (dict, list, str, int, float, bool, type(None), tuple)
 
 
-def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> "pb.Payload":
+def encode_result(tool_name: str, value: Any, *, verb: str = "returned") -> wire.Payload:
     """Encode a tool's result (or one streamed item) as a Payload.
 
     ``verb`` is "returned" or "yielded", for the error message.
     """
-    payload = pb.Payload()
+    payload = wire.Payload()
     _fill_payload(payload, tool_name, value, verb=verb)
     return payload
 
@@ -233,7 +233,7 @@ _ARRAY_DTYPES = frozenset(
 )
 
 
-def _fill_array(payload: "pb.Payload", value: Any) -> bool:
+def _fill_array(payload: wire.Payload, value: Any) -> bool:
     """A top-level numpy ndarray as binary with its dtype and shape; False
     when its dtype is not one the host decodes (it then goes as JSON)."""
     dt = value.dtype
@@ -243,7 +243,7 @@ def _fill_array(payload: "pb.Payload", value: Any) -> bool:
         value = value.astype(dt.newbyteorder("<"))
     payload.binary = value.tobytes()  # C order, whatever the array's layout
     payload.dtype = dt.name
-    payload.shape.extend(value.shape)
+    payload.shape = tuple(value.shape)
     return True
 
 
@@ -296,11 +296,9 @@ def _to_json(obj: Any) -> Any:
 
 
 def _fill_payload(
-    payload: "pb.Payload", tool_name: str, value: Any, *, verb: str = "returned", arrays: bool = True
+    payload: wire.Payload, tool_name: str, value: Any, *, verb: str = "returned", arrays: bool = True
 ) -> None:
-    """encode_result into an existing Payload (e.g. ``response.result``):
-    building a message and copying it into its parent costs more than the
-    encoding of a small result. ``arrays``: a top-level numpy array may go
+    """encode_result into a new, empty Payload. ``arrays``: a top-level numpy array may go
     as a typed binary array (not for streamed items, whose chunks carry no
     header). Raises ResultEncodingError."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -436,7 +434,7 @@ def graceful_json(obj: Any) -> Any:
     return unserializable_marker(obj)
 
 
-def _fill_graceful(payload: "pb.Payload", value: Any) -> None:
+def _fill_graceful(payload: wire.Payload, value: Any) -> None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         payload.binary = bytes(value)
         return
@@ -448,48 +446,48 @@ def _fill_graceful(payload: "pb.Payload", value: Any) -> None:
     payload.json = data.encode("utf-8")
 
 
-def result_response(tool_name: str, value: Any) -> ExecuteResponse:
+def result_response(tool_name: str, value: Any) -> wire.ExecuteToolResponse:
     """The ExecuteToolResponse for a tool's return value (a SerializationError
     response when the value cannot be sent). A numpy array of a typed dtype
-    comes back as an ArrayResponse, serialised by hand without copying the
-    array into a message first (_arraywire.py says why)."""
+    comes back with the array's own memory as its data, not copied into a
+    message first (_arraywire.py says why)."""
     if type(value) not in _PLAIN and _is_ndarray(value) and value.dtype.name in _ARRAY_DTYPES:
         return array_response(value, value.dtype.name)
-    resp = pb.ExecuteToolResponse()
+    payload = wire.Payload()
     try:
-        _fill_payload(resp.result, tool_name, value)
+        _fill_payload(payload, tool_name, value)
     except ResultEncodingError as e:
-        return pb.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
-    return resp
+        return wire.ExecuteToolResponse(error=tool_error("SerializationError", str(e)))
+    return wire.ExecuteToolResponse(result=payload)
 
 
-def item_chunk(tool_name: str, seq: int, item: Any) -> "pb.ToolChunk":
+def item_chunk(tool_name: str, seq: int, item: Any) -> wire.ToolChunk:
     """The ToolChunk for one streamed item. Raises ResultEncodingError."""
-    chunk = pb.ToolChunk(seq=seq)
-    _fill_payload(chunk.data, tool_name, item, verb="yielded", arrays=False)
-    return chunk
+    payload = wire.Payload()
+    _fill_payload(payload, tool_name, item, verb="yielded", arrays=False)
+    return wire.ToolChunk(seq=seq, data=payload)
 
 
-def tool_error(type_: str, message: str, traceback: str = "") -> "pb.ToolError":
-    return pb.ToolError(type=type_, message=message, traceback=traceback)
+def tool_error(type_: str, message: str, traceback: str = "") -> wire.ToolError:
+    return wire.ToolError(type=type_, message=message, traceback=traceback)
 
 
-def error_from_exception(exc: BaseException) -> "pb.ToolError":
+def error_from_exception(exc: BaseException) -> wire.ToolError:
     """A ToolError for an exception a tool raised (InvalidArgs keeps its
     kind: the tool judged its input bad)."""
     if isinstance(exc, InvalidArgs):
         return invalid_args_error(exc, format_tool_traceback(exc))
-    return pb.ToolError(
+    return wire.ToolError(
         type=type(exc).__name__,
         message=str(exc),
         traceback=format_tool_traceback(exc),
     )
 
 
-def invalid_args_error(exc: InvalidArgs, traceback: str = "") -> "pb.ToolError":
+def invalid_args_error(exc: InvalidArgs, traceback: str = "") -> wire.ToolError:
     """The ToolError of arguments that do not fit: kind "invalid_args", with
     the argument's path, the expected type and what was given."""
-    return pb.ToolError(
+    return wire.ToolError(
         type="InvalidArguments" if isinstance(exc, ArgumentsError) else type(exc).__name__,
         message=str(exc),
         traceback=traceback,

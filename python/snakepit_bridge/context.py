@@ -25,13 +25,15 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import grpc
 
 from ._otel import continue_trace
-from .pb import snakepit_pb2 as pb
-from .pb import snakepit_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from .pb import snakepit_pb2 as pb
+    from .pb import snakepit_pb2_grpc as pb_grpc
 
 __all__ = [
     "SessionContext",
@@ -159,13 +161,13 @@ class HostClient:
         self._metadata = ((TOKEN_METADATA_KEY, token),) if token else ()
         self._lock = threading.Lock()
         self._channel: Optional[grpc.Channel] = None
-        self._stub: Optional[pb_grpc.HostServiceStub] = None
+        self._stub: Optional["pb_grpc.HostServiceStub"] = None
 
     @property
     def metadata(self) -> tuple:
         return self._metadata
 
-    def stub(self) -> pb_grpc.HostServiceStub:
+    def stub(self) -> "pb_grpc.HostServiceStub":
         if not self.address:
             raise BridgeError("no bridge address configured for this worker (--bridge-address)")
         with self._lock:
@@ -177,7 +179,13 @@ class HostClient:
                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                     ],
                 )
-                self._stub = pb_grpc.HostServiceStub(self._channel)
+                # The generated HostService code (and protobuf's runtime) is
+                # imported here, on the first call back to the host: a
+                # worker whose tools never call back does not pay for it at
+                # start (WorkerService is hand-coded in _wire.py).
+                from .pb import snakepit_pb2_grpc
+
+                self._stub = snakepit_pb2_grpc.HostServiceStub(self._channel)
             return self._stub
 
     def close(self) -> None:
@@ -415,7 +423,7 @@ class SessionContext:
             args_json = json.dumps(dict(args or {}), allow_nan=False).encode()
         except (TypeError, ValueError) as e:
             raise TypeError(f"arguments for host tool {name!r} are not JSON-serialisable: {e}") from None
-        req = pb.ExecuteHostToolRequest(
+        req = _pb().ExecuteHostToolRequest(
             tool_name=name,
             args_json=args_json,
             session_id=self.session_id,
@@ -454,7 +462,7 @@ class SessionContext:
         client = self._client()
         try:
             resp = client.stub().ListHostTools(
-                pb.ListHostToolsRequest(), metadata=client.metadata, timeout=CONTROL_CALL_TIMEOUT_S
+                _pb().ListHostToolsRequest(), metadata=client.metadata, timeout=CONTROL_CALL_TIMEOUT_S
             )
         except grpc.RpcError as e:
             raise _bridge_error(e, "ListHostTools") from None
@@ -465,7 +473,7 @@ class SessionContext:
         client = self._client()
         try:
             resp = client.stub().Heartbeat(
-                pb.HeartbeatRequest(worker_id=self.worker_id, session_id=self.session_id),
+                _pb().HeartbeatRequest(worker_id=self.worker_id, session_id=self.session_id),
                 metadata=client.metadata,
                 timeout=CONTROL_CALL_TIMEOUT_S,
             )
@@ -476,6 +484,13 @@ class SessionContext:
     def session_valid(self) -> bool:
         """Whether the host still knows this call's session (a heartbeat)."""
         return self.heartbeat()
+
+
+def _pb() -> Any:
+    """The generated messages, for HostService calls (imported on first use)."""
+    from .pb import snakepit_pb2
+
+    return snakepit_pb2
 
 
 def _bridge_error(e: grpc.RpcError, what: str) -> BridgeError:

@@ -15,7 +15,8 @@ from conftest import InProcServer
 np = pytest.importorskip("numpy")
 
 from snakepit_bridge import BaseAdapter, tool  # noqa: E402
-from snakepit_bridge._arraywire import ArrayResponse, array_response  # noqa: E402
+from snakepit_bridge import _wire  # noqa: E402
+from snakepit_bridge._arraywire import array_response  # noqa: E402
 from snakepit_bridge.codec import _ARRAY_DTYPES, result_response  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2 as pb  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_negative_zero_duration_is_written_as_protobuf_does() -> None:
 def test_contiguous_array_is_not_copied_before_the_join() -> None:
     arr = np.arange(1000, dtype=np.float32)
     r = array_response(arr, "float32")
-    assert np.shares_memory(np.frombuffer(r.data, dtype=np.uint8), arr)
+    assert np.shares_memory(np.frombuffer(r.result.binary, dtype=np.uint8), arr)
 
 
 @pytest.mark.parametrize(
@@ -100,19 +101,20 @@ def test_big_endian_arrays_are_sent_little_endian(dtype: str) -> None:
     assert np.frombuffer(back.binary, dtype=little).reshape(2, 3).tolist() == arr.tolist()
 
 
-def test_to_message_is_the_same_response() -> None:
+def test_parses_back_to_the_same_response() -> None:
     arr = sample("int16", (2, 3))
     r = array_response(arr, "int16")
     r.duration_ms = 3.0
-    assert r.to_message().SerializeToString() == r.SerializeToString()
+    assert _wire.ExecuteToolResponse.FromString(r.SerializeToString()) == r
 
 
 def test_result_response_kinds() -> None:
-    assert isinstance(result_response("t", np.arange(4, dtype=np.float32)), ArrayResponse)
-    assert isinstance(result_response("t", np.float32(1.5)), pb.ExecuteToolResponse)  # a scalar: JSON
+    typed = result_response("t", np.arange(4, dtype=np.float32))
+    assert typed.result.dtype == "float32" and isinstance(typed.result.binary, memoryview)  # the array's own memory
+    assert result_response("t", np.float32(1.5)).result.WhichOneof("value") == "json"  # a scalar: JSON
     for value in ({"a": 1}, b"raw", [1, 2], None, np.array(["a", "b"]), np.arange(3) + 1j):
         resp = result_response("t", value)
-        assert isinstance(resp, pb.ExecuteToolResponse), value
+        assert isinstance(resp, _wire.ExecuteToolResponse), value
         assert resp.result.dtype == ""
     # NaN in a typed array is data, not JSON: it travels.
     nan = pb.ExecuteToolResponse.FromString(

@@ -15,6 +15,7 @@ import pytest
 
 from snakepit_bridge._auth import SyncTokenInterceptor, TokenCheck, TokenInterceptor
 from snakepit_bridge.context import TOKEN_METADATA_KEY
+from snakepit_bridge._servicer import registered_handler
 from snakepit_bridge.pb import snakepit_pb2 as pb
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
 from snakepit_bridge.server import WorkerServicer
@@ -75,7 +76,7 @@ def test_interceptors_are_grpc_interceptors():
 def test_sync_interceptor_through_grpc_pipeline():
     servicer = WorkerServicer(SampleAdapter())
     server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[SyncTokenInterceptor("tok")])
-    pb_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((registered_handler(servicer),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
