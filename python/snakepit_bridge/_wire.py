@@ -479,7 +479,7 @@ class ToolError(Message):
         d["message"] = message
         if traceback:
             d["traceback"] = traceback
-        if kind:
+        if kind or arg_path or expected or got:
             d["kind"] = kind
             d["arg_path"] = arg_path
             d["expected"] = expected
@@ -674,8 +674,7 @@ class ExecuteToolResponse(Message):
             d["result"] = result
         if error is not None:
             d["error"] = error
-        if duration_ms:
-            d["duration_ms"] = duration_ms
+        d["duration_ms"] = duration_ms
         if batch:
             d["batch"] = list(batch)
 
