@@ -6,6 +6,7 @@ apart on what the host is told or how arguments are checked."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -96,12 +97,10 @@ class ServicerBase:
         )
 
     def _describe(self) -> wire.DescribeToolsResponse:
-        import platform  # here, not at import: it costs every worker's start
-
         return wire.DescribeToolsResponse(
             tools=[self._spec_msg(self.tools[n]) for n in sorted(self.tools)],
             adapter=self.adapter_name,
-            python_version=platform.python_version(),
+            python_version=sys.version.split()[0],  # platform.python_version(), without importing platform
             pid=os.getpid(),
         )
 

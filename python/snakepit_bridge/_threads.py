@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from queue import Empty, SimpleQueue
+else:  # the same classes (queue.py re-exports them), without importing queue.py at every start
+    from _queue import Empty, SimpleQueue
 
 from ._logging import log
 
@@ -96,7 +100,7 @@ class ServerThreads:
     def __init__(self, keep: int = 4, name: str = "snakepit-rpc") -> None:
         self._keep = max(1, int(keep))
         self._name = name
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._queue: "SimpleQueue[Any]" = SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # threads free for a new item and not yet claimed by a submit
@@ -139,7 +143,7 @@ class ServerThreads:
         while True:
             try:
                 item = q.get(timeout=IDLE_EXIT_S)
-            except queue.Empty:
+            except Empty:
                 with self._lock:
                     # Only an unclaimed idle credit may leave: a claimed one
                     # has an item on its way.

@@ -558,9 +558,8 @@ def _type_hints(func: Callable[..., Any]) -> Dict[str, Any]:
         return dict(getattr(func, "__annotations__", {}) or {})
 
 
-_CONTEXT_ANN_RE = re.compile(
-    r"(?:(?:typing\.)?Optional\[\s*)?(?:[\w.]+\.)?SessionContext\s*\]?(?:\s*\|\s*None)?"
-)
+#: Compiled on first use (re caches it): compiling costs every worker's start.
+_CONTEXT_ANN_RE = r"(?:(?:typing\.)?Optional\[\s*)?(?:[\w.]+\.)?SessionContext\s*\]?(?:\s*\|\s*None)?"
 
 
 def _is_context_annotation(ann: Any) -> bool:
@@ -572,7 +571,7 @@ def _is_context_annotation(ann: Any) -> bool:
         except TypeError:
             return False
     if isinstance(ann, str):
-        return _CONTEXT_ANN_RE.fullmatch(ann.strip()) is not None
+        return re.fullmatch(_CONTEXT_ANN_RE, ann.strip()) is not None
     # Optional[SessionContext]
     args = [a for a in typing.get_args(ann) if a is not type(None)]
     return len(args) == 1 and _is_context_annotation(args[0])

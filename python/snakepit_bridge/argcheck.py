@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import enum
 import inspect
 import sys
@@ -349,7 +348,7 @@ def _generic(origin: Any, args: Tuple[Any, ...], expected: str, depth: int) -> _
 def _class(cls: type, expected: str, depth: int) -> _Node:
     if issubclass(cls, enum.Enum):
         return _enum(cls, expected)
-    if dataclasses.is_dataclass(cls):
+    if hasattr(cls, "__dataclass_fields__"):  # dataclasses.is_dataclass, without importing dataclasses
         return _dataclass(cls, expected, depth)
     if _is_typeddict(cls):
         return _typeddict(cls, expected, depth)
@@ -417,6 +416,8 @@ def _hints(cls: Any) -> Dict[str, Any]:
 
 
 def _dataclass(cls: Any, expected: str, depth: int) -> _Node:
+    import dataclasses  # loaded already: cls is one
+
     hints = _hints(cls)
     fields: Dict[str, _Node] = {}
     required = set()

@@ -98,7 +98,8 @@ class Batch:
             raise ValueError(f"Batch(max_wait_ms={w}) must be between 0 and {_MAX_WAIT_MS:g}")
 
 
-_LIST_STR_RE = re.compile(r"(?:typing\.)?(?:list|List|Sequence|(?:collections\.abc\.)?Sequence)\[(.*)\]")
+#: Compiled on first use (re caches it): compiling costs every worker's start.
+_LIST_STR_RE = r"(?:typing\.)?(?:list|List|Sequence|(?:collections\.abc\.)?Sequence)\[(.*)\]"
 _LIST_ORIGINS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
 
 
@@ -108,7 +109,7 @@ def item_annotation(ann: Any, where: str) -> Any:
     if ann is inspect.Parameter.empty:
         return ann
     if isinstance(ann, str):  # an annotation typing could not resolve
-        m = _LIST_STR_RE.fullmatch(ann.strip())
+        m = re.fullmatch(_LIST_STR_RE, ann.strip())
         if m:
             return m.group(1).strip() or inspect.Parameter.empty
     if typing.get_origin(ann) in _LIST_ORIGINS:

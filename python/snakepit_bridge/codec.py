@@ -27,8 +27,6 @@ Contract:
 from __future__ import annotations
 
 import base64
-import dataclasses
-import datetime
 import enum
 import json
 import json.encoder
@@ -270,10 +268,12 @@ def _to_json(obj: Any) -> Any:
     ``default=`` hook: called only for non-JSON types), or _NOT_CONVERTED."""
     if isinstance(obj, enum.Enum):
         return obj.value
-    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+    # datetime, decimal, uuid and dataclasses are not imported here (they
+    # cost every worker's start): a value of theirs exists only once its
+    # module is loaded.
+    dt = sys.modules.get("datetime")
+    if dt is not None and isinstance(obj, (dt.datetime, dt.date, dt.time)):
         return obj.isoformat()
-    # decimal and uuid are not imported here (they cost every worker's
-    # start): a value of theirs exists only once its module is loaded.
     decimal = sys.modules.get("decimal")
     if decimal is not None and isinstance(obj, decimal.Decimal):
         return str(obj)
@@ -287,9 +287,10 @@ def _to_json(obj: Any) -> Any:
             return list(obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return base64.b64encode(obj).decode("ascii")
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    dc = sys.modules.get("dataclasses")
+    if dc is not None and dc.is_dataclass(obj) and not isinstance(obj, type):
         # Its fields, one level: the encoder converts what they hold.
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return {f.name: getattr(obj, f.name) for f in dc.fields(obj)}
     if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
         return obj.tolist()  # a numpy scalar's Python value, an array's nested lists
     return _pydantic_dump(obj)
@@ -403,16 +404,16 @@ def unserializable_marker(obj: Any) -> Dict[str, Any]:
     return marker
 
 
-_REDACTIONS = (
-    (re.compile(r"(?i)(bearer\s+)\S+"), r"\1<REDACTED>"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-<REDACTED>"),
-    (re.compile(r"(?i)((?:api[_-]?key|token|secret|password)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1<REDACTED>"),
+_REDACTIONS = (  # compiled on first use (_redact): compiling costs every worker's start
+    (r"(?i)(bearer\s+)\S+", r"\1<REDACTED>"),
+    (r"\bsk-[A-Za-z0-9_-]{8,}", "sk-<REDACTED>"),
+    (r"(?i)((?:api[_-]?key|token|secret|password)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", r"\1<REDACTED>"),
 )
 
 
 def _redact(text: str) -> str:
     for pattern, repl in _REDACTIONS:
-        text = pattern.sub(repl, text)
+        text = re.sub(pattern, repl, text)  # re caches the compiled pattern
     return text
 
 
