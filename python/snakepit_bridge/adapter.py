@@ -34,7 +34,6 @@ Contract:
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import inspect
 import json
 import re
@@ -42,6 +41,7 @@ import sys
 import typing
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar, Union, overload
 
+from ._frozen import Frozen
 from .argcheck import InvalidArgs, compile_checker, describe, type_str
 from .batch import Batch, item_annotation
 from .context import SessionContext, spec_to_dict
@@ -73,15 +73,24 @@ CONTEXT_PARAM_NAMES = ("ctx", "context")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclasses.dataclass(frozen=True)
-class _ToolOptions:
+class _ToolOptions(Frozen):
+    _fields = ("name", "description", "supports_streaming", "max_concurrency", "timeout", "check_args", "batch")
     name: Optional[str]
     description: str
     supports_streaming: bool
-    max_concurrency: int = 0
-    timeout: float = 0.0
-    check_args: bool = True
-    batch: Optional[Batch] = None
+    max_concurrency: int
+    timeout: float
+    check_args: bool
+    batch: Optional[Batch]
+
+    def __init__(
+        self, name: Optional[str], description: str, supports_streaming: bool, max_concurrency: int = 0,
+        timeout: float = 0.0, check_args: bool = True, batch: Optional[Batch] = None,
+    ) -> None:
+        self._set(
+            name=name, description=description, supports_streaming=supports_streaming,
+            max_concurrency=max_concurrency, timeout=timeout, check_args=check_args, batch=batch,
+        )
 
 
 @overload
@@ -197,32 +206,49 @@ def _check_timeout(t: Optional[float]) -> float:
     return float(t)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToolParam:
-    """One public parameter of a tool."""
+class ToolParam(Frozen):
+    """One public parameter of a tool (a frozen record, see _frozen.py)."""
 
+    _fields = ("name", "type", "required", "default_json", "description")
     name: str
     type: str  # the annotation as a reader writes it: "int", "list[int]", "Optional[str]"; "any" when none
     required: bool
-    default_json: bytes = b""  # JSON of the default; empty when required or not JSON-encodable
-    description: str = ""
+    default_json: bytes  # JSON of the default; empty when required or not JSON-encodable
+    description: str
+
+    def __init__(self, name: str, type: str, required: bool, default_json: bytes = b"", description: str = "") -> None:
+        self._set(name=name, type=type, required=required, default_json=default_json, description=description)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToolSpec:
-    """What the host is told about a tool."""
+class ToolSpec(Frozen):
+    """What the host is told about a tool (a frozen record, see _frozen.py)."""
 
+    _fields = (
+        "name", "description", "parameters", "supports_streaming", "accepts_any_kwargs", "max_concurrency",
+        "timeout", "returns", "doc", "batch_max_size", "batch_max_wait_ms",
+    )
     name: str
     description: str
     parameters: Tuple[ToolParam, ...]
     supports_streaming: bool
-    accepts_any_kwargs: bool = False  # has **kwargs: unknown keyword arguments are allowed
-    max_concurrency: int = 0  # 0: no limit
-    timeout: float = 0.0  # seconds; 0: none
-    returns: str = ""  # the return annotation, readable; "" when none
-    doc: str = ""  # the whole docstring
-    batch_max_size: int = 0  # a batch tool's calls per request; 0: not a batch tool
-    batch_max_wait_ms: float = 0.0
+    accepts_any_kwargs: bool  # has **kwargs: unknown keyword arguments are allowed
+    max_concurrency: int  # 0: no limit
+    timeout: float  # seconds; 0: none
+    returns: str  # the return annotation, readable; "" when none
+    doc: str  # the whole docstring
+    batch_max_size: int  # a batch tool's calls per request; 0: not a batch tool
+    batch_max_wait_ms: float
+
+    def __init__(
+        self, name: str, description: str, parameters: Tuple[ToolParam, ...], supports_streaming: bool,
+        accepts_any_kwargs: bool = False, max_concurrency: int = 0, timeout: float = 0.0, returns: str = "",
+        doc: str = "", batch_max_size: int = 0, batch_max_wait_ms: float = 0.0,
+    ) -> None:
+        self._set(
+            name=name, description=description, parameters=parameters, supports_streaming=supports_streaming,
+            accepts_any_kwargs=accepts_any_kwargs, max_concurrency=max_concurrency, timeout=timeout,
+            returns=returns, doc=doc, batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms,
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly view (defaults decoded), for logs and tests."""
@@ -240,10 +266,11 @@ class ToolKind:
     ASYNC_ITER = "async_iter"  # coroutine function flagged supports_streaming
 
 
-@dataclasses.dataclass(frozen=True)
-class ToolInfo:
-    """A tool bound to one adapter instance, ready to be invoked."""
+class ToolInfo(Frozen):
+    """A tool bound to one adapter instance, ready to be invoked (a frozen
+    record, see _frozen.py; ``repr`` and ``==`` use its first five fields)."""
 
+    _fields = ("spec", "func", "kind", "context_param", "signature")
     spec: ToolSpec
     func: Callable[..., Any]  # the bound method
     kind: str
@@ -251,24 +278,33 @@ class ToolInfo:
     signature: inspect.Signature  # of the bound method, context parameter included
     # The compiled argument check (argcheck.compile_checker); None when no
     # parameter is checked or the tool opted out with check_args=False.
-    check: Optional[Callable[[Dict[str, Any]], None]] = dataclasses.field(default=None, compare=False, repr=False)
+    check: Optional[Callable[[Dict[str, Any]], None]]
     # Set for tools that answer both RPCs whatever their spec says (the
     # Snakepit-style adapters of _compat.py, where the caller chooses):
     # ExecuteTool runs ``func`` (a sync function) and ExecuteStreamingTool
     # calls this one, a sync function returning an iterator of items.
-    stream_func: Optional[Callable[..., Any]] = dataclasses.field(default=None, compare=False, repr=False)
+    stream_func: Optional[Callable[..., Any]]
     # A batch tool's options, and the per-call defaults of its optional
     # parameters (filled into a call's entry when it omits them).
-    batch: Optional[Batch] = dataclasses.field(default=None, compare=False, repr=False)
-    batch_defaults: Dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-    # Derived from signature (see __post_init__): what fits_kwargs checks
+    batch: Optional[Batch]
+    batch_defaults: Dict[str, Any]
+    # Derived from signature (in the constructor): what fits_kwargs checks
     # instead of a full Signature.bind on every call.
-    param_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
-    required_names: FrozenSet[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
-    accepts_any_kwargs: bool = dataclasses.field(default=False, compare=False, repr=False)
-    keyword_only_call: bool = dataclasses.field(default=False, compare=False, repr=False)
+    param_names: FrozenSet[str]
+    required_names: FrozenSet[str]
+    accepts_any_kwargs: bool
+    keyword_only_call: bool
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, spec: ToolSpec, func: Callable[..., Any], kind: str, context_param: Optional[str],
+        signature: inspect.Signature, check: Optional[Callable[[Dict[str, Any]], None]] = None,
+        stream_func: Optional[Callable[..., Any]] = None, batch: Optional[Batch] = None,
+        batch_defaults: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self._set(
+            spec=spec, func=func, kind=kind, context_param=context_param, signature=signature, check=check,
+            stream_func=stream_func, batch=batch, batch_defaults={} if batch_defaults is None else batch_defaults,
+        )
         names, required = set(), set()
         any_kwargs, simple = False, True
         for p in self.signature.parameters.values():
@@ -282,10 +318,10 @@ class ToolInfo:
                 names.add(p.name)
                 if p.default is inspect.Parameter.empty:
                     required.add(p.name)
-        object.__setattr__(self, "param_names", frozenset(names))
-        object.__setattr__(self, "required_names", frozenset(required))
-        object.__setattr__(self, "accepts_any_kwargs", any_kwargs)
-        object.__setattr__(self, "keyword_only_call", simple)
+        self._set(
+            param_names=frozenset(names), required_names=frozenset(required), accepts_any_kwargs=any_kwargs,
+            keyword_only_call=simple,
+        )
 
     def fits_kwargs(self, kwargs: Dict[str, Any]) -> None:
         """Raise InvalidArgs unless ``func(**kwargs)`` binds: a required

@@ -57,12 +57,13 @@ Rules:
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import inspect
 import math
 import re
 import typing
 from typing import Any, List, Sequence
+
+from ._frozen import Frozen
 
 __all__ = ["Batch"]
 
@@ -70,8 +71,7 @@ _MAX_SIZE = 1 << 16
 _MAX_WAIT_MS = 60_000.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Batch:
+class Batch(Frozen):
     """How the host batches a tool's calls: at most ``max_size`` calls per
     request, and the first call of a batch waits at most ``max_wait_ms``
     milliseconds for more while the tool is busy (0: a batch is what
@@ -83,11 +83,12 @@ class Batch:
     batches better under light load at the cost of that much latency.
     """
 
-    max_size: int = 32
-    max_wait_ms: float = 2.0
+    _fields = ("max_size", "max_wait_ms")
+    max_size: int
+    max_wait_ms: float
 
-    def __post_init__(self) -> None:
-        n, w = self.max_size, self.max_wait_ms
+    def __init__(self, max_size: int = 32, max_wait_ms: float = 2.0) -> None:
+        n, w = max_size, max_wait_ms
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"Batch(max_size=...) must be an int, got {type(n).__name__}")
         if not 2 <= n <= _MAX_SIZE:
@@ -96,6 +97,7 @@ class Batch:
             raise TypeError(f"Batch(max_wait_ms=...) must be a number of milliseconds, got {type(w).__name__}")
         if not (0 <= w <= _MAX_WAIT_MS) or math.isnan(w):
             raise ValueError(f"Batch(max_wait_ms={w}) must be between 0 and {_MAX_WAIT_MS:g}")
+        self._set(max_size=n, max_wait_ms=w)
 
 
 #: Compiled on first use (re caches it): compiling costs every worker's start.

@@ -1,0 +1,44 @@
+"""The frozen records that replaced the start path's dataclasses (_frozen.py):
+the behaviour their users saw from @dataclass(frozen=True) stays."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from snakepit_bridge import Batch, ToolParam, ToolSpec, collect_tools
+from snakepit_bridge._frozen import FrozenInstanceError
+from snakepit_bridge.adapter import ToolInfo, _ToolOptions
+from sample_adapter import SampleAdapter
+
+
+def test_construction_repr_eq_hash() -> None:
+    p = ToolParam("x", "int", True)
+    assert p == ToolParam(name="x", type="int", required=True, default_json=b"", description="")
+    assert p != ToolParam("x", "int", False) and p != ("x", "int", True)
+    assert hash(p) == hash(ToolParam("x", "int", True)) and len({p, ToolParam("x", "int", True)}) == 1
+    assert repr(p) == "ToolParam(name='x', type='int', required=True, default_json=b'', description='')"
+    s = ToolSpec("t", "d", (p,), False)
+    assert (s.accepts_any_kwargs, s.max_concurrency, s.timeout, s.returns, s.batch_max_wait_ms) == (False, 0, 0.0, "", 0.0)
+    assert s == ToolSpec("t", "d", (p,), False) and s.to_dict()["parameters"][0]["name"] == "x"
+    assert Batch() == Batch(32, 2.0) and repr(Batch(4, 1)) == "Batch(max_size=4, max_wait_ms=1)"
+    assert _ToolOptions("n", "", False).check_args is True
+
+
+def test_assignment_is_refused_as_dataclasses_did() -> None:
+    b = Batch()
+    with pytest.raises(FrozenInstanceError):
+        b.max_size = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):  # FrozenInstanceError is one, like dataclasses'
+        del b.max_wait_ms
+    assert b.max_size == 32
+
+
+def test_tool_info_derives_its_call_check_and_compares_on_five_fields() -> None:
+    info = next(iter(collect_tools(SampleAdapter()).values()))
+    assert isinstance(info, ToolInfo) and info.batch_defaults == {}
+    assert info.param_names == {n for n, p in info.signature.parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    again = ToolInfo(info.spec, info.func, info.kind, info.context_param, info.signature)
+    assert again == info and again.check is None  # check, batch and the derived fields are not compared
+    assert "spec=" in repr(info) and "check=" not in repr(info)
