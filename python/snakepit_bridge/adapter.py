@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
-import json
 import re
 import sys
 import typing
@@ -702,6 +701,23 @@ def type_name(ann: Any) -> str:
 
 
 def _default_json(value: Any) -> bytes:
+    """json.dumps of a parameter's default. The common defaults (None, a
+    bool, an int, a finite float, a short plain ASCII string) are written
+    here, byte for byte as json.dumps writes them (tests/test_spec.py), so
+    that describing a worker's tools does not import json at its start."""
+    t = type(value)
+    if value is None:
+        return b"null"
+    if t is bool:
+        return b"true" if value else b"false"
+    if t is int:
+        return int.__repr__(value).encode()
+    if t is float and value - value == 0.0:  # finite: NaN and infinities have no JSON form
+        return float.__repr__(value).encode()
+    if t is str and len(value) < 256 and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return ('"' + value + '"').encode()
+    import json
+
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError):

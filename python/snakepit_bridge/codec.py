@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import json
-import json.encoder
 import sys
 import threading
 import os
@@ -113,6 +111,8 @@ def _find_scanner() -> Optional[Callable[[str, int], Any]]:
     """The scanner json.loads itself uses (``JSONDecoder().scan_once``, the C
     scanner on CPython), if this ``json`` has one that behaves as expected;
     it is not documented API."""
+    import json
+
     scan_once = getattr(json.JSONDecoder(), "scan_once", None)
     if not callable(scan_once):
         return None
@@ -125,7 +125,7 @@ def _find_scanner() -> Optional[Callable[[str, int], Any]]:
     return scan_once
 
 
-_scan_once: Any = _find_scanner()
+_scan_once: Any = None  # set with _loads, on first use
 
 
 def _fast_loads(data: Any) -> Any:
@@ -140,21 +140,51 @@ def _fast_loads(data: Any) -> Any:
             text = data.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
             value, end = _scan_once(text, 0)
         except (ValueError, UnicodeDecodeError, StopIteration):
-            return json.loads(data)
+            return _json_loads(data)
         if end == len(text) or not text[end:].strip(_JSON_SPACE):
             return value
+    return _json_loads(data)
+
+
+def _json_loads(data: Any) -> Any:
+    import json
+
     return json.loads(data)
 
 
 def _make_loads() -> Callable[[Any], Any]:
     """_fast_loads where the scanner is there, else plain json.loads (the
     fallback is pinned by tests/test_codec_fallback.py)."""
-    if _find_scanner() is None:
+    import json
+
+    global _scan_once
+    scan_once = _find_scanner()
+    if scan_once is None:
         return json.loads
+    _scan_once = scan_once
     return _fast_loads
 
 
-_loads = _make_loads()
+# json is imported (and the fast paths set up) by the first call that needs
+# it, not at import: importing json costs every worker's start, and a
+# worker answers DescribeTools without it. After that first call these
+# names are the real functions.
+
+
+def _first_loads(data: Any) -> Any:
+    global _loads
+    _loads = _make_loads()
+    return _loads(data)
+
+
+def _first_encode(value: Any) -> str:
+    global _encode
+    _encode = _result_encoder()
+    return _encode(value)
+
+
+_loads: Callable[[Any], Any] = _first_loads
+_encode: Callable[[Any], str] = _first_encode
 
 
 def _no_default(obj: Any) -> Any:
@@ -175,6 +205,9 @@ def _result_encoder() -> Callable[[Any], str]:
     if it does not behave as expected, results take the portable path
     (pinned by tests/test_codec_fallback.py).
     """
+    import json
+    import json.encoder
+
     py = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     encode_str = getattr(json.encoder, "encode_basestring", None)
@@ -207,8 +240,6 @@ def _result_encoder() -> Callable[[Any], str]:
 
     return _c_encode
 
-
-_encode = _result_encoder()
 # Results of these types encode without a default hook, so the shared
 # encoder can run them directly; anything else goes through the checked path.
 _PLAIN = (dict, list, str, int, float, bool, type(None), tuple)
@@ -328,6 +359,8 @@ def _fill_payload(
             raise TypeError("not JSON-serialisable")
         return out
 
+    import json
+
     try:
         data = json.dumps(value, default=default, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except ValueError as e:
@@ -439,6 +472,8 @@ def _fill_graceful(payload: wire.Payload, value: Any) -> None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         payload.binary = bytes(value)
         return
+    import json
+
     try:
         data = json.dumps(value, default=graceful_json, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as e:

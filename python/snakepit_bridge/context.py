@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import logging
 import os
 import threading
@@ -418,6 +417,8 @@ class SessionContext:
         self, name: str, args: Optional[Mapping[str, Any]] = None, *, timeout: Optional[float] = None
     ) -> Any:
         """Like :meth:`call_host_tool`, with the arguments as a mapping and a timeout."""
+        import json  # here, not at import: it costs every worker's start
+
         client = self._client()
         try:
             args_json = json.dumps(dict(args or {}), allow_nan=False).encode()
@@ -501,6 +502,8 @@ def _bridge_error(e: grpc.RpcError, what: str) -> BridgeError:
 
 def decode_payload(payload: "pb.Payload") -> Any:
     """A Payload as a Python value: JSON decoded, binary as bytes, unset as None."""
+    import json
+
     which = payload.WhichOneof("value")
     if which == "binary":
         return bytes(payload.binary)
@@ -512,6 +515,8 @@ def decode_payload(payload: "pb.Payload") -> Any:
 def spec_to_dict(spec: Any) -> Dict[str, Any]:
     """A JSON-friendly view of a tool spec: a pb.ToolSpec or an adapter ToolSpec
     (both have the same field names), defaults decoded."""
+    import json
+
     params = []
     for p in spec.parameters:
         d: Dict[str, Any] = {"name": p.name, "type": p.type, "required": p.required}

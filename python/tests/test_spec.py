@@ -278,3 +278,21 @@ def test_traceparent_parsing():
     for bad in ["", "garbage", good.upper(), "01" + good[2:], good + "-x",
                 "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"]:
         assert _parse_traceparent(bad) == ("", ""), bad
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, False, 0, -7, 2**70, 0.0, -0.0, 1.5, 1e16, 1e-7, 60.0, float("nan"), float("inf"), "", "plain",
+     "with \"quote\"", "back\\slash", "tab\t", "é", "x" * 300, [1, "a"], {"k": None}, (1, 2), b"raw", object()],
+)
+def test_default_json_is_json_dumps(value) -> None:
+    # The common defaults are written without importing json (adapter._default_json).
+    import json
+
+    from snakepit_bridge.adapter import _default_json
+
+    try:
+        want = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        want = b""
+    assert _default_json(value) == want
