@@ -14,7 +14,9 @@ Contract:
   exit status of children that ``subprocess``, ``multiprocessing`` or a
   tool's ``os.fork`` wait for by pid (their ``wait()`` would then see
   ECHILD and, in subprocess's case, report status 0). Instead a daemon
-  thread snapshots the process table every ``REAP_INTERVAL_S`` and reaps,
+  thread snapshots this worker's descendants (pid and parent, walked
+  through ``/proc/<pid>/task/*/children``; the whole process table where
+  the kernel lacks those files) every ``REAP_INTERVAL_S`` and reaps,
   by pid and with WNOHANG, only children it can prove were adopted: a
   process that is our child now, but at the previous snapshot already
   existed (it started before that snapshot, with a margin) with another
@@ -84,17 +86,58 @@ def _start_ticks(pid: int) -> Optional[int]:
         return None
 
 
+def _children(pid: int) -> Set[int]:
+    """pid's children, from each of its threads' ``children`` file."""
+    kids: Set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # exited
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.update(int(x) for x in f.read().split())
+        except (OSError, ValueError):  # the thread or process exited
+            continue
+    return kids
+
+
+def _descendants(me: int) -> Dict[int, int]:
+    """pid -> ppid of every descendant of ``me``. An orphan is reparented to
+    its nearest subreaper ancestor, so only a descendant can become ours:
+    walking them finds what a scan of the whole table would, for a few
+    reads instead of one per process on the machine (~3 ms a scan with
+    150 processes, every interval, in every worker)."""
+    table: Dict[int, int] = {}
+    todo = [me]
+    while todo:
+        parent = todo.pop()
+        for kid in _children(parent):
+            if kid not in table and kid != me:
+                table[kid] = parent
+                todo.append(kid)
+    return table
+
+
+def _has_children_files() -> bool:
+    return os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+
+
 class _Reaper:
     def __init__(self) -> None:
         self.me = os.getpid()
+        self.walk = _has_children_files()
         self.prev: Dict[int, int] = {}  # pid -> ppid at the previous snapshot
         self.prev_ticks: Optional[float] = None
         self.adopted: Set[int] = set()
 
     def scan(self) -> None:
         now = _uptime_ticks()
-        table = _procs.process_table()
-        children = {p.pid for p in table.values() if p.ppid == self.me}
+        if self.walk:
+            table = _descendants(self.me)
+        else:
+            table = {p.pid: p.ppid for p in _procs.process_table().values()}
+        children = {pid for pid, ppid in table.items() if ppid == self.me}
         if self.prev_ticks is not None:
             limit = self.prev_ticks - _MARGIN_S * os.sysconf("SC_CLK_TCK")
             for pid in children - self.adopted:
@@ -118,7 +161,7 @@ class _Reaper:
             if done:
                 self.adopted.discard(pid)
                 log.debug("reaped adopted orphan %d", pid)
-        self.prev = {p.pid: p.ppid for p in table.values()}
+        self.prev = table
         self.prev_ticks = now
 
     def loop(self) -> None:

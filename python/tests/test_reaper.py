@@ -74,3 +74,26 @@ def test_orphan_is_adopted_and_reaped_without_stealing_own_children() -> None:
         for p in (locals().get("orphan"),):
             if p and not pid_gone(p):
                 os.kill(p, 9)
+
+
+def test_descendant_walk_matches_the_process_table() -> None:
+    # The reaper walks /proc/<pid>/task/*/children instead of reading every
+    # process on the machine; it must see the same subtree as the full table.
+    from snakepit_bridge import _procs, _reaper
+
+    if not _reaper._has_children_files():
+        pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess,sys; p=subprocess.Popen(['sleep','30']); print(p.pid, flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        grandchild = int(read_line(child.stdout.fileno(), 10))
+        walked = _reaper._descendants(os.getpid())
+        assert walked.get(child.pid) == os.getpid() and walked.get(grandchild) == child.pid
+        full = {p.pid: p.ppid for p in _procs.process_table().values()}
+        subtree = {pid: full[pid] for pid in walked if pid in full}
+        assert subtree == walked
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        if not pid_gone(grandchild):
+            os.kill(grandchild, 9)
