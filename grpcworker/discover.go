@@ -43,8 +43,8 @@ func (e *DiscoveryError) Error() string {
 // Is makes errors.Is(err, ErrPythonNotFound) true.
 func (e *DiscoveryError) Is(target error) bool { return target == ErrPythonNotFound }
 
-// probe results are cached per path: checking costs a Python start (~70 ms),
-// and every App in a process would otherwise repeat it.
+// probe results are cached per path: checking costs a Python start, and
+// every App in a process would otherwise repeat it.
 var probeCache sync.Map // path -> string (problem, "" when usable)
 
 // probeTimeout bounds one interpreter check; a wedged interpreter must not
@@ -60,10 +60,20 @@ func probe(path string) string {
 	return problem
 }
 
+// probeScript checks that grpc and google.protobuf are installed by finding
+// them, without importing them: importing them cost as much CPU as one more
+// worker (a fifth of a 4-worker start, issue 21 "a lean start"). A package
+// that is there but cannot load fails the workers' start instead, with its
+// traceback. The message matches Python's own for a missing module.
+const probeScript = "import importlib.util as u,sys\n" +
+	"for m in ('grpc','google.protobuf'):\n" +
+	" try:\n  ok=u.find_spec(m) is not None\n except ImportError:\n  ok=False\n" +
+	" if not ok:sys.exit(\"ModuleNotFoundError: No module named '%s'\"%m)\n"
+
 func probeUncached(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path, "-c", "import grpc, google.protobuf")
+	cmd := exec.CommandContext(ctx, path, "-c", probeScript)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		return ""

@@ -1,0 +1,36 @@
+package grpcworker
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The interpreter check finds grpc and protobuf without importing them; an
+// interpreter that cannot see them is rejected with Python's own message
+// for a missing module.
+func TestProbeFindsGRPCAndProtobufWithoutImportingThem(t *testing.T) {
+	real, err := FindPython("")
+	if err != nil {
+		t.Skip(err)
+	}
+	if p := probeUncached(real); p != "" {
+		t.Fatalf("a usable interpreter was rejected: %s", p)
+	}
+	// -S: no site-packages, so neither package is there.
+	bare := filepath.Join(t.TempDir(), "python")
+	if err := os.WriteFile(bare, []byte("#!/bin/sh\nexec '"+real+"' -S \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := probeUncached(bare)
+	if !strings.Contains(p, "No module named 'grpc'") {
+		t.Fatalf("want the missing-module message, got %q", p)
+	}
+	_, err = FindPython(bare)
+	var de *DiscoveryError
+	if !errors.Is(err, ErrPythonNotFound) || !errors.As(err, &de) || !strings.Contains(de.Error(), "No module named 'grpc'") {
+		t.Fatalf("want a DiscoveryError naming the missing module, got %v", err)
+	}
+}
