@@ -67,7 +67,6 @@ class DecodeError(ValueError):
 # Field kinds (the proto type, and how it is repeated).
 _STR, _BYTES, _BOOL, _U32, _U64, _I64, _ENUM, _F64, _MSG, _RMSG, _RSTR, _RU64, _MAP_SS, _MAP_SB = range(14)
 _WIRE = {_STR: 2, _BYTES: 2, _BOOL: 0, _U32: 0, _U64: 0, _I64: 0, _ENUM: 0, _F64: 1, _MSG: 2, _RMSG: 2, _RSTR: 2, _RU64: 2, _MAP_SS: 2, _MAP_SB: 2}
-_SCALAR_DEFAULT: Dict[int, Any] = {_STR: "", _BYTES: b"", _BOOL: False, _U32: 0, _U64: 0, _I64: 0, _ENUM: 0, _F64: 0.0}
 
 _pack_double = struct.Struct("<d").pack
 _unpack_double = struct.Struct("<d").unpack_from
@@ -156,7 +155,6 @@ class Message:
     _KEYS: ClassVar[Tuple[Tuple[bytes, str, int, Any], ...]] = ()
     _ONEOF: ClassVar[Tuple[str, ...]] = ()
     _PRESENCE: ClassVar[frozenset] = frozenset()
-    _DEFAULT: ClassVar[Any] = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -165,8 +163,6 @@ class Message:
         cls._BY_NUMBER = {num: (name, kind, sub) for num, name, kind, sub in cls._FIELDS}
         cls._KEYS = tuple((_varint(num << 3 | _WIRE[kind]), name, kind, sub) for num, name, kind, sub in cls._FIELDS)
         cls._PRESENCE = frozenset(name for _, name, kind, _ in cls._FIELDS if kind == _MSG) | frozenset(cls._ONEOF)
-        frozen = type(f"_Frozen{cls.__name__}", (cls,), {"__setattr__": _refuse_write})
-        cls._DEFAULT = object.__new__(frozen)
 
     # -- the generated classes' API ----------------------------------------
 
@@ -425,6 +421,13 @@ def _map_entry(buf: bytes, pos: int, end: int, kind: int) -> Tuple[str, Any]:
     return key, value
 
 
+def _frozen_default(cls: Type[M]) -> M:
+    """The shared instance an unset field of message type ``cls`` reads as
+    (made only for the classes that are some field's type)."""
+    frozen = type(f"_Frozen{cls.__name__}", (cls,), {"__setattr__": _refuse_write})
+    return object.__new__(frozen)
+
+
 # -- the messages --------------------------------------------------------------
 #
 # Each class: the fields (number, name, kind, sub-message class) as in
@@ -457,6 +460,9 @@ class Payload(Message):
         return "json" if "json" in d else "binary" if "binary" in d else None
 
 
+_PAYLOAD0 = _frozen_default(Payload)
+
+
 class ToolError(Message):
     _FIELDS = (
         (1, "type", _STR, None), (2, "message", _STR, None), (3, "traceback", _STR, None), (4, "kind", _STR, None),
@@ -484,6 +490,9 @@ class ToolError(Message):
             d["arg_path"] = arg_path
             d["expected"] = expected
             d["got"] = got
+
+
+_TOOL_ERROR0 = _frozen_default(ToolError)
 
 
 class ParamSpec(Message):
@@ -594,6 +603,9 @@ class CallOptions(Message):
         self.__dict__.update(idempotent=idempotent, affinity=affinity, queue_timeout_us=queue_timeout_us, pool=pool)
 
 
+_CALL_OPTIONS0 = _frozen_default(CallOptions)
+
+
 class BatchItem(Message):
     _FIELDS = ((1, "args_json", _BYTES, None), (2, "binary_args", _MAP_SB, None), (3, "request_id", _STR, None), (4, "metadata", _MAP_SS, None))
     args_json: bytes = b""
@@ -626,7 +638,7 @@ class ExecuteToolRequest(Message):
     session_id: str = ""
     request_id: str = ""
     metadata: Mapping[str, str] = _EMPTY_MAP
-    options: CallOptions = CallOptions._DEFAULT
+    options: CallOptions = _CALL_OPTIONS0
     batch: Sequence[BatchItem] = ()
 
     def __init__(
@@ -648,8 +660,8 @@ class ExecuteToolRequest(Message):
 
 class BatchItemResult(Message):
     _FIELDS = ((1, "result", _MSG, Payload), (2, "error", _MSG, ToolError))
-    result: Payload = Payload._DEFAULT
-    error: ToolError = ToolError._DEFAULT
+    result: Payload = _PAYLOAD0
+    error: ToolError = _TOOL_ERROR0
 
     def __init__(self, *, result: Optional[Payload] = None, error: Optional[ToolError] = None) -> None:
         if result is not None:
@@ -660,8 +672,8 @@ class BatchItemResult(Message):
 
 class ExecuteToolResponse(Message):
     _FIELDS = ((1, "result", _MSG, Payload), (2, "error", _MSG, ToolError), (3, "duration_ms", _F64, None), (4, "batch", _RMSG, BatchItemResult))
-    result: Payload = Payload._DEFAULT
-    error: ToolError = ToolError._DEFAULT
+    result: Payload = _PAYLOAD0
+    error: ToolError = _TOOL_ERROR0
     duration_ms: float = 0.0
     batch: Sequence[BatchItemResult] = ()
 
@@ -682,9 +694,9 @@ class ExecuteToolResponse(Message):
 class ToolChunk(Message):
     _FIELDS = ((1, "seq", _U64, None), (2, "data", _MSG, Payload), (3, "is_final", _BOOL, None), (4, "error", _MSG, ToolError))
     seq: int = 0
-    data: Payload = Payload._DEFAULT
+    data: Payload = _PAYLOAD0
     is_final: bool = False
-    error: ToolError = ToolError._DEFAULT
+    error: ToolError = _TOOL_ERROR0
 
     def __init__(self, *, seq: int = 0, data: Optional[Payload] = None, is_final: bool = False, error: Optional[ToolError] = None) -> None:
         d = self.__dict__
