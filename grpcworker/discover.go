@@ -62,13 +62,22 @@ func probe(path string) string {
 
 // probeScript checks that grpc and google.protobuf are installed by finding
 // them, without importing them: importing them cost as much CPU as one more
-// worker (a fifth of a 4-worker start, issue 21 "a lean start"). A package
-// that is there but cannot load fails the workers' start instead, with its
-// traceback. The message matches Python's own for a missing module.
-const probeScript = "import importlib.util as u,sys\n" +
-	"for m in ('grpc','google.protobuf'):\n" +
-	" try:\n  ok=u.find_spec(m) is not None\n except ImportError:\n  ok=False\n" +
-	" if not ok:sys.exit(\"ModuleNotFoundError: No module named '%s'\"%m)\n"
+// worker (a fifth of a 4-worker start, issue 21 "a lean start"). So that
+// "can import grpc" still holds for the common way it fails (a grpc built
+// for another interpreter), grpc's compiled core must be there with one of
+// this interpreter's extension suffixes. A package that passes and still
+// cannot load fails the workers' start, with its traceback. The messages
+// match Python's own.
+const probeScript = `import importlib.util as u,importlib.machinery as m,os,sys
+def need(n):
+ try:s=u.find_spec(n)
+ except ImportError:s=None
+ if s is None:sys.exit("ModuleNotFoundError: No module named '%s'"%n)
+ return s
+g=need('grpc');need('google.protobuf')
+d=os.path.join(os.path.dirname(g.origin or ''),'_cython')
+if not any(os.path.exists(os.path.join(d,'cygrpc'+x)) for x in m.EXTENSION_SUFFIXES):sys.exit("ImportError: grpc in %s has no compiled core (cygrpc) for this interpreter: install grpcio for it"%os.path.dirname(d))
+`
 
 func probeUncached(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)

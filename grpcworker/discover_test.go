@@ -34,3 +34,30 @@ func TestProbeFindsGRPCAndProtobufWithoutImportingThem(t *testing.T) {
 		t.Fatalf("want a DiscoveryError naming the missing module, got %v", err)
 	}
 }
+
+// A grpc package without a compiled core for this interpreter (installed for
+// another Python version) cannot be imported: the check must reject it
+// without importing it.
+func TestProbeRejectsGRPCWithoutItsCompiledCore(t *testing.T) {
+	real, err := FindPython("")
+	if err != nil {
+		t.Skip(err)
+	}
+	site := t.TempDir()
+	for _, f := range []string{"grpc/__init__.py", "grpc/_cython/__init__.py", "grpc/_cython/cygrpc.cpython-27-x86_64-linux-gnu.so"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(site, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(site, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	py := filepath.Join(t.TempDir(), "python")
+	script := "#!/bin/sh\nPYTHONPATH='" + site + "' exec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if p := probeUncached(py); !strings.Contains(p, "no compiled core") {
+		t.Fatalf("want the missing-core message, got %q", p)
+	}
+}
