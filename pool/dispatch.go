@@ -88,6 +88,10 @@ type callRec struct {
 	done     bool
 	hung     bool
 
+	// Streams only, written by the attempt's own goroutine (execute.go):
+	// a chunk reached the consumer; the consumer stopped reading.
+	delivered, stopped bool
+
 	prev, next *callRec
 
 	armFn, fireFn func() // bound once per record: no per-call closure
@@ -503,7 +507,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 		reusable = r.stopWatch() // false: the watchdog may still touch r
 		r.stopWatch = nil
 	}
-	end := p.now()
+	lat := p.since(start)
 	err := werr
 	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable)) && !worker.CrashedBehind(werr)
 
@@ -534,7 +538,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 		p.st.retries++
 	default:
 		p.st.record(err)
-		p.sampleLocked(end.Sub(start))
+		p.sampleLocked(lat)
 	}
 	p.mu.Unlock()
 

@@ -166,6 +166,17 @@ func (p *Pool) queueStart(opts CallOptions) time.Time {
 	return p.now()
 }
 
+// since is how long ago start was. With the real clock it reads only the
+// monotonic clock: time.Now reads the wall clock too, and a call's two
+// time.Now were ~7 % of a fast stream's CPU on a VM whose clock source
+// (kvm-clock) makes every read a vDSO call.
+func (p *Pool) since(start time.Time) time.Duration {
+	if p.realClock {
+		return time.Since(start)
+	}
+	return p.now().Sub(start)
+}
+
 // attempted reports an attempt that got its worker to opts.Observer.
 func (p *Pool) attempted(opts CallOptions, ws *workerState, attempt int, queued time.Time) {
 	if opts.Observer != nil {
@@ -246,16 +257,28 @@ func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, 
 // so that a panic in the consumer's loop body cannot leak it.
 func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, call *worker.Call, opts CallOptions, attempt int, start time.Time,
 	yield func(worker.Chunk, error) bool) (retry, stopped bool, err, werr error) {
-	delivered := false
 	finished := false
 	defer func() {
 		if !finished { // panicking out of the consumer
 			p.finish(r, errConsumerStopped, false, start)
 		}
 	}()
+	r.delivered, r.stopped = false, false
 	r.watch(ctx)
-	werr = ws.w.ExecuteStream(r.ctx, call, func(c worker.Chunk) error {
-		delivered = true
+	// The flags live in the (pooled) record and the callback captures only
+	// the record, the consumer and this attempt's context: one allocation
+	// per attempt instead of three.
+	rctx := r.ctx
+	werr = ws.w.ExecuteStream(rctx, call, func(c worker.Chunk) error {
+		if r.ctx != rctx {
+			// The worker called back after returning and the record has
+			// moved on to another call: that call's flags are not ours.
+			return errConsumerStopped
+		}
+		r.delivered = true
+		// inYield tells the hung-worker watchdog that the worker is waiting
+		// on the consumer (see callRec): two atomic stores per chunk, which
+		// no cheaper scheme can replace (docs/BENCHMARKS.md, Pool dispatch).
 		r.inYield.Store(true)
 		more := yield(c, nil)
 		if r.watched.Load() {
@@ -263,16 +286,17 @@ func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, c
 		}
 		r.inYield.Store(false)
 		if !more {
-			stopped = true
+			r.stopped = true
 			return errConsumerStopped
 		}
 		return nil
 	})
+	stopped = r.stopped
 	if stopped {
 		// The consumer ended the stream on purpose: that is a success.
 		werr = nil
 	}
-	retry = !delivered && p.retryable(ctx, werr, opts, attempt)
+	retry = !r.delivered && p.retryable(ctx, werr, opts, attempt)
 	finished = true
 	retry, err = p.finish(r, werr, retry, start)
 	return retry, stopped, err, werr

@@ -198,6 +198,7 @@ type lifetime struct {
 type inflight struct {
 	cancel     context.CancelCauseFunc
 	prev, next *inflight
+	yerr       error // a stream's: what the consumer's yield returned
 }
 
 var inflightPool = sync.Pool{New: func() any { return new(inflight) }}
@@ -527,18 +528,20 @@ func (w *Worker) ExecuteStream(ctx context.Context, call *worker.Call, yield fun
 			w.finish(l, c)
 		}
 	}()
-	var yerr error
+	// yerr lives in c (pooled) so that the callback is the call's only
+	// allocation here; c is not reused before finish, after fn returned.
 	err = fn(cctx, call, func(ch worker.Chunk) error {
-		if yerr != nil {
-			return yerr
+		if c.yerr != nil {
+			return c.yerr
 		}
 		if err := cctx.Err(); err != nil {
 			return context.Cause(cctx)
 		}
-		yerr = yield(ch)
-		return yerr
+		c.yerr = yield(ch)
+		return c.yerr
 	})
 	finished = true
+	yerr := c.yerr
 	ended, endErr := w.finish(l, c)
 	if yerr != nil && !ended {
 		return yerr
