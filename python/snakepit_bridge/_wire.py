@@ -108,7 +108,11 @@ def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
             raise DecodeError("varint longer than 10 bytes")
 
 
-def _skip(buf: bytes, pos: int, end: int, wire: int, number: int) -> int:
+#: How deep unknown groups may nest: protobuf's own recursion limit.
+_MAX_DEPTH = 100
+
+
+def _skip(buf: bytes, pos: int, end: int, wire: int, number: int, depth: int = 0) -> int:
     """The position after an unknown field's value."""
     if wire == 0:
         _, pos = _read_varint(buf, pos)
@@ -120,6 +124,10 @@ def _skip(buf: bytes, pos: int, end: int, wire: int, number: int) -> int:
     elif wire == 5:
         pos += 4
     elif wire == 3:  # a group (proto2): skip to its end tag
+        if depth >= _MAX_DEPTH:
+            # Bounded as protobuf bounds it: a RecursionError would escape
+            # FromString's contract (and costs a deep stack first).
+            raise DecodeError(f"unknown groups nested deeper than {_MAX_DEPTH}")
         while True:
             if pos >= end:
                 raise DecodeError("unterminated group")
@@ -128,7 +136,9 @@ def _skip(buf: bytes, pos: int, end: int, wire: int, number: int) -> int:
                 if tag >> 3 != number:
                     raise DecodeError("mismatched end of group")
                 break
-            pos = _skip(buf, pos, end, tag & 7, tag >> 3)
+            if tag >> 3 == 0:
+                raise DecodeError("field number 0 in a group")
+            pos = _skip(buf, pos, end, tag & 7, tag >> 3, depth + 1)
     else:
         raise DecodeError(f"invalid wire type {wire}")
     if pos > end:

@@ -359,3 +359,24 @@ def test_equality_and_repr() -> None:
     assert "X" in repr(a)
     opt: Optional[_wire.CallOptions] = _wire.CallOptions(affinity=_wire.CallOptions.AFFINITY_STRICT_FAIL_FAST)
     assert opt is not None and opt.affinity == pb.CallOptions.AFFINITY_STRICT_FAIL_FAST
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        _key(9, 3) * 5000,  # groups nested past any stack: protobuf stops at 100 levels
+        _key(9, 3) * 50 + _key(9, 4) * 50 + _key(9, 3) * 200 + _key(9, 4) * 200,
+        _key(9, 3) + _key(0, 0) + b"\x00" + _key(9, 4),  # field number 0 inside an unknown group
+    ],
+    ids=["deep", "deep-after-shallow", "zero-in-group"],
+)
+def test_unknown_groups_too_deep_or_malformed_raise_decode_error(blob: bytes) -> None:
+    with pytest.raises(Exception):
+        pb.ExecuteToolRequest.FromString(blob)  # the reference refuses them too
+    with pytest.raises(_wire.DecodeError):
+        _wire.ExecuteToolRequest.FromString(blob)
+
+
+def test_unknown_groups_as_deep_as_protobuf_allows_are_skipped() -> None:
+    blob = _key(9, 3) * 60 + _key(9, 4) * 60 + _key(1, 2) + b"\x01t"
+    assert _wire.ExecuteToolRequest.FromString(blob).tool_name == pb.ExecuteToolRequest.FromString(blob).tool_name == "t"
