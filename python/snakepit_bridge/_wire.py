@@ -17,7 +17,9 @@ a tripwire on the .proto's field numbers):
   order, proto3 defaults left out (a double only when its bits are not
   +0.0), ``shape`` packed, a oneof member (Payload.json/binary) and a
   message field whenever set, even empty. Map entries go in dict order
-  (protobuf's own order is unspecified).
+  (protobuf's own order is unspecified). Where the generated class would
+  refuse a string (lone surrogates, which UTF-8 cannot hold), those
+  characters go as backslash escapes (``\\udcff``): see ``_utf8``.
 * Decoding reads every field, skips unknown ones by wire type, takes
   packed and unpacked repeated scalars, keeps the last of a repeated
   scalar or map key, merges a message field that occurs twice, and
@@ -146,6 +148,15 @@ def _skip(buf: bytes, pos: int, end: int, wire: int, number: int, depth: int = 0
     return pos
 
 
+def _utf8(text: str) -> bytes:
+    """A string field's bytes. Lone surrogates (a file name decoded with
+    surrogateescape in an exception's message, say) go as backslash escapes:
+    UTF-8 cannot hold them, the host refuses a string that is not UTF-8,
+    and raising here would fail the whole reply in gRPC's serializer, where
+    the servicer cannot turn it into a tool error."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def _refuse_write(self: Any, name: str, value: Any) -> None:
     raise AttributeError(
         f"{type(self).__mro__[1].__name__} default instance is shared and frozen: "
@@ -230,7 +241,10 @@ class Message:
             if kind == _STR:
                 if not v and name not in self._ONEOF:
                     continue
-                b = v.encode("utf-8")
+                try:
+                    b = v.encode("utf-8")
+                except UnicodeEncodeError:
+                    b = _utf8(v)
                 head = key + _varint(len(b))
                 out.append(head)
                 out.append(b)
@@ -273,7 +287,7 @@ class Message:
                     total += len(head) + n
             elif kind == _RSTR:
                 for s in v:
-                    b = s.encode("utf-8")
+                    b = _utf8(s)
                     head = key + _varint(len(b))
                     out.append(head)
                     out.append(b)
@@ -288,8 +302,8 @@ class Message:
                 total += len(head) + len(b)
             else:  # a map: each entry a message of key = 1 and value = 2
                 for mk, mv in v.items():
-                    kb = mk.encode("utf-8")
-                    vb = mv.encode("utf-8") if kind == _MAP_SS else bytes(mv)
+                    kb = _utf8(mk)
+                    vb = _utf8(mv) if kind == _MAP_SS else bytes(mv)
                     entry = b"\x0a" + _varint(len(kb)) + kb + b"\x12" + _varint(len(vb)) + vb
                     b = key + _varint(len(entry)) + entry
                     out.append(b)

@@ -388,7 +388,15 @@ def _fill_payload(
             # e.g. dict keys that are tuples
             msg = f"tool {tool_name!r} {verb} a value of type {top!r} that is not JSON-serialisable ({e}); {_ALLOWED}"
         raise ResultEncodingError(msg) from None
-    payload.json = data.encode("utf-8")
+    payload.json = _json_bytes(data)
+
+
+def _json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8. A lone surrogate (UTF-8 cannot hold it; a file
+    name decoded with surrogateescape, say) can only stand inside a JSON
+    string, where ``\\udcff`` is its JSON escape: backslashreplace writes
+    exactly that, and json.loads reads the same string back."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 class Graceful:
@@ -479,7 +487,7 @@ def _fill_graceful(payload: wire.Payload, value: Any) -> None:
     except (TypeError, ValueError, RecursionError) as e:
         # NaN/Infinity, a circular reference, keys JSON cannot have.
         raise ResultEncodingError(f"result is not JSON-serialisable even with markers: {e}") from None
-    payload.json = data.encode("utf-8")
+    payload.json = _json_bytes(data)
 
 
 def result_response(tool_name: str, value: Any) -> wire.ExecuteToolResponse:
