@@ -710,7 +710,7 @@ def _default_json(value: Any) -> bytes:
         return b"null"
     if t is bool:
         return b"true" if value else b"false"
-    if t is int:
+    if t is int and -(10**18) < value < 10**18:  # (a longer one may pass str()'s digit limit)
         return int.__repr__(value).encode()
     if t is float and value - value == 0.0:  # finite: NaN and infinities have no JSON form
         return float.__repr__(value).encode()

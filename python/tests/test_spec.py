@@ -283,7 +283,7 @@ def test_traceparent_parsing():
 @pytest.mark.parametrize(
     "value",
     [None, True, False, 0, -7, 2**70, 0.0, -0.0, 1.5, 1e16, 1e-7, 60.0, float("nan"), float("inf"), "", "plain",
-     "with \"quote\"", "back\\slash", "tab\t", "é", "x" * 300, [1, "a"], {"k": None}, (1, 2), b"raw", object()],
+     "with \"quote\"", "back\\slash", "tab\t", "é", "x" * 300, [1, "a"], {"k": None}, (1, 2), b"raw", object(), "\ud800"],
 )
 def test_default_json_is_json_dumps(value) -> None:
     # The common defaults are written without importing json (adapter._default_json).
@@ -296,3 +296,11 @@ def test_default_json_is_json_dumps(value) -> None:
     except (TypeError, ValueError):
         want = b""
     assert _default_json(value) == want
+
+
+def test_default_json_of_an_int_too_long_for_str_is_empty() -> None:
+    # json.dumps refuses it (sys.get_int_max_str_digits): the default has no
+    # JSON form, which must not stop the worker from describing its tools.
+    from snakepit_bridge.adapter import _default_json
+
+    assert _default_json(10**5000) == b""
