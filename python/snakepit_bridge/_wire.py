@@ -112,10 +112,14 @@ def _read_varint(buf: bytes, pos: int) -> Tuple[int, int]:
 
 #: How deep unknown groups may nest: protobuf's own recursion limit.
 _MAX_DEPTH = 100
+#: The largest field number protobuf allows.
+_MAX_FIELD = (1 << 29) - 1
 
 
 def _skip(buf: bytes, pos: int, end: int, wire: int, number: int, depth: int = 0) -> int:
     """The position after an unknown field's value."""
+    if number > _MAX_FIELD:  # a tag of more than 32 bits: protobuf refuses it too
+        raise DecodeError(f"field number {number} out of range")
     if wire == 0:
         _, pos = _read_varint(buf, pos)
     elif wire == 1:

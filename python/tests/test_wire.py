@@ -380,3 +380,16 @@ def test_unknown_groups_too_deep_or_malformed_raise_decode_error(blob: bytes) ->
 def test_unknown_groups_as_deep_as_protobuf_allows_are_skipped() -> None:
     blob = _key(9, 3) * 60 + _key(9, 4) * 60 + _key(1, 2) + b"\x01t"
     assert _wire.ExecuteToolRequest.FromString(blob).tool_name == pb.ExecuteToolRequest.FromString(blob).tool_name == "t"
+
+
+def test_a_field_number_past_protobufs_range_is_refused() -> None:
+    # A tag of more than 32 bits (found by mutating valid requests): the
+    # generated parser refuses it; _wire skipped it as an unknown field.
+    blob = pb.ExecuteToolRequest(tool_name="t").SerializeToString() + _wire._varint(5 | 1 << 63) + b"\x00" * 4
+    with pytest.raises(Exception):
+        pb.ExecuteToolRequest.FromString(blob)
+    with pytest.raises(_wire.DecodeError):
+        _wire.ExecuteToolRequest.FromString(blob)
+    in_map = _key(6, 2) + _wire._varint(16) + _wire._varint(5 | 1 << 63) + b"\x00" * 4 + _key(1, 2) + b"\x00"
+    with pytest.raises(_wire.DecodeError):
+        _wire.ExecuteToolRequest.FromString(in_map)
