@@ -75,7 +75,7 @@ def test_malformed_request_gets_a_status_and_the_worker_keeps_serving(make_serve
 
 
 def _escaped(text: str) -> str:
-    return BAD.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def test_a_string_field_with_lone_surrogates_is_sent_escaped() -> None:
