@@ -3,6 +3,7 @@ package snakepit
 import (
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/snakepit-go/snakepit/pool"
 )
@@ -20,7 +21,16 @@ type callOptions struct {
 
 // WithSession runs the call in a session: Python sees the id in its
 // context, and the pool prefers the worker that served the session last.
-func WithSession(id string) CallOption { return func(o *callOptions) { o.session = id } }
+// The id must be valid UTF-8 (it crosses the wire as a protobuf string).
+func WithSession(id string) CallOption {
+	return func(o *callOptions) {
+		if !utf8.ValidString(id) {
+			o.err = fmt.Errorf("%w: session id %q is not valid UTF-8", ErrInvalidConfig, id)
+			return
+		}
+		o.session = id
+	}
+}
 
 // Affinity says how strictly a session call sticks to the worker that
 // served its session last.
@@ -68,9 +78,14 @@ func WithQueueTimeout(d time.Duration) CallOption {
 	}
 }
 
-// WithBinary passes a keyword argument as raw bytes (not JSON).
+// WithBinary passes a keyword argument as raw bytes (not JSON). The name
+// must be valid UTF-8 (it is a Python keyword); the data may be anything.
 func WithBinary(name string, data []byte) CallOption {
 	return func(o *callOptions) {
+		if !utf8.ValidString(name) {
+			o.err = fmt.Errorf("%w: binary argument name %q is not valid UTF-8", ErrInvalidArgs, name)
+			return
+		}
 		if o.binary == nil {
 			o.binary = map[string][]byte{}
 		}
