@@ -1,0 +1,312 @@
+package pool
+
+import (
+	"slices"
+	"time"
+)
+
+// Serial tools (issue 21). A worker takes up to Capacity calls at once,
+// which pays for tools that wait (I/O, async code, C code that releases
+// the GIL) but not for a CPU-bound pure-Python tool: its calls take turns
+// on the process's GIL, so two side by side both end near twice their time
+// alone, and the GIL hand-offs (grpcio's own threads need it too) stretch
+// the tail. The pool learns, per tool, whether its calls gain anything from
+// running side by side on one worker, and dispatches a tool that gains
+// nothing ("serial") at most one call per worker; its other calls wait in
+// the queue, FIFO, for the first worker without one, while other tools
+// still use the rest of each worker's Capacity.
+//
+// The measure. Each worker keeps the time integral of 1/in-flight (its
+// share clock): a call's share S is the part of its worker's time that was
+// its own. Over a busy period the shares of a worker's calls add up to its
+// busy time, whatever the order in which the GIL served them, so for a tool
+// that gains nothing, Σ solo = Σ S (the work is the busy time), while for a
+// tool that overlaps freely Σ solo = Σ wall. Hence, with solo the tool's
+// service time alone (EWMA of calls that ran with S ≥ 0.9 wall),
+//
+//	gain = Σ (solo − S) / Σ (wall − S)  (EWMAs over its calls)
+//
+// is 0 for no gain and 1 for full overlap. (The mean in-flight count k̄ and
+// g = k̄ / (wall/solo) give the same answer only when the overlap stays
+// constant through a call; a FIFO-served GIL makes the first call look
+// fully overlapped and the second worse than serial.)
+//
+// The rule. A tool is a candidate once its mean share S is at least
+// serialMinSolo: S ≈ solo for a CPU-bound tool and S < solo otherwise, so a
+// trivial tool — which on a loaded machine looks CPU-bound at sub-ms scale
+// and must keep the default's throughput — is never a candidate, nor
+// probed. A candidate with no recent solo time is probed: dispatched one
+// per worker until serialSamples calls ran alone (at most serialProbeMax),
+// then side by side again. Once serialSamples calls ran with solo known and
+// they overlapped by at least a quarter of solo on average, a gain below
+// serialGainMin marks the tool serial for serialTTL; then it runs side by
+// side again and is re-measured (a tool that changed, or was misjudged,
+// is not stuck). Options.DisableSerialTools turns the rule off.
+const (
+	// serialMinSolo: below this a call ends within one GIL switch interval
+	// (5 ms) of holding it, and running calls one per worker buys nothing.
+	serialMinSolo = 2 * time.Millisecond
+	serialSamples = 6
+	serialGainMin = 0.3
+	// serialOverlapMin: the mean of wall − S must be at least this fraction
+	// of solo before the gain is judged (light load overlaps too little).
+	serialOverlapMin = 0.25
+	serialTTL        = 30 * time.Second
+	serialProbeMax   = 2 * time.Second
+	serialAlpha      = 0.25 // EWMA weight of a new sample
+)
+
+type serialMode uint8
+
+const (
+	modeFree    serialMode = iota // up to Capacity per worker
+	modeProbing                   // one per worker, to learn the time alone
+	modeSerial                    // one per worker: marked
+)
+
+// gilTool is what the pool learned of one candidate tool. Guarded by Pool.mu.
+type gilTool struct {
+	name      string
+	on        map[*workerState]int // its calls in flight, per worker
+	mode      serialMode
+	until     time.Time // end of the probe or the mark
+	nextProbe time.Time // no probe before (the last one failed)
+	share     float64   // EWMA of S, ns
+	solo      float64   // EWMA of wall of calls that ran alone, ns
+	soloN     int       // calls alone since the last probe or mark began
+	soloAt    time.Time
+	num, den  float64 // EWMAs of solo − S and wall − S, ns
+	effN      int     // samples in num/den since the tool last ran free
+	n         int     // calls learned from
+	marked    bool    // the last decision was serial (for the log)
+}
+
+// serialState is the pool's part. tools is nil until a candidate appears,
+// so a pool of fast tools pays one nil check per call.
+type serialState struct {
+	tools   map[string]*gilTool
+	limited int // tools in modeProbing or modeSerial
+}
+
+// shareClock is a worker's time integral of 1/in-flight.
+type shareClock struct {
+	last  time.Time
+	share time.Duration
+}
+
+// advance brings the integral to t (a stamp read before another update is
+// taken as that update's time) and returns the time it stands at.
+func (c *shareClock) advance(t time.Time, inflight int) time.Time {
+	d := t.Sub(c.last)
+	if d <= 0 && !c.last.IsZero() {
+		return c.last
+	}
+	if inflight > 0 && !c.last.IsZero() {
+		c.share += d / time.Duration(inflight)
+	}
+	c.last = t
+	return t
+}
+
+// serialRec is a call's part, kept in its callRec.
+type serialRec struct {
+	at     time.Time // when the attempt began, if its caller read the clock
+	t0     time.Time // when it took its slot
+	share0 time.Duration
+	gt     *gilTool
+}
+
+// serialTakeLocked starts a call's measure as it takes a slot of ws (before
+// ws.inflight counts it).
+func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
+	t := r.sr.at
+	if t.IsZero() {
+		t = p.now()
+	}
+	r.sr.t0 = ws.sc.advance(t, ws.inflight)
+	r.sr.share0 = ws.sc.share
+	if p.ser.tools != nil {
+		if gt := p.ser.tools[r.tool]; gt != nil {
+			gt.on[ws]++
+			r.sr.gt = gt
+		}
+	}
+}
+
+// serialReleaseLocked ends a call's measure as it gives its slot back
+// (before ws.inflight drops) and, for a call that succeeded, learns from it.
+func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, learn bool) {
+	now = ws.sc.advance(now, ws.inflight)
+	gt := r.sr.gt
+	if gt != nil {
+		if gt.on[ws]--; gt.on[ws] <= 0 {
+			delete(gt.on, ws)
+		}
+	}
+	if !learn || p.opts.DisableSerialTools {
+		return
+	}
+	share := ws.sc.share - r.sr.share0
+	if gt == nil {
+		if share < serialMinSolo {
+			return // the fast path of fast tools
+		}
+		if gt = p.ser.tools[r.tool]; gt == nil {
+			gt = &gilTool{name: r.tool, on: map[*workerState]int{}}
+			if p.ser.tools == nil {
+				p.ser.tools = map[string]*gilTool{}
+			}
+			p.ser.tools[r.tool] = gt
+		}
+	}
+	p.learnLocked(gt, now, float64(now.Sub(r.sr.t0)), float64(share))
+}
+
+func ewma(cur, x float64, first bool) float64 {
+	if first {
+		return x
+	}
+	return cur + serialAlpha*(x-cur)
+}
+
+// learnLocked takes one call's wall time and share (ns) and moves the tool
+// between its modes.
+func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
+	gt.share = ewma(gt.share, share, gt.n == 0)
+	gt.n++
+	if gt.mode == modeFree && !gt.marked && gt.n >= serialSamples && gt.share < float64(serialMinSolo/2) {
+		// A fast tool that had a slow call (the machine was busy): back
+		// to the fast path.
+		delete(p.ser.tools, gt.name)
+		if len(p.ser.tools) == 0 {
+			p.ser.tools = nil
+		}
+		return
+	}
+	if share >= 0.9*wall {
+		gt.solo = ewma(gt.solo, wall, gt.soloN == 0 && gt.solo == 0)
+		gt.soloN++
+		gt.soloAt = now
+	}
+	switch gt.mode {
+	case modeProbing:
+		if gt.soloN >= serialSamples || now.After(gt.until) {
+			if gt.soloN < serialSamples {
+				gt.nextProbe = now.Add(serialTTL) // other calls kept it company
+			}
+			p.freeLocked(gt)
+		}
+		return
+	case modeSerial:
+		if now.After(gt.until) {
+			p.log.Debug("snakepit: re-measuring a serial tool side by side", "tool", gt.name)
+			p.freeLocked(gt)
+		}
+		return
+	}
+	known := gt.soloN >= serialSamples && now.Sub(gt.soloAt) < serialTTL
+	if !known {
+		if gt.n >= 3 && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
+			gt.soloN = 0
+			p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
+		}
+		return
+	}
+	gt.num = ewma(gt.num, gt.solo-share, gt.effN == 0)
+	gt.den = ewma(gt.den, wall-share, gt.effN == 0)
+	gt.effN++
+	if gt.effN < serialSamples || gt.den < serialOverlapMin*gt.solo {
+		return
+	}
+	gain := gt.num / gt.den
+	switch {
+	case gain < serialGainMin && gt.solo >= float64(serialMinSolo):
+		if !gt.marked {
+			p.log.Info("snakepit: tool runs one call per worker: its calls gain nothing side by side (CPU-bound under the GIL?)",
+				"tool", gt.name, "alone", time.Duration(gt.solo), "gain", gain)
+		}
+		gt.marked = true
+		gt.soloN = 0
+		p.limitLocked(gt, modeSerial, now.Add(serialTTL))
+	case gt.marked:
+		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
+		gt.marked = false
+	}
+}
+
+func (p *Pool) limitLocked(gt *gilTool, m serialMode, until time.Time) {
+	if gt.mode == modeFree {
+		p.ser.limited++
+	}
+	gt.mode, gt.until = m, until
+}
+
+// freeLocked lets the tool's calls run side by side again; its waiters may
+// now fit workers that had one of its calls, so every worker offers.
+func (p *Pool) freeLocked(gt *gilTool) {
+	if gt.mode != modeFree {
+		p.ser.limited--
+	}
+	gt.mode = modeFree
+	gt.num, gt.den, gt.effN = 0, 0, 0
+	for _, ws := range p.workers {
+		p.offerLocked(ws)
+	}
+}
+
+// blockedLocked: a call of tool may not take a slot of ws, because the tool
+// runs one call per worker and ws has one. O(1) unless a tool is limited.
+func (p *Pool) blockedLocked(tool string, ws *workerState) bool {
+	if p.ser.limited == 0 {
+		return false
+	}
+	gt := p.ser.tools[tool]
+	return gt != nil && gt.mode != modeFree && gt.on[ws] > 0
+}
+
+// pickLocked is the least-loaded free worker tool may use, not avoid if
+// another will do; nil if none.
+func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
+	ws := p.free.head
+	if p.ser.limited == 0 || ws == nil {
+		if ws != nil && ws == avoid && ws.fnext != nil {
+			ws = ws.fnext
+		}
+		return ws
+	}
+	var fallback *workerState
+	for ; ws != nil; ws = ws.fnext {
+		if p.blockedLocked(tool, ws) {
+			continue
+		}
+		if ws != avoid {
+			return ws
+		}
+		fallback = ws
+	}
+	return fallback
+}
+
+// fitLocked is the first waiter from w on whose call may take a slot of ws:
+// a serial tool's waiter does not hold back the calls behind it.
+func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
+	if p.ser.limited == 0 {
+		return w
+	}
+	for w != nil && p.blockedLocked(w.rec.tool, ws) {
+		w = w.next
+	}
+	return w
+}
+
+// serialToolsLocked lists the tools marked serial now, for Stats.
+func (p *Pool) serialToolsLocked() []string {
+	var out []string
+	for name, gt := range p.ser.tools {
+		if gt.mode == modeSerial {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
