@@ -97,11 +97,18 @@ type shareClock struct {
 // advance brings the integral to t (a stamp read before another update is
 // taken as that update's time) and returns the time it stands at.
 func (c *shareClock) advance(t time.Time, inflight int) time.Time {
+	if c.last.IsZero() {
+		c.last = t
+		return t
+	}
 	d := t.Sub(c.last)
-	if d <= 0 && !c.last.IsZero() {
+	if d <= 0 {
 		return c.last
 	}
-	if inflight > 0 && !c.last.IsZero() {
+	switch {
+	case inflight == 1: // no division: the common case at light load
+		c.share += d
+	case inflight > 1:
 		c.share += d / time.Duration(inflight)
 	}
 	c.last = t
