@@ -41,19 +41,26 @@ import (
 // they overlapped by at least a quarter of solo on average, a gain below
 // serialGainMin marks the tool serial for serialTTL; then it runs side by
 // side again and is re-measured (a tool that changed, or was misjudged,
-// is not stuck). Options.DisableSerialTools turns the rule off.
+// is not stuck); a marked tool is let go only at a gain of serialGainFree.
+// Options.DisableSerialTools turns the rule off.
 const (
 	// serialMinSolo: below this a call ends within one GIL switch interval
 	// (5 ms) of holding it, and running calls one per worker buys nothing.
 	serialMinSolo = 2 * time.Millisecond
-	serialSamples = 6
-	serialGainMin = 0.3
+	serialSamples = 8
+	// serialGainMin marks a tool serial; a marked tool is let go, once
+	// re-measured, only at serialGainFree (hysteresis: a tool near the
+	// line does not flip at every expiry). A CPU-bound tool's gain is the
+	// part of its time alone that is not spent holding the GIL (the gRPC
+	// round trip, ~0.5-1 ms): 0.1-0.25 for 5 ms of pure Python.
+	serialGainMin  = 0.3
+	serialGainFree = 0.45
 	// serialOverlapMin: the mean of wall − S must be at least this fraction
 	// of solo before the gain is judged (light load overlaps too little).
 	serialOverlapMin = 0.25
 	serialTTL        = 30 * time.Second
 	serialProbeMax   = 2 * time.Second
-	serialAlpha      = 0.25 // EWMA weight of a new sample
+	serialAlpha      = 0.2 // EWMA weight of a new sample
 )
 
 type serialMode uint8
@@ -213,7 +220,8 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 	known := gt.soloN >= serialSamples && now.Sub(gt.soloAt) < serialTTL
 	if !known {
-		if gt.n >= 3 && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
+		// Not before serialSamples calls: a new process's first calls are slow.
+		if gt.n >= serialSamples && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
 			gt.soloN = 0
 			p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
 		}
@@ -226,8 +234,12 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		return
 	}
 	gain := gt.num / gt.den
+	line := serialGainMin
+	if gt.marked {
+		line = serialGainFree
+	}
 	switch {
-	case gain < serialGainMin && gt.solo >= float64(serialMinSolo):
+	case gain < line && gt.solo >= float64(serialMinSolo):
 		if !gt.marked {
 			p.log.Info("snakepit: tool runs one call per worker: its calls gain nothing side by side (CPU-bound under the GIL?)",
 				"tool", gt.name, "alone", time.Duration(gt.solo), "gain", gain)
