@@ -482,6 +482,10 @@ func setups() []setup {
 		out = append(out,
 			setup{fmt.Sprintf("grpc-sync-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newRaw(tb, n, 8, startServicer) }},
 			setup{fmt.Sprintf("snakepit-default/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 0, "BenchAdapter", "add") }},
+			// The default with pool/serial.go's rule off: the rule must cost a trivial tool nothing.
+			setup{fmt.Sprintf("snakepit-noserial/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target {
+				return newSnakepit(tb, n, 0, "BenchAdapter", "add", func(c *snakepit.Config) { c.DisableSerialTools = true })
+			}},
 			setup{fmt.Sprintf("snakepit-cap1-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
 		)
 	}
