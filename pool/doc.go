@@ -29,6 +29,18 @@
 // *worker.UnknownToolError without reaching a worker. The pool assumes the
 // workers run the same adapter: it routes by capacity, not by tool.
 //
+// # Serial tools
+//
+// A tool whose calls gain nothing from running side by side on one worker
+// (CPU-bound pure Python: the calls take turns on the process's GIL) runs
+// at most one call per worker; its other calls wait in the queue, FIFO,
+// for the first worker without one of them, and never hold back a call of
+// another tool queued behind them. The pool learns this per tool from the
+// calls' times, only for calls that take at least 2 ms alone (a faster
+// tool keeps the whole Capacity), and re-measures every 30 s; Stats.SerialTools
+// lists the tools so limited, and Options.DisableSerialTools turns the
+// rule off. See serial.go for the measure.
+//
 // # Deadlines and hung workers
 //
 // The call's context goes to the worker unchanged, so its deadline becomes

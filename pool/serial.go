@@ -139,8 +139,8 @@ func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
 	}
 	r.sr.t0 = ws.sc.advance(t, ws.inflight)
 	r.sr.share0 = ws.sc.share
-	if p.ser.tools != nil {
-		if gt := p.ser.tools[r.tool]; gt != nil {
+	if p.ser.limited > 0 {
+		if gt := p.ser.tools[r.tool]; gt != nil && gt.mode != modeFree {
 			gt.on[ws]++
 			r.sr.gt = gt
 		}
@@ -151,8 +151,7 @@ func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
 // (before ws.inflight drops) and, for a call that succeeded, learns from it.
 func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, learn bool) {
 	now = ws.sc.advance(now, ws.inflight)
-	gt := r.sr.gt
-	if gt != nil {
+	if gt := r.sr.gt; gt != nil && gt.mode != modeFree {
 		if gt.on[ws]--; gt.on[ws] <= 0 {
 			delete(gt.on, ws)
 		}
@@ -161,17 +160,19 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		return
 	}
 	share := ws.sc.share - r.sr.share0
+	if p.ser.tools == nil && share < serialMinSolo {
+		return // the fast path of a pool of fast tools
+	}
+	gt := p.ser.tools[r.tool]
 	if gt == nil {
 		if share < serialMinSolo {
-			return // the fast path of fast tools
+			return
 		}
-		if gt = p.ser.tools[r.tool]; gt == nil {
-			gt = &gilTool{name: r.tool, on: map[*workerState]int{}}
-			if p.ser.tools == nil {
-				p.ser.tools = map[string]*gilTool{}
-			}
-			p.ser.tools[r.tool] = gt
+		gt = &gilTool{name: r.tool, on: map[*workerState]int{}}
+		if p.ser.tools == nil {
+			p.ser.tools = map[string]*gilTool{}
 		}
+		p.ser.tools[r.tool] = gt
 	}
 	p.learnLocked(gt, now, float64(now.Sub(r.sr.t0)), float64(share))
 }
@@ -188,15 +189,6 @@ func ewma(cur, x float64, first bool) float64 {
 func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	gt.share = ewma(gt.share, share, gt.n == 0)
 	gt.n++
-	if gt.mode == modeFree && !gt.marked && gt.n >= serialSamples && gt.share < float64(serialMinSolo/2) {
-		// A fast tool that had a slow call (the machine was busy): back
-		// to the fast path.
-		delete(p.ser.tools, gt.name)
-		if len(p.ser.tools) == 0 {
-			p.ser.tools = nil
-		}
-		return
-	}
 	if share >= 0.9*wall {
 		gt.solo = ewma(gt.solo, wall, gt.soloN == 0 && gt.solo == 0)
 		gt.soloN++
@@ -205,8 +197,10 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	switch gt.mode {
 	case modeProbing:
 		if gt.soloN >= serialSamples || now.After(gt.until) {
-			if gt.soloN < serialSamples {
-				gt.nextProbe = now.Add(serialTTL) // other calls kept it company
+			if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
+				// Other calls kept it company, or it is a fast tool that
+				// looked slow on a busy machine: not again for a while.
+				gt.nextProbe = now.Add(serialTTL)
 			}
 			p.freeLocked(gt)
 		}
@@ -219,6 +213,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		return
 	}
 	known := gt.soloN >= serialSamples && now.Sub(gt.soloAt) < serialTTL
+	if known && gt.solo < float64(serialMinSolo) {
+		return // fast alone: never a candidate
+	}
 	if !known {
 		// Not before serialSamples calls: a new process's first calls are slow.
 		if gt.n >= serialSamples && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
@@ -253,9 +250,19 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 }
 
+// limitLocked runs the tool one call per worker. Its calls per worker are
+// counted only while it is limited (no map write per call otherwise), so
+// the count starts from the calls in flight now.
 func (p *Pool) limitLocked(gt *gilTool, m serialMode, until time.Time) {
 	if gt.mode == modeFree {
 		p.ser.limited++
+		clear(gt.on)
+		for r := p.calls.head; r != nil; r = r.next {
+			if r.tool == gt.name && !r.batch {
+				r.sr.gt = gt
+				gt.on[r.ws]++
+			}
+		}
 	}
 	gt.mode, gt.until = m, until
 }
