@@ -36,10 +36,12 @@
 // at most one call per worker; its other calls wait in the queue, FIFO,
 // for the first worker without one of them, and never hold back a call of
 // another tool queued behind them. The pool learns this per tool from the
-// calls' times, only for calls that take at least 2 ms alone (a faster
-// tool keeps the whole Capacity), and re-measures every 30 s; Stats.SerialTools
-// lists the tools so limited, and Options.DisableSerialTools turns the
-// rule off. See serial.go for the measure.
+// calls' times: a tool whose calls look long is first run one per worker
+// for a few calls (a probe) to learn its time alone; only a tool taking at
+// least 2 ms alone can be marked (a faster one keeps the whole Capacity).
+// A mark lasts 30 s, then the tool is measured again. Stats.SerialTools
+// lists the marked tools, and Options.DisableSerialTools turns the rule
+// off. See serial.go for the measure.
 //
 // # Deadlines and hung workers
 //

@@ -79,8 +79,10 @@ type gilTool struct {
 	until     time.Time // end of the probe or the mark
 	nextProbe time.Time // no probe before (the last one failed)
 	share     float64   // EWMA of S, ns
-	solo      float64   // EWMA of wall of calls that ran alone, ns
-	soloN     int       // calls alone since the last probe or mark began
+	solo      float64   // median wall of the last calls that ran alone, ns
+	alone     [serialSamples]float64
+	soloN     int  // calls alone since the last probe or mark began
+	confirmed bool // judged to gain twice in a row (two probes)
 	soloAt    time.Time
 	num, den  float64 // EWMAs of solo − S and wall − S, ns
 	effN      int     // samples in num/den since the tool last ran free
@@ -190,8 +192,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	gt.share = ewma(gt.share, share, gt.n == 0)
 	gt.n++
 	if share >= 0.9*wall {
-		gt.solo = ewma(gt.solo, wall, gt.soloN == 0 && gt.solo == 0)
+		gt.alone[gt.soloN%len(gt.alone)] = wall
 		gt.soloN++
+		gt.solo = median(gt.alone[:min(gt.soloN, len(gt.alone))])
 		gt.soloAt = now
 	}
 	switch gt.mode {
@@ -237,6 +240,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 	switch {
 	case gain < line && gt.solo >= float64(serialMinSolo):
+		gt.confirmed = false
 		if !gt.marked {
 			p.log.Info("snakepit: tool runs one call per worker: its calls gain nothing side by side (CPU-bound under the GIL?)",
 				"tool", gt.name, "alone", time.Duration(gt.solo), "gain", gain)
@@ -244,10 +248,25 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		gt.marked = true
 		gt.soloN = 0
 		p.limitLocked(gt, modeSerial, now.Add(serialTTL))
+	case !gt.confirmed:
+		// It gains, measured against one probe's time alone: the load
+		// may have changed between the two, so measure alone once more
+		// before trusting it.
+		gt.confirmed = true
+		gt.soloN = 0
+		p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
 	case gt.marked:
 		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
 		gt.marked = false
 	}
+}
+
+// median of the samples in xs (at most serialSamples), left in place.
+func median(xs []float64) float64 {
+	var buf [serialSamples]float64
+	c := buf[:copy(buf[:], xs)]
+	slices.Sort(c)
+	return c[len(c)/2]
 }
 
 // limitLocked runs the tool one call per worker. Its calls per worker are
