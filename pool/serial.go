@@ -22,26 +22,36 @@ import (
 // busy time, whatever the order in which the GIL served them, so for a tool
 // that gains nothing, Σ solo = Σ S (the work is the busy time), while for a
 // tool that overlaps freely Σ solo = Σ wall. Hence, with solo the tool's
-// service time alone (EWMA of calls that ran with S ≥ 0.9 wall),
+// service time alone (the median of its last calls that ran with
+// S ≥ 0.9 wall),
 //
-//	gain = Σ (solo − S) / Σ (wall − S)  (EWMAs over its calls)
+//	gain = Σ (solo − S) / Σ (wall − S)  over a window of its calls
 //
 // is 0 for no gain and 1 for full overlap. (The mean in-flight count k̄ and
 // g = k̄ / (wall/solo) give the same answer only when the overlap stays
 // constant through a call; a FIFO-served GIL makes the first call look
-// fully overlapped and the second worse than serial.)
+// fully overlapped and the second worse than serial.) A CPU-bound tool
+// still gains a little: the gRPC round trip of one call (~0.5–1 ms) runs
+// while another holds the GIL.
 //
-// The rule. A tool is a candidate once its mean share S is at least
-// serialMinSolo: S ≈ solo for a CPU-bound tool and S < solo otherwise, so a
-// trivial tool — which on a loaded machine looks CPU-bound at sub-ms scale
-// and must keep the default's throughput — is never a candidate, nor
-// probed. A candidate with no recent solo time is probed: dispatched one
-// per worker until serialSamples calls ran alone (at most serialProbeMax),
-// then side by side again. Once serialSamples calls ran with solo known and
-// they overlapped by at least a quarter of solo on average, a gain below
-// serialGainMin marks the tool serial for serialTTL; then it runs side by
-// side again and is re-measured (a tool that changed, or was misjudged,
-// is not stuck); a marked tool is let go only at a gain of serialGainFree.
+// The rule. A tool is a candidate once the mean S of its calls (EWMA) is at
+// least serialMinSolo: S ≈ solo for a CPU-bound tool and S < solo
+// otherwise, so a trivial tool — which on a loaded machine looks CPU-bound
+// at sub-ms scale and must keep the default's throughput — is not one
+// (unless the machine starves it: then one probe shows it fast, and it is
+// left alone for serialTTL). A candidate with no recent solo is probed:
+// dispatched one per worker until serialSamples calls ran alone (at most
+// serialProbeMax), then side by side again. Its calls are then judged in
+// windows of serialSamples (the slowest call of each left out: one pause
+// would decide alone), once they overlapped by at least serialOverlapMin of
+// solo on average. A window's verdict counts once a window measured right
+// after the next probe agrees (the load may move between a probe and its
+// window; a stalled machine makes any tool look serial): two windows
+// below serialGainMin mark the tool serial for serialTTL. At the end of a
+// mark the tool runs side by side again and is re-measured with the solo
+// its serial calls kept fresh (a tool that changed, or was misjudged, is
+// not stuck); a marked tool is let go only when two windows reach
+// serialGainFree.
 // Options.DisableSerialTools turns the rule off.
 const (
 	// serialMinSolo: below this a call ends within one GIL switch interval
@@ -56,11 +66,20 @@ const (
 	serialGainMin  = 0.3
 	serialGainFree = 0.45
 	// serialOverlapMin: the mean of wall − S must be at least this fraction
-	// of solo before the gain is judged (light load overlaps too little).
+	// of solo before a window is judged (light load overlaps too little).
 	serialOverlapMin = 0.25
 	serialTTL        = 30 * time.Second
 	serialProbeMax   = 2 * time.Second
-	serialAlpha      = 0.2 // EWMA weight of a new sample
+	serialAlpha      = 0.2 // EWMA weight of a new S
+)
+
+// verdict is what a window of calls side by side showed.
+type verdict uint8
+
+const (
+	verdictNone   verdict = iota
+	verdictSerial         // gained less than the line
+	verdictFree
 )
 
 type serialMode uint8
@@ -81,13 +100,13 @@ type gilTool struct {
 	share     float64   // EWMA of S, ns
 	solo      float64   // median wall of the last calls that ran alone, ns
 	alone     [serialSamples]float64
-	soloN     int  // calls alone since the last probe or mark began
-	confirmed bool // judged to gain twice in a row (two probes)
+	soloN     int // calls alone since the last probe or mark began
 	soloAt    time.Time
-	num, den  float64 // EWMAs of solo − S and wall − S, ns
-	effN      int     // samples in num/den since the tool last ran free
-	n         int     // calls learned from
-	marked    bool    // the last decision was serial (for the log)
+	win       [serialSamples]sample // the calls of the window being measured
+	effN      int                   // calls in win
+	pending   verdict               // the last window's, to be confirmed
+	n         int                   // calls learned from
+	marked    bool                  // the last decision was serial (for the log)
 }
 
 // serialState is the pool's part. tools is nil until a candidate appears,
@@ -227,20 +246,34 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		}
 		return
 	}
-	gt.num = ewma(gt.num, gt.solo-share, gt.effN == 0)
-	gt.den = ewma(gt.den, wall-share, gt.effN == 0)
-	gt.effN++
-	if gt.effN < serialSamples || gt.den < serialOverlapMin*gt.solo {
+	gt.win[gt.effN] = sample{wall: wall, share: share}
+	if gt.effN++; gt.effN < len(gt.win) {
 		return
 	}
-	gain := gt.num / gt.den
+	gt.effN = 0
+	gain, ok := windowGain(&gt.win, gt.solo)
+	if !ok {
+		return // too little overlap to judge
+	}
 	line := serialGainMin
 	if gt.marked {
 		line = serialGainFree
 	}
+	v := verdictFree
+	if gain < line {
+		v = verdictSerial
+	}
+	if v != gt.pending {
+		// One window against one probe's time alone: the load may have
+		// moved between the two (a stalled machine makes any tool look
+		// serial). Measure alone again and judge another window.
+		gt.pending = v
+		gt.soloN = 0
+		p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
+		return
+	}
 	switch {
-	case gain < line && gt.solo >= float64(serialMinSolo):
-		gt.confirmed = false
+	case v == verdictSerial:
 		if !gt.marked {
 			p.log.Info("snakepit: tool runs one call per worker: its calls gain nothing side by side (CPU-bound under the GIL?)",
 				"tool", gt.name, "alone", time.Duration(gt.solo), "gain", gain)
@@ -248,17 +281,37 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		gt.marked = true
 		gt.soloN = 0
 		p.limitLocked(gt, modeSerial, now.Add(serialTTL))
-	case !gt.confirmed:
-		// It gains, measured against one probe's time alone: the load
-		// may have changed between the two, so measure alone once more
-		// before trusting it.
-		gt.confirmed = true
-		gt.soloN = 0
-		p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
 	case gt.marked:
 		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
 		gt.marked = false
 	}
+}
+
+// sample is one call measured side by side, ns.
+type sample struct{ wall, share float64 }
+
+// windowGain is Σ(solo − S) / Σ(wall − S) over a window's calls but its
+// slowest (one outlier — a pause, a preempted process — would decide
+// alone); ok is false when the calls overlapped less than
+// serialOverlapMin × solo on average.
+func windowGain(w *[serialSamples]sample, solo float64) (gain float64, ok bool) {
+	slowest := 0
+	for i := range w {
+		if w[i].wall > w[slowest].wall {
+			slowest = i
+		}
+	}
+	var num, den float64
+	for i, x := range w {
+		if i != slowest {
+			num += solo - x.share
+			den += x.wall - x.share
+		}
+	}
+	if den < serialOverlapMin*solo*float64(len(w)-1) {
+		return 0, false
+	}
+	return num / den, true
 }
 
 // median of the samples in xs (at most serialSamples), left in place.
@@ -293,7 +346,7 @@ func (p *Pool) freeLocked(gt *gilTool) {
 		p.ser.limited--
 	}
 	gt.mode = modeFree
-	gt.num, gt.den, gt.effN = 0, 0, 0
+	gt.effN = 0
 	for _, ws := range p.workers {
 		p.offerLocked(ws)
 	}

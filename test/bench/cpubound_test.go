@@ -21,8 +21,8 @@ const burnN = 100_000
 // the pool learns that burn gains nothing side by side and runs it one
 // call per worker, pool/serial.go), the default with that rule off (two
 // calls share one process's GIL) and Capacity 1 (the second call queues
-// in the pool). Each row is a new App, warmed up with 40 calls per worker
-// (the learning takes about 25).
+// in the pool). Each row is a new App, warmed up with 80 calls per worker
+// (the learning takes about 45).
 // Reports p50/p99 per-call latency (caller's view, queueing included),
 // calls/s and whether burn ended up serial. Rounds interleaved:
 //
@@ -48,8 +48,8 @@ func BenchmarkCPUBound(b *testing.B) {
 				t := newSnakepit(b, n, row.capacity, "CPUBenchAdapter", "burn", more...).(*snakepitTarget)
 				defer t.close()
 				// Warm-up: new processes, and the default's learning (about
-				// 25 calls per tool, pool/serial.go) is not in the timed calls.
-				burn(b, t, 2*n, 40*n)
+				// 45 calls per tool, pool/serial.go) is not in the timed calls.
+				burn(b, t, 2*n, 80*n)
 				b.ResetTimer()
 				lat := burn(b, t, 2*n, b.N)
 				b.StopTimer()
