@@ -210,15 +210,27 @@ func ewma(cur, x float64, first bool) float64 {
 func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	gt.share = ewma(gt.share, share, gt.n == 0)
 	gt.n++
+	if gt.mode == modeFree && !gt.marked && gt.share < float64(serialMinSolo) {
+		// Not (or no longer) a candidate: a fast tool whose calls were
+		// slow for a moment. Once clearly fast, and no verdict pending,
+		// it leaves the table (and every call of it the bookkeeping).
+		if gt.n >= serialSamples && gt.share < float64(serialMinSolo/2) && !now.Before(gt.nextProbe) {
+			delete(p.ser.tools, gt.name)
+			if len(p.ser.tools) == 0 {
+				p.ser.tools = nil
+			}
+		}
+		return
+	}
 	if share >= 0.9*wall {
 		gt.alone[gt.soloN%len(gt.alone)] = wall
 		gt.soloN++
-		gt.solo = median(gt.alone[:min(gt.soloN, len(gt.alone))])
 		gt.soloAt = now
 	}
 	switch gt.mode {
 	case modeProbing:
 		if gt.soloN >= serialSamples || now.After(gt.until) {
+			gt.updateSolo()
 			if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
 				// Other calls kept it company, or it is a fast tool that
 				// looked slow on a busy machine: not again for a while.
@@ -251,6 +263,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		return
 	}
 	gt.effN = 0
+	gt.updateSolo()
 	gain, ok := windowGain(&gt.win, gt.solo)
 	if !ok {
 		return // too little overlap to judge
@@ -314,12 +327,16 @@ func windowGain(w *[serialSamples]sample, solo float64) (gain float64, ok bool) 
 	return num / den, true
 }
 
-// median of the samples in xs (at most serialSamples), left in place.
-func median(xs []float64) float64 {
+// updateSolo sets solo to the median of the last calls that ran alone;
+// computed when read (at the end of a probe, at each window), not per call.
+func (gt *gilTool) updateSolo() {
+	if gt.soloN == 0 {
+		return
+	}
 	var buf [serialSamples]float64
-	c := buf[:copy(buf[:], xs)]
+	c := buf[:copy(buf[:], gt.alone[:min(gt.soloN, len(gt.alone))])]
 	slices.Sort(c)
-	return c[len(c)/2]
+	gt.solo = c[len(c)/2]
 }
 
 // limitLocked runs the tool one call per worker. Its calls per worker are
