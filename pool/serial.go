@@ -109,6 +109,7 @@ type gilTool struct {
 	effN      int                   // calls in win
 	pending   verdict               // the last window's, to be confirmed
 	n         int                   // calls learned from
+	longRun   int                   // calls in a row with S ≥ serialMinSolo/2
 	marked    bool                  // the last decision was serial (for the log)
 }
 
@@ -213,6 +214,11 @@ func ewma(cur, x float64, first bool) float64 {
 func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	gt.share = ewma(gt.share, share, gt.n == 0)
 	gt.n++
+	if share >= float64(serialMinSolo/2) {
+		gt.longRun++
+	} else {
+		gt.longRun = 0
+	}
 	if gt.mode == modeFree && !gt.marked && gt.share < float64(serialMinSolo) {
 		// Not (or no longer) a candidate: a fast tool whose calls were
 		// slow for a moment. Once clearly fast, and no verdict pending,
@@ -255,7 +261,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 	if !known {
 		// Not before serialSamples calls: a new process's first calls are slow.
-		if gt.n >= serialSamples && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
+		// Nor on a few slow calls of a fast tool (a starved machine): every
+		// one of the last serialSamples calls must have been long.
+		if gt.n >= serialSamples && gt.longRun >= serialSamples && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
 			gt.soloN = 0
 			p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
 		}
