@@ -37,9 +37,12 @@ import (
 // The rule. A tool is a candidate once the mean S of its calls (EWMA) is at
 // least serialMinSolo: S ≈ solo for a CPU-bound tool and S < solo
 // otherwise, so a trivial tool — which on a loaded machine looks CPU-bound
-// at sub-ms scale and must keep the default's throughput — is not one
-// (unless the machine starves it: then one probe shows it fast, and it is
-// left alone for serialTTL). A candidate with no recent solo is probed:
+// at sub-ms scale and must keep the default's throughput — is not one.
+// (S is wall time split among the calls in flight: on a machine with more
+// processes than cores a trivial call's S can reach 1–2 ms. So a probe
+// also needs serialSamples calls in a row with S ≥ serialMinSolo/2, and a
+// probe that finds the tool fast alone leaves it alone for serialTTL.)
+// A candidate with no recent solo is probed:
 // dispatched one per worker until serialSamples calls ran alone (at most
 // serialProbeMax), then side by side again. Its calls are then judged in
 // windows of serialSamples (the slowest call of each left out: one pause
