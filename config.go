@@ -67,6 +67,14 @@ type Config struct {
 	// DefaultCapacity, 8; an adapter with snakepit_thread_safe = False
 	// gets 1 whatever this says).
 	Capacity int
+	// DisableSerialTools lets every tool use a worker's whole Capacity. By
+	// default a tool whose calls take ≥ 2 ms and are measured to gain
+	// nothing from running side by side in one process (pure Python, which
+	// takes turns on the GIL) runs one call per worker, the others queued
+	// (Stats().Pool.SerialTools lists them). Set it for a CPU-bound tool
+	// whose calls vary widely in length: sharing the process then lets
+	// the short calls finish first.
+	DisableSerialTools bool
 
 	// Adapter is the Python adapter class, "package.module.Class" or
 	// "package.module:Class"; another form is ErrInvalidConfig.

@@ -39,6 +39,8 @@ type PoolConfig struct {
 	MinReady int
 	Capacity int
 
+	DisableSerialTools bool // or Config's
+
 	MinWorkers, MaxWorkers int
 	IdleTimeout            time.Duration
 	ScaleUpAfter           time.Duration
@@ -110,6 +112,7 @@ func (c *Config) inherit(p PoolConfig) PoolConfig {
 		set(&p.ScaleUpInterval, c.ScaleUpInterval)
 	}
 	set(&p.Capacity, c.Capacity)
+	p.DisableSerialTools = p.DisableSerialTools || c.DisableSerialTools
 	set(&p.Adapter, c.Adapter)
 	set(&p.Python, c.Python)
 	if p.PythonPath == nil {

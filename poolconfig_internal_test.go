@@ -68,6 +68,8 @@ func nonZero(t *testing.T, typ reflect.Type) reflect.Value {
 		v.SetInt(7)
 	case reflect.Float64:
 		v.SetFloat(0.7)
+	case reflect.Bool:
+		v.SetBool(true)
 	case reflect.String:
 		v.SetString("x.Y")
 	case reflect.Slice:

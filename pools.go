@@ -81,7 +81,7 @@ func bridgeMessageBytes(pcs []PoolConfig) int {
 func (a *App) newPoolRun(r *run, ap *appPool) (*poolRun, error) {
 	pc, stop, log := &ap.cfg, a.stop, a.poolLog(&ap.cfg)
 	p, err := pool.New(pool.Options{MaxQueue: pc.MaxQueue, QueueTimeout: pc.QueueTimeout, DefaultCapacity: pc.Capacity, HungGrace: pc.HungGrace, ReadyTimeout: pc.ReadyTimeout, AffinityTTL: pc.SessionAffinityTTL, StopWait: stop.cancelWait, Logger: log,
-		PackIdle: pc.elastic(), ScaleFromZero: pc.elastic() && pc.MinWorkers == 0})
+		PackIdle: pc.elastic(), ScaleFromZero: pc.elastic() && pc.MinWorkers == 0, DisableSerialTools: pc.DisableSerialTools})
 	if err != nil {
 		return nil, err
 	}

@@ -94,6 +94,8 @@ type callRec struct {
 
 	prev, next *callRec
 
+	sr serialRec // serial.go: its share of its worker's time
+
 	armFn, fireFn func() // bound once per record: no per-call closure
 }
 
@@ -220,7 +222,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 			} else {
 				ws := e.ws
 				alive := ws.usable() && ws.gen == e.gen
-				free := alive && ws.inflight < ws.capacity
+				free := alive && ws.inflight < ws.capacity && !p.blockedLocked(call.Tool, ws)
 				switch {
 				case free:
 					return p.grantNowLocked(r, ws, call.SessionID), nil
@@ -237,10 +239,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 	}
 
 	if pinned == nil {
-		if ws := p.free.head; ws != nil {
-			if ws == avoid && ws.fnext != nil {
-				ws = ws.fnext
-			}
+		if ws := p.pickLocked(call.Tool, avoid); ws != nil {
 			return p.grantNowLocked(r, ws, call.SessionID), nil
 		}
 	}
@@ -316,12 +315,12 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 	if ws := w.ws; ws != nil {
 		// The hand-off won, whatever else fired meanwhile: the slot is ours.
 		if err := ctx.Err(); err != nil {
-			p.unlinkReleaseLocked(w.rec)
+			p.unlinkReleaseLocked(w.rec, p.now(), false)
 			return nil, p.rejectLocked(w.rec, err)
 		}
 		if w.readyWait && p.toolsReported > 0 && p.toolCount[tool] == 0 && p.toolCount[worker.AnyTool] == 0 {
 			// Tools were unknown when this call queued; now they are not.
-			p.unlinkReleaseLocked(w.rec)
+			p.unlinkReleaseLocked(w.rec, p.now(), false)
 			return nil, p.rejectLocked(w.rec, &worker.UnknownToolError{Tool: tool, Available: p.availableToolsLocked()})
 		}
 		p.mu.Unlock()
@@ -404,6 +403,7 @@ func (p *Pool) grantNowLocked(r *callRec, ws *workerState, session string) *work
 }
 
 func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
+	p.serialTakeLocked(r, ws)
 	ws.inflight++
 	ws.calls++
 	p.inflight++
@@ -443,8 +443,8 @@ func (p *Pool) offerLocked(ws *workerState) {
 		return
 	}
 	for ws.inflight < ws.capacity {
-		w := ws.strict.head
-		if g := p.general.head; g != nil && (w == nil || g.seq < w.seq) {
+		w := p.fitLocked(ws.strict.head, ws)
+		if g := p.fitLocked(p.general.head, ws); g != nil && (w == nil || g.seq < w.seq) {
 			w = g
 		}
 		if w == nil {
@@ -459,7 +459,9 @@ func (p *Pool) offerLocked(ws *workerState) {
 		}
 		w.q.remove(w)
 		p.queued--
-		p.qhist.note(p.now(), p.queued)
+		now := p.now()
+		p.qhist.note(now, p.queued)
+		w.rec.sr.at = now
 		p.takeLocked(w.rec, ws, w.session)
 		w.ws = ws
 		w.ch <- struct{}{}
@@ -484,11 +486,13 @@ func (p *Pool) failWaitersLocked(q *waitQueue, err error) {
 	}
 }
 
-// unlinkReleaseLocked ends an attempt's hold on its slot and passes the slot on.
-func (p *Pool) unlinkReleaseLocked(r *callRec) {
+// unlinkReleaseLocked ends an attempt's hold on its slot at now and passes
+// the slot on; learn: the attempt ran and succeeded (serial.go learns from it).
+func (p *Pool) unlinkReleaseLocked(r *callRec, now time.Time, learn bool) {
 	r.done = true
 	p.calls.remove(r)
 	ws := r.ws
+	p.serialReleaseLocked(r, ws, now, learn && !r.batch)
 	ws.inflight--
 	p.inflight--
 	if !ws.removed {
@@ -531,7 +535,7 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 	}
 	err = toolTimeoutErr(r.ctx, r.tool, err) // named where it is counted
 	reusable = reusable && !r.armed
-	p.unlinkReleaseLocked(r)
+	p.unlinkReleaseLocked(r, end, err == nil)
 	switch {
 	case r.batch: // its calls count themselves
 	case retry:
@@ -556,6 +560,7 @@ func (p *Pool) recycle(r *callRec) {
 	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch = p, nil, 0, "", nil, nil, false, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
 	r.prev, r.next = nil, nil
+	r.sr = serialRec{}
 	p.recs.Put(r)
 }
 

@@ -29,6 +29,20 @@
 // *worker.UnknownToolError without reaching a worker. The pool assumes the
 // workers run the same adapter: it routes by capacity, not by tool.
 //
+// # Serial tools
+//
+// A tool whose calls gain nothing from running side by side on one worker
+// (CPU-bound pure Python: the calls take turns on the process's GIL) runs
+// at most one call per worker; its other calls wait in the queue, FIFO,
+// for the first worker without one of them, and never hold back a call of
+// another tool queued behind them. The pool learns this per tool from the
+// calls' times: a tool whose calls look long is first run one per worker
+// for a few calls (a probe) to learn its time alone; only a tool taking at
+// least 2 ms alone can be marked (a faster one keeps the whole Capacity).
+// A mark lasts 30 s, then the tool is measured again. Stats.SerialTools
+// lists the marked tools, and Options.DisableSerialTools turns the rule
+// off. See serial.go for the measure.
+//
 // # Deadlines and hung workers
 //
 // The call's context goes to the worker unchanged, so its deadline becomes

@@ -135,6 +135,9 @@ func (p *Pool) execute(ctx context.Context, call *worker.Call, opts CallOptions,
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
 		r := p.begin(ctx, call.Tool, ungated)
+		if attempt == 0 {
+			r.sr.at = start // no second clock read when the slot is free
+		}
 		queued := p.queueStart(opts)
 		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
 		if err != nil {
@@ -225,6 +228,9 @@ func (p *Pool) stream(ctx context.Context, call *worker.Call, opts CallOptions, 
 	var avoid *workerState
 	for attempt := 0; ; attempt++ {
 		r := p.begin(ctx, call.Tool, ungated)
+		if attempt == 0 {
+			r.sr.at = start // no second clock read when the slot is free
+		}
 		queued := p.queueStart(opts)
 		ws, err := p.acquire(ctx, call, opts, r, avoid, first && attempt == 0)
 		if err == errReadmit {

@@ -61,6 +61,12 @@ type Options struct {
 	// whose minimum is 0): a call queued then waits its queue timeout for
 	// the worker its arrival starts (ErrQueueTimeout), not ReadyTimeout.
 	ScaleFromZero bool
+	// DisableSerialTools lets every tool use a worker's whole capacity:
+	// the pool no longer learns which tools gain nothing from running side
+	// by side on one worker and runs those one call per worker (serial.go).
+	// For a CPU-bound tool whose calls vary widely in length, sharing the
+	// process can give the short calls a better latency than queueing.
+	DisableSerialTools bool
 	// Logger receives hung-worker kills and lifecycle oddities; nil discards.
 	Logger *slog.Logger
 	// Now is the clock for latencies and affinity expiry; nil means time.Now.

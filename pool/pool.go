@@ -60,6 +60,8 @@ type workerState struct {
 	inFree       bool
 
 	strict waitQueue // strict-affinity waiters for this worker only
+
+	sc shareClock // serial.go
 }
 
 func (ws *workerState) usable() bool { return ws.state == stReady && !ws.removed && !ws.draining }
@@ -187,7 +189,8 @@ type Pool struct {
 	gateWaiters int // across all gates; bounded by MaxQueue
 	gatesClosed bool
 
-	bt batching // dynamic batching (batch.go)
+	bt  batching    // dynamic batching (batch.go)
+	ser serialState // tools that run one call per worker (serial.go)
 }
 
 var _ worker.Events = (*Pool)(nil)

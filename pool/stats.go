@@ -58,6 +58,10 @@ type Stats struct {
 	// Batches is the histogram of the sizes of the batches sent for batch
 	// tools (worker.ToolSpec.BatchMaxSize), retried ones again.
 	Batches BatchStats
+	// SerialTools lists, sorted, the tools the pool runs at most one call
+	// per worker now, having measured that their calls gain nothing side
+	// by side (CPU-bound under the GIL; see Options.DisableSerialTools).
+	SerialTools []string
 }
 
 // BatchStats is a histogram of batch sizes, cumulative as Prometheus has
@@ -255,6 +259,7 @@ func (p *Pool) Stats() Stats {
 		s.Latency.Buckets[i] = LatencyBucket{UpperBound: b, Count: cum}
 	}
 	s.Batches = p.batchStatsLocked()
+	s.SerialTools = p.serialToolsLocked()
 	p.mu.Unlock()
 
 	slices.SortFunc(s.GivenUp, func(a, b GivenUpWorker) int { return strings.Compare(a.ID, b.ID) })

@@ -310,12 +310,12 @@ type snakepitTarget struct {
 
 // newSnakepit runs a tool of bench_adapter.py: "add" (sync) or "aadd" (async)
 // of BenchAdapter, or "aadd" of AsyncBenchAdapter when adapter says so.
-func newSnakepit(tb testing.TB, n, capacity int, adapter, tool string) target {
+func newSnakepit(tb testing.TB, n, capacity int, adapter, tool string, more ...func(*snakepit.Config)) target {
 	here, err := filepath.Abs(".")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	app, err := snakepit.New(snakepit.Config{
+	cfg := snakepit.Config{
 		Workers:      n,
 		Capacity:     capacity,
 		Adapter:      "bench_adapter." + adapter,
@@ -323,7 +323,11 @@ func newSnakepit(tb testing.TB, n, capacity int, adapter, tool string) target {
 		Python:       python(tb),
 		RegistryPath: filepath.Join(tb.TempDir(), "r.db"),
 		Logger:       testutil.Logger(),
-	})
+	}
+	for _, f := range more {
+		f(&cfg)
+	}
+	app, err := snakepit.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -478,6 +482,10 @@ func setups() []setup {
 		out = append(out,
 			setup{fmt.Sprintf("grpc-sync-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newRaw(tb, n, 8, startServicer) }},
 			setup{fmt.Sprintf("snakepit-default/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 0, "BenchAdapter", "add") }},
+			// The default with pool/serial.go's rule off: the rule must cost a trivial tool nothing.
+			setup{fmt.Sprintf("snakepit-noserial/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target {
+				return newSnakepit(tb, n, 0, "BenchAdapter", "add", func(c *snakepit.Config) { c.DisableSerialTools = true })
+			}},
 			setup{fmt.Sprintf("snakepit-cap1-wide/N=%d", n), n, []int{8, 32}, func(tb testing.TB) target { return newSnakepit(tb, n, 1, "BenchAdapter", "add") }},
 		)
 	}
