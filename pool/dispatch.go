@@ -511,7 +511,8 @@ func (p *Pool) finish(r *callRec, werr error, retry bool, start time.Time) (bool
 		reusable = r.stopWatch() // false: the watchdog may still touch r
 		r.stopWatch = nil
 	}
-	lat := p.since(start)
+	end := p.now() // the serial rule's share clock needs the instant, not only the latency
+	lat := end.Sub(start)
 	err := werr
 	gone := werr != nil && (errors.Is(werr, worker.ErrWorkerCrashed) || errors.Is(werr, worker.ErrWorkerUnavailable)) && !worker.CrashedBehind(werr)
 

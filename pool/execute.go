@@ -169,17 +169,6 @@ func (p *Pool) queueStart(opts CallOptions) time.Time {
 	return p.now()
 }
 
-// since is how long ago start was. With the real clock it reads only the
-// monotonic clock: time.Now reads the wall clock too, and a call's two
-// time.Now were ~7 % of a fast stream's CPU on a VM whose clock source
-// (kvm-clock) makes every read a vDSO call.
-func (p *Pool) since(start time.Time) time.Duration {
-	if p.realClock {
-		return time.Since(start)
-	}
-	return p.now().Sub(start)
-}
-
 // attempted reports an attempt that got its worker to opts.Observer.
 func (p *Pool) attempted(opts CallOptions, ws *workerState, attempt int, queued time.Time) {
 	if opts.Observer != nil {

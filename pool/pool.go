@@ -145,9 +145,6 @@ type Pool struct {
 	opts Options
 	log  *slog.Logger
 	now  func() time.Time
-	// realClock: now is time.Now, so a latency can read the monotonic
-	// clock alone (since).
-	realClock bool
 
 	// mu guards everything below. It is held for O(1) bookkeeping only (and
 	// O(workers) in Stats/Tools/lifecycle events), never across a worker call.
@@ -205,7 +202,6 @@ func New(opts Options) (*Pool, error) {
 		opts:      o,
 		log:       o.Logger,
 		now:       o.Now,
-		realClock: opts.Now == nil,
 		workers:   map[string]*workerState{},
 		early:     map[string]earlyEvent{},
 		toolCount: map[string]int{},
