@@ -441,7 +441,13 @@ func measure(b *testing.B, t target, c int) {
 	b.ReportMetric(float64(ticks)*1e6/clockTicks/float64(b.N), "py-cpu-µs/call")
 	b.ReportMetric(float64(self.Microseconds())/float64(b.N), "go-cpu-µs/call")
 	if isApp {
-		if bs := sp.app.Stats().Pool.Batches; bs.Count > batches0 {
+		st := sp.app.Stats().Pool
+		if n := len(st.SerialTools); n > 0 {
+			// A trivial tool must never be limited to one call per worker
+			// (pool/serial.go); shown so a run that did it cannot pass unseen.
+			b.ReportMetric(float64(n), "serial")
+		}
+		if bs := st.Batches; bs.Count > batches0 {
 			b.ReportMetric(float64(bs.Calls-calls0)/float64(bs.Count-batches0), "calls/batch")
 		}
 	}
