@@ -355,13 +355,15 @@ func (gt *gilTool) updateSolo() {
 
 // limitLocked runs the tool one call per worker. Its calls per worker are
 // counted only while it is limited (no map write per call otherwise), so
-// the count starts from the calls in flight now.
+// the count starts from the calls in flight now: every one, batches too,
+// as serialTakeLocked counts them (a call left out but still pointing at
+// gt would take another's count with it when it ends).
 func (p *Pool) limitLocked(gt *gilTool, m serialMode, until time.Time) {
 	if gt.mode == modeFree {
 		p.ser.limited++
 		clear(gt.on)
 		for r := p.calls.head; r != nil; r = r.next {
-			if r.tool == gt.name && !r.batch {
+			if r.tool == gt.name {
 				r.sr.gt = gt
 				gt.on[r.ws]++
 			}
@@ -378,6 +380,7 @@ func (p *Pool) freeLocked(gt *gilTool) {
 	}
 	gt.mode = modeFree
 	gt.effN = 0
+	clear(gt.on) // counted again from the calls in flight if limited again; keeps no removed worker
 	for _, ws := range p.workers {
 		p.offerLocked(ws)
 	}
