@@ -77,6 +77,9 @@ const (
 	serialTTL        = 30 * time.Second
 	serialProbeMax   = 2 * time.Second
 	serialAlpha      = 0.2 // EWMA weight of a new S
+	// serialMaxTools bounds the table of candidates: tool names come from
+	// callers (a worker declaring worker.AnyTool takes any).
+	serialMaxTools = 1024
 )
 
 // verdict is what a window of calls side by side showed.

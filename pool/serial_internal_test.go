@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -111,5 +112,70 @@ func TestSerialCountsDroppedWhenFreed(t *testing.T) {
 	h.release(r, false)
 	if len(gt.on) != 0 {
 		t.Fatalf("the per-worker counts of a tool no longer limited keep %d worker(s) referenced", len(gt.on))
+	}
+}
+
+// calls feeds learnLocked n calls of gt, 10 ms apart, of the given wall
+// time and share in ms.
+func (h *serialHarness) calls(gt *gilTool, n int, wall, share float64) {
+	for range n {
+		h.now = h.now.Add(10 * time.Millisecond)
+		h.p.learnLocked(gt, h.now, wall*float64(time.Millisecond), share*float64(time.Millisecond))
+	}
+}
+
+// The rule marks only a tool taking at least serialMinSolo alone: a
+// window whose own calls alone bring the time alone below it is not judged.
+func TestSerialNotMarkedBelowMinSolo(t *testing.T) {
+	h := newSerialHarness(t)
+	gt := h.tool("t")
+	h.calls(gt, serialSamples, 5, 2.5) // long calls side by side: a probe
+	h.calls(gt, serialSamples, 2.5, 2.5)
+	h.calls(gt, serialSamples, 5, 2.5) // a first window: no gain
+	h.calls(gt, serialSamples, 2.5, 2.5)
+	if gt.mode != modeFree || gt.pending != verdictSerial {
+		t.Fatalf("mode %d, pending %d after a serial window and its probe", gt.mode, gt.pending)
+	}
+	// The second window: its calls alone take 1.9 ms.
+	h.calls(gt, 3, 4, 2)
+	h.calls(gt, serialSamples-3, 1.9, 1.9)
+	if gt.mode == modeSerial {
+		t.Fatalf("marked serial with %.1f ms alone (below serialMinSolo)", gt.solo/float64(time.Millisecond))
+	}
+}
+
+// A probe that finds the tool fast alone voids the verdict waiting for
+// confirmation: a window long after may not confirm it alone.
+func TestSerialFastProbeVoidsPendingVerdict(t *testing.T) {
+	h := newSerialHarness(t)
+	gt := h.tool("t")
+	h.calls(gt, serialSamples, 5, 2.5)
+	h.calls(gt, serialSamples, 2.5, 2.5)
+	h.calls(gt, serialSamples, 5, 2.5) // a serial window, then a probe
+	h.calls(gt, serialSamples, 1, 1)   // which finds it fast alone
+	h.now = h.now.Add(serialTTL + time.Second)
+	h.calls(gt, serialSamples, 5, 2.5) // long again: a new probe
+	h.calls(gt, serialSamples, 2.5, 2.5)
+	h.calls(gt, serialSamples, 5, 2.5) // one window, no other after a probe
+	if gt.mode == modeSerial {
+		t.Fatal("marked serial on one window and a verdict its probe contradicted")
+	}
+}
+
+// Tool names come from callers: the table of candidates has a bound.
+func TestSerialToolTableBounded(t *testing.T) {
+	h := newSerialHarness(t)
+	ws := &workerState{capacity: 8}
+	for i := range 3 * serialMaxTools {
+		r := &callRec{tool: fmt.Sprintf("t%d", i)}
+		h.take(r, ws)
+		h.now = h.now.Add(3 * time.Millisecond)
+		h.release(r, true)
+	}
+	if n := len(h.p.ser.tools); n > serialMaxTools {
+		t.Fatalf("%d tools in the table; want at most %d", n, serialMaxTools)
+	}
+	if gt := h.p.ser.tools[fmt.Sprintf("t%d", 3*serialMaxTools-1)]; gt == nil {
+		t.Fatal("the newest slow tool is not learned once the table is full")
 	}
 }
