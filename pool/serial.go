@@ -199,6 +199,9 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		if share < serialMinSolo {
 			return
 		}
+		if len(p.ser.tools) >= serialMaxTools && !p.evictToolLocked() {
+			return
+		}
 		gt = &gilTool{name: r.tool, on: map[*workerState]int{}}
 		if p.ser.tools == nil {
 			p.ser.tools = map[string]*gilTool{}
@@ -206,6 +209,19 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		p.ser.tools[r.tool] = gt
 	}
 	p.learnLocked(gt, now, float64(now.Sub(r.sr.t0)), float64(share))
+}
+
+// evictToolLocked makes room in a full table: it drops a tool that runs
+// side by side and is not marked (the map's order picks which), so what
+// the pool learned of a limited tool stays. It reports whether it did.
+func (p *Pool) evictToolLocked() bool {
+	for name, gt := range p.ser.tools {
+		if gt.mode == modeFree && !gt.marked {
+			delete(p.ser.tools, name)
+			return true
+		}
+	}
+	return false
 }
 
 func ewma(cur, x float64, first bool) float64 {
@@ -251,6 +267,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 				// looked slow on a busy machine: not again for a while.
 				gt.nextProbe = now.Add(serialTTL)
 			}
+			if gt.solo < float64(serialMinSolo) {
+				gt.pending = verdictNone // this probe contradicts the window before it
+			}
 			p.freeLocked(gt)
 		}
 		return
@@ -281,6 +300,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 	gt.effN = 0
 	gt.updateSolo()
+	if gt.solo < float64(serialMinSolo) {
+		return // its calls alone in the window were fast: never a candidate
+	}
 	gain, ok := windowGain(&gt.win, gt.solo)
 	if !ok {
 		return // too little overlap to judge
