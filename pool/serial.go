@@ -261,16 +261,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	switch gt.mode {
 	case modeProbing:
 		if gt.soloN >= serialSamples || now.After(gt.until) {
-			gt.updateSolo()
-			if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
-				// Other calls kept it company, or it is a fast tool that
-				// looked slow on a busy machine: not again for a while.
-				gt.nextProbe = now.Add(serialTTL)
-			}
-			if gt.solo < float64(serialMinSolo) {
-				gt.pending = verdictNone // this probe contradicts the window before it
-			}
-			p.freeLocked(gt)
+			p.endProbeLocked(gt, now)
 		}
 		return
 	case modeSerial:
@@ -337,6 +328,21 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
 		gt.marked = false
 	}
+}
+
+// endProbeLocked takes the probe's time alone and runs the tool side by
+// side again.
+func (p *Pool) endProbeLocked(gt *gilTool, now time.Time) {
+	gt.updateSolo()
+	if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
+		// Other calls kept it company, or it is a fast tool that looked
+		// slow on a busy machine: not again for a while.
+		gt.nextProbe = now.Add(serialTTL)
+	}
+	if gt.solo < float64(serialMinSolo) {
+		gt.pending = verdictNone // this probe contradicts the window before it
+	}
+	p.freeLocked(gt)
 }
 
 // sample is one call measured side by side, ns.
