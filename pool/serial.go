@@ -451,15 +451,23 @@ func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
 }
 
 // fitLocked is the first waiter from w on whose call may take a slot of ws:
-// a serial tool's waiter does not hold back the calls behind it.
+// a serial tool's waiter does not hold back the calls behind it. Every call
+// ending on ws looks past that tool's queued calls, so a run of them costs
+// a string comparison each, not two map look-ups.
 func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
 	if p.ser.limited == 0 {
 		return w
 	}
-	for w != nil && p.blockedLocked(w.rec.tool, ws) {
-		w = w.next
+	var blocked *string // the last tool found blocked
+	for ; w != nil; w = w.next {
+		if t := w.rec.tool; blocked == nil || t != *blocked {
+			if !p.blockedLocked(t, ws) {
+				return w
+			}
+			blocked = &w.rec.tool
+		}
 	}
-	return w
+	return nil
 }
 
 // serialToolsLocked lists the tools marked serial now, for Stats.

@@ -179,3 +179,29 @@ func TestSerialToolTableBounded(t *testing.T) {
 		t.Fatal("the newest slow tool is not learned once the table is full")
 	}
 }
+
+// BenchmarkSerialOfferPastQueue is a slot's offer looking past a full
+// queue of a serial tool's calls (each blocked on the worker) for a call it
+// can take: what every call ending on that worker pays then.
+func BenchmarkSerialOfferPastQueue(b *testing.B) {
+	p, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	gt := &gilTool{name: "burn", on: map[*workerState]int{}}
+	p.ser.tools = map[string]*gilTool{"burn": gt}
+	p.limitLocked(gt, modeSerial, time.Now().Add(time.Hour))
+	ws := &workerState{capacity: 8}
+	gt.on[ws] = 1
+	for range defaultMaxQueue {
+		// Each call's name is its own string, as decoded from a request.
+		p.general.push(&waiter{rec: &callRec{tool: string([]byte("burn"))}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if p.fitLocked(p.general.head, ws) != nil {
+			b.Fatal("a blocked call was offered the slot")
+		}
+	}
+}
