@@ -390,6 +390,10 @@ func TestSerialStrictSessionWaiter(t *testing.T) {
 	}
 	b.resetOverlap()
 	held := holdOne(t, h, b, 1)
+	// The worker has a free slot, but not for this tool: fail-fast fails.
+	if o := recv(t, h.goExecute(context.Background(), sessionCall("burn", "s"), pool.CallOptions{Affinity: pool.AffinityStrictFailFast})); !errors.Is(o.err, pool.ErrSessionWorkerBusy) {
+		t.Fatalf("strict-fail-fast call of a serial tool on a worker running one: %v; want ErrSessionWorkerBusy", o.err)
+	}
 	strict := h.goExecute(context.Background(), sessionCall("burn", "s"), pool.CallOptions{Affinity: pool.AffinityStrictQueue, QueueTimeout: time.Minute})
 	h.waitStats("the strict call queued", func(s pool.Stats) bool { return s.Queued == 1 })
 	close(b.hold)
