@@ -205,3 +205,21 @@ func BenchmarkSerialOfferPastQueue(b *testing.B) {
 		}
 	}
 }
+
+// A mark or probe ends on time even if none of the tool's calls succeeds
+// any more (only a success is learned from).
+func TestSerialLimitEndsWithoutSuccess(t *testing.T) {
+	for _, m := range []serialMode{modeProbing, modeSerial} {
+		h := newSerialHarness(t)
+		gt := h.tool("t")
+		ws := &workerState{capacity: 8}
+		h.p.limitLocked(gt, m, h.now.Add(time.Second))
+		r := &callRec{tool: "t"}
+		h.take(r, ws)
+		h.now = h.now.Add(2 * time.Second)
+		h.release(r, false) // it failed
+		if gt.mode != modeFree || h.p.ser.limited != 0 {
+			t.Fatalf("mode %d: still mode %d (%d limited) past its end, its calls failing", m, gt.mode, h.p.ser.limited)
+		}
+	}
+}
