@@ -186,6 +186,15 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		if gt.on[ws]--; gt.on[ws] <= 0 {
 			delete(gt.on, ws)
 		}
+		if !learn && now.After(gt.until) {
+			// Only a success is learned from: a tool whose calls now
+			// all fail must not stay one per worker for good.
+			if gt.mode == modeProbing {
+				p.endProbeLocked(gt, now)
+			} else {
+				p.freeLocked(gt)
+			}
+		}
 	}
 	if !learn || p.opts.DisableSerialTools {
 		return
