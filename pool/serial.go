@@ -479,6 +479,15 @@ func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
 	return nil
 }
 
+// serialHintLocked completes a queue timeout's message for a tool run one
+// call per worker now: capacity does not help it, workers do.
+func (p *Pool) serialHintLocked(tool string) string {
+	if gt := p.ser.tools[tool]; gt != nil && gt.mode != modeFree {
+		return "; it runs one call per worker, its calls gaining nothing side by side (Stats.SerialTools): add workers, or set DisableSerialTools"
+	}
+	return ""
+}
+
 // serialToolsLocked lists the tools marked serial now, for Stats.
 func (p *Pool) serialToolsLocked() []string {
 	var out []string

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -428,4 +429,19 @@ func TestSerialWaiterServedByJoiningWorker(t *testing.T) {
 	close(b.hold)
 	recv(t, held) // ran on the removed worker: its outcome is the fake's
 	checkBalanced(t, h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 && s.Queued == 0 }))
+}
+
+// A serial tool's queue timeout says why capacity does not help.
+func TestSerialQueueTimeoutSaysWhy(t *testing.T) {
+	b := newBurn("burn", 3*time.Millisecond, true)
+	h, _ := markedPool(t, pool.Options{}, b)
+	held := holdOne(t, h, b, 1)
+	o := recv(t, h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: 20 * time.Millisecond}))
+	if !errors.Is(o.err, pool.ErrQueueTimeout) || !strings.Contains(o.err.Error(), "one call per worker") {
+		t.Fatalf("queued call of a serial tool: %v; want ErrQueueTimeout saying it runs one call per worker", o.err)
+	}
+	close(b.hold)
+	if o := recv(t, held); o.err != nil {
+		t.Fatal(o.err)
+	}
 }
