@@ -346,7 +346,7 @@ func (p *Pool) settle(ctx context.Context, w *waiter, tool string, timeout time.
 	case w.readyWait && p.ready == 0:
 		err = p.notReadyLocked(1, fmt.Errorf("no worker became ready within ReadyTimeout (%s)", timeout))
 	default:
-		err = fmt.Errorf("%w (tool %q waited %s)", ErrQueueTimeout, tool, timeout)
+		err = fmt.Errorf("%w (tool %q waited %s%s)", ErrQueueTimeout, tool, timeout, p.serialHintLocked(tool))
 	}
 	return nil, p.rejectLocked(w.rec, err)
 }

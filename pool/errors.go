@@ -21,7 +21,8 @@ var (
 	ErrPoolStopping = errors.New("snakepit: pool is stopping; no new calls are accepted")
 	// ErrSessionWorkerUnavailable: a strict-affinity call's session worker has exited or left since it served the session.
 	ErrSessionWorkerUnavailable = errors.New("snakepit: the worker that served this session has exited or left the pool; its session state is gone — start the session again or use affinity \"hint\"")
-	// ErrSessionWorkerBusy: a strict-fail-fast call's session worker has no free slot.
+	// ErrSessionWorkerBusy: a strict-fail-fast call's session worker has no
+	// free slot (for a serial tool: it already runs a call of that tool).
 	ErrSessionWorkerBusy = errors.New("snakepit: the worker that served this session is busy; retry later, or use affinity \"strict-queue\" to wait for it")
 	// ErrNotReady: no worker became ready in time (or none can: see the wrapped startup errors).
 	ErrNotReady = errors.New("snakepit: no worker is ready; check the workers' startup errors, or raise ReadyTimeout if they are just slow to start")

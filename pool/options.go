@@ -146,7 +146,9 @@ const (
 	// the session's worker only.
 	AffinityStrictQueue
 	// AffinityStrictFailFast uses the session's worker only and fails with
-	// ErrSessionWorkerBusy when it has no free slot.
+	// ErrSessionWorkerBusy when it has no free slot, or the call's tool runs
+	// one call per worker (see "Serial tools" in the package doc) and the
+	// worker runs one.
 	AffinityStrictFailFast
 )
 

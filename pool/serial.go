@@ -77,6 +77,9 @@ const (
 	serialTTL        = 30 * time.Second
 	serialProbeMax   = 2 * time.Second
 	serialAlpha      = 0.2 // EWMA weight of a new S
+	// serialMaxTools bounds the table of candidates: tool names come from
+	// callers (a worker declaring worker.AnyTool takes any).
+	serialMaxTools = 1024
 )
 
 // verdict is what a window of calls side by side showed.
@@ -183,6 +186,15 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		if gt.on[ws]--; gt.on[ws] <= 0 {
 			delete(gt.on, ws)
 		}
+		if !learn && now.After(gt.until) {
+			// Only a success is learned from: a tool whose calls now
+			// all fail must not stay one per worker for good.
+			if gt.mode == modeProbing {
+				p.endProbeLocked(gt, now)
+			} else {
+				p.freeLocked(gt)
+			}
+		}
 	}
 	if !learn || p.opts.DisableSerialTools {
 		return
@@ -196,6 +208,9 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		if share < serialMinSolo {
 			return
 		}
+		if len(p.ser.tools) >= serialMaxTools && !p.evictToolLocked() {
+			return
+		}
 		gt = &gilTool{name: r.tool, on: map[*workerState]int{}}
 		if p.ser.tools == nil {
 			p.ser.tools = map[string]*gilTool{}
@@ -203,6 +218,19 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 		p.ser.tools[r.tool] = gt
 	}
 	p.learnLocked(gt, now, float64(now.Sub(r.sr.t0)), float64(share))
+}
+
+// evictToolLocked makes room in a full table: it drops a tool that runs
+// side by side and is not marked (the map's order picks which), so what
+// the pool learned of a limited tool stays. It reports whether it did.
+func (p *Pool) evictToolLocked() bool {
+	for name, gt := range p.ser.tools {
+		if gt.mode == modeFree && !gt.marked {
+			delete(p.ser.tools, name)
+			return true
+		}
+	}
+	return false
 }
 
 func ewma(cur, x float64, first bool) float64 {
@@ -242,13 +270,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	switch gt.mode {
 	case modeProbing:
 		if gt.soloN >= serialSamples || now.After(gt.until) {
-			gt.updateSolo()
-			if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
-				// Other calls kept it company, or it is a fast tool that
-				// looked slow on a busy machine: not again for a while.
-				gt.nextProbe = now.Add(serialTTL)
-			}
-			p.freeLocked(gt)
+			p.endProbeLocked(gt, now)
 		}
 		return
 	case modeSerial:
@@ -278,6 +300,9 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 	}
 	gt.effN = 0
 	gt.updateSolo()
+	if gt.solo < float64(serialMinSolo) {
+		return // its calls alone in the window were fast: never a candidate
+	}
 	gain, ok := windowGain(&gt.win, gt.solo)
 	if !ok {
 		return // too little overlap to judge
@@ -312,6 +337,21 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
 		gt.marked = false
 	}
+}
+
+// endProbeLocked takes the probe's time alone and runs the tool side by
+// side again.
+func (p *Pool) endProbeLocked(gt *gilTool, now time.Time) {
+	gt.updateSolo()
+	if gt.soloN < serialSamples || gt.solo < float64(serialMinSolo) {
+		// Other calls kept it company, or it is a fast tool that looked
+		// slow on a busy machine: not again for a while.
+		gt.nextProbe = now.Add(serialTTL)
+	}
+	if gt.solo < float64(serialMinSolo) {
+		gt.pending = verdictNone // this probe contradicts the window before it
+	}
+	p.freeLocked(gt)
 }
 
 // sample is one call measured side by side, ns.
@@ -355,13 +395,15 @@ func (gt *gilTool) updateSolo() {
 
 // limitLocked runs the tool one call per worker. Its calls per worker are
 // counted only while it is limited (no map write per call otherwise), so
-// the count starts from the calls in flight now.
+// the count starts from the calls in flight now: every one, batches too,
+// as serialTakeLocked counts them (a call left out but still pointing at
+// gt would take another's count with it when it ends).
 func (p *Pool) limitLocked(gt *gilTool, m serialMode, until time.Time) {
 	if gt.mode == modeFree {
 		p.ser.limited++
 		clear(gt.on)
 		for r := p.calls.head; r != nil; r = r.next {
-			if r.tool == gt.name && !r.batch {
+			if r.tool == gt.name {
 				r.sr.gt = gt
 				gt.on[r.ws]++
 			}
@@ -378,6 +420,7 @@ func (p *Pool) freeLocked(gt *gilTool) {
 	}
 	gt.mode = modeFree
 	gt.effN = 0
+	clear(gt.on) // counted again from the calls in flight if limited again; keeps no removed worker
 	for _, ws := range p.workers {
 		p.offerLocked(ws)
 	}
@@ -417,15 +460,32 @@ func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
 }
 
 // fitLocked is the first waiter from w on whose call may take a slot of ws:
-// a serial tool's waiter does not hold back the calls behind it.
+// a serial tool's waiter does not hold back the calls behind it. Every call
+// ending on ws looks past that tool's queued calls, so a run of them costs
+// a string comparison each, not two map look-ups.
 func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
 	if p.ser.limited == 0 {
 		return w
 	}
-	for w != nil && p.blockedLocked(w.rec.tool, ws) {
-		w = w.next
+	var blocked *string // the last tool found blocked
+	for ; w != nil; w = w.next {
+		if t := w.rec.tool; blocked == nil || t != *blocked {
+			if !p.blockedLocked(t, ws) {
+				return w
+			}
+			blocked = &w.rec.tool
+		}
 	}
-	return w
+	return nil
+}
+
+// serialHintLocked completes a queue timeout's message for a tool run one
+// call per worker now: capacity does not help it, workers do.
+func (p *Pool) serialHintLocked(tool string) string {
+	if gt := p.ser.tools[tool]; gt != nil && gt.mode != modeFree {
+		return "; it runs one call per worker, its calls gaining nothing side by side (Stats.SerialTools): add workers, or set DisableSerialTools"
+	}
+	return ""
 }
 
 // serialToolsLocked lists the tools marked serial now, for Stats.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -377,5 +378,70 @@ func TestSerialMarkExpiresAndRelearns(t *testing.T) {
 	l.end(t)
 	if len(s.SerialTools) > 0 || b.maxOverlap() < 2 {
 		t.Fatalf("serial tools %v, at most %d calls at once per worker; want none and 2", s.SerialTools, b.maxOverlap())
+	}
+}
+
+// A strict-affinity call of a serial tool waits for its worker's call of
+// that tool to end, then runs there: not before, not after a timeout.
+func TestSerialStrictSessionWaiter(t *testing.T) {
+	b := newBurn("burn", 3*time.Millisecond, true)
+	h, _ := markedPool(t, pool.Options{}, b)
+	if o := recv(t, h.goExecute(context.Background(), sessionCall("burn", "s"), pool.CallOptions{})); o.err != nil {
+		t.Fatal(o.err) // the session is pinned to the one worker
+	}
+	b.resetOverlap()
+	held := holdOne(t, h, b, 1)
+	// The worker has a free slot, but not for this tool: fail-fast fails.
+	if o := recv(t, h.goExecute(context.Background(), sessionCall("burn", "s"), pool.CallOptions{Affinity: pool.AffinityStrictFailFast})); !errors.Is(o.err, pool.ErrSessionWorkerBusy) {
+		t.Fatalf("strict-fail-fast call of a serial tool on a worker running one: %v; want ErrSessionWorkerBusy", o.err)
+	}
+	strict := h.goExecute(context.Background(), sessionCall("burn", "s"), pool.CallOptions{Affinity: pool.AffinityStrictQueue, QueueTimeout: time.Minute})
+	h.waitStats("the strict call queued", func(s pool.Stats) bool { return s.Queued == 1 })
+	close(b.hold)
+	for _, ch := range []<-chan outcome{held, strict} {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	if m := b.maxOverlap(); m != 1 {
+		t.Fatalf("%d serial calls at once; want 1", m)
+	}
+	checkBalanced(t, h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 && s.Queued == 0 }))
+}
+
+// A queued call of a serial tool goes to a worker that joins (elastic
+// scale-up) at once, and a removed worker's call ending strands no one.
+func TestSerialWaiterServedByJoiningWorker(t *testing.T) {
+	b := newBurn("burn", 3*time.Millisecond, true)
+	h, _ := markedPool(t, pool.Options{}, b)
+	held := holdOne(t, h, b, 1)
+	queued := h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
+	h.waitStats("the serial call queued", func(s pool.Stats) bool { return s.Queued == 1 })
+	h.add("w1", 2, fake.WithTool("echo", fake.Echo), b.option())
+	if o := recv(t, queued); o.err != nil {
+		t.Fatal(o.err)
+	}
+	h.p.Remove("w0")
+	queued = h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
+	if o := recv(t, queued); o.err != nil {
+		t.Fatal(o.err)
+	}
+	close(b.hold)
+	recv(t, held) // ran on the removed worker: its outcome is the fake's
+	checkBalanced(t, h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 && s.Queued == 0 }))
+}
+
+// A serial tool's queue timeout says why capacity does not help.
+func TestSerialQueueTimeoutSaysWhy(t *testing.T) {
+	b := newBurn("burn", 3*time.Millisecond, true)
+	h, _ := markedPool(t, pool.Options{}, b)
+	held := holdOne(t, h, b, 1)
+	o := recv(t, h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: 20 * time.Millisecond}))
+	if !errors.Is(o.err, pool.ErrQueueTimeout) || !strings.Contains(o.err.Error(), "one call per worker") {
+		t.Fatalf("queued call of a serial tool: %v; want ErrQueueTimeout saying it runs one call per worker", o.err)
+	}
+	close(b.hold)
+	if o := recv(t, held); o.err != nil {
+		t.Fatal(o.err)
 	}
 }
