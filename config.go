@@ -80,7 +80,9 @@ type Config struct {
 	// "package.module:Class"; another form is ErrInvalidConfig.
 	Adapter string
 	// Python is the interpreter. Empty: SNAKEPIT_PYTHON, a virtualenv, then
-	// candidates that can import grpc (see grpcworker.FindPython).
+	// candidates with grpc (its compiled core for that interpreter) and
+	// protobuf >= 3.20, found without importing them; `snakepit doctor` does
+	// the real import (see grpcworker.FindPython).
 	Python string
 	// PythonPath is prepended (after snakepit_bridge) to the workers' PYTHONPATH;
 	// the host's working directory is never on the workers' sys.path.

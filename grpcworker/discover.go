@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// ErrPythonNotFound: no interpreter that can import grpc and protobuf was found.
+// ErrPythonNotFound: no interpreter with grpc (and its compiled core) and
+// protobuf >= 3.20 was found.
 var ErrPythonNotFound = errors.New("snakepit: no usable Python interpreter")
 
 // Candidate is one interpreter the discovery looked at.
@@ -29,7 +30,7 @@ type DiscoveryError struct {
 
 func (e *DiscoveryError) Error() string {
 	var b strings.Builder
-	b.WriteString("snakepit: no Python interpreter that can import grpc and google.protobuf was found; tried:\n")
+	b.WriteString("snakepit: no Python interpreter with grpcio and protobuf>=3.20 was found; tried:\n")
 	for _, c := range e.Tried {
 		fmt.Fprintf(&b, "  - %s (%s): %s\n", c.Path, c.Source, c.Problem)
 	}
@@ -62,21 +63,27 @@ func probe(path string) string {
 
 // probeScript checks that grpc and google.protobuf are installed by finding
 // them, without importing them: importing them cost as much CPU as one more
-// worker (a fifth of a 4-worker start, issue 21 "a lean start"). So that
-// "can import grpc" still holds for the common way it fails (a grpc built
-// for another interpreter), grpc's compiled core must be there with one of
-// this interpreter's extension suffixes. A package that passes and still
-// cannot load fails the workers' start, with its traceback. The messages
-// match Python's own.
+// worker (a fifth of a 4-worker start, issue 21 "a lean start"). It also
+// checks the two common ways an installed package still cannot serve a
+// worker: grpc built for another interpreter (its compiled core must be there
+// with one of this interpreter's extension suffixes), and protobuf older than
+// 3.20 (no google.protobuf.internal.builder, which the generated snakepit_pb2
+// needs; the worker imports it lazily, on its first host call, so without
+// this check such a protobuf would fail mid-call instead of at start). A
+// package that passes and still cannot load fails the workers' start, with
+// its traceback; `snakepit doctor` does the real imports. The messages match
+// Python's own and say what to install.
 const probeScript = `import importlib.util as u,importlib.machinery as m,os,sys
 def need(n):
  try:s=u.find_spec(n)
  except ImportError:s=None
  if s is None:sys.exit("ModuleNotFoundError: No module named '%s'"%n)
  return s
-g=need('grpc');need('google.protobuf')
+g=need('grpc');p=need('google.protobuf')
 d=os.path.join(os.path.dirname(g.origin or ''),'_cython')
 if not any(os.path.exists(os.path.join(d,'cygrpc'+x)) for x in m.EXTENSION_SUFFIXES):sys.exit("ImportError: grpc in %s has no compiled core (cygrpc) for this interpreter: install grpcio for it"%os.path.dirname(d))
+l=list(p.submodule_search_locations or [])
+if not any(os.path.exists(os.path.join(x,'internal','builder'+y)) for x in l for y in ('.py','.pyc')):sys.exit("ImportError: cannot import name 'builder' from 'google.protobuf.internal' (%s): protobuf is older than 3.20; install protobuf>=3.20 for this interpreter"%os.pathsep.join(l))
 `
 
 func probeUncached(path string) string {
@@ -104,7 +111,9 @@ func probeUncached(path string) string {
 // FindPython returns the interpreter to run workers with. An explicit choice
 // (Config.Python, then SNAKEPIT_PYTHON) is used or rejected, never silently
 // replaced; otherwise an active or project virtualenv, then the usual
-// system candidates, the first that can import grpc.
+// system candidates, the first with grpc (with its compiled core for that
+// interpreter) and protobuf >= 3.20, found without importing them (see
+// probeScript; `snakepit doctor` does the real import).
 func FindPython(explicit string) (string, error) {
 	c, _, err := DiscoverPython(explicit)
 	return c.Path, err

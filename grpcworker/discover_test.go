@@ -61,3 +61,34 @@ func TestProbeRejectsGRPCWithoutItsCompiledCore(t *testing.T) {
 		t.Fatalf("want the missing-core message, got %q", p)
 	}
 }
+
+// The generated snakepit_pb2 needs google.protobuf.internal.builder
+// (protobuf >= 3.20). The worker imports it lazily, on the first host call,
+// so a too-old protobuf must be rejected here, without importing it, rather
+// than fail mid-call.
+func TestProbeRejectsProtobufOlderThan320(t *testing.T) {
+	real, err := FindPython("")
+	if err != nil {
+		t.Skip(err)
+	}
+	site := t.TempDir()
+	// google stays a namespace package, so this google.protobuf is found
+	// ahead of the real one while the real grpc is still found.
+	for _, f := range []string{"google/protobuf/__init__.py", "google/protobuf/internal/__init__.py", "google/protobuf/internal/decoder.py"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(site, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(site, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	py := filepath.Join(t.TempDir(), "python")
+	script := "#!/bin/sh\nPYTHONPATH='" + site + "' exec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := probeUncached(py)
+	if !strings.Contains(p, "cannot import name 'builder'") || !strings.Contains(p, "protobuf>=3.20") || !strings.Contains(p, site) {
+		t.Fatalf("want the too-old-protobuf message naming the package and what to install, got %q", p)
+	}
+}
