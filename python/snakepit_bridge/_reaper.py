@@ -18,10 +18,15 @@ Contract:
   through ``/proc/<pid>/task/*/children``; the whole process table where
   the kernel lacks those files) every ``REAP_INTERVAL_S`` and reaps,
   by pid and with WNOHANG, only children it can prove were adopted: a
-  process that is our child now, but at the previous snapshot already
-  existed (it started before that snapshot, with a margin) with another
-  parent. Our own children are ours from their first instant, so this
-  never takes one of them.
+  process that is our child now, and started before the previous snapshot
+  (with a margin), where it had another parent — or, in walk mode, was
+  absent. Our own children are ours from their first instant, so this
+  never takes one of them. Absence proves it in walk mode because our own
+  ``children`` files are read whole each snapshot (a snapshot during which
+  one of our threads came or went, which could move its children between
+  those files, proves nothing by absence); a descendant's can be missed
+  (its parent exits between our reading its parent's and its own), and
+  such an orphan would otherwise never be seen with another parent again.
 * Limit: a descendant orphaned within one interval of its birth (a daemon
   that double-forks at once) is not proven adopted and is not reaped by
   us; after it exits it stays a zombie — holding only a pid slot — until
@@ -38,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from typing import Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set
 
 from . import _procs
 
@@ -78,7 +83,7 @@ def _uptime_ticks() -> Optional[float]:
         return None
 
 
-def _start_ticks(pid: int) -> Optional[int]:
+def _start_ticks(pid: int) -> Optional[float]:
     try:
         with open(f"/proc/{pid}/stat", "r", encoding="utf-8", errors="replace") as f:
             return int(f.read().rsplit(")", 1)[1].split()[19])
@@ -119,6 +124,38 @@ def _descendants(me: int) -> Dict[int, int]:
     return table
 
 
+def _tids(pid: int) -> Optional[frozenset]:
+    try:
+        return frozenset(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return None
+
+
+def _newly_adopted(
+    children: Set[int],
+    prev: Dict[int, int],
+    me: int,
+    limit: float,
+    start_ticks: Callable[[int], Optional[float]],
+    absent_proves: bool,
+) -> Set[int]:
+    """Which of ``children`` were proven adopted since the ``prev`` snapshot,
+    taken at ``limit`` (minus the margin): started before it, and then had
+    another parent — or were absent, when ``absent_proves`` (walk mode,
+    our own children read whole: a child of ours then would be there)."""
+    out: Set[int] = set()
+    for pid in children:
+        before = prev.get(pid)
+        if before == me or (before is None and not absent_proves):
+            continue
+        start = start_ticks(pid)
+        # Started before the previous snapshot: the entry seen there under
+        # this pid (or its absence) was this very process, not ours then.
+        if start is not None and start < limit:
+            out.add(pid)
+    return out
+
+
 def _has_children_files() -> bool:
     return os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
 
@@ -129,26 +166,24 @@ class _Reaper:
         self.walk = _has_children_files()
         self.prev: Dict[int, int] = {}  # pid -> ppid at the previous snapshot
         self.prev_ticks: Optional[float] = None
+        self.prev_whole = False  # prev holds every child we had then
         self.adopted: Set[int] = set()
 
     def scan(self) -> None:
         now = _uptime_ticks()
+        whole = False
         if self.walk:
+            tids = _tids(self.me)
             table = _descendants(self.me)
+            whole = tids is not None and tids == _tids(self.me)
         else:
             table = {p.pid: p.ppid for p in _procs.process_table().values()}
         children = {pid for pid, ppid in table.items() if ppid == self.me}
         if self.prev_ticks is not None:
             limit = self.prev_ticks - _MARGIN_S * os.sysconf("SC_CLK_TCK")
-            for pid in children - self.adopted:
-                before = self.prev.get(pid)
-                if before is None or before == self.me:
-                    continue
-                start = _start_ticks(pid)
-                # Started before the previous snapshot: the entry seen there
-                # under this pid was this very process, with another parent.
-                if start is not None and start < limit:
-                    self.adopted.add(pid)
+            self.adopted |= _newly_adopted(
+                children - self.adopted, self.prev, self.me, limit, _start_ticks, self.walk and self.prev_whole
+            )
         for pid in list(self.adopted):
             if pid not in children:
                 self.adopted.discard(pid)
@@ -163,6 +198,7 @@ class _Reaper:
                 log.debug("reaped adopted orphan %d", pid)
         self.prev = table
         self.prev_ticks = now
+        self.prev_whole = whole
 
     def loop(self) -> None:
         while True:

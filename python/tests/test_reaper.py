@@ -97,3 +97,66 @@ def test_descendant_walk_matches_the_process_table() -> None:
         child.wait(10)
         if not pid_gone(grandchild):
             os.kill(grandchild, 9)
+
+
+class _FakeProc:
+    """Synthetic /proc for _Reaper.scan: snapshots, start times, waitpid."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, me: int) -> None:
+        from snakepit_bridge import _reaper
+
+        self.me = me
+        self.snapshots: list = []
+        self.ticks = 0.0
+        self.start: dict = {}
+        self.reaped: list = []
+        monkeypatch.setattr(_reaper, "_descendants", lambda pid: self.snapshots.pop(0))
+        monkeypatch.setattr(_reaper, "_tids", lambda pid: frozenset({str(pid)}))
+        monkeypatch.setattr(_reaper, "_uptime_ticks", lambda: self.ticks)
+        monkeypatch.setattr(_reaper, "_start_ticks", lambda pid: self.start.get(pid))
+        monkeypatch.setattr(_reaper.os, "waitpid", self.waitpid)
+
+    def waitpid(self, pid: int, flags: int):  # type: ignore[no-untyped-def]
+        self.reaped.append(pid)
+        return 0, 0  # still running: stays adopted
+
+
+def test_walk_adopts_an_orphan_its_snapshot_missed() -> None:
+    # A child C exits between our reading our own children file and C's:
+    # C's child G is in neither snapshot C's nor ours. At the next scan G is
+    # our child, absent from the previous snapshot, and it started before
+    # it: our own children file is read whole, so G was not ours then — it
+    # was adopted and must be reaped (else it stays a zombie for good).
+    from snakepit_bridge import _reaper
+
+    me, c, g, own = 100, 200, 300, 400
+    r = _reaper._Reaper()
+    r.me, r.walk = me, True
+    hz = os.sysconf("SC_CLK_TCK")
+    start = {g: 0.0, c: 0.0, own: 5.0 * hz}  # own: born after the first scan
+    snaps = [(1.0 * hz, {c: me}), (5.0 * hz, {g: me, own: me}), (9.0 * hz, {g: me, own: me})]
+    with pytest.MonkeyPatch.context() as mp:
+        fake = _FakeProc(mp, me)
+        fake.start = start
+        for ticks, table in snaps:
+            fake.ticks = ticks
+            fake.snapshots.append(table)
+            r.scan()
+    assert g in r.adopted and g in fake.reaped, "the orphan the walk missed was never adopted"
+    assert own not in r.adopted and own not in fake.reaped, "our own child was taken for an adopted one"
+
+
+def test_adoption_decision() -> None:
+    from snakepit_bridge import _reaper
+
+    me, limit = 1, 100
+    starts = {10: 50, 11: 150, 12: 50, 13: 50, 14: None}
+    decide = lambda prev, absent_proves: _reaper._newly_adopted(  # noqa: E731
+        {10, 11, 12, 13, 14}, prev, me, limit, starts.get, absent_proves)
+    prev = {12: me, 13: 7, 14: 7}
+    # 13: another parent before, started before it -> adopted. 12: ours
+    # before -> never. 14: start unknown -> not proven. 11: born after the
+    # previous snapshot -> not proven. 10: absent before, started before
+    # it -> adopted only when absence is proof (walk mode, read whole).
+    assert decide(prev, True) == {10, 13}
+    assert decide(prev, False) == {13}
