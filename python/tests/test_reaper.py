@@ -85,17 +85,30 @@ def test_descendant_walk_matches_the_process_table() -> None:
         pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
     child = subprocess.Popen([sys.executable, "-c", "import subprocess,sys; p=subprocess.Popen(['sleep','30']); print(p.pid, flush=True); sys.stdin.read()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    grandchild = None
     try:
         grandchild = int(read_line(child.stdout.fileno(), 10))
         walked = _reaper._descendants(os.getpid())
         assert walked.get(child.pid) == os.getpid() and walked.get(grandchild) == child.pid
+        # Every descendant of ours in the full table, not only the walked
+        # pids: a descendant the walk missed must fail this.
         full = {p.pid: p.ppid for p in _procs.process_table().values()}
-        subtree = {pid: full[pid] for pid in walked if pid in full}
+        subtree, todo = {}, [os.getpid()]
+        while todo:
+            parent = todo.pop()
+            for pid, ppid in full.items():
+                if ppid == parent and pid not in subtree:
+                    subtree[pid] = ppid
+                    todo.append(pid)
         assert subtree == walked
     finally:
         child.stdin.close()
-        child.wait(10)
-        if not pid_gone(grandchild):
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if grandchild is not None and not pid_gone(grandchild):
             os.kill(grandchild, 9)
 
 
