@@ -112,10 +112,15 @@ def test_result_response_kinds() -> None:
     typed = result_response("t", np.arange(4, dtype=np.float32))
     assert typed.result.dtype == "float32" and isinstance(typed.result.binary, memoryview)  # the array's own memory
     assert result_response("t", np.float32(1.5)).result.WhichOneof("value") == "json"  # a scalar: JSON
-    for value in ({"a": 1}, b"raw", [1, 2], None, np.array(["a", "b"]), np.arange(3) + 1j):
-        resp = result_response("t", value)
-        assert isinstance(resp, _wire.ExecuteToolResponse), value
-        assert resp.result.dtype == ""
+    # Not a typed array: JSON, raw bytes, or (complex: no typed dtype, not
+    # JSON) a SerializationError — read back through protobuf's own parser.
+    cases = [({"a": 1}, "json"), (b"raw", "binary"), ([1, 2], "json"), (None, "json"),
+             (np.array(["a", "b"]), "json"), (np.arange(3) + 1j, "SerializationError")]
+    for value, kind in cases:
+        back = pb.ExecuteToolResponse.FromString(result_response("t", value).SerializeToString())
+        got = back.error.type if back.HasField("error") else back.result.WhichOneof("value")
+        assert got == kind, (value, back)
+        assert back.result.dtype == ""
     # NaN in a typed array is data, not JSON: it travels.
     nan = pb.ExecuteToolResponse.FromString(
         result_response("t", np.array([np.nan], dtype=np.float64)).SerializeToString()
