@@ -9,19 +9,44 @@ class, plus importing dataclasses itself: together ~5 % of the
 lean start"). These classes keep the dataclass behaviour their users see:
 keyword or positional construction (each class writes its own typed
 ``__init__``), ``repr`` and ``==``/``hash`` over ``_fields``, and
-assignment refused with :class:`FrozenInstanceError` (an AttributeError,
-like dataclasses'). They are not dataclasses to ``dataclasses.fields``.
+assignment refused with :class:`FrozenInstanceError`, and
+``replace(**changes)`` for ``dataclasses.replace``. The error raised is
+also a ``dataclasses.FrozenInstanceError`` (so ``except`` clauses written
+for the dataclasses still catch it): dataclasses is imported only when one
+is raised, never at start. They are not dataclasses to
+``dataclasses.fields``/``asdict``/``replace``.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Tuple
+from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
 __all__ = ["Frozen", "FrozenInstanceError"]
 
 
 class FrozenInstanceError(AttributeError):
-    """An assignment to a field of a frozen record."""
+    """An assignment to a field of a frozen record. What is raised is also a
+    ``dataclasses.FrozenInstanceError`` (see _raised)."""
+
+
+_raised_cls: Optional[Type[FrozenInstanceError]] = None
+
+
+def _raised(message: str) -> FrozenInstanceError:
+    """The error to raise: a subclass of both FrozenInstanceError and
+    dataclasses'. Made on first use, so that importing dataclasses costs
+    only a program that assigns to a frozen record, not every start."""
+    global _raised_cls
+    if _raised_cls is None:
+        import dataclasses
+
+        _raised_cls = type(
+            "FrozenInstanceError", (FrozenInstanceError, dataclasses.FrozenInstanceError), {"__module__": __name__}
+        )
+    return _raised_cls(message)
+
+
+F = TypeVar("F", bound="Frozen")
 
 
 class Frozen:
@@ -33,10 +58,19 @@ class Frozen:
         self.__dict__.update(values)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
+        raise _raised(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
 
     def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
+        raise _raised(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
+
+    def replace(self: F, **changes: Any) -> F:
+        """A copy with ``changes`` (``dataclasses.replace`` for these
+        records): every constructor argument is taken from this one unless
+        given, and the constructor validates the result."""
+        init = type(self).__init__.__code__
+        args = {n: getattr(self, n) for n in init.co_varnames[1 : init.co_argcount + init.co_kwonlyargcount]}
+        args.update(changes)
+        return type(self)(**args)
 
     def _key(self) -> Tuple[Any, ...]:
         return tuple(getattr(self, n) for n in self._fields)

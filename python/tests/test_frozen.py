@@ -42,3 +42,43 @@ def test_tool_info_derives_its_call_check_and_compares_on_five_fields() -> None:
     again = ToolInfo(info.spec, info.func, info.kind, info.context_param, info.signature)
     assert again == info and again.check is None  # check, batch and the derived fields are not compared
     assert "spec=" in repr(info) and "check=" not in repr(info)
+
+
+def test_dataclasses_frozen_error_still_catches_it() -> None:
+    # Code written against the dataclasses these were catches
+    # dataclasses.FrozenInstanceError; the dataclasses module is imported
+    # only when the error is raised, never at a worker's start.
+    import dataclasses
+
+    b = Batch()
+    with pytest.raises(dataclasses.FrozenInstanceError) as e:
+        b.max_size = 3  # type: ignore[misc]
+    assert isinstance(e.value, FrozenInstanceError) and isinstance(e.value, AttributeError)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del ToolParam("x", "int", True).name
+
+
+def test_replace_as_dataclasses_replace() -> None:
+    p = ToolParam("x", "int", True, b"", "d")
+    q = p.replace(required=False, default_json=b"1")
+    assert q == ToolParam("x", "int", False, b"1", "d") and p.required is True
+    assert Batch(4, 1.0).replace(max_wait_ms=3) == Batch(4, 3)
+    with pytest.raises(ValueError):  # the constructor's validation still runs
+        Batch().replace(max_size=0)
+    with pytest.raises(TypeError):
+        p.replace(nope=1)
+    info = next(iter(collect_tools(SampleAdapter()).values()))
+    assert info.replace(spec=info.spec.replace(timeout=2.0)).spec.timeout == 2.0
+
+
+def test_start_path_does_not_import_dataclasses() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import PYTHON_DIR
+
+    code = "import sys, snakepit_bridge.server, snakepit_bridge.adapter, snakepit_bridge.batch; print('dataclasses' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=60).stdout
+    assert out.strip() == "False"
