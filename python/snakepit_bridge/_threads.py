@@ -34,8 +34,11 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 if TYPE_CHECKING:
     from queue import Empty, SimpleQueue
-else:  # the same classes (queue.py re-exports them), without importing queue.py at every start
-    from _queue import Empty, SimpleQueue
+else:
+    try:  # the same classes (queue.py re-exports them), without importing queue.py at every start
+        from _queue import Empty, SimpleQueue
+    except ImportError:  # _queue is CPython's private module; other interpreters have queue.py's
+        from queue import Empty, SimpleQueue
 
 from ._logging import log
 

@@ -247,3 +247,29 @@ def test_tool_threads_burst_runs_at_once_when_threads_are_idle():
     assert a.result(10) is True, "the second call of the burst did not run while the first waited for it"
     b.result(5)
     pool.shutdown()
+
+
+def test_runs_without_cpythons_private_queue_module() -> None:
+    # _queue is CPython's; elsewhere queue.py's classes are used.
+    import os
+    import subprocess
+    import sys
+
+    from conftest import PYTHON_DIR
+
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "_queue":
+            raise ImportError("no _queue here")
+sys.meta_path.insert(0, Block())
+import queue
+from snakepit_bridge import _threads
+assert _threads.SimpleQueue is queue.SimpleQueue and _threads.Empty is queue.Empty
+q = _threads.SimpleQueue(); q.put(1); assert q.get() == 1
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
