@@ -317,11 +317,12 @@ class Message:
     # -- decoding ------------------------------------------------------------
 
     @classmethod
-    def _decode(cls: Type[M], buf: bytes, pos: int, end: int) -> M:
-        obj = object.__new__(cls)
+    def _decode(cls: Type[M], buf: bytes, pos: int, end: int, into: Optional[M] = None) -> M:
+        """Parse buf[pos:end] into a new message, or merge it into ``into``
+        (one this decode made: a message field that occurs again)."""
+        obj = object.__new__(cls) if into is None else into
         d = obj.__dict__
         fields = cls._BY_NUMBER
-        merge: Optional[Dict[str, Tuple[Any, List[bytes]]]] = None
         while pos < end:
             tag = buf[pos]
             if tag < 0x80:
@@ -354,15 +355,14 @@ class Message:
                             lst = d[name] = []
                         lst.append(sub._decode(buf, pos, stop))
                     elif kind == _MSG:
-                        # A second occurrence merges into the first: parsing
-                        # both together is what protobuf defines merging as.
-                        if merge is None:
-                            merge = {}
-                        if name in merge:
-                            merge[name][1].append(buf[pos:stop])
-                        else:
-                            merge[name] = (sub, [buf[pos:stop]])
+                        # A second occurrence merges into the first, parsed
+                        # on top of it: what protobuf defines merging as.
+                        # (A oneof member set in between popped the first.)
+                        cur = d.get(name)
+                        if cur is None:
                             d[name] = sub._decode(buf, pos, stop)
+                        else:
+                            sub._decode(buf, pos, stop, cur)
                     elif kind == _RSTR:
                         lst = d.get(name)
                         if lst is None:
@@ -416,11 +416,6 @@ class Message:
             pos = _skip(buf, pos, end, wire, number)
         if pos != end:
             raise DecodeError(f"truncated {cls.__name__}")
-        if merge:
-            for name, (sub, parts) in merge.items():
-                if len(parts) > 1:
-                    joined = b"".join(parts)
-                    d[name] = sub._decode(joined, 0, len(joined))
         return obj
 
 

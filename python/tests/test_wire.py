@@ -313,6 +313,17 @@ def test_a_message_field_given_twice_is_merged() -> None:
     e1 = pb.ExecuteToolResponse(error=pb.ToolError(type="A", got="g")).SerializeToString()
     e2 = pb.ExecuteToolResponse(error=pb.ToolError(message="m")).SerializeToString()
     assert wire_view(_wire.ExecuteToolResponse.FromString(e1 + e2)) == pb_view(pb.ExecuteToolResponse.FromString(e1 + e2))
+    # Nested: the merged sub-message's own message fields merge too; and a
+    # oneof member set between two occurrences clears the first, so the
+    # later one starts afresh (nothing of the cleared one comes back).
+    r1 = pb.ExecuteToolResponse(result=pb.Payload(json=b"1", dtype="d", shape=[2])).SerializeToString()
+    r2 = pb.ExecuteToolResponse(result=pb.Payload(shape=[3])).SerializeToString()
+    r3 = pb.ExecuteToolResponse(result=pb.Payload(binary=b"x")).SerializeToString()
+    o1 = pb.ExecuteToolRequest(options=pb.CallOptions(pool="p"), batch=[pb.BatchItem(request_id="a")]).SerializeToString()
+    for blob in (r1 + r2, r1 + r3, r3 + r1 + r2, r1 + e1 + r2, e1 + r1 + e2, r1 + e1 + r2 + e2, o1 + a + o1):
+        kind = _wire.ExecuteToolRequest if blob.startswith(o1) else _wire.ExecuteToolResponse
+        ref = pb.ExecuteToolRequest if blob.startswith(o1) else pb.ExecuteToolResponse
+        assert wire_view(kind.FromString(blob)) == pb_view(ref.FromString(blob)), blob
 
 
 def test_map_entries_with_missing_key_or_value() -> None:
