@@ -30,7 +30,9 @@ def registered_handler(servicer: Any) -> Any:
     (de)serializers: what the generated ``add_WorkerServiceServicer_to_server``
     would register, without importing protobuf. Calls are routed by grpc
     itself: no wrapper per call."""
-    ser = wire.serialize
+    # Every reply is a wire.Message: its one encoder, taken unbound, is
+    # gRPC's response serializer for all of them.
+    ser = wire.Message.SerializeToString
     handlers = {
         "Ping": grpc.unary_unary_rpc_method_handler(
             servicer.Ping, request_deserializer=wire.PingRequest.FromString, response_serializer=ser

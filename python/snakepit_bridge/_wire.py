@@ -31,7 +31,9 @@ a tripwire on the .proto's field numbers):
   a message field that is unset reads as a shared, frozen default
   instance: build the sub-message and assign it (or pass it to the
   constructor) instead of writing into ``msg.result``. A constructor keeps
-  the sub-messages and lists it is given (no copies).
+  the sub-messages it is given (no copies); maps and repeated message
+  fields are copied into a dict or list of the message's own, as the
+  generated classes do, so a caller's container is never shared.
 * ``bytes`` fields may hold any bytes-like object (a memoryview of an
   array's memory): encoding joins it without copying it first.
 """
@@ -730,10 +732,3 @@ class ToolChunk(Message):
             d["is_final"] = True
         if error is not None:
             d["error"] = error
-
-
-def serialize(msg: Message) -> bytes:
-    """gRPC's response serializer for every WorkerService reply."""
-    out: List[Any] = []
-    msg._encode(out)
-    return b"".join(out)
