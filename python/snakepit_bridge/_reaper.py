@@ -21,12 +21,12 @@ Contract:
   process that is our child now, and started before the previous snapshot
   (with a margin), where it had another parent — or, in walk mode, was
   absent. Our own children are ours from their first instant, so this
-  never takes one of them. Absence proves it in walk mode because our own
-  ``children`` files are read whole each snapshot (a snapshot during which
-  one of our threads came or went, which could move its children between
-  those files, proves nothing by absence); a descendant's can be missed
-  (its parent exits between our reading its parent's and its own), and
-  such an orphan would otherwise never be seen with another parent again.
+  never takes one of them. Absence proves it in walk mode, from the last
+  snapshot in which our own ``children`` files were read whole (not one
+  during which one of our threads came or went, which could move its
+  children between those files): a descendant's can be missed (its
+  parent exits between our reading its parent's and its own), and such
+  an orphan would otherwise never be seen with another parent again.
 * Limit: a descendant orphaned within one interval of its birth (a daemon
   that double-forks at once) is not proven adopted and is not reaped by
   us; after it exits it stays a zombie — holding only a pid slot — until
@@ -43,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from . import _procs
 
@@ -166,7 +166,10 @@ class _Reaper:
         self.walk = _has_children_files()
         self.prev: Dict[int, int] = {}  # pid -> ppid at the previous snapshot
         self.prev_ticks: Optional[float] = None
-        self.prev_whole = False  # prev holds every child we had then
+        # The last snapshot that holds every child we had then (walk mode):
+        # absence from it proves not-ours-then even when later snapshots
+        # were partial or showed the process as ours already.
+        self.whole: Optional[Tuple[Dict[int, int], float]] = None
         self.adopted: Set[int] = set()
 
     def scan(self) -> None:
@@ -179,10 +182,15 @@ class _Reaper:
         else:
             table = {p.pid: p.ppid for p in _procs.process_table().values()}
         children = {pid for pid, ppid in table.items() if ppid == self.me}
+        margin = _MARGIN_S * os.sysconf("SC_CLK_TCK")
         if self.prev_ticks is not None:
-            limit = self.prev_ticks - _MARGIN_S * os.sysconf("SC_CLK_TCK")
             self.adopted |= _newly_adopted(
-                children - self.adopted, self.prev, self.me, limit, _start_ticks, self.walk and self.prev_whole
+                children - self.adopted, self.prev, self.me, self.prev_ticks - margin, _start_ticks, False
+            )
+        if self.whole is not None:
+            w_table, w_ticks = self.whole
+            self.adopted |= _newly_adopted(
+                children - self.adopted, w_table, self.me, w_ticks - margin, _start_ticks, True
             )
         for pid in list(self.adopted):
             if pid not in children:
@@ -198,7 +206,8 @@ class _Reaper:
                 log.debug("reaped adopted orphan %d", pid)
         self.prev = table
         self.prev_ticks = now
-        self.prev_whole = whole
+        if whole and now is not None:
+            self.whole = (table, now)
 
     def loop(self) -> None:
         while True:

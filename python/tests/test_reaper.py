@@ -124,10 +124,19 @@ class _FakeProc:
         self.start: dict = {}
         self.reaped: list = []
         monkeypatch.setattr(_reaper, "_descendants", lambda pid: self.snapshots.pop(0))
-        monkeypatch.setattr(_reaper, "_tids", lambda pid: frozenset({str(pid)}))
+        # Snapshots listed in ``partial`` (by number) see our threads change
+        # while they are read: absence there proves nothing.
+        self.partial: set = set()
+        self.reads = 0
+        monkeypatch.setattr(_reaper, "_tids", self.tids)
         monkeypatch.setattr(_reaper, "_uptime_ticks", lambda: self.ticks)
         monkeypatch.setattr(_reaper, "_start_ticks", lambda pid: self.start.get(pid))
         monkeypatch.setattr(_reaper.os, "waitpid", self.waitpid)
+
+    def tids(self, pid: int) -> frozenset:
+        self.reads += 1
+        scan = (self.reads - 1) // 2
+        return frozenset({str(self.reads)}) if scan in self.partial else frozenset({"1"})
 
     def waitpid(self, pid: int, flags: int):  # type: ignore[no-untyped-def]
         self.reaped.append(pid)
@@ -173,3 +182,26 @@ def test_adoption_decision() -> None:
     # it -> adopted only when absence is proof (walk mode, read whole).
     assert decide(prev, True) == {10, 13}
     assert decide(prev, False) == {13}
+
+
+def test_walk_adopts_a_missed_orphan_after_a_partial_snapshot() -> None:
+    # As above, but the snapshot that missed G was also taken while one of
+    # our threads came or went (not whole): the next scan cannot use G's
+    # absence there, and after it G is our child in every snapshot. The
+    # last whole snapshot, where G had another parent, still proves it.
+    from snakepit_bridge import _reaper
+
+    me, c, g = 100, 200, 300
+    r = _reaper._Reaper()
+    r.me, r.walk = me, True
+    hz = os.sysconf("SC_CLK_TCK")
+    snaps = [(1.0 * hz, {c: me, g: c}), (3.0 * hz, {}), (5.0 * hz, {g: me}), (7.0 * hz, {g: me})]
+    with pytest.MonkeyPatch.context() as mp:
+        fake = _FakeProc(mp, me)
+        fake.start = {c: 0.0, g: 0.0}
+        fake.partial = {1}
+        for ticks, table in snaps:
+            fake.ticks = ticks
+            fake.snapshots.append(table)
+            r.scan()
+    assert g in r.adopted and g in fake.reaped, "the orphan missed by a partial snapshot was never adopted"
