@@ -24,7 +24,7 @@ type poolFlags struct {
 func (p *poolFlags) register(fs *flag.FlagSet, defaultWorkers int) {
 	fs.IntVar(&p.workers, "workers", defaultWorkers, "number of Python worker processes")
 	fs.StringVar(&p.adapter, "adapter", snakepit.DefaultAdapter, "Python adapter class (package.module.Class)")
-	fs.StringVar(&p.python, "python", "", "Python interpreter (default: SNAKEPIT_PYTHON, a virtualenv, or one that can import grpc)")
+	fs.StringVar(&p.python, "python", "", "Python interpreter (default: SNAKEPIT_PYTHON, a virtualenv, or the first with grpcio and protobuf>=3.20 installed)")
 	fs.StringVar(&p.registry, "registry", "", "process registry file (default: per-instance file in the state directory)")
 	fs.StringVar(&p.instance, "instance", "", "instance name, so several pools on one machine keep separate registries")
 	fs.StringVar(&p.pypath, "pythonpath", "", "extra PYTHONPATH entries for your adapter, separated by ':'")

@@ -73,7 +73,7 @@ func checkPython(ctx context.Context, o Options) []Check {
 		var de *grpcworker.DiscoveryError
 		detail := err.Error()
 		if errors.As(err, &de) {
-			detail = "no interpreter can import grpc and google.protobuf; tried " + describeCandidates(de.Tried)
+			detail = "no interpreter has grpcio and protobuf>=3.20 installed; tried " + describeCandidates(de.Tried)
 		}
 		out = append(out, Check{Name: "python", Status: Fail, Detail: detail, Fix: fixPython})
 		return out
