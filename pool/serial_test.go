@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
@@ -443,5 +445,67 @@ func TestSerialQueueTimeoutSaysWhy(t *testing.T) {
 	close(b.hold)
 	if o := recv(t, held); o.err != nil {
 		t.Fatal(o.err)
+	}
+}
+
+// probes counts the pool's probes in its Debug log.
+func probes(logs *testutil.Buffer) int {
+	return strings.Count(logs.String(), "measuring a tool's time alone")
+}
+
+// An overlapping slow tool (I/O) never runs alone under steady load, so
+// only a probe refreshes its time alone; once confirmed free it is probed
+// less often (not again 30 s later), yet still measured again in time.
+func TestFreeToolReprobeBacksOff(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	logs := &testutil.Buffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := newBurn("io", 5*time.Millisecond, false)
+	h, ws := newSerialPool(t, pool.Options{Now: now, Logger: logger}, 2, b)
+	l := h.load("io", 4)
+	// A probe, a window, a second probe (to confirm), then windows that
+	// confirm it free.
+	l.until(t, h, "two probes", func(pool.Stats) bool { return probes(logs) >= 2 })
+	l.calls(t, h, 80)
+	l.end(t)
+	before := probes(logs)
+
+	// steady moves the clock on while the pool is quiet (a call spanning
+	// the jump would look serial), then keeps every worker busy with a
+	// held call so that no call of the load runs alone.
+	steady := func(d time.Duration) (*load, []<-chan outcome) {
+		h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 })
+		skew.Add(int64(d))
+		b.hold = make(chan struct{})
+		held := []<-chan outcome{holdOne(t, h, b, 1), holdOne(t, h, b, 2)}
+		if ws[0].InFlight() != 1 || ws[1].InFlight() != 1 {
+			t.Fatalf("held calls on the workers: %d and %d; want one each", ws[0].InFlight(), ws[1].InFlight())
+		}
+		return h.load("io", 4), held
+	}
+	release := func(l *load, held []<-chan outcome) {
+		close(b.hold) // first: calls queued behind a probe wait for them
+		l.end(t)
+		for _, ch := range held {
+			if o := recv(t, ch); o.err != nil {
+				t.Fatal(o.err)
+			}
+		}
+	}
+	l, held := steady(45 * time.Second) // past serialTTL, within the doubled 60 s
+	l.calls(t, h, 200)
+	if n := probes(logs); n != before {
+		release(l, held)
+		t.Fatalf("a tool confirmed free was probed again %d time(s) 45 s later; want none before 60 s", n-before)
+	}
+	release(l, held)
+	before = probes(logs)
+	l, held = steady(5 * time.Minute) // past the longest interval
+	l.until(t, h, "a probe past the longest interval", func(pool.Stats) bool { return probes(logs) > before })
+	s := h.p.Stats()
+	release(l, held)
+	if len(s.SerialTools) > 0 {
+		t.Fatalf("an overlapping tool was marked serial: %v", s.SerialTools)
 	}
 }
