@@ -412,24 +412,40 @@ func TestSerialStrictSessionWaiter(t *testing.T) {
 }
 
 // A queued call of a serial tool goes to a worker that joins (elastic
-// scale-up) at once, and a removed worker's call ending strands no one.
+// scale-up) at once, and a removed worker's call ending strands no one:
+// the call queued meanwhile goes to the worker left, not the removed one.
 func TestSerialWaiterServedByJoiningWorker(t *testing.T) {
 	b := newBurn("burn", 3*time.Millisecond, true)
-	h, _ := markedPool(t, pool.Options{}, b)
+	other := newBurn("other", 0, false)
+	h, _ := markedPool(t, pool.Options{}, b, other)
 	held := holdOne(t, h, b, 1)
 	queued := h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
 	h.waitStats("the serial call queued", func(s pool.Stats) bool { return s.Queued == 1 })
-	h.add("w1", 2, fake.WithTool("echo", fake.Echo), b.option())
+	w1 := h.add("w1", 2, fake.WithTool("echo", fake.Echo), b.option(), other.option())
 	if o := recv(t, queued); o.err != nil {
 		t.Fatal(o.err)
 	}
 	h.p.Remove("w0")
-	queued = h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
-	if o := recv(t, queued); o.err != nil {
-		t.Fatal(o.err)
+	// w1 is full (the other tool's two held calls): the next call of burn
+	// queues while w0's call still runs.
+	var busy []<-chan outcome
+	for range 2 {
+		busy = append(busy, h.goExecute(context.Background(), call("other", `{"hold":true}`), pool.CallOptions{QueueTimeout: time.Minute}))
 	}
+	waitFor(t, "w1 full", func() bool { return w1.InFlight() == 2 })
+	queued = h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
+	h.waitStats("the serial call queued behind w1", func(s pool.Stats) bool { return s.Queued == 1 })
 	close(b.hold)
 	recv(t, held) // ran on the removed worker: its outcome is the fake's
+	if s := h.p.Stats(); s.Queued != 1 {
+		t.Fatalf("after the removed worker's call ended: %d queued; want the call still waiting for w1", s.Queued)
+	}
+	close(other.hold)
+	for _, ch := range append(busy, queued) {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
 	checkBalanced(t, h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 && s.Queued == 0 }))
 }
 
