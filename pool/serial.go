@@ -173,6 +173,9 @@ type serialRec struct {
 // serialTakeLocked starts a call's measure as it takes a slot of ws (before
 // ws.inflight counts it).
 func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
+	if p.opts.DisableSerialTools {
+		return // no clock to keep: nothing is ever learned or limited
+	}
 	t := r.sr.at
 	if t.IsZero() {
 		t = p.now()
@@ -190,6 +193,9 @@ func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
 // serialReleaseLocked ends a call's measure as it gives its slot back
 // (before ws.inflight drops) and, for a call that succeeded, learns from it.
 func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, learn bool) {
+	if p.opts.DisableSerialTools {
+		return
+	}
 	now = ws.sc.advance(now, ws.inflight)
 	if gt := r.sr.gt; gt != nil && gt.mode != modeFree {
 		if gt.on[ws]--; gt.on[ws] <= 0 {
@@ -205,7 +211,7 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 			}
 		}
 	}
-	if !learn || p.opts.DisableSerialTools {
+	if !learn {
 		return
 	}
 	share := ws.sc.share - r.sr.share0

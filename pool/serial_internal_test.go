@@ -223,3 +223,19 @@ func TestSerialLimitEndsWithoutSuccess(t *testing.T) {
 		}
 	}
 }
+
+// With the rule off a call pays no share clock: nothing reads it.
+func TestSerialOffKeepsNoClock(t *testing.T) {
+	h := newSerialHarness(t)
+	h.p.opts.DisableSerialTools = true
+	ws := &workerState{capacity: 8}
+	for range 3 * serialSamples {
+		r := &callRec{tool: "slow"}
+		h.take(r, ws)
+		h.now = h.now.Add(10 * time.Millisecond)
+		h.release(r, true)
+	}
+	if ws.sc != (shareClock{}) || h.p.ser.tools != nil {
+		t.Fatalf("rule off: share clock %+v, tools %v; want neither kept", ws.sc, h.p.ser.tools)
+	}
+}
