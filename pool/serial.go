@@ -31,7 +31,7 @@ import (
 // g = k̄ / (wall/solo) give the same answer only when the overlap stays
 // constant through a call; a FIFO-served GIL makes the first call look
 // fully overlapped and the second worse than serial.) A CPU-bound tool
-// still gains a little: the gRPC round trip of one call (~0.5–1 ms) runs
+// still gains a little: the gRPC round trip of one call (~0.5–1.5 ms) runs
 // while another holds the GIL.
 //
 // The rule. A tool is a candidate once the mean S of its calls (EWMA) is at
