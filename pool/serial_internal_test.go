@@ -239,3 +239,18 @@ func TestSerialOffKeepsNoClock(t *testing.T) {
 		t.Fatalf("rule off: share clock %+v, tools %v; want neither kept", ws.sc, h.p.ser.tools)
 	}
 }
+
+// A probe's calls one per worker say nothing of the tool: only a marked
+// tool's queue timeout says it gains nothing side by side.
+func TestSerialHintOnlyWhenMarked(t *testing.T) {
+	h := newSerialHarness(t)
+	gt := h.tool("io")
+	h.p.limitLocked(gt, modeProbing, h.now.Add(serialProbeMax))
+	if hint := h.p.serialHintLocked("io"); hint != "" {
+		t.Fatalf("probing tool's hint: %q; want none", hint)
+	}
+	h.p.limitLocked(gt, modeSerial, h.now.Add(serialTTL))
+	if hint := h.p.serialHintLocked("io"); hint == "" {
+		t.Fatal("marked tool's hint is empty")
+	}
+}
