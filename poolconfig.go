@@ -39,7 +39,10 @@ type PoolConfig struct {
 	MinReady int
 	Capacity int
 
-	DisableSerialTools bool // or Config's
+	// DisableSerialTools turns the serial-tools rule off for this pool
+	// (see Config.DisableSerialTools). It is OR-ed with Config's: set
+	// there, it is off for every pool, and a pool cannot turn it back on.
+	DisableSerialTools bool
 
 	MinWorkers, MaxWorkers int
 	IdleTimeout            time.Duration

@@ -39,7 +39,11 @@
 // calls' times: a tool whose calls look long is first run one per worker
 // for a few calls (a probe) to learn its time alone; only a tool taking at
 // least 2 ms alone can be marked (a faster one keeps the whole Capacity).
-// A mark lasts 30 s, then the tool is measured again. Stats.SerialTools
+// A mark lasts 30 s, then the tool is measured again. A slow tool that
+// gains from running side by side never runs alone under steady load, so
+// it is probed again to refresh its time alone: 30 s after it was first
+// found free, then at doubling intervals up to 4 min, back to 30 s once
+// marked. Stats.SerialTools
 // lists the marked tools, and Options.DisableSerialTools turns the rule
 // off. See serial.go for the measure.
 //

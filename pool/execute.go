@@ -261,15 +261,10 @@ func (p *Pool) streamAttempt(ctx context.Context, r *callRec, ws *workerState, c
 	r.delivered, r.stopped = false, false
 	r.watch(ctx)
 	// The flags live in the (pooled) record and the callback captures only
-	// the record, the consumer and this attempt's context: one allocation
-	// per attempt instead of three.
-	rctx := r.ctx
-	werr = ws.w.ExecuteStream(rctx, call, func(c worker.Chunk) error {
-		if r.ctx != rctx {
-			// The worker called back after returning and the record has
-			// moved on to another call: that call's flags are not ours.
-			return errConsumerStopped
-		}
+	// the record and the consumer: one allocation per attempt instead of
+	// three. A worker calls yield only before ExecuteStream returns (the
+	// worker.Worker contract), so the record is still this attempt's.
+	werr = ws.w.ExecuteStream(r.ctx, call, func(c worker.Chunk) error {
 		r.delivered = true
 		// inYield tells the hung-worker watchdog that the worker is waiting
 		// on the consumer (see callRec): two atomic stores per chunk, which

@@ -31,7 +31,7 @@ import (
 // g = k̄ / (wall/solo) give the same answer only when the overlap stays
 // constant through a call; a FIFO-served GIL makes the first call look
 // fully overlapped and the second worse than serial.) A CPU-bound tool
-// still gains a little: the gRPC round trip of one call (~0.5–1 ms) runs
+// still gains a little: the gRPC round trip of one call (~0.5–1.5 ms) runs
 // while another holds the GIL.
 //
 // The rule. A tool is a candidate once the mean S of its calls (EWMA) is at
@@ -42,7 +42,8 @@ import (
 // processes than cores a trivial call's S can reach 1–2 ms. So a probe
 // also needs serialSamples calls in a row with S ≥ serialMinSolo/2, and a
 // probe that finds the tool fast alone leaves it alone for serialTTL.)
-// A candidate with no recent solo is probed:
+// A candidate with no recent solo is probed (recent: serialTTL, longer
+// for a tool confirmed free, see serialFreeTTLMax):
 // dispatched one per worker until serialSamples calls ran alone (at most
 // serialProbeMax), then side by side again. Its calls are then judged in
 // windows of serialSamples (the slowest call of each left out: one pause
@@ -75,6 +76,12 @@ const (
 	// of solo before a window is judged (light load overlaps too little).
 	serialOverlapMin = 0.25
 	serialTTL        = 30 * time.Second
+	// serialFreeTTLMax caps how long a tool found free keeps its time
+	// alone: under steady load an overlapping tool never runs alone, so
+	// only a probe (one call per worker, up to serialProbeMax) refreshes
+	// it. Each probe that confirms it free doubles the time to the next,
+	// from serialTTL; a serial verdict starts over.
+	serialFreeTTLMax = 8 * serialTTL
 	serialProbeMax   = 2 * time.Second
 	serialAlpha      = 0.2 // EWMA weight of a new S
 	// serialMaxTools bounds the table of candidates: tool names come from
@@ -111,6 +118,8 @@ type gilTool struct {
 	alone     [serialSamples]float64
 	soloN     int // calls alone since the last probe or mark began
 	soloAt    time.Time
+	soloTTL   time.Duration         // how long solo counts as known (0: serialTTL)
+	confirmed bool                  // a window confirmed free since the last probe
 	win       [serialSamples]sample // the calls of the window being measured
 	effN      int                   // calls in win
 	pending   verdict               // the last window's, to be confirmed
@@ -164,6 +173,9 @@ type serialRec struct {
 // serialTakeLocked starts a call's measure as it takes a slot of ws (before
 // ws.inflight counts it).
 func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
+	if p.opts.DisableSerialTools {
+		return // no clock to keep: nothing is ever learned or limited
+	}
 	t := r.sr.at
 	if t.IsZero() {
 		t = p.now()
@@ -181,6 +193,9 @@ func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
 // serialReleaseLocked ends a call's measure as it gives its slot back
 // (before ws.inflight drops) and, for a call that succeeded, learns from it.
 func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, learn bool) {
+	if p.opts.DisableSerialTools {
+		return
+	}
 	now = ws.sc.advance(now, ws.inflight)
 	if gt := r.sr.gt; gt != nil && gt.mode != modeFree {
 		if gt.on[ws]--; gt.on[ws] <= 0 {
@@ -196,7 +211,7 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 			}
 		}
 	}
-	if !learn || p.opts.DisableSerialTools {
+	if !learn {
 		return
 	}
 	share := ws.sc.share - r.sr.share0
@@ -280,7 +295,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		}
 		return
 	}
-	known := gt.soloN >= serialSamples && now.Sub(gt.soloAt) < serialTTL
+	known := gt.soloN >= serialSamples && now.Sub(gt.soloAt) < max(serialTTL, gt.soloTTL)
 	if known && gt.solo < float64(serialMinSolo) {
 		return // fast alone: never a candidate
 	}
@@ -289,8 +304,7 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		// Nor on a few slow calls of a fast tool (a starved machine): every
 		// one of the last serialSamples calls must have been long.
 		if gt.n >= serialSamples && gt.longRun >= serialSamples && gt.share >= float64(serialMinSolo) && !now.Before(gt.nextProbe) {
-			gt.soloN = 0
-			p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
+			p.probeLocked(gt, now)
 		}
 		return
 	}
@@ -320,10 +334,14 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		// moved between the two (a stalled machine makes any tool look
 		// serial). Measure alone again and judge another window.
 		gt.pending = v
-		gt.soloN = 0
-		p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
+		p.probeLocked(gt, now)
 		return
 	}
+	p.confirmedLocked(gt, v, gain, now)
+}
+
+// confirmedLocked acts on a verdict a second window confirmed.
+func (p *Pool) confirmedLocked(gt *gilTool, v verdict, gain float64, now time.Time) {
 	switch {
 	case v == verdictSerial:
 		if !gt.marked {
@@ -332,11 +350,28 @@ func (p *Pool) learnLocked(gt *gilTool, now time.Time, wall, share float64) {
 		}
 		gt.marked = true
 		gt.soloN = 0
+		gt.soloTTL = 0
 		p.limitLocked(gt, modeSerial, now.Add(serialTTL))
-	case gt.marked:
-		p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
-		gt.marked = false
+	default:
+		if gt.marked {
+			p.log.Info("snakepit: tool runs side by side again: its calls now gain from it", "tool", gt.name, "gain", gain)
+			gt.marked = false
+		}
+		if !gt.confirmed {
+			// Free again since the last probe: probe it less often.
+			gt.confirmed = true
+			gt.soloTTL = min(2*max(serialTTL, gt.soloTTL), serialFreeTTLMax)
+		}
 	}
+}
+
+// probeLocked measures the tool's time alone: one call per worker until
+// serialSamples calls ran alone, at most serialProbeMax.
+func (p *Pool) probeLocked(gt *gilTool, now time.Time) {
+	p.log.Debug("snakepit: measuring a tool's time alone (one call per worker for a moment)", "tool", gt.name)
+	gt.soloN = 0
+	gt.confirmed = false
+	p.limitLocked(gt, modeProbing, now.Add(serialProbeMax))
 }
 
 // endProbeLocked takes the probe's time alone and runs the tool side by
@@ -479,10 +514,11 @@ func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
 	return nil
 }
 
-// serialHintLocked completes a queue timeout's message for a tool run one
-// call per worker now: capacity does not help it, workers do.
+// serialHintLocked completes a queue timeout's message for a tool marked
+// serial: capacity does not help it, workers do. (A probe's few calls one
+// per worker say nothing of the tool.)
 func (p *Pool) serialHintLocked(tool string) string {
-	if gt := p.ser.tools[tool]; gt != nil && gt.mode != modeFree {
+	if gt := p.ser.tools[tool]; gt != nil && gt.mode == modeSerial {
 		return "; it runs one call per worker, its calls gaining nothing side by side (Stats.SerialTools): add workers, or set DisableSerialTools"
 	}
 	return ""

@@ -223,3 +223,34 @@ func TestSerialLimitEndsWithoutSuccess(t *testing.T) {
 		}
 	}
 }
+
+// With the rule off a call pays no share clock: nothing reads it.
+func TestSerialOffKeepsNoClock(t *testing.T) {
+	h := newSerialHarness(t)
+	h.p.opts.DisableSerialTools = true
+	ws := &workerState{capacity: 8}
+	for range 3 * serialSamples {
+		r := &callRec{tool: "slow"}
+		h.take(r, ws)
+		h.now = h.now.Add(10 * time.Millisecond)
+		h.release(r, true)
+	}
+	if ws.sc != (shareClock{}) || h.p.ser.tools != nil {
+		t.Fatalf("rule off: share clock %+v, tools %v; want neither kept", ws.sc, h.p.ser.tools)
+	}
+}
+
+// A probe's calls one per worker say nothing of the tool: only a marked
+// tool's queue timeout says it gains nothing side by side.
+func TestSerialHintOnlyWhenMarked(t *testing.T) {
+	h := newSerialHarness(t)
+	gt := h.tool("io")
+	h.p.limitLocked(gt, modeProbing, h.now.Add(serialProbeMax))
+	if hint := h.p.serialHintLocked("io"); hint != "" {
+		t.Fatalf("probing tool's hint: %q; want none", hint)
+	}
+	h.p.limitLocked(gt, modeSerial, h.now.Add(serialTTL))
+	if hint := h.p.serialHintLocked("io"); hint == "" {
+		t.Fatal("marked tool's hint is empty")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snakepit-go/snakepit/internal/testutil"
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
 	"github.com/snakepit-go/snakepit/worker/fake"
@@ -410,24 +412,40 @@ func TestSerialStrictSessionWaiter(t *testing.T) {
 }
 
 // A queued call of a serial tool goes to a worker that joins (elastic
-// scale-up) at once, and a removed worker's call ending strands no one.
+// scale-up) at once, and a removed worker's call ending strands no one:
+// the call queued meanwhile goes to the worker left, not the removed one.
 func TestSerialWaiterServedByJoiningWorker(t *testing.T) {
 	b := newBurn("burn", 3*time.Millisecond, true)
-	h, _ := markedPool(t, pool.Options{}, b)
+	other := newBurn("other", 0, false)
+	h, _ := markedPool(t, pool.Options{}, b, other)
 	held := holdOne(t, h, b, 1)
 	queued := h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
 	h.waitStats("the serial call queued", func(s pool.Stats) bool { return s.Queued == 1 })
-	h.add("w1", 2, fake.WithTool("echo", fake.Echo), b.option())
+	w1 := h.add("w1", 2, fake.WithTool("echo", fake.Echo), b.option(), other.option())
 	if o := recv(t, queued); o.err != nil {
 		t.Fatal(o.err)
 	}
 	h.p.Remove("w0")
-	queued = h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
-	if o := recv(t, queued); o.err != nil {
-		t.Fatal(o.err)
+	// w1 is full (the other tool's two held calls): the next call of burn
+	// queues while w0's call still runs.
+	var busy []<-chan outcome
+	for range 2 {
+		busy = append(busy, h.goExecute(context.Background(), call("other", `{"hold":true}`), pool.CallOptions{QueueTimeout: time.Minute}))
 	}
+	waitFor(t, "w1 full", func() bool { return w1.InFlight() == 2 })
+	queued = h.goExecute(context.Background(), call("burn", ""), pool.CallOptions{QueueTimeout: time.Minute})
+	h.waitStats("the serial call queued behind w1", func(s pool.Stats) bool { return s.Queued == 1 })
 	close(b.hold)
 	recv(t, held) // ran on the removed worker: its outcome is the fake's
+	if s := h.p.Stats(); s.Queued != 1 {
+		t.Fatalf("after the removed worker's call ended: %d queued; want the call still waiting for w1", s.Queued)
+	}
+	close(other.hold)
+	for _, ch := range append(busy, queued) {
+		if o := recv(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
 	checkBalanced(t, h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 && s.Queued == 0 }))
 }
 
@@ -443,5 +461,67 @@ func TestSerialQueueTimeoutSaysWhy(t *testing.T) {
 	close(b.hold)
 	if o := recv(t, held); o.err != nil {
 		t.Fatal(o.err)
+	}
+}
+
+// probes counts the pool's probes in its Debug log.
+func probes(logs *testutil.Buffer) int {
+	return strings.Count(logs.String(), "measuring a tool's time alone")
+}
+
+// An overlapping slow tool (I/O) never runs alone under steady load, so
+// only a probe refreshes its time alone; once confirmed free it is probed
+// less often (not again 30 s later), yet still measured again in time.
+func TestFreeToolReprobeBacksOff(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	logs := &testutil.Buffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := newBurn("io", 5*time.Millisecond, false)
+	h, ws := newSerialPool(t, pool.Options{Now: now, Logger: logger}, 2, b)
+	l := h.load("io", 4)
+	// A probe, a window, a second probe (to confirm), then windows that
+	// confirm it free.
+	l.until(t, h, "two probes", func(pool.Stats) bool { return probes(logs) >= 2 })
+	l.calls(t, h, 80)
+	l.end(t)
+	before := probes(logs)
+
+	// steady moves the clock on while the pool is quiet (a call spanning
+	// the jump would look serial), then keeps every worker busy with a
+	// held call so that no call of the load runs alone.
+	steady := func(d time.Duration) (*load, []<-chan outcome) {
+		h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 })
+		skew.Add(int64(d))
+		b.hold = make(chan struct{})
+		held := []<-chan outcome{holdOne(t, h, b, 1), holdOne(t, h, b, 2)}
+		if ws[0].InFlight() != 1 || ws[1].InFlight() != 1 {
+			t.Fatalf("held calls on the workers: %d and %d; want one each", ws[0].InFlight(), ws[1].InFlight())
+		}
+		return h.load("io", 4), held
+	}
+	release := func(l *load, held []<-chan outcome) {
+		close(b.hold) // first: calls queued behind a probe wait for them
+		l.end(t)
+		for _, ch := range held {
+			if o := recv(t, ch); o.err != nil {
+				t.Fatal(o.err)
+			}
+		}
+	}
+	l, held := steady(45 * time.Second) // past serialTTL, within the doubled 60 s
+	l.calls(t, h, 200)
+	if n := probes(logs); n != before {
+		release(l, held)
+		t.Fatalf("a tool confirmed free was probed again %d time(s) 45 s later; want none before 60 s", n-before)
+	}
+	release(l, held)
+	before = probes(logs)
+	l, held = steady(5 * time.Minute) // past the longest interval
+	l.until(t, h, "a probe past the longest interval", func(pool.Stats) bool { return probes(logs) > before })
+	s := h.p.Stats()
+	release(l, held)
+	if len(s.SerialTools) > 0 {
+		t.Fatalf("an overlapping tool was marked serial: %v", s.SerialTools)
 	}
 }

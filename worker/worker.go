@@ -65,7 +65,9 @@ type Worker interface {
 	Execute(ctx context.Context, call *Call) (*Result, error)
 	// ExecuteStream runs a streaming tool call, handing each chunk to yield in
 	// order. yield returning a non-nil error (or ctx ending) cancels the
-	// stream on the worker side; that error is returned.
+	// stream on the worker side; that error is returned. yield is called
+	// one chunk at a time and never after ExecuteStream returned: the pool
+	// reuses what the callback refers to for other calls once it returns.
 	ExecuteStream(ctx context.Context, call *Call, yield func(Chunk) error) error
 	// Kill ends the current lifetime at once (used when the pool judges the
 	// worker hung). reason is logged and recorded. Serve still returns only

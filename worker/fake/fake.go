@@ -58,7 +58,9 @@ import (
 type ToolFunc func(ctx context.Context, call *worker.Call) (*worker.Result, error)
 
 // StreamFunc serves one streaming tool; yield blocks until the consumer has
-// taken the chunk and returns an error when the consumer stopped.
+// taken the chunk and returns an error when the consumer stopped. As for
+// worker.Worker.ExecuteStream, yield must not be called after the
+// StreamFunc returned (nor from two goroutines at once).
 type StreamFunc func(ctx context.Context, call *worker.Call, yield func(worker.Chunk) error) error
 
 // Echo is a ToolFunc that returns the call's arguments as its result ({} for nil).
