@@ -478,7 +478,12 @@ func TestFreeToolReprobeBacksOff(t *testing.T) {
 	logs := &testutil.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b := newBurn("io", 5*time.Millisecond, false)
-	h, ws := newSerialPool(t, pool.Options{Now: now, Logger: logger}, 2, b)
+	// The held calls are another tool's: a call of "io" held on each
+	// worker would stop the load outright whenever "io" is being probed
+	// (one call per worker), and a probe that began as the last phase
+	// ended runs until one of its calls ends.
+	other := newBurn("hold", 0, false)
+	h, ws := newSerialPool(t, pool.Options{Now: now, Logger: logger}, 2, b, other)
 	l := h.load("io", 4)
 	// A probe, a window, a second probe (to confirm), then windows that
 	// confirm it free.
@@ -493,15 +498,15 @@ func TestFreeToolReprobeBacksOff(t *testing.T) {
 	steady := func(d time.Duration) (*load, []<-chan outcome) {
 		h.waitStats("quiet", func(s pool.Stats) bool { return s.InFlight == 0 })
 		skew.Add(int64(d))
-		b.hold = make(chan struct{})
-		held := []<-chan outcome{holdOne(t, h, b, 1), holdOne(t, h, b, 2)}
+		other.hold = make(chan struct{})
+		held := []<-chan outcome{holdOne(t, h, other, 1), holdOne(t, h, other, 2)}
 		if ws[0].InFlight() != 1 || ws[1].InFlight() != 1 {
 			t.Fatalf("held calls on the workers: %d and %d; want one each", ws[0].InFlight(), ws[1].InFlight())
 		}
 		return h.load("io", 4), held
 	}
 	release := func(l *load, held []<-chan outcome) {
-		close(b.hold) // first: calls queued behind a probe wait for them
+		close(other.hold)
 		l.end(t)
 		for _, ch := range held {
 			if o := recv(t, ch); o.err != nil {
