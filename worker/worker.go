@@ -26,6 +26,8 @@
 //     call on another worker even when it is not idempotent.
 //   - After Kill, pending Execute/ExecuteStream calls must return promptly;
 //     the pool's hung-call watchdog relies on it.
+//   - ExecuteStream calls yield from one goroutine at a time and never after
+//     it returned: the pool reuses what the callback touches for other calls.
 //
 // A worker type that runs processes must start every one of them with
 // Spec.Launcher (package childproc), never with exec.Cmd.Start directly: the
