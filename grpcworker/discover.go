@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -44,22 +43,9 @@ func (e *DiscoveryError) Error() string {
 // Is makes errors.Is(err, ErrPythonNotFound) true.
 func (e *DiscoveryError) Is(target error) bool { return target == ErrPythonNotFound }
 
-// probe results are cached per path: checking costs a Python start, and
-// every App in a process would otherwise repeat it.
-var probeCache sync.Map // path -> string (problem, "" when usable)
-
 // probeTimeout bounds one interpreter check; a wedged interpreter must not
 // hang Start.
 const probeTimeout = 15 * time.Second
-
-func probe(path string) string {
-	if v, ok := probeCache.Load(path); ok {
-		return v.(string)
-	}
-	problem := probeUncached(path)
-	probeCache.Store(path, problem)
-	return problem
-}
 
 // probeScript checks that grpc and google.protobuf are installed by finding
 // them, without importing them: importing them cost as much CPU as one more
@@ -73,7 +59,24 @@ func probe(path string) string {
 // package that passes and still cannot load fails the workers' start, with
 // its traceback; `snakepit doctor` does the real imports. The messages match
 // Python's own and say what to install.
+//
+// It runs with the worker's sys.path minus snakepit's own entries: the
+// working directory, which -c puts first, is dropped as the worker's
+// bootstrap drops it. On success it prints, NUL separated, what it relied
+// on, each as "dev ino size mtime_ns path" or "- path" when absent: every
+// sys.path entry and the user site-packages, listed only once it exists
+// (stat'ed before the search, so a package installed during it shows as a
+// change), then grpc's package, its compiled core and
+// protobuf's builder; probe re-stats them to tell whether a remembered
+// pass still holds.
 const probeScript = `import importlib.util as u,importlib.machinery as m,os,sys
+sys.path[:1]==['']and sys.path.pop(0)
+def st(x):
+ try:s=os.stat(x);return'%d %d %d %d %s'%(s.st_dev,s.st_ino,s.st_size,s.st_mtime_ns,x)
+ except (OSError,ValueError):return'- '+x
+r=[st(x) for x in sys.path]
+t=sys.modules.get('site')
+if getattr(t,'ENABLE_USER_SITE',0):r.append(st(t.getusersitepackages()))
 def need(n):
  try:s=u.find_spec(n)
  except ImportError:s=None
@@ -81,31 +84,41 @@ def need(n):
  return s
 g=need('grpc');p=need('google.protobuf')
 d=os.path.join(os.path.dirname(g.origin or ''),'_cython')
-if not any(os.path.exists(os.path.join(d,'cygrpc'+x)) for x in m.EXTENSION_SUFFIXES):sys.exit("ImportError: grpc in %s has no compiled core (cygrpc) for this interpreter: install grpcio for it"%os.path.dirname(d))
+c=[x for x in(os.path.join(d,'cygrpc'+y)for y in m.EXTENSION_SUFFIXES)if os.path.exists(x)]
+if not c:sys.exit("ImportError: grpc in %s has no compiled core (cygrpc) for this interpreter: install grpcio for it"%os.path.dirname(d))
 l=list(p.submodule_search_locations or [])
-if not any(os.path.exists(os.path.join(x,'internal','builder'+y)) for x in l for y in ('.py','.pyc')):sys.exit("ImportError: cannot import name 'builder' from 'google.protobuf.internal' (%s): protobuf is older than 3.20; install protobuf>=3.20 for this interpreter"%os.pathsep.join(l))
+b=[x for x in(os.path.join(y,'internal','builder'+z)for y in l for z in('.py','.pyc'))if os.path.exists(x)]
+if not b:sys.exit("ImportError: cannot import name 'builder' from 'google.protobuf.internal' (%s): protobuf is older than 3.20; install protobuf>=3.20 for this interpreter"%os.pathsep.join(l))
+sys.stdout.write('\0'.join(r+[st(g.origin or ''),st(c[0]),st(b[0])]))
 `
 
-func probeUncached(path string) string {
+// probeUncached runs the check: the problem ("" when it passed) and, when
+// it passed, what it relied on (see probeScript).
+func probeUncached(path string) (problem, reliedOn string) {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, "-c", probeScript)
-	out, err := cmd.CombinedOutput()
+	// A child of the interpreter holding a pipe must not hold the wait
+	// beyond the timeout.
+	cmd.WaitDelay = time.Second
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
 	if err == nil {
-		return ""
+		return "", stdout.String()
 	}
 	var ee *exec.Error
 	if errors.As(err, &ee) {
-		return "cannot run it: " + ee.Err.Error()
+		return "cannot run it: " + ee.Err.Error(), ""
 	}
-	msg := strings.TrimSpace(string(out))
+	msg := strings.TrimSpace(stderr.String())
 	if i := strings.LastIndex(msg, "\n"); i >= 0 {
 		msg = msg[i+1:]
 	}
 	if msg == "" {
 		msg = err.Error()
 	}
-	return msg
+	return msg, ""
 }
 
 // FindPython returns the interpreter to run workers with. An explicit choice
@@ -113,7 +126,9 @@ func probeUncached(path string) string {
 // replaced; otherwise an active or project virtualenv, then the usual
 // system candidates, the first with grpc (with its compiled core for that
 // interpreter) and protobuf >= 3.20, found without importing them (see
-// probeScript; `snakepit doctor` does the real import).
+// probeScript; `snakepit doctor` does the real import). A passed check is
+// remembered (see probe), so a restarted host usually starts no
+// interpreter here.
 func FindPython(explicit string) (string, error) {
 	c, _, err := DiscoverPython(explicit)
 	return c.Path, err

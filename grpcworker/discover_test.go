@@ -16,7 +16,7 @@ func TestProbeFindsGRPCAndProtobufWithoutImportingThem(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	if p := probeUncached(real); p != "" {
+	if p, _ := probeUncached(real); p != "" {
 		t.Fatalf("a usable interpreter was rejected: %s", p)
 	}
 	// -S: no site-packages, so neither package is there.
@@ -24,7 +24,7 @@ func TestProbeFindsGRPCAndProtobufWithoutImportingThem(t *testing.T) {
 	if err := os.WriteFile(bare, []byte("#!/bin/sh\nexec '"+real+"' -S \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := probeUncached(bare)
+	p, _ := probeUncached(bare)
 	if !strings.Contains(p, "No module named 'grpc'") {
 		t.Fatalf("want the missing-module message, got %q", p)
 	}
@@ -57,7 +57,7 @@ func TestProbeRejectsGRPCWithoutItsCompiledCore(t *testing.T) {
 	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if p := probeUncached(py); !strings.Contains(p, "no compiled core") {
+	if p, _ := probeUncached(py); !strings.Contains(p, "no compiled core") {
 		t.Fatalf("want the missing-core message, got %q", p)
 	}
 }
@@ -87,7 +87,7 @@ func TestProbeRejectsProtobufOlderThan320(t *testing.T) {
 	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := probeUncached(py)
+	p, _ := probeUncached(py)
 	if !strings.Contains(p, "cannot import name 'builder'") || !strings.Contains(p, "protobuf>=3.20") || !strings.Contains(p, site) {
 		t.Fatalf("want the too-old-protobuf message naming the package and what to install, got %q", p)
 	}

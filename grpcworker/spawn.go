@@ -210,7 +210,13 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		if sig != 0 {
 			cause = fmt.Errorf("the process was killed by %s before its handshake", worker.SignalName(sig))
 		}
-		kind, hint := classifyExit(code, p.StderrTail(0))
+		tail := p.StderrTail(0)
+		kind, hint := classifyExit(code, tail)
+		if lacksPackages(strings.Join(tail, "\n")) {
+			// The interpreter check passed (maybe remembered): it must
+			// not vouch for this interpreter again without looking.
+			forgetProbe(o.Python)
+		}
 		return nil, w.startupError(p, cause, kind, hint)
 	case <-timer.C:
 		return nil, w.startupError(p, fmt.Errorf("no handshake line on stdout within %s", o.StartupTimeout), worker.StartupTimeout,
@@ -266,7 +272,7 @@ func classifyExit(code int, stderr []string) (worker.StartupKind, string) {
 	switch {
 	case strings.Contains(all, "No module named 'snakepit_bridge"):
 		return worker.StartupInterpreter, "the snakepit_bridge package is not importable; check PackageDir/PYTHONPATH"
-	case strings.Contains(all, "No module named 'grpc'") || strings.Contains(all, "No module named 'google"):
+	case lacksPackages(all):
 		return worker.StartupInterpreter, "this interpreter lacks grpcio/protobuf; install them or set SNAKEPIT_PYTHON"
 	case strings.Contains(all, "failed in setup()"):
 		return worker.StartupAdapter, "the adapter's setup() raised; see its traceback above"
@@ -274,4 +280,18 @@ func classifyExit(code int, stderr []string) (worker.StartupKind, string) {
 		return worker.StartupAdapter, "check Config.Adapter (\"package.module.Class\" or \"package.module:Class\") and that its module is on Config.PythonPath"
 	}
 	return worker.StartupUnclassified, "see the worker's stderr above"
+}
+
+// lacksPackages reports whether a worker's stderr says grpc or protobuf
+// could not be imported: missing, or present without a part it needs (a
+// compiled core built for another interpreter: "cannot import name
+// 'cygrpc' from 'grpc._cython'").
+func lacksPackages(stderr string) bool {
+	for _, s := range []string{"No module named 'grpc'", "No module named 'grpc.", "No module named 'google",
+		"from 'grpc'", "from 'grpc.", "from 'google.protobuf"} {
+		if strings.Contains(stderr, s) {
+			return true
+		}
+	}
+	return false
 }
