@@ -23,11 +23,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"sync"
 )
 
 // files is the embedded snakepit_bridge package, rooted at this directory
@@ -37,23 +39,41 @@ import (
 var files embed.FS
 
 // digest is the first 12 hex digits of the SHA-256 over every embedded
-// file's path and contents; it names the directory Extract creates.
-func digest() (string, error) {
+// file's path and contents; it names the directory Extract creates. The
+// embedded files never change within a process, so it is computed once,
+// streaming each file into the hash (embed.FS.ReadFile would copy all of
+// them onto the heap at every New).
+var digest = sync.OnceValues(func() (string, error) {
 	names, err := fileNames()
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
 	for _, name := range names {
-		data, err := files.ReadFile(name)
-		if err != nil {
+		if err := hashFile(h, name); err != nil {
 			return "", err
 		}
-		// Length-prefixed so no two different file sets hash alike.
-		fmt.Fprintf(h, "%d:%s\n%d:", len(name), name, len(data))
-		h.Write(data)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
+})
+
+func hashFile(h io.Writer, name string) error {
+	f, err := files.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// Length-prefixed so no two different file sets hash alike.
+	fmt.Fprintf(h, "%d:%s\n%d:", len(name), name, st.Size())
+	n, err := io.Copy(h, f)
+	if err == nil && n != st.Size() {
+		err = fmt.Errorf("python: embedded %s: read %d of %d bytes", name, n, st.Size())
+	}
+	return err
 }
 
 func fileNames() ([]string, error) {

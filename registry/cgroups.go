@@ -194,6 +194,9 @@ func (r *Registry) closeCgroups() error {
 // killed by cgroup.kill: run ids are never reused, so a directory named
 // for a dead run id is that run's.
 func (rp *reaper) reapCgroups() {
+	if len(rp.ids) == 0 {
+		return // no dead run: nothing to look for (Detect reads /proc)
+	}
 	det := cgroup.Detect()
 	for _, id := range rp.ids {
 		for _, dir := range cgroup.RunDirs(det, id, rp.runs[id].cgroup) {
