@@ -49,15 +49,16 @@ var digest = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	h := sha256.New()
+	buf := make([]byte, 32<<10) // one for all files: io.Copy would allocate one per file
 	for _, name := range names {
-		if err := hashFile(h, name); err != nil {
+		if err := hashFile(h, name, buf); err != nil {
 			return "", err
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 })
 
-func hashFile(h io.Writer, name string) error {
+func hashFile(h io.Writer, name string, buf []byte) error {
 	f, err := files.Open(name)
 	if err != nil {
 		return err
@@ -69,7 +70,7 @@ func hashFile(h io.Writer, name string) error {
 	}
 	// Length-prefixed so no two different file sets hash alike.
 	fmt.Fprintf(h, "%d:%s\n%d:", len(name), name, st.Size())
-	n, err := io.Copy(h, f)
+	n, err := io.CopyBuffer(h, onlyReader{f}, buf)
 	if err == nil && n != st.Size() {
 		err = fmt.Errorf("python: embedded %s: read %d of %d bytes", name, n, st.Size())
 	}
@@ -90,6 +91,9 @@ func fileNames() ([]string, error) {
 	sort.Strings(names)
 	return names, err
 }
+
+// onlyReader hides the file's other methods so io.CopyBuffer uses the buffer.
+type onlyReader struct{ io.Reader }
 
 // Extract writes the embedded package under dir/<digest>/ and returns that
 // directory (the one to put on PYTHONPATH). It is idempotent and safe for
