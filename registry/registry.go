@@ -234,6 +234,9 @@ func openRegistry(opts Options) (*Registry, error) {
 		},
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := createBuckets(tx); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketRuns).Put([]byte(r.runID), encode(r.host))
 	}); err != nil {
 		_ = db.Close()
@@ -298,7 +301,7 @@ func isOSError(err error) bool {
 }
 
 // prepare checks that db is a registry whose structure can be read end to
-// end, and creates the buckets of a fresh file.
+// end, or a fresh file (createBuckets makes it one).
 func prepare(db *bolt.DB) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -336,26 +339,29 @@ func prepare(db *bolt.DB) (err error) {
 		}
 		return nil
 	})
+	return err
+}
+
+// createBuckets gives a fresh file (one prepare accepted) its schema and
+// buckets. It runs in the transaction that records the run: every commit
+// writes and syncs the file twice, so a separate one would cost a start
+// two more fsyncs for nothing.
+func createBuckets(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err
 	}
-	return db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
+	if meta.Get(keySchema) == nil {
+		if err := meta.Put(keySchema, schemaV1); err != nil {
 			return err
 		}
-		if meta.Get(keySchema) == nil {
-			if err := meta.Put(keySchema, schemaV1); err != nil {
-				return err
-			}
+	}
+	for _, name := range [][]byte{bucketRuns, bucketWorkers} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
 		}
-		for _, name := range [][]byte{bucketRuns, bucketWorkers} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // quarantine renames a corrupt file to <path>.corrupt-<timestamp>. It holds
