@@ -247,11 +247,9 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		case <-rctx.Done():
 		}
 	}()
-	if _, err := client.Ping(rctx, &pb.PingRequest{Message: "hello"}, grpc.WaitForReady(true)); err != nil {
-		_ = conn.Close()
-		return nil, w.startupError(p, fmt.Errorf("first Ping failed: %w", err), worker.StartupUnclassified, "")
-	}
-	desc, err := client.DescribeTools(rctx, &pb.DescribeToolsRequest{})
+	// The first call waits for the connection (WaitForReady); a Ping
+	// before it would cost both sides one more call for nothing.
+	desc, err := client.DescribeTools(rctx, &pb.DescribeToolsRequest{}, grpc.WaitForReady(true))
 	if err != nil {
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), worker.StartupUnclassified, "")
