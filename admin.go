@@ -236,7 +236,7 @@ func (h *adminHandler) page(w http.ResponseWriter, _ *http.Request) {
 	}
 	v := newPageView(title, st, h.app.readiness(st), h.refresh, time.Now())
 	var b strings.Builder
-	if err := statusPage.Execute(&b, v); err != nil {
+	if err := statusPage().Execute(&b, v); err != nil {
 		http.Error(w, "snakepit: rendering the status page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}

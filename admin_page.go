@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/snakepit-go/snakepit/internal/proc"
@@ -19,7 +20,11 @@ var statusPageText string
 
 // statusPage is the HTML status page; html/template escapes every value
 // (error texts carry <, > and &).
-var statusPage = template.Must(template.New("status").Parse(statusPageText))
+var statusPage = sync.OnceValue(func() *template.Template {
+	// Parsed on first use, not at init: every program that imports
+	// snakepit would pay for it, most never serve the page.
+	return template.Must(template.New("status").Parse(statusPageText))
+})
 
 // pageView is what the status page template renders.
 type pageView struct {

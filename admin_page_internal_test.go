@@ -17,7 +17,7 @@ const evil = `ImportError: cannot import name 'x' from "<adapter>" & <script>ale
 func renderPage(t *testing.T, st Stats, rd readiness) string {
 	t.Helper()
 	var b strings.Builder
-	if err := statusPage.Execute(&b, newPageView("snakepit test", st, rd, 3*time.Second, time.Now())); err != nil {
+	if err := statusPage().Execute(&b, newPageView("snakepit test", st, rd, 3*time.Second, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()
