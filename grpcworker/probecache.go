@@ -50,7 +50,7 @@ const probeCacheMaxAge = 30 * 24 * time.Hour
 const probeCacheMagic = "snakepit-interpreter-check-1\x00"
 
 // probeMemo holds the passed checks of this process: key -> the files they
-// relied on (probeOutput, as written to disk).
+// relied on (probeUncached's output, as written to disk).
 var probeMemo sync.Map
 
 // probe returns "" when the interpreter at path can run a worker, otherwise
