@@ -222,11 +222,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	if err != nil {
 		return nil, w.startupError(p, err, worker.StartupAdapter, "the worker must print exactly one handshake line on stdout; adapters must log to stderr")
 	}
-	conn, err := grpc.NewClient(hs.Target(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.PerRPCCredentials(o.Token)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
-	)
+	conn, err := grpc.NewClient(hs.Target(), dialOptions(o)...)
 	if err != nil {
 		return nil, w.startupError(p, fmt.Errorf("cannot create a gRPC client for %s: %w", hs.Target(), err), worker.StartupUnclassified, "")
 	}
@@ -250,9 +246,19 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), worker.StartupUnclassified, "")
 	}
-	return &lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
+	return w.newLifetime(&lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
-		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}, nil
+		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}), nil
+}
+
+// dialOptions are the options of the client conn to a worker process: no
+// TLS (loopback or a private socket), the run's token on every RPC, the
+// message limit both ways.
+func dialOptions(o *Options) []grpc.DialOption {
+	return append(auth.ClientOptions(o.Token),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
+	)
 }
 
 // exitAdapter is the status snakepit_bridge.server exits with when the
