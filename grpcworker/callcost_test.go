@@ -3,8 +3,11 @@ package grpcworker
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -107,4 +110,90 @@ func BenchmarkCallCost(b *testing.B) {
 			}
 		})
 	})
+}
+
+// frameConn counts the HTTP/2 frames a client writes, by type; PING acks
+// apart from the PINGs the client starts.
+type frameConn struct {
+	net.Conn
+	mu      sync.Mutex
+	preface int // client preface bytes still to skip
+	hdr     []byte
+	remain  int
+	frames  map[string]int
+}
+
+func (c *frameConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	for rest := b; len(rest) > 0; {
+		switch {
+		case c.preface > 0:
+			n := min(c.preface, len(rest))
+			c.preface, rest = c.preface-n, rest[n:]
+		case c.remain > 0:
+			n := min(c.remain, len(rest))
+			c.remain, rest = c.remain-n, rest[n:]
+		default:
+			n := min(9-len(c.hdr), len(rest))
+			c.hdr, rest = append(c.hdr, rest[:n]...), rest[n:]
+			if len(c.hdr) == 9 {
+				c.remain = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+				kind := map[byte]string{6: "PING", 8: "WINDOW_UPDATE"}[c.hdr[3]]
+				if kind == "PING" && c.hdr[4]&1 != 0 {
+					kind = "PING ack"
+				}
+				c.frames[kind]++
+				c.hdr = c.hdr[:0]
+			}
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// The conn to a worker starts no flow-control PINGs and sends no window
+// updates for small replies: the static window (dialOptions), which grpc's
+// default dynamic window would replace with a PING per round trip.
+func TestWorkerConnSendsNoFlowControlPings(t *testing.T) {
+	addr := serveAdd(t, auth.Token{})
+	count := func(opts []grpc.DialOption) map[string]int {
+		fc := &frameConn{preface: 24, frames: map[string]int{}}
+		dial := grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", a)
+			fc.Conn = c
+			return fc, err
+		})
+		conn, err := grpc.NewClient(addr, append(opts, dial)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		c := pb.NewWorkerServiceClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 100 {
+					if _, err := c.ExecuteTool(ctx, &pb.ExecuteToolRequest{ToolName: "add", ArgsJson: benchArgs}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return maps.Clone(fc.frames)
+	}
+	got := count(dialOptions(&Options{Token: auth.NewToken(), MaxMessageBytes: 1 << 20}))
+	if got["PING"] != 0 || got["WINDOW_UPDATE"] > 1 {
+		t.Fatalf("800 calls sent %d PINGs and %d WINDOW_UPDATEs; want none (a static flow-control window)", got["PING"], got["WINDOW_UPDATE"])
+	}
+	// For comparison, grpc's default (not asserted: it is grpc's choice).
+	def := count([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+	t.Logf("800 calls: %d PINGs, %d WINDOW_UPDATEs with grpc's default window; %d, %d with the worker's", def["PING"], def["WINDOW_UPDATE"], got["PING"], got["WINDOW_UPDATE"])
 }
