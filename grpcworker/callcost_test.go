@@ -60,8 +60,8 @@ func callWorker(tb testing.TB, addr string, token auth.Token) *Worker {
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
 	w := &Worker{spec: worker.Spec{ID: "w0"}, f: &Factory{opts: *o}}
-	w.cur = w.newLifetime(&lifetime{target: addr, conn: conn, client: pb.NewWorkerServiceClient(conn),
-		kill: make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})})
+	w.cur.Store(w.newLifetime(&lifetime{target: addr, conn: conn, client: pb.NewWorkerServiceClient(conn),
+		kill: make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}))
 	return w
 }
 

@@ -152,7 +152,7 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		return nil, se
 	}
 	w.mu.Lock()
-	if w.cur == nil {
+	if w.cur.Load() == nil {
 		w.spawning = p
 	}
 	w.mu.Unlock()
