@@ -32,7 +32,13 @@ func (w *Worker) admit(tool string) (callpath.Conn[*pb.ToolError], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{w: w, lt: lt}, nil
+	return lt.call, nil
+}
+
+// newLifetime completes lt, a lifetime of w.
+func (w *Worker) newLifetime(lt *lifetime) *lifetime {
+	lt.call = &conn{w: w, lt: lt}
+	return lt
 }
 
 // lifetimeFor admits a call to the current lifetime; the caller must call
@@ -53,7 +59,9 @@ func (w *Worker) lifetimeFor(tool string) (*lifetime, error) {
 	return lt, nil
 }
 
-// conn is one call admitted to lt: the process's side of the call path.
+// conn is the process's side of the call path for the calls admitted to
+// lt. It holds nothing per call, so each lifetime has one (lifetime.call):
+// no allocation per call.
 type conn struct {
 	w  *Worker
 	lt *lifetime
@@ -132,7 +140,7 @@ func (w *Worker) ExecuteBatch(ctx context.Context, tool string, calls []*worker.
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{w: w, lt: lt}
+	c := lt.call
 	defer c.Release()
 	resp, err := lt.client.ExecuteTool(ctx, wire.BatchRequest(tool, calls))
 	if err != nil {

@@ -20,6 +20,7 @@ type lifetime struct {
 	capacity int         // from the handshake; 0: Spec.Capacity
 	quota    int         // calls after which a recycle is asked for; 0: never
 	kill     chan string // Kill requests; buffered 1
+	call     *conn       // what admit gives every call on this lifetime
 
 	recycle chan string // a recycle by plan requested; buffered 1
 

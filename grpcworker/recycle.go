@@ -39,7 +39,7 @@ var _ worker.Recycler = (*Worker)(nil)
 // it alone is stopped.
 func (w *Worker) Recycle(ctx context.Context, reason string) error {
 	w.mu.Lock()
-	cur, done := w.cur, w.loopDone
+	cur, done := w.cur.Load(), w.loopDone
 	w.mu.Unlock()
 	notRunning := fmt.Errorf("%w: worker %s has no running process to recycle", worker.ErrWorkerUnavailable, w.spec.ID)
 	if cur == nil || done == nil {

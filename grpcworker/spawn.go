@@ -152,7 +152,7 @@ func (w *Worker) start(ctx context.Context, key string) (*lifetime, error) {
 		return nil, se
 	}
 	w.mu.Lock()
-	if w.cur == nil {
+	if w.cur.Load() == nil {
 		w.spawning = p
 	}
 	w.mu.Unlock()
@@ -228,11 +228,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 	if err != nil {
 		return nil, w.startupError(p, err, worker.StartupAdapter, "the worker must print exactly one handshake line on stdout; adapters must log to stderr")
 	}
-	conn, err := grpc.NewClient(hs.Target(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.PerRPCCredentials(o.Token)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
-	)
+	conn, err := grpc.NewClient(hs.Target(), dialOptions(o)...)
 	if err != nil {
 		return nil, w.startupError(p, fmt.Errorf("cannot create a gRPC client for %s: %w", hs.Target(), err), worker.StartupUnclassified, "")
 	}
@@ -254,9 +250,30 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), worker.StartupUnclassified, "")
 	}
-	return &lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
+	return w.newLifetime(&lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
-		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}, nil
+		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}), nil
+}
+
+// flowWindow is the HTTP/2 flow-control window the host gives a worker's
+// replies, per stream and per connection: the most grpc's dynamic window
+// would grow to (its BDP limit, 16 MiB).
+const flowWindow = 16 << 20
+
+// dialOptions are the options of the client conn to a worker process: no
+// TLS (loopback or a private socket), the run's token on every RPC, the
+// message limit both ways, and a static flow-control window. grpc's
+// default (a dynamic window) keeps estimating the link's bandwidth-delay
+// product with a PING per round trip for as long as data flows: against a
+// worker, 0.19 PINGs out, 0.19 acks in and 0.18 WINDOW_UPDATEs out per
+// trivial call (counted on the wire, docs/BENCHMARKS.md), work on both
+// sides for a loopback link whose window only ever needs to be large.
+func dialOptions(o *Options) []grpc.DialOption {
+	return append(auth.ClientOptions(o.Token),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMessageBytes), grpc.MaxCallSendMsgSize(o.MaxMessageBytes)),
+		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow),
+	)
 }
 
 // exitAdapter is the status snakepit_bridge.server exits with when the

@@ -35,6 +35,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/snakepit-go/snakepit/childproc"
@@ -48,8 +49,11 @@ type Worker struct {
 	log  *slog.Logger
 	gate chan struct{} // spec.RecycleGate, or a private one
 
+	// cur is the lifetime new calls go to; nil when none is ready. Written
+	// under mu (with what goes with it), read without: every call reads it.
+	cur atomic.Pointer[lifetime]
+
 	mu       sync.Mutex
-	cur      *lifetime          // the lifetime new calls go to; nil when none is ready
 	spawning *childproc.Process // the process starting while there is no current one
 	seq      int                // lifetimes started, for registry keys of successors
 
@@ -84,24 +88,18 @@ func (w *Worker) target() string {
 	return ""
 }
 
-func (w *Worker) current() *lifetime {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.cur
-}
+func (w *Worker) current() *lifetime { return w.cur.Load() }
 
 func (w *Worker) setCurrent(lt *lifetime) {
 	w.mu.Lock()
-	w.cur = lt
+	w.cur.Store(lt)
 	w.mu.Unlock()
 }
 
 // clearCurrent takes lt out of rotation if it still is the current one.
 func (w *Worker) clearCurrent(lt *lifetime) {
 	w.mu.Lock()
-	if w.cur == lt {
-		w.cur = nil
-	}
+	w.cur.CompareAndSwap(lt, nil)
 	w.mu.Unlock()
 }
 
@@ -111,7 +109,7 @@ func (w *Worker) clearCurrent(lt *lifetime) {
 // watched by its own health checks.
 func (w *Worker) Kill(reason string) {
 	w.mu.Lock()
-	lt, p := w.cur, w.spawning
+	lt, p := w.cur.Load(), w.spawning
 	w.mu.Unlock()
 	switch {
 	case lt != nil:
@@ -140,7 +138,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 		return err
 	}
 	w.mu.Lock()
-	w.cur = lt
+	w.cur.Store(lt)
 	w.loopDone = make(chan struct{}) // Recycle requests go to this run
 	w.mu.Unlock()
 	w.log.Info("worker ready", "pid", lt.p.PID(), "tools", len(lt.tools))

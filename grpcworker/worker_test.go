@@ -330,7 +330,7 @@ func TestWorkerRejectsCallsWithoutTheToken(t *testing.T) {
 	fx.waitReady(t)
 	for name, opts := range map[string][]grpc.DialOption{
 		"no token":    nil,
-		"wrong token": {grpc.WithPerRPCCredentials(auth.PerRPCCredentials(auth.NewToken()))},
+		"wrong token": auth.ClientOptions(auth.NewToken()),
 	} {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		conn, err := grpc.NewClient(fx.w.target(), opts...)

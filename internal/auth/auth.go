@@ -24,7 +24,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -168,25 +167,25 @@ func ServerOptions(token Token) []grpc.ServerOption {
 	}
 }
 
-// PerRPCCredentials attaches token to every call, unary and streaming.
-func PerRPCCredentials(token Token) credentials.PerRPCCredentials {
-	return tokenCreds{token}
-}
-
-type tokenCreds struct{ t Token }
-
-func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{MetadataKey: Reveal(t.t)}, nil
-}
-
-// RequireTransportSecurity is false because the transport is loopback or a
-// private unix socket with no TLS; requiring it would make grpc refuse to send
-// the token at all.
-func (tokenCreds) RequireTransportSecurity() bool { return false }
-
-// ClientOptions returns the dial options that attach token to every call. It
-// does not choose transport credentials; loopback callers usually add
-// grpc.WithTransportCredentials(insecure.NewCredentials()).
+// ClientOptions returns the dial options that attach token to every call,
+// unary and streaming. It does not choose transport credentials; loopback
+// callers usually add grpc.WithTransportCredentials(insecure.NewCredentials()).
+//
+// Interceptors rather than grpc.WithPerRPCCredentials, for the cost per
+// call (issue 21): per-RPC credentials make grpc build an audience URL,
+// call GetRequestMetadata (a new map) and copy it into another map, lower-
+// casing every key, on every RPC. Here the metadata is built once and each
+// call only puts it in its context. It replaces any outgoing metadata the
+// caller's context carries: a worker or an agent receives the token and
+// nothing else from a caller's context (nothing reads other metadata; what
+// a call carries travels in its request).
 func ClientOptions(token Token) []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithPerRPCCredentials(PerRPCCredentials(token))}
+	md := metadata.MD{MetadataKey: {Reveal(token)}} // read only from here on: shared by every call
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.NewOutgoingContext(ctx, md), method, req, reply, cc, opts...)
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.NewOutgoingContext(ctx, md), desc, cc, method, opts...)
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
 }

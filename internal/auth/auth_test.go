@@ -91,7 +91,7 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// TestOverGRPC runs the interceptors and the client credentials over a real
+// TestOverGRPC runs the server and client interceptors over a real
 // loopback connection, unary (Check) and streaming (Watch).
 func TestOverGRPC(t *testing.T) {
 	token := NewToken()
@@ -158,14 +158,68 @@ func TestOverGRPC(t *testing.T) {
 	}
 }
 
-func TestCredentialsAllowInsecureTransport(t *testing.T) {
-	c := PerRPCCredentials(tokenOf("x"))
-	if c.RequireTransportSecurity() {
-		t.Fatal("RequireTransportSecurity is true; grpc would refuse to send the token over loopback without TLS")
+// ClientOptions sends the token, and only the token, on unary and
+// streaming calls over plaintext loopback, whatever outgoing metadata the
+// caller's context carries (a wrong token there must not reach the server).
+func TestClientOptionsSendOnlyTheToken(t *testing.T) {
+	token := NewToken()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	md, err := c.GetRequestMetadata(context.Background())
-	if err != nil || md[MetadataKey] != "x" {
-		t.Fatalf("GetRequestMetadata = %v, %v", md, err)
+	seen := make(chan metadata.MD, 2)
+	note := func(ctx context.Context) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		seen <- md
+	}
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			note(ctx)
+			return h(ctx, req)
+		}, UnaryServerInterceptor(token)),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			note(ss.Context())
+			return h(srv, ss)
+		}, StreamServerInterceptor(token)))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		hs.Shutdown()
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), append(ClientOptions(token), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := healthpb.NewHealthClient(cc)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, MetadataKey, "wrong", "x-other", "v")
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("unary Check: %v", err)
+	}
+	stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("stream Recv: %v", err)
+	}
+	for _, kind := range []string{"unary", "stream"} {
+		md := <-seen
+		if got := md.Get(MetadataKey); len(got) != 1 || got[0] != Reveal(token) {
+			t.Errorf("%s call carried %d token values, want exactly the run's token", kind, len(got))
+		}
+		if got := md.Get("x-other"); len(got) != 0 {
+			t.Errorf("%s call carried the caller's outgoing metadata x-other=%q", kind, got)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
@@ -253,7 +254,8 @@ func TestArmedGuardClosesAConnectionAfterStrikes(t *testing.T) {
 		dial, _ := serveGuarded(t, g, 1<<20, true)
 		var d dialCounter
 		c := dial(d.option()) // no token but on the first call
-		if _, err := c.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.PerRPCCredentials(PerRPCCredentials(token))); err != nil {
+		withToken := metadata.NewOutgoingContext(ctx, metadata.Pairs(MetadataKey, Reveal(token)))
+		if _, err := c.Check(withToken, &healthpb.HealthCheckRequest{}); err != nil {
 			t.Fatalf("Check with the token: %v", err)
 		}
 		for range 3 * strikes {

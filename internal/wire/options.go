@@ -18,8 +18,11 @@ import (
 type optionsKey struct{}
 
 // WithCallOptions returns ctx carrying o; ctx itself when o is the default.
+// Observer and ArgsChecked are this process's and never sent, so they do
+// not count: the App sets ArgsChecked on every call, which had made every
+// call pay for a context and a boxed CallOptions.
 func WithCallOptions(ctx context.Context, o pool.CallOptions) context.Context {
-	o.Observer = nil // this process's, never sent
+	o.Observer, o.ArgsChecked = nil, false
 	if o == (pool.CallOptions{}) {
 		return ctx
 	}

@@ -16,6 +16,10 @@ func TestCallOptionsRoundTrip(t *testing.T) {
 	if ctx := context.Background(); WithCallOptions(ctx, pool.CallOptions{}) != ctx {
 		t.Fatal("default options must not wrap the context")
 	}
+	// What the App sets on every call (its arguments were checked) is not sent.
+	if ctx := context.Background(); WithCallOptions(ctx, pool.CallOptions{ArgsChecked: true}) != ctx {
+		t.Fatal("options that differ from the default only in ArgsChecked must not wrap the context")
+	}
 	for _, o := range []pool.CallOptions{
 		{Idempotent: true},
 		{Affinity: pool.AffinityStrictFailFast, QueueTimeout: 250 * time.Millisecond},

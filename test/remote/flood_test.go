@@ -106,7 +106,7 @@ func floodAgent(t *testing.T, extra ...string) {
 		t.Cleanup(func() { _ = cc.Close() })
 		return cc
 	}
-	good := agentpb.NewAgentServiceClient(dial(grpc.WithPerRPCCredentials(auth.PerRPCCredentials(token))))
+	good := agentpb.NewAgentServiceClient(dial(auth.ClientOptions(token)...))
 	ping := func() (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
