@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import stat
 import sys
@@ -117,12 +118,23 @@ class _Process:
                 return
 
     def watch_parent(self, start_ppid: int) -> None:
+        """Exit once the parent pid is no longer ``start_ppid``: the parent
+        process has ended (its last thread; a worker reparented to another
+        thread of the same process keeps its ppid)."""
+        fd = _parent_pidfd(start_ppid)
+        if fd is not None:
+            # Blocks until the parent has exited: no wake-up while it lives.
+            # The kernel reparents us before it signals the pidfd.
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while not poller.poll():
+                pass
         while True:
-            time.sleep(PPID_POLL_INTERVAL_S)
             ppid = os.getppid()
             if ppid != start_ppid:
                 self.die_now(f"parent pid changed from {start_ppid} to {ppid}: host gone")
                 return
+            time.sleep(PPID_POLL_INTERVAL_S)
 
     def start_host_watchers(self) -> None:
         start_ppid = os.getppid()
@@ -130,6 +142,25 @@ class _Process:
         threading.Thread(
             target=self.watch_parent, args=(start_ppid,), name="snakepit-ppid-watch", daemon=True
         ).start()
+
+
+def _parent_pidfd(start_ppid: int) -> Optional[int]:
+    """A pidfd (Linux 5.3+) of our parent, readable once it exits; None
+    where there is none (then the parent pid is polled, every
+    PPID_POLL_INTERVAL_S)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or start_ppid <= 0:  # 0: a parent outside our pid namespace
+        return None
+    try:
+        fd: int = pidfd_open(start_ppid)
+    except OSError:  # an old kernel, or seccomp refused it
+        return None
+    if os.getppid() != start_ppid:
+        # The parent died before the pidfd was made, and its pid may name
+        # another process by now: the poll loop sees the change at once.
+        os.close(fd)
+        return None
+    return fd
 
 
 # The command line's options and their defaults (an int default: an int

@@ -43,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from . import _procs
 
@@ -75,18 +75,41 @@ def _set_subreaper() -> bool:
     return True
 
 
-def _uptime_ticks() -> Optional[float]:
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# /proc/<pid>/stat's starttime counts clock ticks on the boot-time clock
+# (what /proc/uptime shows; both shifted alike in a time namespace).
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _now_ticks() -> Optional[float]:
+    """Now, in the clock ticks since boot of /proc/<pid>/stat's starttime."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME) * _HZ
     try:
-        with open("/proc/uptime", "r", encoding="ascii") as f:
-            return float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+        return float(_read("/proc/uptime").split()[0]) * _HZ
     except (OSError, ValueError, IndexError):
         return None
 
 
+def _read(path: str) -> bytes:
+    """A /proc file's content. os.open and os.read, not open(): a buffered
+    file object costs six more system calls (fstat, ioctl, lseeks) per file,
+    and the reaper reads one per thread of the worker every interval."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: List[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def _start_ticks(pid: int) -> Optional[float]:
     try:
-        with open(f"/proc/{pid}/stat", "r", encoding="utf-8", errors="replace") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+        return int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -100,11 +123,28 @@ def _children(pid: int) -> Set[int]:
         return kids
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.update(int(x) for x in f.read().split())
+            kids.update(int(x) for x in _read(f"/proc/{pid}/task/{tid}/children").split())
         except (OSError, ValueError):  # the thread or process exited
             continue
     return kids
+
+
+_WALL = 0x40000000  # Linux's __WALL: every kind of child (os has no name for it)
+
+
+def _childless() -> bool:
+    """True when this process has no child at all, in one system call:
+    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` fails with ECHILD then. WNOWAIT
+    leaves an exited child waitable, so nobody's exit status is taken; the
+    kernel checks every thread's children at once, so a True is a whole
+    snapshot (no descendants either: they hang below children)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+    except ChildProcessError:
+        return True
+    except OSError:  # not supported here: walk as before
+        return False
+    return False
 
 
 def _descendants(me: int) -> Dict[int, int]:
@@ -173,16 +213,21 @@ class _Reaper:
         self.adopted: Set[int] = set()
 
     def scan(self) -> None:
-        now = _uptime_ticks()
+        now = _now_ticks()
         whole = False
-        if self.walk:
+        if self.walk and _childless():
+            # The idle worker's case (most scans): nothing to walk, and the
+            # empty table is what the walk would have found, read whole.
+            table: Dict[int, int] = {}
+            whole = True
+        elif self.walk:
             tids = _tids(self.me)
             table = _descendants(self.me)
             whole = tids is not None and tids == _tids(self.me)
         else:
             table = {p.pid: p.ppid for p in _procs.process_table().values()}
         children = {pid for pid, ppid in table.items() if ppid == self.me}
-        margin = _MARGIN_S * os.sysconf("SC_CLK_TCK")
+        margin = _MARGIN_S * _HZ
         if self.prev_ticks is not None:
             self.adopted |= _newly_adopted(
                 children - self.adopted, self.prev, self.me, self.prev_ticks - margin, _start_ticks, False
