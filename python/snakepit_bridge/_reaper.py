@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from . import _procs
 
-__all__ = ["start", "REAP_INTERVAL_S"]
+__all__ = ["start", "become", "REAP_INTERVAL_S"]
 
 log = logging.getLogger("snakepit_bridge.reaper")
 
@@ -254,21 +254,35 @@ class _Reaper:
         if whole and now is not None:
             self.whole = (table, now)
 
+    def scan_safely(self) -> None:
+        try:
+            self.scan()
+        except Exception:  # never let the reaper die on a /proc race
+            log.exception("orphan reaper scan failed")
+
     def loop(self) -> None:
         while True:
-            try:
-                self.scan()
-            except Exception:  # never let the reaper die on a /proc race
-                log.exception("orphan reaper scan failed")
+            self.scan_safely()
             time.sleep(REAP_INTERVAL_S)
 
 
+def become() -> Optional[_Reaper]:
+    """Become a child subreaper; returns the reaper whose ``scan_safely``
+    must then run every REAP_INTERVAL_S (the worker runs it from its host
+    watcher's thread), or None when this process is no subreaper."""
+    if not _set_subreaper():
+        return None
+    return _Reaper()
+
+
 def start() -> bool:
-    """Become a child subreaper and start reaping adopted orphans.
+    """Become a child subreaper and start reaping adopted orphans in a
+    thread of their own.
 
     Returns whether this process is now a subreaper.
     """
-    if not _set_subreaper():
+    reaper = become()
+    if reaper is None:
         return False
-    threading.Thread(target=_Reaper().loop, name="snakepit-orphan-reaper", daemon=True).start()
+    threading.Thread(target=reaper.loop, name="snakepit-orphan-reaper", daemon=True).start()
     return True
