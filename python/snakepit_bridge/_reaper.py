@@ -37,7 +37,6 @@ Contract:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
@@ -45,7 +44,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from . import _procs
+from . import _libc, _procs
 
 __all__ = ["start", "become", "REAP_INTERVAL_S"]
 
@@ -62,12 +61,9 @@ def _set_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        # The process's own symbols (dlopen(NULL)): libc is linked into the
-        # interpreter, and ctypes.util (find_library) would import shutil,
-        # tempfile, bz2, lzma, ... at every worker start.
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(ctypes.get_errno()))
+        prctl = _libc.symbol("prctl")
+        if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(_libc.errno()))
             return False
     except (OSError, AttributeError) as e:
         log.warning("cannot become a child subreaper: %s", e)

@@ -32,7 +32,7 @@ NOT_AT_START = {
     "copy",
     "json",  # first call that decodes arguments
     "argparse",  # the host's command line is read without it
-    "ctypes.util",  # find_library would run ldconfig
+    "ctypes",  # _libc calls prctl and mallopt through _ctypes
     "google.protobuf",  # WorkerService is hand-coded (_wire)
     "snakepit_bridge.pb.snakepit_pb2",
     "snakepit_bridge.base_adapter",  # Snakepit's API, for Snakepit-style adapters only
