@@ -13,10 +13,13 @@ Contract:
   exits. We never call ``waitpid(-1)``/``os.wait()``: that would steal the
   exit status of children that ``subprocess``, ``multiprocessing`` or a
   tool's ``os.fork`` wait for by pid (their ``wait()`` would then see
-  ECHILD and, in subprocess's case, report status 0). Instead a daemon
-  thread snapshots this worker's descendants (pid and parent, walked
-  through ``/proc/<pid>/task/*/children``; the whole process table where
-  the kernel lacks those files) every ``REAP_INTERVAL_S`` and reaps,
+  ECHILD and, in subprocess's case, report status 0). Instead a scan —
+  run by the worker's host-watcher thread (:func:`become`), or by a
+  thread of its own (:func:`start`) — snapshots this worker's descendants
+  (pid and parent, walked through ``/proc/<pid>/task/*/children``; the
+  whole process table where the kernel lacks those files; nothing at all
+  when ``waitid(WNOWAIT)`` says there is no child) every
+  ``REAP_INTERVAL_S`` and reaps,
   by pid and with WNOHANG, only children it can prove were adopted: a
   process that is our child now, and started before the previous snapshot
   (with a margin), where it had another parent — or, in walk mode, was
