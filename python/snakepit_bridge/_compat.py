@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -67,15 +68,18 @@ class StreamingToolCalledUnary(Exception):
     """execute_tool returned a generator to a unary (Execute) call."""
 
 
-def _compat_base() -> type:
-    from .base_adapter import BaseAdapter
-
-    return BaseAdapter
+def _compat_base() -> Optional[type]:
+    """Snakepit's BaseAdapter, if its module is loaded: a class can only
+    subclass it once it is, and importing it for a native adapter would
+    load dataclasses and copy at every worker's start (~3 ms)."""
+    module = sys.modules.get(f"{__package__}.base_adapter")
+    return getattr(module, "BaseAdapter", None)
 
 
 def snakepit_style(cls: type) -> str:
     """Why ``cls`` is a Snakepit-style adapter, or "" when it is a native one."""
-    if issubclass(cls, _compat_base()):
+    base = _compat_base()
+    if base is not None and issubclass(cls, base):
         return "it subclasses snakepit_bridge.base_adapter.BaseAdapter"
     for hook in HOOKS:
         if callable(getattr(cls, hook, None)):

@@ -29,8 +29,9 @@ MALLOC_*_ ones — or GLIBC_TUNABLES), or when the C library is not glibc.
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+from . import _libc
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -50,14 +51,10 @@ def tune_malloc() -> bool:
     if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
-        # The symbols already loaded into the process (libc's among them):
-        # ctypes.util.find_library would run ldconfig at every worker start.
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing useful
+        # The symbols already loaded into the process (libc's among them).
+        mallopt = _libc.symbol("mallopt")
+        _libc.symbol("gnu_get_libc_version")  # glibc only: musl's mallopt does nothing useful
     except (OSError, AttributeError):
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok

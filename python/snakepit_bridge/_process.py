@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import stat
 import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, cast
 
 if TYPE_CHECKING:
     import argparse
@@ -91,45 +92,101 @@ class _Process:
         finally:
             os._exit(code)
 
-    def watch_stdin(self) -> None:
+    def _stdin_watchable(self) -> bool:
         try:
             st = os.fstat(0)
         except OSError:
             log.warning("no stdin: host death is detected by parent pid only")
-            return
+            return False
         try:
             null = os.stat(os.devnull)
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev:
                 log.warning("stdin is %s: host death is detected by parent pid only", os.devnull)
-                return
+                return False
         except OSError:
             pass
-        while True:
-            try:
-                data = os.read(0, 65536)
-            except InterruptedError:
-                continue
-            except OSError as e:
-                self.die_now(f"stdin failed ({e}): host gone")
-                return
-            if not data:
-                self.die_now("stdin reached EOF: host gone")
-                return
+        return True
 
-    def watch_parent(self, start_ppid: int) -> None:
-        while True:
-            time.sleep(PPID_POLL_INTERVAL_S)
-            ppid = os.getppid()
-            if ppid != start_ppid:
-                self.die_now(f"parent pid changed from {start_ppid} to {ppid}: host gone")
-                return
+    def _stdin_ended(self) -> bool:
+        """Read (and drop) what stdin holds; True once it ended (die_now called)."""
+        try:
+            data = os.read(0, 65536)
+        except (InterruptedError, BlockingIOError):
+            return False
+        except OSError as e:
+            self.die_now(f"stdin failed ({e}): host gone")
+            return True
+        if not data:
+            self.die_now("stdin reached EOF: host gone")
+            return True
+        return False
 
-    def start_host_watchers(self) -> None:
-        start_ppid = os.getppid()
-        threading.Thread(target=self.watch_stdin, name="snakepit-stdin-watch", daemon=True).start()
+    def watch_host(self, start_ppid: int, every: Optional[Tuple[float, Callable[[], None]]] = None) -> None:
+        """Exit when the host is gone: stdin reaches EOF, or the parent pid
+        is no longer ``start_ppid`` (the parent process ended: a worker
+        reparented to another thread of the same process keeps its ppid).
+        ``every`` = (seconds, fn) runs fn at once and then that long after
+        each run ended (the orphan reaper's scan), from this same thread: a
+        thread costs every worker's start ~0.5-1 ms of CPU, and a watcher
+        that sleeps in poll() costs nothing while the host lives.
+
+        The parent is watched through a pidfd where the kernel has one
+        (readable once it exited; the kernel reparents us first), else its
+        pid is polled every PPID_POLL_INTERVAL_S."""
+        poller = select.poll()
+        stdin = self._stdin_watchable()
+        if stdin:
+            poller.register(0, select.POLLIN)
+        pidfd = _parent_pidfd(start_ppid)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        due = time.monotonic()
+        while True:
+            if every is not None and time.monotonic() >= due:
+                every[1]()
+                due = time.monotonic() + every[0]
+            waits = [due - time.monotonic()] if every is not None else []
+            if pidfd is None:
+                waits.append(PPID_POLL_INTERVAL_S)
+            timeout = max(min(waits), 0.0) * 1000 if waits else None
+            for fd, _ in poller.poll(timeout):
+                if fd == pidfd:
+                    # Stays readable: the ppid decides from here on.
+                    poller.unregister(fd)
+                    os.close(fd)
+                    pidfd = None
+                elif stdin and fd == 0 and self._stdin_ended():
+                    return
+            if pidfd is None:
+                ppid = os.getppid()
+                if ppid != start_ppid:
+                    self.die_now(f"parent pid changed from {start_ppid} to {ppid}: host gone")
+                    return
+
+    def start_host_watchers(self, every: Optional[Tuple[float, Callable[[], None]]] = None) -> None:
+        """Start the watcher thread (see watch_host)."""
         threading.Thread(
-            target=self.watch_parent, args=(start_ppid,), name="snakepit-ppid-watch", daemon=True
+            target=self.watch_host, args=(os.getppid(), every), name="snakepit-watch", daemon=True
         ).start()
+
+
+def _parent_pidfd(start_ppid: int) -> Optional[int]:
+    """A pidfd (Linux 5.3+) of our parent, readable once it exits; None
+    where there is none (then the parent pid is polled, every
+    PPID_POLL_INTERVAL_S)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or start_ppid <= 0:  # 0: a parent outside our pid namespace
+        return None
+    try:
+        fd: int = pidfd_open(start_ppid)
+    except OSError:  # an old kernel, or seccomp refused it
+        return None
+    if os.getppid() != start_ppid:
+        # The parent died before the pidfd was made, and its pid may name
+        # another process by now: the poll loop sees the change at once.
+        os.close(fd)
+        return None
+    return fd
 
 
 # The command line's options and their defaults (an int default: an int

@@ -13,10 +13,13 @@ Contract:
   exits. We never call ``waitpid(-1)``/``os.wait()``: that would steal the
   exit status of children that ``subprocess``, ``multiprocessing`` or a
   tool's ``os.fork`` wait for by pid (their ``wait()`` would then see
-  ECHILD and, in subprocess's case, report status 0). Instead a daemon
-  thread snapshots this worker's descendants (pid and parent, walked
-  through ``/proc/<pid>/task/*/children``; the whole process table where
-  the kernel lacks those files) every ``REAP_INTERVAL_S`` and reaps,
+  ECHILD and, in subprocess's case, report status 0). Instead a scan —
+  run by the worker's host-watcher thread (:func:`become`), or by a
+  thread of its own (:func:`start`) — snapshots this worker's descendants
+  (pid and parent, walked through ``/proc/<pid>/task/*/children``; the
+  whole process table where the kernel lacks those files; nothing at all
+  when ``waitid(WNOWAIT)`` says there is no child) every
+  ``REAP_INTERVAL_S`` and reaps,
   by pid and with WNOHANG, only children it can prove were adopted: a
   process that is our child now, and started before the previous snapshot
   (with a margin), where it had another parent — or, in walk mode, was
@@ -37,17 +40,16 @@ Contract:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from . import _procs
+from . import _libc, _procs
 
-__all__ = ["start", "REAP_INTERVAL_S"]
+__all__ = ["start", "become", "REAP_INTERVAL_S"]
 
 log = logging.getLogger("snakepit_bridge.reaper")
 
@@ -62,12 +64,9 @@ def _set_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        # The process's own symbols (dlopen(NULL)): libc is linked into the
-        # interpreter, and ctypes.util (find_library) would import shutil,
-        # tempfile, bz2, lzma, ... at every worker start.
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(ctypes.get_errno()))
+        prctl = _libc.symbol("prctl")
+        if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(_libc.errno()))
             return False
     except (OSError, AttributeError) as e:
         log.warning("cannot become a child subreaper: %s", e)
@@ -75,18 +74,41 @@ def _set_subreaper() -> bool:
     return True
 
 
-def _uptime_ticks() -> Optional[float]:
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# /proc/<pid>/stat's starttime counts clock ticks on the boot-time clock
+# (what /proc/uptime shows; both shifted alike in a time namespace).
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _now_ticks() -> Optional[float]:
+    """Now, in the clock ticks since boot of /proc/<pid>/stat's starttime."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime(_BOOTTIME) * _HZ
     try:
-        with open("/proc/uptime", "r", encoding="ascii") as f:
-            return float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+        return float(_read("/proc/uptime").split()[0]) * _HZ
     except (OSError, ValueError, IndexError):
         return None
 
 
+def _read(path: str) -> bytes:
+    """A /proc file's content. os.open and os.read, not open(): a buffered
+    file object costs six more system calls (fstat, ioctl, lseeks) per file,
+    and the reaper reads one per thread of the worker every interval."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: List[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def _start_ticks(pid: int) -> Optional[float]:
     try:
-        with open(f"/proc/{pid}/stat", "r", encoding="utf-8", errors="replace") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+        return int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -100,11 +122,28 @@ def _children(pid: int) -> Set[int]:
         return kids
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.update(int(x) for x in f.read().split())
+            kids.update(int(x) for x in _read(f"/proc/{pid}/task/{tid}/children").split())
         except (OSError, ValueError):  # the thread or process exited
             continue
     return kids
+
+
+_WALL = 0x40000000  # Linux's __WALL: every kind of child (os has no name for it)
+
+
+def _childless() -> bool:
+    """True when this process has no child at all, in one system call:
+    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` fails with ECHILD then. WNOWAIT
+    leaves an exited child waitable, so nobody's exit status is taken; the
+    kernel checks every thread's children at once, so a True is a whole
+    snapshot (no descendants either: they hang below children)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+    except ChildProcessError:
+        return True
+    except OSError:  # not supported here: walk as before
+        return False
+    return False
 
 
 def _descendants(me: int) -> Dict[int, int]:
@@ -173,16 +212,21 @@ class _Reaper:
         self.adopted: Set[int] = set()
 
     def scan(self) -> None:
-        now = _uptime_ticks()
+        now = _now_ticks()
         whole = False
-        if self.walk:
+        if self.walk and _childless():
+            # The idle worker's case (most scans): nothing to walk, and the
+            # empty table is what the walk would have found, read whole.
+            table: Dict[int, int] = {}
+            whole = True
+        elif self.walk:
             tids = _tids(self.me)
             table = _descendants(self.me)
             whole = tids is not None and tids == _tids(self.me)
         else:
             table = {p.pid: p.ppid for p in _procs.process_table().values()}
         children = {pid for pid, ppid in table.items() if ppid == self.me}
-        margin = _MARGIN_S * os.sysconf("SC_CLK_TCK")
+        margin = _MARGIN_S * _HZ
         if self.prev_ticks is not None:
             self.adopted |= _newly_adopted(
                 children - self.adopted, self.prev, self.me, self.prev_ticks - margin, _start_ticks, False
@@ -209,21 +253,35 @@ class _Reaper:
         if whole and now is not None:
             self.whole = (table, now)
 
+    def scan_safely(self) -> None:
+        try:
+            self.scan()
+        except Exception:  # never let the reaper die on a /proc race
+            log.exception("orphan reaper scan failed")
+
     def loop(self) -> None:
         while True:
-            try:
-                self.scan()
-            except Exception:  # never let the reaper die on a /proc race
-                log.exception("orphan reaper scan failed")
+            self.scan_safely()
             time.sleep(REAP_INTERVAL_S)
 
 
+def become() -> Optional[_Reaper]:
+    """Become a child subreaper; returns the reaper whose ``scan_safely``
+    must then run every REAP_INTERVAL_S (the worker runs it from its host
+    watcher's thread), or None when this process is no subreaper."""
+    if not _set_subreaper():
+        return None
+    return _Reaper()
+
+
 def start() -> bool:
-    """Become a child subreaper and start reaping adopted orphans.
+    """Become a child subreaper and start reaping adopted orphans in a
+    thread of their own.
 
     Returns whether this process is now a subreaper.
     """
-    if not _set_subreaper():
+    reaper = become()
+    if reaper is None:
         return False
-    threading.Thread(target=_Reaper().loop, name="snakepit-orphan-reaper", daemon=True).start()
+    threading.Thread(target=reaper.loop, name="snakepit-orphan-reaper", daemon=True).start()
     return True

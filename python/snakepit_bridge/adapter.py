@@ -424,11 +424,10 @@ def collect_tools(adapter: object) -> Dict[str, ToolInfo]:
 
 def _make_info(bound: Callable[..., Any], raw: Callable[..., Any]) -> ToolInfo:
     opts: _ToolOptions = getattr(raw, TOOL_ATTR)
-    spec, context_param, annotations = _derive(raw, bound)
+    spec, context_param, annotations, sig = _derive_sig(raw, bound)
     kind = _kind_of(raw, opts.supports_streaming)
     # Compiled once here, so a call pays only for running the checks.
     check = compile_checker(annotations) if opts.check_args else None
-    sig = inspect.signature(bound)
     defaults: Dict[str, Any] = {}
     if opts.batch is not None:
         defaults = {
@@ -477,6 +476,15 @@ def _derive(
 ) -> Tuple[ToolSpec, Optional[str], List[Tuple[str, Any]]]:
     """derive_spec, plus each public parameter's resolved annotation (for
     the argument checker)."""
+    spec, context_param, annotations, _ = _derive_sig(func, bound)
+    return spec, context_param, annotations
+
+
+def _derive_sig(
+    func: Callable[..., Any], bound: Optional[Callable[..., Any]]
+) -> Tuple[ToolSpec, Optional[str], List[Tuple[str, Any]], inspect.Signature]:
+    """_derive, plus the signature it read (of ``bound`` when given): made
+    once per tool at every worker's start."""
     opts: Optional[_ToolOptions] = getattr(func, TOOL_ATTR, None)
     name = (opts.name if opts and opts.name else None) or func.__name__
     doc = inspect.getdoc(func) or ""
@@ -539,7 +547,7 @@ def _derive(
         batch_max_size=batch.max_size if batch else 0,
         batch_max_wait_ms=float(batch.max_wait_ms) if batch else 0.0,
     )
-    return spec, context_param, annotations
+    return spec, context_param, annotations, sig
 
 
 def _returns(ann: Any) -> str:

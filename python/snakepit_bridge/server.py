@@ -88,6 +88,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
@@ -269,12 +270,15 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     # rounds and leave the rest stopped forever. A Python-level handler (not
     # SIG_IGN, which children would inherit across exec) keeps it alive.
     signal.signal(signal.SIGHUP, _on_sighup)
-    _reaper.start()  # orphaned descendants stay ours (see _reaper)
+    reaper = _reaper.become()  # orphaned descendants stay ours (see _reaper)
 
     if os.environ.get("SNAKEPIT_TEST_IGNORE_HOST_DEATH") == "1":
         log.warning("SNAKEPIT_TEST_IGNORE_HOST_DEATH=1: host-death detection is OFF (test-only setting)")
+        if reaper is not None:
+            threading.Thread(target=reaper.loop, name="snakepit-orphan-reaper", daemon=True).start()
     else:
-        proc.start_host_watchers()
+        # One thread watches the host and runs the reaper's scans.
+        proc.start_host_watchers(None if reaper is None else (_reaper.REAP_INTERVAL_S, reaper.scan_safely))
 
     # SystemExit too: an adapter module calling sys.exit() is a load failure.
     try:

@@ -129,7 +129,10 @@ class _FakeProc:
         self.partial: set = set()
         self.reads = 0
         monkeypatch.setattr(_reaper, "_tids", self.tids)
-        monkeypatch.setattr(_reaper, "_uptime_ticks", lambda: self.ticks)
+        monkeypatch.setattr(_reaper, "_now_ticks", lambda: self.ticks)
+        # The synthetic snapshots decide what the scan sees, not this
+        # process's real children.
+        monkeypatch.setattr(_reaper, "_childless", lambda: False)
         monkeypatch.setattr(_reaper, "_start_ticks", lambda pid: self.start.get(pid))
         monkeypatch.setattr(_reaper.os, "waitpid", self.waitpid)
 
@@ -205,3 +208,59 @@ def test_walk_adopts_a_missed_orphan_after_a_partial_snapshot() -> None:
             fake.snapshots.append(table)
             r.scan()
     assert g in r.adopted and g in fake.reaped, "the orphan missed by a partial snapshot was never adopted"
+
+
+CHILDLESS = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    from snakepit_bridge import _reaper
+    seen = [_reaper._childless()]
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(5)"])
+    seen.append(_reaper._childless())
+    # Exited but not waited for: still a child (a zombie), and its status
+    # must stay with subprocess (WNOWAIT).
+    deadline = time.monotonic() + 20
+    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    seen.append(_reaper._childless())
+    status = child.wait()
+    seen.append(_reaper._childless())
+    print(json.dumps({"seen": seen, "status": status}), flush=True)
+    """
+)
+
+
+def test_childless_check_takes_no_exit_status() -> None:
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    out = subprocess.run([sys.executable, "-c", CHILDLESS], capture_output=True, env=env, timeout=30, check=True)
+    got = json.loads(out.stdout)
+    # No child, a running child, an exited child not yet waited for, none.
+    assert got["seen"] == [True, False, False, True]
+    assert got["status"] == 5, "the childless check took the child's exit status"
+
+
+def test_now_ticks_is_the_clock_of_process_start_times() -> None:
+    from snakepit_bridge import _reaper
+
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0]) * hz
+    now = _reaper._now_ticks()
+    assert now is not None
+    # /proc/uptime shows hundredths of a second; allow for a loaded machine.
+    assert abs(now - uptime) < 2 * hz
+    started = _reaper._start_ticks(os.getpid())
+    assert started is not None and started <= now
+    # A child's start time lies between the clock's readings around its fork
+    # (start times are whole ticks, truncated).
+    before = _reaper._now_ticks()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    after = _reaper._now_ticks()
+    try:
+        born = _reaper._start_ticks(child.pid)
+        assert before is not None and after is not None and born is not None
+        assert before - 1 <= born <= after + 1
+    finally:
+        child.stdin.close()
+        child.wait(10)
