@@ -94,7 +94,7 @@ func forgetProbe(path string) {
 // resolved, with the identity of its file (an upgrade in place is a new
 // interpreter), the pyvenv.cfg files that would make it a virtualenv, the
 // probeEnv variables and the user. false: the interpreter cannot be
-// stat'ed, so nothing is remembered.
+// stat'ed or is a script (isScript), so nothing is remembered.
 func probeKey(path string) (string, bool) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -107,7 +107,7 @@ func probeKey(path string) (string, bool) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", probeScript, abs, real)
 	exe, ok := statLine(real)
-	if !ok {
+	if !ok || (isScript(real) && !rememberScripts) {
 		return "", false
 	}
 	// Python looks for pyvenv.cfg next to the interpreter as invoked and
@@ -127,6 +127,26 @@ func probeKey(path string) (string, bool) {
 	}
 	fmt.Fprintf(h, "uid=%d", os.Getuid())
 	return hex.EncodeToString(h.Sum(nil))[:32], true
+}
+
+// rememberScripts lets tests remember the pass of a wrapper script that
+// counts its runs; a real host never does (see isScript).
+var rememberScripts = false
+
+// isScript reports whether the file at path starts with "#!": a wrapper
+// such as a pyenv or asdf shim picks the interpreter it runs from what
+// the key cannot see (the working directory's .python-version, a global
+// setting, its own environment variables), so a pass remembered for it
+// could vouch for another interpreter. Unreadable: treated as a script.
+func isScript(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	var head [2]byte
+	n, _ := f.Read(head[:])
+	return n == 2 && string(head[:]) == "#!"
 }
 
 // statLine is "dev ino size mtime_ns path" for an existing file, the form

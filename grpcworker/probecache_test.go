@@ -55,6 +55,9 @@ func isolateProbeCache(t *testing.T) (dir, real string) {
 	home := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", home)
 	t.Cleanup(probeMemo.Clear)
+	// countingPython is a script; these tests remember its passes.
+	rememberScripts = true
+	t.Cleanup(func() { rememberScripts = false })
 	real, err := FindPython("")
 	if err != nil {
 		t.Skip(err)
@@ -311,5 +314,35 @@ func TestLacksPackages(t *testing.T) {
 		if got := lacksPackages(stderr); got != want {
 			t.Errorf("lacksPackages(%q) = %v, want %v", stderr, got, want)
 		}
+	}
+}
+
+// A wrapper script (a pyenv shim) chooses the interpreter it runs from
+// what the key cannot see; its pass must not be remembered, or a host
+// started where the shim picks an interpreter without grpc would be given
+// it instead of the next candidate.
+func TestProbeNeverRemembersAScriptsPass(t *testing.T) {
+	dir, real := isolateProbeCache(t)
+	rememberScripts = false
+	choice := filepath.Join(t.TempDir(), "flags")
+	if err := os.WriteFile(choice, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Like a shim reading .python-version: the flags file picks the
+	// interpreter's mode; -S leaves site-packages (grpc) off sys.path.
+	shim := newCountingPython(t, real, "")
+	script := "#!/bin/sh\nexec '" + real + "' $(cat '" + choice + "') \"$@\"\n"
+	if err := os.WriteFile(shim.path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustPass(t, probeFresh(shim.path))
+	if err := os.WriteFile(choice, []byte("-S"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p := probe(shim.path); p == "" {
+		t.Fatal("the shim now runs an interpreter without grpc, but the check passed (a remembered pass)")
+	}
+	if got := cacheFiles(t, dir); len(got) != 0 {
+		t.Fatalf("a script's pass was written to the cache: %v", got)
 	}
 }
