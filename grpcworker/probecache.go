@@ -123,6 +123,12 @@ func probeKey(path string) (string, bool) {
 	}
 	for _, k := range probeEnv {
 		v, set := os.LookupEnv(k)
+		if k == "PYTHONPATH" || k == "PYTHONHOME" {
+			// Python resolves their relative entries (and an empty one)
+			// against the working directory: "vendor" is another
+			// directory in another one.
+			v = absList(v)
+		}
 		fmt.Fprintf(h, "%s=%t:%s\x00", k, set, v)
 	}
 	fmt.Fprintf(h, "uid=%d", os.Getuid())
@@ -147,6 +153,20 @@ func isScript(path string) bool {
 	var head [2]byte
 	n, _ := f.Read(head[:])
 	return n == 2 && string(head[:]) == "#!"
+}
+
+// absList is the path list v with every entry made absolute.
+func absList(v string) string {
+	if v == "" {
+		return v
+	}
+	parts := filepath.SplitList(v)
+	for i, p := range parts {
+		if abs, err := filepath.Abs(p); err == nil {
+			parts[i] = abs
+		}
+	}
+	return strings.Join(parts, string(os.PathListSeparator))
 }
 
 // statLine is "dev ino size mtime_ns path" for an existing file, the form

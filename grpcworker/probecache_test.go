@@ -3,6 +3,7 @@ package grpcworker
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -344,5 +345,37 @@ func TestProbeNeverRemembersAScriptsPass(t *testing.T) {
 	}
 	if got := cacheFiles(t, dir); len(got) != 0 {
 		t.Fatalf("a script's pass was written to the cache: %v", got)
+	}
+}
+
+// A relative PYTHONPATH entry names another directory in another working
+// directory: a pass found through it in one must not vouch for the
+// interpreter started from another, where grpc is not there.
+func TestProbeKeyResolvesRelativePythonPath(t *testing.T) {
+	_, real := isolateProbeCache(t)
+	// An interpreter whose own sys.path has no grpc: a bare virtualenv.
+	venv := filepath.Join(t.TempDir(), "venv")
+	if out, err := exec.Command(real, "-m", "venv", "--without-pip", venv).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a virtualenv: %v: %s", err, out)
+	}
+	py := filepath.Join(venv, "bin", "python")
+	if p, _ := probeUncached(py); p == "" {
+		t.Skip("the bare virtualenv finds grpc by itself")
+	}
+	// grpc's site-packages, linked in as ./vendor of one directory only.
+	out, err := exec.Command(real, "-c", "import grpc,os;print(os.path.dirname(os.path.dirname(grpc.__file__)))").Output()
+	if err != nil {
+		t.Skip(err)
+	}
+	withGRPC, without := t.TempDir(), t.TempDir()
+	if err := os.Symlink(strings.TrimSpace(string(out)), filepath.Join(withGRPC, "vendor")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PYTHONPATH", "vendor")
+	t.Chdir(withGRPC)
+	mustPass(t, probeFresh(py))
+	t.Chdir(without)
+	if p := probeFresh(py); p == "" {
+		t.Fatal("PYTHONPATH=vendor finds no grpc in this working directory, but the check passed (a remembered pass)")
 	}
 }
