@@ -184,10 +184,14 @@ func (w *Worker) launcher() *childproc.Launcher {
 	return &childproc.Launcher{RunID: w.spec.RunID, WorkerID: w.spec.ID, Logger: w.log}
 }
 
+// stderrDrain bounds the wait for a dead process's last stderr lines (a
+// descendant may hold the pipe open).
+const stderrDrain = 500 * time.Millisecond
+
 // startupError describes a failed start; a process that has already died
 // names the signal that ended it, so an outside kill is told from a bug.
 func (w *Worker) startupError(p *childproc.Process, cause error, kind worker.StartupKind, hint string) error {
-	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.PID(), Cause: cause, Stderr: p.StderrTail(500 * time.Millisecond), Kind: kind, Hint: hint}
+	se := &worker.StartupError{WorkerID: w.spec.ID, PID: p.PID(), Cause: cause, Stderr: p.StderrTail(stderrDrain), Kind: kind, Hint: hint}
 	select {
 	case <-p.Exited():
 		_, se.Signal = p.ExitStatus()
@@ -210,7 +214,10 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		if sig != 0 {
 			cause = fmt.Errorf("the process was killed by %s before its handshake", worker.SignalName(sig))
 		}
-		tail := p.StderrTail(0)
+		// The readers may not have drained the traceback yet when the
+		// exit is seen: waiting (as startupError does) keeps the
+		// classification and forgetProbe from missing its last lines.
+		tail := p.StderrTail(stderrDrain)
 		kind, hint := classifyExit(code, tail)
 		if lacksPackages(strings.Join(tail, "\n")) {
 			// The interpreter check passed (maybe remembered): it must
