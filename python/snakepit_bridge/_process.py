@@ -107,10 +107,11 @@ class _Process:
             pass
         return True
 
-    def _stdin_ended(self) -> bool:
-        """Read (and drop) what stdin holds; True once it ended (die_now called)."""
+    def _stdin_ended(self, fd: int) -> bool:
+        """Read (and drop) what stdin (fd, our copy of it) holds; True once
+        it ended (die_now called)."""
         try:
-            data = os.read(0, 65536)
+            data = os.read(fd, 65536)
         except (InterruptedError, BlockingIOError):
             return False
         except OSError as e:
@@ -134,12 +135,26 @@ class _Process:
         (readable once it exited; the kernel reparents us first), else its
         pid is polled every PPID_POLL_INTERVAL_S."""
         poller = select.poll()
-        stdin = self._stdin_watchable()
-        if stdin:
-            poller.register(0, select.POLLIN)
+        stdin = _own_stdin() if self._stdin_watchable() else None
+        if stdin is not None:
+            poller.register(stdin, select.POLLIN)
         pidfd = _parent_pidfd(start_ppid)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
+        try:
+            self._watch(poller, start_ppid, every, stdin, pidfd)
+        finally:  # die_now normally ends the process first (tests return)
+            if stdin is not None:
+                os.close(stdin)
+
+    def _watch(
+        self,
+        poller: "select.poll",
+        start_ppid: int,
+        every: Optional[Tuple[float, Callable[[], None]]],
+        stdin: Optional[int],
+        pidfd: Optional[int],
+    ) -> None:
         due = time.monotonic()
         while True:
             if every is not None and time.monotonic() >= due:
@@ -155,7 +170,7 @@ class _Process:
                     poller.unregister(fd)
                     os.close(fd)
                     pidfd = None
-                elif stdin and fd == 0 and self._stdin_ended():
+                elif fd == stdin and self._stdin_ended(stdin):
                     return
             if pidfd is None:
                 ppid = os.getppid()
@@ -168,6 +183,17 @@ class _Process:
         threading.Thread(
             target=self.watch_host, args=(os.getppid(), every), name="snakepit-watch", daemon=True
         ).start()
+
+
+def _own_stdin() -> Optional[int]:
+    """A descriptor of our own for the host's stdin pipe, or None. fd 0
+    itself is re-read at every poll(), and a tool may close it or point it
+    elsewhere (dup2 of /dev/null, always at EOF: a false "host gone";
+    a file or socket of the tool's, whose data the watcher would eat)."""
+    try:
+        return os.dup(0)  # not inherited across exec (PEP 446)
+    except OSError:
+        return None
 
 
 def _parent_pidfd(start_ppid: int) -> Optional[int]:

@@ -85,3 +85,39 @@ def test_watch_runs_the_periodic_job_while_the_parent_lives(monkeypatch: pytest.
         os.close(w)
     assert ran == [0, 1, 2]
     assert died == ["parent pid changed from 4242 to 1: host gone"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dup2 onto fd 0")
+def test_watch_ignores_a_tool_redirecting_fd0(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tool points fd 0 at /dev/null (always at EOF): the host still
+    # lives, so the worker must too, until the host's pipe really ends.
+    saved = os.dup(0)
+    r, w = os.pipe()
+    os.dup2(r, 0)
+    os.close(r)
+    died: List[int] = []
+    ran: List[int] = []
+    proc = _process._Process("w-test")
+    monkeypatch.setattr(proc, "die_now", lambda reason, code=0: died.append(len(ran)))
+    monkeypatch.setattr(_process, "_parent_pidfd", lambda ppid: None)
+    monkeypatch.setattr(_process.os, "getppid", lambda: 4242)
+    monkeypatch.setattr(_process, "PPID_POLL_INTERVAL_S", 0.01)
+
+    def job() -> None:
+        ran.append(len(ran))
+        if len(ran) == 1:
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        elif len(ran) == 5:
+            os.close(w)  # the host is gone
+
+    try:
+        t = threading.Thread(target=proc.watch_host, args=(4242, (0.01, job)), daemon=True)
+        t.start()
+        t.join(30)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+    assert not t.is_alive(), "the host watcher did not return"
+    assert died == [5], "died after %s scans (the host's pipe ended after 5)" % died
