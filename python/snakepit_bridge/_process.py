@@ -143,9 +143,22 @@ class _Process:
             poller.register(pidfd, select.POLLIN)
         try:
             self._watch(poller, start_ppid, every, stdin, pidfd)
+        except Exception:
+            # Never a silent end of host-death detection (e.g. a tool closed
+            # the pidfd under us): fall back to the plainest watch there is.
+            log.exception("host watcher failed; watching the parent pid only from now on")
+            self._watch_ppid(start_ppid)
         finally:  # die_now normally ends the process first (tests return)
             if stdin is not None:
-                os.close(stdin)
+                try:
+                    os.close(stdin)
+                except OSError:
+                    pass
+
+    def _watch_ppid(self, start_ppid: int) -> None:
+        while os.getppid() == start_ppid:
+            time.sleep(PPID_POLL_INTERVAL_S)
+        self.die_now(f"parent pid changed from {start_ppid}: host gone")
 
     def _watch(
         self,

@@ -121,3 +121,17 @@ def test_watch_ignores_a_tool_redirecting_fd0(monkeypatch: pytest.MonkeyPatch) -
         os.close(saved)
     assert not t.is_alive(), "the host watcher did not return"
     assert died == [5], "died after %s scans (the host's pipe ended after 5)" % died
+
+
+def test_a_failing_watcher_falls_back_to_the_ppid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Anything the watch loop did not expect (here the periodic job raising,
+    # which scan_safely normally prevents) must not end host-death
+    # detection silently: the thread keeps watching the parent pid.
+    monkeypatch.setattr(_process, "_parent_pidfd", lambda ppid: None)
+
+    def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    seq = iter([4242, 4242, 4242])
+    died = _watch(monkeypatch, 4242, lambda: next(seq, 1), every=(0.01, boom))
+    assert died == ["parent pid changed from 4242: host gone"]
