@@ -43,20 +43,7 @@ func TestProbeRejectsGRPCWithoutItsCompiledCore(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	site := t.TempDir()
-	for _, f := range []string{"grpc/__init__.py", "grpc/_cython/__init__.py", "grpc/_cython/cygrpc.cpython-27-x86_64-linux-gnu.so"} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(site, f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(site, f), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	py := filepath.Join(t.TempDir(), "python")
-	script := "#!/bin/sh\nPYTHONPATH='" + site + "' exec '" + real + "' \"$@\"\n"
-	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	py, _ := pythonWithSite(t, real, "grpc/__init__.py", "grpc/_cython/__init__.py", "grpc/_cython/cygrpc.cpython-27-x86_64-linux-gnu.so")
 	if p, _ := probeUncached(py); !strings.Contains(p, "no compiled core") {
 		t.Fatalf("want the missing-core message, got %q", p)
 	}
@@ -71,10 +58,22 @@ func TestProbeRejectsProtobufOlderThan320(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	site := t.TempDir()
 	// google stays a namespace package, so this google.protobuf is found
 	// ahead of the real one while the real grpc is still found.
-	for _, f := range []string{"google/protobuf/__init__.py", "google/protobuf/internal/__init__.py", "google/protobuf/internal/decoder.py"} {
+	py, site := pythonWithSite(t, real, "google/protobuf/__init__.py", "google/protobuf/internal/__init__.py", "google/protobuf/internal/decoder.py")
+	p, _ := probeUncached(py)
+	if !strings.Contains(p, "cannot import name 'builder'") || !strings.Contains(p, "protobuf>=3.20") || !strings.Contains(p, site) {
+		t.Fatalf("want the too-old-protobuf message naming the package and what to install, got %q", p)
+	}
+}
+
+// pythonWithSite is a wrapper of the real interpreter whose PYTHONPATH
+// starts with a fresh directory holding the given (empty) files: a package
+// that shadows the installed one. It returns the wrapper and the directory.
+func pythonWithSite(t *testing.T, real string, files ...string) (py, site string) {
+	t.Helper()
+	site = t.TempDir()
+	for _, f := range files {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(site, f)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -82,13 +81,10 @@ func TestProbeRejectsProtobufOlderThan320(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	py := filepath.Join(t.TempDir(), "python")
+	py = filepath.Join(t.TempDir(), "python")
 	script := "#!/bin/sh\nPYTHONPATH='" + site + "' exec '" + real + "' \"$@\"\n"
 	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p, _ := probeUncached(py)
-	if !strings.Contains(p, "cannot import name 'builder'") || !strings.Contains(p, "protobuf>=3.20") || !strings.Contains(p, site) {
-		t.Fatalf("want the too-old-protobuf message naming the package and what to install, got %q", p)
-	}
+	return py, site
 }
