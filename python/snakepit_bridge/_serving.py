@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import grpc
 
-from ._servicer import registered_handler as _registered_handler
+from ._servicer import SERVICE as _SERVICE, registered_handler as _registered_handler
 from ._auth import SyncTokenInterceptor
 from ._logging import log
 from ._process import _Process, _StartupFailed, _StopSignals
 from ._sync import WorkerServicer
-from ._threads import ServerThreads
+from ._threads import ServerThreads, ToolRouting
 from .adapter import ToolInfo, ToolKind
 from .context import MAX_MESSAGE_BYTES
 
@@ -33,6 +33,9 @@ _ASYNC_KINDS = (ToolKind.ASYNC, ToolKind.ASYNC_GEN, ToolKind.ASYNC_ITER)
 
 
 _FLAVOURS = ("sync", "aio")
+
+# The RPCs that run a tool and may wait for a thread (ServerThreads' limit).
+_TOOL_METHODS = frozenset(f"/{_SERVICE}/{m}" for m in ("ExecuteTool", "ExecuteStreamingTool"))
 
 
 def server_flavour(tools: Dict[str, ToolInfo], declared: str = "") -> str:
@@ -80,9 +83,14 @@ def create_server(
     handler: Any = _registered_handler(servicer)
     if token:
         handler = _Intercepted(SyncTokenInterceptor(token), handler)
+    if threads is None:
+        # As many threads for tools as slots: a tool call the host sent
+        # beyond them waits for the next thread to finish (_threads.py).
+        size = servicer.slots.size
+        threads = ServerThreads(keep=size + 2, limit=size)
     server = grpc.server(
-        threads or ServerThreads(keep=servicer.slots.size + 2),
-        handlers=[handler],
+        threads,
+        handlers=[ToolRouting(handler, threads, _TOOL_METHODS)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -14,6 +14,17 @@ minute idle), and :class:`CallSlots` does the accounting the host relies
 on: at most ``size`` sync tool calls run at once (the host sizes it from
 the worker's capacity, ``--max-workers``).
 
+Calls beyond the capacity. The host may send a worker a few tool calls more
+than its capacity while its callers queue (worker.Info.Prefetch), so that a
+thread that finishes a call finds the next one already here instead of
+sleeping until the host's reply round trip brings it. Those calls wait in
+:class:`ServerThreads`' queue, not on a thread of their own: a tool RPC gets
+a new thread only while fewer than ``limit`` threads exist (the capacity),
+and otherwise the next thread to finish takes it, in order. Every other RPC
+(Ping, DescribeTools) still gets a thread at once, new if none is idle, so
+tools that fill every thread, stuck or not, never leave Ping unanswered.
+The server tells the pool which RPC comes next (:class:`ToolRouting`).
+
 Capacity means what it says: a call whose caller gave up while its tool
 still runs is *abandoned*, and it KEEPS its slot until its tool actually
 returns (or the process is recycled), because the tool still uses the
@@ -98,38 +109,57 @@ class _Done:
 
 class ServerThreads:
     """An elastic thread pool for ``grpc.server``: a call never waits for a
-    thread. Idle threads beyond ``keep`` exit after ``IDLE_EXIT_S``."""
+    thread, except a tool call beyond ``limit`` threads (0: no limit), which
+    waits for the next thread to finish, in order. Idle threads beyond
+    ``keep`` exit after ``IDLE_EXIT_S``."""
 
-    def __init__(self, keep: int = 4, name: str = "snakepit-rpc") -> None:
+    def __init__(self, keep: int = 4, name: str = "snakepit-rpc", limit: int = 0) -> None:
         self._keep = max(1, int(keep))
+        self._limit = max(0, int(limit))
         self._name = name
         self._queue: "SimpleQueue[Any]" = SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # threads free for a new item and not yet claimed by a submit
+        self._backlog = 0  # queued tool calls no thread has claimed yet
         self._started = 0
         self._closed = False
+        # Set by ToolRouting just before grpc hands over the RPC it routed
+        # (on grpc's one serving thread), consumed by that submit. Unset, a
+        # submit is not a tool call: the safe side, it gets a thread.
+        self.tool_next = False
 
     @property
     def threads(self) -> int:
         return self._threads
 
+    @property
+    def backlog(self) -> int:
+        """Tool calls waiting for a thread (beyond ``limit``)."""
+        return self._backlog
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Done:
         done = _Done()
+        tool, self.tool_next = self.tool_next, False
+        item: Any = (done, fn, args)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the server thread pool is shut down")
             if self._idle > 0:
                 self._idle -= 1
-                spawn = False
+            elif tool and self._limit and self._threads >= self._limit:
+                self._backlog += 1
             else:
                 self._threads += 1
                 self._started += 1
-                spawn = True
                 n = self._started
-        self._queue.put((done, fn, args))
-        if spawn:
-            threading.Thread(target=self._run, name=f"{self._name}-{n}", daemon=True).start()
+                item = None
+        if item is not None:
+            self._queue.put(item)
+        else:
+            # The new thread runs this call first: a queued item may be any
+            # claim's, and a Ping must not wait behind a queued tool call.
+            threading.Thread(target=self._run, args=((done, fn, args),), name=f"{self._name}-{n}", daemon=True).start()
         return done
 
     def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
@@ -141,24 +171,9 @@ class ServerThreads:
         for _ in range(n):
             self._queue.put(None)
 
-    def _run(self) -> None:
+    def _run(self, item: Any) -> None:
         q = self._queue
         while True:
-            try:
-                item = q.get(timeout=IDLE_EXIT_S)
-            except Empty:
-                with self._lock:
-                    # Only an unclaimed idle credit may leave: a claimed one
-                    # has an item on its way.
-                    if self._idle > 0 and self._threads > self._keep:
-                        self._idle -= 1
-                        self._threads -= 1
-                        return
-                continue
-            if item is None:
-                with self._lock:
-                    self._threads -= 1
-                return
             done, fn, args = item
             try:
                 fn(*args)
@@ -167,7 +182,45 @@ class ServerThreads:
             done._finish()
             item = done = fn = args = None
             with self._lock:
-                self._idle += 1
+                if self._backlog > 0:
+                    self._backlog -= 1  # a queued tool call is this thread's next
+                else:
+                    self._idle += 1
+            while item is None:
+                try:
+                    item = q.get(timeout=IDLE_EXIT_S)
+                except Empty:
+                    with self._lock:
+                        # Only an unclaimed idle credit may leave: a claimed one
+                        # has an item on its way.
+                        if self._idle > 0 and self._threads > self._keep:
+                            self._idle -= 1
+                            self._threads -= 1
+                            return
+                    continue
+                if item is None:  # shutdown
+                    with self._lock:
+                        self._threads -= 1
+                    return
+
+
+class ToolRouting:
+    """A generic handler in front of ``handler`` that tells ``threads``
+    whether the RPC it routes runs a tool (ExecuteTool,
+    ExecuteStreamingTool): grpc's sync server looks the handler up and hands
+    the RPC to the thread pool right after, on its one serving thread."""
+
+    __slots__ = ("_service", "_threads", "_tools")
+
+    def __init__(self, handler: Any, threads: ServerThreads, tool_methods: "frozenset[str]") -> None:
+        self._service = handler.service
+        self._threads = threads
+        self._tools = tool_methods
+
+    def service(self, handler_call_details: Any) -> Any:
+        handler = self._service(handler_call_details)
+        self._threads.tool_next = handler is not None and handler_call_details.method in self._tools
+        return handler
 
 
 # --------------------------------------------------------------------------
@@ -421,4 +474,4 @@ class ToolThreads:
                 self._wake_locked()
 
 
-__all__ = ["ServerThreads", "CallSlots", "Slot", "ToolThreads", "IDLE_EXIT_S"]
+__all__ = ["ServerThreads", "ToolRouting", "CallSlots", "Slot", "ToolThreads", "IDLE_EXIT_S"]

@@ -119,6 +119,73 @@ def test_a_burst_runs_at_once_when_threads_are_idle():
     pool.shutdown()
 
 
+def test_tool_calls_beyond_the_limit_wait_for_a_thread_in_order():
+    pool = ServerThreads(keep=2, limit=2)
+    gate = threading.Event()
+    ran = []
+    for i in range(2):
+        pool.tool_next = True
+        pool.submit(lambda i=i: (ran.append(i), gate.wait(5)))
+    wait_for(lambda: len(ran) == 2, what="the first two tool calls running")
+    for i in range(2, 5):
+        pool.tool_next = True
+        pool.submit(ran.append, i)
+    assert pool.backlog == 3 and pool.threads == 2, "a tool call beyond the limit got a thread of its own"
+    gate.set()
+    wait_for(lambda: len(ran) == 5, what="the queued tool calls")
+    assert ran[2:] == [2, 3, 4] and pool.threads == 2 and pool.backlog == 0
+    pool.shutdown()
+
+
+def test_a_non_tool_rpc_gets_a_thread_while_tools_hold_them_all():
+    # The liveness rule: stuck tools on every thread never leave Ping unanswered.
+    pool = ServerThreads(keep=2, limit=2)
+    gate = threading.Event()
+    inside = []
+    for i in range(3):
+        pool.tool_next = True
+        pool.submit(lambda i=i: (inside.append(i), gate.wait(10)))
+    wait_for(lambda: len(inside) == 2, what="two tool calls holding both threads")
+    pinged = threading.Event()
+    pool.submit(pinged.set)  # tool_next unset: a Ping, DescribeTools
+    assert pinged.wait(5), "a non-tool RPC waited behind tool calls"
+    # The Ping's thread, free again, takes the queued tool call.
+    wait_for(lambda: len(inside) == 3, what="the queued tool call")
+    assert pool.threads == 3 and pool.backlog == 0
+    gate.set()
+    pool.shutdown()
+
+
+def test_ping_answers_while_stuck_tools_fill_every_thread_and_more_wait(make_server):
+    # Through grpc: the sync server routes ExecuteTool to the queue and
+    # Ping to a thread of its own; once the stuck tools return, the queued
+    # calls run.
+    srv = make_server(ShowcaseAdapter(), threads=2)
+    results: list = []
+
+    def call(ms: int) -> None:
+        resp = srv.execute("stubborn_sleep", json.dumps({"ms": ms}).encode(), timeout=30)
+        results.append(json.loads(resp.result.json))
+
+    stuck = [threading.Thread(target=call, args=(1500,)) for _ in range(2)]
+    for t in stuck:
+        t.start()
+    wait_for(lambda: srv.busy() == 2, what="two stubborn calls holding both slots")
+    queued = [threading.Thread(target=call, args=(0,)) for _ in range(4)]
+    for t in queued:
+        t.start()
+    if srv.flavour == "sync":
+        threads = srv.server._state.thread_pool
+        wait_for(lambda: threads.backlog == 4, what="4 tool calls queued for a thread")
+        assert threads.threads <= 4, "queued tool calls were given threads"
+    for _ in range(3):
+        p = srv.stub.Ping(pb.PingRequest(message="alive"), metadata=srv.md, timeout=2)
+        assert p.message == "alive"
+    for t in stuck + queued:
+        t.join(30)
+    assert sorted(results) == [0, 0, 0, 0, 1500, 1500]
+
+
 @pytest.fixture
 def showcase(make_server):
     return lambda threads: make_server(ShowcaseAdapter(), threads=threads)
