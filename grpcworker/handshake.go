@@ -9,9 +9,11 @@ import (
 
 // handshakePrefix starts the single stdout line a worker prints once its gRPC
 // server listens: "SNAKEPIT_READY <protocol> <network> <address>
-// [capacity=<n>]". The capacity field is there only when the worker runs
-// fewer calls at once than the host asked for (an adapter that declared
-// itself not thread-safe); the host then sends it no more.
+// [capacity=<n>] [prefetch=<n>]". The capacity field is there only when the
+// worker runs fewer calls at once than the host asked for (an adapter that
+// declared itself not thread-safe); the host then sends it no more. The
+// prefetch field says how many calls beyond that the worker holds in order
+// for its next free thread (worker.Info.Prefetch); without it, none.
 const handshakePrefix = "SNAKEPIT_READY"
 
 // protocolVersion is the handshake protocol this host speaks.
@@ -23,6 +25,7 @@ type handshakeLine struct {
 	Network  string // "tcp" or "unix"
 	Address  string // host:port for tcp, a path for unix
 	Capacity int    // 0: as the host asked (--max-workers)
+	Prefetch int    // calls it holds beyond its capacity
 }
 
 // Target is the gRPC dial target for the worker's server.
@@ -38,7 +41,7 @@ func (h handshakeLine) Target() string {
 // anywhere else is refused rather than dialled.
 func parseHandshake(line string) (handshakeLine, error) {
 	fields := strings.Fields(strings.TrimSpace(line))
-	if (len(fields) != 4 && len(fields) != 5) || fields[0] != handshakePrefix {
+	if len(fields) < 4 || len(fields) > 6 || fields[0] != handshakePrefix {
 		return handshakeLine{}, fmt.Errorf("not a handshake line (want %q): %q", handshakePrefix+" 1 tcp 127.0.0.1:PORT", truncate(line, 120))
 	}
 	v, err := strconv.Atoi(fields[1])
@@ -46,13 +49,17 @@ func parseHandshake(line string) (handshakeLine, error) {
 		return handshakeLine{}, fmt.Errorf("handshake protocol %q is not supported (this host speaks %d); the snakepit_bridge Python package and the Go module are out of step", fields[1], protocolVersion)
 	}
 	h := handshakeLine{Protocol: v, Network: fields[2], Address: fields[3]}
-	if len(fields) == 5 {
-		c, ok := strings.CutPrefix(fields[4], "capacity=")
-		n, err := strconv.Atoi(c)
-		if !ok || err != nil || n < 1 {
-			return handshakeLine{}, fmt.Errorf("handshake field %q: want capacity=<n>, n >= 1", truncate(fields[4], 40))
+	for _, f := range fields[4:] {
+		key, val, _ := strings.Cut(f, "=")
+		n, err := strconv.Atoi(val)
+		switch {
+		case key == "capacity" && h.Capacity == 0 && err == nil && n >= 1:
+			h.Capacity = n
+		case key == "prefetch" && h.Prefetch == 0 && err == nil && n >= 1:
+			h.Prefetch = n
+		default:
+			return handshakeLine{}, fmt.Errorf("handshake field %q: want capacity=<n> or prefetch=<n>, n >= 1, each at most once", truncate(f, 40))
 		}
-		h.Capacity = n
 	}
 	switch h.Network {
 	case "tcp":

@@ -17,6 +17,12 @@ func TestParseHandshake(t *testing.T) {
 	if h, err := parseHandshake("SNAKEPIT_READY 1 tcp 127.0.0.1:43817 capacity=1"); err != nil || h.Capacity != 1 {
 		t.Fatalf("capacity field: %+v, %v; want Capacity 1", h, err)
 	}
+	if h, err := parseHandshake("SNAKEPIT_READY 1 tcp 127.0.0.1:43817 capacity=1 prefetch=1"); err != nil || h.Capacity != 1 || h.Prefetch != 1 {
+		t.Fatalf("capacity and prefetch fields: %+v, %v; want Capacity 1, Prefetch 1", h, err)
+	}
+	if h, err := parseHandshake("SNAKEPIT_READY 1 tcp 127.0.0.1:43817 prefetch=8"); err != nil || h.Capacity != 0 || h.Prefetch != 8 {
+		t.Fatalf("prefetch field: %+v, %v; want Capacity 0, Prefetch 8", h, err)
+	}
 	for _, g := range good {
 		h, err := parseHandshake(g.line)
 		if err != nil {
@@ -27,18 +33,21 @@ func TestParseHandshake(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"":                                            "not a handshake",
-		"hello":                                       "not a handshake",
-		"SNAKEPIT_READY 2 tcp 127.0.0.1:1":            "not supported",
-		"SNAKEPIT_READY 1 tcp 10.0.0.1:80":            "loopback",
-		"SNAKEPIT_READY 1 tcp 0.0.0.0:80":             "loopback",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:0":            "valid port",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:99999":        "valid port",
-		"SNAKEPIT_READY 1 udp 127.0.0.1:80":           "network",
-		"SNAKEPIT_READY 1 unix rel/path":              "absolute",
-		"SNAKEPIT_READY 1 tcp localhost":              "handshake address",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 capacity=0": "capacity=<n>",
-		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 threads=2":  "capacity=<n>",
+		"":                                                           "not a handshake",
+		"hello":                                                      "not a handshake",
+		"SNAKEPIT_READY 2 tcp 127.0.0.1:1":                           "not supported",
+		"SNAKEPIT_READY 1 tcp 10.0.0.1:80":                           "loopback",
+		"SNAKEPIT_READY 1 tcp 0.0.0.0:80":                            "loopback",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:0":                           "valid port",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:99999":                       "valid port",
+		"SNAKEPIT_READY 1 udp 127.0.0.1:80":                          "network",
+		"SNAKEPIT_READY 1 unix rel/path":                             "absolute",
+		"SNAKEPIT_READY 1 tcp localhost":                             "handshake address",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 capacity=0":                "capacity=<n>",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 threads=2":                 "capacity=<n>",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 prefetch=-1":               "prefetch=<n>",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 prefetch=2 prefetch=2":     "at most once",
+		"SNAKEPIT_READY 1 tcp 127.0.0.1:1 capacity=1 prefetch=1 x=1": "not a handshake",
 	}
 	for line, want := range bad {
 		_, err := parseHandshake(line)

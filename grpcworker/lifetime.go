@@ -18,6 +18,7 @@ type lifetime struct {
 	client   pb.WorkerServiceClient
 	tools    []worker.ToolSpec
 	capacity int         // from the handshake; 0: Spec.Capacity
+	prefetch int         // from the handshake: worker.Info.Prefetch
 	quota    int         // calls after which a recycle is asked for; 0: never
 	kill     chan string // Kill requests; buffered 1
 	call     *conn       // what admit gives every call on this lifetime
@@ -31,6 +32,11 @@ type lifetime struct {
 	draining bool
 	drained  chan struct{} // closed once draining with no call in flight
 	over     bool          // finished: conn closed, record removed
+}
+
+// info is what the pool is told of this lifetime once it is ready.
+func (lt *lifetime) info() worker.Info {
+	return worker.Info{PID: lt.p.PID(), Tools: lt.tools, Capacity: lt.capacity, Prefetch: lt.prefetch}
 }
 
 // begin admits a call to this lifetime; false once it is draining (the

@@ -264,7 +264,7 @@ func (r *runState) takeOver(next *lifetime) {
 	r.aged.reset(w.f.opts.RecycleAfter)
 	r.mem.restart(w, next)
 	w.log.Info("worker process recycled", "old_pid", old.p.PID(), "pid", next.p.PID(), "reason", r.succReason)
-	w.spec.Events.Recycled(w.spec.ID, worker.Info{PID: next.p.PID(), Tools: next.tools, Capacity: next.capacity}, r.succReason)
+	w.spec.Events.Recycled(w.spec.ID, next.info(), r.succReason)
 	r.planned = ""
 	answer(r.covering, nil)
 	r.covering = nil

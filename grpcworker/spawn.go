@@ -257,7 +257,7 @@ func (w *Worker) handshake(ctx context.Context, p *childproc.Process, lines <-ch
 		_ = conn.Close()
 		return nil, w.startupError(p, fmt.Errorf("DescribeTools failed: %w", err), worker.StartupUnclassified, "")
 	}
-	return w.newLifetime(&lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
+	return w.newLifetime(&lifetime{p: p, target: hs.Target(), capacity: hs.Capacity, prefetch: hs.Prefetch, conn: conn, client: client, tools: wire.ToolSpecsFromPB(desc.GetTools()),
 		quota: jittered(o.RecycleAfterRequests),
 		kill:  make(chan string, 1), recycle: make(chan string, 1), drained: make(chan struct{})}), nil
 }

@@ -142,7 +142,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 	w.loopDone = make(chan struct{}) // Recycle requests go to this run
 	w.mu.Unlock()
 	w.log.Info("worker ready", "pid", lt.p.PID(), "tools", len(lt.tools))
-	w.spec.Events.Ready(w.spec.ID, worker.Info{PID: lt.p.PID(), Tools: lt.tools, Capacity: lt.capacity})
+	w.spec.Events.Ready(w.spec.ID, lt.info())
 	err = w.run(ctx, lt)
 	w.spec.Events.Exited(w.spec.ID, err)
 	if err != nil {

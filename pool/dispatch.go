@@ -71,6 +71,9 @@ type callRec struct {
 	// batch: the attempt carries a batch of calls (batch.go), which count
 	// in the stats themselves; the attempt records no outcome.
 	batch bool
+	// prefetched: the attempt was sent beyond its worker's capacity, to
+	// wait there (prefetch.go); its time is no measure of its tool's.
+	prefetched bool
 
 	stopWatch func() bool // from context.AfterFunc on the caller's ctx
 	timer     *time.Timer // the hung-worker timer, once armed
@@ -222,7 +225,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 			} else {
 				ws := e.ws
 				alive := ws.usable() && ws.gen == e.gen
-				free := alive && ws.inflight < ws.capacity && !p.blockedLocked(call.Tool, ws)
+				free := alive && p.roomForLocked(call.Tool, ws) && !p.blockedLocked(call.Tool, ws)
 				switch {
 				case free:
 					return p.grantNowLocked(r, ws, call.SessionID), nil
@@ -404,10 +407,11 @@ func (p *Pool) grantNowLocked(r *callRec, ws *workerState, session string) *work
 
 func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 	p.serialTakeLocked(r, ws)
+	r.prefetched = ws.inflight >= ws.capacity
 	ws.inflight++
 	ws.calls++
 	p.inflight++
-	if ws.inflight >= ws.capacity {
+	if !ws.room() {
 		p.free.remove(ws)
 	} else if ws.inFree {
 		p.free.place(ws, p.opts.PackIdle) // behind the workers now less or as loaded
@@ -442,7 +446,7 @@ func (p *Pool) offerLocked(ws *workerState) {
 	if !ws.usable() {
 		return
 	}
-	for ws.inflight < ws.capacity {
+	for ws.room() {
 		w := p.fitLocked(ws.strict.head, ws)
 		if g := p.fitLocked(p.general.head, ws); g != nil && (w == nil || g.seq < w.seq) {
 			w = g
@@ -466,7 +470,7 @@ func (p *Pool) offerLocked(ws *workerState) {
 		w.ws = ws
 		w.ch <- struct{}{}
 	}
-	if ws.inflight < ws.capacity {
+	if ws.room() {
 		// Listed or not, its load changed: ahead of the busier workers.
 		p.free.place(ws, p.opts.PackIdle)
 	}
@@ -492,7 +496,7 @@ func (p *Pool) unlinkReleaseLocked(r *callRec, now time.Time, learn bool) {
 	r.done = true
 	p.calls.remove(r)
 	ws := r.ws
-	p.serialReleaseLocked(r, ws, now, learn && !r.batch)
+	p.serialReleaseLocked(r, ws, now, learn && !r.batch && !r.prefetched)
 	ws.inflight--
 	p.inflight--
 	if !ws.removed {
@@ -558,7 +562,7 @@ func (p *Pool) recycle(r *callRec) {
 	r.inYield.Store(false)
 	r.watched.Store(false)
 	r.yieldEnd.Store(0)
-	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch = p, nil, 0, "", nil, nil, false, false
+	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch, r.prefetched = p, nil, 0, "", nil, nil, false, false, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
 	r.prev, r.next = nil, nil
 	r.sr = serialRec{}

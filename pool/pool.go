@@ -29,6 +29,7 @@ type workerState struct {
 	id       string
 	w        worker.Worker
 	capacity int
+	prefetch int // calls it holds beyond capacity (prefetch.go)
 	inflight int
 	state    wstate
 	removed  bool
@@ -76,8 +77,8 @@ func (ws *workerState) closeDrainedLocked(force bool) {
 
 type freeList struct{ head, tail *workerState }
 
-// place (re)lists ws in ascending order of in-flight calls, after the
-// workers with as many: dispatch takes the head, so a call goes to the
+// place (re)lists ws in ascending order of load (rank), after the
+// workers with as much: dispatch takes the head, so a call goes to the
 // least-loaded worker (never queued behind a busy one while another is
 // idle), and equally loaded workers take turns. It walks from the tail,
 // O(workers) at worst: pools are small and the walk stops at the first
@@ -88,7 +89,8 @@ type freeList struct{ head, tail *workerState }
 func (l *freeList) place(ws *workerState, pack bool) {
 	l.remove(ws)
 	at := l.tail
-	for at != nil && (at.inflight > ws.inflight || (pack && at.inflight == ws.inflight)) {
+	r := ws.rank()
+	for at != nil && (at.rank() > r || (pack && at.rank() == r)) {
 		at = at.fprev
 	}
 	if at == nil {
@@ -402,6 +404,7 @@ func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
 	if info.Capacity > 0 {
 		ws.capacity = info.Capacity
 	}
+	ws.prefetch = min(max(info.Prefetch, 0), ws.capacity)
 	ws.pid, ws.since = info.PID, p.now()
 	if ws.draining {
 		// Retired workers never return to rotation, whatever they report.

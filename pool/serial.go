@@ -180,7 +180,7 @@ func (p *Pool) serialTakeLocked(r *callRec, ws *workerState) {
 	if t.IsZero() {
 		t = p.now()
 	}
-	r.sr.t0 = ws.sc.advance(t, ws.inflight)
+	r.sr.t0 = ws.sc.advance(t, ws.running())
 	r.sr.share0 = ws.sc.share
 	if p.ser.limited > 0 {
 		if gt := p.ser.tools[r.tool]; gt != nil && gt.mode != modeFree {
@@ -196,7 +196,7 @@ func (p *Pool) serialReleaseLocked(r *callRec, ws *workerState, now time.Time, l
 	if p.opts.DisableSerialTools {
 		return
 	}
-	now = ws.sc.advance(now, ws.inflight)
+	now = ws.sc.advance(now, ws.running())
 	if gt := r.sr.gt; gt != nil && gt.mode != modeFree {
 		if gt.on[ws]--; gt.on[ws] <= 0 {
 			delete(gt.on, ws)
@@ -475,15 +475,12 @@ func (p *Pool) blockedLocked(tool string, ws *workerState) bool {
 // another will do; nil if none.
 func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
 	ws := p.free.head
-	if p.ser.limited == 0 || ws == nil {
-		if ws != nil && ws == avoid && ws.fnext != nil {
-			ws = ws.fnext
-		}
-		return ws
+	if ws == nil || (p.ser.limited == 0 && ws != avoid && ws.inflight < ws.capacity) {
+		return ws // the common case: a slot of the least-loaded worker
 	}
 	var fallback *workerState
 	for ; ws != nil; ws = ws.fnext {
-		if p.blockedLocked(tool, ws) {
+		if !p.roomForLocked(tool, ws) || p.blockedLocked(tool, ws) {
 			continue
 		}
 		if ws != avoid {
@@ -495,17 +492,18 @@ func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
 }
 
 // fitLocked is the first waiter from w on whose call may take a slot of ws:
-// a serial tool's waiter does not hold back the calls behind it. Every call
+// a serial tool's waiter does not hold back the calls behind it, nor does a
+// waiter whose tool may not be prefetched when ws is at capacity. Every call
 // ending on ws looks past that tool's queued calls, so a run of them costs
 // a string comparison each, not two map look-ups.
 func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
-	if p.ser.limited == 0 {
+	if p.ser.limited == 0 && ws.inflight < ws.capacity {
 		return w
 	}
 	var blocked *string // the last tool found blocked
 	for ; w != nil; w = w.next {
 		if t := w.rec.tool; blocked == nil || t != *blocked {
-			if !p.blockedLocked(t, ws) {
+			if p.roomForLocked(t, ws) && !p.blockedLocked(t, ws) {
 				return w
 			}
 			blocked = &w.rec.tool

@@ -61,10 +61,16 @@ class _Process:
     # host asked for (snakepit_thread_safe = False): the handshake tells the
     # host, which then sends no more.
     capacity: int = 0
+    # Set by the sync server: the tool calls beyond its capacity it holds
+    # in order for its next free thread (_threads.ServerThreads), which the
+    # host may then send while its callers queue (worker.Info.Prefetch).
+    prefetch: int = 0
 
     def handshake(self, host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
         extra = f" capacity={self.capacity}" if self.capacity > 0 else ""
+        if self.prefetch > 0:
+            extra += f" prefetch={self.prefetch}"
         line = f"{HANDSHAKE_PREFIX} {shown}:{port}{extra}\n".encode()
         fd = self.handshake_fd if self.handshake_fd is not None else 1
         while line:

@@ -169,6 +169,9 @@ async def _serve_async(
         server.start()
     except Exception as e:
         raise _StartupFailed(f"cannot serve on {args.host}:{args.port}: {e}") from e
+    # Its tool calls beyond the slots wait for a thread, in order
+    # (ServerThreads' limit): the host may keep as many queued here.
+    proc.prefetch = servicer.slots.size
     servicer._announce_ready(proc, args.host, port, "grpcio sync server")
 
     await stop.wait()

@@ -20,7 +20,7 @@ from snakepit_bridge.context import TOKEN_METADATA_KEY
 from snakepit_bridge.pb import snakepit_pb2 as pb
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
 
-READY_RE = re.compile(rb"^SNAKEPIT_READY 1 tcp 127\.0\.0\.1:(\d+)\n$")
+READY_RE = re.compile(rb"^SNAKEPIT_READY 1 tcp 127\.0\.0\.1:(\d+)(?: [a-z]+=\d+)*\n$")
 SHOWCASE = "snakepit_bridge.examples.showcase.ShowcaseAdapter"
 
 

@@ -118,7 +118,7 @@ func startWorkerOf(tb testing.TB, adapter string, threads int) (*exec.Cmd, io.Cl
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(tb)+":.", "SNAKEPIT_LOG_LEVEL=WARNING")
 	return startProc(tb, cmd, func(line string) string {
 		f := strings.Fields(line)
-		if len(f) != 4 || f[0] != "SNAKEPIT_READY" {
+		if len(f) < 4 || f[0] != "SNAKEPIT_READY" {
 			return ""
 		}
 		return f[3]

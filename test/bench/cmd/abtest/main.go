@@ -120,7 +120,7 @@ func run(py, root, v string, c int, dur time.Duration) ([3]float64, error) {
 	line, _ := bufio.NewReader(stdout).ReadString('\n')
 	go io.Copy(io.Discard, stdout)
 	var addr string
-	if f := strings.Fields(line); len(f) == 4 && f[0] == "SNAKEPIT_READY" {
+	if f := strings.Fields(line); len(f) >= 4 && f[0] == "SNAKEPIT_READY" {
 		addr = f[3]
 	} else if p := strings.Split(strings.TrimSpace(line), "|"); len(p) == 5 {
 		addr = p[3]
