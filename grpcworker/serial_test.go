@@ -30,9 +30,29 @@ class Serial(BaseAdapter):
 	})
 	fx.waitReady(t)
 	fx.ev.mu.Lock()
-	got := fx.ev.info.Capacity
+	got, pf := fx.ev.info.Capacity, fx.ev.info.Prefetch
 	fx.ev.mu.Unlock()
-	if got != 1 {
-		t.Fatalf("Ready reported capacity %d; want 1 for an adapter that is not thread-safe", got)
+	if got != 1 || pf != 1 {
+		t.Fatalf("Ready reported capacity %d, prefetch %d; want 1 and 1 for an adapter that is not thread-safe", got, pf)
+	}
+}
+
+// The sync server holds tool calls beyond its capacity for its next free
+// thread, and says how many at Ready; the grpc.aio server runs async tools
+// without such a queue, so it reports none and gets its capacity only.
+func TestWorkerReportsPrefetchOnlyForTheSyncServer(t *testing.T) {
+	for flavour, want := range map[string]int{"sync": 3, "aio": 0} {
+		t.Run(flavour, func(t *testing.T) {
+			fx := startWorkerCapacity(t, 3, func(o *Options) {
+				o.Env = map[string]string{"SNAKEPIT_SERVER": flavour}
+			})
+			fx.waitReady(t)
+			fx.ev.mu.Lock()
+			pf := fx.ev.info.Prefetch
+			fx.ev.mu.Unlock()
+			if pf != want {
+				t.Fatalf("Ready reported prefetch %d; want %d for the %s server", pf, want, flavour)
+			}
+		})
 	}
 }

@@ -48,7 +48,8 @@ func (w *Worker) command() *exec.Cmd {
 		args = append(args, "--bridge-address", addr)
 	}
 	if w.spec.Capacity > 0 {
-		// Python runs that many sync calls at once: the pool never sends more.
+		// Python runs that many sync calls at once; the pool sends more only
+		// up to the prefetch its handshake reports, and those wait there.
 		args = append(args, "--max-workers", strconv.Itoa(w.spec.Capacity))
 	}
 	args = append(args, o.ExtraArgs...)

@@ -29,6 +29,22 @@
 // *worker.UnknownToolError without reaching a worker. The pool assumes the
 // workers run the same adapter: it routes by capacity, not by tool.
 //
+// # Prefetch
+//
+// A worker that reports worker.Info.Prefetch = k at Ready (the snakepit
+// Python worker's sync server does, k = its capacity) may be sent up to k
+// calls beyond its Capacity; it holds them in order and runs each as soon
+// as one of its calls ends, so its next call is already there instead of
+// one host round trip later. The pool uses these extra slots only while no
+// worker a call could use has a free slot (dispatch still takes the
+// least-loaded worker first), and only for tools it has not seen take 2 ms
+// or more of a worker's time: a prefetched call cannot move to a worker
+// that frees up first, so it must be behind calls that end soon. Such a
+// call counts in flight (Stats.InFlight and a worker's InFlight may exceed
+// Capacity by up to k), but not as running in the serial rule's measure.
+// A worker that reports 0, every worker type that does not ask for it, is
+// never sent more than its Capacity.
+//
 // # Serial tools
 //
 // A tool whose calls gain nothing from running side by side on one worker

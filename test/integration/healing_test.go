@@ -403,6 +403,40 @@ func TestCapacitySizesThePythonThreadPool(t *testing.T) {
 	}
 }
 
+// With callers queued, the pool sends the Python worker up to Capacity
+// more calls (prefetch); they wait in the worker, which still runs no more
+// than Capacity at once.
+func TestPrefetchedCallsWaitInThePythonWorker(t *testing.T) {
+	const capacity = 2
+	app := newApp(t, snakepit.Config{Workers: 1, Capacity: capacity})
+	var wg sync.WaitGroup
+	seen := make(chan int, 3*capacity)
+	for i := 0; i < 3*capacity; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Never released: each call ends at its timeout, reporting the
+			// most calls it saw inside together.
+			n, err := snakepit.Decode[int](app.Execute(ctxT(t), "rendezvous", map[string]any{"n": capacity + 1, "timeout_ms": 1000}))
+			if err != nil {
+				t.Error(err)
+			}
+			seen <- n
+		}()
+	}
+	testutil.Eventually(t, 10*time.Second, "2 calls running and 2 prefetched to the worker, 2 queued in the pool", func() bool {
+		s := app.Stats().Pool
+		return s.InFlight == 2*capacity && s.Queued == capacity
+	})
+	wg.Wait()
+	close(seen)
+	for n := range seen {
+		if n != capacity {
+			t.Fatalf("a call saw %d calls inside at once with Capacity %d; want exactly %d", n, capacity, capacity)
+		}
+	}
+}
+
 func TestLongStderrLineDoesNotWedgeTheWorker(t *testing.T) {
 	app := newApp(t, snakepit.Config{Workers: 1, StopGrace: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
