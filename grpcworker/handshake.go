@@ -16,6 +16,10 @@ import (
 // for its next free thread (worker.Info.Prefetch); without it, none.
 const handshakePrefix = "SNAKEPIT_READY"
 
+// envHandshakePrefetch tells the worker that this host reads the prefetch
+// field; without it the worker leaves the field out.
+const envHandshakePrefetch = "SNAKEPIT_HANDSHAKE_PREFETCH"
+
 // protocolVersion is the handshake protocol this host speaks.
 const protocolVersion = 1
 

@@ -111,6 +111,9 @@ func (w *Worker) environ() []string {
 	// Python's server and its channel to the host use the host's limit, so
 	// a message one end accepts is never refused by the other.
 	set("SNAKEPIT_MAX_MESSAGE_BYTES", strconv.Itoa(o.MaxMessageBytes))
+	// This host reads the handshake's prefetch field: a worker adds it only
+	// when told, so a newer snakepit_bridge still starts under an older host.
+	set(envHandshakePrefetch, "1")
 	set(auth.EnvToken, auth.Reveal(o.Token))
 	out := make([]string, 0, len(order))
 	for _, k := range order {

@@ -71,9 +71,10 @@ type callRec struct {
 	// batch: the attempt carries a batch of calls (batch.go), which count
 	// in the stats themselves; the attempt records no outcome.
 	batch bool
-	// prefetched: the attempt was sent beyond its worker's capacity, to
-	// wait there (prefetch.go); its time is no measure of its tool's.
-	prefetched bool
+	// prefetched: the attempt waits in its worker beyond its capacity
+	// (prefetch.go) and its measure has not begun; long: its tool may not
+	// be prefetched (counted in its worker's long).
+	prefetched, long bool
 
 	stopWatch func() bool // from context.AfterFunc on the caller's ctx
 	timer     *time.Timer // the hung-worker timer, once armed
@@ -225,7 +226,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 			} else {
 				ws := e.ws
 				alive := ws.usable() && ws.gen == e.gen
-				free := alive && p.roomForLocked(call.Tool, ws) && !p.blockedLocked(call.Tool, ws)
+				free := alive && ws.inflight < ws.capacity && !p.blockedLocked(call.Tool, ws)
 				switch {
 				case free:
 					return p.grantNowLocked(r, ws, call.SessionID), nil
@@ -242,7 +243,7 @@ func (p *Pool) acquire(ctx context.Context, call *worker.Call, opts CallOptions,
 	}
 
 	if pinned == nil {
-		if ws := p.pickLocked(call.Tool, avoid); ws != nil {
+		if ws := p.pickLocked(call.Tool, avoid, r.batch); ws != nil {
 			return p.grantNowLocked(r, ws, call.SessionID), nil
 		}
 	}
@@ -407,7 +408,7 @@ func (p *Pool) grantNowLocked(r *callRec, ws *workerState, session string) *work
 
 func (p *Pool) takeLocked(r *callRec, ws *workerState, session string) {
 	p.serialTakeLocked(r, ws)
-	r.prefetched = ws.inflight >= ws.capacity
+	p.prefetchTakeLocked(r, ws)
 	ws.inflight++
 	ws.calls++
 	p.inflight++
@@ -497,6 +498,7 @@ func (p *Pool) unlinkReleaseLocked(r *callRec, now time.Time, learn bool) {
 	p.calls.remove(r)
 	ws := r.ws
 	p.serialReleaseLocked(r, ws, now, learn && !r.batch && !r.prefetched)
+	p.prefetchReleaseLocked(r, ws, now)
 	ws.inflight--
 	p.inflight--
 	if !ws.removed {
@@ -562,7 +564,7 @@ func (p *Pool) recycle(r *callRec) {
 	r.inYield.Store(false)
 	r.watched.Store(false)
 	r.yieldEnd.Store(0)
-	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch, r.prefetched = p, nil, 0, "", nil, nil, false, false, false
+	r.p, r.ws, r.gen, r.tool, r.ctx, r.cancel, r.ungated, r.batch, r.prefetched, r.long = p, nil, 0, "", nil, nil, false, false, false, false
 	r.stopWatch, r.timer, r.armed, r.done, r.hung = nil, nil, false, false, false
 	r.prev, r.next = nil, nil
 	r.sr = serialRec{}

@@ -29,7 +29,9 @@ type workerState struct {
 	id       string
 	w        worker.Worker
 	capacity int
-	prefetch int // calls it holds beyond capacity (prefetch.go)
+	prefetch int        // calls it holds beyond capacity (prefetch.go)
+	long     int        // its calls in flight of tools that may not be prefetched
+	pf       []*callRec // its prefetched calls, oldest first
 	inflight int
 	state    wstate
 	removed  bool

@@ -1,32 +1,44 @@
 package pool
 
+import (
+	"slices"
+	"time"
+)
+
 // Prefetch (issue 21). A worker that reports worker.Info.Prefetch = k
 // accepts up to k calls beyond its capacity and holds them in order: the
 // snakepit Python worker queues them for the next of its threads to finish
-// a call, so that thread takes the next call at once instead of sleeping
-// through the host's round trip (release the slot, wake a queued caller,
-// send its request). With more callers than capacity this is what raw
-// gRPC clients get for free, and what the default Config gave away at
+// a tool call, so that thread takes the next call at once instead of
+// sleeping through the host's round trip (release the slot, wake a queued
+// caller, send its request). With more callers than capacity this is what
+// raw gRPC clients get for free, and what the default Config gave away at
 // C = 32 (docs/BENCHMARKS.md).
 //
-// A call committed to one worker's queue cannot move to another that
-// frees up first, so prefetching is held to where it costs nothing and
-// pays:
-//   - only while no worker it could use has a free slot: the free list
-//     ranks workers under capacity ahead of every worker over it (rank),
-//     so dispatch still takes the least-loaded worker first;
-//   - only for tools the pool has not seen take serialMinSolo or more of a
-//     worker's time (serial.go's measure): a call that waits behind short
-//     calls waits a fraction of a millisecond, and the round trip it saves
-//     matters only next to calls that short. Tools the rule limits (one
-//     call per worker) are never prefetched. With Options.DisableSerialTools
-//     the pool measures nothing, and every tool may be prefetched;
+// A call committed to one worker's queue cannot move to another worker
+// that frees up first, so a call is prefetched only where that costs
+// nothing and pays:
+//   - only when no worker it could use has a free slot: the free list
+//     ranks every worker under its capacity ahead of every worker over it
+//     (rank), so dispatch still takes the least-loaded worker first;
+//   - only when no call waits in the queue: an older waiter, whatever its
+//     tool, is never passed by prefetching (when a slot frees, offerLocked
+//     serves the oldest waiter that fits: a waiter that may not be
+//     prefetched stops the worker's prefetching until it drains below its
+//     capacity and the waiter gets a running slot);
+//   - only a call of a tool the pool has not seen take serialMinSolo or
+//     more of a worker's time (serial.go's measure), and not a batch;
+//   - only to a worker all of whose calls in flight are such calls (long
+//     counts the others): it then waits behind calls that end soon;
 //   - at most k calls per worker, k at most its capacity.
 //
+// Options.DisableSerialTools turns prefetching off with the measure.
+//
 // A prefetched call is in flight for everything else (Stats' InFlight,
-// draining, the caller's deadline), but the share clock counts only the
-// calls a worker runs (at most its capacity), and the serial rule does not
-// learn from a prefetched call, whose time includes its wait.
+// draining, the caller's deadline). The share clock counts only the calls
+// a worker runs (at most its capacity). A prefetched call starts, as far as
+// the pool can tell, when one of its worker's running calls ends (the
+// worker runs them in order): only then does its measure for the serial
+// rule begin, so the rule keeps learning under sustained load.
 
 // rank orders the free list: the in-flight calls of a worker under its
 // capacity, and past every such worker those that are over it, by how
@@ -44,20 +56,58 @@ func (ws *workerState) room() bool { return ws.inflight < ws.capacity+ws.prefetc
 // running is how many of ws's calls run (the others wait in the worker).
 func (ws *workerState) running() int { return min(ws.inflight, ws.capacity) }
 
-// roomForLocked: a call of tool may take a slot of ws now, as far as
-// capacity and prefetch go (blockedLocked has the serial rule's say).
-func (p *Pool) roomForLocked(tool string, ws *workerState) bool {
-	if ws.inflight < ws.capacity {
-		return true
-	}
-	return ws.inflight < ws.capacity+ws.prefetch && p.prefetchableLocked(tool)
-}
-
-// prefetchableLocked: calls of tool are short enough to wait in a worker.
+// prefetchableLocked: calls of tool are known to be short enough to wait
+// in a worker (see above).
 func (p *Pool) prefetchableLocked(tool string) bool {
-	if p.opts.DisableSerialTools || p.ser.tools == nil {
+	if p.opts.DisableSerialTools {
+		return false
+	}
+	if p.ser.tools == nil {
 		return true
 	}
 	gt := p.ser.tools[tool]
 	return gt == nil || (gt.mode == modeFree && gt.share < float64(serialMinSolo))
+}
+
+// prefetchRoomLocked: ws, at or over its capacity, may hold one more call
+// of tool (batch: the call is a batch's request).
+func (p *Pool) prefetchRoomLocked(ws *workerState, tool string, batch bool) bool {
+	return ws.inflight < ws.capacity+ws.prefetch && ws.long == 0 && !batch && p.prefetchableLocked(tool)
+}
+
+// prefetchTakeLocked notes r taking a slot of ws (before ws.inflight
+// counts it); nothing to do for a worker that takes no prefetch.
+func (p *Pool) prefetchTakeLocked(r *callRec, ws *workerState) {
+	if ws.prefetch == 0 {
+		return
+	}
+	if r.long = r.batch || !p.prefetchableLocked(r.tool); r.long {
+		ws.long++
+	}
+	if ws.inflight >= ws.capacity {
+		r.prefetched = true
+		ws.pf = append(ws.pf, r)
+	}
+}
+
+// prefetchReleaseLocked notes r giving its slot of ws back at now (after
+// serial.go's release, before ws.inflight drops). A running call that
+// ends lets the oldest prefetched call of ws start: its measure begins.
+func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time) {
+	if r.long {
+		ws.long--
+	}
+	if r.prefetched {
+		if i := slices.Index(ws.pf, r); i >= 0 {
+			ws.pf = slices.Delete(ws.pf, i, i+1)
+		}
+		return
+	}
+	if len(ws.pf) == 0 {
+		return
+	}
+	next := ws.pf[0]
+	ws.pf = slices.Delete(ws.pf, 0, 1)
+	next.prefetched = false
+	next.sr.t0, next.sr.share0 = now, ws.sc.share
 }

@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/snakepit-go/snakepit/pool"
 	"github.com/snakepit-go/snakepit/worker"
@@ -89,4 +90,103 @@ func TestNoPrefetchMeansCapacityExactly(t *testing.T) {
 			t.Fatal(r.err)
 		}
 	}
+}
+
+// gated is a worker whose calls with Args {"hold":true} wait until their
+// tool's channel in gate is closed, and whose other calls take their
+// tool's time in sleep (the tool's own duration: 5 ms lets the pool learn
+// that a tool is long, pool/serial.go).
+type gated struct {
+	id    string
+	gate  map[string]chan struct{}
+	sleep map[string]time.Duration
+}
+
+var hold = []byte(`{"hold":true}`)
+
+func (w *gated) ID() string                      { return w.id }
+func (w *gated) Serve(ctx context.Context) error { <-ctx.Done(); return nil }
+func (w *gated) Kill(string)                     {}
+func (w *gated) Execute(ctx context.Context, c *worker.Call) (*worker.Result, error) {
+	if string(c.Args) != string(hold) {
+		time.Sleep(w.sleep[c.Tool])
+	} else {
+		select {
+		case <-w.gate[c.Tool]:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &worker.Result{JSON: []byte("1")}, nil
+}
+func (w *gated) ExecuteStream(context.Context, *worker.Call, func(worker.Chunk) error) error {
+	return nil
+}
+
+func holdCall(tool string) *worker.Call { return &worker.Call{Tool: tool, Args: hold} }
+
+func waitAll(t *testing.T, outs []<-chan outcome) {
+	t.Helper()
+	for _, o := range outs {
+		if r := recv(t, o); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+}
+
+// A short call is never prefetched onto a worker running calls of a tool
+// known to be long: it goes to a worker whose calls end soon.
+func TestPrefetchNeverQueuesBehindLongCalls(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	gates := map[string]chan struct{}{"long": make(chan struct{}), "short": make(chan struct{})}
+	sleep := map[string]time.Duration{"long": 5 * time.Millisecond}
+	h.p.Add(&gated{id: "a", gate: gates, sleep: sleep}, 2)
+	h.p.Ready("a", worker.Info{Prefetch: 2})
+	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
+		t.Fatal(err) // learned: "long" takes 5 ms alone
+	}
+	var outs []<-chan outcome
+	for range 2 {
+		outs = append(outs, h.goExecute(context.Background(), holdCall("long"), pool.CallOptions{}))
+	}
+	h.waitStats("a full of long calls", func(s pool.Stats) bool { return s.InFlight == 2 })
+	h.p.Add(&gated{id: "b", gate: gates, sleep: sleep}, 2)
+	h.p.Ready("b", worker.Info{Prefetch: 2})
+	for range 3 {
+		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	}
+	s := h.waitStats("5 calls in flight", func(s pool.Stats) bool { return s.InFlight == 5 })
+	if m := inFlight(s); m["a"] != 2 || m["b"] != 3 {
+		t.Fatalf("in flight %v, want a:2 b:3 (the third short call prefetched to b, not behind a's long calls)", m)
+	}
+	close(gates["long"])
+	close(gates["short"])
+	waitAll(t, outs)
+}
+
+// A queued call that may not be prefetched is never passed by calls that
+// may: they queue behind it, and it runs once its worker has a free slot.
+func TestPrefetchPassesNoWaiter(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	gates := map[string]chan struct{}{"short": make(chan struct{})}
+	sleep := map[string]time.Duration{"long": 5 * time.Millisecond}
+	h.p.Add(&gated{id: "w", gate: gates, sleep: sleep}, 2)
+	h.p.Ready("w", worker.Info{Prefetch: 2})
+	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
+		t.Fatal(err) // learned: "long" takes 5 ms alone
+	}
+	var outs []<-chan outcome
+	for range 3 {
+		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	}
+	h.waitStats("two short calls running, one prefetched", func(s pool.Stats) bool { return s.InFlight == 3 })
+	outs = append(outs, h.goExecute(context.Background(), call("long", ""), pool.CallOptions{}))
+	h.waitStats("the long call queued", func(s pool.Stats) bool { return s.Queued == 1 })
+	outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	s := h.waitStats("the fourth short call queued", func(s pool.Stats) bool { return s.Queued == 2 || s.InFlight == 4 })
+	if s.InFlight != 3 {
+		t.Fatalf("in flight %d, want 3: the fourth short call passed the queued long call", s.InFlight)
+	}
+	close(gates["short"])
+	waitAll(t, outs)
 }

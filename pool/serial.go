@@ -472,15 +472,29 @@ func (p *Pool) blockedLocked(tool string, ws *workerState) bool {
 }
 
 // pickLocked is the least-loaded free worker tool may use, not avoid if
-// another will do; nil if none.
-func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
+// another will do; nil if none. A worker at its capacity is picked only to
+// prefetch (prefetch.go), batch: the call is a batch's request.
+func (p *Pool) pickLocked(tool string, avoid *workerState, batch bool) *workerState {
 	ws := p.free.head
-	if ws == nil || (p.ser.limited == 0 && ws != avoid && ws.inflight < ws.capacity) {
+	if ws != nil && ws != avoid && ws.inflight < ws.capacity && p.ser.limited == 0 {
 		return ws // the common case: a slot of the least-loaded worker
 	}
+	// The list ranks every worker under its capacity first.
 	var fallback *workerState
+	for ; ws != nil && ws.inflight < ws.capacity; ws = ws.fnext {
+		if p.blockedLocked(tool, ws) {
+			continue
+		}
+		if ws != avoid {
+			return ws
+		}
+		fallback = ws
+	}
+	if fallback != nil || ws == nil || p.queued > 0 {
+		return fallback
+	}
 	for ; ws != nil; ws = ws.fnext {
-		if !p.roomForLocked(tool, ws) || p.blockedLocked(tool, ws) {
+		if !p.prefetchRoomLocked(ws, tool, batch) {
 			continue
 		}
 		if ws != avoid {
@@ -492,19 +506,24 @@ func (p *Pool) pickLocked(tool string, avoid *workerState) *workerState {
 }
 
 // fitLocked is the first waiter from w on whose call may take a slot of ws:
-// a serial tool's waiter does not hold back the calls behind it, nor does a
-// waiter whose tool may not be prefetched when ws is at capacity. Every call
+// a serial tool's waiter does not hold back the calls behind it. Every call
 // ending on ws looks past that tool's queued calls, so a run of them costs
-// a string comparison each, not two map look-ups.
+// a string comparison each, not two map look-ups. A slot beyond ws's
+// capacity (prefetch.go) goes only to that first waiter, and only if its
+// call may be prefetched: no waiter is passed by prefetching.
 func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
-	if p.ser.limited == 0 && ws.inflight < ws.capacity {
+	under := ws.inflight < ws.capacity
+	if p.ser.limited == 0 && under {
 		return w
 	}
 	var blocked *string // the last tool found blocked
 	for ; w != nil; w = w.next {
 		if t := w.rec.tool; blocked == nil || t != *blocked {
-			if p.roomForLocked(t, ws) && !p.blockedLocked(t, ws) {
-				return w
+			if !p.blockedLocked(t, ws) {
+				if under || p.prefetchRoomLocked(ws, t, w.rec.batch) {
+					return w
+				}
+				return nil
 			}
 			blocked = &w.rec.tool
 		}

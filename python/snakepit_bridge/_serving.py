@@ -26,7 +26,7 @@ from .context import MAX_MESSAGE_BYTES
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["server_flavour", "create_server"]
+__all__ = ["server_flavour", "create_server", "server_threads"]
 
 
 _ASYNC_KINDS = (ToolKind.ASYNC, ToolKind.ASYNC_GEN, ToolKind.ASYNC_ITER)
@@ -67,6 +67,13 @@ def server_flavour(tools: Dict[str, ToolInfo], declared: str = "") -> str:
     return "sync"
 
 
+def server_threads(slots: int) -> ServerThreads:
+    """The sync server's thread pool for a worker of ``slots`` sync tool
+    slots: as many threads for tool RPCs as slots, so a tool call the host
+    sent beyond them waits for the next to finish (_threads.py)."""
+    return ServerThreads(keep=slots + 2, limit=slots)
+
+
 def create_server(
     servicer: WorkerServicer,
     *,
@@ -84,10 +91,7 @@ def create_server(
     if token:
         handler = _Intercepted(SyncTokenInterceptor(token), handler)
     if threads is None:
-        # As many threads for tools as slots: a tool call the host sent
-        # beyond them waits for the next thread to finish (_threads.py).
-        size = servicer.slots.size
-        threads = ServerThreads(keep=size + 2, limit=size)
+        threads = server_threads(servicer.slots.size)
     server = grpc.server(
         threads,
         handlers=[ToolRouting(handler, threads, _TOOL_METHODS)],
@@ -170,8 +174,10 @@ async def _serve_async(
     except Exception as e:
         raise _StartupFailed(f"cannot serve on {args.host}:{args.port}: {e}") from e
     # Its tool calls beyond the slots wait for a thread, in order
-    # (ServerThreads' limit): the host may keep as many queued here.
-    proc.prefetch = servicer.slots.size
+    # (ServerThreads' limit): a host that reads the handshake's prefetch
+    # field (it says so in the environment) may keep as many queued here.
+    if os.environ.get("SNAKEPIT_HANDSHAKE_PREFETCH") == "1":
+        proc.prefetch = servicer.slots.size
     servicer._announce_ready(proc, args.host, port, "grpcio sync server")
 
     await stop.wait()

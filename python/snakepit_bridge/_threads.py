@@ -14,16 +14,17 @@ minute idle), and :class:`CallSlots` does the accounting the host relies
 on: at most ``size`` sync tool calls run at once (the host sizes it from
 the worker's capacity, ``--max-workers``).
 
-Calls beyond the capacity. The host may send a worker a few tool calls more
-than its capacity while its callers queue (worker.Info.Prefetch), so that a
-thread that finishes a call finds the next one already here instead of
-sleeping until the host's reply round trip brings it. Those calls wait in
-:class:`ServerThreads`' queue, not on a thread of their own: a tool RPC gets
-a new thread only while fewer than ``limit`` threads exist (the capacity),
-and otherwise the next thread to finish takes it, in order. Every other RPC
-(Ping, DescribeTools) still gets a thread at once, new if none is idle, so
-tools that fill every thread, stuck or not, never leave Ping unanswered.
-The server tells the pool which RPC comes next (:class:`ToolRouting`).
+Calls beyond the capacity. The host may send a worker tool calls beyond its
+capacity while its callers queue (worker.Info.Prefetch), so that a thread
+that finishes a call finds the next one already here instead of sleeping
+until the host's round trip brings it. Those calls wait in
+:class:`ServerThreads`' backlog, not on a thread of their own: at most
+``limit`` (the capacity) tool RPCs hold threads at once — async tools and
+streams included, which take no slot — and the thread of one that finishes
+takes the oldest waiting call. Every other RPC (Ping, DescribeTools) gets a
+thread at once, new if none is idle, so tools that fill every thread, stuck
+or not, never leave Ping unanswered. The server tells the pool which RPC
+comes next (:class:`ToolRouting`).
 
 Capacity means what it says: a call whose caller gave up while its tool
 still runs is *abandoned*, and it KEEPS its slot until its tool actually
@@ -109,19 +110,20 @@ class _Done:
 
 class ServerThreads:
     """An elastic thread pool for ``grpc.server``: a call never waits for a
-    thread, except a tool call beyond ``limit`` threads (0: no limit), which
-    waits for the next thread to finish, in order. Idle threads beyond
-    ``keep`` exit after ``IDLE_EXIT_S``."""
+    thread, except a tool call while ``limit`` tool calls hold threads (0:
+    no limit), which waits for the next of them to finish, in order. Idle
+    threads beyond ``keep`` exit after ``IDLE_EXIT_S``."""
 
     def __init__(self, keep: int = 4, name: str = "snakepit-rpc", limit: int = 0) -> None:
         self._keep = max(1, int(keep))
         self._limit = max(0, int(limit))
         self._name = name
-        self._queue: "SimpleQueue[Any]" = SimpleQueue()
+        self._queue: "SimpleQueue[Any]" = SimpleQueue()  # items for idle threads
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # threads free for a new item and not yet claimed by a submit
-        self._backlog = 0  # queued tool calls no thread has claimed yet
+        self._tools = 0  # threads running a tool call (at most limit)
+        self._backlog: Deque[Any] = collections.deque()  # tool calls waiting for one of them
         self._started = 0
         self._closed = False
         # Set by ToolRouting just before grpc hands over the RPC it routed
@@ -136,30 +138,43 @@ class ServerThreads:
     @property
     def backlog(self) -> int:
         """Tool calls waiting for a thread (beyond ``limit``)."""
-        return self._backlog
+        return len(self._backlog)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Done:
         done = _Done()
         tool, self.tool_next = self.tool_next, False
-        item: Any = (done, fn, args)
+        item = (done, fn, args, tool)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the server thread pool is shut down")
+            if tool and self._limit:
+                if self._tools >= self._limit:
+                    # Invariant: a backlog only while limit tool calls run,
+                    # so only a finishing tool call's thread takes from it.
+                    self._backlog.append(item)
+                    return done
+                self._tools += 1
             if self._idle > 0:
                 self._idle -= 1
-            elif tool and self._limit and self._threads >= self._limit:
-                self._backlog += 1
+                spawn = False
             else:
                 self._threads += 1
                 self._started += 1
+                spawn = True
                 n = self._started
-                item = None
-        if item is not None:
+        if not spawn:
             self._queue.put(item)
-        else:
-            # The new thread runs this call first: a queued item may be any
-            # claim's, and a Ping must not wait behind a queued tool call.
-            threading.Thread(target=self._run, args=((done, fn, args),), name=f"{self._name}-{n}", daemon=True).start()
+            return done
+        # The new thread runs this call first: an item in the queue may be
+        # any claim's, and a Ping must not wait behind someone else's.
+        try:
+            threading.Thread(target=self._run, args=(item,), name=f"{self._name}-{n}", daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+                if tool and self._limit:
+                    self._tools -= 1
+            raise
         return done
 
     def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
@@ -168,13 +183,15 @@ class ServerThreads:
         with self._lock:
             self._closed = True
             n = self._threads
+            self._backlog.clear()
         for _ in range(n):
             self._queue.put(None)
 
     def _run(self, item: Any) -> None:
         q = self._queue
+        limit = self._limit
         while True:
-            done, fn, args = item
+            done, fn, args, tool = item
             try:
                 fn(*args)
             except BaseException:
@@ -182,9 +199,12 @@ class ServerThreads:
             done._finish()
             item = done = fn = args = None
             with self._lock:
-                if self._backlog > 0:
-                    self._backlog -= 1  # a queued tool call is this thread's next
-                else:
+                if tool and limit:
+                    if self._backlog:
+                        item = self._backlog.popleft()  # the slot passes on
+                    else:
+                        self._tools -= 1
+                if item is None:
                     self._idle += 1
             while item is None:
                 try:

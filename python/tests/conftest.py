@@ -28,6 +28,7 @@ from snakepit_bridge.pb import snakepit_pb2 as pb  # noqa: E402
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc  # noqa: E402
 from snakepit_bridge._aio import AioWorkerServicer, create_aio_server  # noqa: E402
 from snakepit_bridge._threads import CallSlots, ToolThreads  # noqa: E402
+from snakepit_bridge._serving import server_threads  # noqa: E402
 from snakepit_bridge.server import WorkerServicer, create_server  # noqa: E402
 
 
@@ -95,7 +96,8 @@ class InProcServer:
         if flavour == "sync":
             self.slots = CallSlots(threads)
             self.servicer = WorkerServicer(adapter, slots=self.slots, **common)
-            self.server, self.port = create_server(self.servicer, token=token)
+            self.threads = server_threads(threads)
+            self.server, self.port = create_server(self.servicer, token=token, threads=self.threads)
             self.server.start()
         else:
             self.executor = ToolThreads(threads, name="test-tool")
@@ -118,8 +120,12 @@ class InProcServer:
         return self.slots.running if self.flavour == "sync" else self.executor._counted
 
     def waiting(self) -> int:
-        """Sync tool calls waiting for room."""
+        """Sync tool calls waiting for room (a slot; aio: a thread)."""
         return self.slots._waiting if self.flavour == "sync" else len(self.executor._queue)
+
+    def queued(self) -> int:
+        """Tool calls beyond the capacity waiting for a thread (sync server)."""
+        return self.threads.backlog if self.flavour == "sync" else 0
 
     @property
     def md(self) -> tuple:

@@ -20,7 +20,7 @@ from snakepit_bridge.context import TOKEN_METADATA_KEY
 from snakepit_bridge.pb import snakepit_pb2 as pb
 from snakepit_bridge.pb import snakepit_pb2_grpc as pb_grpc
 
-READY_RE = re.compile(rb"^SNAKEPIT_READY 1 tcp 127\.0\.0\.1:(\d+)(?: [a-z]+=\d+)*\n$")
+READY_RE = re.compile(rb"^SNAKEPIT_READY 1 tcp 127\.0\.0\.1:(\d+)( [a-z]+=\d+)*\n$")
 SHOWCASE = "snakepit_bridge.examples.showcase.ShowcaseAdapter"
 
 
@@ -62,6 +62,7 @@ class Worker:
             line = read_line(self.proc.stdout.fileno(), 15, self.buf)
             m = READY_RE.match(line)
             assert m, f"bad handshake line {line!r}; stderr: {self.stderr()}"
+            self.ready_line = line
             self.port = int(m.group(1))
             self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
             self.stub = pb_grpc.WorkerServiceStub(self.channel)
@@ -118,6 +119,14 @@ def start_worker():
     yield start
     for w in workers:
         w.close()
+
+
+def test_handshake_reports_prefetch_only_to_a_host_that_reads_it(start_worker):
+    # An older host parses four fields (five with capacity=): the field is
+    # there only when the host's environment says it reads it.
+    assert start_worker().ready_line.split()[4:] == []
+    told = start_worker(extra_env={"SNAKEPIT_HANDSHAKE_PREFETCH": "1", "SNAKEPIT_WORKER_THREADS": "3"})
+    assert told.ready_line.split()[4:] == [b"prefetch=3"]
 
 
 def test_handshake_calls_and_stdin_eof(start_worker):

@@ -274,7 +274,7 @@ def test_cancelled_sync_call_is_abandoned_until_its_tool_returns(make_server):
     later = srv.stub.ExecuteTool.future(
         pb.ExecuteToolRequest(tool_name="add", args_json=b'{"a": 1}', request_id="r-next"), metadata=srv.md, timeout=10
     )
-    wait_for(lambda: srv.waiting() == 1, what="the next call waiting for the slot")
+    wait_for(lambda: srv.waiting() + srv.queued() == 1, what="the next call waiting for the slot")
     assert srv.busy() == 1 and not later.done()
     adapter.stubborn_release.set()
     assert result(later.result(5)) == 3

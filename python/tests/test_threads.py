@@ -149,10 +149,45 @@ def test_a_non_tool_rpc_gets_a_thread_while_tools_hold_them_all():
     pinged = threading.Event()
     pool.submit(pinged.set)  # tool_next unset: a Ping, DescribeTools
     assert pinged.wait(5), "a non-tool RPC waited behind tool calls"
-    # The Ping's thread, free again, takes the queued tool call.
-    wait_for(lambda: len(inside) == 3, what="the queued tool call")
-    assert pool.threads == 3 and pool.backlog == 0
+    # The Ping's thread, idle again, must not take the queued tool call:
+    # that would run three tool calls at once with limit 2.
+    wait_for(lambda: pool._idle == 1, what="the Ping's thread idle")
+    assert pool.threads == 3 and pool.backlog == 1 and len(inside) == 2
     gate.set()
+    wait_for(lambda: len(inside) == 3, what="the queued tool call")
+    pool.shutdown()
+
+
+def test_tool_calls_never_exceed_the_limit_even_with_idle_threads():
+    # Async tools and streams take no CallSlots slot: the limit is what
+    # holds them to the capacity when the host sends more (prefetch).
+    pool = ServerThreads(keep=4, limit=2)
+    gate = threading.Event()
+    lock = threading.Lock()
+    now = [0]
+    peak = [0]
+
+    def tool() -> None:
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        gate.wait(5)
+        with lock:
+            now[0] -= 1
+
+    for _ in range(2):
+        pool.tool_next = True
+        pool.submit(tool)
+    wait_for(lambda: now[0] == 2, what="two tool calls running")
+    pool.submit(lambda: None)  # a Ping: a third thread, idle after
+    wait_for(lambda: pool._idle == 1, what="the Ping's thread idle")
+    for _ in range(2):
+        pool.tool_next = True
+        pool.submit(tool)
+    assert pool.backlog == 2 and now[0] == 2, "a tool call beyond the limit took the idle thread"
+    gate.set()
+    wait_for(lambda: pool.backlog == 0 and now[0] == 0, what="all tool calls done")
+    assert peak[0] == 2
     pool.shutdown()
 
 
@@ -175,9 +210,8 @@ def test_ping_answers_while_stuck_tools_fill_every_thread_and_more_wait(make_ser
     for t in queued:
         t.start()
     if srv.flavour == "sync":
-        threads = srv.server._state.thread_pool
-        wait_for(lambda: threads.backlog == 4, what="4 tool calls queued for a thread")
-        assert threads.threads <= 4, "queued tool calls were given threads"
+        wait_for(lambda: srv.queued() == 4, what="4 tool calls queued for a thread")
+        assert srv.threads.threads <= 4, "queued tool calls were given threads"
     for _ in range(3):
         p = srv.stub.Ping(pb.PingRequest(message="alive"), metadata=srv.md, timeout=2)
         assert p.message == "alive"
