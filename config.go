@@ -73,7 +73,9 @@ type Config struct {
 	// takes turns on the GIL) runs one call per worker, the others queued
 	// (Stats().Pool.SerialTools lists them). Set it for a CPU-bound tool
 	// whose calls vary widely in length: sharing the process then lets
-	// the short calls finish first.
+	// the short calls finish first. It also stops the pool sending a
+	// worker short calls beyond its Capacity (README, "Capacity"), which
+	// relies on the same measure.
 	DisableSerialTools bool
 
 	// Adapter is the Python adapter class, "package.module.Class" or

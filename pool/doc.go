@@ -35,15 +35,19 @@
 // Python worker's sync server does, k = its capacity) may be sent up to k
 // calls beyond its Capacity; it holds them in order and runs each as soon
 // as one of its calls ends, so its next call is already there instead of
-// one host round trip later. The pool uses these extra slots only while no
-// worker a call could use has a free slot (dispatch still takes the
-// least-loaded worker first), and only for tools it has not seen take 2 ms
-// or more of a worker's time: a prefetched call cannot move to a worker
-// that frees up first, so it must be behind calls that end soon. Such a
-// call counts in flight (Stats.InFlight and a worker's InFlight may exceed
-// Capacity by up to k), but not as running in the serial rule's measure.
-// A worker that reports 0, every worker type that does not ask for it, is
-// never sent more than its Capacity.
+// one host round trip later. A prefetched call cannot move to a worker
+// that frees up first, so the pool prefetches only a call that would
+// otherwise queue, and only behind calls that end soon: when no worker it
+// could use has a free slot (dispatch still takes the least-loaded worker
+// first), when no older call waits (prefetching passes no waiter), for a
+// tool it has not seen take 2 ms or more of a worker's time (the serial
+// rule's measure; a brand-new tool counts as short until its first calls
+// end), not for a batch, and only to a worker running nothing but such
+// calls. Options.DisableSerialTools turns prefetching off with the
+// measure. A prefetched call counts in flight (Stats.InFlight and a
+// worker's InFlight may exceed Capacity by up to k; Load's Queued does not
+// count it). A worker that reports 0, every worker type that does not ask
+// for it, is never sent more than its Capacity.
 //
 // # Serial tools
 //

@@ -66,6 +66,7 @@ type Options struct {
 	// by side on one worker and runs those one call per worker (serial.go).
 	// For a CPU-bound tool whose calls vary widely in length, sharing the
 	// process can give the short calls a better latency than queueing.
+	// Without the measure no call is prefetched either (prefetch.go).
 	DisableSerialTools bool
 	// Logger receives hung-worker kills and lifecycle oddities; nil discards.
 	Logger *slog.Logger
