@@ -134,23 +134,30 @@ func waitAll(t *testing.T, outs []<-chan outcome) {
 	}
 }
 
+// learnedLong is a pool with one gated worker (capacity 2, prefetch 2)
+// that has learned "long" takes 5 ms alone; the gates of "long" and
+// "short" hold their calls until closed.
+func learnedLong(t *testing.T, id string) (*harness, map[string]chan struct{}) {
+	h := newHarness(t, pool.Options{})
+	gates := map[string]chan struct{}{"long": make(chan struct{}), "short": make(chan struct{})}
+	h.p.Add(&gated{id: id, gate: gates, sleep: map[string]time.Duration{"long": 5 * time.Millisecond}}, 2)
+	h.p.Ready(id, worker.Info{Prefetch: 2})
+	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return h, gates
+}
+
 // A short call is never prefetched onto a worker running calls of a tool
 // known to be long: it goes to a worker whose calls end soon.
 func TestPrefetchNeverQueuesBehindLongCalls(t *testing.T) {
-	h := newHarness(t, pool.Options{})
-	gates := map[string]chan struct{}{"long": make(chan struct{}), "short": make(chan struct{})}
-	sleep := map[string]time.Duration{"long": 5 * time.Millisecond}
-	h.p.Add(&gated{id: "a", gate: gates, sleep: sleep}, 2)
-	h.p.Ready("a", worker.Info{Prefetch: 2})
-	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
-		t.Fatal(err) // learned: "long" takes 5 ms alone
-	}
+	h, gates := learnedLong(t, "a")
 	var outs []<-chan outcome
 	for range 2 {
 		outs = append(outs, h.goExecute(context.Background(), holdCall("long"), pool.CallOptions{}))
 	}
 	h.waitStats("a full of long calls", func(s pool.Stats) bool { return s.InFlight == 2 })
-	h.p.Add(&gated{id: "b", gate: gates, sleep: sleep}, 2)
+	h.p.Add(&gated{id: "b", gate: gates}, 2)
 	h.p.Ready("b", worker.Info{Prefetch: 2})
 	for range 3 {
 		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
@@ -167,14 +174,7 @@ func TestPrefetchNeverQueuesBehindLongCalls(t *testing.T) {
 // A queued call that may not be prefetched is never passed by calls that
 // may: they queue behind it, and it runs once its worker has a free slot.
 func TestPrefetchPassesNoWaiter(t *testing.T) {
-	h := newHarness(t, pool.Options{})
-	gates := map[string]chan struct{}{"short": make(chan struct{})}
-	sleep := map[string]time.Duration{"long": 5 * time.Millisecond}
-	h.p.Add(&gated{id: "w", gate: gates, sleep: sleep}, 2)
-	h.p.Ready("w", worker.Info{Prefetch: 2})
-	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
-		t.Fatal(err) // learned: "long" takes 5 ms alone
-	}
+	h, gates := learnedLong(t, "w")
 	var outs []<-chan outcome
 	for range 3 {
 		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
