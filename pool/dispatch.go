@@ -455,6 +455,11 @@ func (p *Pool) offerLocked(ws *workerState) {
 		if w == nil {
 			break
 		}
+		if ws.inflight >= ws.capacity && !p.prefetchRoomLocked(ws, w.rec.tool, w.rec.batch) {
+			// The oldest waiter that fits needs a running slot (prefetch.go):
+			// no prefetching passes it; ws serves it once below capacity.
+			break
+		}
 		if p.limitsLearnedLocked(w.rec) {
 			// It queued before its tool's limits were known (the worker
 			// whose readiness brings this offer declared them): it passes

@@ -20,15 +20,19 @@ import (
 //   - only when no worker it could use has a free slot: the free list
 //     ranks every worker under its capacity ahead of every worker over it
 //     (rank), so dispatch still takes the least-loaded worker first;
-//   - only when no call waits in the queue: an older waiter, whatever its
-//     tool, is never passed by prefetching (when a slot frees, offerLocked
-//     serves the oldest waiter that fits: a waiter that may not be
-//     prefetched stops the worker's prefetching until it drains below its
-//     capacity and the waiter gets a running slot);
-//   - only a call of a tool the pool has not seen take serialMinSolo or
-//     more of a worker's time (serial.go's measure), and not a batch;
+//   - only when no call waits in the general queue nor for that worker
+//     (strict affinity): an older waiter, whatever its tool, is never
+//     passed by prefetching (when a slot frees, offerLocked serves the
+//     oldest waiter that fits: a waiter that may not be prefetched stops
+//     the worker's prefetching until it drains below its capacity and the
+//     waiter gets a running slot);
+//   - only a call of a tool none of whose calls took serialMinSolo or
+//     more of a worker's time in the last serialTTL (serial.go's measure,
+//     taken here from every call that ran, whatever its outcome:
+//     longTools), nor limited by the serial rule, and not a batch;
 //   - only to a worker all of whose calls in flight are such calls (long
-//     counts the others): it then waits behind calls that end soon;
+//     counts the others, including calls that began before their tool was
+//     found long): it then waits behind calls that end soon;
 //   - at most k calls per worker, k at most its capacity.
 //
 // Options.DisableSerialTools turns prefetching off with the measure.
@@ -56,17 +60,26 @@ func (ws *workerState) room() bool { return ws.inflight < ws.capacity+ws.prefetc
 // running is how many of ws's calls run (the others wait in the worker).
 func (ws *workerState) running() int { return min(ws.inflight, ws.capacity) }
 
-// prefetchableLocked: calls of tool are known to be short enough to wait
-// in a worker (see above).
+// prefetchableLocked: calls of tool are short enough to wait in a worker
+// (see above).
 func (p *Pool) prefetchableLocked(tool string) bool {
 	if p.opts.DisableSerialTools {
 		return false
 	}
-	if p.ser.tools == nil {
-		return true
+	if len(p.longTools) > 0 {
+		if until, ok := p.longTools[tool]; ok {
+			if p.now().Before(until) {
+				return false
+			}
+			delete(p.longTools, tool)
+		}
 	}
-	gt := p.ser.tools[tool]
-	return gt == nil || (gt.mode == modeFree && gt.share < float64(serialMinSolo))
+	if p.ser.limited > 0 {
+		if gt := p.ser.tools[tool]; gt != nil && gt.mode != modeFree {
+			return false
+		}
+	}
+	return true
 }
 
 // prefetchRoomLocked: ws, at or over its capacity, may hold one more call
@@ -91,8 +104,10 @@ func (p *Pool) prefetchTakeLocked(r *callRec, ws *workerState) {
 }
 
 // prefetchReleaseLocked notes r giving its slot of ws back at now (after
-// serial.go's release, before ws.inflight drops). A running call that
-// ends lets the oldest prefetched call of ws start: its measure begins.
+// serial.go's release, which brought the share clock to now; before
+// ws.inflight drops). A call that ran is measured, whatever its outcome (a
+// long tool that fails is still long). A running call that ends lets the
+// oldest prefetched call of ws start: its measure begins.
 func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time) {
 	if r.long {
 		ws.long--
@@ -103,6 +118,9 @@ func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time)
 		}
 		return
 	}
+	if ws.prefetch > 0 && !p.opts.DisableSerialTools && ws.sc.share-r.sr.share0 >= serialMinSolo {
+		p.noteLongLocked(r.tool, now)
+	}
 	if len(ws.pf) == 0 {
 		return
 	}
@@ -110,4 +128,35 @@ func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time)
 	ws.pf = slices.Delete(ws.pf, 0, 1)
 	next.prefetched = false
 	next.sr.t0, next.sr.share0 = now, ws.sc.share
+}
+
+// noteLongLocked marks tool long until serialTTL from now. Newly marked,
+// its calls in flight count as long from now on: nothing more is
+// prefetched behind them.
+func (p *Pool) noteLongLocked(tool string, now time.Time) {
+	until, ok := p.longTools[tool]
+	if !ok && len(p.longTools) >= serialMaxTools {
+		// Tool names come from callers: the table is bounded.
+		for t, u := range p.longTools {
+			if !now.Before(u) {
+				delete(p.longTools, t)
+			}
+		}
+		if len(p.longTools) >= serialMaxTools {
+			return
+		}
+	}
+	if p.longTools == nil {
+		p.longTools = map[string]time.Time{}
+	}
+	p.longTools[tool] = now.Add(serialTTL)
+	if ok && now.Before(until) {
+		return
+	}
+	for c := p.calls.head; c != nil; c = c.next {
+		if c.tool == tool && !c.long && c.ws != nil && c.ws.prefetch > 0 {
+			c.long = true
+			c.ws.long++
+		}
+	}
 }

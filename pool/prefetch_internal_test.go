@@ -15,11 +15,13 @@ func TestPrefetchRoom(t *testing.T) {
 	}
 	ws := &workerState{capacity: 2, prefetch: 2, inflight: 2}
 	p.ser.tools = map[string]*gilTool{
-		"slow":    {name: "slow", mode: modeFree, share: float64(3 * time.Millisecond)},
 		"quick":   {name: "quick", mode: modeFree, share: float64(time.Millisecond)},
 		"limited": {name: "limited", mode: modeSerial, share: float64(time.Millisecond)},
 	}
-	for tool, want := range map[string]bool{"never-seen": true, "quick": true, "slow": false, "limited": false} {
+	p.ser.limited = 1
+	now := time.Now()
+	p.longTools = map[string]time.Time{"slow": now.Add(time.Minute), "was-slow": now.Add(-time.Second)}
+	for tool, want := range map[string]bool{"never-seen": true, "quick": true, "slow": false, "was-slow": true, "limited": false} {
 		if got := p.prefetchRoomLocked(ws, tool, false); got != want {
 			t.Errorf("prefetchRoom(%q) = %v, want %v", tool, got, want)
 		}

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -100,6 +101,7 @@ type gated struct {
 	id    string
 	gate  map[string]chan struct{}
 	sleep map[string]time.Duration
+	fail  string // a tool whose calls fail after their sleep
 }
 
 var hold = []byte(`{"hold":true}`)
@@ -110,6 +112,9 @@ func (w *gated) Kill(string)                     {}
 func (w *gated) Execute(ctx context.Context, c *worker.Call) (*worker.Result, error) {
 	if string(c.Args) != string(hold) {
 		time.Sleep(w.sleep[c.Tool])
+		if c.Tool == w.fail {
+			return nil, errors.New("the tool failed")
+		}
 	} else {
 		select {
 		case <-w.gate[c.Tool]:
@@ -189,4 +194,95 @@ func TestPrefetchPassesNoWaiter(t *testing.T) {
 	}
 	close(gates["short"])
 	waitAll(t, outs)
+}
+
+// fillShort holds 4 short calls on the learnedLong worker: 2 running, 2
+// prefetched.
+func fillShort(h *harness) []<-chan outcome {
+	var outs []<-chan outcome
+	for range 4 {
+		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	}
+	h.waitStats("2 short calls running, 2 prefetched", func(s pool.Stats) bool { return s.InFlight == 4 })
+	return outs
+}
+
+// When a call ends on a worker over its capacity and the oldest waiter
+// needs a running slot, the slot is not given to a younger waiter.
+func TestPrefetchPassesNoWaiterWhenASlotFrees(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(map[bool]string{false: "general", true: "strict"}[strict], func(t *testing.T) {
+			h, gates := learnedLong(t, "w")
+			long := call("long", "")
+			var opts pool.CallOptions
+			if strict {
+				// Pin session s to w, then queue on w alone.
+				long.SessionID = "s"
+				opts.Affinity = pool.AffinityStrictQueue
+				if _, err := h.p.Execute(context.Background(), long, opts); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outs := fillShort(h)
+			outs = append(outs, h.goExecute(context.Background(), long, opts))
+			h.waitStats("the long call queued", func(s pool.Stats) bool { return s.Queued == 1 })
+			outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+			h.waitStats("a short call queued behind it", func(s pool.Stats) bool { return s.Queued == 2 })
+			gates["short"] <- struct{}{} // one short call ends
+			s := h.waitStats("the slot passed on", func(s pool.Stats) bool { return s.InFlight != 4 || s.Queued != 2 })
+			if s.InFlight != 3 || s.Queued != 2 {
+				t.Fatalf("in flight %d, queued %d; want 3 and 2: a younger short call was prefetched past the long one", s.InFlight, s.Queued)
+			}
+			close(gates["short"])
+			waitAll(t, outs)
+		})
+	}
+}
+
+// A tool is long for prefetching whatever its calls' outcome, and a call
+// of it already running counts once the pool learns it.
+func TestPrefetchLearnsLongFromAnyOutcome(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	gates := map[string]chan struct{}{"long": make(chan struct{}), "short": make(chan struct{})}
+	h.p.Add(&gated{id: "w", gate: gates, sleep: map[string]time.Duration{"long": 10 * time.Millisecond, "failing": 10 * time.Millisecond}, fail: "failing"}, 2)
+	h.p.Ready("w", worker.Info{Prefetch: 2})
+	var outs []<-chan outcome
+	// One call of "long" runs, unknown yet; another teaches the pool.
+	outs = append(outs, h.goExecute(context.Background(), holdCall("long"), pool.CallOptions{}))
+	h.waitStats("a long call running", func(s pool.Stats) bool { return s.InFlight == 1 })
+	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	h.waitStats("the worker at capacity", func(s pool.Stats) bool { return s.InFlight == 2 })
+	third := h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{})
+	if s := h.waitStats("the third call placed", func(s pool.Stats) bool { return s.InFlight+s.Queued == 3 }); s.InFlight != 2 {
+		t.Fatalf("in flight %d: a short call was prefetched behind a running call of a tool since learned long", s.InFlight)
+	}
+	close(gates["long"])
+	close(gates["short"])
+	waitAll(t, append(outs, third))
+
+	// A tool whose calls take 5 ms and fail is long too.
+	h2 := newHarness(t, pool.Options{})
+	g2 := map[string]chan struct{}{"failing": make(chan struct{}), "short": make(chan struct{})}
+	h2.p.Add(&gated{id: "w", gate: g2, sleep: map[string]time.Duration{"failing": 10 * time.Millisecond}, fail: "failing"}, 2)
+	h2.p.Ready("w", worker.Info{Prefetch: 2})
+	if _, err := h2.p.Execute(context.Background(), call("failing", ""), pool.CallOptions{}); err == nil {
+		t.Fatal("the failing tool succeeded")
+	}
+	outs = []<-chan outcome{
+		h2.goExecute(context.Background(), holdCall("failing"), pool.CallOptions{}),
+		h2.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}),
+	}
+	h2.waitStats("the worker at capacity", func(s pool.Stats) bool { return s.InFlight == 2 })
+	third = h2.goExecute(context.Background(), holdCall("short"), pool.CallOptions{})
+	if s := h2.waitStats("the third call placed", func(s pool.Stats) bool { return s.InFlight+s.Queued == 3 }); s.InFlight != 2 {
+		t.Fatalf("in flight %d: a short call was prefetched behind a failing long tool's call", s.InFlight)
+	}
+	close(g2["failing"])
+	close(g2["short"])
+	for _, o := range append(outs, third) {
+		recv(t, o) // the held "failing" call ends without error (held calls do not fail)
+	}
 }

@@ -490,11 +490,11 @@ func (p *Pool) pickLocked(tool string, avoid *workerState, batch bool) *workerSt
 		}
 		fallback = ws
 	}
-	if fallback != nil || ws == nil || p.queued > 0 {
-		return fallback
+	if fallback != nil || ws == nil || p.general.head != nil {
+		return fallback // prefetching passes no waiter
 	}
 	for ; ws != nil; ws = ws.fnext {
-		if !p.prefetchRoomLocked(ws, tool, batch) {
+		if ws.strict.head != nil || !p.prefetchRoomLocked(ws, tool, batch) {
 			continue
 		}
 		if ws != avoid {
@@ -508,22 +508,16 @@ func (p *Pool) pickLocked(tool string, avoid *workerState, batch bool) *workerSt
 // fitLocked is the first waiter from w on whose call may take a slot of ws:
 // a serial tool's waiter does not hold back the calls behind it. Every call
 // ending on ws looks past that tool's queued calls, so a run of them costs
-// a string comparison each, not two map look-ups. A slot beyond ws's
-// capacity (prefetch.go) goes only to that first waiter, and only if its
-// call may be prefetched: no waiter is passed by prefetching.
+// a string comparison each, not two map look-ups.
 func (p *Pool) fitLocked(w *waiter, ws *workerState) *waiter {
-	under := ws.inflight < ws.capacity
-	if p.ser.limited == 0 && under {
+	if p.ser.limited == 0 {
 		return w
 	}
 	var blocked *string // the last tool found blocked
 	for ; w != nil; w = w.next {
 		if t := w.rec.tool; blocked == nil || t != *blocked {
 			if !p.blockedLocked(t, ws) {
-				if under || p.prefetchRoomLocked(ws, t, w.rec.batch) {
-					return w
-				}
-				return nil
+				return w
 			}
 			blocked = &w.rec.tool
 		}

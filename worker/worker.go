@@ -118,11 +118,10 @@ type Info struct {
 	// Prefetch is how many calls beyond its capacity this lifetime accepts
 	// and holds in order, running each as soon as one of its own calls
 	// ends; 0 for a worker that must never be sent more than its capacity.
-	// The pool sends them only while every worker it could use is at
-	// capacity and callers wait, and only calls of tools it has not seen
-	// take 2 ms or more (pool/prefetch.go): a worker's next call is then
-	// already there when a call ends, instead of one host round trip
-	// later. At most the capacity is used.
+	// The pool uses it only for calls that would otherwise queue, of short
+	// tools, behind short calls (pool/doc.go, "Prefetch"): the worker's
+	// next call is then already there when a call ends, instead of one
+	// host round trip later. At most the capacity is used.
 	Prefetch int
 }
 

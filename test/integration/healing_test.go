@@ -417,7 +417,7 @@ func TestPrefetchedCallsWaitInThePythonWorker(t *testing.T) {
 			defer wg.Done()
 			// Never released: each call ends at its timeout, reporting the
 			// most calls it saw inside together.
-			n, err := snakepit.Decode[int](app.Execute(ctxT(t), "rendezvous", map[string]any{"n": capacity + 1, "timeout_ms": 1000}))
+			n, err := snakepit.Decode[int](app.Execute(ctxT(t), "rendezvous", map[string]any{"n": capacity + 1, "timeout_ms": 1500}))
 			if err != nil {
 				t.Error(err)
 			}
