@@ -202,7 +202,7 @@ def test_ping_answers_while_stuck_tools_fill_every_thread_and_more_wait(make_ser
         resp = srv.execute("stubborn_sleep", json.dumps({"ms": ms}).encode(), timeout=30)
         results.append(json.loads(resp.result.json))
 
-    stuck = [threading.Thread(target=call, args=(3000,)) for _ in range(2)]
+    stuck = [threading.Thread(target=call, args=(2000,)) for _ in range(2)]
     for t in stuck:
         t.start()
     wait_for(lambda: srv.busy() == 2, what="two stubborn calls holding both slots")
@@ -213,12 +213,12 @@ def test_ping_answers_while_stuck_tools_fill_every_thread_and_more_wait(make_ser
         wait_for(lambda: srv.queued() == 4, what="4 tool calls queued for a thread")
         assert srv.threads.threads <= 4, "queued tool calls were given threads"
     for _ in range(3):
-        # Well within the stuck calls' 3 s: a Ping queued behind them fails.
-        p = srv.stub.Ping(pb.PingRequest(message="alive"), metadata=srv.md, timeout=1)
+        # Well within the stuck calls' 2 s: a Ping queued behind them fails.
+        p = srv.stub.Ping(pb.PingRequest(message="alive"), metadata=srv.md, timeout=0.5)
         assert p.message == "alive"
     for t in stuck + queued:
         t.join(30)
-    assert sorted(results) == [0, 0, 0, 0, 3000, 3000]
+    assert sorted(results) == [0, 0, 0, 0, 2000, 2000]
 
 
 @pytest.fixture
