@@ -40,11 +40,11 @@
 // otherwise queue, and only behind calls that end soon: when no worker it
 // could use has a free slot (dispatch still takes the least-loaded worker
 // first), when no older call waits (prefetching passes no waiter), for a
-// tool that no call in the last 30 s took 2 ms or more of a worker's time
-// (its wall time shared among the calls beside it, the serial rule's
-// measure, whatever the call's outcome; a brand-new tool counts as short
-// until its first call ends), not for a batch, and only to a worker
-// running nothing but such calls. Options.DisableSerialTools turns
+// tool whose calls take under 2 ms of a worker's time (each call's wall
+// time shared among the calls beside it, the serial rule's measure,
+// averaged over its recent calls whatever their outcome; a brand-new tool
+// counts as short until its first call ends), not for a batch, and only
+// to a worker running nothing but such calls. Options.DisableSerialTools turns
 // prefetching off with the measure. A prefetched call counts in flight
 // (Stats.InFlight and a worker's InFlight may exceed Capacity by up to k;
 // Load's Queued does not count it), and it shares its worker's fate: if

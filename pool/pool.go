@@ -192,9 +192,9 @@ type Pool struct {
 
 	bt  batching    // dynamic batching (batch.go)
 	ser serialState // tools that run one call per worker (serial.go)
-	// longTools: tools seen taking serialMinSolo or more of a worker's
-	// time, and until when they count as long (prefetch.go).
-	longTools map[string]time.Time
+	// longTools: the EWMA of the share of the calls of each tool that
+	// had a call take serialMinSolo or more of a worker's time (prefetch.go).
+	longTools map[string]float64
 }
 
 var _ worker.Events = (*Pool)(nil)

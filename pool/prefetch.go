@@ -26,10 +26,10 @@ import (
 //     oldest waiter that fits: a waiter that may not be prefetched stops
 //     the worker's prefetching until it drains below its capacity and the
 //     waiter gets a running slot);
-//   - only a call of a tool none of whose calls took serialMinSolo or
-//     more of a worker's time in the last serialTTL (serial.go's measure,
-//     taken here from every call that ran, whatever its outcome:
-//     longTools), nor limited by the serial rule, and not a batch;
+//   - only a call of a tool whose calls take less than serialMinSolo of a
+//     worker's time (serial.go's measure, an EWMA taken here from every
+//     call that ran, whatever its outcome: longTools), nor limited by the
+//     serial rule, and not a batch;
 //   - only to a worker all of whose calls in flight are such calls (long
 //     counts the others, including calls that began before their tool was
 //     found long): it then waits behind calls that end soon;
@@ -66,13 +66,8 @@ func (p *Pool) prefetchableLocked(tool string) bool {
 	if p.opts.DisableSerialTools {
 		return false
 	}
-	if len(p.longTools) > 0 {
-		if until, ok := p.longTools[tool]; ok {
-			if p.now().Before(until) {
-				return false
-			}
-			delete(p.longTools, tool)
-		}
+	if share, ok := p.longTools[tool]; ok && share >= float64(serialMinSolo) {
+		return false
 	}
 	if p.ser.limited > 0 {
 		if gt := p.ser.tools[tool]; gt != nil && gt.mode != modeFree {
@@ -118,8 +113,8 @@ func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time)
 		}
 		return
 	}
-	if ws.prefetch > 0 && !p.opts.DisableSerialTools && ws.sc.share-r.sr.share0 >= serialMinSolo {
-		p.noteLongLocked(r.tool, now)
+	if ws.prefetch > 0 && !p.opts.DisableSerialTools {
+		p.noteShareLocked(r.tool, ws.sc.share-r.sr.share0)
 	}
 	if len(ws.pf) == 0 {
 		return
@@ -130,29 +125,50 @@ func (p *Pool) prefetchReleaseLocked(r *callRec, ws *workerState, now time.Time)
 	next.sr.t0, next.sr.share0 = now, ws.sc.share
 }
 
-// noteLongLocked marks tool long until serialTTL from now. Newly marked,
-// its calls in flight count as long from now on: nothing more is
-// prefetched behind them.
-func (p *Pool) noteLongLocked(tool string, now time.Time) {
-	until, ok := p.longTools[tool]
-	if !ok && len(p.longTools) >= serialMaxTools {
-		// Tool names come from callers: the table is bounded.
-		for t, u := range p.longTools {
-			if !now.Before(u) {
-				delete(p.longTools, t)
-			}
+// noteShareLocked learns from a call of tool that ran with share S of its
+// worker's time. A tool enters longTools with its first call of S ≥
+// serialMinSolo, then follows the EWMA of its calls' S (one slow call of a
+// fast tool, a pause, costs it a few calls' prefetch, not more), and
+// leaves below half the line. Found long, its calls in flight count as
+// long from now on: nothing more is prefetched behind them.
+func (p *Pool) noteShareLocked(tool string, share time.Duration) {
+	cur, ok := p.longTools[tool]
+	if !ok {
+		if share < serialMinSolo {
+			return // the fast path of a pool of fast tools
 		}
 		if len(p.longTools) >= serialMaxTools {
-			return
+			// Tool names come from callers: the table is bounded.
+			for t, s := range p.longTools {
+				if s < float64(serialMinSolo) {
+					delete(p.longTools, t)
+				}
+			}
+			if len(p.longTools) >= serialMaxTools {
+				return
+			}
 		}
-	}
-	if p.longTools == nil {
-		p.longTools = map[string]time.Time{}
-	}
-	p.longTools[tool] = now.Add(serialTTL)
-	if ok && now.Before(until) {
+		if p.longTools == nil {
+			p.longTools = map[string]float64{}
+		}
+		p.longTools[tool] = float64(share)
+		p.countLongLocked(tool)
 		return
 	}
+	next := ewma(cur, float64(share), false)
+	switch {
+	case next < float64(serialMinSolo)/2:
+		delete(p.longTools, tool)
+	default:
+		p.longTools[tool] = next
+		if cur < float64(serialMinSolo) && next >= float64(serialMinSolo) {
+			p.countLongLocked(tool)
+		}
+	}
+}
+
+// countLongLocked counts tool's calls in flight as long.
+func (p *Pool) countLongLocked(tool string) {
 	for c := p.calls.head; c != nil; c = c.next {
 		if c.tool == tool && !c.long && c.ws != nil && c.ws.prefetch > 0 {
 			c.long = true

@@ -19,8 +19,7 @@ func TestPrefetchRoom(t *testing.T) {
 		"limited": {name: "limited", mode: modeSerial, share: float64(time.Millisecond)},
 	}
 	p.ser.limited = 1
-	now := time.Now()
-	p.longTools = map[string]time.Time{"slow": now.Add(time.Minute), "was-slow": now.Add(-time.Second)}
+	p.longTools = map[string]float64{"slow": float64(3 * time.Millisecond), "was-slow": float64(time.Millisecond)}
 	for tool, want := range map[string]bool{"never-seen": true, "quick": true, "slow": false, "was-slow": true, "limited": false} {
 		if got := p.prefetchRoomLocked(ws, tool, false); got != want {
 			t.Errorf("prefetchRoom(%q) = %v, want %v", tool, got, want)
