@@ -297,6 +297,14 @@ func TestTerminateGroup(t *testing.T) {
 				t.Fatalf("TerminateGroup = %v, %v", out, err)
 			}
 			for i, k := range c.Kids {
+				// Once the leader is reaped, a member counts only while it
+				// shows the run id, and an exiting one no longer can (its
+				// command line and environ go before it becomes a zombie):
+				// it may still be on its way out when TerminateGroup returns.
+				deadline := time.Now().Add(5 * time.Second)
+				for k.PGID == c.PID && c.KidAlive(i) && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond)
+				}
 				if k.PGID == c.PID && c.KidAlive(i) {
 					t.Errorf("group-mate %d survived", k.PID)
 				}
