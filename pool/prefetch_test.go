@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -20,23 +21,25 @@ func inFlight(s pool.Stats) map[string]int {
 }
 
 // A worker that reports Prefetch k is sent up to k calls beyond its
-// capacity while callers queue, and never more.
+// capacity while callers queue, and never more; one that reports none (the
+// contract of every worker type that does not ask for it) gets its
+// capacity and no more.
 func TestPrefetchSendsUpToKBeyondCapacity(t *testing.T) {
-	h := newHarness(t, pool.Options{})
-	w := &infoWorker{id: "w", block: make(chan struct{})}
-	h.p.Add(w, 2)
-	h.p.Ready("w", worker.Info{Prefetch: 2})
-	var outs []<-chan outcome
-	for range 6 {
-		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
-	}
-	h.waitStats("4 calls on the worker (2 + 2 prefetched), 2 queued in the pool",
-		func(s pool.Stats) bool { return s.InFlight == 4 && s.Queued == 2 })
-	close(w.block)
-	for _, o := range outs {
-		if r := recv(t, o); r.err != nil {
-			t.Fatal(r.err)
-		}
+	for _, k := range []int{2, 0} {
+		t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) {
+			h := newHarness(t, pool.Options{})
+			w := &infoWorker{id: "w", block: make(chan struct{})}
+			h.p.Add(w, 2)
+			h.p.Ready("w", worker.Info{Prefetch: k})
+			var outs []<-chan outcome
+			for range 2 + k + 2 {
+				outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
+			}
+			h.waitStats(fmt.Sprintf("2 + %d calls on the worker, 2 queued in the pool", k),
+				func(s pool.Stats) bool { return s.InFlight == 2+k && s.Queued == 2 })
+			close(w.block)
+			waitAll(t, outs)
+		})
 	}
 }
 
@@ -66,26 +69,6 @@ func TestPrefetchOnlyWhenNoWorkerHasAFreeSlot(t *testing.T) {
 		t.Fatalf("in flight %v, want a:3 b:6", m)
 	}
 	close(block)
-	for _, o := range outs {
-		if r := recv(t, o); r.err != nil {
-			t.Fatal(r.err)
-		}
-	}
-}
-
-// A worker that reports no prefetch gets its capacity and no more (the
-// contract of every worker type that does not ask for it).
-func TestNoPrefetchMeansCapacityExactly(t *testing.T) {
-	h := newHarness(t, pool.Options{})
-	w := &infoWorker{id: "w", block: make(chan struct{})}
-	h.p.Add(w, 2)
-	h.p.Ready("w", worker.Info{Prefetch: 0})
-	var outs []<-chan outcome
-	for range 4 {
-		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
-	}
-	h.waitStats("2 in flight, 2 queued", func(s pool.Stats) bool { return s.InFlight == 2 && s.Queued == 2 })
-	close(w.block)
 	for _, o := range outs {
 		if r := recv(t, o); r.err != nil {
 			t.Fatal(r.err)
