@@ -111,7 +111,14 @@ func (w *gated) ExecuteStream(context.Context, *worker.Call, func(worker.Chunk) 
 	return nil
 }
 
-func holdCall(tool string) *worker.Call { return &worker.Call{Tool: tool, Args: hold} }
+// holdN starts n calls of tool that wait for its gate (gated).
+func (h *harness) holdN(tool string, n int) []<-chan outcome {
+	outs := make([]<-chan outcome, n)
+	for i := range outs {
+		outs[i] = h.goExecute(context.Background(), &worker.Call{Tool: tool, Args: hold}, pool.CallOptions{})
+	}
+	return outs
+}
 
 func waitAll(t *testing.T, outs []<-chan outcome) {
 	t.Helper()
@@ -141,15 +148,11 @@ func learnedLong(t *testing.T, id string) (*harness, map[string]chan struct{}) {
 func TestPrefetchNeverQueuesBehindLongCalls(t *testing.T) {
 	h, gates := learnedLong(t, "a")
 	var outs []<-chan outcome
-	for range 2 {
-		outs = append(outs, h.goExecute(context.Background(), holdCall("long"), pool.CallOptions{}))
-	}
+	outs = append(outs, h.holdN("long", 2)...)
 	h.waitStats("a full of long calls", func(s pool.Stats) bool { return s.InFlight == 2 })
 	h.p.Add(&gated{id: "b", gate: gates}, 2)
 	h.p.Ready("b", worker.Info{Prefetch: 2})
-	for range 3 {
-		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
-	}
+	outs = append(outs, h.holdN("short", 3)...)
 	s := h.waitStats("5 calls in flight", func(s pool.Stats) bool { return s.InFlight == 5 })
 	if m := inFlight(s); m["a"] != 2 || m["b"] != 3 {
 		t.Fatalf("in flight %v, want a:2 b:3 (the third short call prefetched to b, not behind a's long calls)", m)
@@ -164,13 +167,11 @@ func TestPrefetchNeverQueuesBehindLongCalls(t *testing.T) {
 func TestPrefetchPassesNoWaiter(t *testing.T) {
 	h, gates := learnedLong(t, "w")
 	var outs []<-chan outcome
-	for range 3 {
-		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
-	}
+	outs = append(outs, h.holdN("short", 3)...)
 	h.waitStats("two short calls running, one prefetched", func(s pool.Stats) bool { return s.InFlight == 3 })
 	outs = append(outs, h.goExecute(context.Background(), call("long", ""), pool.CallOptions{}))
 	h.waitStats("the long call queued", func(s pool.Stats) bool { return s.Queued == 1 })
-	outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	outs = append(outs, h.holdN("short", 1)...)
 	s := h.waitStats("the fourth short call queued", func(s pool.Stats) bool { return s.Queued == 2 || s.InFlight == 4 })
 	if s.InFlight != 3 {
 		t.Fatalf("in flight %d, want 3: the fourth short call passed the queued long call", s.InFlight)
@@ -182,10 +183,7 @@ func TestPrefetchPassesNoWaiter(t *testing.T) {
 // fillShort holds 4 short calls on the learnedLong worker: 2 running, 2
 // prefetched.
 func fillShort(h *harness) []<-chan outcome {
-	var outs []<-chan outcome
-	for range 4 {
-		outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
-	}
+	outs := h.holdN("short", 4)
 	h.waitStats("2 short calls running, 2 prefetched", func(s pool.Stats) bool { return s.InFlight == 4 })
 	return outs
 }
@@ -209,7 +207,7 @@ func TestPrefetchPassesNoWaiterWhenASlotFrees(t *testing.T) {
 			outs := fillShort(h)
 			outs = append(outs, h.goExecute(context.Background(), long, opts))
 			h.waitStats("the long call queued", func(s pool.Stats) bool { return s.Queued == 1 })
-			outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+			outs = append(outs, h.holdN("short", 1)...)
 			h.waitStats("a short call queued behind it", func(s pool.Stats) bool { return s.Queued == 2 })
 			gates["short"] <- struct{}{} // one short call ends
 			s := h.waitStats("the slot passed on", func(s pool.Stats) bool { return s.InFlight != 4 || s.Queued != 2 })
@@ -231,14 +229,14 @@ func TestPrefetchLearnsLongFromAnyOutcome(t *testing.T) {
 	h.p.Ready("w", worker.Info{Prefetch: 2})
 	var outs []<-chan outcome
 	// One call of "long" runs, unknown yet; another teaches the pool.
-	outs = append(outs, h.goExecute(context.Background(), holdCall("long"), pool.CallOptions{}))
+	outs = append(outs, h.holdN("long", 1)...)
 	h.waitStats("a long call running", func(s pool.Stats) bool { return s.InFlight == 1 })
 	if _, err := h.p.Execute(context.Background(), call("long", ""), pool.CallOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	outs = append(outs, h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}))
+	outs = append(outs, h.holdN("short", 1)...)
 	h.waitStats("the worker at capacity", func(s pool.Stats) bool { return s.InFlight == 2 })
-	third := h.goExecute(context.Background(), holdCall("short"), pool.CallOptions{})
+	third := h.holdN("short", 1)[0]
 	if s := h.waitStats("the third call placed", func(s pool.Stats) bool { return s.InFlight+s.Queued == 3 }); s.InFlight != 2 {
 		t.Fatalf("in flight %d: a short call was prefetched behind a running call of a tool since learned long", s.InFlight)
 	}
@@ -254,12 +252,9 @@ func TestPrefetchLearnsLongFromAnyOutcome(t *testing.T) {
 	if _, err := h2.p.Execute(context.Background(), call("failing", ""), pool.CallOptions{}); err == nil {
 		t.Fatal("the failing tool succeeded")
 	}
-	outs = []<-chan outcome{
-		h2.goExecute(context.Background(), holdCall("failing"), pool.CallOptions{}),
-		h2.goExecute(context.Background(), holdCall("short"), pool.CallOptions{}),
-	}
+	outs = append(h2.holdN("failing", 1), h2.holdN("short", 1)...)
 	h2.waitStats("the worker at capacity", func(s pool.Stats) bool { return s.InFlight == 2 })
-	third = h2.goExecute(context.Background(), holdCall("short"), pool.CallOptions{})
+	third = h2.holdN("short", 1)[0]
 	if s := h2.waitStats("the third call placed", func(s pool.Stats) bool { return s.InFlight+s.Queued == 3 }); s.InFlight != 2 {
 		t.Fatalf("in flight %d: a short call was prefetched behind a failing long tool's call", s.InFlight)
 	}

@@ -8,8 +8,8 @@ Why not ``concurrent.futures.ThreadPoolExecutor`` for the server: Python
 cannot stop a thread. A sync tool that ignores its call's cancellation (a
 deadline, a caller that gave up) keeps its thread; with a fixed-size pool, a
 handful of such calls leave a worker that answers nothing, not even Ping.
-:class:`ServerThreads` therefore starts a thread whenever no idle one is
-free (the host bounds the concurrent calls; spare threads exit after a
+:class:`ServerThreads` therefore starts a thread for a Ping (or any RPC
+that runs no tool) whenever no idle one is free (spare threads exit after a
 minute idle), and :class:`CallSlots` does the accounting the host relies
 on: at most ``size`` sync tool calls run at once (the host sizes it from
 the worker's capacity, ``--max-workers``).

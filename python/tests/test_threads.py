@@ -119,17 +119,21 @@ def test_a_burst_runs_at_once_when_threads_are_idle():
     pool.shutdown()
 
 
+def submit_tool(pool: ServerThreads, fn, *args) -> None:
+    """Submit as the server does a tool RPC (ToolRouting marks it first)."""
+    pool.tool_next = True
+    pool.submit(fn, *args)
+
+
 def test_tool_calls_beyond_the_limit_wait_for_a_thread_in_order():
     pool = ServerThreads(keep=2, limit=2)
     gate = threading.Event()
     ran = []
     for i in range(2):
-        pool.tool_next = True
-        pool.submit(lambda i=i: (ran.append(i), gate.wait(5)))
+        submit_tool(pool, lambda i=i: (ran.append(i), gate.wait(5)))
     wait_for(lambda: len(ran) == 2, what="the first two tool calls running")
     for i in range(2, 5):
-        pool.tool_next = True
-        pool.submit(ran.append, i)
+        submit_tool(pool, ran.append, i)
     assert pool.backlog == 3 and pool.threads == 2, "a tool call beyond the limit got a thread of its own"
     gate.set()
     wait_for(lambda: len(ran) == 5, what="the queued tool calls")
@@ -143,8 +147,7 @@ def test_a_non_tool_rpc_gets_a_thread_while_tools_hold_them_all():
     gate = threading.Event()
     inside = []
     for i in range(3):
-        pool.tool_next = True
-        pool.submit(lambda i=i: (inside.append(i), gate.wait(10)))
+        submit_tool(pool, lambda i=i: (inside.append(i), gate.wait(10)))
     wait_for(lambda: len(inside) == 2, what="two tool calls holding both threads")
     pinged = threading.Event()
     pool.submit(pinged.set)  # tool_next unset: a Ping, DescribeTools
@@ -176,14 +179,12 @@ def test_tool_calls_never_exceed_the_limit_even_with_idle_threads():
             now[0] -= 1
 
     for _ in range(2):
-        pool.tool_next = True
-        pool.submit(tool)
+        submit_tool(pool, tool)
     wait_for(lambda: now[0] == 2, what="two tool calls running")
     pool.submit(lambda: None)  # a Ping: a third thread, idle after
     wait_for(lambda: pool._idle == 1, what="the Ping's thread idle")
     for _ in range(2):
-        pool.tool_next = True
-        pool.submit(tool)
+        submit_tool(pool, tool)
     assert pool.backlog == 2 and now[0] == 2, "a tool call beyond the limit took the idle thread"
     gate.set()
     wait_for(lambda: pool.backlog == 0 and now[0] == 0, what="all tool calls done")
