@@ -32,8 +32,8 @@ class Serial(BaseAdapter):
 	fx.ev.mu.Lock()
 	got, pf := fx.ev.info.Capacity, fx.ev.info.Prefetch
 	fx.ev.mu.Unlock()
-	if got != 1 || pf != 1 {
-		t.Fatalf("Ready reported capacity %d, prefetch %d; want 1 and 1 for an adapter that is not thread-safe", got, pf)
+	if got != 1 || pf != 4 {
+		t.Fatalf("Ready reported capacity %d, prefetch %d; want 1 and 4 (four per slot) for an adapter that is not thread-safe", got, pf)
 	}
 }
 
@@ -41,7 +41,7 @@ class Serial(BaseAdapter):
 // thread, and says how many at Ready; the grpc.aio server runs async tools
 // without such a queue, so it reports none and gets its capacity only.
 func TestWorkerReportsPrefetchOnlyForTheSyncServer(t *testing.T) {
-	for flavour, want := range map[string]int{"sync": 3, "aio": 0} {
+	for flavour, want := range map[string]int{"sync": 4 * 3, "aio": 0} { // four calls per slot
 		t.Run(flavour, func(t *testing.T) {
 			fx := startWorkerCapacity(t, 3, func(o *Options) {
 				o.Env = map[string]string{"SNAKEPIT_SERVER": flavour}

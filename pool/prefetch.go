@@ -33,7 +33,7 @@ import (
 //   - only to a worker all of whose calls in flight are such calls (long
 //     counts the others, including calls that began before their tool was
 //     found long): it then waits behind calls that end soon;
-//   - at most k calls per worker, k at most its capacity.
+//   - at most k calls beyond its capacity per worker, k as it reports.
 //
 // Options.DisableSerialTools turns prefetching off with the measure.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func inFlight(s pool.Stats) map[string]int {
 // contract of every worker type that does not ask for it) gets its
 // capacity and no more.
 func TestPrefetchSendsUpToKBeyondCapacity(t *testing.T) {
-	for _, k := range []int{2, 0} {
+	for _, k := range []int{2, 8, 0} { // 8: beyond the capacity, as the Python worker reports
 		t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) {
 			h := newHarness(t, pool.Options{})
 			w := &infoWorker{id: "w", block: make(chan struct{})}
@@ -37,9 +38,42 @@ func TestPrefetchSendsUpToKBeyondCapacity(t *testing.T) {
 			}
 			h.waitStats(fmt.Sprintf("2 + %d calls on the worker, 2 queued in the pool", k),
 				func(s pool.Stats) bool { return s.InFlight == 2+k && s.Queued == 2 })
+			// The autoscaler's view: the prefetched calls wait too.
+			if l := h.p.Load(); l.Queued != 2+k {
+				t.Errorf("Load().Queued = %d, want %d (2 in the pool, %d prefetched)", l.Queued, 2+k, k)
+			}
 			close(w.block)
 			waitAll(t, outs)
 		})
+	}
+}
+
+// Load, the autoscaler's view, counts a prefetched call as queued until
+// its worker starts it, and its wait from when it was sent: with every
+// caller's call in a worker, nothing else would show that they wait.
+func TestLoadCountsPrefetchedCallsAsQueued(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Unix(1000, 0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	h := newHarness(t, pool.Options{Now: now})
+	w := &infoWorker{id: "w", block: make(chan struct{})}
+	h.p.Add(w, 2)
+	h.p.Ready("w", worker.Info{Prefetch: 4})
+	var outs []<-chan outcome
+	for range 2 + 3 {
+		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
+	}
+	h.waitStats("5 calls on the worker", func(s pool.Stats) bool { return s.InFlight == 5 && s.Queued == 0 })
+	mu.Lock()
+	clock = clock.Add(5 * time.Second)
+	mu.Unlock()
+	if l := h.p.Load(); l.Queued != 3 || l.OldestWait != 5*time.Second {
+		t.Errorf("Load() = %d queued, oldest %v; want the 3 prefetched calls, 5s", l.Queued, l.OldestWait)
+	}
+	close(w.block)
+	waitAll(t, outs)
+	if l := h.p.Load(); l.Queued != 0 || l.OldestWait != 0 {
+		t.Errorf("Load() after = %d queued, oldest %v; want none", l.Queued, l.OldestWait)
 	}
 }
 

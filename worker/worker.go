@@ -121,7 +121,8 @@ type Info struct {
 	// The pool uses it only for calls that would otherwise queue, of short
 	// tools, behind short calls (pool/doc.go, "Prefetch"): the worker's
 	// next call is then already there when a call ends, instead of one
-	// host round trip later. At most the capacity is used.
+	// host round trip later. The snakepit Python worker reports four times
+	// its capacity.
 	Prefetch int
 }
 

@@ -19,7 +19,7 @@ from ._auth import SyncTokenInterceptor
 from ._logging import log
 from ._process import _Process, _StartupFailed, _StopSignals
 from ._sync import WorkerServicer
-from ._threads import ServerThreads, ToolRouting
+from ._threads import PREFETCH_PER_SLOT, ServerThreads, ToolRouting
 from .adapter import ToolInfo, ToolKind
 from .context import MAX_MESSAGE_BYTES
 
@@ -69,9 +69,12 @@ def server_flavour(tools: Dict[str, ToolInfo], declared: str = "") -> str:
 
 def server_threads(slots: int) -> ServerThreads:
     """The sync server's thread pool for a worker of ``slots`` sync tool
-    slots: as many threads for tool RPCs as slots, so a tool call the host
-    sent beyond them waits for the next to finish (_threads.py)."""
-    return ServerThreads(keep=slots + 2, limit=slots)
+    slots: at most as many threads for tool RPCs as slots, so a tool call
+    the host sent beyond them waits for the next to finish; fewer while
+    fewer serve more calls per second, unless SNAKEPIT_ADAPTIVE_THREADS=0
+    (_threads.py, ServerThreads)."""
+    adapt = os.environ.get("SNAKEPIT_ADAPTIVE_THREADS", "").strip() != "0"
+    return ServerThreads(keep=slots + 2, limit=slots, adapt=adapt)
 
 
 def create_server(
@@ -175,9 +178,9 @@ async def _serve_async(
         raise _StartupFailed(f"cannot serve on {args.host}:{args.port}: {e}") from e
     # Its tool calls beyond the slots wait for a thread, in order
     # (ServerThreads' limit): a host that reads the handshake's prefetch
-    # field (it says so in the environment) may keep as many queued here.
+    # field (it says so in the environment) may keep that many queued here.
     if os.environ.get("SNAKEPIT_HANDSHAKE_PREFETCH") == "1":
-        proc.prefetch = servicer.slots.size
+        proc.prefetch = PREFETCH_PER_SLOT * servicer.slots.size
     servicer._announce_ready(proc, args.host, port, "grpcio sync server")
 
     await stop.wait()

@@ -60,6 +60,28 @@ IDLE_EXIT_S = 60.0
 # SNAKEPIT_WORKER_THREADS says otherwise (both server flavours).
 DEFAULT_THREADS = 8
 
+# Tool calls per slot the sync server tells the host it holds beyond its
+# slots (the handshake's prefetch=). The backlog has no bound of its own;
+# this one is the host's: with 4 callers per slot on one worker (N = 1,
+# C = 32) the host keeps every call here and none waits in the pool, as a
+# raw gRPC client would (docs/BENCHMARKS.md, "Prefetch depth").
+PREFETCH_PER_SLOT = 4
+
+# The width of the tool threads (see ServerThreads): NARROW tool calls at
+# once, or all ``limit``. A probe alternates epochs of EPOCH_S between the
+# two; the other width wins with GAIN times the calls per second of the
+# epochs beside it, PROBE_ROUNDS times in a row. Probes follow each other
+# PROBE_FIRST_S apart, the interval doubling up to PROBE_MAX_S each time
+# the other width serves fewer calls (not when it serves more by less than
+# GAIN), back to PROBE_FIRST_S after a change or after IDLE_RESET_S idle.
+NARROW = 2
+EPOCH_S = 0.1
+GAIN = 1.1
+PROBE_ROUNDS = 2
+PROBE_FIRST_S = 0.5
+PROBE_MAX_S = 30.0
+IDLE_RESET_S = 10.0
+
 
 # --------------------------------------------------------------------------
 # The server's thread pool
@@ -110,13 +132,30 @@ class _Done:
 
 class ServerThreads:
     """An elastic thread pool for ``grpc.server``: a call never waits for a
-    thread, except a tool call while ``limit`` tool calls hold threads (0:
-    no limit), which waits for the next of them to finish, in order. Idle
-    threads beyond ``keep`` exit after ``IDLE_EXIT_S``."""
+    thread, except a tool call while ``width`` tool calls hold threads,
+    which waits for the next of them to finish, in order. Idle threads
+    beyond ``keep`` exit after ``IDLE_EXIT_S``.
 
-    def __init__(self, keep: int = 4, name: str = "snakepit-rpc", limit: int = 0) -> None:
+    The width is ``limit`` (0: no limit), or with ``adapt`` whichever of
+    NARROW and ``limit`` serves more calls per second while more than
+    NARROW tool calls are here. Why: grpcio's sync server hands every call
+    between its serving thread and the call's thread, each handoff a trip
+    through the GIL, and with eight threads taking turns those trips
+    dominate a short call. On one worker, eight callers of a trivial tool
+    got 1.4x the calls/s with two threads serving them (docs/BENCHMARKS.md,
+    "Tool threads: the width"); a tool that waits (I/O, sleep, C code
+    without the GIL) needs every thread. Neither can be told from the call,
+    so a controller thread measures: it runs while more than NARROW tool
+    calls are here, and every probe interval serves one epoch at the other
+    width between two at the current one, and keeps the better. At NARROW,
+    an epoch in which none of the running calls ended while calls waited
+    (calls stuck, or waiting for each other) restores the full width at
+    once. An idle worker's controller sleeps without a timeout."""
+
+    def __init__(self, keep: int = 4, name: str = "snakepit-rpc", limit: int = 0, adapt: bool = False) -> None:
         self._keep = max(1, int(keep))
         self._limit = max(0, int(limit))
+        self._width = self._limit  # tool calls that may hold threads now
         self._name = name
         self._queue: "SimpleQueue[Any]" = SimpleQueue()  # items for idle threads
         self._lock = threading.Lock()
@@ -130,6 +169,14 @@ class ServerThreads:
         # (on grpc's one serving thread), consumed by that submit. Unset, a
         # submit is not a tool call: the safe side, it gets a thread.
         self.tool_next = False
+        # The width's controller (see the class docstring).
+        self._ended = 0  # tool calls finished: the controller's measure of work
+        self._peak = 0  # the most tool calls here at once since the controller reset it
+        self._asleep = False  # the controller waits for a tool call (_wake)
+        self._wake = threading.Event()
+        self._unstuck = False  # the stuck rule restored the full width (controller thread only)
+        if adapt and self._limit > NARROW:
+            threading.Thread(target=self._control, name=f"{name}-width", daemon=True).start()
 
     @property
     def threads(self) -> int:
@@ -137,8 +184,13 @@ class ServerThreads:
 
     @property
     def backlog(self) -> int:
-        """Tool calls waiting for a thread (beyond ``limit``)."""
+        """Tool calls waiting for a thread (beyond ``width``)."""
         return len(self._backlog)
+
+    @property
+    def width(self) -> int:
+        """Tool calls that may hold threads at once now (0: no limit)."""
+        return self._width
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Done:
         done = _Done()
@@ -148,9 +200,16 @@ class ServerThreads:
             if self._closed:
                 raise RuntimeError("the server thread pool is shut down")
             if tool and self._limit:
-                if self._tools >= self._limit:
-                    # Invariant: a backlog only while limit tool calls run,
-                    # so only a finishing tool call's thread takes from it.
+                here = self._tools + len(self._backlog) + 1
+                if here > self._peak:
+                    self._peak = here
+                    if self._asleep:
+                        self._asleep = False
+                        self._wake.set()
+                if self._tools >= self._width:
+                    # Invariant: a backlog only while width tool calls run,
+                    # so a finishing tool call's thread takes from it (and
+                    # the controller, when it widens).
                     self._backlog.append(item)
                     return done
                 self._tools += 1
@@ -186,6 +245,7 @@ class ServerThreads:
             self._backlog.clear()
         for _ in range(n):
             self._queue.put(None)
+        self._wake.set()
 
     def _run(self, item: Any) -> None:
         q = self._queue
@@ -200,10 +260,11 @@ class ServerThreads:
             item = done = fn = args = None
             with self._lock:
                 if tool and limit:
-                    if self._backlog:
+                    self._ended += 1
+                    if self._backlog and self._tools <= self._width:
                         item = self._backlog.popleft()  # the slot passes on
                     else:
-                        self._tools -= 1
+                        self._tools -= 1  # also when the width shrank
                 if item is None:
                     self._idle += 1
             while item is None:
@@ -222,6 +283,132 @@ class ServerThreads:
                     with self._lock:
                         self._threads -= 1
                     return
+
+
+    # -- the width's controller ---------------------------------------------
+
+    def _set_width(self, width: int) -> None:
+        """Make ``width`` the width; a wider one starts backlog calls now."""
+        starts = []
+        with self._lock:
+            self._width = width
+            while self._backlog and self._tools < width and not self._closed:
+                item = self._backlog.popleft()
+                self._tools += 1
+                if self._idle > 0:
+                    self._idle -= 1
+                    self._queue.put(item)
+                else:
+                    self._threads += 1
+                    self._started += 1
+                    starts.append((item, self._started))
+        for i, (item, n) in enumerate(starts):
+            try:
+                threading.Thread(target=self._run, args=(item,), name=f"{self._name}-{n}", daemon=True).start()
+            except BaseException:
+                with self._lock:
+                    # Back in front, in order; the width stays (a later
+                    # finishing call takes them).
+                    for it, _ in reversed(starts[i:]):
+                        self._backlog.appendleft(it)
+                    self._threads -= len(starts) - i
+                    self._tools -= len(starts) - i
+                log.exception("cannot start a thread for a tool call")
+                return
+
+    def _epoch(self, width: int) -> Optional[float]:
+        """Serves one epoch at ``width``: the tool calls that ended per
+        second; None when shut down or, at less than the full width, when
+        no running call ended while calls waited: the full width is then
+        back (``_unstuck``)."""
+        self._set_width(width)
+        with self._lock:
+            ended0 = self._ended
+        t0 = time.monotonic()
+        time.sleep(EPOCH_S)  # the measure's window, not a wait for a state
+        with self._lock:
+            ended, waiting, closed = self._ended - ended0, bool(self._backlog), self._closed
+        if closed:
+            return None
+        if width < self._limit and ended == 0 and waiting:
+            log.debug("tool threads: no call ended in %.0f ms at width %d while calls waited; width %d", EPOCH_S * 1e3, width, self._limit)
+            self._set_width(self._limit)
+            self._unstuck = True
+            return None
+        return ended / (time.monotonic() - t0)
+
+    def _probe(self, here: int, other: int, base: float) -> Optional[bool]:
+        """Whether ``other`` beats ``here`` (which served ``base`` calls/s
+        in the epoch just ended): in each of PROBE_ROUNDS epochs at
+        ``other``, each followed by one at ``here``, by GAIN over the mean
+        of the two epochs beside it. Alternating cancels a drift of the
+        machine's speed; every round must win, so one lucky epoch on a
+        noisy machine does not move the width. False: a round served no
+        more than that mean. None: no verdict (better by less than GAIN,
+        shut down, stuck, or never more than NARROW calls here, so the
+        width made no difference)."""
+        before = base
+        for _ in range(PROBE_ROUNDS):
+            probe = self._epoch(other)
+            after = self._epoch(here) if probe is not None else None
+            if probe is None or after is None or self._peak <= NARROW:
+                return None
+            mean = (before + after) / 2
+            if probe <= mean:
+                return False
+            if probe <= GAIN * mean:
+                return None  # better, not by enough: ask again soon
+            before = after
+        log.debug("tool threads: width %d beat width %d (last %.0f calls/s against %.0f)", other, here, probe, before)
+        return True
+
+    def _await_calls(self) -> bool:
+        """Wait, without a timeout, for a tool call if none is here (an idle
+        worker's controller never wakes). True if it waited long enough to
+        count as idle."""
+        with self._lock:
+            if self._closed or self._tools or self._backlog:
+                return False
+            self._wake.clear()
+            self._asleep = True
+            self._peak = 0
+        since = time.monotonic()
+        self._wake.wait()
+        return time.monotonic() - since >= IDLE_RESET_S
+
+    def _control(self) -> None:
+        interval = PROBE_FIRST_S
+        next_probe = time.monotonic() + PROBE_FIRST_S
+        try:
+            while not self._closed:
+                if self._await_calls():
+                    # A new spell may be a new kind of work: probe soon.
+                    interval, next_probe = PROBE_FIRST_S, time.monotonic() + EPOCH_S
+                    continue
+                here = self._width
+                with self._lock:
+                    self._peak = self._tools + len(self._backlog)
+                self._unstuck = False
+                base = self._epoch(here)
+                if base is None or time.monotonic() < next_probe:
+                    continue
+                other = NARROW if here == self._limit else self._limit
+                verdict = self._probe(here, other, base)
+                if self._unstuck:
+                    # The stuck rule restored the full width: it stands.
+                    interval, next_probe = PROBE_FIRST_S, time.monotonic() + PROBE_FIRST_S
+                    continue
+                if verdict:
+                    self._set_width(other)
+                    interval = PROBE_FIRST_S
+                else:
+                    self._set_width(here)
+                    if verdict is not None:
+                        interval = min(2 * interval, PROBE_MAX_S)
+                next_probe = time.monotonic() + interval
+        except BaseException:
+            log.exception("tool threads: the width's controller failed; all %d run from now on", self._limit)
+            self._set_width(self._limit)
 
 
 class ToolRouting:
@@ -494,4 +681,4 @@ class ToolThreads:
                 self._wake_locked()
 
 
-__all__ = ["ServerThreads", "ToolRouting", "CallSlots", "Slot", "ToolThreads", "IDLE_EXIT_S"]
+__all__ = ["ServerThreads", "ToolRouting", "CallSlots", "Slot", "ToolThreads", "IDLE_EXIT_S", "PREFETCH_PER_SLOT", "NARROW"]

@@ -126,7 +126,7 @@ def test_handshake_reports_prefetch_only_to_a_host_that_reads_it(start_worker):
     # there only when the host's environment says it reads it.
     assert start_worker().ready_line.split()[4:] == []
     told = start_worker(extra_env={"SNAKEPIT_HANDSHAKE_PREFETCH": "1", "SNAKEPIT_WORKER_THREADS": "3"})
-    assert told.ready_line.split()[4:] == [b"prefetch=3"]
+    assert told.ready_line.split()[4:] == [b"prefetch=12"]  # PREFETCH_PER_SLOT calls per slot
 
 
 def test_handshake_calls_and_stdin_eof(start_worker):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
+import time
 
 import grpc
 import pytest
 
 from conftest import wait_for
-from snakepit_bridge._threads import CallSlots, ServerThreads, Slot, ToolThreads
+from snakepit_bridge import _threads
+from snakepit_bridge._threads import NARROW, CallSlots, ServerThreads, Slot, ToolThreads
 from snakepit_bridge.examples.showcase import ShowcaseAdapter
 from snakepit_bridge.pb import snakepit_pb2 as pb
 
@@ -190,6 +192,108 @@ def test_tool_calls_never_exceed_the_limit_even_with_idle_threads():
     wait_for(lambda: pool.backlog == 0 and now[0] == 0, what="all tool calls done")
     assert peak[0] == 2
     pool.shutdown()
+
+
+class ClosedLoop:
+    """``callers`` callers of ``work`` on ``pool``, each submitting its next
+    call as its last one ends (as the host keeps a worker's calls in
+    flight); ``work`` gets how many of its calls run now."""
+
+    def __init__(self, pool: ServerThreads, callers: int, work) -> None:
+        self.pool, self.work = pool, work
+        self.lock = threading.Lock()
+        self.running = self.ended = 0
+        self.stop = False
+        for _ in range(callers):
+            self._next()
+
+    def _call(self) -> None:
+        with self.lock:
+            self.running += 1
+            now = self.running
+        try:
+            self.work(now)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.ended += 1
+
+    def _next(self) -> None:
+        if not self.stop:
+            self.pool.tool_next = True
+            self.pool.submit(self._call).add_done_callback(lambda _: self._next())
+
+    def calls_in(self, seconds: float) -> int:
+        with self.lock:
+            before = self.ended
+        time.sleep(seconds)  # the measure's window
+        with self.lock:
+            return self.ended - before
+
+    def close(self) -> None:
+        self.stop = True
+        self.pool.shutdown()
+
+
+def test_tool_threads_narrow_when_fewer_threads_serve_more_calls():
+    # A call that takes longer the more run beside it, more than in
+    # proportion (as grpc's handoffs through the GIL do): two threads serve
+    # more calls per second than eight.
+    pool = ServerThreads(keep=10, limit=8, adapt=True)
+    loop = ClosedLoop(pool, 16, lambda n: time.sleep(0.0003 * n * n))
+    try:
+        wait_for(lambda: pool.width == NARROW, timeout=15, what="the narrow width")
+    finally:
+        loop.close()
+
+
+def test_tool_threads_keep_the_full_width_for_calls_that_wait():
+    # Calls that wait (I/O, sleep, C code without the GIL) need every
+    # thread: two would serve a quarter of the calls.
+    pool = ServerThreads(keep=10, limit=8, adapt=True)
+    loop = ClosedLoop(pool, 16, lambda n: time.sleep(0.004))
+    try:
+        wait_for(lambda: pool._ended > 200, timeout=10, what="calls ending")
+        served = loop.calls_in(3.0)
+        assert pool.width == 8
+        # Width 2 serves at most 2 / 4 ms = 500 calls/s: 1,500 in 3 s.
+        assert served > 2500, f"{served} calls in 3 s; at the full width 8 threads serve ~6,000"
+    finally:
+        loop.close()
+
+
+def test_stuck_calls_at_the_narrow_width_restore_the_full_width(monkeypatch):
+    monkeypatch.setattr(_threads, "PROBE_FIRST_S", 60.0)  # no probe: only the stuck rule may widen
+    pool = ServerThreads(keep=10, limit=8, adapt=True)
+    pool._set_width(NARROW)
+    release = threading.Event()
+    ran = []
+    try:
+        for _ in range(NARROW):
+            submit_tool(pool, release.wait, 10)
+        for i in range(3):
+            submit_tool(pool, ran.append, i)
+        # No call ends while the others wait: within an epoch or two the
+        # controller gives them threads.
+        wait_for(lambda: len(ran) == 3, timeout=3, what="the waiting calls to run beside the stuck ones")
+        assert pool.width == 8 and sorted(ran) == [0, 1, 2]
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_the_width_controller_sleeps_while_no_tool_call_is_here():
+    pool = ServerThreads(keep=10, limit=8, adapt=True)
+    try:
+        done = threading.Event()
+        submit_tool(pool, done.set)
+        done.wait(5)
+        wait_for(lambda: pool._asleep, timeout=3, what="the controller to sleep")
+        # A new call wakes it.
+        submit_tool(pool, lambda: None)
+        wait_for(lambda: not pool._asleep, timeout=3, what="the controller to wake")
+    finally:
+        pool.shutdown()
 
 
 def test_ping_answers_while_stuck_tools_fill_every_thread_and_more_wait(make_server):

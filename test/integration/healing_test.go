@@ -403,9 +403,9 @@ func TestCapacitySizesThePythonThreadPool(t *testing.T) {
 	}
 }
 
-// With callers queued, the pool sends the Python worker up to Capacity
-// more calls (prefetch); they wait in the worker, which still runs no more
-// than Capacity at once.
+// With callers queued, the pool sends the Python worker calls beyond its
+// Capacity (prefetch, up to four times as many); they wait in the worker,
+// which still runs no more than Capacity at once.
 func TestPrefetchedCallsWaitInThePythonWorker(t *testing.T) {
 	const capacity = 2
 	app := newApp(t, snakepit.Config{Workers: 1, Capacity: capacity})
