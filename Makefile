@@ -14,7 +14,7 @@ PY_PB_DIR     := python/snakepit_bridge/pb
 AGENT_PROTO_SRC := proto/snakepit/v1/agent.proto
 AGENT_PROTO_M   := Msnakepit/v1/snakepit.proto=github.com/snakepit-go/snakepit/bridge/pb,Msnakepit/v1/agent.proto=github.com/snakepit-go/snakepit/agent/agentpb
 
-.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-array bench-batch bench-rounds fuzz-jsonvalid clean
+.PHONY: all build test test-go test-python test-bench-smoke test-lifecycle chaos reload-soak agent-flood agent-rollout elastic-step soak-replace demo proto deps-python deps-browser lint bench bench-python bench-sidebyside bench-ab bench-interleave bench-array bench-batch bench-rounds fuzz-jsonvalid clean
 
 all: build
 
@@ -148,6 +148,17 @@ bench-sidebyside: deps-python
 	  cat $(CURDIR)/.snakepit/sidebyside.run; cat $(CURDIR)/.snakepit/sidebyside.run >> $(CURDIR)/.snakepit/sidebyside.txt; \
 	  [ $$rc -eq 0 ] || exit $$rc; done
 	cd test/bench && $(GO) run ./cmd/benchtable < $(CURDIR)/.snakepit/sidebyside.txt
+
+## bench-interleave: targets of the side-by-side benchmark driven in turn, IL_SLICE each, for
+## IL_TOTAL, IL_C callers (test/bench/interleave_test.go): per-round ratios against the first
+## target that hold within a few per cent on a shared machine, where separate rounds do not
+IL_TARGETS ?= grpc-sync-wide/N=1,snakepit-default/N=1,snakepit-fixed/N=1
+IL_C       ?= 32
+IL_SLICE   ?= 2s
+IL_TOTAL   ?= 60s
+bench-interleave: deps-python
+	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" INTERLEAVE='$(IL_TARGETS)' IL_C=$(IL_C) \
+	  IL_SLICE=$(IL_SLICE) IL_TOTAL=$(IL_TOTAL) $(GO) test -count 1 -timeout 60m -run '^TestInterleave$$' -v . | grep -E '^(IL|--- FAIL|FAIL|ok)'
 
 ## bench-batch: dynamic batching — the example numpy matrix-vector batch tool's cost per call by
 ## batch size (1..64) against the same product one call per request, BENCH_COUNT interleaved rounds

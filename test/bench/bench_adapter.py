@@ -73,3 +73,16 @@ class CPUBenchAdapter(BaseAdapter):
         for i in range(n):
             acc = (acc + i * i) % 1000003
         return acc
+
+
+class IOBenchAdapter(BaseAdapter):
+    """A tool that waits (2 ms asleep, the GIL released), as one calling a
+    database or a service does: it needs every thread of the worker
+    (interleave_test.go, the tool threads' width)."""
+
+    @tool
+    def add(self, a: float, b: float) -> float:
+        import time
+
+        time.sleep(0.002)
+        return a + b
