@@ -7,8 +7,10 @@
 // # The contract
 //
 //   - Growth: when a call has waited at least ScaleUpAfter for any worker
-//     (the oldest call of the pool's general queue) and more calls wait than
-//     the workers already starting can take, the Scaler adds one worker;
+//     (the oldest call of the pool's general queue or, while no worker has
+//     a free slot, the oldest call prefetched into a busy worker and not
+//     started: pool.Load) and more calls wait than the workers already
+//     starting can take, the Scaler adds one worker;
 //     at most one per ScaleUpInterval, never beyond Max. A pool with no
 //     worker at all (Min 0) adds one as soon as a call waits.
 //   - Shrink: a ready worker that took no call and had nothing in flight

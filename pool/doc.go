@@ -32,8 +32,9 @@
 // # Prefetch
 //
 // A worker that reports worker.Info.Prefetch = k at Ready (the snakepit
-// Python worker's sync server does, k = 4 × its capacity) may be sent up
-// to k calls beyond its Capacity; it holds them in order and runs each as soon
+// Python worker's sync server does, k = 4 × its capacity, the most the
+// pool uses) may be sent up to k calls beyond its Capacity; it holds them
+// in order and runs each as soon
 // as one of its calls ends, so its next call is already there instead of
 // one host round trip later. A prefetched call cannot move to a worker
 // that frees up first, so the pool prefetches only a call that would
@@ -47,11 +48,13 @@
 // to a worker running nothing but such calls. Options.DisableSerialTools turns
 // prefetching off with the measure. A prefetched call counts in flight
 // (Stats.InFlight and a worker's InFlight may exceed Capacity by up to k)
-// and, until its worker starts it, in Load's Queued and OldestWait (the
-// autoscaler's signal: it waits because every worker is busy). It shares
-// its worker's fate: if
-// the worker is killed (hung, Stop, a drain's end) it fails as a call that
-// was sent, even if it never started. A worker that reports 0, every
+// and, until its worker starts it and while no worker has a free slot, in
+// Load's Queued and OldestWait (the autoscaler's signal: it waits because
+// every worker is busy; Stats.Queued and QueueWait count the pool's queue
+// only). It is past the pool's queue (MaxQueue, QueueTimeout do not apply
+// to it) and shares its worker's fate: if the worker is killed (hung,
+// Stop, a drain's end) it fails as a call that was sent, even if it never
+// started. A worker that reports 0, every
 // worker type that does not ask for it, is never sent more than its
 // Capacity.
 //

@@ -7,9 +7,10 @@ import "time"
 // them) and each worker's state and use.
 type Load struct {
 	// Queued counts the calls waiting for any worker (strict-affinity
-	// waiters, which only their session's worker can serve, excluded) and
-	// the calls prefetched into a worker that has not started them yet
-	// (doc.go, "Prefetch"): both wait because every worker is busy.
+	// waiters, which only their session's worker can serve, excluded) and,
+	// while no worker has a free slot, the calls prefetched into a worker
+	// that has not started them yet (doc.go, "Prefetch"): they then wait
+	// because every worker is busy.
 	Queued int
 	// OldestWait is how long the oldest of them has waited (0: none).
 	OldestWait time.Duration
@@ -43,10 +44,20 @@ const (
 func (p *Pool) Load() Load {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.now()
 	l := Load{Queued: p.generalLenLocked(), OldestWait: p.queueWaitLocked(), Workers: make([]WorkerLoad, 0, len(p.workers))}
+	free := false
 	for _, ws := range p.workers {
 		l.Workers = append(l.Workers, WorkerLoad{ID: ws.id, State: ws.loadState(), InFlight: ws.inflight, Capacity: ws.capacity, Calls: ws.calls})
+		free = free || (ws.usable() && ws.inflight < ws.capacity)
+	}
+	if free {
+		// A worker has a free slot: the pool is not short of workers,
+		// whatever waits in a busy one (a stalled call's prefetched calls
+		// cannot move, and a new worker would not take them either).
+		return l
+	}
+	now := p.now()
+	for _, ws := range p.workers {
 		if len(ws.pf) > 0 {
 			l.Queued += len(ws.pf)
 			l.OldestWait = max(l.OldestWait, now.Sub(ws.pf[0].sr.t0)) // not started: t0 is when it was sent

@@ -409,7 +409,7 @@ func (p *Pool) becomeReadyLocked(ws *workerState, info worker.Info) {
 	if info.Capacity > 0 {
 		ws.capacity = info.Capacity
 	}
-	ws.prefetch = max(info.Prefetch, 0)
+	ws.prefetch = min(max(info.Prefetch, 0), maxPrefetchPerSlot*ws.capacity)
 	ws.pid, ws.since = info.PID, p.now()
 	if ws.draining {
 		// Retired workers never return to rotation, whatever they report.

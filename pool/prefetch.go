@@ -33,7 +33,8 @@ import (
 //   - only to a worker all of whose calls in flight are such calls (long
 //     counts the others, including calls that began before their tool was
 //     found long): it then waits behind calls that end soon;
-//   - at most k calls beyond its capacity per worker, k as it reports.
+//   - at most k calls beyond its capacity per worker, k as it reports, at
+//     most maxPrefetchPerSlot per slot.
 //
 // Options.DisableSerialTools turns prefetching off with the measure.
 //
@@ -43,6 +44,13 @@ import (
 // the pool can tell, when one of its worker's running calls ends (the
 // worker runs them in order): only then does its measure for the serial
 // rule begin, so the rule keeps learning under sustained load.
+
+// maxPrefetchPerSlot bounds what a worker's report may ask for: the
+// snakepit Python worker reports exactly this many per slot
+// (PREFETCH_PER_SLOT in python/snakepit_bridge/_threads.py). A prefetched
+// call is past the pool's queue (MaxQueue, QueueTimeout) and fails with
+// its worker, so a worker type reporting more gets no more.
+const maxPrefetchPerSlot = 4
 
 // rank orders the free list: the in-flight calls of a worker under its
 // capacity, and past every such worker those that are over it, by how

@@ -26,12 +26,15 @@ func inFlight(s pool.Stats) map[string]int {
 // contract of every worker type that does not ask for it) gets its
 // capacity and no more.
 func TestPrefetchSendsUpToKBeyondCapacity(t *testing.T) {
-	for _, k := range []int{2, 8, 0} { // 8: beyond the capacity, as the Python worker reports
-		t.Run(fmt.Sprintf("k=%d", k), func(t *testing.T) {
+	// 8: four per slot, as the Python worker reports; 20: more than the
+	// pool ever uses (four per slot).
+	for _, tc := range []struct{ report, k int }{{2, 2}, {8, 8}, {20, 8}, {0, 0}} {
+		k := tc.k
+		t.Run(fmt.Sprintf("k=%d", tc.report), func(t *testing.T) {
 			h := newHarness(t, pool.Options{})
 			w := &infoWorker{id: "w", block: make(chan struct{})}
 			h.p.Add(w, 2)
-			h.p.Ready("w", worker.Info{Prefetch: k})
+			h.p.Ready("w", worker.Info{Prefetch: tc.report})
 			var outs []<-chan outcome
 			for range 2 + k + 2 {
 				outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
@@ -75,6 +78,33 @@ func TestLoadCountsPrefetchedCallsAsQueued(t *testing.T) {
 	if l := h.p.Load(); l.Queued != 0 || l.OldestWait != 0 {
 		t.Errorf("Load() after = %d queued, oldest %v; want none", l.Queued, l.OldestWait)
 	}
+}
+
+// A worker with a free slot means the pool is not short of workers: the
+// calls prefetched into a busy one (which a new worker could not take
+// either) are not counted as queued then.
+func TestLoadLeavesOutPrefetchedCallsWhileAWorkerHasAFreeSlot(t *testing.T) {
+	h := newHarness(t, pool.Options{})
+	a := &infoWorker{id: "a", block: make(chan struct{})}
+	h.p.Add(a, 2)
+	h.p.Ready("a", worker.Info{Prefetch: 4})
+	var outs []<-chan outcome
+	for range 2 + 3 {
+		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
+	}
+	h.waitStats("5 calls on a", func(s pool.Stats) bool { return s.InFlight == 5 })
+	if l := h.p.Load(); l.Queued != 3 {
+		t.Fatalf("Load().Queued = %d with every worker busy; want the 3 prefetched calls", l.Queued)
+	}
+	b := &infoWorker{id: "b", block: make(chan struct{})}
+	h.p.Add(b, 2)
+	h.p.Ready("b", worker.Info{Prefetch: 4})
+	if l := h.p.Load(); l.Queued != 0 || l.OldestWait != 0 {
+		t.Errorf("Load() = %d queued, oldest %v while b is idle; want none", l.Queued, l.OldestWait)
+	}
+	close(a.block)
+	close(b.block)
+	waitAll(t, outs)
 }
 
 // A worker's prefetch is used only once no worker has a free slot: a

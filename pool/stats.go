@@ -14,7 +14,8 @@ type Stats struct {
 	Workers WorkerCounts
 	Queued  int // calls waiting for a slot
 	// QueueWait is how long the oldest call waiting for any worker has
-	// waited (0: none waits): the signal an autoscaler grows on.
+	// waited (0: none waits). The autoscaler grows on Load, which also
+	// counts calls prefetched into busy workers (doc.go, "Prefetch").
 	QueueWait time.Duration
 	InFlight  int // slots taken
 	// QueueHistory is the queue's depth per second over the last

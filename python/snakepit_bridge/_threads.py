@@ -170,9 +170,15 @@ class ServerThreads:
         # submit is not a tool call: the safe side, it gets a thread.
         self.tool_next = False
         # The width's controller (see the class docstring).
-        self._ended = 0  # tool calls finished: the controller's measure of work
+        # Tool calls that took a thread: the controller's measure of work.
+        # Starts, not ends: right after a change of width the calls that end
+        # are the other width's, while every start is this width's (and a
+        # narrower width pays for the calls it lets finish first).
+        self._began = 0
+        self._ended = 0  # tool calls finished: the stuck rule's measure
         self._peak = 0  # the most tool calls here at once since the controller reset it
-        self._asleep = False  # the controller waits for a tool call (_wake)
+        self._asleep = False  # the controller waits for more than NARROW tool calls (_wake)
+        self._woken = 0  # times the controller woke: what tests can see
         self._wake = threading.Event()
         self._unstuck = False  # the stuck rule restored the full width (controller thread only)
         if adapt and self._limit > NARROW:
@@ -203,16 +209,17 @@ class ServerThreads:
                 here = self._tools + len(self._backlog) + 1
                 if here > self._peak:
                     self._peak = here
-                    if self._asleep:
+                    if self._asleep and here > NARROW:
                         self._asleep = False
                         self._wake.set()
-                if self._tools >= self._width:
-                    # Invariant: a backlog only while width tool calls run,
-                    # so a finishing tool call's thread takes from it (and
-                    # the controller, when it widens).
+                if self._backlog or self._tools >= self._width:
+                    # A backlog only while width tool calls run (or the
+                    # controller is about to widen), so a finishing tool
+                    # call's thread takes from it, in order.
                     self._backlog.append(item)
                     return done
                 self._tools += 1
+                self._began += 1
             if self._idle > 0:
                 self._idle -= 1
                 spawn = False
@@ -263,6 +270,7 @@ class ServerThreads:
                     self._ended += 1
                     if self._backlog and self._tools <= self._width:
                         item = self._backlog.popleft()  # the slot passes on
+                        self._began += 1
                     else:
                         self._tools -= 1  # also when the width shrank
                 if item is None:
@@ -295,6 +303,7 @@ class ServerThreads:
             while self._backlog and self._tools < width and not self._closed:
                 item = self._backlog.popleft()
                 self._tools += 1
+                self._began += 1
                 if self._idle > 0:
                     self._idle -= 1
                     self._queue.put(item)
@@ -313,21 +322,23 @@ class ServerThreads:
                         self._backlog.appendleft(it)
                     self._threads -= len(starts) - i
                     self._tools -= len(starts) - i
+                    self._began -= len(starts) - i
                 log.exception("cannot start a thread for a tool call")
                 return
 
     def _epoch(self, width: int) -> Optional[float]:
-        """Serves one epoch at ``width``: the tool calls that ended per
-        second; None when shut down or, at less than the full width, when
-        no running call ended while calls waited: the full width is then
-        back (``_unstuck``)."""
+        """Serves one epoch at ``width``: the tool calls that took a thread
+        per second; None when shut down or, at less than the full width,
+        when no running call ended while calls waited: the full width is
+        then back (``_unstuck``)."""
         self._set_width(width)
         with self._lock:
-            ended0 = self._ended
+            began0, ended0 = self._began, self._ended
         t0 = time.monotonic()
         time.sleep(EPOCH_S)  # the measure's window, not a wait for a state
         with self._lock:
-            ended, waiting, closed = self._ended - ended0, bool(self._backlog), self._closed
+            began, ended = self._began - began0, self._ended - ended0
+            waiting, closed = bool(self._backlog), self._closed
         if closed:
             return None
         if width < self._limit and ended == 0 and waiting:
@@ -335,7 +346,7 @@ class ServerThreads:
             self._set_width(self._limit)
             self._unstuck = True
             return None
-        return ended / (time.monotonic() - t0)
+        return began / (time.monotonic() - t0)
 
     def _probe(self, here: int, other: int, base: float) -> Optional[bool]:
         """Whether ``other`` beats ``here`` (which served ``base`` calls/s
@@ -363,17 +374,19 @@ class ServerThreads:
         return True
 
     def _await_calls(self) -> bool:
-        """Wait, without a timeout, for a tool call if none is here (an idle
-        worker's controller never wakes). True if it waited long enough to
-        count as idle."""
+        """Wait, without a timeout, while NARROW or fewer tool calls are
+        here: the width makes no difference to them, and an idle worker's
+        controller never wakes. True if it waited long enough to count as
+        idle."""
         with self._lock:
-            if self._closed or self._tools or self._backlog:
+            if self._closed or self._tools + len(self._backlog) > NARROW:
                 return False
             self._wake.clear()
             self._asleep = True
             self._peak = 0
         since = time.monotonic()
         self._wake.wait()
+        self._woken += 1
         return time.monotonic() - since >= IDLE_RESET_S
 
     def _control(self) -> None:
@@ -394,10 +407,12 @@ class ServerThreads:
                     continue
                 other = NARROW if here == self._limit else self._limit
                 verdict = self._probe(here, other, base)
-                if self._unstuck:
+                if self._unstuck and here == NARROW:
                     # The stuck rule restored the full width: it stands.
                     interval, next_probe = PROBE_FIRST_S, time.monotonic() + PROBE_FIRST_S
                     continue
+                if self._unstuck:
+                    verdict = False  # calls stopped ending at the narrow width
                 if verdict:
                     self._set_width(other)
                     interval = PROBE_FIRST_S

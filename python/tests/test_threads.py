@@ -199,6 +199,8 @@ class ClosedLoop:
     call as its last one ends (as the host keeps a worker's calls in
     flight); ``work`` gets how many of its calls run now."""
 
+    submitting = threading.Lock()
+
     def __init__(self, pool: ServerThreads, callers: int, work) -> None:
         self.pool, self.work = pool, work
         self.lock = threading.Lock()
@@ -219,16 +221,29 @@ class ClosedLoop:
                 self.ended += 1
 
     def _next(self) -> None:
-        if not self.stop:
+        if self.stop:
+            return
+        # Serialised, as grpc's one serving thread does: a submit consumes
+        # the tool mark another thread set.
+        with ClosedLoop.submitting:
             self.pool.tool_next = True
-            self.pool.submit(self._call).add_done_callback(lambda _: self._next())
+            done = self.pool.submit(self._call)
+        done.add_done_callback(lambda _: self._next())
 
-    def calls_in(self, seconds: float) -> int:
+    def calls_in(self, seconds: float) -> "tuple[int, float]":
+        """Calls ended in the next ``seconds``, and the share of that time
+        the pool's width was its full limit (sampled every 10 ms; a probe
+        narrows it for 100 ms now and then)."""
         with self.lock:
             before = self.ended
-        time.sleep(seconds)  # the measure's window
+        full = samples = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples += 1
+            full += self.pool.width == self.pool._limit
+            time.sleep(0.01)  # the sampling period of the measure
         with self.lock:
-            return self.ended - before
+            return self.ended - before, full / max(samples, 1)
 
     def close(self) -> None:
         self.stop = True
@@ -247,17 +262,21 @@ def test_tool_threads_narrow_when_fewer_threads_serve_more_calls():
         loop.close()
 
 
-def test_tool_threads_keep_the_full_width_for_calls_that_wait():
+@pytest.mark.parametrize("seconds", [0.004, 0.1])
+def test_tool_threads_keep_the_full_width_for_calls_that_wait(seconds):
     # Calls that wait (I/O, sleep, C code without the GIL) need every
-    # thread: two would serve a quarter of the calls.
+    # thread: two would serve a quarter of the calls. 0.1 s is one epoch:
+    # counting the calls that end would credit the narrow width with the
+    # ends of calls the full width started.
     pool = ServerThreads(keep=10, limit=8, adapt=True)
-    loop = ClosedLoop(pool, 16, lambda n: time.sleep(0.004))
+    loop = ClosedLoop(pool, 16, lambda n: time.sleep(seconds))
     try:
-        wait_for(lambda: pool._ended > 200, timeout=10, what="calls ending")
-        served = loop.calls_in(3.0)
-        assert pool.width == 8
-        # Width 2 serves at most 2 / 4 ms = 500 calls/s: 1,500 in 3 s.
-        assert served > 2500, f"{served} calls in 3 s; at the full width 8 threads serve ~6,000"
+        wait_for(lambda: pool._ended > 40, timeout=10, what="calls ending")
+        window = 3.0
+        served, full = loop.calls_in(window)
+        assert full > 0.7, f"the full width held only {full:.0%} of the time"
+        narrow_most = NARROW / seconds * window  # what width 2 could serve at best
+        assert served > 2 * narrow_most, f"{served} calls in {window} s; width 2 serves at most {narrow_most:.0f}"
     finally:
         loop.close()
 
@@ -282,17 +301,26 @@ def test_stuck_calls_at_the_narrow_width_restore_the_full_width(monkeypatch):
         pool.shutdown()
 
 
-def test_the_width_controller_sleeps_while_no_tool_call_is_here():
+def test_the_width_controller_sleeps_while_the_width_makes_no_difference():
     pool = ServerThreads(keep=10, limit=8, adapt=True)
+    release = threading.Event()
     try:
-        done = threading.Event()
-        submit_tool(pool, done.set)
-        done.wait(5)
+        for _ in range(NARROW + 1):
+            submit_tool(pool, release.wait, 10)
+        release.set()
         wait_for(lambda: pool._asleep, timeout=3, what="the controller to sleep")
-        # A new call wakes it.
-        submit_tool(pool, lambda: None)
-        wait_for(lambda: not pool._asleep, timeout=3, what="the controller to wake")
+        woken = pool._woken
+        # NARROW calls at once run at either width: it sleeps on.
+        release.clear()
+        for _ in range(NARROW):
+            submit_tool(pool, release.wait, 10)
+        time.sleep(0.3)  # three epochs in which it must not wake
+        assert pool._woken == woken and pool._asleep
+        # One more call than NARROW wakes it.
+        submit_tool(pool, release.wait, 10)
+        wait_for(lambda: pool._woken > woken, timeout=3, what="the controller to wake")
     finally:
+        release.set()
         pool.shutdown()
 
 
