@@ -326,19 +326,22 @@ class ServerThreads:
                 log.exception("cannot start a thread for a tool call")
                 return
 
-    def _epoch(self, width: int) -> Optional[float]:
+    def _epoch(self, width: int) -> Optional[Tuple[float, float]]:
         """Serves one epoch at ``width``: the tool calls that took a thread
-        per second; None when shut down or, at less than the full width,
-        when no running call ended while calls waited: the full width is
-        then back (``_unstuck``)."""
+        per second, and the process's CPU seconds per such call. None when
+        shut down, when NARROW or fewer calls are left at its end (the load
+        fell away: the epoch says nothing about the width), or, at less
+        than the full width, when no running call ended while calls
+        waited: the full width is then back (``_unstuck``)."""
         self._set_width(width)
         with self._lock:
             began0, ended0 = self._began, self._ended
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         time.sleep(EPOCH_S)  # the measure's window, not a wait for a state
         with self._lock:
             began, ended = self._began - began0, self._ended - ended0
-            waiting, closed = bool(self._backlog), self._closed
+            waiting, here, closed = bool(self._backlog), self._tools + len(self._backlog), self._closed
+        cpu = time.process_time() - cpu0
         if closed:
             return None
         if width < self._limit and ended == 0 and waiting:
@@ -346,31 +349,40 @@ class ServerThreads:
             self._set_width(self._limit)
             self._unstuck = True
             return None
-        return began / (time.monotonic() - t0)
+        if here <= NARROW or began == 0:
+            return None
+        return began / (time.monotonic() - t0), cpu / began
 
-    def _probe(self, here: int, other: int, base: float) -> Optional[bool]:
-        """Whether ``other`` beats ``here`` (which served ``base`` calls/s
-        in the epoch just ended): in each of PROBE_ROUNDS epochs at
-        ``other``, each followed by one at ``here``, by GAIN over the mean
-        of the two epochs beside it. Alternating cancels a drift of the
-        machine's speed; every round must win, so one lucky epoch on a
-        noisy machine does not move the width. False: a round served no
-        more than that mean. None: no verdict (better by less than GAIN,
-        shut down, stuck, or never more than NARROW calls here, so the
-        width made no difference)."""
+    def _probe(self, here: int, other: int, base: Tuple[float, float]) -> Optional[bool]:
+        """Whether ``other`` beats ``here`` (``base``: calls/s and CPU per
+        call in the epoch just ended): in each of PROBE_ROUNDS epochs at
+        ``other``, each followed by one at ``here``, it serves GAIN times
+        the mean calls/s of the two epochs beside it, and, to narrow, at no
+        more CPU per call than their mean. Alternating cancels a drift of
+        the machine's speed; every round must win, so one lucky epoch on a
+        noisy machine does not move the width. The CPU condition: two
+        threads win by wasting less of the GIL on handoffs, which shows as
+        less CPU per call; a worker that is merely given more calls (with
+        several workers, the host sends more to the one that ends calls
+        sooner) gains calls/s at another worker's expense, not CPU. False:
+        a round served no more calls than that mean, or narrowing cost more
+        CPU per call. None: no verdict (better by less than GAIN, shut
+        down, stuck, the load fell away, or never more than NARROW calls
+        here, so the width made no difference)."""
         before = base
         for _ in range(PROBE_ROUNDS):
             probe = self._epoch(other)
             after = self._epoch(here) if probe is not None else None
             if probe is None or after is None or self._peak <= NARROW:
                 return None
-            mean = (before + after) / 2
-            if probe <= mean:
+            rate = (before[0] + after[0]) / 2
+            cpu = (before[1] + after[1]) / 2
+            if probe[0] <= rate or (other == NARROW and probe[1] > cpu):
                 return False
-            if probe <= GAIN * mean:
+            if probe[0] <= GAIN * rate:
                 return None  # better, not by enough: ask again soon
+            log.debug("tool threads: width %d served %.0f calls/s against %.0f at width %d", other, probe[0], rate, here)
             before = after
-        log.debug("tool threads: width %d beat width %d (last %.0f calls/s against %.0f)", other, here, probe, before)
         return True
 
     def _await_calls(self) -> bool:
