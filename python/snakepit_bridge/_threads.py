@@ -138,7 +138,8 @@ class ServerThreads:
 
     The width is ``limit`` (0: no limit), or with ``adapt`` whichever of
     NARROW and ``limit`` serves more calls per second while more than
-    NARROW tool calls are here. Why: grpcio's sync server hands every call
+    NARROW tool calls are here (NARROW only if it also costs no more CPU
+    per call: see _probe). Why: grpcio's sync server hands every call
     between its serving thread and the call's thread, each handoff a trip
     through the GIL, and with eight threads taking turns those trips
     dominate a short call. On one worker, eight callers of a trivial tool
@@ -146,8 +147,8 @@ class ServerThreads:
     "Tool threads: the width"); a tool that waits (I/O, sleep, C code
     without the GIL) needs every thread. Neither can be told from the call,
     so a controller thread measures: it runs while more than NARROW tool
-    calls are here, and every probe interval serves one epoch at the other
-    width between two at the current one, and keeps the better. At NARROW,
+    calls are here, and every probe interval alternates epochs at the
+    other width with epochs at the current one (_probe). At NARROW,
     an epoch in which none of the running calls ended while calls waited
     (calls stuck, or waiting for each other) restores the full width at
     once. An idle worker's controller sleeps without a timeout."""
