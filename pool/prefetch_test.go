@@ -51,6 +51,20 @@ func TestPrefetchSendsUpToKBeyondCapacity(t *testing.T) {
 	}
 }
 
+// threePrefetched adds worker id (Capacity 2, Prefetch 4) and holds five
+// calls on it: two running, three prefetched.
+func threePrefetched(h *harness, id string) (*infoWorker, []<-chan outcome) {
+	w := &infoWorker{id: id, block: make(chan struct{})}
+	h.p.Add(w, 2)
+	h.p.Ready(id, worker.Info{Prefetch: 4})
+	var outs []<-chan outcome
+	for range 2 + 3 {
+		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
+	}
+	h.waitStats("5 calls on "+id, func(s pool.Stats) bool { return s.InFlight == 5 && s.Queued == 0 })
+	return w, outs
+}
+
 // Load, the autoscaler's view, counts a prefetched call as queued until
 // its worker starts it, and its wait from when it was sent: with every
 // caller's call in a worker, nothing else would show that they wait.
@@ -59,14 +73,7 @@ func TestLoadCountsPrefetchedCallsAsQueued(t *testing.T) {
 	clock := time.Unix(1000, 0)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	h := newHarness(t, pool.Options{Now: now})
-	w := &infoWorker{id: "w", block: make(chan struct{})}
-	h.p.Add(w, 2)
-	h.p.Ready("w", worker.Info{Prefetch: 4})
-	var outs []<-chan outcome
-	for range 2 + 3 {
-		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
-	}
-	h.waitStats("5 calls on the worker", func(s pool.Stats) bool { return s.InFlight == 5 && s.Queued == 0 })
+	w, outs := threePrefetched(h, "w")
 	mu.Lock()
 	clock = clock.Add(5 * time.Second)
 	mu.Unlock()
@@ -85,14 +92,7 @@ func TestLoadCountsPrefetchedCallsAsQueued(t *testing.T) {
 // either) are not counted as queued then.
 func TestLoadLeavesOutPrefetchedCallsWhileAWorkerHasAFreeSlot(t *testing.T) {
 	h := newHarness(t, pool.Options{})
-	a := &infoWorker{id: "a", block: make(chan struct{})}
-	h.p.Add(a, 2)
-	h.p.Ready("a", worker.Info{Prefetch: 4})
-	var outs []<-chan outcome
-	for range 2 + 3 {
-		outs = append(outs, h.goExecute(context.Background(), call("x", ""), pool.CallOptions{}))
-	}
-	h.waitStats("5 calls on a", func(s pool.Stats) bool { return s.InFlight == 5 })
+	a, outs := threePrefetched(h, "a")
 	if l := h.p.Load(); l.Queued != 3 {
 		t.Fatalf("Load().Queued = %d with every worker busy; want the 3 prefetched calls", l.Queued)
 	}
