@@ -158,7 +158,9 @@ IL_SLICE   ?= 2s
 IL_TOTAL   ?= 60s
 bench-interleave: deps-python
 	cd test/bench && SNAKEPIT_PYTHON="$$(cat $(PY_ENV_FILE))" INTERLEAVE='$(IL_TARGETS)' IL_C=$(IL_C) \
-	  IL_SLICE=$(IL_SLICE) IL_TOTAL=$(IL_TOTAL) $(GO) test -count 1 -timeout 60m -run '^TestInterleave$$' -v . | grep -E '^(IL|--- FAIL|FAIL|ok)'
+	  IL_SLICE=$(IL_SLICE) IL_TOTAL=$(IL_TOTAL) $(GO) test -count 1 -timeout 60m -run '^TestInterleave$$' -v . \
+	  > $(CURDIR)/.snakepit/interleave.out 2>&1; rc=$$?; \
+	  grep -E '^(IL|--- FAIL|FAIL|ok)|_test.go:[0-9]+:' $(CURDIR)/.snakepit/interleave.out; exit $$rc
 
 ## bench-batch: dynamic batching — the example numpy matrix-vector batch tool's cost per call by
 ## batch size (1..64) against the same product one call per request, BENCH_COUNT interleaved rounds
