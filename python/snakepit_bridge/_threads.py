@@ -74,12 +74,16 @@ PREFETCH_PER_SLOT = 4
 # PROBE_FIRST_S apart, the interval doubling up to PROBE_MAX_S each time
 # the other width serves fewer calls (not when it serves more by less than
 # GAIN), back to PROBE_FIRST_S after a change or after IDLE_RESET_S idle.
+# At NARROW it doubles only up to PROBE_MAX_NARROW_S: the narrow width
+# held wrongly (the work changed to calls that wait) costs up to
+# limit/NARROW times the calls, the full width held wrongly about 1.4x.
 NARROW = 2
 EPOCH_S = 0.1
 GAIN = 1.1
 PROBE_ROUNDS = 2
 PROBE_FIRST_S = 0.5
 PROBE_MAX_S = 30.0
+PROBE_MAX_NARROW_S = 2.0
 IDLE_RESET_S = 10.0
 
 
@@ -334,10 +338,10 @@ class ServerThreads:
         fell away: the epoch says nothing about the width), or, at less
         than the full width, when no running call ended while calls
         waited: the full width is then back (``_unstuck``)."""
-        self._set_width(width)
-        with self._lock:
+        with self._lock:  # before the change: the calls it starts are this width's
             began0, ended0 = self._began, self._ended
         t0, cpu0 = time.monotonic(), time.process_time()
+        self._set_width(width)
         time.sleep(EPOCH_S)  # the measure's window, not a wait for a state
         with self._lock:
             began, ended = self._began - began0, self._ended - ended0
@@ -350,7 +354,11 @@ class ServerThreads:
             self._set_width(self._limit)
             self._unstuck = True
             return None
-        if here <= NARROW or began == 0:
+        if began == 0:
+            # Nothing started: a loss if calls waited (long calls hold the
+            # threads), else the load fell away.
+            return (0.0, float("inf")) if waiting else None
+        if here <= NARROW:
             return None
         return began / (time.monotonic() - t0), cpu / began
 
@@ -386,29 +394,30 @@ class ServerThreads:
             before = after
         return True
 
-    def _await_calls(self) -> bool:
+    def _await_calls(self) -> float:
         """Wait, without a timeout, while NARROW or fewer tool calls are
         here: the width makes no difference to them, and an idle worker's
-        controller never wakes. True if it waited long enough to count as
-        idle."""
+        controller never wakes. The seconds it waited (0: it did not)."""
         with self._lock:
             if self._closed or self._tools + len(self._backlog) > NARROW:
-                return False
+                return 0.0
             self._wake.clear()
             self._asleep = True
             self._peak = 0
         since = time.monotonic()
         self._wake.wait()
         self._woken += 1
-        return time.monotonic() - since >= IDLE_RESET_S
+        return max(time.monotonic() - since, 1e-9)
 
     def _control(self) -> None:
         interval = PROBE_FIRST_S
         next_probe = time.monotonic() + PROBE_FIRST_S
         try:
             while not self._closed:
-                if self._await_calls():
-                    # A new spell may be a new kind of work: probe soon.
+                slept = self._await_calls()
+                if slept >= IDLE_RESET_S or (slept > 0 and self._width == NARROW):
+                    # A new spell may be a new kind of work: probe soon
+                    # (at NARROW after any pause: the costlier mistake).
                     interval, next_probe = PROBE_FIRST_S, time.monotonic() + EPOCH_S
                     continue
                 here = self._width
@@ -416,6 +425,11 @@ class ServerThreads:
                     self._peak = self._tools + len(self._backlog)
                 self._unstuck = False
                 base = self._epoch(here)
+                if self._unstuck:
+                    # Restored just now: the calls that stuck are still
+                    # there, so no probe of NARROW at once.
+                    interval, next_probe = PROBE_FIRST_S, time.monotonic() + PROBE_FIRST_S
+                    continue
                 if base is None or time.monotonic() < next_probe:
                     continue
                 other = NARROW if here == self._limit else self._limit
@@ -432,7 +446,8 @@ class ServerThreads:
                 else:
                     self._set_width(here)
                     if verdict is not None:
-                        interval = min(2 * interval, PROBE_MAX_S)
+                        interval = 2 * interval
+                interval = min(interval, PROBE_MAX_NARROW_S if self._width == NARROW else PROBE_MAX_S)
                 next_probe = time.monotonic() + interval
         except BaseException:
             log.exception("tool threads: the width's controller failed; all %d run from now on", self._limit)
