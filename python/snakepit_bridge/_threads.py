@@ -181,7 +181,6 @@ class ServerThreads:
         # narrower width pays for the calls it lets finish first).
         self._began = 0
         self._ended = 0  # tool calls finished: the stuck rule's measure
-        self._peak = 0  # the most tool calls here at once since the controller reset it
         self._asleep = False  # the controller waits for more than NARROW tool calls (_wake)
         self._woken = 0  # times the controller woke: what tests can see
         self._wake = threading.Event()
@@ -211,12 +210,9 @@ class ServerThreads:
             if self._closed:
                 raise RuntimeError("the server thread pool is shut down")
             if tool and self._limit:
-                here = self._tools + len(self._backlog) + 1
-                if here > self._peak:
-                    self._peak = here
-                    if self._asleep and here > NARROW:
-                        self._asleep = False
-                        self._wake.set()
+                if self._asleep and self._tools + len(self._backlog) >= NARROW:
+                    self._asleep = False  # this call makes more than NARROW
+                    self._wake.set()
                 if self._backlog or self._tools >= self._width:
                     # A backlog only while width tool calls run (or the
                     # controller is about to widen), so a finishing tool
@@ -333,11 +329,12 @@ class ServerThreads:
 
     def _epoch(self, width: int) -> Optional[Tuple[float, float]]:
         """Serves one epoch at ``width``: the tool calls that took a thread
-        per second, and the process's CPU seconds per such call. None when
-        shut down, when NARROW or fewer calls are left at its end (the load
-        fell away: the epoch says nothing about the width), or, at less
-        than the full width, when no running call ended while calls
-        waited: the full width is then back (``_unstuck``)."""
+        per second, and the process's CPU seconds per such call; (0, inf),
+        a loss, when none started while calls waited (long calls hold the
+        threads). None when shut down, when NARROW or fewer calls are left
+        at its end (the load fell away: the epoch says nothing about the
+        width), or, at less than the full width, when no running call ended
+        while calls waited: the full width is then back (``_unstuck``)."""
         with self._lock:  # before the change: the calls it starts are this width's
             began0, ended0 = self._began, self._ended
         t0, cpu0 = time.monotonic(), time.process_time()
@@ -376,13 +373,12 @@ class ServerThreads:
         sooner) gains calls/s at another worker's expense, not CPU. False:
         a round served no more calls than that mean, or narrowing cost more
         CPU per call. None: no verdict (better by less than GAIN, shut
-        down, stuck, the load fell away, or never more than NARROW calls
-        here, so the width made no difference)."""
+        down, stuck, or the load fell away)."""
         before = base
         for _ in range(PROBE_ROUNDS):
             probe = self._epoch(other)
             after = self._epoch(here) if probe is not None else None
-            if probe is None or after is None or self._peak <= NARROW:
+            if probe is None or after is None:
                 return None
             rate = (before[0] + after[0]) / 2
             cpu = (before[1] + after[1]) / 2
@@ -403,7 +399,6 @@ class ServerThreads:
                 return 0.0
             self._wake.clear()
             self._asleep = True
-            self._peak = 0
         since = time.monotonic()
         self._wake.wait()
         self._woken += 1
@@ -421,8 +416,6 @@ class ServerThreads:
                     interval, next_probe = PROBE_FIRST_S, time.monotonic() + EPOCH_S
                     continue
                 here = self._width
-                with self._lock:
-                    self._peak = self._tools + len(self._backlog)
                 self._unstuck = False
                 base = self._epoch(here)
                 if self._unstuck:
